@@ -1,0 +1,139 @@
+"""The agent driver: starts workloads, watches the server, pushes sidecar configs.
+
+Watches are blocking queries, one per upstream service plus one on config entries.
+When the server is unreachable they back off and retry; sidecars keep the last
+config they were given, so traffic keeps flowing on what was last known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from meshlet.agent.sidecar_config import build_snapshot
+from meshlet.agent.workload import Workload
+from meshlet.api.client import Client
+from meshlet.deploy.manifest import Manifest
+from meshlet.errors import MeshletError
+
+log = logging.getLogger(__name__)
+WATCH_WAIT = 30.0
+
+
+class Agent:
+    def __init__(self, server_url: str, data_dir: Path, node: str = "local",
+                 zone: str = "") -> None:
+        self.client = Client(server_url)
+        self.data_dir = data_dir
+        self.node = node
+        self.zone = zone
+        self.workloads: list[Workload] = []
+        self.instances: dict[str, list[dict[str, Any]]] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+        self.watches: dict[str, asyncio.Task[None]] = {}
+        self.version = 0
+        self._http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def start(self, manifest: Manifest, cwd: Path, ready_timeout: float = 30.0) -> None:
+        """Start every service in dependency order; wait until each app has started."""
+        loop = asyncio.get_running_loop()
+        self.watches["config"] = loop.create_task(self.watch_config())
+        protocols = {name: spec.protocol for name, spec in manifest.services.items()}
+        for name in manifest.start_order():
+            spec = manifest.services[name]
+            for upstream in spec.upstreams:
+                if upstream not in self.watches:
+                    self.watches[upstream] = loop.create_task(self.watch_service(upstream))
+            batch = [Workload(self, name, r, spec, cwd, protocols)
+                     for r in range(spec.replicas)]
+            self.workloads += batch
+            for workload in batch:
+                workload.start()
+            await asyncio.wait_for(
+                asyncio.gather(*(w.started.wait() for w in batch)), ready_timeout)
+
+    def next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    async def push(self, workload: Workload) -> None:
+        snapshot = build_snapshot(self.next_version(), workload.bootstrap, self.instances,
+                                  self.settings)
+        await workload.push_config(snapshot.to_dict())
+
+    async def push_where(self, service: str | None) -> None:
+        """Push to every sidecar that calls ``service`` (all sidecars if None)."""
+        targets = [w for w in self.workloads if w.admin_url and (
+            service is None or service in w.spec.upstreams or service == w.service)]
+        await asyncio.gather(*(self.push(w) for w in targets))
+
+    async def watch_service(self, service: str) -> None:
+        index = 0
+        delay = 0.2
+        while True:
+            try:
+                found, new_index = await self.client.instances(service, passing=True,
+                                                               index=index, wait=WATCH_WAIT)
+            except MeshletError as exc:
+                log.warning("watch on %s failed (%s); keeping last endpoints", service, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            if new_index < index:
+                index = 0  # the server's state was reset: resynchronise from scratch
+                continue
+            if new_index != index or service not in self.instances:
+                self.instances[service] = found
+                index = new_index
+                await self.push_where(service)
+
+    async def watch_config(self) -> None:
+        index = 0
+        delay = 0.2
+        while True:
+            try:
+                entries, new_index = await self.client.config_list(index=index,
+                                                                   wait=WATCH_WAIT)
+            except MeshletError as exc:
+                log.warning("config watch failed (%s); keeping last settings", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            if new_index < index:
+                index = 0
+                continue
+            settings = {e["service"]: e["settings"] for e in entries}
+            if new_index != index:
+                index = new_index
+                if settings != self.settings:
+                    self.settings = settings
+                    await self.push_where(None)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop workloads, callers first (reverse start order), then the watches."""
+        by_service: dict[str, list[Workload]] = {}
+        for w in self.workloads:
+            by_service.setdefault(w.service, []).append(w)
+        for service in reversed(list(by_service)):
+            await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
+        for task in self.watches.values():
+            task.cancel()
+        await asyncio.gather(*self.watches.values(), return_exceptions=True)
+        await self.client.close()
+        if self._http is not None:
+            await self._http.close()

@@ -1,0 +1,326 @@
+"""One running instance of a service: its sidecar, its app, its health, its catalog entry.
+
+Start order: sidecar, wait until it is ready with its first config, register, then the
+app. Stop order: deregister, drain the sidecar's inbound listener and let in-flight
+requests finish, stop the app, stop the sidecar last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from meshlet.agent import probes
+from meshlet.agent.backoff import RestartBackoff
+from meshlet.agent.health import HealthTracker
+from meshlet.agent.process import spawn, terminate
+from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot
+from meshlet.deploy.manifest import ServiceSpec
+from meshlet.errors import MeshletError, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from meshlet.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+SIDECAR_START_TIMEOUT = 15.0
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
+
+
+class Workload:
+    def __init__(self, agent: Agent, service: str, replica: int, spec: ServiceSpec,
+                 cwd: Path, upstream_protocols: dict[str, str]) -> None:
+        self.agent = agent
+        self.service = service
+        self.replica = replica
+        self.spec = spec
+        self.cwd = cwd
+        self.id = f"{service}-{replica}"
+        self.app_port = spec.port + replica if spec.port else free_port()
+        self.bootstrap = bootstrap_snapshot(
+            service, self.id, spec.protocol, self.app_port,
+            [(u, upstream_protocols.get(u, "http")) for u in spec.upstreams])
+        self.run_dir = agent.data_dir / "workloads" / self.id
+        self.status = "critical"
+        self.output = "starting"
+        self.restarts = 0
+        self.pid: int | None = None
+        self.ports: dict[str, int] = {}
+        self.admin_url = ""
+        self.app: asyncio.subprocess.Process | None = None
+        self.sidecar: asyncio.subprocess.Process | None = None
+        self.started = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.registered = False
+        self.report_needed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.tracker = (HealthTracker(spec.check.healthy_threshold,
+                                      spec.check.unhealthy_threshold)
+                        if spec.check else None)
+
+    def __repr__(self) -> str:
+        return (f"<Workload {self.id} {self.status} restarts={self.restarts} "
+                f"pid={self.pid} port={self.inbound_port}>")
+
+    @property
+    def inbound_port(self) -> int:
+        return self.ports.get(f"inbound:{self.service}", 0)
+
+    def outbound_port(self, upstream: str) -> int:
+        return self.ports.get(f"outbound:{upstream}", 0)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.run()), loop.create_task(self.reporter())]
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = RestartBackoff()
+        while not self.stopping.is_set():
+            try:
+                await self.start_sidecar()
+            except MeshletError as exc:
+                self.set_status("critical", str(exc))
+                log.error("%s: %s", self.id, exc)
+                if await self.pause(backoff.next_delay(0)):
+                    return
+                continue
+            while not self.stopping.is_set():
+                reason = await self.run_app_once()
+                if reason is None or self.stopping.is_set():
+                    return
+                self.restarts += 1
+                if reason == "sidecar":
+                    self.set_status("critical", "sidecar exited; restarting it")
+                    if self.app is not None:
+                        await terminate(self.app, 2.0)
+                    break
+                delay = backoff.next_delay(reason_runtime(reason))
+                self.set_status("critical", f"{reason_text(reason)}; restart "
+                                            f"{self.restarts} in {delay:.1f}s")
+                if await self.pause(delay):
+                    return
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; True if asked to stop meanwhile."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    async def run_app_once(self) -> Any:
+        """Run the app until it or the sidecar exits; None if stopping."""
+        env = self.app_env()
+        loop = asyncio.get_running_loop()
+        try:
+            self.app = await spawn(self.spec.command, env, self.cwd, self.run_dir / "app.log")
+        except OSError as exc:
+            return ("spawn", 0.0, f"cannot start {self.spec.command[0]}: {exc.strerror}")
+        started_at = loop.time()
+        self.pid = self.app.pid
+        if self.tracker is not None:
+            self.tracker.reset()
+            self.set_status("critical", "waiting for the first health check")
+        else:
+            self.set_status("passing", "process running")
+        self.started.set()
+        checker = loop.create_task(self.check_loop()) if self.spec.check else None
+        waits = {loop.create_task(self.app.wait()): "app",
+                 loop.create_task(self.sidecar.wait()): "sidecar",  # type: ignore[union-attr]
+                 loop.create_task(self.stopping.wait()): "stop"}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if checker is not None:
+            checker.cancel()
+        which = {waits[t] for t in done}
+        if "stop" in which:
+            return None
+        if "sidecar" in which:
+            return "sidecar"
+        return ("exit", loop.time() - started_at, f"process exited with code "
+                                                  f"{self.app.returncode}")
+
+    def app_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"PORT": str(self.app_port), "HOST": LOOPBACK,
+                    "MESHLET_SERVICE": self.service, "MESHLET_INSTANCE": self.id,
+                    "PYTHONUNBUFFERED": "1"})
+        for upstream in self.spec.upstreams:
+            env[f"MESHLET_UPSTREAM_{env_name(upstream)}"] = \
+                f"{LOOPBACK}:{self.outbound_port(upstream)}"
+        env.update(self.spec.env)
+        return env
+
+    # -- sidecar ------------------------------------------------------------------------
+
+    async def start_sidecar(self) -> None:
+        """Start the sidecar, push its first config and wait until it is ready."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap_path = self.run_dir / "bootstrap.json"
+        port_file = self.run_dir / "sidecar.ports"
+        port_file.unlink(missing_ok=True)
+        bootstrap_path.write_text(json.dumps(self.bootstrap.to_dict()))
+        argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
+                "--admin", f"{LOOPBACK}:0", "--port-file", str(port_file)]
+        try:
+            self.sidecar = await spawn(argv, dict(os.environ), self.cwd,
+                                       self.run_dir / "sidecar.log")
+        except OSError as exc:
+            raise Unavailable(f"cannot start sidecar for {self.id}: {exc.strerror}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SIDECAR_START_TIMEOUT
+        while not port_file.exists():
+            if self.sidecar.returncode is not None or loop.time() > deadline:
+                await terminate(self.sidecar, 1.0)
+                raise Unavailable(f"sidecar for {self.id} did not start; see "
+                                  f"{self.run_dir / 'sidecar.log'}")
+            await asyncio.sleep(0.01)
+        info = json.loads(port_file.read_text())
+        self.ports = info["listeners"]
+        self.admin_url = f"http://{LOOPBACK}:{info['admin']}"
+        await self.agent.push(self)
+        while not await self.sidecar_ready():
+            if self.sidecar.returncode is not None or loop.time() > deadline:
+                await terminate(self.sidecar, 1.0)
+                raise Unavailable(f"sidecar for {self.id} never became ready")
+            await self.agent.push(self)
+            await asyncio.sleep(0.02)
+        self.registered = False
+        self.report_needed.set()
+
+    async def sidecar_ready(self) -> bool:
+        try:
+            async with self.agent.http.get(f"{self.admin_url}/ready",
+                                           timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def push_config(self, body: dict[str, Any]) -> None:
+        if not self.admin_url:
+            return
+        try:
+            async with self.agent.http.put(f"{self.admin_url}/config", json=body,
+                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.debug("%s: config push failed: %s", self.id, exc)
+
+    # -- health -------------------------------------------------------------------------
+
+    async def check_loop(self) -> None:
+        check = self.spec.check
+        assert check is not None and self.tracker is not None
+        while True:
+            if check.kind == "http":
+                ok, output = await probes.http_probe(self.agent.http, LOOPBACK, self.app_port,
+                                                     check.http or "/", check.timeout)
+            elif check.kind == "tcp":
+                ok, output = await probes.tcp_probe(LOOPBACK, self.app_port, check.timeout)
+            else:
+                ok, output = await probes.command_probe(check.command or [], self.app_env(),
+                                                        str(self.cwd), check.timeout)
+            if self.tracker.record(ok):
+                self.set_status(self.tracker.status, output)
+            await asyncio.sleep(check.interval)
+
+    def set_status(self, status: str, output: str) -> None:
+        if (status, output) != (self.status, self.output):
+            log.info("%s: %s (%s)", self.id, status, output)
+        self.status = status
+        self.output = output
+        self.report_needed.set()
+
+    async def reporter(self) -> None:
+        """Push registration and the latest health to the server; retry until it lands."""
+        delay = 0.2
+        while True:
+            await self.report_needed.wait()
+            self.report_needed.clear()
+            if self.stopping.is_set() or not self.inbound_port:
+                continue
+            try:
+                if not self.registered:
+                    await self.register()
+                await self.agent.client.set_health(self.id, self.status, self.output,
+                                                   self.restarts, self.pid)
+                delay = 0.2
+            except NotFound:
+                self.registered = False
+                self.report_needed.set()
+            except MeshletError as exc:
+                log.warning("%s: cannot report to server (%s); retrying", self.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self.report_needed.set()
+
+    async def register(self) -> None:
+        spec = self.spec
+        await self.agent.client.register(
+            id=self.id, service=self.service, address=LOOPBACK, port=self.inbound_port,
+            tags=spec.tags, meta={**spec.meta, "app_port": str(self.app_port),
+                                  "admin": self.admin_url},
+            weight=spec.weight, zone=self.agent.zone, node=self.agent.node,
+            status=self.status)
+        self.registered = True
+
+    # -- stop ---------------------------------------------------------------------------
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self.stopping.set()
+        try:
+            await asyncio.wait_for(self.agent.client.deregister(self.id), 2.0)
+        except (TimeoutError, MeshletError):
+            pass
+        await self.drain_inbound(grace)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.app is not None:
+            await terminate(self.app, 5.0)
+        if self.sidecar is not None:
+            await terminate(self.sidecar, grace)
+
+    async def drain_inbound(self, grace: float) -> None:
+        if not self.admin_url or self.sidecar is None or self.sidecar.returncode is not None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            async with self.agent.http.post(f"{self.admin_url}/drain?direction=inbound",
+                                            timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                body = await resp.json()
+            while body.get("active_requests", 0) > 0 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                async with self.agent.http.get(f"{self.admin_url}/ready",
+                                               timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    body = await resp.json()
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return
+
+
+def reason_runtime(reason: Any) -> float:
+    return float(reason[1]) if isinstance(reason, tuple) else 0.0
+
+
+def reason_text(reason: Any) -> str:
+    return str(reason[2]) if isinstance(reason, tuple) else str(reason)

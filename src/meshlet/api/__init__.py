@@ -1,0 +1,1 @@
+"""The HTTP JSON API (``/v1/...``): server routes, request schemas and the client."""

@@ -1,0 +1,140 @@
+"""The API client used by the CLI, the agent and tests.
+
+Every method raises MeshletError: the server's error body rebuilt, or Unavailable when
+the server cannot be reached, so callers never see aiohttp exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from meshlet import errors
+from meshlet.addresses import to_url
+
+INDEX_HEADER = "X-Meshlet-Index"
+
+
+class Client:
+    def __init__(self, addr: str, timeout: float = 10.0) -> None:
+        self.base = to_url(addr)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client {self.base}>"
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      data: bytes | None = None, params: dict[str, str] | None = None,
+                      timeout: float | None = None, raw: bool = False
+                      ) -> tuple[Any, int]:
+        """Return (decoded body, X-Meshlet-Index); raise MeshletError."""
+        url = self.base + path
+        try:
+            async with self.session().request(
+                    method, url, json=json, data=data, params=params,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
+                if resp.status >= 400:
+                    try:
+                        body = await resp.json(content_type=None)
+                        raise errors.from_dict(body["error"])
+                    except (ValueError, KeyError, TypeError):
+                        raise errors.MeshletError(
+                            f"{method} {url}: HTTP {resp.status}") from None
+                if raw:
+                    return await resp.read(), index
+                return await resp.json(content_type=None), index
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise errors.Unavailable(f"cannot reach meshlet at {self.base}: "
+                                     f"{exc or type(exc).__name__}") from None
+
+    # -- catalog ----------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        return (await self.request("GET", "/v1/status"))[0]  # type: ignore[no-any-return]
+
+    async def register(self, **instance: Any) -> dict[str, Any]:
+        return (await self.request("PUT", "/v1/catalog/register", json=instance))[0]  # type: ignore[no-any-return]
+
+    async def deregister(self, instance_id: str) -> None:
+        await self.request("PUT", f"/v1/catalog/deregister/{quote(instance_id, safe='')}")
+
+    async def set_health(self, instance_id: str, status: str, output: str = "",
+                         restarts: int | None = None, pid: int | None = None) -> None:
+        body: dict[str, Any] = {"status": status, "output": output}
+        if restarts is not None:
+            body["restarts"] = restarts
+        if pid is not None:
+            body["pid"] = pid
+        await self.request("PUT", f"/v1/health/{quote(instance_id, safe='')}", json=body)
+
+    async def services(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/services"))[0]  # type: ignore[no-any-return]
+
+    async def instances(self, service: str, passing: bool = False, index: int | None = None,
+                        wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
+        params = {"passing": "1"} if passing else {}
+        if index is not None:
+            params.update(index=str(index), wait=f"{wait}s")
+        return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
+                                  params=params, timeout=wait + 10)
+
+    # -- kv -----------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/v1/kv/{quote(key)}"))[0]  # type: ignore[no-any-return]
+
+    async def kv_get_raw(self, key: str) -> bytes:
+        return (await self.request("GET", f"/v1/kv/{quote(key)}", params={"raw": "1"},
+                                   raw=True))[0]  # type: ignore[no-any-return]
+
+    async def kv_put(self, key: str, value: bytes, cas: int | None = None) -> dict[str, Any]:
+        params = {"cas": str(cas)} if cas is not None else None
+        return (await self.request("PUT", f"/v1/kv/{quote(key)}", data=value,
+                                   params=params))[0]  # type: ignore[no-any-return]
+
+    async def kv_delete(self, key: str, cas: int | None = None) -> bool:
+        params = {"cas": str(cas)} if cas is not None else None
+        body, _ = await self.request("DELETE", f"/v1/kv/{quote(key)}", params=params)
+        return bool(body["deleted"])
+
+    async def kv_list(self, prefix: str = "") -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/kv", params={"prefix": prefix}))[0]  # type: ignore[no-any-return]
+
+    # -- config ---------------------------------------------------------------------------
+
+    async def config_get(self, service: str, index: int | None = None,
+                         wait: float = 30.0) -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", f"/v1/config/{quote(service, safe='')}",
+                                  params=params, timeout=wait + 10)
+
+    async def config_set(self, service: str, settings: dict[str, Any],
+                         replace: bool = False) -> dict[str, Any]:
+        params = {"replace": "1"} if replace else None
+        return (await self.request("PUT", f"/v1/config/{quote(service, safe='')}",
+                                   json=settings, params=params))[0]  # type: ignore[no-any-return]
+
+    async def config_list(self, index: int | None = None,
+                          wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/config", params=params, timeout=wait + 10)

@@ -1,0 +1,223 @@
+"""HTTP handlers for the server. Thin: parse, propose or query, render.
+
+Every failure leaves as ``{"error": {"code", "message", "field"}}`` with a 4xx status
+(5xx only for a server fault), never a traceback. List endpoints are blocking queries:
+``?index=N&wait=30s`` returns once the watched index exceeds N, or after ``wait``, and
+every response carries ``X-Meshlet-Index``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+import meshlet
+from meshlet.api.schemas import HealthBody, RegisterBody, parse_body
+from meshlet.errors import ConfigError, MeshletError, NotFound
+from meshlet.server.node import ServerNode
+from meshlet.state.commands import (
+    ConfigDelete,
+    ConfigSet,
+    DeregisterInstance,
+    KVDelete,
+    KVPut,
+    RegisterInstance,
+    SetHealth,
+)
+from meshlet.state.config_entry import effective
+from meshlet.state.durations import parse_duration
+from meshlet.state.machine import config_to_dict, kv_to_dict
+
+log = logging.getLogger(__name__)
+INDEX_HEADER = "X-Meshlet-Index"
+MAX_WAIT = 600.0
+DEFAULT_WAIT = 300.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: MeshletError) -> web.Response:
+    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MeshletError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "invalid")
+        return web.json_response(
+            {"error": {"code": code, "message": f"{request.method} {request.path}: "
+                       f"{exc.reason}", "field": None}}, status=exc.status)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response({"error": {"code": "internal", "message":
+                                            "internal server error", "field": None}},
+                                 status=500)
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not an integer", name) from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative", name)
+    return value
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    return raw is not None and raw.lower() not in ("0", "false", "no")
+
+
+class Api:
+    def __init__(self, node: ServerNode) -> None:
+        self.node = node
+        self.sm = node.machine
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[errors_middleware], client_max_size=4 * 1024 * 1024)
+        r = app.router
+        r.add_get("/v1/status", self.status)
+        r.add_put("/v1/catalog/register", self.register)
+        r.add_put("/v1/catalog/deregister/{id}", self.deregister)
+        r.add_put("/v1/health/{id}", self.set_health)
+        r.add_get("/v1/services", self.services)
+        r.add_get("/v1/services/{name}/instances", self.instances)
+        r.add_get("/v1/kv", self.kv_list)
+        r.add_get("/v1/kv/{key:.+}", self.kv_get)
+        r.add_put("/v1/kv/{key:.+}", self.kv_put)
+        r.add_delete("/v1/kv/{key:.+}", self.kv_delete)
+        r.add_get("/v1/config", self.config_list)
+        r.add_get("/v1/config/{service}", self.config_get)
+        r.add_put("/v1/config/{service}", self.config_set)
+        r.add_delete("/v1/config/{service}", self.config_delete)
+        return app
+
+    async def block(self, request: web.Request, current: Callable[[], int]) -> int:
+        """Honour ``?index=N&wait=D``; return the index to report."""
+        index = query_int(request, "index")
+        if index is None:
+            return current()
+        wait = min(parse_duration(request.query.get("wait", DEFAULT_WAIT), "wait"), MAX_WAIT)
+        return await self.node.wait_for_change(current, index, wait)
+
+    def reply(self, body: Any, index: int, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status, headers={INDEX_HEADER: str(index)})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return self.reply({"version": meshlet.__version__, "mode": "single",
+                           "leader": True, "index": self.sm.index,
+                           "services": len(self.sm.services()),
+                           "instances": len(self.sm.instances),
+                           "kv_keys": len(self.sm.kv)}, self.sm.index)
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = parse_body(RegisterBody, await read_json(request))
+        instance_id = body.id or f"{body.service}-{uuid.uuid4().hex[:8]}"
+        result = await self.node.propose(RegisterInstance(
+            id=instance_id, service=body.service, address=body.address, port=body.port,
+            tags=tuple(body.tags), meta=body.meta, weight=body.weight, zone=body.zone,
+            node=body.node, status=body.status))
+        return self.reply(result.value, result.index)
+
+    async def deregister(self, request: web.Request) -> web.Response:
+        result = await self.node.propose(DeregisterInstance(request.match_info["id"]))
+        return self.reply({"deregistered": request.match_info["id"]}, result.index)
+
+    async def set_health(self, request: web.Request) -> web.Response:
+        body = parse_body(HealthBody, await read_json(request))
+        result = await self.node.propose(SetHealth(
+            request.match_info["id"], body.status, body.output, body.restarts, body.pid))
+        return self.reply(result.value, result.index)
+
+    async def services(self, request: web.Request) -> web.Response:
+        index = await self.block(request, lambda: self.sm.catalog_index)
+        return self.reply(list(self.sm.services().values()), index)
+
+    async def instances(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        passing = query_flag(request, "passing")
+        index = await self.block(request, lambda: self.sm.service_index.get(name, 0))
+        if name not in self.sm.service_index and "index" not in request.query:
+            raise NotFound(f"service {name!r} is not known", "service")
+        found = self.sm.service_instances(name, passing_only=passing)
+        return self.reply([i.to_dict() for i in found], index)
+
+    async def kv_list(self, request: web.Request) -> web.Response:
+        prefix = request.query.get("prefix", "")
+        index = await self.block(request, lambda: self.sm.kv_index)
+        return self.reply([kv_to_dict(e) for e in self.sm.kv_list(prefix)], index)
+
+    async def kv_get(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        if query_flag(request, "recurse"):
+            index = await self.block(request, lambda: self.sm.kv_index)
+            return self.reply([kv_to_dict(e) for e in self.sm.kv_list(key)], index)
+        entry = self.sm.kv.get(key)
+        if entry is None:
+            raise NotFound(f"key {key!r} not found", "key")
+        if query_flag(request, "raw"):
+            return web.Response(body=entry.value, headers={
+                INDEX_HEADER: str(entry.modify_index)},
+                content_type="application/octet-stream")
+        return self.reply(kv_to_dict(entry), entry.modify_index)
+
+    async def kv_put(self, request: web.Request) -> web.Response:
+        result = await self.node.propose(KVPut(
+            request.match_info["key"], await request.read(), query_int(request, "cas")))
+        return self.reply(result.value, result.index)
+
+    async def kv_delete(self, request: web.Request) -> web.Response:
+        result = await self.node.propose(KVDelete(request.match_info["key"],
+                                                  query_int(request, "cas")))
+        return self.reply({"deleted": result.value}, result.index)
+
+    def config_body(self, service: str) -> dict[str, Any]:
+        entry = self.sm.config.get(service)
+        body = config_to_dict(entry) if entry else {"service": service, "settings": {},
+                                                    "modify_index": 0}
+        body["effective"] = effective(body["settings"])
+        return body
+
+    async def config_list(self, request: web.Request) -> web.Response:
+        index = await self.block(request, lambda: self.sm.config_index)
+        return self.reply([self.config_body(s) for s in sorted(self.sm.config)], index)
+
+    async def config_get(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        index = await self.block(request, lambda: self.sm.config_index)
+        return self.reply(self.config_body(service), index)
+
+    async def config_set(self, request: web.Request) -> web.Response:
+        settings = await read_json(request)
+        if not isinstance(settings, dict):
+            raise ConfigError("body: expected an object of settings", "body")
+        result = await self.node.propose(ConfigSet(
+            request.match_info["service"], settings, query_flag(request, "replace")))
+        return self.reply(self.config_body(request.match_info["service"]), result.index)
+
+    async def config_delete(self, request: web.Request) -> web.Response:
+        result = await self.node.propose(ConfigDelete(request.match_info["service"]))
+        return self.reply({"deleted": request.match_info["service"]}, result.index)

@@ -1,0 +1,46 @@
+"""Request bodies, validated with pydantic; errors become ConfigError with a field path."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from meshlet.errors import ConfigError
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RegisterBody(Body):
+    service: str
+    id: str | None = None
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    tags: list[str] = []
+    meta: dict[str, str] = {}
+    weight: int = Field(default=1, ge=0, le=10000)
+    zone: str = ""
+    node: str = ""
+    status: Literal["passing", "warning", "critical"] = "critical"
+
+
+class HealthBody(Body):
+    status: Literal["passing", "warning", "critical"]
+    output: str = ""
+    restarts: int | None = Field(default=None, ge=0)
+    pid: int | None = None
+
+
+M = TypeVar("M", bound=Body)
+
+
+def parse_body(model: type[M], data: Any) -> M:
+    """Validate ``data`` into ``model``; raise ConfigError naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise ConfigError(f"{field or 'body'}: {err['msg']}", field) from None

@@ -1,0 +1,1 @@
+"""The ``meshlet`` command: argument parsing and output only."""

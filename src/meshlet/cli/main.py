@@ -1,0 +1,373 @@
+"""Entry point: ``meshlet <command>``. Every error is one line on stderr and exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import meshlet
+from meshlet import devmode
+from meshlet.addresses import parse_hostport, to_url
+from meshlet.api.client import Client
+from meshlet.cli.render import emit_json, table
+from meshlet.errors import ConfigError, MeshletError, NotFound
+
+T = TypeVar("T")
+
+
+class Context:
+    def __init__(self, addr: str, output: str) -> None:
+        self.addr = addr
+        self.output = output
+
+    def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        async def run() -> T:
+            async with Client(self.addr) as client:
+                return await fn(client)
+        return asyncio.run(run())
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+
+def default_addr() -> str:
+    state = devmode.read_state() if "MESHLET_ADDR" not in os.environ else None
+    if state is not None:
+        return str(state["api"])
+    return os.environ.get("MESHLET_ADDR", f"http://{devmode.DEFAULT_HTTP}")
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--addr", default=None, metavar="URL",
+              help="API address (env MESHLET_ADDR; default: the running `up`, else "
+                   f"http://{devmode.DEFAULT_HTTP}).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              help="Output format.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.version_option(meshlet.__version__, prog_name="meshlet")
+@click.pass_context
+def cli(ctx: click.Context, addr: str | None, output: str, verbose: bool) -> None:
+    """meshlet: a light service mesh for Linux."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(addr or default_addr(), output)
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; stop with `down`.")
+@click.option("--http", "http_addr", default=devmode.DEFAULT_HTTP, show_default=True,
+              help="Where the embedded server's API listens.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep server and agent data here (default: a temporary directory).")
+@pass_ctx
+def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
+       data_dir: str | None) -> None:
+    """Start an embedded server and agent, and FILE's services with their sidecars."""
+    manifest, cwd = devmode.load(file)  # validate before detaching
+    host, port = parse_hostport(http_addr, "--http")
+    if detach:
+        argv = ["up", *([file] if file else []), "--http", http_addr,
+                *(["--data-dir", data_dir] if data_dir else [])]
+        state = devmode.detach(argv)
+        print_ready(ctx, state["api"], state["workloads"])
+        click.echo("stop with: meshlet down", err=True)
+        return
+
+    def on_ready(api: str, workloads: list[dict[str, Any]]) -> None:
+        if os.environ.get("MESHLET_DETACHED"):
+            devmode.write_state(api, workloads)
+        print_ready(ctx, api, workloads)
+        click.echo("press Ctrl-C to stop", err=True)
+
+    try:
+        asyncio.run(devmode.run_up(manifest, cwd, host, port,
+                                   Path(data_dir) if data_dir else None, on_ready))
+    finally:
+        devmode.clear_state()
+    click.echo("meshlet: stopped", err=True)
+
+
+def print_ready(ctx: Context, api: str, workloads: list[dict[str, Any]]) -> None:
+    if ctx.json:
+        emit_json({"api": api, "workloads": workloads})
+        return
+    click.echo(f"meshlet API: {api}")
+    if workloads:
+        table([(w["service"], w["instance"], w["address"], w["app_port"]) for w in workloads],
+              ["SERVICE", "INSTANCE", "LISTENING (sidecar)", "APP PORT"])
+
+
+@cli.command()
+def down() -> None:
+    """Stop what `up --detach` started."""
+    pid = devmode.down()
+    if pid is None:
+        raise NotFound("nothing to stop: no `meshlet up --detach` is running")
+    click.echo(f"meshlet: stopped (pid {pid})")
+
+
+@cli.command()
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--http", "http_addr", default=devmode.DEFAULT_HTTP, show_default=True)
+@click.option("--id", "server_id", default="server-1", help="Server id (for Raft, later).")
+@click.option("--snapshot-every", default=1000, show_default=True, type=click.IntRange(1),
+              help="Snapshot the state and compact the log after this many commands.")
+def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int) -> None:
+    """Run a control-plane server."""
+    from meshlet.server.main import serve_forever
+    host, port = parse_hostport(http_addr, "--http")
+    run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop,
+                                                snapshot_every))
+
+
+@cli.command()
+@click.option("--server", "server_url", required=True, help="Server API URL.")
+@click.option("--file", "file", type=click.Path(dir_okay=False), default=None,
+              help="Services to run on this host.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--zone", default="")
+@click.option("--node", default=None, help="Node name (default: host name).")
+def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
+          node: str | None) -> None:
+    """Run an agent: workloads, health checks and sidecars for one host."""
+    from meshlet.agent.agent import Agent
+    manifest, cwd = devmode.load(file)
+    directory = Path(data_dir) if data_dir else devmode.meshlet_home() / "agent"
+
+    async def run(stop: asyncio.Event) -> None:
+        agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone)
+        try:
+            if manifest is not None:
+                await agent.start(manifest, cwd)
+                click.echo(f"meshlet agent: {len(agent.workloads)} workloads running")
+            await stop.wait()
+        finally:
+            await agent.stop()
+    run_until_signal(run)
+
+
+@cli.command()
+@click.option("--bootstrap", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Initial snapshot (JSON): listeners and clusters.")
+@click.option("--admin", default="127.0.0.1:0", show_default=True, help="Admin API address.")
+@click.option("--port-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the bound ports here (JSON) once listening.")
+@click.option("--grace", default=10.0, show_default=True, help="Drain time on SIGTERM (s).")
+def proxy(bootstrap: str, admin: str, port_file: str | None, grace: float) -> None:
+    """Run a sidecar proxy (normally started by the agent)."""
+    from meshlet.proxy.main import install_uvloop, load_bootstrap, run_proxy
+    snapshot = load_bootstrap(Path(bootstrap))
+    host, port = parse_hostport(admin, "--admin")
+    install_uvloop()
+    try:
+        asyncio.run(run_proxy(snapshot, host, port, Path(port_file) if port_file else None,
+                              grace))
+    except OSError as exc:
+        raise MeshletError(str(exc)) from None
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    import signal
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+    try:
+        asyncio.run(runner())
+    except OSError as exc:
+        raise MeshletError(f"{exc.strerror or exc}") from None
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+
+@cli.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """Server status."""
+    body = ctx.call(lambda c: c.status())
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(ctx.addr, body["version"], body["mode"], body["index"], body["services"],
+            body["instances"], body["kv_keys"])],
+          ["SERVER", "VERSION", "MODE", "INDEX", "SERVICES", "INSTANCES", "KV KEYS"])
+
+
+@cli.command()
+@pass_ctx
+def services(ctx: Context) -> None:
+    """List services with instance counts."""
+    body = ctx.call(lambda c: c.services())
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(s["name"], s["instances"], s["passing"], ",".join(s["tags"])) for s in body],
+          ["SERVICE", "INSTANCES", "PASSING", "TAGS"])
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--passing", is_flag=True, help="Only instances whose health is passing.")
+@pass_ctx
+def instances(ctx: Context, service: str, passing: bool) -> None:
+    """List a service's instances with health and restarts."""
+    body, _ = ctx.call(lambda c: c.instances(service, passing=passing))
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(i["id"], f"{i['address']}:{i['port']}", i["status"], i["restarts"], i["pid"],
+            i["weight"], i["output"][:60]) for i in body],
+          ["INSTANCE", "ADDRESS", "STATUS", "RESTARTS", "PID", "WEIGHT", "OUTPUT"])
+
+
+# -- kv --------------------------------------------------------------------------------
+
+
+@cli.group()
+def kv() -> None:
+    """Key/value store."""
+
+
+@kv.command("get")
+@click.argument("key")
+@pass_ctx
+def kv_get(ctx: Context, key: str) -> None:
+    """Print a key's raw value (as `consul kv get` does); -o json for the metadata."""
+    if ctx.json:
+        emit_json(ctx.call(lambda c: c.kv_get(key)))
+        return
+    value = ctx.call(lambda c: c.kv_get_raw(key))
+    sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
+
+
+@kv.command("put")
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("--cas", type=int, default=None, help="Only if the modify index is this "
+              "(0: only if the key does not exist).")
+@pass_ctx
+def kv_put(ctx: Context, key: str, value: str | None, cas: int | None) -> None:
+    """Set KEY to VALUE (or to standard input when VALUE is '-' or absent)."""
+    data = sys.stdin.buffer.read() if value in (None, "-") else value.encode()  # type: ignore[union-attr]
+    body = ctx.call(lambda c: c.kv_put(key, data, cas))
+    if ctx.json:
+        emit_json(body)
+    else:
+        click.echo(f"Success! Data written to: {key} (index {body['modify_index']})")
+
+
+@kv.command("delete")
+@click.argument("key")
+@click.option("--cas", type=int, default=None)
+@pass_ctx
+def kv_delete(ctx: Context, key: str, cas: int | None) -> None:
+    """Delete KEY."""
+    deleted = ctx.call(lambda c: c.kv_delete(key, cas))
+    if ctx.json:
+        emit_json({"deleted": deleted})
+    else:
+        click.echo(f"Success! Deleted key: {key}" if deleted else f"No such key: {key}")
+
+
+@kv.command("list")
+@click.argument("prefix", required=False, default="")
+@pass_ctx
+def kv_list(ctx: Context, prefix: str) -> None:
+    """List keys under PREFIX."""
+    body = ctx.call(lambda c: c.kv_list(prefix))
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(e["key"], e["modify_index"], len(base64.b64decode(e["value"]))) for e in body],
+          ["KEY", "MODIFY INDEX", "BYTES"])
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Per-service settings (LB policy, timeouts, retries)."""
+
+
+@config.command("get")
+@click.argument("service")
+@pass_ctx
+def config_get(ctx: Context, service: str) -> None:
+    """Show SERVICE's settings: what is set, and what is in effect."""
+    body, _ = ctx.call(lambda c: c.config_get(service))
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(k, v, "set" if k in body["settings"] else "default")
+           for k, v in sorted(body["effective"].items())], ["KEY", "VALUE", "SOURCE"])
+
+
+@config.command("set")
+@click.argument("service")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_ctx
+def config_set(ctx: Context, service: str, pairs: tuple[str, ...]) -> None:
+    """Set settings, e.g. `config set catalog lb=round_robin request_timeout=2s`.
+
+    An empty value (KEY=) removes the key and restores its default."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{pair!r}: expected KEY=VALUE", key or pair)
+        settings[key] = value if value != "" else None
+    body = ctx.call(lambda c: c.config_set(service, settings))
+    if ctx.json:
+        emit_json(body)
+    else:
+        click.echo(f"Success! {service}: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(body["settings"].items())))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("meshlet: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MeshletError as exc:
+        click.echo(f"meshlet: error: {exc.message}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line; details only when asked
+        if os.environ.get("MESHLET_DEBUG"):
+            raise
+        click.echo(f"meshlet: internal error: {type(exc).__name__}: {exc} "
+                   "(set MESHLET_DEBUG=1 for details)", err=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

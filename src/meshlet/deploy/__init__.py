@@ -1,0 +1,1 @@
+"""Manifests and, in later issues, the reconciler, rollouts and autoscaling."""

@@ -1,0 +1,1 @@
+"""Metrics, declared once with help text; drivers update them."""

@@ -1,0 +1,93 @@
+"""The sidecar's configuration snapshot: what the agent pushes, what ``/config`` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshlet.errors import ConfigError
+from meshlet.state.config_entry import effective
+
+
+def cluster_key(direction: str, name: str) -> str:
+    """Clusters are keyed by listener: ``inbound:<own service>``, ``outbound:<upstream>``."""
+    return f"{direction}:{name}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    address: str
+    port: int
+    weight: int = 1
+    zone: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One upstream service as the sidecar sees it: healthy endpoints and settings."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective(self) -> dict[str, Any]:
+        return effective(self.settings)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``."""
+
+    name: str
+    direction: str
+    host: str
+    port: int
+    protocol: str = "http"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    service: str
+    instance: str
+    listeners: tuple[ListenerConfig, ...]
+    clusters: dict[str, ClusterConfig]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "service": self.service, "instance": self.instance,
+            "listeners": [vars(lc) for lc in self.listeners],
+            "clusters": {
+                name: {"name": c.name, "endpoints": [vars(e) for e in c.endpoints],
+                       "settings": c.settings, "effective": c.effective}
+                for name, c in sorted(self.clusters.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Snapshot:
+        """Raise ConfigError if ``d`` is not a well-formed snapshot."""
+        try:
+            listeners = tuple(ListenerConfig(**lc) for lc in d.get("listeners", ()))
+            clusters = {
+                name: ClusterConfig(
+                    str(c.get("name", name)), tuple(Endpoint(**e) for e in c.get("endpoints", ())),
+                    dict(c.get("settings", {})))
+                for name, c in d.get("clusters", {}).items()}
+            snapshot = cls(int(d["version"]), str(d.get("service", "")),
+                           str(d.get("instance", "")), listeners, clusters)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"malformed sidecar snapshot: {exc}", "snapshot") from None
+        for lc in listeners:
+            if lc.direction not in ("inbound", "outbound"):
+                raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}",
+                                  "listeners")
+            if lc.protocol not in ("http", "tcp"):
+                raise ConfigError(f"listener {lc.name}: bad protocol {lc.protocol!r}",
+                                  "listeners")
+        return snapshot

@@ -1,0 +1,64 @@
+"""``meshlet proxy``: run one sidecar until SIGTERM/SIGINT, then drain and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from meshlet.errors import ConfigError
+from meshlet.proxy.admin import admin_app
+from meshlet.proxy.config import Snapshot
+from meshlet.proxy.sidecar import Sidecar
+
+log = logging.getLogger(__name__)
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def load_bootstrap(path: Path) -> Snapshot:
+    try:
+        return Snapshot.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read sidecar bootstrap {path}: {exc}", "config") from None
+
+
+def write_port_file(path: Path, body: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, path)
+
+
+async def run_proxy(bootstrap: Snapshot, admin_host: str, admin_port: int,
+                    port_file: Path | None, grace: float) -> None:
+    sidecar = Sidecar(bootstrap)
+    await sidecar.start()
+    runner = web.AppRunner(admin_app(sidecar), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
+    await site.start()
+    real_admin = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    if port_file is not None:
+        write_port_file(port_file, {"admin": real_admin, "pid": os.getpid(),
+                                    "listeners": sidecar.ports()})
+    log.info("sidecar %s ready: admin :%d, listeners %s", bootstrap.instance, real_admin,
+             sidecar.ports())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await sidecar.stop(grace)
+    await runner.cleanup()

@@ -1,0 +1,103 @@
+"""The sidecar process: listeners from the bootstrap snapshot, config swaps, drain.
+
+Listeners are bound once, from the first snapshot; later snapshots swap clusters
+(endpoints and settings) in place, between requests. ``stop()`` drains: listeners stop
+accepting, idle connections close, in-flight requests finish (up to a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from meshlet.errors import ConfigError
+from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.proxy.cluster import Cluster
+from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
+from meshlet.proxy.http import DownstreamHttp
+from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.tcp import DownstreamTcp
+
+log = logging.getLogger(__name__)
+
+
+class Sidecar:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.metrics = ProxyMetrics()
+        self.clusters: dict[str, Cluster] = {}
+        self.listeners: list[ListenerState] = []
+        self.metrics.config_version.set(snapshot.version)
+
+    def __repr__(self) -> str:
+        return f"<Sidecar {self.snapshot.instance} v{self.snapshot.version} {self.listeners}>"
+
+    async def start(self) -> None:
+        """Bind every listener; raises OSError naming the address on failure."""
+        loop = asyncio.get_running_loop()
+        for lc in self.snapshot.listeners:
+            cluster = self.cluster_for(cluster_key(lc.direction, lc.name), create=True)
+            state = ListenerState(lc, cluster, self.metrics, loop)
+            factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
+                else (lambda s=state: DownstreamTcp(s))
+            try:
+                state.server = await loop.create_server(factory, lc.host, lc.port,
+                                                        reuse_address=True, backlog=1024)
+            except OSError as exc:
+                await self.stop(0)
+                raise OSError(exc.errno, f"cannot listen on {lc.host}:{lc.port} for "
+                                         f"{lc.direction} {lc.name}: {exc.strerror}") from None
+            state.port = state.server.sockets[0].getsockname()[1]
+            self.listeners.append(state)
+
+    def cluster_for(self, name: str, create: bool = False) -> Cluster | None:
+        cluster = self.clusters.get(name)
+        if cluster is None and create:
+            config = self.snapshot.clusters.get(name, ClusterConfig(name))
+            cluster = self.clusters[name] = Cluster(config)
+        return cluster
+
+    def ports(self) -> dict[str, int]:
+        return {f"{s.direction}:{s.destination}": s.port for s in self.listeners}
+
+    def apply(self, snapshot: Snapshot) -> bool:
+        """Swap in a newer snapshot; an older or equal version is ignored (returns False)."""
+        if snapshot.version <= self.snapshot.version and self.snapshot.version > 0:
+            return False
+        if [(lc.name, lc.direction) for lc in snapshot.listeners] != \
+                [(lc.name, lc.direction) for lc in self.snapshot.listeners]:
+            raise ConfigError("listeners cannot change while the sidecar runs; restart it",
+                              "listeners")
+        for name, config in snapshot.clusters.items():
+            cluster = self.clusters.get(name)
+            if cluster is None:
+                self.clusters[name] = Cluster(config)
+            else:
+                cluster.update(config)
+        self.snapshot = snapshot
+        self.metrics.config_version.set(snapshot.version)
+        log.info("config version %d applied", snapshot.version)
+        return True
+
+    @property
+    def active_requests(self) -> int:
+        return sum(s.active_requests for s in self.listeners)
+
+    def drain(self, direction: str | None = None) -> None:
+        for state in self.listeners:
+            if direction is None or state.direction == direction:
+                state.drain()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Drain, wait up to ``grace`` seconds for in-flight requests, then close all."""
+        self.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.active_requests > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for state in self.listeners:
+            for conn in list(state.connections):
+                conn.close()
+        for cluster in self.clusters.values():
+            cluster.close()

@@ -1,0 +1,111 @@
+"""Plain TCP relaying: one upstream connection per downstream connection.
+
+Connect failures are retried on another endpoint (nothing was sent yet); after that
+bytes flow both ways with back-pressure, and a half-close is passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from meshlet.proxy.config import Endpoint
+from meshlet.proxy.listener import ListenerState
+
+
+class _Relay(asyncio.Protocol):
+    """One side of a relay; ``peer`` is the other side's protocol."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Relay | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        peer = self.peer
+        if (peer is not None and peer.transport is not None and not peer.closed
+                and peer.transport.can_write_eof()):
+            peer.transport.write_eof()
+            return True
+        return None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.peer is not None and not self.peer.closed and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
+            self.peer.transport.resume_reading()
+
+
+class DownstreamTcp(_Relay):
+    def __init__(self, listener: ListenerState) -> None:
+        super().__init__()
+        self.listener = listener
+        self.buffer: list[bytes] = []
+        self.tried: list[Endpoint] = []
+        self.task: asyncio.Task[None] | None = None
+        self.started = listener.loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.listener.connections.add(self)
+        self.listener.active_gauge.inc()
+        self.listener.active_requests += 1
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self.task = self.listener.loop.create_task(self.connect())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.listener.connections.discard(self)
+        self.listener.active_gauge.dec()
+        self.listener.active_requests -= 1
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def drain(self) -> None:
+        """TCP has no request boundary: open connections run until either side closes."""
+
+    async def connect(self) -> None:
+        cluster = self.listener.cluster
+        reason = "no_healthy_endpoint"
+        while cluster is not None and len(self.tried) <= cluster.retries:
+            endpoint = cluster.pick(self.tried)
+            if endpoint is None:
+                break
+            self.tried.append(endpoint)
+            try:
+                _, upstream = await asyncio.wait_for(
+                    self.listener.loop.create_connection(_Relay, endpoint.address,
+                                                         endpoint.port),
+                    cluster.connect_timeout)
+            except TimeoutError:
+                reason = "connect_timeout"
+            except OSError:
+                reason = "connect_refused"
+            else:
+                if self.closed:
+                    upstream.transport.close()  # type: ignore[union-attr]
+                    return
+                upstream.peer, self.peer = self, upstream
+                self.transport.resume_reading()  # type: ignore[union-attr]
+                return
+            self.listener.count(self.listener.metrics.connect_errors, reason)
+        self.listener.count(self.listener.metrics.local_replies, reason)
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,1 @@
+"""The server process: durable command log + state machine + HTTP API."""

@@ -1,0 +1,180 @@
+"""Append-only command log in segment files, with a CRC per record.
+
+Record: ``u32 length | u32 crc32(payload) | payload`` where payload is JSON
+``{"index": N, "cmd": {...}}``. ``append`` returns only after fsync, so a caller may
+acknowledge once it returns. Recovery truncates a torn last record (a crash mid-write)
+but refuses, with StorageError, a damaged record that has valid data after it: that is
+corruption, and silently dropping acknowledged writes behind it would be worse.
+
+Segments are named ``log-<first index>.wal``; after a snapshot at index S the log starts
+a new segment at S+1 and deletes the older ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshlet.errors import StorageError
+
+HEADER = struct.Struct(">II")
+MAX_RECORD = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    index: int
+    command: dict[str, Any]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_record(record: LogRecord) -> bytes:
+    payload = json.dumps({"index": record.index, "cmd": record.command},
+                         separators=(",", ":")).encode()
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_segment(path: Path, is_last: bool) -> tuple[list[LogRecord], int]:
+    """Records of one segment and the byte length of its valid prefix.
+
+    A damaged record at the very end of the last segment is a torn write and ends the
+    valid prefix; anywhere else it raises StorageError naming the file and offset.
+    """
+    data = path.read_bytes()
+    records: list[LogRecord] = []
+    offset = 0
+    while offset < len(data):
+        problem = None
+        end = offset + HEADER.size
+        if end > len(data):
+            problem = "truncated header"
+        else:
+            length, crc = HEADER.unpack_from(data, offset)
+            end = offset + HEADER.size + length
+            if length > MAX_RECORD or end > len(data):
+                problem = "truncated record"
+            elif zlib.crc32(data[offset + HEADER.size:end]) != crc:
+                problem = "checksum mismatch"
+        if problem is not None:
+            if is_last and end >= len(data):
+                return records, offset
+            raise StorageError(
+                f"command log {path} is corrupt at byte {offset}: {problem}; "
+                "refusing to start rather than lose acknowledged writes")
+        body = json.loads(data[offset + HEADER.size:end])
+        records.append(LogRecord(body["index"], body["cmd"]))
+        offset = end
+    return records, offset
+
+
+class CommandLog:
+    """The durable log. Not thread-safe: one writer at a time (the server's writer task)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file: Any = None
+        self.last_index = 0
+
+    def __repr__(self) -> str:
+        return f"<CommandLog {self.directory} last_index={self.last_index}>"
+
+    def segments(self) -> list[Path]:
+        return sorted(self.directory.glob("log-*.wal"),
+                      key=lambda p: int(p.stem.split("-")[1]))
+
+    def recover(self) -> Iterator[LogRecord]:
+        """Yield every valid record in order, truncating a torn tail, then open for append."""
+        segments = self.segments()
+        for i, path in enumerate(segments):
+            is_last = i == len(segments) - 1
+            records, valid_length = read_segment(path, is_last)
+            if is_last and valid_length != path.stat().st_size:
+                with open(path, "r+b") as f:
+                    f.truncate(valid_length)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for record in records:
+                if self.last_index and record.index != self.last_index + 1:
+                    raise StorageError(
+                        f"command log {path}: index {record.index} follows "
+                        f"{self.last_index}; refusing to start with a gap")
+                self.last_index = record.index
+                yield record
+        if segments:
+            self._file = open(segments[-1], "ab")
+        else:
+            self.start_segment(1)
+
+    def start_segment(self, first_index: int) -> None:
+        if self._file is not None:
+            self._file.close()
+        path = self.directory / f"log-{first_index:020d}.wal"
+        self._file = open(path, "ab")
+        fsync_dir(self.directory)
+
+    def append(self, records: list[LogRecord]) -> None:
+        """Write and fsync a batch (group commit); durable when this returns."""
+        for record in records:
+            assert record.index == self.last_index + 1, (record.index, self.last_index)
+            self.last_index = record.index
+        self._file.write(b"".join(encode_record(r) for r in records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def compact(self, snapshot_index: int) -> None:
+        """Start a fresh segment after ``snapshot_index`` and drop the ones it covers."""
+        assert snapshot_index == self.last_index
+        old = self.segments()
+        self.start_segment(snapshot_index + 1)
+        for path in old:
+            path.unlink()
+        fsync_dir(self.directory)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SnapshotStore:
+    """One current snapshot, replaced atomically (temp file, fsync, rename, fsync dir)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "snapshot.bin"
+
+    def save(self, data: bytes) -> None:
+        tmp = self.directory / "snapshot.bin.tmp"
+        with open(tmp, "wb") as f:
+            f.write(HEADER.pack(len(data), zlib.crc32(data)) + data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.directory)
+
+    def load(self) -> bytes | None:
+        (self.directory / "snapshot.bin.tmp").unlink(missing_ok=True)
+        if not self.path.exists():
+            return None
+        raw = self.path.read_bytes()
+        if len(raw) < HEADER.size:
+            raise StorageError(f"snapshot {self.path} is truncated")
+        length, crc = HEADER.unpack_from(raw)
+        data = raw[HEADER.size:HEADER.size + length]
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise StorageError(f"snapshot {self.path} fails its checksum")
+        return data

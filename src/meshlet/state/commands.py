@@ -1,0 +1,124 @@
+"""Typed state-machine commands: frozen records with a stable type code.
+
+A command is what travels through the log (and, later, Raft). ``encode_command`` gives
+a JSON-safe dict; ``decode_command`` is its inverse and raises ConfigError on anything
+it does not recognise, so a malformed record can never be half-applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from meshlet.errors import ConfigError
+
+HEALTH_STATES = ("passing", "warning", "critical")
+
+
+@dataclass(frozen=True)
+class RegisterInstance:
+    TYPE: ClassVar[str] = "register"
+    id: str
+    service: str
+    address: str
+    port: int
+    tags: tuple[str, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
+    weight: int = 1
+    zone: str = ""
+    node: str = ""
+    status: str = "critical"
+
+
+@dataclass(frozen=True)
+class DeregisterInstance:
+    TYPE: ClassVar[str] = "deregister"
+    id: str
+
+
+@dataclass(frozen=True)
+class SetHealth:
+    TYPE: ClassVar[str] = "health"
+    id: str
+    status: str
+    output: str = ""
+    restarts: int | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class KVPut:
+    TYPE: ClassVar[str] = "kv_put"
+    key: str
+    value: bytes
+    cas: int | None = None  # 0: only if absent; N: only if modify_index == N
+
+
+@dataclass(frozen=True)
+class KVDelete:
+    TYPE: ClassVar[str] = "kv_delete"
+    key: str
+    cas: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigSet:
+    """Merge ``settings`` into the entry (a None value removes a key), or replace it."""
+
+    TYPE: ClassVar[str] = "config_set"
+    service: str
+    settings: dict[str, Any]
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class ConfigDelete:
+    TYPE: ClassVar[str] = "config_delete"
+    service: str
+
+
+Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
+           | ConfigSet | ConfigDelete)
+
+COMMAND_TYPES: dict[str, type[Any]] = {
+    cls.TYPE: cls
+    for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
+                ConfigSet, ConfigDelete)
+}
+
+
+def encode_command(command: Command) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": command.TYPE}
+    for f in dataclasses.fields(command):
+        value = getattr(command, f.name)
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, tuple):
+            value = list(value)
+        body[f.name] = value
+    return body
+
+
+def decode_command(body: dict[str, Any]) -> Command:
+    """Rebuild a command from ``encode_command`` output; raise ConfigError if malformed."""
+    if not isinstance(body, dict):
+        raise ConfigError("command: expected an object", "type")
+    cls = COMMAND_TYPES.get(body.get("type", ""))
+    if cls is None:
+        raise ConfigError(f"unknown command type {body.get('type')!r}", "type")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body:
+            continue
+        value = body[f.name]
+        if f.name == "value":
+            value = base64.b64decode(value)
+        elif f.name == "tags":
+            value = tuple(value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise ConfigError(f"malformed {cls.TYPE} command: {exc}", "type") from exc

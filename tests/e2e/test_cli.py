@@ -1,0 +1,99 @@
+"""The CLI against a real server: output, exit codes, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import env_for, free_port, meshlet, meshlet_json, wait_for
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "meshlet", "server", "--data-dir",
+                             str(tmp_path / "data"), "--http", f"127.0.0.1:{port}"],
+                            env=env_for(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    addr = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        return meshlet("--addr", addr, "status", home=tmp_path, check=False).returncode == 0
+    try:
+        wait_for(ready, 20, "the server")
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_kv_round_trip(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)  # noqa: E731
+    assert "Success" in run("kv", "put", "app/greeting", "hello world").stdout
+    assert run("kv", "get", "app/greeting").stdout == "hello world\n"
+    run("kv", "put", "app/blob", stdin="from stdin")
+    assert run("kv", "get", "app/blob").stdout == "from stdin\n"
+    listing = meshlet_json("--addr", server, "kv", "list", "app/", home=tmp_path)
+    assert [e["key"] for e in listing] == ["app/blob", "app/greeting"]
+    index = meshlet_json("--addr", server, "kv", "get", "app/greeting",
+                         home=tmp_path)["modify_index"]
+    stale = run("kv", "put", "app/greeting", "x", "--cas", str(index + 100), check=False)
+    assert stale.returncode == 1 and "check-and-set failed" in stale.stderr
+    run("kv", "put", "app/greeting", "bye", "--cas", str(index))
+    assert "Deleted" in run("kv", "delete", "app/greeting").stdout
+    missing = run("kv", "get", "app/greeting", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_config_set_get_and_errors(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)  # noqa: E731
+    run("config", "set", "catalog", "retries=1", "request_timeout=500ms")
+    body = meshlet_json("--addr", server, "config", "get", "catalog", home=tmp_path)
+    assert body["settings"] == {"retries": 1, "request_timeout": 0.5}
+    rows = [line.split() for line in run("config", "get", "catalog").stdout.splitlines()]
+    assert ["request_timeout", "0.5", "set"] in rows
+    assert ["lb", "round_robin", "default"] in rows
+    bad = run("config", "set", "catalog", "lb=fastest", check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("meshlet: error: lb: 'fastest' is not one of")
+    assert "Traceback" not in bad.stderr
+    assert meshlet_json("--addr", server, "config", "get", "catalog",
+                        home=tmp_path)["settings"]["retries"] == 1
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    down = meshlet("--addr", "http://127.0.0.1:1", "services", home=tmp_path, check=False)
+    assert down.returncode == 1
+    assert down.stderr.strip().count("\n") == 0
+    assert "cannot reach meshlet at http://127.0.0.1:1" in down.stderr
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text("services:\n  web:\n    command: x\n    replicas: lots\n")
+    bad = meshlet("up", str(bad_file), home=tmp_path, check=False)
+    assert bad.returncode == 1
+    assert f"{bad_file}:4: services.web.replicas:" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    wrong = meshlet("up", "--http", "nonsense", home=tmp_path, check=False)
+    assert wrong.returncode == 1 and "--http: 'nonsense' is not HOST:PORT" in wrong.stderr
+
+
+def test_services_and_instances_output(server: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from meshlet.api.client import Client
+
+    async def register() -> None:
+        async with Client(server) as c:
+            await c.register(service="web", id="web-1", port=8080)
+            await c.set_health("web-1", "passing", "ok", restarts=2)
+    asyncio.run(register())
+    out = meshlet("--addr", server, "instances", "web", home=tmp_path).stdout
+    assert out.splitlines()[0].split() == ["INSTANCE", "ADDRESS", "STATUS", "RESTARTS", "PID",
+                                           "WEIGHT", "OUTPUT"]
+    assert out.splitlines()[1].split()[:4] == ["web-1", "127.0.0.1:8080", "passing", "2"]
+    assert "web" in meshlet("--addr", server, "services", home=tmp_path).stdout
+    unknown = meshlet("--addr", server, "instances", "nope", home=tmp_path, check=False)
+    assert unknown.returncode == 1 and "service 'nope' is not known" in unknown.stderr

@@ -1,0 +1,125 @@
+"""`meshlet up` on the shop example, driven from outside as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import (
+    SHOP, HealthHistory, Traffic, alive, descendants, env_for, free_port, meshlet, meshlet_json, wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+class Up:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshlet", "up", str(SHOP), "--http",
+             f"127.0.0.1:{self.port}"], env=env_for(home), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+
+    def json(self, *args: str) -> Any:
+        return meshlet_json("--addr", self.addr, *args, home=self.home)
+
+    def all_passing(self) -> bool:
+        try:
+            services = self.json("services")
+        except AssertionError:
+            return False
+        return len(services) == 3 and all(s["passing"] == s["instances"] for s in services)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    running = Up(tmp_path)
+    try:
+        wait_for(running.all_passing, 60, "every shop instance to pass its checks")
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait(10)
+
+
+def test_kill_a_replica_restarts_it_and_traffic_keeps_flowing(up: Up) -> None:
+    frontend = up.json("instances", "frontend")[0]
+    victim = up.json("instances", "catalog")[1]
+    with Traffic(f"127.0.0.1:{frontend['port']}") as traffic, \
+            HealthHistory(up.addr, "catalog") as health:
+        wait_for(lambda: traffic.ok >= 100, 30, "traffic through the frontend")
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_for(lambda: ("passing", 1) in health.of(victim["id"]), 30,
+                 "the killed replica to be restarted and pass its check again")
+        restarted = next(i for i in up.json("instances", "catalog") if i["id"] == victim["id"])
+        before = traffic.catalogs.get(victim["id"], 0)
+        wait_for(lambda: traffic.catalogs.get(victim["id"], 0) > before + 20, 30,
+                 "the restarted replica to take traffic again")
+    # It went critical once the process died, then passing again after the restart.
+    statuses = health.of(victim["id"])
+    assert statuses.index(("passing", 0)) < statuses.index(("critical", 1)) \
+        < statuses.index(("passing", 1)), statuses
+    assert restarted["restarts"] == 1
+    assert restarted["pid"] != victim["pid"]
+    assert traffic.failed == [], traffic.failed[:5]
+    assert set(traffic.catalogs) == {"catalog-0", "catalog-1", "catalog-2"}
+
+
+def test_sigterm_stops_everything(up: Up) -> None:
+    children = descendants(up.proc.pid)
+    assert len(children) >= 10  # 5 apps + 5 sidecars
+    up.proc.send_signal(signal.SIGTERM)
+    up.proc.wait(60)
+    assert up.proc.returncode == 0
+    assert alive(children) == set()
+    assert "meshlet API" in up.proc.stdout.read()  # type: ignore[union-attr]
+
+
+def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
+    import json
+    import urllib.request
+    frontend = up.json("instances", "frontend")[0]
+    admin = frontend["meta"]["admin"]
+    config = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+    catalog = config["clusters"]["outbound:catalog"]
+    assert len(catalog["endpoints"]) == 3 and catalog["effective"]["lb"] == "round_robin"
+    assert config["version"] >= 1
+    urllib.request.urlopen(f"http://127.0.0.1:{frontend['port']}/", timeout=5).read()
+    metrics = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
+    assert 'meshlet_proxy_requests_total{code="200",destination="catalog",' \
+           'direction="outbound"}' in metrics
+    # A config change reaches the sidecar without a restart.
+    meshlet("--addr", up.addr, "config", "set", "catalog", "request_timeout=3s",
+            home=up.home)
+
+    def updated() -> bool:
+        body = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+        return body["clusters"]["outbound:catalog"]["effective"]["request_timeout"] == 3.0
+    wait_for(updated, 15, "the new setting to reach the sidecar")
+
+
+def test_detach_status_and_down(tmp_path: Path) -> None:
+    port = free_port()
+    out = meshlet("up", str(SHOP), "--detach", "--http", f"127.0.0.1:{port}", home=tmp_path)
+    assert "catalog-2" in out.stdout
+    state = meshlet_json("status", home=tmp_path)  # finds the running `up` on its own
+    assert state["mode"] == "single"
+    again = meshlet("up", str(SHOP), "--detach", home=tmp_path, check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
+    import json
+    pid = json.loads((tmp_path / "up.json").read_text())["pid"]
+    children = descendants(pid)
+    assert meshlet("down", home=tmp_path).returncode == 0
+    assert alive(children | {pid}) == set()
+    gone = meshlet("down", home=tmp_path, check=False)
+    assert gone.returncode == 1 and "nothing to stop" in gone.stderr

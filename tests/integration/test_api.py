@@ -1,0 +1,135 @@
+"""The server's HTTP API on a real loopback socket: answers, bad input, blocking queries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from meshlet.api.client import Client
+from meshlet.errors import Conflict, NotFound, Unavailable
+from meshlet.server.main import Server
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def http(server: Server) -> AsyncIterator[Any]:
+    async with aiohttp.ClientSession(server.url) as session:
+        yield session
+
+
+REG = {"service": "web", "id": "web-1", "address": "127.0.0.1", "port": 8080}
+
+
+async def test_register_health_and_listing(server: Server) -> None:
+    async with Client(server.url) as c:
+        inst = await c.register(**REG, tags=["v1"], meta={"version": "1"})
+        assert inst["status"] == "critical"
+        await c.register(**{**REG, "id": "web-2", "port": 8081})
+        await c.set_health("web-1", "passing", "ok")
+        assert [s["name"] for s in await c.services()] == ["web"]
+        passing, index = await c.instances("web", passing=True)
+        assert [i["id"] for i in passing] == ["web-1"] and index > 0
+        everything, _ = await c.instances("web")
+        assert [i["id"] for i in everything] == ["web-1", "web-2"]
+        await c.deregister("web-2")
+        assert len((await c.instances("web"))[0]) == 1
+        status = await c.status()
+        assert status["instances"] == 1 and status["mode"] == "single"
+
+
+async def test_kv_and_cas_through_client(server: Server) -> None:
+    async with Client(server.url) as c:
+        first = await c.kv_put("app/colour", b"blue", cas=0)
+        assert await c.kv_get_raw("app/colour") == b"blue"
+        with pytest.raises(Conflict):
+            await c.kv_put("app/colour", b"red", cas=0)
+        await c.kv_put("app/colour", b"red", cas=first["modify_index"])
+        assert [e["key"] for e in await c.kv_list("app/")] == ["app/colour"]
+        assert await c.kv_delete("app/colour") is True
+        with pytest.raises(NotFound):
+            await c.kv_get("app/colour")
+
+
+async def test_config_entries(server: Server) -> None:
+    async with Client(server.url) as c:
+        body = await c.config_set("web", {"retries": "3", "request_timeout": "2s"})
+        assert body["settings"] == {"retries": 3, "request_timeout": 2.0}
+        assert body["effective"]["lb"] == "round_robin"
+        got, _ = await c.config_get("web")
+        assert got["effective"]["retries"] == 3
+
+
+@pytest.mark.parametrize("method, path, body, status, code, field", [
+    ("PUT", "/v1/catalog/register", b"{not json", 400, "invalid", "body"),
+    ("PUT", "/v1/catalog/register", {"id": "x", "port": 80}, 400, "invalid", "service"),
+    ("PUT", "/v1/catalog/register", {**REG, "port": "80"}, 400, "invalid", "port"),
+    ("PUT", "/v1/catalog/register", {**REG, "port": 99999}, 400, "invalid", "port"),
+    ("PUT", "/v1/catalog/register", {**REG, "service": "Web!"}, 400, "invalid", "service"),
+    ("PUT", "/v1/catalog/register", {**REG, "extra": 1}, 400, "invalid", "extra"),
+    ("PUT", "/v1/catalog/register", [1, 2], 400, "invalid", None),
+    ("PUT", "/v1/health/ghost", {"status": "passing"}, 404, "not_found", "id"),
+    ("PUT", "/v1/health/web-1", {"status": "fine"}, 400, "invalid", "status"),
+    ("PUT", "/v1/catalog/deregister/ghost", None, 404, "not_found", "id"),
+    ("GET", "/v1/services/nothing/instances", None, 404, "not_found", "service"),
+    ("GET", "/v1/kv/missing", None, 404, "not_found", "key"),
+    ("PUT", "/v1/kv/k?cas=abc", b"v", 400, "invalid", "cas"),
+    ("PUT", "/v1/kv/k?cas=5", b"v", 409, "conflict", "cas"),
+    ("GET", "/v1/services?index=1&wait=forever", None, 400, "invalid", "wait"),
+    ("PUT", "/v1/config/web", {"lb": "fastest"}, 400, "invalid", "lb"),
+    ("PUT", "/v1/config/web", "string", 400, "invalid", "body"),
+    ("DELETE", "/v1/config/nothing", None, 404, "not_found", "service"),
+    ("GET", "/v1/nowhere", None, 404, "not_found", None),
+    ("POST", "/v1/services", None, 405, "method_not_allowed", None),
+])
+async def test_bad_input_gets_4xx_and_changes_nothing(
+        server: Server, http: Any, method: str, path: str, body: Any, status: int,
+        code: str, field: str | None) -> None:
+    async with Client(server.url) as c:
+        await c.register(**REG)
+    before = server.node.machine.snapshot()
+    kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+    async with http.request(method, path, **kwargs) as resp:
+        assert resp.status == status
+        payload = await resp.json()
+    assert payload["error"]["code"] == code
+    assert payload["error"]["field"] == field
+    assert payload["error"]["message"]
+    assert server.node.machine.snapshot() == before
+
+
+async def test_blocking_query_wakes_on_change(server: Server) -> None:
+    async with Client(server.url) as c:
+        await c.register(**REG)
+        _, index = await c.instances("web")
+        loop = asyncio.get_running_loop()
+        watch = loop.create_task(c.instances("web", index=index, wait=20))
+        other_kv_change = await c.kv_put("unrelated", b"x")
+        assert other_kv_change
+        await c.set_health("web-1", "passing")
+        found, new_index = await asyncio.wait_for(watch, 10)
+        assert new_index > index and found[0]["status"] == "passing"
+
+
+async def test_blocking_query_times_out_with_same_index(server: Server) -> None:
+    async with Client(server.url) as c:
+        await c.register(**REG)
+        _, index = await c.instances("web")
+        found, same = await c.instances("web", index=index, wait=0.2)
+        assert same == index and len(found) == 1
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    async with Client("http://127.0.0.1:1") as c:
+        with pytest.raises(Unavailable, match="cannot reach meshlet"):
+            await c.status()

@@ -1,0 +1,32 @@
+"""The sans-IO cores import no sockets, clocks, threads, randomness or OS access."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import meshlet
+
+BANNED = {"asyncio", "socket", "time", "random", "os", "threading", "subprocess", "aiohttp",
+          "httptools", "uvloop", "select", "selectors"}
+SRC = Path(meshlet.__file__).parent
+PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").glob("*.py")),
+        SRC / "agent" / "health.py", SRC / "agent" / "backoff.py",
+        SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_pure_cores_import_no_io() -> None:
+    offenders = {str(p.relative_to(SRC)): sorted(imported_modules(p) & BANNED) for p in PURE}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert len(PURE) > 8
