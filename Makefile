@@ -26,6 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx-light)
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
 
 clean:

@@ -10,8 +10,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> T:
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0,
+               message: str = "condition", interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -24,7 +24,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
 
 
 async def async_wait_until(predicate: Callable[[], Awaitable[T]], timeout: float = 10.0,
-                           interval: float = 0.02, message: str = "condition") -> T:
+                           message: str = "condition", interval: float = 0.02) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()

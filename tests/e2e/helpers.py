@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import wait_until as wait_for
+
+__all__ = ["wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop" / "meshlet.yaml"
@@ -125,17 +128,6 @@ class Traffic:
     def total(self) -> int:
         with self.lock:
             return self.ok + len(self.failed)
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.05)
 
 
 class HealthHistory:

