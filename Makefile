@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Sans-IO cores: no sockets, clocks or randomness (tests/unit/test_pure_modules.py), mypy --strict.
+PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py \
+	src/meshlet/agent/health.py src/meshlet/agent/backoff.py \
+	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py
 
 .PHONY: demo test lint bench clean setup
 
@@ -19,6 +23,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy src/meshlet
+	$(BIN)/mypy --strict $(PURE_CORES)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest ran no tests" >&2; exit 1; fi; exit $$rc
 

@@ -95,12 +95,11 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
             stopper.cancel()
             if not start.done():
                 start.cancel()
-            elif start.exception() is not None:
-                exc = start.exception()
-                if isinstance(exc, asyncio.TimeoutError):
+            elif (failure := start.exception()) is not None:
+                if isinstance(failure, asyncio.TimeoutError):
                     raise Unavailable("workloads did not start in time; see logs in "
                                       f"{data_dir / 'agent' / 'workloads'}")
-                raise exc  # type: ignore[misc]
+                raise failure
         if not stop.is_set():
             on_ready(server.url, summary(agent, server.url))
             await stop.wait()

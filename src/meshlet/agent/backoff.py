@@ -16,6 +16,6 @@ class RestartBackoff:
         """Delay before the next start, given how long the last run lasted (seconds)."""
         if ran_for >= self.stable_after:
             self.failures = 0
-        delay = min(self.cap, self.base * (2 ** self.failures))
+        delay: float = min(self.cap, self.base * 2.0 ** self.failures)
         self.failures += 1
         return delay

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
+RESYNC_INTERVAL = 10.0
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -45,7 +47,7 @@ def env_name(service: str) -> str:
 
 class Workload:
     def __init__(self, agent: Agent, service: str, replica: int, spec: ServiceSpec,
-                 cwd: Path, upstream_protocols: dict[str, str]) -> None:
+                 cwd: Path, upstream_protocols: Mapping[str, str]) -> None:
         self.agent = agent
         self.service = service
         self.replica = replica
@@ -251,10 +253,17 @@ class Workload:
         self.report_needed.set()
 
     async def reporter(self) -> None:
-        """Push registration and the latest health to the server; retry until it lands."""
+        """Push registration and the latest health to the server; retry until it lands.
+
+        A periodic resync repairs drift (a server that lost its data, say), as Consul's
+        anti-entropy does: a 404 means the instance is unknown, so it registers again.
+        """
         delay = 0.2
         while True:
-            await self.report_needed.wait()
+            try:  # report on change, and every RESYNC seconds in case the server forgot
+                await asyncio.wait_for(self.report_needed.wait(), RESYNC_INTERVAL)
+            except TimeoutError:
+                pass
             self.report_needed.clear()
             if self.stopping.is_set() or not self.inbound_port:
                 continue

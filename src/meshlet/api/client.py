@@ -70,10 +70,10 @@ class Client:
     # -- catalog ----------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        return (await self.request("GET", "/v1/status"))[0]  # type: ignore[no-any-return]
+        return (await self.request("GET", "/v1/status"))[0]
 
     async def register(self, **instance: Any) -> dict[str, Any]:
-        return (await self.request("PUT", "/v1/catalog/register", json=instance))[0]  # type: ignore[no-any-return]
+        return (await self.request("PUT", "/v1/catalog/register", json=instance))[0]
 
     async def deregister(self, instance_id: str) -> None:
         await self.request("PUT", f"/v1/catalog/deregister/{quote(instance_id, safe='')}")
@@ -88,7 +88,7 @@ class Client:
         await self.request("PUT", f"/v1/health/{quote(instance_id, safe='')}", json=body)
 
     async def services(self) -> list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/services"))[0]  # type: ignore[no-any-return]
+        return (await self.request("GET", "/v1/services"))[0]
 
     async def instances(self, service: str, passing: bool = False, index: int | None = None,
                         wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
@@ -101,16 +101,16 @@ class Client:
     # -- kv -----------------------------------------------------------------------------
 
     async def kv_get(self, key: str) -> dict[str, Any]:
-        return (await self.request("GET", f"/v1/kv/{quote(key)}"))[0]  # type: ignore[no-any-return]
+        return (await self.request("GET", f"/v1/kv/{quote(key)}"))[0]
 
     async def kv_get_raw(self, key: str) -> bytes:
         return (await self.request("GET", f"/v1/kv/{quote(key)}", params={"raw": "1"},
-                                   raw=True))[0]  # type: ignore[no-any-return]
+                                   raw=True))[0]
 
     async def kv_put(self, key: str, value: bytes, cas: int | None = None) -> dict[str, Any]:
         params = {"cas": str(cas)} if cas is not None else None
         return (await self.request("PUT", f"/v1/kv/{quote(key)}", data=value,
-                                   params=params))[0]  # type: ignore[no-any-return]
+                                   params=params))[0]
 
     async def kv_delete(self, key: str, cas: int | None = None) -> bool:
         params = {"cas": str(cas)} if cas is not None else None
@@ -118,7 +118,7 @@ class Client:
         return bool(body["deleted"])
 
     async def kv_list(self, prefix: str = "") -> list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/kv", params={"prefix": prefix}))[0]  # type: ignore[no-any-return]
+        return (await self.request("GET", "/v1/kv", params={"prefix": prefix}))[0]
 
     # -- config ---------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class Client:
                          replace: bool = False) -> dict[str, Any]:
         params = {"replace": "1"} if replace else None
         return (await self.request("PUT", f"/v1/config/{quote(service, safe='')}",
-                                   json=settings, params=params))[0]  # type: ignore[no-any-return]
+                                   json=settings, params=params))[0]
 
     async def config_list(self, index: int | None = None,
                           wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:

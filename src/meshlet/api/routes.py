@@ -196,8 +196,8 @@ class Api:
 
     def config_body(self, service: str) -> dict[str, Any]:
         entry = self.sm.config.get(service)
-        body = config_to_dict(entry) if entry else {"service": service, "settings": {},
-                                                    "modify_index": 0}
+        body: dict[str, Any] = config_to_dict(entry) if entry else {
+            "service": service, "settings": {}, "modify_index": 0}
         body["effective"] = effective(body["settings"])
         return body
 

@@ -268,7 +268,7 @@ def kv_get(ctx: Context, key: str) -> None:
 @pass_ctx
 def kv_put(ctx: Context, key: str, value: str | None, cas: int | None) -> None:
     """Set KEY to VALUE (or to standard input when VALUE is '-' or absent)."""
-    data = sys.stdin.buffer.read() if value in (None, "-") else value.encode()  # type: ignore[union-attr]
+    data = sys.stdin.buffer.read() if value in (None, "-") else value.encode()
     body = ctx.call(lambda c: c.kv_put(key, data, cas))
     if ctx.json:
         emit_json(body)

@@ -419,7 +419,7 @@ class Exchange:
         pool = self.cluster.pool(endpoint)
         conn = pool.take()
         if conn is not None:
-            self.attach(conn, pool)  # type: ignore[arg-type]
+            self.attach(conn, pool)
         else:
             self.connect_task = self.loop.create_task(self.connect(endpoint, pool))
 
@@ -511,12 +511,12 @@ class Exchange:
             self.down.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, reason))
             return
         if status in (502, 503) and self.listener.direction == "outbound":
-            reason = header_value(headers, ERROR_HEADER)
-            if (reason == LOCAL_APP_REFUSED or (reason == b"upstream_reset"
-                                                and self.method in IDEMPOTENT)) \
+            error = header_value(headers, ERROR_HEADER)
+            if error is not None and (error == LOCAL_APP_REFUSED or (
+                    error == b"upstream_reset" and self.method in IDEMPOTENT)) \
                     and self.can_retry():
                 self.discarding = True
-                self.last_error = reason.decode()  # type: ignore[union-attr]
+                self.last_error = error.decode()
                 return
         self.response_started = True
         self.status = status

@@ -49,7 +49,7 @@ async def run_proxy(bootstrap: Snapshot, admin_host: str, admin_port: int,
     await runner.setup()
     site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
     await site.start()
-    real_admin = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    real_admin = int(runner.addresses[0][1])
     if port_file is not None:
         write_port_file(port_file, {"admin": real_admin, "pid": os.getpid(),
                                     "listeners": sidecar.ports()})

@@ -41,8 +41,7 @@ class Server:
             await runner.cleanup()
             await node.stop()
             raise
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        real_port = sockets[0].getsockname()[1] if sockets else port
+        real_port = int(runner.addresses[0][1])
         url = f"http://{host}:{real_port}"
         log.info("server API at %s (data in %s)", url, data_dir)
         return cls(node, runner, url)

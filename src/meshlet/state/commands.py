@@ -119,6 +119,6 @@ def decode_command(body: dict[str, Any]) -> Command:
             value = tuple(value)
         kwargs[f.name] = value
     try:
-        return cls(**kwargs)  # type: ignore[no-any-return]
+        return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"malformed {cls.TYPE} command: {exc}", "type") from exc
