@@ -119,6 +119,7 @@ def decode_command(body: dict[str, Any]) -> Command:
             value = tuple(value)
         kwargs[f.name] = value
     try:
-        return cls(**kwargs)
+        command: Command = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"malformed {cls.TYPE} command: {exc}", "type") from exc
+    return command
