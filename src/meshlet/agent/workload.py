@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
 RESYNC_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why a run of the app ended, and how long it had been up."""
+
+    reason: str
+    ran_for: float
+    sidecar: bool = False
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -105,17 +115,17 @@ class Workload:
                     return
                 continue
             while not self.stopping.is_set():
-                reason = await self.run_app_once()
-                if reason is None or self.stopping.is_set():
+                ended = await self.run_app_once()
+                if ended is None or self.stopping.is_set():
                     return
                 self.restarts += 1
-                if reason == "sidecar":
+                if ended.sidecar:
                     self.set_status("critical", "sidecar exited; restarting it")
                     if self.app is not None:
                         await terminate(self.app, 2.0)
                     break
-                delay = backoff.next_delay(reason_runtime(reason))
-                self.set_status("critical", f"{reason_text(reason)}; restart "
+                delay = backoff.next_delay(ended.ran_for)
+                self.set_status("critical", f"{ended.reason}; restart "
                                             f"{self.restarts} in {delay:.1f}s")
                 if await self.pause(delay):
                     return
@@ -128,14 +138,14 @@ class Workload:
         except TimeoutError:
             return False
 
-    async def run_app_once(self) -> Any:
-        """Run the app until it or the sidecar exits; None if stopping."""
+    async def run_app_once(self) -> Ended | None:
+        """Run the app until it or the sidecar exits; None if asked to stop."""
         env = self.app_env()
         loop = asyncio.get_running_loop()
         try:
             self.app = await spawn(self.spec.command, env, self.cwd, self.run_dir / "app.log")
         except OSError as exc:
-            return ("spawn", 0.0, f"cannot start {self.spec.command[0]}: {exc.strerror}")
+            return Ended(f"cannot start {self.spec.command[0]}: {exc.strerror}", 0.0)
         started_at = loop.time()
         self.pid = self.app.pid
         if self.tracker is not None:
@@ -157,9 +167,9 @@ class Workload:
         if "stop" in which:
             return None
         if "sidecar" in which:
-            return "sidecar"
-        return ("exit", loop.time() - started_at, f"process exited with code "
-                                                  f"{self.app.returncode}")
+            return Ended("sidecar exited", loop.time() - started_at, sidecar=True)
+        return Ended(f"process exited with code {self.app.returncode}",
+                     loop.time() - started_at)
 
     def app_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -326,10 +336,3 @@ class Workload:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return
 
-
-def reason_runtime(reason: Any) -> float:
-    return float(reason[1]) if isinstance(reason, tuple) else 0.0
-
-
-def reason_text(reason: Any) -> str:
-    return str(reason[2]) if isinstance(reason, tuple) else str(reason)
