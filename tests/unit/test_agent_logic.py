@@ -35,11 +35,16 @@ def test_snapshot_from_catalog() -> None:
         {"id": "c-2", "address": "127.0.0.1", "port": 2, "weight": 1},
         {"id": "c-1", "address": "127.0.0.1", "port": 1, "weight": 1},
         {"id": "c-0", "address": "127.0.0.1", "port": 9, "weight": 0},  # drained
+        {"id": "c-3", "address": "127.0.0.1", "port": 3, "status": "critical",
+         "meta": {"shard": "a"}, "zone": "z1", "node": "n1"},
     ]}
     snap = build_snapshot(7, boot, instances, {"catalog": {"retries": 1},
                                                 "frontend": {"request_timeout": 3.0}})
     catalog = snap.clusters["outbound:catalog"]
-    assert [e.id for e in catalog.endpoints] == ["c-1", "c-2"]
+    assert [e.id for e in catalog.endpoints] == ["c-0", "c-1", "c-2", "c-3"]
+    c3 = catalog.endpoints[3]
+    assert (c3.healthy, c3.meta, c3.zone, c3.node) == (False, (("shard", "a"),), "z1", "n1")
+    assert catalog.endpoints[0].weight == 0
     assert catalog.effective["retries"] == 1
     assert snap.clusters["outbound:auth"].endpoints == ()
     assert snap.clusters["inbound:frontend"].effective["request_timeout"] == 3.0

@@ -11,14 +11,32 @@ BANNED = {"asyncio", "socket", "time", "random", "os", "threading", "subprocess"
           "httptools", "uvloop", "select", "selectors"}
 SRC = Path(meshlet.__file__).parent
 PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").glob("*.py")),
+        *sorted((SRC / "proxy" / "resilience").glob("*.py")),
         SRC / "agent" / "health.py", SRC / "agent" / "backoff.py",
-        SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py"]
+        SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
+        SRC / "proxy" / "partition.py", SRC / "proxy" / "routing.py",
+        SRC / "proxy" / "request_view.py"]
+
+
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (imports for annotations)."""
+    found: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
+                and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        found.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return found
 
 
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -85,8 +85,8 @@ class Agent:
         delay = 0.2
         while True:
             try:
-                found, new_index = await self.client.instances(service, passing=True,
-                                                               index=index, wait=WATCH_WAIT)
+                found, new_index = await self.client.instances(service, index=index,
+                                                               wait=WATCH_WAIT)
             except MeshletError as exc:
                 log.warning("watch on %s failed (%s); keeping last endpoints", service, exc)
                 await asyncio.sleep(delay)

@@ -10,21 +10,27 @@ from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapsh
 LOOPBACK = "127.0.0.1"
 
 
+INBOUND_KEYS = ("request_timeout", "rate_limit_rps", "rate_limit_burst", "access_log")
+
+
 def bootstrap_snapshot(service: str, instance: str, protocol: str, app_port: int,
-                       upstreams: Sequence[tuple[str, str]]) -> Snapshot:
+                       upstreams: Sequence[tuple[str, str]], zone: str = "",
+                       node: str = "") -> Snapshot:
     """Version 0: the listeners to bind (ports chosen by the kernel) and the local app."""
     listeners = [ListenerConfig(service, "inbound", LOOPBACK, 0, protocol)]
     listeners += [ListenerConfig(name, "outbound", LOOPBACK, 0, proto)
                   for name, proto in upstreams]
     app = Endpoint(instance, LOOPBACK, app_port)
     clusters = {cluster_key("inbound", service):
-                ClusterConfig(service, (app,), {"retries": 0})}
-    return Snapshot(0, service, instance, tuple(listeners), clusters)
+                ClusterConfig(service, (app,), {"retries": 0, "outlier_consecutive_failures": 0})}
+    return Snapshot(0, service, instance, tuple(listeners), clusters, zone, node)
 
 
 def endpoint_from_instance(inst: Mapping[str, Any]) -> Endpoint:
     return Endpoint(inst["id"], inst["address"], inst["port"], inst.get("weight", 1),
-                    inst.get("zone", ""))
+                    inst.get("zone", ""), inst.get("node", ""),
+                    inst.get("status", "passing") == "passing",
+                    tuple(sorted(inst.get("meta", {}).items())))
 
 
 def build_snapshot(version: int, bootstrap: Snapshot,
@@ -32,24 +38,26 @@ def build_snapshot(version: int, bootstrap: Snapshot,
                    settings: Mapping[str, Mapping[str, Any]]) -> Snapshot:
     """The bootstrap's listeners with current endpoints and settings for each upstream.
 
-    ``instances`` maps an upstream service to its passing instances; ``settings`` maps a
-    service to its config entry. Endpoints with weight 0 take no traffic.
+    ``instances`` maps an upstream service to all its instances (those not passing are
+    kept, marked unhealthy, so locality can tell how much of a zone is down);
+    ``settings`` maps a service to its config entry. The inbound listener takes the
+    service's own request timeout, rate limit and access-log settings.
     """
     clusters = dict(bootstrap.clusters)
     for lc in bootstrap.listeners:
         if lc.direction != "outbound":
             continue
         endpoints = tuple(sorted(
-            (endpoint_from_instance(i) for i in instances.get(lc.name, ())
-             if i.get("weight", 1) > 0), key=lambda e: e.id))
+            (endpoint_from_instance(i) for i in instances.get(lc.name, ())),
+            key=lambda e: e.id))
         clusters[cluster_key("outbound", lc.name)] = ClusterConfig(
             lc.name, endpoints, dict(settings.get(lc.name, {})))
     inbound = cluster_key("inbound", bootstrap.service)
     own = settings.get(bootstrap.service, {})
-    if inbound in clusters and "request_timeout" in own:
+    inherited = {k: own[k] for k in INBOUND_KEYS if k in own}
+    if inbound in clusters and inherited:
         local = clusters[inbound]
         clusters[inbound] = ClusterConfig(local.name, local.endpoints,
-                                          {**local.settings,
-                                           "request_timeout": own["request_timeout"]})
+                                          {**local.settings, **inherited})
     return Snapshot(version, bootstrap.service, bootstrap.instance, bootstrap.listeners,
-                    clusters)
+                    clusters, bootstrap.zone, bootstrap.node)

@@ -67,7 +67,8 @@ class Workload:
         self.app_port = spec.port + replica if spec.port else free_port()
         self.bootstrap = bootstrap_snapshot(
             service, self.id, spec.protocol, self.app_port,
-            [(u, upstream_protocols.get(u, "http")) for u in spec.upstreams])
+            [(u, upstream_protocols.get(u, "http")) for u in spec.upstreams],
+            agent.zone, agent.node)
         self.run_dir = agent.data_dir / "workloads" / self.id
         self.status = "critical"
         self.output = "starting"

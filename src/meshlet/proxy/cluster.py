@@ -1,57 +1,212 @@
-"""One upstream service at run time: its balancer, settings and connection pools."""
+"""One upstream service at run time: endpoints and their load, availability (health
+from the catalog combined with outlier ejection), balancers per subset and shard,
+routing, circuit-breaker counters, the retry budget and connection pools.
+
+No I/O: the clock and the random source are injected, so a cluster can be driven in
+tests exactly as the protocols drive it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import random
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from meshlet.proxy.config import ClusterConfig, Endpoint
-from meshlet.proxy.lb import Balancer, make_balancer
+from meshlet.proxy.lb import HASH_POLICIES, Balancer, EndpointState, PickContext, make_balancer
+from meshlet.proxy.partition import PartitionRule, Refusal
 from meshlet.proxy.pool import EndpointPool
-from meshlet.state.config_entry import effective, validate_settings
+from meshlet.proxy.request_view import RequestView
+from meshlet.proxy.resilience.outlier import OutlierDetector
+from meshlet.proxy.resilience.retry_budget import RetryBudget
+from meshlet.proxy.routing import RouteChoice, RouteTable, Subset
+from meshlet.state.config_entry import Settings, parsed, validate_settings
+
+BalancerKey = tuple[Subset, str | None]
+
+
+@dataclass(slots=True)
+class Target:
+    """Where one request goes: its balancer, deadline and route rewrites."""
+
+    balancer: Balancer
+    timeout: float
+    route: RouteChoice | None
+    hash_key: bytes | None
 
 
 class Cluster:
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, clock: Callable[[], float],
+                 rng: random.Random | None = None, zone: str = "", node: str = "") -> None:
         self.name = config.name
-        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.zone = zone
+        self.node = node
+        self.states: dict[tuple[str, int], EndpointState] = {}
+        self.available: list[EndpointState] = []
         self.pools: dict[tuple[str, int], EndpointPool] = {}
-        self.settings: dict[str, Any] = {}
-        self.balancer: Balancer = make_balancer(
-            effective(validate_settings(config.settings))["lb"])
+        self.balancers: dict[BalancerKey, Balancer] = {}
+        self.active_requests = 0
+        self.active_retries = 0
+        self.connections = 0
+        self.pending: deque[Any] = deque()
+        self.config = config
+        self.settings = Settings()
+        self.raw_settings: dict[str, Any] = {}
+        self.outlier = OutlierDetector()
+        self.budget = RetryBudget()
+        self.routes: RouteTable | None = None
+        self.partition: PartitionRule | None = None
+        self.needs_view = False
         self.update(config)
 
     def __repr__(self) -> str:
-        return f"<Cluster {self.name} endpoints={len(self.config.endpoints)} {self.balancer!r}>"
+        return (f"<Cluster {self.name} endpoints={len(self.states)} "
+                f"available={len(self.available)} active={self.active_requests} "
+                f"conns={self.connections} pending={len(self.pending)}>")
+
+    # -- configuration ----------------------------------------------------------------
 
     def update(self, config: ClusterConfig) -> None:
-        """Swap in a new endpoint set and settings; connections in use are untouched."""
-        settings = effective(validate_settings(config.settings))
-        if settings["lb"] != self.settings.get("lb", settings["lb"]):
-            self.balancer = make_balancer(settings["lb"])
+        """Swap in a new endpoint set and settings; requests in flight keep theirs."""
+        raw = validate_settings(config.settings)
+        if raw != self.raw_settings or not self.balancers:
+            self.apply_settings(raw)
         self.config = config
-        self.settings = settings
-        self.connect_timeout: float = settings["connect_timeout"]
-        self.request_timeout: float = settings["request_timeout"]
-        self.retries: int = settings["retries"]
-        self.balancer.reset(config.endpoints)
-        current = {e.key for e in config.endpoints}
+        now = self.clock()
+        known = self.states
+        neutral = (sum(s.rtt for s in known.values()) / len(known)) if known else None
+        states: dict[tuple[str, int], EndpointState] = {}
+        for endpoint in config.endpoints:
+            state = known.get(endpoint.key)
+            if state is None or state.endpoint != endpoint:
+                fresh = EndpointState(endpoint, now=now) if neutral is None \
+                    else EndpointState(endpoint, rtt=neutral, now=now)
+                if state is not None:  # same address, new details: keep the load counts
+                    fresh.outstanding, fresh.rtt, fresh.stamp = \
+                        state.outstanding, state.rtt, state.stamp
+                state = fresh
+            states[endpoint.key] = state
+        self.states = states
+        self.outlier.set_population(states)
         for key in list(self.pools):
-            if key not in current:
+            if key not in states:
                 self.pools.pop(key).close()
+        self.refresh()
 
-    def pick(self, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
-        return self.balancer.pick(exclude)
+    def apply_settings(self, raw: dict[str, Any]) -> None:
+        s = parsed(raw)
+        old = self.settings
+        self.raw_settings = raw
+        self.settings = s
+        self.connect_timeout = s.connect_timeout
+        self.request_timeout = s.request_timeout
+        self.retries = s.retries
+        if (old.outlier_consecutive_failures, old.outlier_base_ejection_time,
+                old.outlier_max_ejection_time, old.outlier_max_ejection_percent) != (
+                s.outlier_consecutive_failures, s.outlier_base_ejection_time,
+                s.outlier_max_ejection_time, s.outlier_max_ejection_percent):
+            self.outlier = OutlierDetector(
+                s.outlier_consecutive_failures, s.outlier_base_ejection_time,
+                s.outlier_max_ejection_time, s.outlier_max_ejection_percent)
+            self.outlier.set_population(self.states)
+        if (old.retry_budget_percent, old.retry_budget_min_per_second) != (
+                s.retry_budget_percent, s.retry_budget_min_per_second):
+            self.budget = RetryBudget(s.retry_budget_percent, s.retry_budget_min_per_second)
+        self.routes = RouteTable(s.routes) if s.routes else None
+        self.partition = PartitionRule(self.name, s.partition) if s.partition else None
+        self.needs_view = bool(self.routes or self.partition or s.hash_on)
+        self.balancers = {}
+
+    def refresh(self) -> None:
+        """Recompute which endpoints take traffic and re-feed the balancers."""
+        ejected = self.outlier.ejected()
+        self.available = [s for s in self.states.values()
+                          if s.endpoint.healthy and s.weight > 0 and s.key not in ejected]
+        for key, balancer in self.balancers.items():
+            self.feed(key, balancer)
+
+    def feed(self, key: BalancerKey, balancer: Balancer) -> None:
+        subset, shard = key
+        def member(e: Endpoint) -> bool:
+            return (not subset or e.has_labels(subset)) and (
+                shard is None or ("shard", shard) in e.meta)
+        balancer.reset([s for s in self.available if member(s.endpoint)])
+        observe = getattr(balancer, "observe_population", None)
+        if observe is not None:
+            observe([s for s in self.states.values() if member(s.endpoint)])
+
+    def balancer(self, key: BalancerKey) -> Balancer:
+        balancer = self.balancers.get(key)
+        if balancer is None:
+            balancer = make_balancer(self.settings.lb, self.raw_settings, self.zone, self.node)
+            self.feed(key, balancer)
+            self.balancers[key] = balancer
+        return balancer
+
+    # -- per request ------------------------------------------------------------------
+
+    def resolve(self, view: RequestView | None) -> Target | Refusal:
+        """Route, shard and hash-key for one request, or a Refusal naming why not."""
+        route: RouteChoice | None = None
+        shard: str | None = None
+        timeout = self.request_timeout
+        if view is not None:
+            if self.routes is not None:
+                route = self.routes.choose(view, self.rng)
+                if route is None:
+                    return Refusal(404, "no_route",
+                                   f"no route of {self.name} matches {view.method} {view.path}")
+                if route.timeout:
+                    timeout = route.timeout
+            if self.partition is not None:
+                chosen = self.partition.shard_for(view, self.rng)
+                if isinstance(chosen, Refusal):
+                    return chosen
+                shard = chosen
+        hash_key = None
+        if view is not None and self.settings.hash_on and self.settings.lb in HASH_POLICIES:
+            value = view.key(self.settings.hash_on)
+            hash_key = value.encode() if value is not None else None
+        balancer = self.balancer((route.subset if route else (), shard))
+        return Target(balancer, timeout, route, hash_key)
+
+    def pick(self, target: Target, exclude: list[EndpointState]) -> EndpointState | None:
+        now = self.clock()
+        if self.outlier.next_expiry is not None and now >= self.outlier.next_expiry \
+                and self.outlier.expire(now):
+            self.refresh()
+        return target.balancer.pick(PickContext(self.rng, now, target.hash_key), exclude)
+
+    def record_outcome(self, state: EndpointState, failed: bool) -> bool:
+        """Feed outlier detection; True if this outcome ejected the endpoint."""
+        if self.outlier.record(state.key, failed, self.clock()):
+            self.refresh()
+            return True
+        return False
+
+    def ejected_count(self) -> int:
+        return len(self.outlier.ejected())
 
     def pool(self, endpoint: Endpoint) -> EndpointPool:
         pool = self.pools.get(endpoint.key)
         if pool is None:
             pool = self.pools[endpoint.key] = EndpointPool(endpoint)
-            if endpoint.key not in {e.key for e in self.config.endpoints}:
+            if endpoint.key not in self.states:
                 pool.closed = True  # endpoint already removed: do not keep its connections
         return pool
+
+    def sweep_idle(self, now: float) -> None:
+        for pool in self.pools.values():
+            pool.close_idle_before(now - self.settings.idle_timeout)
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+
+
+__all__ = ["Cluster", "Hashable", "Refusal", "Target"]

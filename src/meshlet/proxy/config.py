@@ -21,10 +21,24 @@ class Endpoint:
     port: int
     weight: int = 1
     zone: str = ""
+    node: str = ""
+    healthy: bool = True
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def has_labels(self, labels: tuple[tuple[str, str], ...]) -> bool:
+        return all(item in self.meta for item in labels)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.address, self.port)
+
+
+def endpoint_to_dict(e: Endpoint) -> dict[str, Any]:
+    return {**vars(e), "meta": dict(e.meta)}
+
+
+def endpoint_from_dict(d: dict[str, Any]) -> Endpoint:
+    return Endpoint(**{**d, "meta": tuple(sorted(dict(d.get("meta", {})).items()))})
 
 
 @dataclass(frozen=True)
@@ -58,13 +72,16 @@ class Snapshot:
     instance: str
     listeners: tuple[ListenerConfig, ...]
     clusters: dict[str, ClusterConfig]
+    zone: str = ""
+    node: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "service": self.service, "instance": self.instance,
+            "zone": self.zone, "node": self.node,
             "listeners": [vars(lc) for lc in self.listeners],
             "clusters": {
-                name: {"name": c.name, "endpoints": [vars(e) for e in c.endpoints],
+                name: {"name": c.name, "endpoints": [endpoint_to_dict(e) for e in c.endpoints],
                        "settings": c.settings, "effective": c.effective}
                 for name, c in sorted(self.clusters.items())},
         }
@@ -76,11 +93,13 @@ class Snapshot:
             listeners = tuple(ListenerConfig(**lc) for lc in d.get("listeners", ()))
             clusters = {
                 name: ClusterConfig(
-                    str(c.get("name", name)), tuple(Endpoint(**e) for e in c.get("endpoints", ())),
+                    str(c.get("name", name)),
+                    tuple(endpoint_from_dict(e) for e in c.get("endpoints", ())),
                     dict(c.get("settings", {})))
                 for name, c in d.get("clusters", {}).items()}
             snapshot = cls(int(d["version"]), str(d.get("service", "")),
-                           str(d.get("instance", "")), listeners, clusters)
+                           str(d.get("instance", "")), listeners, clusters,
+                           str(d.get("zone", "")), str(d.get("node", "")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed sidecar snapshot: {exc}", "snapshot") from None
         for lc in listeners:

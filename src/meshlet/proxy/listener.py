@@ -1,13 +1,19 @@
-"""What every connection on one listener shares: its cluster, metrics and drain state."""
+"""What every connection on one listener shares: its cluster, metrics, rate limiter,
+access log and drain state."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ListenerConfig
+from meshlet.proxy.lb import EndpointState
+from meshlet.proxy.resilience.token_bucket import TokenBucket
+
+access_log = logging.getLogger("meshlet.access")
 
 
 class ListenerState:
@@ -25,13 +31,59 @@ class ListenerState:
         self.server: asyncio.AbstractServer | None = None
         self.port = config.port
         self.active_gauge = metrics.active_connections.labels(config.direction, config.name)
+        self.rate_limiter: TokenBucket | None = None
+        self.log_mode = "errors"
+        self.configure()
 
     def __repr__(self) -> str:
         return (f"<Listener {self.direction} {self.destination} :{self.port} "
                 f"conns={len(self.connections)} active={self.active_requests}>")
 
+    def configure(self) -> None:
+        """Pick up settings that live on the listener (rate limit, access log)."""
+        if self.cluster is None:
+            return
+        s = self.cluster.settings
+        self.log_mode = s.access_log
+        if self.direction == "inbound" and s.rate_limit_rps > 0:
+            burst = s.rate_limit_burst or max(int(s.rate_limit_rps), 1)
+            limiter = self.rate_limiter
+            if limiter is None or (limiter.rate, limiter.burst) != (s.rate_limit_rps, burst):
+                self.rate_limiter = TokenBucket(s.rate_limit_rps, burst, self.cluster.clock())
+        else:
+            self.rate_limiter = None
+
+    # -- metrics ----------------------------------------------------------------------
+
     def count(self, what: Any, reason: str) -> None:
         what.labels(self.direction, self.destination, reason).inc()
+
+    def count_breaker(self, limit: str) -> None:
+        self.metrics.breaker_overflows.labels(self.direction, self.destination, limit).inc()
+
+    def count_budget_exhausted(self) -> None:
+        self.metrics.budget_exhausted.labels(self.direction, self.destination).inc()
+
+    def count_ejection(self) -> None:
+        self.metrics.ejections.labels(self.direction, self.destination).inc()
+        if self.cluster is not None:
+            self.metrics.ejected.labels(self.direction, self.destination).set(
+                self.cluster.ejected_count())
+
+    def observe_endpoint(self, state: EndpointState, status: int, seconds: float) -> None:
+        self.metrics.observe_endpoint(self.direction, self.destination, state.endpoint.id,
+                                      status, seconds)
+
+    def finished(self, ex: Any, seconds: float) -> None:
+        self.metrics.observe_request(self.direction, self.destination, ex.status, seconds)
+        mode = self.log_mode
+        if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500)):
+            endpoint = ex.tried[-1].endpoint.id if ex.tried else "-"
+            access_log.info(
+                '%s %s "%s %s" %d %s upstream=%s attempts=%d %.1fms',
+                self.direction, self.destination, ex.method.decode(),
+                ex.url.decode(errors="replace"), ex.status, ex.reason or "-", endpoint,
+                len(ex.tried), seconds * 1000)
 
     def drain(self) -> None:
         """Stop accepting; close idle connections; busy ones close after their response."""

@@ -10,6 +10,8 @@ MAX_IDLE_PER_ENDPOINT = 64
 
 
 class PooledConnection(Protocol):
+    idle_since: float
+
     @property
     def usable(self) -> bool: ...
 
@@ -35,18 +37,28 @@ class EndpointPool:
                 return conn
         return None
 
-    def give(self, conn: PooledConnection) -> None:
-        """Keep ``conn`` for reuse, or close it if the pool is closed or full."""
+    def give(self, conn: PooledConnection, now: float) -> bool:
+        """Keep ``conn`` for reuse; False (and closed) if the pool is closed or full."""
         if self.closed or len(self.idle) >= MAX_IDLE_PER_ENDPOINT:
             conn.close()
-        else:
-            self.idle.append(conn)
+            return False
+        conn.idle_since = now
+        self.idle.append(conn)
+        return True
 
     def discard(self, conn: PooledConnection) -> None:
         try:
             self.idle.remove(conn)
         except ValueError:
             pass
+
+    def close_idle_before(self, cutoff: float) -> None:
+        """Close connections idle since before ``cutoff`` (the idle timeout)."""
+        stale = [c for c in self.idle if c.idle_since < cutoff]
+        if stale:
+            self.idle = [c for c in self.idle if c.idle_since >= cutoff]
+            for conn in stale:
+                conn.close()
 
     def close(self) -> None:
         """Close idle connections; busy ones close when they are given back."""

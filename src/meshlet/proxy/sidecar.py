@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from typing import Any
 
 from meshlet.errors import ConfigError
@@ -20,6 +22,7 @@ from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.tcp import DownstreamTcp
 
 log = logging.getLogger(__name__)
+IDLE_SWEEP_INTERVAL = 5.0
 
 
 class Sidecar:
@@ -28,6 +31,7 @@ class Sidecar:
         self.metrics = ProxyMetrics()
         self.clusters: dict[str, Cluster] = {}
         self.listeners: list[ListenerState] = []
+        self.sweeper: asyncio.Task[None] | None = None
         self.metrics.config_version.set(snapshot.version)
 
     def __repr__(self) -> str:
@@ -50,12 +54,25 @@ class Sidecar:
                                          f"{lc.direction} {lc.name}: {exc.strerror}") from None
             state.port = state.server.sockets[0].getsockname()[1]
             self.listeners.append(state)
+        self.sweeper = loop.create_task(self.sweep_idle())
+
+    async def sweep_idle(self) -> None:
+        """Close pooled connections idle longer than each cluster's idle_timeout."""
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_INTERVAL)
+            now = time.monotonic()
+            for cluster in self.clusters.values():
+                cluster.sweep_idle(now)
+
+    def new_cluster(self, config: ClusterConfig) -> Cluster:
+        return Cluster(config, time.monotonic, random.Random(), self.snapshot.zone,
+                       self.snapshot.node)
 
     def cluster_for(self, name: str, create: bool = False) -> Cluster | None:
         cluster = self.clusters.get(name)
         if cluster is None and create:
-            config = self.snapshot.clusters.get(name, ClusterConfig(name))
-            cluster = self.clusters[name] = Cluster(config)
+            config = self.snapshot.clusters.get(name, ClusterConfig(name.partition(":")[2]))
+            cluster = self.clusters[name] = self.new_cluster(config)
         return cluster
 
     def ports(self) -> dict[str, int]:
@@ -69,13 +86,19 @@ class Sidecar:
                 [(lc.name, lc.direction) for lc in self.snapshot.listeners]:
             raise ConfigError("listeners cannot change while the sidecar runs; restart it",
                               "listeners")
+        self.snapshot = snapshot
         for name, config in snapshot.clusters.items():
             cluster = self.clusters.get(name)
             if cluster is None:
-                self.clusters[name] = Cluster(config)
+                self.clusters[name] = self.new_cluster(config)
             else:
                 cluster.update(config)
-        self.snapshot = snapshot
+        for state in self.listeners:
+            state.cluster = self.clusters.get(cluster_key(state.direction, state.destination))
+            state.configure()
+            if state.cluster is not None:
+                self.metrics.forget_endpoints(state.direction, state.destination,
+                                              {e.id for e in state.cluster.config.endpoints})
         self.metrics.config_version.set(snapshot.version)
         log.info("config version %d applied", snapshot.version)
         return True
@@ -92,6 +115,8 @@ class Sidecar:
     async def stop(self, grace: float = 10.0) -> None:
         """Drain, wait up to ``grace`` seconds for in-flight requests, then close all."""
         self.drain()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.active_requests > 0 and loop.time() < deadline:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from meshlet.proxy.config import Endpoint
+from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.partition import Refusal
 
 
 class _Relay(asyncio.Protocol):
@@ -58,7 +59,7 @@ class DownstreamTcp(_Relay):
         super().__init__()
         self.listener = listener
         self.buffer: list[bytes] = []
-        self.tried: list[Endpoint] = []
+        self.tried: list[EndpointState] = []
         self.task: asyncio.Task[None] | None = None
         self.started = listener.loop.time()
 
@@ -84,11 +85,14 @@ class DownstreamTcp(_Relay):
     async def connect(self) -> None:
         cluster = self.listener.cluster
         reason = "no_healthy_endpoint"
-        while cluster is not None and len(self.tried) <= cluster.retries:
-            endpoint = cluster.pick(self.tried)
-            if endpoint is None:
+        target = cluster.resolve(None) if cluster is not None else None
+        while cluster is not None and target is not None and not isinstance(target, Refusal) \
+                and len(self.tried) <= cluster.retries:
+            state = cluster.pick(target, self.tried)
+            if state is None:
                 break
-            self.tried.append(endpoint)
+            self.tried.append(state)
+            endpoint = state.endpoint
             try:
                 _, upstream = await asyncio.wait_for(
                     self.listener.loop.create_connection(_Relay, endpoint.address,
@@ -104,8 +108,11 @@ class DownstreamTcp(_Relay):
                     return
                 upstream.peer, self.peer = self, upstream
                 self.transport.resume_reading()  # type: ignore[union-attr]
+                cluster.record_outcome(state, False)
                 return
             self.listener.count(self.listener.metrics.connect_errors, reason)
+            if cluster.record_outcome(state, True):
+                self.listener.count_ejection()
         self.listener.count(self.listener.metrics.local_replies, reason)
         if self.transport is not None:
             self.transport.close()

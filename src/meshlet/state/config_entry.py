@@ -1,81 +1,251 @@
-"""Per-service configuration entries: what a sidecar needs to know to call a service.
+"""Per-service settings: how callers balance, route, retry and protect a service.
 
-Validation is pure so the API, the CLI and the state machine all agree on what is valid.
-Later issues add keys (more LB policies, partitions, breakers); each key is declared
-once in ``_FIELDS`` with its parser.
+One pydantic model declares every key with its type, range and default, so the API,
+the CLI, the state machine and the sidecar agree on what is valid. Entries store only
+the keys that were set; ``effective`` overlays them on the defaults. Errors carry the
+field path (``partition.ranges.1.from``). Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from meshlet.errors import ConfigError
 from meshlet.state.durations import parse_duration
 
-LB_POLICIES = ("round_robin",)
-PROTOCOLS = ("http", "tcp")
-
-DEFAULTS: dict[str, Any] = {
-    "lb": "round_robin",
-    "protocol": "http",
-    "connect_timeout": 1.0,
-    "request_timeout": 15.0,
-    "retries": 2,
-}
+LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request",
+               "peak_ewma", "ring_hash", "maglev", "locality")
+_PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
+KEY_SOURCE = re.compile(r"^(header|cookie|query):[A-Za-z0-9_.\-]+$|^path:\d+$|^source_ip$")
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
-    def parse(value: object, field: str) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise ConfigError(
-                f"{field}: {value!r} is not one of {', '.join(options)}", field)
-        return value
-    return parse
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value, "duration")
+    except ConfigError as exc:
+        raise ValueError(exc.message.removeprefix("duration: ")) from None
 
 
-def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
-    def parse(value: object, field: str) -> int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{field}: expected a whole number", field)
-        if not low <= value <= high:
-            raise ConfigError(f"{field}: {value} is outside {low}..{high}", field)
-        return value
-    return parse
+def _key_source(value: Any) -> str:
+    if not isinstance(value, str) or not KEY_SOURCE.match(value):
+        raise ValueError("expected header:NAME, cookie:NAME, query:NAME, path:N or source_ip")
+    return value
 
 
-def _positive_duration(value: object, field: str) -> float:
-    seconds = parse_duration(value, field)
-    if seconds == 0:
-        raise ConfigError(f"{field}: must be greater than zero", field)
-    return seconds
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % i for i in range(2, int(n ** 0.5) + 1))
 
 
-_FIELDS: dict[str, Callable[[object, str], Any]] = {
-    "lb": _choice(LB_POLICIES),
-    "protocol": _choice(PROTOCOLS),
-    "connect_timeout": _positive_duration,
-    "request_timeout": _positive_duration,
-    "retries": _bounded_int(0, 10),
-}
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+KeySource = Annotated[str, BeforeValidator(_key_source)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(Strict):
+    """Keys from ``from`` to ``to`` inclusive. A string bound also covers keys that
+    start with it: ``a``..``f`` holds ``acme`` and ``foo``, not ``g``."""
+
+    from_: str | float = Field(alias="from")
+    to: str | float
+    shard: str = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Partition(Strict):
+    key: KeySource
+    strategy: Literal["hash", "range", "random"]
+    shards: int | list[str] | None = None
+    hash: Literal["modulo", "consistent"] = "consistent"
+    ranges: list[Range] = []
+    numeric: bool = False
+    default_shard: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Partition:
+        if self.strategy in ("hash", "random"):
+            if self.shards is None or self.shard_names() == []:
+                raise ValueError(f"strategy {self.strategy} needs shards "
+                                 "(a count or a list of names)")
+            if isinstance(self.shards, int) and not 1 <= self.shards <= 4096:
+                raise ValueError("shards must be between 1 and 4096")
+            if len(set(self.shard_names())) != len(self.shard_names()):
+                raise ValueError("shard names must be unique")
+        if self.strategy == "range":
+            check_ranges(self.ranges, self.numeric)
+        return self
+
+    def shard_names(self) -> list[str]:
+        if isinstance(self.shards, int):
+            return [str(i) for i in range(self.shards)]
+        return list(self.shards or [])
+
+
+def range_bound(value: str | float, numeric: bool, where: str) -> str | float:
+    if numeric:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {value!r} is not a number") from None
+    if not isinstance(value, str) or value == "":
+        raise ValueError(f"{where}: expected a non-empty string")
+    return value
+
+
+def at_most(value: str | float, high: str | float) -> bool:
+    """``value <= high``, where a string bound also covers keys that start with it."""
+    if isinstance(value, str) and isinstance(high, str):
+        return value[:len(high)] <= high
+    return float(value) <= float(high)
+
+
+def at_least(value: str | float, low: str | float) -> bool:
+    if isinstance(value, str) and isinstance(low, str):
+        return value >= low
+    return float(value) >= float(low)
+
+
+def check_ranges(ranges: list[Range], numeric: bool) -> None:
+    """Ranges must be non-empty, ordered and non-overlapping."""
+    if not ranges:
+        raise ValueError("strategy range needs at least one range")
+    previous_to: str | float | None = None
+    for i, r in enumerate(ranges):
+        low = range_bound(r.from_, numeric, f"ranges.{i}.from")
+        high = range_bound(r.to, numeric, f"ranges.{i}.to")
+        if not at_most(low, high):
+            raise ValueError(f"ranges.{i}: empty range, from {r.from_!r} is after to {r.to!r}")
+        if previous_to is not None and at_most(low, previous_to):
+            raise ValueError(f"ranges.{i}: from {r.from_!r} overlaps or comes before the "
+                             f"previous range's end {previous_to!r}; ranges must be "
+                             "ordered and must not overlap")
+        previous_to = high
+
+
+class Match(Strict):
+    path_prefix: str = "/"
+    headers: dict[str, str] = {}
+    methods: list[str] = []
+
+
+class SplitTarget(Strict):
+    subset: dict[str, str] = {}
+    weight: int = Field(default=1, ge=0, le=10000)
+
+
+class HeaderRewrite(Strict):
+    set: dict[str, str] = {}
+    remove: list[str] = []
+
+
+class Route(Strict):
+    match: Match = Match()
+    split: list[SplitTarget] = []
+    request_headers: HeaderRewrite = HeaderRewrite()
+    timeout: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _split(self) -> Route:
+        if self.split and sum(t.weight for t in self.split) == 0:
+            raise ValueError("split weights must not all be zero")
+        if not self.match.path_prefix.startswith("/"):
+            raise ValueError("match.path_prefix must start with '/'")
+        return self
+
+
+class Settings(Strict):
+    # load balancing
+    lb: Literal[LB_POLICIES] = "round_robin"  # type: ignore[valid-type]
+    hash_on: KeySource | None = None
+    min_ring_size: int = Field(default=1024, ge=16, le=1_000_000)
+    maglev_table_size: int = Field(default=65537, ge=7, le=1_000_003)
+    ewma_decay: PositiveDuration = 10.0
+    locality_min_healthy: float = Field(default=0.7, ge=0.0, le=1.0)
+    locality_max_outstanding: int = Field(default=100, ge=1)
+    protocol: Literal["http", "tcp"] = "http"
+    # timeouts
+    connect_timeout: PositiveDuration = 1.0
+    request_timeout: PositiveDuration = 15.0
+    per_try_timeout: Duration = 0.0
+    idle_timeout: PositiveDuration = 60.0
+    # retries
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_on: list[int] = []
+    retry_non_idempotent: bool = False
+    retry_backoff: Duration = 0.025
+    retry_backoff_max: Duration = 0.25
+    retry_budget_percent: float = Field(default=20.0, ge=0.0, le=100.0)
+    retry_budget_min_per_second: float = Field(default=10.0, ge=0.0)
+    # circuit breaking
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=1)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    # outlier detection
+    outlier_consecutive_failures: int = Field(default=5, ge=0)
+    outlier_base_ejection_time: PositiveDuration = 30.0
+    outlier_max_ejection_time: PositiveDuration = 300.0
+    outlier_max_ejection_percent: float = Field(default=50.0, ge=0.0, le=100.0)
+    # inbound protection
+    rate_limit_rps: float = Field(default=0.0, ge=0.0)
+    rate_limit_burst: int = Field(default=0, ge=0)
+    # routing and sharding
+    routes: list[Route] = []
+    partition: Partition | None = None
+    access_log: Literal["all", "errors", "off"] = "errors"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        for code in self.retry_on:
+            if not 500 <= code <= 599 and code != 429:
+                raise ValueError(f"retry_on: {code} is not a 5xx status or 429")
+        if not _is_prime(self.maglev_table_size):
+            raise ValueError(f"maglev_table_size: {self.maglev_table_size} is not prime "
+                             "(try 65537, 131071 or 4099)")
+        if self.retry_backoff_max < self.retry_backoff:
+            raise ValueError("retry_backoff_max must be at least retry_backoff")
+        return self
+
+
+DEFAULTS: dict[str, Any] = Settings().model_dump(by_alias=True, exclude_none=True)
+KNOWN_KEYS = tuple(Settings.model_fields)
 
 
 def validate_settings(settings: Mapping[str, object]) -> dict[str, Any]:
-    """Return normalised settings; raise ConfigError naming the first bad key."""
+    """Normalised settings (only the keys given); raise ConfigError naming the field."""
     if not isinstance(settings, Mapping):
         raise ConfigError("settings: expected an object", "settings")
-    normalised: dict[str, Any] = {}
-    for key, value in settings.items():
-        parser = _FIELDS.get(key)
-        if parser is None:
-            raise ConfigError(
-                f"{key}: unknown setting (known: {', '.join(sorted(_FIELDS))})", key)
-        normalised[key] = parser(value, key)
-    return normalised
+    try:
+        model = Settings.model_validate(dict(settings))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) if p != "from_" else "from" for p in err["loc"]]
+        message = err["msg"].removeprefix("Value error, ")
+        inner = _PATH_PREFIX.match(message)
+        if err["type"] == "value_error" and inner:  # a model-level check naming its field
+            loc += inner.group(1).split(".")
+            message = inner.group(2)
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            message = f"unknown setting (known: {', '.join(KNOWN_KEYS)})"
+        field = ".".join(loc) or "settings"
+        raise ConfigError(f"{field}: {message}", field) from None
+    dumped = model.model_dump(by_alias=True, mode="json")
+    return {key: dumped[key] for key in settings}
 
 
 def effective(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with an entry's settings."""
+    """Defaults overlaid with an entry's (validated) settings."""
     return {**DEFAULTS, **settings}
+
+
+def parsed(settings: Mapping[str, Any]) -> Settings:
+    """The typed view of validated settings, for the sidecar."""
+    return Settings.model_validate(dict(settings))

@@ -1,0 +1,617 @@
+"""One request through the sidecar, from its headers to the end of its response.
+
+``start`` applies inbound rate limiting, resolves route, shard and hash key (a refusal
+becomes a named 4xx), checks the circuit breaker and arms the overall timeout.
+``attempt`` picks an endpoint, takes a pooled connection, opens one, or waits as a
+pending request when the cluster is at ``max_connections``. The response streams back
+through ``response_head/body/done``. Each attempt ends in ``end_attempt``, which feeds
+endpoint load, latency and outlier detection. ``retry_or_fail`` decides whether another
+attempt is allowed: attempts left, the request still replayable, the method safe, the
+retry budget and the retry breaker. If not, the sidecar answers itself with the reason
+in ``x-meshlet-error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from meshlet.proxy.cluster import Cluster, Target
+from meshlet.proxy.lb import EndpointState
+from meshlet.proxy.partition import Refusal
+from meshlet.proxy.pool import EndpointPool
+from meshlet.proxy.request_view import RequestView
+
+if TYPE_CHECKING:
+    from meshlet.proxy.http import DownstreamHttp, UpstreamHttp
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
+                        b"trailer", b"transfer-encoding", b"upgrade"})
+ERROR_HEADER = b"x-meshlet-error"
+LOCAL_APP_REFUSED = "local_app_refused"
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+REPLAY_LIMIT = 64 * 1024
+BUFFER_HIGH = 1024 * 1024
+ERROR_STATUS = {"connect_timeout": 504, "upstream_reset": 502, "request_timeout": 504,
+                "per_try_timeout": 504}
+# A peer sidecar's own errors that say the request never reached its app.
+PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
+
+FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE = range(4)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            return True
+    return False
+
+
+def has_header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bool:
+    return any(name.lower() == wanted for name, _ in headers)
+
+
+def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == wanted:
+            return value
+    return None
+
+
+def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
+                    drop: frozenset[bytes] = frozenset()) -> None:
+    for name, value in headers:
+        lower = name.lower()
+        if lower not in HOP_BY_HOP and lower not in drop:
+            parts += (name, b": ", value, b"\r\n")
+
+
+class Exchange:
+    __slots__ = (
+        "attempt_time",
+        "body_done",
+        "chunked",
+        "cluster",
+        "connect_task",
+        "discarding",
+        "down",
+        "finished",
+        "framing",
+        "got_response_bytes",
+        "headers",
+        "interim",
+        "is_head",
+        "keep_alive",
+        "last_error",
+        "listener",
+        "loop",
+        "method",
+        "pending",
+        "pending_size",
+        "reason",
+        "response_started",
+        "retrying",
+        "sent",
+        "sent_size",
+        "start_time",
+        "state",
+        "status",
+        "target",
+        "timer",
+        "tried",
+        "try_timer",
+        "upstream",
+        "url",
+        "version",
+        "waiting",
+    )
+
+    def __init__(self, down: DownstreamHttp, method: bytes, url: bytes,
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool, version: str) -> None:
+        self.down = down
+        self.listener = down.listener
+        self.loop = down.loop
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.version = version
+        self.chunked = is_chunked(headers)
+        self.is_head = method == b"HEAD"
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.sent: list[bytes] | None = []
+        self.sent_size = 0
+        self.body_done = False
+        self.upstream: UpstreamHttp | None = None
+        self.cluster: Cluster | None = None
+        self.target: Target | None = None
+        self.tried: list[EndpointState] = []
+        self.state: EndpointState | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.start_time = time.perf_counter()
+        self.attempt_time = 0.0
+        self.response_started = False
+        self.status = 0
+        self.framing = FRAMING_NONE
+        self.finished = False
+        self.got_response_bytes = False
+        self.interim = False
+        self.discarding = False
+        self.connect_task: asyncio.Task[None] | None = None
+        self.last_error = ""
+        self.retrying = False
+        self.reason = ""
+        self.waiting = False
+
+    def __repr__(self) -> str:
+        return (f"<Exchange {self.method.decode()} {self.url.decode(errors='replace')} "
+                f"status={self.status} tried={len(self.tried)} finished={self.finished}>")
+
+    # -- request side -----------------------------------------------------------------
+
+    def start(self) -> None:
+        listener = self.listener
+        self.cluster = cluster = listener.cluster
+        if cluster is None:
+            self.local_reply(503, "no_route")
+            return
+        limiter = listener.rate_limiter
+        if limiter is not None and not limiter.take(cluster.clock()):
+            self.local_reply(429, "rate_limited")
+            return
+        view = None
+        if cluster.needs_view:
+            view = RequestView.from_raw(self.method, self.url, self.headers, self.down.peer_ip)
+        resolved = cluster.resolve(view)
+        if isinstance(resolved, Refusal):
+            self.local_reply(resolved.status, resolved.reason, resolved.message)
+            return
+        if cluster.active_requests >= cluster.settings.max_requests:
+            listener.count_breaker("max_requests")
+            self.local_reply(503, "breaker_open", "too many active requests")
+            return
+        self.target = resolved
+        cluster.active_requests += 1
+        cluster.budget.record_request(cluster.clock())
+        self.build_head(resolved)
+        self.timer = self.loop.call_later(resolved.timeout, self.on_timeout)
+        self.attempt()
+
+    def build_head(self, target: Target) -> None:
+        route = target.route
+        parts = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
+        forward_headers(parts, self.headers, route.remove_headers if route else frozenset())
+        if route is not None:
+            for name, value in route.set_headers:
+                parts += (name, b": ", value, b"\r\n")
+        if self.version != "1.1" and not has_header(self.headers, b"host"):
+            parts += (b"host: ", self.listener.destination.encode(), b"\r\n")
+        if self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        self.pending.insert(0, head)
+        self.pending_size += len(head)
+        if self.sent is not None:
+            self.sent.insert(0, head)
+            self.sent_size += len(head)
+
+    def attempt(self) -> None:
+        cluster = self.cluster
+        assert cluster is not None and self.target is not None
+        state = cluster.pick(self.target, self.tried)
+        if state is None:
+            reason = self.last_error or "no_healthy_endpoint"
+            self.local_reply(ERROR_STATUS.get(reason, 503), reason)
+            return
+        self.state = state
+        self.tried.append(state)
+        pool = cluster.pool(state.endpoint)
+        conn = pool.take()
+        if conn is not None:
+            self.attach(conn, pool)  # type: ignore[arg-type]
+        else:
+            self.open_connection(state, pool)
+
+    def open_connection(self, state: EndpointState, pool: EndpointPool) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        if cluster.connections >= cluster.settings.max_connections:
+            if len(cluster.pending) >= cluster.settings.max_pending_requests:
+                self.listener.count_breaker("max_pending_requests")
+                self.local_reply(503, "breaker_open", "too many pending requests")
+                return
+            self.waiting = True
+            cluster.pending.append(self)
+            return
+        cluster.connections += 1  # counted while connecting, released if it fails
+        self.connect_task = self.loop.create_task(self.connect(state, pool))
+
+    async def connect(self, state: EndpointState, pool: EndpointPool) -> None:
+        from meshlet.proxy.http import UpstreamHttp
+        cluster = self.cluster
+        assert cluster is not None
+        endpoint = state.endpoint
+        self.attempt_time = time.perf_counter()
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamHttp(cluster, self.listener),
+                                            endpoint.address, endpoint.port),
+                cluster.connect_timeout)
+        except asyncio.CancelledError:
+            connection_closed(cluster)
+            raise
+        except TimeoutError:
+            connection_closed(cluster)
+            self.connect_failed(state, "connect_timeout")
+            return
+        except OSError:
+            connection_closed(cluster)
+            self.connect_failed(state, "connect_refused")
+            return
+        conn.pool = pool
+        if self.finished:
+            conn.release(cluster.clock())
+            return
+        self.attach(conn, pool)
+
+    def connect_failed(self, state: EndpointState, reason: str) -> None:
+        self.listener.count(self.listener.metrics.connect_errors, reason)
+        self.listener.observe_endpoint(state, 503, 0.0)
+        if self.cluster is not None and self.cluster.record_outcome(state, True):
+            self.listener.count_ejection()
+        if self.finished:
+            return
+        self.state = None
+        if self.listener.direction == "inbound":
+            self.local_reply(503, LOCAL_APP_REFUSED)
+            return
+        self.last_error = reason
+        self.retry_or_fail(reason, ERROR_STATUS.get(reason, 503), safe=True)
+
+    def attach(self, conn: UpstreamHttp, pool: EndpointPool) -> None:
+        conn.pool = pool
+        conn.exchange = self
+        self.upstream = conn
+        self.waiting = False
+        state = self.state
+        if state is None or state.key != pool.endpoint.key:  # handed over while pending
+            self.state = state = self.cluster.states.get(pool.endpoint.key)  # type: ignore[union-attr]
+        if state is not None:
+            state.start()
+        self.attempt_time = time.perf_counter()
+        per_try = self.cluster.settings.per_try_timeout  # type: ignore[union-attr]
+        if per_try > 0:
+            self.try_timer = self.loop.call_later(per_try, self.on_try_timeout)
+        conn.transport.write(b"".join(self.pending))  # type: ignore[union-attr]
+        self.pending = []
+        self.pending_size = 0
+        self.down.resume_reading("buffer")
+        if self.down.write_paused:
+            conn.set_reading(False)
+
+    def emit(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.sent is not None:
+            self.sent_size += len(data)
+            if self.sent_size > REPLAY_LIMIT:
+                self.sent = None
+            else:
+                self.sent.append(data)
+        if self.upstream is not None:
+            self.upstream.transport.write(data)  # type: ignore[union-attr]
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > BUFFER_HIGH:
+                self.down.pause_reading("buffer")
+
+    def request_body(self, body: bytes) -> None:
+        self.emit(chunk(body) if self.chunked else body)
+
+    def request_done(self) -> None:
+        self.body_done = True
+        if self.chunked:
+            self.emit(b"0\r\n\r\n")
+
+    # -- retries ----------------------------------------------------------------------
+
+    def may_retry(self, safe: bool) -> bool:
+        cluster = self.cluster
+        return (cluster is not None and self.sent is not None and not self.response_started
+                and len(self.tried) <= cluster.retries
+                and (safe or self.method in IDEMPOTENT
+                     or cluster.settings.retry_non_idempotent))
+
+    def take_retry_permit(self) -> str | None:
+        """Spend budget and breaker room for one retry; the refusal reason if none."""
+        cluster = self.cluster
+        assert cluster is not None
+        if not cluster.budget.try_retry(cluster.clock()):
+            self.listener.count_budget_exhausted()
+            return "retry_budget_exhausted"
+        if not self.retrying and cluster.active_retries >= cluster.settings.max_retries:
+            self.listener.count_breaker("max_retries")
+            return "breaker_open"
+        if not self.retrying:
+            self.retrying = True
+            cluster.active_retries += 1
+        return None
+
+    def retry_or_fail(self, reason: str, status: int, safe: bool) -> None:
+        if not self.may_retry(safe):
+            self.local_reply(status, reason)
+            return
+        refusal = self.take_retry_permit()
+        if refusal is not None:
+            self.local_reply(status, refusal, f"{reason}; not retried: {refusal}")
+            return
+        self.schedule_retry(reason)
+
+    def schedule_retry(self, reason: str) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        self.listener.count(self.listener.metrics.retries, reason)
+        self.pending = list(self.sent or ())
+        self.pending_size = self.sent_size
+        self.got_response_bytes = False
+        s = cluster.settings
+        ceiling = min(s.retry_backoff_max, s.retry_backoff * 2 ** (len(self.tried) - 1))
+        delay = cluster.rng.uniform(0, ceiling)  # full jitter
+        if delay < 0.001:
+            self.attempt()
+        else:
+            self.loop.call_later(delay, self.attempt_if_live)
+
+    def attempt_if_live(self) -> None:
+        if not self.finished:
+            self.attempt()
+
+    # -- response side ----------------------------------------------------------------
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+                      ) -> None:
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            self.down.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, reason))
+            return
+        if self.should_retry_response(status, headers):
+            self.discarding = True
+            self.status = status
+            return
+        self.response_started = True
+        self.status = status
+        if self.is_head or status in (204, 304):
+            self.framing = FRAMING_NONE
+        elif is_chunked(headers):
+            self.framing = FRAMING_CHUNKED
+        elif has_header(headers, b"content-length"):
+            self.framing = FRAMING_RAW
+        elif self.version == "1.1":
+            self.framing = FRAMING_CHUNKED
+        else:
+            self.framing = FRAMING_UNTIL_CLOSE
+            self.keep_alive = False
+        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+        forward_headers(parts, headers)
+        if self.framing == FRAMING_CHUNKED:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if not (self.keep_alive and self.down.keep_open):
+            self.keep_alive = False
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self.down.write(b"".join(parts))
+        if self.is_head and self.upstream is not None:
+            self.upstream.reset_parser = True
+            self.response_done(True)
+
+    def should_retry_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        if (status < 500 and status != 429) or self.listener.direction != "outbound":
+            return False
+        cluster = self.cluster
+        assert cluster is not None
+        error = header_value(headers, ERROR_HEADER)
+        if error in PEER_NOT_PROCESSED:
+            safe = True
+        elif status in cluster.settings.retry_on or error == b"upstream_reset":
+            safe = False
+        else:
+            return False
+        if not self.may_retry(safe):
+            return False
+        refusal = self.take_retry_permit()
+        if refusal is not None:
+            return False  # pass the upstream's own answer on instead
+        self.last_error = error.decode() if error else f"status_{status}"
+        return True
+
+    def response_body(self, body: bytes) -> None:
+        if self.discarding or self.finished:
+            return
+        if self.framing == FRAMING_CHUNKED:
+            self.down.write(chunk(body))
+        else:
+            self.down.write(body)
+
+    def response_done(self, upstream_keep_alive: bool) -> None:
+        if self.finished:
+            return
+        if self.interim:
+            self.interim = False
+            return
+        if self.discarding:
+            self.discarding = False
+            self.end_attempt(self.status, upstream_keep_alive and self.body_done)
+            self.schedule_retry(self.last_error)
+            return
+        if self.framing == FRAMING_CHUNKED:
+            self.down.write(b"0\r\n\r\n")
+        self.end_attempt(self.status, upstream_keep_alive and self.body_done)
+        self.finish()
+
+    def upstream_lost(self, conn: UpstreamHttp) -> None:
+        """The upstream connection closed while this exchange was using it."""
+        if self.finished:
+            return
+        if self.framing == FRAMING_UNTIL_CLOSE and self.response_started:
+            self.end_attempt(self.status, False)
+            self.finish()
+            return
+        if self.response_started:
+            self.end_attempt(502, False)
+            self.listener.count(self.listener.metrics.local_replies, "upstream_reset")
+            self.status, self.reason = 502, "upstream_reset"
+            self.finish()
+            self.down.close()
+            return
+        replayable = self.sent is not None and not self.got_response_bytes
+        if replayable and conn.reused and self.state is not None:
+            # A pooled connection the peer had already closed: nothing was processed.
+            state = self.state
+            self.end_attempt(None, False)
+            self.listener.count(self.listener.metrics.retries, "stale_connection")
+            self.pending = list(self.sent)  # type: ignore[arg-type]
+            self.pending_size = self.sent_size
+            self.state = state
+            self.open_connection(state, self.cluster.pool(state.endpoint))  # type: ignore[union-attr]
+            return
+        self.end_attempt(502, False)
+        self.last_error = "upstream_reset"
+        if self.listener.direction == "outbound" and replayable:
+            self.retry_or_fail("upstream_reset", 502, safe=False)
+        else:
+            self.local_reply(502, "upstream_reset")
+
+    def on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.finished or self.upstream is None or self.response_started:
+            return
+        self.end_attempt(504, False)
+        self.last_error = "per_try_timeout"
+        self.retry_or_fail("per_try_timeout", 504, safe=False)
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        if self.response_started:
+            self.end_attempt(504, False)
+            self.status, self.reason = 504, "request_timeout"
+            self.listener.count(self.listener.metrics.local_replies, "request_timeout")
+            self.finish()
+            self.down.close()
+        else:
+            self.local_reply(504, "request_timeout")
+
+    # -- completion -------------------------------------------------------------------
+
+    def end_attempt(self, status: int | None, reusable: bool) -> None:
+        """Close the books on the current attempt: load, latency, outlier, connection."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        conn = self.upstream
+        self.upstream = None
+        state = self.state
+        self.state = None
+        cluster = self.cluster
+        if conn is not None:
+            conn.exchange = None
+            if reusable and not conn.closed and cluster is not None:
+                conn.reused = True
+                conn.release(cluster.clock())
+            else:
+                conn.close()
+        if state is None or cluster is None or conn is None:
+            return
+        rtt = time.perf_counter() - self.attempt_time
+        ok = status is not None and status < 500
+        state.finish(rtt if ok else None, cluster.clock())
+        if status is not None:
+            self.listener.observe_endpoint(state, status, rtt)
+            if cluster.record_outcome(state, not ok):
+                self.listener.count_ejection()
+
+    def local_reply(self, status: int, reason: str, detail: str = "") -> None:
+        """Answer with an error the sidecar made itself; the reason travels in a header."""
+        if self.finished:
+            return
+        if self.state is not None and self.upstream is not None:
+            self.end_attempt(None, False)
+        if self.response_started:
+            self.finish()
+            self.down.close()
+            return
+        self.listener.count(self.listener.metrics.local_replies, reason)
+        self.status = status
+        self.reason = reason
+        body = (f"{reason}: {detail}\n" if detail else f"{reason}\n").encode()
+        keep = self.keep_alive and self.down.keep_open
+        self.keep_alive = keep
+        self.down.write(
+            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+            b"x-meshlet-error: %b\r\n%b\r\n%b" % (
+                status, reason.encode(), len(body), reason.encode(),
+                b"" if keep else b"connection: close\r\n", body))
+        self.finish()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.release_claims()
+        if self.upstream is not None:
+            self.end_attempt(None, False)
+        listener = self.listener
+        listener.finished(self, time.perf_counter() - self.start_time)
+        self.pending = []
+        self.sent = None
+        self.down.exchange_finished(self)
+
+    def release_claims(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()
+        cluster = self.cluster
+        if cluster is None:
+            return
+        if self.target is not None:
+            cluster.active_requests -= 1
+            self.target = None
+        if self.retrying:
+            cluster.active_retries -= 1
+            self.retrying = False
+        if self.waiting:
+            self.waiting = False
+            try:
+                cluster.pending.remove(self)
+            except ValueError:
+                pass
+
+    def abort(self) -> None:
+        """The client went away: drop the upstream side without reusing it."""
+        if self.finished:
+            return
+        self.finished = True
+        self.release_claims()
+        self.end_attempt(None, False)
+        self.listener.active_requests -= 1
+
+
+def connection_closed(cluster: Cluster) -> None:
+    """A connection of ``cluster`` is gone: let a pending request open one."""
+    cluster.connections -= 1
+    while cluster.pending and cluster.connections < cluster.settings.max_connections:
+        ex: Any = cluster.pending.popleft()
+        ex.waiting = False
+        if not ex.finished and ex.state is not None:
+            ex.open_connection(ex.state, cluster.pool(ex.state.endpoint))
+            return
