@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import sys
@@ -325,24 +326,55 @@ def config_get(ctx: Context, service: str) -> None:
 
 @config.command("set")
 @click.argument("service")
-@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.argument("pairs", nargs=-1, metavar="KEY=VALUE...")
+@click.option("-f", "--file", type=click.Path(dir_okay=False), default=None,
+              help="Settings from a YAML or JSON mapping (routes, partition, ...).")
+@click.option("--replace", is_flag=True, help="Replace the whole entry instead of merging.")
 @pass_ctx
-def config_set(ctx: Context, service: str, pairs: tuple[str, ...]) -> None:
-    """Set settings, e.g. `config set catalog lb=round_robin request_timeout=2s`.
+def config_set(ctx: Context, service: str, pairs: tuple[str, ...], file: str | None,
+               replace: bool) -> None:
+    """Set settings, e.g. `config set catalog lb=peak_ewma request_timeout=2s`.
 
-    An empty value (KEY=) removes the key and restores its default."""
-    settings: dict[str, Any] = {}
+    An empty value (KEY=) removes the key and restores its default. A value that starts
+    with '[' or '{' is read as JSON (routes, partition)."""
+    settings: dict[str, Any] = load_settings_file(file) if file else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"{pair!r}: expected KEY=VALUE", key or pair)
-        settings[key] = value if value != "" else None
-    body = ctx.call(lambda c: c.config_set(service, settings))
+        settings[key] = parse_setting_value(key, value)
+    if not settings:
+        raise ConfigError("nothing to set: give KEY=VALUE pairs or --file", "settings")
+    body = ctx.call(lambda c: c.config_set(service, settings, replace))
     if ctx.json:
         emit_json(body)
     else:
         click.echo(f"Success! {service}: " + ", ".join(
             f"{k}={v}" for k, v in sorted(body["settings"].items())))
+
+
+def parse_setting_value(key: str, value: str) -> Any:
+    if value == "":
+        return None
+    if value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: not valid JSON: {exc}", key) from None
+    return value
+
+
+def load_settings_file(path: str) -> dict[str, Any]:
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", "file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings", "file")
+    return data
 
 
 def main() -> None:

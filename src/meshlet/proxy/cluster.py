@@ -35,6 +35,7 @@ class Target:
     timeout: float
     route: RouteChoice | None
     hash_key: bytes | None
+    key: BalancerKey
 
 
 class Cluster:
@@ -49,6 +50,7 @@ class Cluster:
         self.available: list[EndpointState] = []
         self.pools: dict[tuple[str, int], EndpointPool] = {}
         self.balancers: dict[BalancerKey, Balancer] = {}
+        self.members: dict[BalancerKey, list[EndpointState]] = {}
         self.active_requests = 0
         self.active_retries = 0
         self.connections = 0
@@ -120,6 +122,7 @@ class Cluster:
         self.partition = PartitionRule(self.name, s.partition) if s.partition else None
         self.needs_view = bool(self.routes or self.partition or s.hash_on)
         self.balancers = {}
+        self.members = {}
 
     def refresh(self) -> None:
         """Recompute which endpoints take traffic and re-feed the balancers."""
@@ -134,7 +137,9 @@ class Cluster:
         def member(e: Endpoint) -> bool:
             return (not subset or e.has_labels(subset)) and (
                 shard is None or ("shard", shard) in e.meta)
-        balancer.reset([s for s in self.available if member(s.endpoint)])
+        members = [s for s in self.available if member(s.endpoint)]
+        self.members[key] = members
+        balancer.reset(members)
         observe = getattr(balancer, "observe_population", None)
         if observe is not None:
             observe([s for s in self.states.values() if member(s.endpoint)])
@@ -171,8 +176,9 @@ class Cluster:
         if view is not None and self.settings.hash_on and self.settings.lb in HASH_POLICIES:
             value = view.key(self.settings.hash_on)
             hash_key = value.encode() if value is not None else None
-        balancer = self.balancer((route.subset if route else (), shard))
-        return Target(balancer, timeout, route, hash_key)
+        key = (route.subset if route else (), shard)
+        balancer = self.balancer(key)
+        return Target(balancer, timeout, route, hash_key, key)
 
     def pick(self, target: Target, exclude: list[EndpointState]) -> EndpointState | None:
         now = self.clock()
@@ -180,6 +186,10 @@ class Cluster:
                 and self.outlier.expire(now):
             self.refresh()
         return target.balancer.pick(PickContext(self.rng, now, target.hash_key), exclude)
+
+    def untried(self, target: Target, tried: list[EndpointState]) -> bool:
+        """Whether a retry would have an endpoint left to go to."""
+        return any(m not in tried for m in self.members.get(target.key, ()))
 
     def record_outcome(self, state: EndpointState, failed: bool) -> bool:
         """Feed outlier detection; True if this outcome ejected the endpoint."""

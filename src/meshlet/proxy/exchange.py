@@ -209,6 +209,10 @@ class Exchange:
         state = cluster.pick(self.target, self.tried)
         if state is None:
             reason = self.last_error or "no_healthy_endpoint"
+            if reason.startswith("status_"):  # retrying a 5xx, and the endpoints ran out
+                self.local_reply(503, "no_healthy_endpoint",
+                                 f"no endpoint left to retry after {reason}")
+                return
             self.local_reply(ERROR_STATUS.get(reason, 503), reason)
             return
         self.state = state
@@ -328,6 +332,7 @@ class Exchange:
         cluster = self.cluster
         return (cluster is not None and self.sent is not None and not self.response_started
                 and len(self.tried) <= cluster.retries
+                and self.target is not None and cluster.untried(self.target, self.tried)
                 and (safe or self.method in IDEMPOTENT
                      or cluster.settings.retry_non_idempotent))
 

@@ -40,6 +40,19 @@ def _is_prime(n: int) -> bool:
     return n >= 2 and all(n % i for i in range(2, int(n ** 0.5) + 1))
 
 
+def _status_list(value: Any) -> Any:
+    """``"502,503"`` (as the CLI sends it) or a list."""
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError("expected status codes such as 502,503") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+StatusList = Annotated[list[int], BeforeValidator(_status_list)]
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 KeySource = Annotated[str, BeforeValidator(_key_source)]
@@ -178,7 +191,7 @@ class Settings(Strict):
     idle_timeout: PositiveDuration = 60.0
     # retries
     retries: int = Field(default=2, ge=0, le=10)
-    retry_on: list[int] = []
+    retry_on: StatusList = []
     retry_non_idempotent: bool = False
     retry_backoff: Duration = 0.025
     retry_backoff_max: Duration = 0.25
