@@ -158,7 +158,10 @@ class Result:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    match = re.match(r"([\d.]+)(\w+)", text)
+    if match is None:
+        raise RuntimeError(f"cannot read latency {text!r}")
+    value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -166,10 +169,12 @@ def run_wrk(port: int, connections: int, seconds: float) -> tuple[float, float, 
     out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}",
                           f"-d{max(1, round(seconds))}s", "--latency", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, check=True).stdout
+    if "Requests/sec" not in out or "50%" not in out:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return rps, p50, p99, total
 
 

@@ -8,7 +8,9 @@ lookup, not a registry lookup.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+
+from meshlet.observe.hot_metrics import HotCollector, HotCounter, HotEndpointStats, HotHistogram
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0, 30.0)
@@ -19,13 +21,13 @@ class ProxyMetrics:
         disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        self.requests = HotCounter(
             "meshlet_proxy_requests", "Requests completed by the sidecar, by status code.",
-            ["direction", "destination", "code"], registry=r)
-        self.duration = Histogram(
+            ["direction", "destination", "code"])
+        self.duration = HotHistogram(
             "meshlet_proxy_request_duration_seconds",
             "Time from a request's headers arriving to its response completing.",
-            ["direction", "destination"], buckets=BUCKETS, registry=r)
+            ["direction", "destination"], BUCKETS)
         self.active_connections = Gauge(
             "meshlet_proxy_active_connections", "Open downstream connections.",
             ["direction", "destination"], registry=r)
@@ -54,57 +56,27 @@ class ProxyMetrics:
         self.ejected = Gauge(
             "meshlet_proxy_outlier_ejected_endpoints", "Endpoints currently ejected.",
             ["direction", "destination"], registry=r)
-        self.endpoint_requests = Counter(
+        self.endpoints = HotEndpointStats(
             "meshlet_proxy_endpoint_requests",
-            "Attempts sent to each endpoint, by status class (series of departed endpoints "
-            "are removed).", ["direction", "destination", "endpoint", "code"], registry=r)
-        self.endpoint_duration = Histogram(
             "meshlet_proxy_endpoint_request_duration_seconds",
-            "Time to the response headers of each attempt, per endpoint.",
-            ["direction", "destination", "endpoint"], buckets=BUCKETS, registry=r)
+            "Attempts sent to each endpoint, by status class (series of departed endpoints "
+            "are removed).", ["direction", "destination", "endpoint"])
+        r.register(HotCollector(self.requests, self.duration, self.endpoints))
         self.config_version = Gauge(
             "meshlet_proxy_config_version", "Version of the configuration snapshot in force.",
             registry=r)
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[tuple[str, str], Histogram] = {}
-        self._endpoint_children: dict[tuple[str, str, str, str], Counter] = {}
-        self._endpoint_hist: dict[tuple[str, str, str], Histogram] = {}
 
     def observe_request(self, direction: str, destination: str, code: int,
                         seconds: float) -> None:
-        key = (direction, destination, code)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(
-                direction, destination, str(code))
-        counter.inc()
-        hkey = (direction, destination)
-        hist = self._duration_children.get(hkey)
-        if hist is None:
-            hist = self._duration_children[hkey] = self.duration.labels(direction, destination)
-        hist.observe(seconds)
+        self.requests.inc((direction, destination, str(code)))
+        self.duration.observe((direction, destination), seconds)
 
     def observe_endpoint(self, direction: str, destination: str, endpoint: str, code: int,
                          seconds: float) -> None:
-        code_class = f"{code // 100}xx"
-        key = (direction, destination, endpoint, code_class)
-        counter = self._endpoint_children.get(key)
-        if counter is None:
-            counter = self._endpoint_children[key] = self.endpoint_requests.labels(*key)
-        counter.inc()
-        hkey = (direction, destination, endpoint)
-        hist = self._endpoint_hist.get(hkey)
-        if hist is None:
-            hist = self._endpoint_hist[hkey] = self.endpoint_duration.labels(*hkey)
-        hist.observe(seconds)
+        self.endpoints.observe((direction, destination, endpoint), code, seconds)
 
     def forget_endpoints(self, direction: str, destination: str, keep: set[str]) -> None:
         """Drop the series of endpoints that left, so labels stay bounded."""
-        for key in [k for k in self._endpoint_children
+        for key in [k for k in self.endpoints.values
                     if k[:2] == (direction, destination) and k[2] not in keep]:
-            del self._endpoint_children[key]
-            self.endpoint_requests.remove(*key)
-        for hkey in [k for k in self._endpoint_hist
-                     if k[:2] == (direction, destination) and k[2] not in keep]:
-            del self._endpoint_hist[hkey]
-            self.endpoint_duration.remove(*hkey)
+            self.endpoints.remove(key)

@@ -63,6 +63,8 @@ class Cluster:
         self.routes: RouteTable | None = None
         self.partition: PartitionRule | None = None
         self.needs_view = False
+        self._default_target: Target | None = None
+        self._ctx = PickContext(self.rng)
         self.update(config)
 
     def __repr__(self) -> str:
@@ -123,6 +125,7 @@ class Cluster:
         self.needs_view = bool(self.routes or self.partition or s.hash_on)
         self.balancers = {}
         self.members = {}
+        self._default_target = None
 
     def refresh(self) -> None:
         """Recompute which endpoints take traffic and re-feed the balancers."""
@@ -156,6 +159,8 @@ class Cluster:
 
     def resolve(self, view: RequestView | None) -> Target | Refusal:
         """Route, shard and hash-key for one request, or a Refusal naming why not."""
+        if view is None and self._default_target is not None:
+            return self._default_target
         route: RouteChoice | None = None
         shard: str | None = None
         timeout = self.request_timeout
@@ -178,14 +183,20 @@ class Cluster:
             hash_key = value.encode() if value is not None else None
         key = (route.subset if route else (), shard)
         balancer = self.balancer(key)
-        return Target(balancer, timeout, route, hash_key, key)
+        target = Target(balancer, timeout, route, hash_key, key)
+        if view is None:
+            self._default_target = target
+        return target
 
     def pick(self, target: Target, exclude: list[EndpointState]) -> EndpointState | None:
         now = self.clock()
         if self.outlier.next_expiry is not None and now >= self.outlier.next_expiry \
                 and self.outlier.expire(now):
             self.refresh()
-        return target.balancer.pick(PickContext(self.rng, now, target.hash_key), exclude)
+        ctx = self._ctx
+        ctx.now = now
+        ctx.hash_key = target.hash_key
+        return target.balancer.pick(ctx, exclude)
 
     def untried(self, target: Target, tried: list[EndpointState]) -> bool:
         """Whether a retry would have an endpoint left to go to."""

@@ -40,6 +40,28 @@ PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
 
 FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE = range(4)
 
+# What the connection noticed while collecting headers, so nothing scans them again.
+CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR = 1, 2, 4, 8, 16
+NOTABLE_LENGTHS = frozenset({2, 4, 7, 10, 14, 15, 16, 17})
+
+
+def header_flags(name: bytes, value: bytes) -> int:
+    """The flags one header sets (0 for the common case, after one length check)."""
+    if len(name) not in NOTABLE_LENGTHS:
+        return 0
+    lower = name.lower()
+    if lower == b"host":
+        return HAS_HOST
+    if lower == b"content-length":
+        return HAS_LENGTH
+    if lower == b"x-meshlet-error":
+        return HAS_ERROR
+    if lower in HOP_BY_HOP:
+        if lower == b"transfer-encoding" and b"chunked" in value.lower():
+            return HAS_HOP_BY_HOP | CHUNKED
+        return HAS_HOP_BY_HOP
+    return 0
+
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
@@ -64,7 +86,11 @@ def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | N
 
 
 def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
-                    drop: frozenset[bytes] = frozenset()) -> None:
+                    drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
+    if not drop and not flags & HAS_HOP_BY_HOP:
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        return
     for name, value in headers:
         lower = name.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
@@ -78,9 +104,11 @@ class Exchange:
         "chunked",
         "cluster",
         "connect_task",
+        "deadline",
         "discarding",
         "down",
         "finished",
+        "flags",
         "framing",
         "got_response_bytes",
         "headers",
@@ -102,7 +130,6 @@ class Exchange:
         "state",
         "status",
         "target",
-        "timer",
         "tried",
         "try_timer",
         "upstream",
@@ -112,8 +139,10 @@ class Exchange:
     )
 
     def __init__(self, down: DownstreamHttp, method: bytes, url: bytes,
-                 headers: list[tuple[bytes, bytes]], keep_alive: bool, version: str) -> None:
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool, version: str,
+                 flags: int = HAS_HOP_BY_HOP) -> None:
         self.down = down
+        self.flags = flags
         self.listener = down.listener
         self.loop = down.loop
         self.method = method
@@ -121,7 +150,7 @@ class Exchange:
         self.headers = headers
         self.keep_alive = keep_alive
         self.version = version
-        self.chunked = is_chunked(headers)
+        self.chunked = bool(flags & CHUNKED)
         self.is_head = method == b"HEAD"
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -133,7 +162,7 @@ class Exchange:
         self.target: Target | None = None
         self.tried: list[EndpointState] = []
         self.state: EndpointState | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
         self.try_timer: asyncio.TimerHandle | None = None
         self.start_time = time.perf_counter()
         self.attempt_time = 0.0
@@ -181,17 +210,19 @@ class Exchange:
         cluster.active_requests += 1
         cluster.budget.record_request(cluster.clock())
         self.build_head(resolved)
-        self.timer = self.loop.call_later(resolved.timeout, self.on_timeout)
+        self.deadline = cluster.clock() + resolved.timeout
+        listener.timed.add(self)
         self.attempt()
 
     def build_head(self, target: Target) -> None:
         route = target.route
         parts = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
-        forward_headers(parts, self.headers, route.remove_headers if route else frozenset())
+        forward_headers(parts, self.headers, route.remove_headers if route else frozenset(),
+                        self.flags)
         if route is not None:
             for name, value in route.set_headers:
                 parts += (name, b": ", value, b"\r\n")
-        if self.version != "1.1" and not has_header(self.headers, b"host"):
+        if self.version != "1.1" and not self.flags & HAS_HOST:
             parts += (b"host: ", self.listener.destination.encode(), b"\r\n")
         if self.chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -382,13 +413,13 @@ class Exchange:
 
     # -- response side ----------------------------------------------------------------
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-                      ) -> None:
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      flags: int) -> None:
         if 100 <= status < 200 and status != 101:
             self.interim = True
             self.down.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, reason))
             return
-        if self.should_retry_response(status, headers):
+        if status >= 429 and self.should_retry_response(status, headers, flags):
             self.discarding = True
             self.status = status
             return
@@ -396,9 +427,9 @@ class Exchange:
         self.status = status
         if self.is_head or status in (204, 304):
             self.framing = FRAMING_NONE
-        elif is_chunked(headers):
+        elif flags & CHUNKED:
             self.framing = FRAMING_CHUNKED
-        elif has_header(headers, b"content-length"):
+        elif flags & HAS_LENGTH:
             self.framing = FRAMING_RAW
         elif self.version == "1.1":
             self.framing = FRAMING_CHUNKED
@@ -406,7 +437,7 @@ class Exchange:
             self.framing = FRAMING_UNTIL_CLOSE
             self.keep_alive = False
         parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        forward_headers(parts, headers)
+        forward_headers(parts, headers, flags=flags)
         if self.framing == FRAMING_CHUNKED:
             parts.append(b"transfer-encoding: chunked\r\n")
         if not (self.keep_alive and self.down.keep_open):
@@ -418,12 +449,13 @@ class Exchange:
             self.upstream.reset_parser = True
             self.response_done(True)
 
-    def should_retry_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    def should_retry_response(self, status: int, headers: list[tuple[bytes, bytes]],
+                              flags: int) -> bool:
         if (status < 500 and status != 429) or self.listener.direction != "outbound":
             return False
         cluster = self.cluster
         assert cluster is not None
-        error = header_value(headers, ERROR_HEADER)
+        error = header_value(headers, ERROR_HEADER) if flags & HAS_ERROR else None
         if error in PEER_NOT_PROCESSED:
             safe = True
         elif status in cluster.settings.retry_on or error == b"upstream_reset":
@@ -504,7 +536,8 @@ class Exchange:
         self.retry_or_fail("per_try_timeout", 504, safe=False)
 
     def on_timeout(self) -> None:
-        self.timer = None
+        """Called by the listener's ticker once ``deadline`` has passed."""
+        self.listener.timed.discard(self)
         if self.finished:
             return
         if self.response_started:
@@ -580,9 +613,7 @@ class Exchange:
         self.down.exchange_finished(self)
 
     def release_claims(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.listener.timed.discard(self)
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
         cluster = self.cluster

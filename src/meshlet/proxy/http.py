@@ -16,7 +16,7 @@ from collections import deque
 import httptools
 
 from meshlet.proxy.cluster import Cluster
-from meshlet.proxy.exchange import Exchange, connection_closed
+from meshlet.proxy.exchange import NOTABLE_LENGTHS, Exchange, connection_closed, header_flags
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.pool import EndpointPool
 
@@ -40,6 +40,8 @@ class DownstreamHttp(asyncio.Protocol):
         self.read_pauses: set[str] = set()
         self.write_paused = False
         self.peer_ip = ""
+        self.corked: list[bytes] | None = None
+        self.flags = 0
 
     def __repr__(self) -> str:
         return f"<DownstreamHttp queue={len(self.queue)} closed={self.closed}>"
@@ -93,17 +95,20 @@ class DownstreamHttp(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.flags = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) in NOTABLE_LENGTHS:
+            self.flags |= header_flags(name, value)
 
     def on_headers_complete(self) -> None:
         p = self.parser
         ex = Exchange(self, p.get_method(), self.url, self.headers, p.should_keep_alive(),
-                      p.get_http_version())
+                      p.get_http_version(), self.flags)
         self.parsing = ex
         self.queue.append(ex)
         self.listener.active_requests += 1
@@ -135,8 +140,20 @@ class DownstreamHttp(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
+        if self.corked is not None:
+            self.corked.append(data)
+        elif not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def cork(self) -> None:
+        """Hold writes until ``uncork``: one send for a response head and its body."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        held, self.corked = self.corked, None
+        if held and not self.closed:
+            self.transport.write(b"".join(held) if len(held) > 1 else held[0])  # type: ignore[union-attr]
 
     @property
     def keep_open(self) -> bool:
@@ -173,6 +190,8 @@ class DownstreamHttp(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            if self.corked:
+                self.uncork()
             self.closed = True
             self.transport.close()
 
@@ -193,6 +212,7 @@ class UpstreamHttp(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.reset_parser = False
         self.idle_since = 0.0
+        self.flags = 0
 
     def __repr__(self) -> str:
         return f"<UpstreamHttp busy={self.exchange is not None} closed={self.closed}>"
@@ -232,11 +252,15 @@ class UpstreamHttp(asyncio.Protocol):
             self.close()  # unsolicited bytes on an idle connection: not safe to reuse
             return
         ex.got_response_bytes = True
+        down = ex.down
+        down.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self.close()
             return
+        finally:
+            down.uncork()
         if self.reset_parser:
             self.reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
@@ -266,17 +290,20 @@ class UpstreamHttp(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.reason = b""
         self.headers = []
+        self.flags = 0
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) in NOTABLE_LENGTHS:
+            self.flags |= header_flags(name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
             self.exchange.response_head(self.parser.get_status_code(), self.reason,
-                                        self.headers)
+                                        self.headers, self.flags)
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:

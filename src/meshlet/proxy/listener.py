@@ -32,6 +32,7 @@ class ListenerState:
         self.port = config.port
         self.active_gauge = metrics.active_connections.labels(config.direction, config.name)
         self.rate_limiter: TokenBucket | None = None
+        self.timed: set[Any] = set()  # exchanges with a deadline, checked by the ticker
         self.log_mode = "errors"
         self.configure()
 
@@ -84,6 +85,12 @@ class ListenerState:
                 self.direction, self.destination, ex.method.decode(),
                 ex.url.decode(errors="replace"), ex.status, ex.reason or "-", endpoint,
                 len(ex.tried), seconds * 1000)
+
+    def expire(self, now: float) -> None:
+        """Time out every exchange whose deadline has passed."""
+        if self.timed:
+            for ex in [ex for ex in self.timed if ex.deadline <= now]:
+                ex.on_timeout()
 
     def drain(self) -> None:
         """Stop accepting; close idle connections; busy ones close after their response."""

@@ -23,6 +23,7 @@ from meshlet.proxy.tcp import DownstreamTcp
 
 log = logging.getLogger(__name__)
 IDLE_SWEEP_INTERVAL = 5.0
+TICK = 0.05
 
 
 class Sidecar:
@@ -32,6 +33,7 @@ class Sidecar:
         self.clusters: dict[str, Cluster] = {}
         self.listeners: list[ListenerState] = []
         self.sweeper: asyncio.Task[None] | None = None
+        self.ticker: asyncio.Task[None] | None = None
         self.metrics.config_version.set(snapshot.version)
 
     def __repr__(self) -> str:
@@ -55,6 +57,16 @@ class Sidecar:
             state.port = state.server.sockets[0].getsockname()[1]
             self.listeners.append(state)
         self.sweeper = loop.create_task(self.sweep_idle())
+        self.ticker = loop.create_task(self.tick())
+
+    async def tick(self) -> None:
+        """Request deadlines, checked every TICK seconds: one timer for all requests
+        instead of one per request (a deadline fires up to TICK late)."""
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for state in self.listeners:
+                state.expire(now)
 
     async def sweep_idle(self) -> None:
         """Close pooled connections idle longer than each cluster's idle_timeout."""
@@ -115,8 +127,9 @@ class Sidecar:
     async def stop(self, grace: float = 10.0) -> None:
         """Drain, wait up to ``grace`` seconds for in-flight requests, then close all."""
         self.drain()
-        if self.sweeper is not None:
-            self.sweeper.cancel()
+        for task in (self.sweeper, self.ticker):
+            if task is not None:
+                task.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.active_requests > 0 and loop.time() < deadline:

@@ -44,10 +44,13 @@ class OutlierDetector:
         """Count one outcome; True if this failure ejects the endpoint."""
         if self.consecutive <= 0:
             return False
-        record = self._records.setdefault(key, _Record())
+        record = self._records.get(key)
         if not failed:
-            record.failures = 0
+            if record is not None:
+                record.failures = 0
             return False
+        if record is None:
+            record = self._records[key] = _Record()
         record.failures += 1
         if record.until is not None or record.failures < self.consecutive:
             return False

@@ -17,6 +17,7 @@ class RetryBudget:
         self._requests = [0] * buckets
         self._retries = [0] * buckets
         self._epochs = [-1] * buckets
+        self._current = (0.0, -1.0, 0)  # (bucket start, bucket end, slot): the hot path
 
     def __repr__(self) -> str:
         return (f"<RetryBudget {self.ratio:.0%} +{self.min_per_second}/s "
@@ -41,7 +42,12 @@ class RetryBudget:
         return requests, retries
 
     def record_request(self, now: float) -> None:
-        self._requests[self._slot(now)] += 1
+        start, end, slot = self._current
+        if not start <= now < end:
+            slot = self._slot(now)
+            start = math.floor(now / self.width) * self.width
+            self._current = (start, start + self.width, slot)
+        self._requests[slot] += 1
 
     def try_retry(self, now: float) -> bool:
         """Spend one retry if the budget allows it; False if exhausted."""
