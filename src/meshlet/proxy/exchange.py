@@ -131,7 +131,7 @@ class Exchange:
         "status",
         "target",
         "tried",
-        "try_timer",
+        "try_deadline",
         "upstream",
         "url",
         "version",
@@ -163,7 +163,7 @@ class Exchange:
         self.tried: list[EndpointState] = []
         self.state: EndpointState | None = None
         self.deadline = 0.0
-        self.try_timer: asyncio.TimerHandle | None = None
+        self.try_deadline = 0.0  # 0: no per-try deadline armed
         self.start_time = time.perf_counter()
         self.attempt_time = 0.0
         self.response_started = False
@@ -324,7 +324,7 @@ class Exchange:
         self.attempt_time = time.perf_counter()
         per_try = self.cluster.settings.per_try_timeout  # type: ignore[union-attr]
         if per_try > 0:
-            self.try_timer = self.loop.call_later(per_try, self.on_try_timeout)
+            self.try_deadline = self.cluster.clock() + per_try  # type: ignore[union-attr]
         conn.transport.write(b"".join(self.pending))  # type: ignore[union-attr]
         self.pending = []
         self.pending_size = 0
@@ -528,7 +528,8 @@ class Exchange:
             self.local_reply(502, "upstream_reset")
 
     def on_try_timeout(self) -> None:
-        self.try_timer = None
+        """Called by the listener's ticker once ``try_deadline`` has passed."""
+        self.try_deadline = 0.0
         if self.finished or self.upstream is None or self.response_started:
             return
         self.end_attempt(504, False)
@@ -553,9 +554,7 @@ class Exchange:
 
     def end_attempt(self, status: int | None, reusable: bool) -> None:
         """Close the books on the current attempt: load, latency, outlier, connection."""
-        if self.try_timer is not None:
-            self.try_timer.cancel()
-            self.try_timer = None
+        self.try_deadline = 0.0
         conn = self.upstream
         self.upstream = None
         state = self.state

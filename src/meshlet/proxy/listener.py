@@ -87,10 +87,12 @@ class ListenerState:
                 len(ex.tried), seconds * 1000)
 
     def expire(self, now: float) -> None:
-        """Time out every exchange whose deadline has passed."""
+        """Time out every exchange whose overall or per-try deadline has passed."""
         if self.timed:
             for ex in [ex for ex in self.timed if ex.deadline <= now]:
                 ex.on_timeout()
+            for ex in [ex for ex in self.timed if 0 < ex.try_deadline <= now]:
+                ex.on_try_timeout()
 
     def drain(self) -> None:
         """Stop accepting; close idle connections; busy ones close after their response."""

@@ -1,28 +1,44 @@
-"""The parts of a request that routing, sharding and hashing look at, decoded once."""
+"""The parts of a request that routing, sharding and hashing look at, decoded lazily:
+a route that matches on the path alone never decodes a header."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 
-@dataclass
 class RequestView:
-    method: str
-    target: str
-    headers: dict[str, str]
-    source_ip: str = ""
-    _query: dict[str, list[str]] | None = field(default=None, repr=False)
+    __slots__ = ("_headers", "_query", "_raw_headers", "method", "source_ip", "target")
+
+    def __init__(self, method: str, target: str, headers: dict[str, str] | None = None,
+                 source_ip: str = "", raw_headers: list[tuple[bytes, bytes]] | None = None
+                 ) -> None:
+        self.method = method
+        self.target = target
+        self.source_ip = source_ip
+        self._headers = headers
+        self._raw_headers = raw_headers or []
+        self._query: dict[str, list[str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RequestView {self.method} {self.target}>"
 
     @classmethod
     def from_raw(cls, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                  source_ip: str = "") -> RequestView:
-        decoded: dict[str, str] = {}
-        for name, value in headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            decoded[key] = f"{decoded[key]},{text}" if key in decoded else text
-        return cls(method.decode("latin-1"), target.decode("latin-1"), decoded, source_ip)
+        return cls(method.decode("latin-1"), target.decode("latin-1"), None, source_ip,
+                   headers)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-cased names; repeated headers joined with commas."""
+        if self._headers is None:
+            decoded: dict[str, str] = {}
+            for name, value in self._raw_headers:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                decoded[key] = f"{decoded[key]},{text}" if key in decoded else text
+            self._headers = decoded
+        return self._headers
 
     @property
     def path(self) -> str:

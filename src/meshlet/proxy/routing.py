@@ -34,37 +34,49 @@ def subset_key(labels: dict[str, str]) -> Subset:
 
 
 class RouteTable:
+    """Routes compiled once per config: each request only compares and draws."""
+
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        self._compiled = [self._compile(r) for r in routes]
 
     def __repr__(self) -> str:
         return f"<RouteTable routes={len(self.routes)}>"
 
     @staticmethod
-    def matches(route: Route, view: RequestView) -> bool:
+    def _compile(route: Route) -> tuple[Route, list[float], list[RouteChoice]]:
+        rewrite = route.request_headers
+        set_headers = tuple((k.lower().encode(), v.encode()) for k, v in rewrite.set.items())
+        removed = frozenset(k.lower().encode() for k in [*rewrite.remove, *rewrite.set])
+        subsets = [subset_key(t.subset) for t in route.split] or [()]
+        choices = [RouteChoice(subset, route.timeout, set_headers, removed)
+                   for subset in subsets]
+        cumulative: list[float] = []
+        total = 0.0
+        for t in route.split:
+            total += t.weight
+            cumulative.append(total)
+        return route, cumulative, choices
+
+    @staticmethod
+    def matches(route: Route, view: RequestView, path: str | None = None) -> bool:
         m = route.match
-        if not view.path.startswith(m.path_prefix):
+        if not (path if path is not None else view.path).startswith(m.path_prefix):
             return False
         if m.methods and view.method not in m.methods:
             return False
         return all(view.headers.get(name.lower()) == value for name, value in m.headers.items())
 
     def choose(self, view: RequestView, rng: random.Random) -> RouteChoice | None:
-        for route in self.routes:
-            if not self.matches(route, view):
+        path = view.path
+        for route, cumulative, choices in self._compiled:
+            if not self.matches(route, view, path):
                 continue
-            subset: Subset = ()
-            if route.split:
-                total = sum(t.weight for t in route.split)
-                point = rng.random() * total
-                for target in route.split:
-                    point -= target.weight
-                    if point < 0:
-                        subset = subset_key(target.subset)
-                        break
-            rewrite = route.request_headers
-            return RouteChoice(
-                subset, route.timeout,
-                tuple((k.lower().encode(), v.encode()) for k, v in rewrite.set.items()),
-                frozenset(k.lower().encode() for k in [*rewrite.remove, *rewrite.set]))
+            if len(choices) == 1:
+                return choices[0]
+            point = rng.random() * cumulative[-1]
+            for i, bound in enumerate(cumulative):
+                if point < bound:
+                    return choices[i]
+            return choices[-1]
         return None

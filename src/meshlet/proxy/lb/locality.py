@@ -2,9 +2,11 @@
 
 Endpoints fall in tiers: same node, same zone, elsewhere. Requests stay in the nearest
 tier while it is healthy (at least ``min_healthy`` of its members available) and not
-overloaded (fewer than ``max_outstanding`` requests in flight per endpoint on average).
-When it is not, the next tier joins it, as Envoy's zone-aware routing spills. Within
-the chosen endpoints the less loaded of two random ones wins.
+overloaded. When it is not, the next tier joins it, as Envoy's zone-aware routing
+spills. Within the chosen endpoints the less loaded of two random ones wins, and that
+pair is also the load probe: when even the lighter of the two already has
+``max_outstanding`` requests in flight, the tier counts as overloaded for this pick and
+the next tier joins. Health is decided once per endpoint set, so a pick costs O(1).
 
 The cluster reports the whole population (available or not) with ``observe_population``
 so the policy can tell how much of a tier is down.
@@ -29,6 +31,7 @@ class Locality:
         self.min_healthy = min_healthy
         self.max_outstanding = max_outstanding
         self._tiers: list[list[EndpointState]] = [[], [], []]
+        self._sets: list[list[EndpointState]] = []
         self._population: Counter[int] = Counter()
 
     def __repr__(self) -> str:
@@ -53,26 +56,27 @@ class Locality:
         self._tiers = tiers
         if not self._population:
             self._population = Counter({t: len(m) for t, m in enumerate(tiers)})
-
-    def candidates(self) -> list[EndpointState]:
+        # Candidate sets, nearest first: each healthy tier ends a set; the last set
+        # holds everything. A pick starts at the first and widens on overload.
+        self._sets = []
         chosen: list[EndpointState] = []
-        for t, members in enumerate(self._tiers):
-            chosen += members
+        for t, members in enumerate(tiers):
+            chosen = chosen + members
             population = max(self._population.get(t, 0), len(members))
-            if not members or not chosen:
-                continue
-            healthy = len(members) >= self.min_healthy * population
-            load = sum(e.outstanding for e in chosen) / len(chosen)
-            if healthy and load < self.max_outstanding:
-                return chosen
-        return chosen
+            if members and len(members) >= self.min_healthy * population:
+                self._sets.append(chosen)
+        if not self._sets or self._sets[-1] is not chosen:
+            self._sets.append(chosen)
 
     def pick(self, ctx: PickContext, exclude: Collection[EndpointState] = ()
              ) -> EndpointState | None:
-        pair = two_random(self.candidates(), ctx.rng, exclude)
-        if pair is None and exclude:
-            pair = two_random([e for t in self._tiers for e in t], ctx.rng, exclude)
-        if pair is None:
-            return None
-        a, b = pair
-        return a if (a.outstanding + 1) * b.weight <= (b.outstanding + 1) * a.weight else b
+        best = None
+        for candidates in self._sets:
+            pair = two_random(candidates, ctx.rng, exclude)
+            if pair is None:
+                continue
+            a, b = pair
+            best = a if (a.outstanding + 1) * b.weight <= (b.outstanding + 1) * a.weight else b
+            if best.outstanding < self.max_outstanding:
+                return best
+        return best

@@ -28,6 +28,7 @@ class RingHash:
         self._endpoints: tuple[EndpointState, ...] = ()
         self._hashes: list[int] = []
         self._owners: list[EndpointState] = []
+        self._points: dict[tuple[str, int], list[int]] = {}  # (id, count) -> hashes
 
     def __repr__(self) -> str:
         return f"<RingHash n={len(self._endpoints)} ring={len(self._hashes)}>"
@@ -41,8 +42,14 @@ class RingHash:
         per_weight = self.vnodes
         if total and per_weight * total < self.min_ring_size:
             per_weight = math.ceil(self.min_ring_size / total)
-        points = sorted((hash64(f"{e.endpoint.id}#{i}".encode()), n)
-                        for n, e in enumerate(new) for i in range(per_weight * e.weight))
+        cache: dict[tuple[str, int], list[int]] = {}
+        for e in new:  # hash each endpoint's points once, not on every reset
+            key = (e.endpoint.id, per_weight * e.weight)
+            cache[key] = self._points.get(key) or [
+                hash64(f"{key[0]}#{i}".encode()) for i in range(key[1])]
+        self._points = cache
+        points = sorted((h, n) for n, e in enumerate(new)
+                        for h in cache[(e.endpoint.id, per_weight * e.weight)])
         self._hashes = [h for h, _ in points]
         self._owners = [new[n] for _, n in points]
 

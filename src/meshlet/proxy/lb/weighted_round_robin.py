@@ -11,17 +11,23 @@ the highest-scoring endpoint that still has picks left in the cycle, is not the 
 just picked, and leaves the rest of the cycle arrangeable without repeats (cyclically,
 so the cycle can follow itself). The counts are exact by construction. When one weight
 is more than half the total, repeats cannot be avoided and the plain nginx order is
-used. Cycles longer than ``MAX_CYCLE`` are served by the plain rule, pick by pick.
+used. Cycles too long to build quickly (``MAX_CYCLE`` picks, or ``MAX_BUILD_STEPS``
+cycle length x endpoints: a thousand endpoints of weight one, say) are served by the
+earliest-deadline-first stream instead: endpoint i is due at (k + 1/2) x total / w_i
+for its k-th pick, kept in a heap, so a pick costs O(log n) however many endpoints
+there are. That is just as smooth and exact to within one pick per endpoint per cycle.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Collection, Sequence
 
 from meshlet.proxy.lb.base import EndpointState, PickContext
 
 MAX_CYCLE = 4096
+MAX_BUILD_STEPS = 200_000  # cycle length x endpoints: above it, building would stall
 
 
 def smooth_sequence(weights: Sequence[int], length: int) -> list[int]:
@@ -93,7 +99,8 @@ class WeightedRoundRobin:
         self._endpoints: tuple[EndpointState, ...] = ()
         self._cycle: list[int] = []
         self._position = 0
-        self._scores: list[int] = []
+        self._due: list[tuple[float, int]] = []  # (deadline, index): the large-set stream
+        self._total = 0
 
     def __repr__(self) -> str:
         return (f"<WeightedRoundRobin n={len(self._endpoints)} cycle={len(self._cycle)} "
@@ -105,28 +112,25 @@ class WeightedRoundRobin:
             return
         self._endpoints = new
         self._position = 0
-        self._scores = [0] * len(new)
         weights = [e.weight for e in new]
+        total = self._total = sum(weights)
+        self._due = [(0.5 * total / w, i) for i, w in enumerate(weights)]
+        heapq.heapify(self._due)
         if not weights:
             self._cycle = []
             return
         length = sum(weights) // math.gcd(*weights)
-        self._cycle = smooth_cycle(weights) if length <= MAX_CYCLE else []
+        small = length <= MAX_CYCLE and length * len(weights) <= MAX_BUILD_STEPS
+        self._cycle = smooth_cycle(weights) if small else []
 
     def _next_index(self) -> int:
         if self._cycle:
             index = self._cycle[self._position]
             self._position = (self._position + 1) % len(self._cycle)
             return index
-        scores, total = self._scores, 0
-        best = 0
-        for i, e in enumerate(self._endpoints):
-            scores[i] += e.weight
-            total += e.weight
-            if scores[i] > scores[best]:
-                best = i
-        scores[best] -= total
-        return best
+        due, index = self._due[0]
+        heapq.heapreplace(self._due, (due + self._total / self._endpoints[index].weight, index))
+        return index
 
     def pick(self, ctx: PickContext, exclude: Collection[EndpointState] = ()
              ) -> EndpointState | None:
