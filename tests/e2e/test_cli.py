@@ -97,3 +97,28 @@ def test_services_and_instances_output(server: str, tmp_path: Path) -> None:
     assert "web" in meshlet("--addr", server, "services", home=tmp_path).stdout
     unknown = meshlet("--addr", server, "instances", "nope", home=tmp_path, check=False)
     assert unknown.returncode == 1 and "service 'nope' is not known" in unknown.stderr
+
+
+def test_config_set_from_file_and_json_values(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
+    spec = tmp_path / "accounts.yaml"
+    spec.write_text("lb: maglev\nhash_on: header:x-user\npartition:\n"
+                    "  key: header:x-tenant\n  strategy: range\n  ranges:\n"
+                    "    - {from: a, to: m, shard: s1}\n    - {from: n, to: z, shard: s2}\n")
+    run("config", "set", "accounts", "-f", str(spec))
+    body = meshlet_json("--addr", server, "config", "get", "accounts", home=tmp_path)
+    assert body["settings"]["partition"]["ranges"][1]["shard"] == "s2"
+    assert body["effective"]["lb"] == "maglev"
+    run("config", "set", "accounts", 'routes=[{"match": {"path_prefix": "/v2"}}]',
+        "retry_on=502,503")
+    body = meshlet_json("--addr", server, "config", "get", "accounts", home=tmp_path)
+    assert body["settings"]["retry_on"] == [502, 503]
+    assert body["settings"]["routes"][0]["match"]["path_prefix"] == "/v2"
+    spec.write_text("partition:\n  key: header:x-tenant\n  strategy: range\n  ranges:\n"
+                    "    - {from: a, to: m, shard: s1}\n    - {from: k, to: z, shard: s2}\n")
+    bad = run("config", "set", "accounts", "-f", str(spec), check=False)
+    assert bad.returncode == 1
+    assert "partition.ranges.1: from 'k' overlaps" in bad.stderr
+    # Nothing changed: the earlier partition is still in force.
+    body = meshlet_json("--addr", server, "config", "get", "accounts", home=tmp_path)
+    assert body["settings"]["partition"]["ranges"][1]["from"] == "n"

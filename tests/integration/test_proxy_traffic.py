@@ -290,3 +290,19 @@ async def test_inbound_rate_limit_gives_429(make_backends: Any) -> None:
         assert 'reason="rate_limited"' in metrics(sidecar)
     finally:
         await sidecar.stop(1)
+
+
+async def test_access_log_names_the_reason(make_backends: Any,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    (app,) = await make_backends("app")
+    sidecar = await sidecar_for([app], routes=[{"match": {"path_prefix": "/api"}}])
+    try:
+        with caplog.at_level("INFO", logger="meshlet.access"):
+            async with aiohttp.ClientSession() as s:
+                assert (await get(s, base(sidecar) + "/api/ok"))[0] == 200
+                assert (await get(s, base(sidecar) + "/nope"))[0] == 404
+        lines = [r.getMessage() for r in caplog.records if r.name == "meshlet.access"]
+        assert len(lines) == 1  # access_log=errors: only the refused request
+        assert '"GET /nope" 404 no_route' in lines[0]
+    finally:
+        await sidecar.stop(1)

@@ -95,6 +95,12 @@ def weighted_choice(endpoints: Sequence[EndpointState], rng: random.Random,
     return candidates[-1]
 
 
+def less_loaded(a: EndpointState, b: EndpointState) -> EndpointState:
+    """The one with fewer outstanding requests per unit of weight (ties: ``a``).
+    Compared without dividing: (a.out + 1) / a.w <= (b.out + 1) / b.w."""
+    return a if (a.outstanding + 1) * b.weight <= (b.outstanding + 1) * a.weight else b
+
+
 def two_random(endpoints: Sequence[EndpointState], rng: random.Random,
                exclude: Collection[EndpointState]) -> tuple[EndpointState, EndpointState] | None:
     """Two distinct endpoints drawn uniformly (power of two choices); None if fewer."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from meshlet.proxy.lb.base import EndpointState, PickContext, two_random
+from meshlet.proxy.lb.base import EndpointState, PickContext, less_loaded, two_random
 
 
 class LeastRequest:
@@ -23,6 +23,4 @@ class LeastRequest:
         pair = two_random(self._endpoints, ctx.rng, exclude)
         if pair is None:
             return None
-        a, b = pair
-        # Compare outstanding/weight without dividing: a.out/a.w <= b.out/b.w.
-        return a if (a.outstanding + 1) * b.weight <= (b.outstanding + 1) * a.weight else b
+        return less_loaded(*pair)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-from meshlet.proxy.lb.base import EndpointState, PickContext, two_random
+from meshlet.proxy.lb.base import EndpointState, PickContext, less_loaded, two_random
 
 DEFAULT_MIN_HEALTHY = 0.7
 DEFAULT_MAX_OUTSTANDING = 100
@@ -75,8 +75,7 @@ class Locality:
             pair = two_random(candidates, ctx.rng, exclude)
             if pair is None:
                 continue
-            a, b = pair
-            best = a if (a.outstanding + 1) * b.weight <= (b.outstanding + 1) * a.weight else b
+            best = less_loaded(*pair)
             if best.outstanding < self.max_outstanding:
                 return best
         return best
