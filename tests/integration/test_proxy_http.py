@@ -358,3 +358,41 @@ async def test_drain_finishes_in_flight_and_refuses_new(backends: list[int]) -> 
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
     await sidecar.stop(1)
+
+
+async def test_tcp_mode_in_a_real_sidecar_process(tmp_path: Any) -> None:
+    """The sidecar process runs on uvloop, which may deliver bytes before the upstream
+    connection exists; none may be lost."""
+    import json
+    import sys
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.read()).upper())
+        await writer.drain()
+        writer.close()
+
+    server, port = await start_raw_backend(echo)
+    boot = {"version": 1, "service": "t", "instance": "t-0",
+            "listeners": [{"name": "up", "direction": "outbound", "host": "127.0.0.1",
+                           "port": 0, "protocol": "tcp"}],
+            "clusters": {"outbound:up": {"name": "up", "endpoints": [
+                {"id": "e", "address": "127.0.0.1", "port": port}]}}}
+    (tmp_path / "boot.json").write_text(json.dumps(boot))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(tmp_path / "boot.json"),
+        "--port-file", str(tmp_path / "ports.json"))
+    try:
+        from tests.conftest import async_wait_until
+        await async_wait_until(lambda: asyncio.sleep(0, (tmp_path / "ports.json").exists()),
+                               message="the sidecar to listen")
+        listen = json.loads((tmp_path / "ports.json").read_text())["listeners"]["outbound:up"]
+        for _ in range(5):  # each connection sends at once, before the sidecar connects on
+            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
+            writer.write(b"first bytes")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == b"FIRST BYTES"
+            writer.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
+        server.close()

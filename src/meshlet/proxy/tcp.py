@@ -59,6 +59,7 @@ class DownstreamTcp(_Relay):
         super().__init__()
         self.listener = listener
         self.buffer: list[bytes] = []
+        self.eof_pending = False
         self.tried: list[EndpointState] = []
         self.task: asyncio.Task[None] | None = None
         self.started = listener.loop.time()
@@ -70,6 +71,18 @@ class DownstreamTcp(_Relay):
         self.listener.active_requests += 1
         transport.pause_reading()  # type: ignore[attr-defined]
         self.task = self.listener.loop.create_task(self.connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:  # uvloop may deliver before pause_reading takes effect
+            self.buffer.append(data)
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.peer is None:  # the client finished sending before we reached upstream
+            self.eof_pending = True
+            return True
+        return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -107,6 +120,11 @@ class DownstreamTcp(_Relay):
                     upstream.transport.close()  # type: ignore[union-attr]
                     return
                 upstream.peer, self.peer = self, upstream
+                if self.buffer:
+                    upstream.transport.write(b"".join(self.buffer))  # type: ignore[union-attr]
+                    self.buffer = []
+                if self.eof_pending and upstream.transport.can_write_eof():  # type: ignore[union-attr]
+                    upstream.transport.write_eof()  # type: ignore[union-attr]
                 self.transport.resume_reading()  # type: ignore[union-attr]
                 cluster.record_outcome(state, False)
                 return
