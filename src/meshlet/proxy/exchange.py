@@ -38,7 +38,10 @@ ERROR_STATUS = {"connect_timeout": 504, "upstream_reset": 502, "request_timeout"
 # A peer sidecar's own errors that say the request never reached its app.
 PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
 
-FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE = range(4)
+# How the response body reaches the client: not at all, as received, re-chunked, until
+# close, or PASS: the upstream's bytes relayed untouched, head included.
+FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE, FRAMING_PASS, \
+    FRAMING_PASS_UNTIL_CLOSE = range(6)
 
 # What the connection noticed while collecting headers, so nothing scans them again.
 CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR = 1, 2, 4, 8, 16
@@ -85,6 +88,19 @@ def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | N
     return None
 
 
+def raw_headers(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Headers and flags of a response head at the start of ``data`` (the rare path:
+    a relayed 5xx whose ``x-meshlet-error`` decides on a retry)."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    headers = []
+    flags = 0
+    for line in head:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip(), value.strip()))
+        flags |= header_flags(name.strip(), value.strip())
+    return headers, flags
+
+
 def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
                     drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
     if not drop and not flags & HAS_HOP_BY_HOP:
@@ -122,6 +138,8 @@ class Exchange:
         "pending",
         "pending_size",
         "reason",
+        "relay",
+        "relay_head",
         "response_started",
         "retrying",
         "sent",
@@ -151,6 +169,11 @@ class Exchange:
         self.keep_alive = keep_alive
         self.version = version
         self.chunked = bool(flags & CHUNKED)
+        # Relay the response as received when the client speaks HTTP/1.1 (so it reads
+        # any framing the upstream chose), keeps the connection (so no `connection:
+        # close` needs adding) and no HEAD special case applies.
+        self.relay = version == "1.1" and keep_alive and method != b"HEAD"
+        self.relay_head: tuple[bytes, int] | None = None  # (new head, bytes it replaces)
         self.is_head = method == b"HEAD"
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -449,6 +472,36 @@ class Exchange:
             self.upstream.reset_parser = True
             self.response_done(True)
 
+    def relayed_head(self, status: int, data: bytes) -> None:
+        """The head of a relayed response arrived (at the start of ``data``)."""
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            return
+        if status >= 429:
+            headers, flags = raw_headers(data)
+            if self.should_retry_response(status, headers, flags):
+                self.discarding = True
+                self.status = status
+                return
+        self.response_started = True
+        self.status = status
+        head = data[:data.find(b"\r\n\r\n")].lower()
+        if b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304):
+            self.framing = FRAMING_PASS
+        else:  # the body ends when the upstream closes; so will the client's connection
+            self.framing = FRAMING_PASS_UNTIL_CLOSE
+            self.keep_alive = False
+        if not self.down.keep_open:  # draining: the client must be told to go
+            self.keep_alive = False
+            end = data.find(b"\r\n\r\n")
+            headers, flags = raw_headers(data)
+            parts = [data[:data.find(b"\r\n") + 2]]
+            forward_headers(parts, headers, flags=flags | HAS_HOP_BY_HOP)
+            if flags & CHUNKED:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            parts.append(b"connection: close\r\n\r\n")
+            self.relay_head = (b"".join(parts), end + 4)
+
     def should_retry_response(self, status: int, headers: list[tuple[bytes, bytes]],
                               flags: int) -> bool:
         if (status < 500 and status != 429) or self.listener.direction != "outbound":
@@ -491,6 +544,8 @@ class Exchange:
             return
         if self.framing == FRAMING_CHUNKED:
             self.down.write(b"0\r\n\r\n")
+        elif self.framing == FRAMING_PASS and not upstream_keep_alive:
+            self.keep_alive = False  # the relayed head told the client the same
         self.end_attempt(self.status, upstream_keep_alive and self.body_done)
         self.finish()
 
@@ -498,7 +553,8 @@ class Exchange:
         """The upstream connection closed while this exchange was using it."""
         if self.finished:
             return
-        if self.framing == FRAMING_UNTIL_CLOSE and self.response_started:
+        if self.framing in (FRAMING_UNTIL_CLOSE, FRAMING_PASS_UNTIL_CLOSE) \
+                and self.response_started:
             self.end_attempt(self.status, False)
             self.finish()
             return

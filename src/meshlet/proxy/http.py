@@ -196,6 +196,30 @@ class DownstreamHttp(asyncio.Protocol):
             self.transport.close()
 
 
+class _RelayedResponse:
+    """Parser callbacks for a relayed response: no per-header or body callbacks, only
+    what is needed to learn the status and where the message ends."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamHttp) -> None:
+        self.conn = conn
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        if conn.exchange is not None:
+            conn.exchange.relayed_head(conn.relay_parser.get_status_code(), conn.relay_data)
+
+    def on_message_complete(self) -> None:
+        conn = self.conn
+        ex = conn.exchange
+        if ex is not None and ex.interim:
+            ex.interim = False
+        else:
+            conn.relay_done = True
+            conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
+
+
 class UpstreamHttp(asyncio.Protocol):
     """One pooled connection to an upstream endpoint."""
 
@@ -203,6 +227,10 @@ class UpstreamHttp(asyncio.Protocol):
         self.cluster = cluster
         self.listener = listener
         self.parser = httptools.HttpResponseParser(self)
+        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+        self.relay_data = b""
+        self.relay_done = False
+        self.relay_keep_alive = False
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.pool: EndpointPool | None = None
@@ -253,6 +281,9 @@ class UpstreamHttp(asyncio.Protocol):
             return
         ex.got_response_bytes = True
         down = ex.down
+        if ex.relay:
+            self.relay(ex, data)
+            return
         down.cork()
         try:
             self.parser.feed_data(data)
@@ -264,6 +295,28 @@ class UpstreamHttp(asyncio.Protocol):
         if self.reset_parser:
             self.reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
+
+    def relay(self, ex: Exchange, data: bytes) -> None:
+        """Pass the response's bytes on untouched; the parser only finds its end."""
+        down = ex.down
+        self.relay_done = False
+        self.relay_data = data
+        down.cork()
+        try:
+            self.relay_parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            return
+        finally:
+            if not ex.discarding and (ex.response_started or ex.interim or self.relay_done):
+                if ex.relay_head is not None:  # a head rewritten (draining): the rest as is
+                    head, replaced = ex.relay_head
+                    ex.relay_head = None
+                    data = head + data[replaced:]
+                down.write(data)
+            if self.relay_done and self.exchange is ex:
+                ex.response_done(self.relay_keep_alive)
+            down.uncork()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
