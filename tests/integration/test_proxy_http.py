@@ -396,3 +396,27 @@ async def test_tcp_mode_in_a_real_sidecar_process(tmp_path: Any) -> None:
         proc.terminate()
         await proc.wait()
         server.close()
+
+
+async def test_response_delimited_by_close_is_relayed_whole() -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole ")
+        await writer.drain()
+        writer.write(b"body, ended by close")
+        await writer.drain()
+        writer.close()
+
+    server, port = await start_raw_backend(until_close)
+    sidecar = await start_sidecar(port)
+    try:
+        out = await raw_exchange(sidecar.ports()["outbound:web"],
+                                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 OK")
+        assert out.endswith(b"the whole body, ended by close")
+        text = await fetch_metrics(sidecar)
+        assert 'meshlet_proxy_requests_total{code="200",destination="web",direction="outbound"}' \
+            in text
+    finally:
+        await sidecar.stop(1)
+        server.close()

@@ -101,6 +101,12 @@ def raw_headers(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     return headers, flags
 
 
+def delimited_by_close(data: bytes, status: int) -> bool:
+    """Whether the response whose head starts ``data`` ends its body by closing."""
+    head = data[:data.find(b"\r\n\r\n")].lower()
+    return not (b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304))
+
+
 def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
                     drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
     if not drop and not flags & HAS_HOP_BY_HOP:
@@ -139,6 +145,7 @@ class Exchange:
         "pending_size",
         "reason",
         "relay",
+        "relay_first",
         "relay_head",
         "response_started",
         "retrying",
@@ -174,6 +181,7 @@ class Exchange:
         # close` needs adding) and no HEAD special case applies.
         self.relay = version == "1.1" and keep_alive and method != b"HEAD"
         self.relay_head: tuple[bytes, int] | None = None  # (new head, bytes it replaces)
+        self.relay_first = b""
         self.is_head = method == b"HEAD"
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -485,12 +493,8 @@ class Exchange:
                 return
         self.response_started = True
         self.status = status
-        head = data[:data.find(b"\r\n\r\n")].lower()
-        if b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304):
-            self.framing = FRAMING_PASS
-        else:  # the body ends when the upstream closes; so will the client's connection
-            self.framing = FRAMING_PASS_UNTIL_CLOSE
-            self.keep_alive = False
+        self.framing = FRAMING_PASS
+        self.relay_first = data  # kept to tell, if the upstream closes, how the body ends
         if not self.down.keep_open:  # draining: the client must be told to go
             self.keep_alive = False
             end = data.find(b"\r\n\r\n")
@@ -553,6 +557,10 @@ class Exchange:
         """The upstream connection closed while this exchange was using it."""
         if self.finished:
             return
+        if self.framing == FRAMING_PASS and self.response_started \
+                and delimited_by_close(self.relay_first, self.status):
+            self.framing = FRAMING_PASS_UNTIL_CLOSE
+            self.keep_alive = False  # the client reads the body until we close
         if self.framing in (FRAMING_UNTIL_CLOSE, FRAMING_PASS_UNTIL_CLOSE) \
                 and self.response_started:
             self.end_attempt(self.status, False)
