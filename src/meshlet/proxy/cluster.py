@@ -123,6 +123,8 @@ class Cluster:
         self.routes = RouteTable(s.routes) if s.routes else None
         self.partition = PartitionRule(self.name, s.partition) if s.partition else None
         self.needs_view = bool(self.routes or self.partition or s.hash_on)
+        # Only latency-aware policies read the RTT estimate; others skip its update.
+        self.tracks_latency = s.lb == "peak_ewma"
         self.balancers = {}
         self.members = {}
         self._default_target = None
@@ -204,6 +206,8 @@ class Cluster:
 
     def record_outcome(self, state: EndpointState, failed: bool) -> bool:
         """Feed outlier detection; True if this outcome ejected the endpoint."""
+        if not failed and not self.outlier.tracking:
+            return False  # the common case: nothing to reset, no clock needed
         if self.outlier.record(state.key, failed, self.clock()):
             self.refresh()
             return True

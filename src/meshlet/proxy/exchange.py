@@ -635,7 +635,7 @@ class Exchange:
             return
         rtt = time.perf_counter() - self.attempt_time
         ok = status is not None and status < 500
-        state.finish(rtt if ok else None, cluster.clock())
+        state.finish(rtt if ok and cluster.tracks_latency else None, cluster.clock())
         if status is not None:
             self.listener.observe_endpoint(state, status, rtt)
             if cluster.record_outcome(state, not ok):

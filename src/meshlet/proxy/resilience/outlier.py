@@ -40,6 +40,12 @@ class OutlierDetector:
     def ejected(self) -> set[Hashable]:
         return {k for k, r in self._records.items() if r.until is not None}
 
+    @property
+    def tracking(self) -> bool:
+        """Whether any endpoint has failures or ejections on record (else a success
+        needs no bookkeeping)."""
+        return bool(self._records)
+
     def record(self, key: Hashable, failed: bool, now: float) -> bool:
         """Count one outcome; True if this failure ejects the endpoint."""
         if self.consecutive <= 0:
@@ -48,6 +54,8 @@ class OutlierDetector:
         if not failed:
             if record is not None:
                 record.failures = 0
+                if record.ejections == 0 and record.until is None:
+                    del self._records[key]  # back to a clean slate
             return False
         if record is None:
             record = self._records[key] = _Record()
