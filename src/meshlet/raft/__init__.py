@@ -5,7 +5,8 @@
 entries, then send its messages, then apply its committed entries; then call
 ``advance(ready)``. The core never touches a clock, socket, disk or global randomness.
 
-Not wired into the server yet: the server still runs the single-node log
-(``meshlet.server.node``). Storage, transport and the server's use of this core are
-the next steps of the Raft issue.
+``storage`` persists the hard state and log (CRC records, fsync), ``transport``
+carries messages over TCP, and ``driver`` runs a node for real in that order. None of
+it is wired into the server yet: the server still runs the single-node log
+(``meshlet.server.node``).
 """

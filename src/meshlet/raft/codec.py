@@ -1,0 +1,37 @@
+"""Raft messages to and from bytes: length-prefixed JSON frames."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+from meshlet.errors import ConfigError
+from meshlet.raft.core import Entry, Message, MsgType
+
+FRAME = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024
+
+
+def encode(m: Message) -> bytes:
+    body: dict[str, Any] = {
+        "type": m.type.value, "frm": m.frm, "to": m.to, "term": m.term,
+        "log_term": m.log_term, "index": m.index, "commit": m.commit,
+        "reject": m.reject, "reject_term": m.reject_term,
+        "entries": [[e.term, e.index, base64.b64encode(e.data).decode("ascii")]
+                    for e in m.entries]}
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    return FRAME.pack(len(payload)) + payload
+
+
+def decode(payload: bytes) -> Message:
+    """Raise ConfigError on a malformed frame (the connection is then dropped)."""
+    try:
+        b = json.loads(payload)
+        return Message(MsgType(b["type"]), b["frm"], b["to"], b["term"], b["log_term"],
+                       b["index"], tuple(Entry(t, i, base64.b64decode(d))
+                                         for t, i, d in b["entries"]),
+                       b["commit"], b["reject"], b["reject_term"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"malformed raft frame: {exc}") from None

@@ -1,0 +1,105 @@
+"""Raft messages over TCP: one outbound connection per peer, reconnected with backoff,
+behind a bounded queue (Raft tolerates loss, so a full queue drops the oldest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from meshlet.errors import ConfigError
+from meshlet.raft.codec import FRAME, MAX_FRAME, decode, encode
+from meshlet.raft.core import Message, NodeId
+
+log = logging.getLogger(__name__)
+QUEUE_LIMIT = 4096
+
+
+class Peer:
+    def __init__(self, node_id: NodeId, host: str, port: int) -> None:
+        self.id = node_id
+        self.host = host
+        self.port = port
+        self.queue: deque[bytes] = deque(maxlen=QUEUE_LIMIT)
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.id} {self.host}:{self.port} queued={len(self.queue)}>"
+
+    async def run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            try:
+                while True:
+                    if not self.queue:
+                        self.wakeup.clear()
+                        await self.wakeup.wait()
+                    batch = b"".join(self.queue)  # pipelined and batched
+                    self.queue.clear()
+                    writer.write(batch)
+                    await writer.drain()
+            except (OSError, ConnectionError):
+                writer.close()
+
+
+class Transport:
+    def __init__(self, node_id: NodeId, listen: tuple[str, int],
+                 peers: dict[NodeId, tuple[str, int]],
+                 on_message: Callable[[Message], None]) -> None:
+        self.id = node_id
+        self.listen = listen
+        self.peers = {p: Peer(p, h, port) for p, (h, port) in peers.items() if p != node_id}
+        self.on_message = on_message
+        self.server: asyncio.Server | None = None
+        self.readers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.accept, *self.listen,
+                                                 reuse_address=True)
+        for peer in self.peers.values():
+            peer.task = asyncio.get_running_loop().create_task(peer.run())
+
+    def send(self, m: Message) -> None:
+        peer = self.peers.get(m.to)
+        if peer is not None:
+            peer.queue.append(encode(m))
+            peer.wakeup.set()
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.readers.add(task)
+        try:
+            while True:
+                header = await reader.readexactly(FRAME.size)
+                (length,) = FRAME.unpack(header)
+                if length > MAX_FRAME:
+                    raise ConfigError(f"raft frame of {length} bytes is too large")
+                self.on_message(decode(await reader.readexactly(length)))
+        except (asyncio.IncompleteReadError, ConnectionError, ConfigError) as exc:
+            if isinstance(exc, ConfigError):
+                log.warning("dropping raft connection: %s", exc)
+        finally:
+            writer.close()
+            if task is not None:
+                self.readers.discard(task)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        tasks = [p.task for p in self.peers.values() if p.task] + list(self.readers)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
