@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 import meshlet
 from meshlet.api.schemas import HealthBody, RegisterBody, parse_body
-from meshlet.errors import ConfigError, MeshletError, NotFound
+from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader
 from meshlet.server.node import ServerNode
+from meshlet.server.raft_node import RaftServerNode
 from meshlet.state.commands import (
     ConfigDelete,
     ConfigSet,
@@ -35,6 +37,7 @@ from meshlet.state.machine import config_to_dict, kv_to_dict
 
 log = logging.getLogger(__name__)
 INDEX_HEADER = "X-Meshlet-Index"
+FORWARDED_HEADER = "X-Meshlet-Forwarded"
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 
@@ -92,12 +95,38 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 
 class Api:
-    def __init__(self, node: ServerNode) -> None:
+    def __init__(self, node: ServerNode | RaftServerNode) -> None:
         self.node = node
         self.sm = node.machine
 
+    @web.middleware
+    async def forward_middleware(self, request: web.Request, handler: Handler
+                                 ) -> web.StreamResponse:
+        """A write that reaches a follower goes to the leader, transparently."""
+        try:
+            return await handler(request)
+        except NotLeader:
+            leader = self.node.leader_url()
+            if leader is None or request.headers.get(FORWARDED_HEADER):
+                raise
+            body = await request.read()
+            headers = {FORWARDED_HEADER: "1"}
+            if request.content_type:
+                headers["Content-Type"] = request.content_type
+            try:
+                async with aiohttp.ClientSession() as session, session.request(
+                        request.method, leader + request.path_qs, data=body, headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                    payload = await resp.read()
+                    out = {k: v for k, v in resp.headers.items()
+                           if k in (INDEX_HEADER, "Content-Type")}
+                    return web.Response(body=payload, status=resp.status, headers=out)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise NotLeader(f"cannot reach the leader at {leader}: {exc}") from None
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware], client_max_size=4 * 1024 * 1024)
+        app = web.Application(middlewares=[errors_middleware, self.forward_middleware],
+                              client_max_size=4 * 1024 * 1024)
         r = app.router
         r.add_get("/v1/status", self.status)
         r.add_put("/v1/catalog/register", self.register)
@@ -127,8 +156,8 @@ class Api:
         return web.json_response(body, status=status, headers={INDEX_HEADER: str(index)})
 
     async def status(self, request: web.Request) -> web.Response:
-        return self.reply({"version": meshlet.__version__, "mode": "single",
-                           "leader": True, "index": self.sm.index,
+        return self.reply({"version": meshlet.__version__, **self.node.status(),
+                           "index": self.sm.index,
                            "services": len(self.sm.services()),
                            "instances": len(self.sm.instances),
                            "kv_keys": len(self.sm.kv)}, self.sm.index)

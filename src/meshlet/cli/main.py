@@ -126,15 +126,32 @@ def down() -> None:
 @cli.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--http", "http_addr", default=devmode.DEFAULT_HTTP, show_default=True)
-@click.option("--id", "server_id", default="server-1", help="Server id (for Raft, later).")
+@click.option("--id", "server_id", default="server-1", help="This server's id.")
 @click.option("--snapshot-every", default=1000, show_default=True, type=click.IntRange(1),
-              help="Snapshot the state and compact the log after this many commands.")
-def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int) -> None:
-    """Run a control-plane server."""
+              help="Snapshot the state and compact the log after this many commands "
+                   "(single-server mode).")
+@click.option("--raft", "raft_addr", default=None, metavar="HOST:PORT",
+              help="Replicate with Raft, listening here for peers.")
+@click.option("--peer", "peer_specs", multiple=True, metavar="ID=RAFT_ADDR,HTTP_ADDR",
+              help="Another server of the cluster (repeat for each).")
+def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
+           raft_addr: str | None, peer_specs: tuple[str, ...]) -> None:
+    """Run a control-plane server (one alone, or one of a Raft cluster)."""
     from meshlet.server.main import serve_forever
+    from meshlet.server.raft_node import PeerAddress, parse_peer
     host, port = parse_hostport(http_addr, "--http")
+    peers: dict[str, PeerAddress] | None = None
+    if raft_addr is not None:
+        peers = dict(parse_peer(spec) for spec in peer_specs)
+        if server_id in peers:
+            raise ConfigError(f"--peer names this server's own id {server_id!r}", "peer")
+        peers[server_id] = PeerAddress(parse_hostport(raft_addr, "--raft"),
+                                       to_url(http_addr))
+    elif peer_specs:
+        raise ConfigError("--peer needs --raft", "raft")
     run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop,
-                                                snapshot_every))
+                                                snapshot_every,
+                                                server_id if peers else None, peers))
 
 
 @cli.command()
@@ -212,6 +229,44 @@ def status(ctx: Context) -> None:
     table([(ctx.addr, body["version"], body["mode"], body["index"], body["services"],
             body["instances"], body["kv_keys"])],
           ["SERVER", "VERSION", "MODE", "INDEX", "SERVICES", "INSTANCES", "KV KEYS"])
+
+
+@cli.command()
+@pass_ctx
+def members(ctx: Context) -> None:
+    """The servers of the cluster, as the server at --addr sees them."""
+    body = ctx.call(lambda c: c.status())
+    rows = body.get("members") or [{"id": body.get("id", "server-1"), "raft": "-",
+                                     "http": ctx.addr, "role": "leader",
+                                     "match_index": None}]
+    if ctx.json:
+        emit_json(rows)
+        return
+    table([(m["id"], m["raft"], m["http"], m["role"],
+            "" if m["match_index"] is None else m["match_index"]) for m in rows],
+          ["ID", "RAFT", "HTTP", "ROLE", "MATCH INDEX"])
+
+
+@cli.group()
+def raft() -> None:
+    """Raft state of a server."""
+
+
+@raft.command("status")
+@pass_ctx
+def raft_status(ctx: Context) -> None:
+    """Term, role, leader, commit and applied index of the server at --addr."""
+    body = ctx.call(lambda c: c.status())
+    info = body.get("raft")
+    if info is None:
+        raise ConfigError("this server runs alone, without Raft (start it with --raft)",
+                          "raft")
+    if ctx.json:
+        emit_json(info)
+        return
+    table([(body["id"], info["role"], info["term"], info["leader"] or "-", info["commit"],
+            info["applied"], info["last_index"])],
+          ["ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST INDEX"])
 
 
 @cli.command()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from meshlet.api.routes import Api
 from meshlet.server.node import ServerNode
+from meshlet.server.raft_node import PeerAddress, RaftServerNode
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +19,7 @@ log = logging.getLogger(__name__)
 class Server:
     """A started server; ``url`` is where its API listens (the real port if 0 was asked)."""
 
-    def __init__(self, node: ServerNode, runner: web.AppRunner, url: str) -> None:
+    def __init__(self, node: Any, runner: web.AppRunner, url: str) -> None:
         self.node = node
         self.runner = runner
         self.url = url
@@ -26,12 +28,17 @@ class Server:
         return f"<Server {self.url} {self.node!r}>"
 
     @classmethod
-    async def start(cls, data_dir: Path, host: str, port: int,
-                    snapshot_every: int = 1000) -> Server:
-        """Raises StorageError on a corrupt log, OSError if the port is taken."""
-        node = ServerNode(data_dir, snapshot_every)
-        node.recover()
-        node.start()
+    async def start(cls, data_dir: Path, host: str, port: int, snapshot_every: int = 1000,
+                    raft_id: str | None = None,
+                    peers: dict[str, PeerAddress] | None = None) -> Server:
+        """Raises StorageError on a corrupt log, OSError if the port is taken. With
+        ``raft_id`` and ``peers``, writes are replicated with Raft."""
+        node: ServerNode | RaftServerNode
+        if raft_id is not None and peers:
+            node = RaftServerNode(data_dir, raft_id, peers)
+        else:
+            node = ServerNode(data_dir, snapshot_every)
+        await node.open()
         runner = web.AppRunner(Api(node).app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -52,8 +59,9 @@ class Server:
 
 
 async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Event,
-                        snapshot_every: int = 1000) -> None:
-    server = await Server.start(data_dir, host, port, snapshot_every)
+                        snapshot_every: int = 1000, raft_id: str | None = None,
+                        peers: dict[str, PeerAddress] | None = None) -> None:
+    server = await Server.start(data_dir, host, port, snapshot_every, raft_id, peers)
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
     try:
         await stop.wait()

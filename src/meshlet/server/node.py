@@ -11,12 +11,30 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meshlet.errors import MeshletError, Unavailable
 from meshlet.server.wal import CommandLog, LogRecord, SnapshotStore
 from meshlet.state import Command, Result, StateMachine, decode_command, encode_command
 
 log = logging.getLogger(__name__)
+
+
+async def wait_for_index(node: ServerNode | Any, current: Callable[[], int], min_index: int,
+                         timeout: float) -> int:
+    """Block until ``current()`` exceeds ``min_index`` or ``timeout``; return it. The node
+    replaces ``node._changed`` (an Event) and sets the old one on every apply."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while current() <= min_index:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            await asyncio.wait_for(node._changed.wait(), remaining)
+        except TimeoutError:
+            break
+    return current()
 
 
 class ServerNode:
@@ -123,17 +141,18 @@ class ServerNode:
 
     async def wait_for_change(self, current: Callable[[], int], min_index: int,
                               timeout: float) -> int:
-        """Block until ``current()`` exceeds ``min_index`` or ``timeout``; return it."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while current() <= min_index:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                break
-        return current()
+        return await wait_for_index(self, current, min_index, timeout)
+
+    async def open(self) -> None:
+        """Recover and start (what the server process does)."""
+        self.recover()
+        self.start()
+
+    def status(self) -> dict[str, object]:
+        return {"mode": "single", "leader": True}
+
+    def leader_url(self) -> str | None:
+        return None
 
 
-__all__ = ["ServerNode", "MeshletError"]
+__all__ = ["MeshletError", "ServerNode", "wait_for_index"]

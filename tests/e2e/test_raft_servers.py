@@ -1,0 +1,103 @@
+"""Three `meshlet server` processes replicating with Raft: writes through any server,
+reads from every server, kill -9 of the leader, and a restart that catches up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import env_for, free_port, meshlet, meshlet_json, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ids = ["s1", "s2", "s3"]
+        self.raft = {i: free_port() for i in self.ids}
+        self.http = {i: free_port() for i in self.ids}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def addr(self, node: str) -> str:
+        return f"http://127.0.0.1:{self.http[node]}"
+
+    def start(self, node: str) -> None:
+        peers = [f"--peer={p}=127.0.0.1:{self.raft[p]},127.0.0.1:{self.http[p]}"
+                 for p in self.ids if p != node]
+        self.procs[node] = subprocess.Popen(
+            [sys.executable, "-m", "meshlet", "server", "--id", node,
+             "--data-dir", str(self.root / node), "--http", f"127.0.0.1:{self.http[node]}",
+             "--raft", f"127.0.0.1:{self.raft[node]}", *peers],
+            env=env_for(self.root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def status(self, node: str) -> dict | None:  # type: ignore[type-arg]
+        out = meshlet("--addr", self.addr(node), "-o", "json", "status", home=self.root,
+                      check=False)
+        if out.returncode:
+            return None
+        import json
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    def leader(self, among: list[str]) -> str | None:
+        for node in among:
+            s = self.status(node)
+            if s and s["leader"]:
+                return node
+        return None
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    for node in c.ids:
+        c.start(node)
+    try:
+        yield c
+    finally:
+        for proc in c.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster) -> None:
+    leader = wait_for(lambda: cluster.leader(cluster.ids), 30, "a leader")
+    follower = next(n for n in cluster.ids if n != leader)
+    # Writes through a follower are forwarded to the leader.
+    for i in range(10):
+        meshlet("--addr", cluster.addr(follower), "kv", "put", f"k{i}", f"v{i}",
+                home=cluster.root)
+
+    def everywhere(key: str, value: str, nodes: list[str]) -> bool:
+        for node in nodes:
+            out = meshlet("--addr", cluster.addr(node), "kv", "get", key, home=cluster.root,
+                          check=False)
+            if out.stdout != value + "\n":
+                return False
+        return True
+    wait_for(lambda: everywhere("k9", "v9", cluster.ids), 20, "replication to every server")
+
+    members = meshlet_json("--addr", cluster.addr(leader), "members", home=cluster.root)
+    assert {m["id"] for m in members} == set(cluster.ids)
+    assert [m["id"] for m in members if m["role"] == "leader"] == [leader]
+    raft = meshlet_json("--addr", cluster.addr(leader), "raft", "status", home=cluster.root)
+    assert raft["role"] == "leader" and raft["commit"] >= 11
+
+    os.kill(cluster.procs[leader].pid, signal.SIGKILL)
+    cluster.procs[leader].wait(10)
+    rest = [n for n in cluster.ids if n != leader]
+    new_leader = wait_for(lambda: cluster.leader(rest), 30, "a new leader")
+    meshlet("--addr", cluster.addr(new_leader), "kv", "put", "after", "failover",
+            home=cluster.root)
+    wait_for(lambda: everywhere("after", "failover", rest), 20, "the write after failover")
+
+    cluster.start(leader)  # back from disk: catches up on what it missed
+    wait_for(lambda: everywhere("after", "failover", cluster.ids), 30, "catch-up")
+    assert all(everywhere(f"k{i}", f"v{i}", [leader]) for i in range(10))
