@@ -84,6 +84,16 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
         return True
     wait_for(lambda: everywhere("k9", "v9", cluster.ids), 20, "replication to every server")
 
+    # Reads: consistent and default go to the leader (forwarded), stale stays local.
+    for mode in ("consistent", "default", "stale"):
+        out = meshlet("--addr", cluster.addr(follower), "kv", "get", "k3",
+                      "--consistency", mode, home=cluster.root)
+        assert out.stdout == "v3\n"
+    import urllib.request
+    with urllib.request.urlopen(f"{cluster.addr(follower)}/v1/kv/k3?stale", timeout=5) as r:
+        assert r.headers["X-Meshlet-Known-Leader"] == "true"
+        assert int(r.headers["X-Meshlet-Last-Contact"]) >= 0
+
     members = meshlet_json("--addr", cluster.addr(leader), "members", home=cluster.root)
     assert {m["id"] for m in members} == set(cluster.ids)
     assert [m["id"] for m in members if m["role"] == "leader"] == [leader]

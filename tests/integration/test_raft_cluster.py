@@ -68,10 +68,19 @@ async def test_replicate_fail_over_and_recover(tmp_path: Path) -> None:
         follower = next(m for m in members if m is not leader)
         with pytest.raises(NotLeader):
             await follower.driver.propose(b"to a follower")
+        with pytest.raises(NotLeader):
+            await follower.driver.read_index()
+        # A linearizable read point covers every acknowledged write, applied here.
+        read_at = await leader.driver.read_index()
+        assert read_at >= max(indexes) and len(leader.applied) >= 30
+        assert follower.driver.last_contact() is not None
 
-        await leader.driver.stop()  # the leader goes away
+        handed_to = await leader.driver.hand_over()  # a clean shutdown hands over first
+        await leader.driver.stop()
+        assert handed_to is not None
         rest = [m for m in members if m is not leader]
         new_leader = await leader_of(rest)
+        assert new_leader.id == handed_to
         await new_leader.driver.propose(b"after failover")
         await async_wait_until(lambda: everyone_has(31, rest), 20, "failover write")
 

@@ -110,3 +110,50 @@ def test_single_node_commits_alone() -> None:
     index = leader.propose(b"only")
     sim.process("solo")
     assert sim.applied["solo"][-1].index == index and sim.applied["solo"][-1].data == b"only"
+
+
+def test_read_index_needs_a_quorum_of_acknowledgements() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=5)
+    leader = elect(sim)
+    leader.propose(b"w")
+    sim.process(leader.id)
+    while sim.network:
+        sim.deliver(0)
+    leader.read_index(7)
+    sim.process(leader.id)
+    assert not leader.ready_reads  # not before the heartbeat round is acknowledged
+    confirmed: list[tuple[int, int]] = []
+    original_process = sim.process_once
+
+    def recording(node_id: str) -> bool:
+        if node_id == leader.id:
+            confirmed.extend(leader.ready().reads)
+        return original_process(node_id)
+    sim.process_once = recording  # type: ignore[method-assign]
+    while sim.network:
+        sim.deliver(0)
+    assert confirmed == [(7, leader.commit)]
+
+
+def test_read_index_on_an_isolated_leader_is_never_confirmed() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=6)
+    leader = elect(sim)
+    for other in sim.ids:
+        if other != leader.id:
+            sim.cut.add(frozenset((leader.id, other)))
+    leader.read_index(1)
+    for _ in range(3 * leader.election_ticks):
+        sim.tick(leader.id)
+        assert not leader.ready().reads
+        while sim.network:
+            sim.deliver(0)
+    assert leader.role != Role.LEADER and not leader.pending_reads
+
+
+def test_read_index_refused_on_followers() -> None:
+    from meshlet.raft.core import NotLeaderError
+    sim = SimCluster(["a", "b", "c"], seed=7)
+    leader = elect(sim)
+    follower = next(n for i, n in sim.nodes.items() if i != leader.id)
+    with pytest.raises(NotLeaderError):
+        follower.read_index(1)

@@ -100,11 +100,13 @@ class Client:
 
     # -- kv -----------------------------------------------------------------------------
 
-    async def kv_get(self, key: str) -> dict[str, Any]:
-        return (await self.request("GET", f"/v1/kv/{quote(key)}"))[0]
+    async def kv_get(self, key: str, consistency: str = "default") -> dict[str, Any]:
+        return (await self.request("GET", f"/v1/kv/{quote(key)}",
+                                   params={"consistency": consistency}))[0]
 
-    async def kv_get_raw(self, key: str) -> bytes:
-        return (await self.request("GET", f"/v1/kv/{quote(key)}", params={"raw": "1"},
+    async def kv_get_raw(self, key: str, consistency: str = "default") -> bytes:
+        return (await self.request("GET", f"/v1/kv/{quote(key)}",
+                                   params={"raw": "1", "consistency": consistency},
                                    raw=True))[0]
 
     async def kv_put(self, key: str, value: bytes, cas: int | None = None) -> dict[str, Any]:
@@ -117,8 +119,10 @@ class Client:
         body, _ = await self.request("DELETE", f"/v1/kv/{quote(key)}", params=params)
         return bool(body["deleted"])
 
-    async def kv_list(self, prefix: str = "") -> list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/kv", params={"prefix": prefix}))[0]
+    async def kv_list(self, prefix: str = "", consistency: str = "default"
+                      ) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/kv",
+                                   params={"prefix": prefix, "consistency": consistency}))[0]
 
     # -- config ---------------------------------------------------------------------------
 

@@ -144,8 +144,23 @@ class Api:
         r.add_delete("/v1/config/{service}", self.config_delete)
         return app
 
+    async def read_barrier(self, request: web.Request) -> None:
+        """Honour ``?consistency=stale|default|consistent`` (or Consul's ``?stale`` and
+        ``?consistent``) and ``?max_stale=D``; raises NotLeader to be forwarded."""
+        mode = request.query.get("consistency")
+        if mode is None:
+            mode = "stale" if "stale" in request.query else \
+                "consistent" if "consistent" in request.query else "default"
+        if mode not in ("stale", "default", "consistent"):
+            raise ConfigError(f"consistency: {mode!r} is not stale, default or consistent",
+                              "consistency")
+        raw = request.query.get("max_stale")
+        max_stale = parse_duration(raw, "max_stale") if raw is not None else None
+        await self.node.read_barrier(mode, max_stale)
+
     async def block(self, request: web.Request, current: Callable[[], int]) -> int:
-        """Honour ``?index=N&wait=D``; return the index to report."""
+        """Honour the read's consistency, then ``?index=N&wait=D``; return the index."""
+        await self.read_barrier(request)
         index = query_int(request, "index")
         if index is None:
             return current()
@@ -153,7 +168,8 @@ class Api:
         return await self.node.wait_for_change(current, index, wait)
 
     def reply(self, body: Any, index: int, status: int = 200) -> web.Response:
-        return web.json_response(body, status=status, headers={INDEX_HEADER: str(index)})
+        return web.json_response(body, status=status, headers={
+            INDEX_HEADER: str(index), **self.node.read_headers()})
 
     async def status(self, request: web.Request) -> web.Response:
         return self.reply({"version": meshlet.__version__, **self.node.status(),
@@ -204,12 +220,13 @@ class Api:
         if query_flag(request, "recurse"):
             index = await self.block(request, lambda: self.sm.kv_index)
             return self.reply([kv_to_dict(e) for e in self.sm.kv_list(key)], index)
+        await self.read_barrier(request)
         entry = self.sm.kv.get(key)
         if entry is None:
             raise NotFound(f"key {key!r} not found", "key")
         if query_flag(request, "raw"):
             return web.Response(body=entry.value, headers={
-                INDEX_HEADER: str(entry.modify_index)},
+                INDEX_HEADER: str(entry.modify_index), **self.node.read_headers()},
                 content_type="application/octet-stream")
         return self.reply(kv_to_dict(entry), entry.modify_index)
 

@@ -304,15 +304,22 @@ def kv() -> None:
     """Key/value store."""
 
 
+CONSISTENCY = click.option(
+    "--consistency", type=click.Choice(["stale", "default", "consistent"]), default="default",
+    show_default=True, help="stale: any server's local state; default: the leader's; "
+    "consistent: the leader's after confirming it still leads.")
+
+
 @kv.command("get")
 @click.argument("key")
+@CONSISTENCY
 @pass_ctx
-def kv_get(ctx: Context, key: str) -> None:
+def kv_get(ctx: Context, key: str, consistency: str) -> None:
     """Print a key's raw value (as `consul kv get` does); -o json for the metadata."""
     if ctx.json:
-        emit_json(ctx.call(lambda c: c.kv_get(key)))
+        emit_json(ctx.call(lambda c: c.kv_get(key, consistency)))
         return
-    value = ctx.call(lambda c: c.kv_get_raw(key))
+    value = ctx.call(lambda c: c.kv_get_raw(key, consistency))
     sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
 
 
@@ -347,10 +354,11 @@ def kv_delete(ctx: Context, key: str, cas: int | None) -> None:
 
 @kv.command("list")
 @click.argument("prefix", required=False, default="")
+@CONSISTENCY
 @pass_ctx
-def kv_list(ctx: Context, prefix: str) -> None:
+def kv_list(ctx: Context, prefix: str, consistency: str) -> None:
     """List keys under PREFIX."""
-    body = ctx.call(lambda c: c.kv_list(prefix))
+    body = ctx.call(lambda c: c.kv_list(prefix, consistency))
     if ctx.json:
         emit_json(body)
         return

@@ -18,7 +18,7 @@ def encode(m: Message) -> bytes:
     body: dict[str, Any] = {
         "type": m.type.value, "frm": m.frm, "to": m.to, "term": m.term,
         "log_term": m.log_term, "index": m.index, "commit": m.commit,
-        "reject": m.reject, "reject_term": m.reject_term,
+        "reject": m.reject, "reject_term": m.reject_term, "context": m.context,
         "entries": [[e.term, e.index, base64.b64encode(e.data).decode("ascii")]
                     for e in m.entries]}
     payload = json.dumps(body, separators=(",", ":")).encode()
@@ -32,6 +32,6 @@ def decode(payload: bytes) -> Message:
         return Message(MsgType(b["type"]), b["frm"], b["to"], b["term"], b["log_term"],
                        b["index"], tuple(Entry(t, i, base64.b64decode(d))
                                          for t, i, d in b["entries"]),
-                       b["commit"], b["reject"], b["reject_term"])
+                       b["commit"], b["reject"], b["reject_term"], b.get("context", 0))
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"malformed raft frame: {exc}") from None

@@ -8,7 +8,12 @@ entries from the leader's current term, by counting (§5.4.2, the Figure 8 rule)
 check-quorum (a leader that has not heard from a majority within an election timeout
 steps down); leadership transfer (TimeoutNow, thesis §3.10).
 
-Not yet: snapshots/InstallSnapshot, membership change, ReadIndex. The driver's
+Reads: ``read_index(ctx)`` (thesis §6.4): the leader notes its commit index, confirms
+it is still leader with a heartbeat round acknowledged by a majority, then reports
+``(ctx, index)`` in ``Ready.reads``; the driver serves the read once it has applied up
+to ``index``, which makes the read linearizable.
+
+Not yet: snapshots/InstallSnapshot, membership change. The driver's
 obligations, in order, for each Ready: persist ``hard_state`` and ``entries`` (fsync),
 send ``messages``, apply ``committed``, then ``advance``.
 """
@@ -62,6 +67,7 @@ class Message:
     commit: int = 0
     reject: bool = False
     reject_term: int = 0       # append_resp: term of the follower's entry at the hint
+    context: int = 0           # append/append_resp: the read-index round being confirmed
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,18 @@ class Ready:
     entries: list[Entry]
     messages: list[Message]
     committed: list[Entry]
+    reads: list[tuple[int, int]] = field(default_factory=list)  # (context, read index)
 
     def empty(self) -> bool:
-        return not (self.hard_state or self.entries or self.messages or self.committed)
+        return not (self.hard_state or self.entries or self.messages or self.committed
+                    or self.reads)
+
+
+@dataclass
+class PendingRead:
+    context: int
+    index: int
+    acks: set[NodeId]
 
 
 @dataclass
@@ -117,6 +132,8 @@ class RaftNode:
     timeout: int = 0
     transfer_to: NodeId | None = None
     outbox: list[Message] = field(default_factory=list)
+    pending_reads: list[PendingRead] = field(default_factory=list)
+    ready_reads: list[tuple[int, int]] = field(default_factory=list)
     _last_hard: HardState = field(default_factory=HardState)
 
     def __post_init__(self) -> None:
@@ -176,6 +193,20 @@ class RaftNode:
             self.maybe_commit()
         return entry.index
 
+    def read_index(self, context: int) -> None:
+        """Ask for a linearizable read point; answered in ``Ready.reads``. Raises
+        NotLeaderError on a follower, or while this leader has not yet committed an
+        entry of its own term (its commit index might be stale)."""
+        if self.role != Role.LEADER or self.term_at(self.commit) != self.term:
+            raise NotLeaderError(self.leader if self.role != Role.LEADER else None)
+        if len(self.peers) == 1:
+            self.ready_reads.append((context, self.commit))
+            return
+        self.pending_reads.append(PendingRead(context, self.commit, {self.id}))
+        for peer in self.peers:
+            if peer != self.id:
+                self.send_append(peer, context)
+
     def transfer_leadership(self, to: NodeId) -> None:
         """Hand leadership to ``to`` once its log is caught up (thesis §3.10)."""
         if self.role != Role.LEADER or to == self.id or to not in self.peers:
@@ -233,6 +264,7 @@ class RaftNode:
     def become_follower(self, term: int, leader: NodeId | None) -> None:
         if term != self.term:
             self.vote = None
+        self.pending_reads.clear()  # the driver fails reads it has not been answered
         self.term = term
         self.role = Role.FOLLOWER
         self.leader = leader
@@ -329,12 +361,12 @@ class RaftNode:
             if peer != self.id:
                 self.send_append(peer)
 
-    def send_append(self, peer: NodeId) -> None:
+    def send_append(self, peer: NodeId, context: int = 0) -> None:
         pr = self.progress[peer]
         prev = pr.next - 1
         entries = tuple(self.log[prev:prev + 64])
         self.send(Message(MsgType.APPEND, self.id, peer, self.term, self.term_at(prev), prev,
-                          entries, self.commit))
+                          entries, self.commit, context=context))
 
     def on_append(self, m: Message) -> None:
         self.role = Role.FOLLOWER
@@ -350,7 +382,7 @@ class RaftNode:
             if hint_term > 0:
                 hint -= 1  # the last index before the conflicting term
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=hint,
-                              reject=True, reject_term=hint_term))
+                              reject=True, reject_term=hint_term, context=m.context))
             return
         for entry in m.entries:
             if entry.index <= self.last_index:
@@ -363,13 +395,16 @@ class RaftNode:
         match = m.index + len(m.entries)
         if m.commit > self.commit:
             self.commit = min(m.commit, match)
-        self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=match))
+        self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=match,
+                          context=m.context))
 
     def on_append_response(self, m: Message) -> None:
         if self.role != Role.LEADER:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
+        if m.context:
+            self.confirm_reads(m.frm, m.context)
         if m.reject:
             pr.next = max(1, min(pr.next - 1, m.index + 1))
             if pr.match < pr.next:
@@ -383,6 +418,19 @@ class RaftNode:
             self.send_append(m.frm)
         if self.transfer_to == m.frm and pr.match == self.last_index:
             self.send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))
+
+    def confirm_reads(self, peer: NodeId, context: int) -> None:
+        """A peer acknowledged our leadership in read round ``context`` (and so every
+        earlier round): reads confirmed by a majority become ready."""
+        still: list[PendingRead] = []
+        for read in self.pending_reads:
+            if read.context <= context:
+                read.acks.add(peer)
+            if len(read.acks) >= self.quorum():
+                self.ready_reads.append((read.context, read.index))
+            else:
+                still.append(read)
+        self.pending_reads = still
 
     def maybe_commit(self) -> None:
         self.progress[self.id].match = self.stable_or_last()
@@ -409,6 +457,7 @@ class RaftNode:
             entries=self.log[self.stable:],
             messages=list(self.outbox),
             committed=self.log[self.applied:min(self.commit, self.stable)],
+            reads=list(self.ready_reads),
         )
 
     def advance(self, ready: Ready) -> None:
@@ -420,6 +469,7 @@ class RaftNode:
             if self.term_at(last.index) == last.term:
                 self.stable = max(self.stable, last.index)
         del self.outbox[:len(ready.messages)]
+        del self.ready_reads[:len(ready.reads)]
         if ready.committed:
             self.applied = ready.committed[-1].index
         if self.role == Role.LEADER:

@@ -35,6 +35,10 @@ class RaftDriver:
         self.node: RaftNode | None = None
         self.transport = Transport(node_id, peers[node_id], peers, self.receive)
         self.waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self.reads: dict[int, asyncio.Future[int]] = {}
+        self.read_counter = 0
+        self.applied_changed = asyncio.Event()
+        self.role_changed = asyncio.Event()
         self.ticker: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -48,7 +52,28 @@ class RaftDriver:
         await self.transport.start()
         self.ticker = asyncio.get_running_loop().create_task(self.tick_loop())
 
+    async def hand_over(self, timeout: float = 2.0) -> str | None:
+        """On a clean shutdown, pass leadership to the most caught-up follower first,
+        so the cluster does not wait out an election timeout. Returns its id."""
+        node = self.node
+        if node is None or node.role != Role.LEADER or len(node.peers) < 2:
+            return None
+        target = max((p for p in node.peers if p != self.id),
+                     key=lambda p: (node.progress[p].match, p))
+        node.transfer_leadership(target)
+        self.process()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while node.role == Role.LEADER and loop.time() < deadline:
+            self.role_changed.clear()
+            try:
+                await asyncio.wait_for(self.role_changed.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
+        return target if node.role != Role.LEADER else None
+
     async def stop(self) -> None:
+        await self.hand_over()
         if self.ticker is not None:
             self.ticker.cancel()
         await self.transport.stop()
@@ -85,6 +110,33 @@ class RaftDriver:
         self.process()
         return await future
 
+    async def read_index(self) -> int:
+        """Wait until a linearizable read may be served here; returns its index.
+        Raises NotLeader on a follower or when leadership is lost meanwhile."""
+        assert self.node is not None
+        self.read_counter += 1
+        context = self.read_counter
+        try:
+            self.node.read_index(context)
+        except NotLeaderError as exc:
+            raise NotLeader(f"not the leader; leader is {exc.leader}") from None
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.reads[context] = future
+        self.process()
+        index = await future
+        while self.node.applied < index:
+            self.applied_changed.clear()
+            await self.applied_changed.wait()
+        return index
+
+    def last_contact(self) -> float | None:
+        """Seconds since this node last heard from a leader (0 on the leader); None if
+        it knows of none."""
+        node = self.node
+        if node is None or node.leader is None:
+            return None
+        return 0.0 if node.role == Role.LEADER else node.elapsed * self.tick_interval
+
     def process(self) -> None:
         node = self.node
         assert node is not None
@@ -103,8 +155,19 @@ class RaftDriver:
                         waiter[1].set_result(result)
                     else:  # another leader's entry took this index
                         waiter[1].set_exception(NotLeader("leadership changed"))
+            for context, index in ready.reads:
+                read = self.reads.pop(context, None)
+                if read is not None and not read.done():
+                    read.set_result(index)
             node.advance(ready)                                    # 4. advance
+            if ready.committed:
+                self.applied_changed.set()
         if node.role != Role.LEADER:
+            self.role_changed.set()
+            for read in self.reads.values():
+                if not read.done():
+                    read.set_exception(NotLeader("leadership lost during a read"))
+            self.reads.clear()
             for index, (term, future) in list(self.waiting.items()):
                 if term < node.term and not future.done():
                     future.set_exception(NotLeader(

@@ -154,5 +154,11 @@ class ServerNode:
     def leader_url(self) -> str | None:
         return None
 
+    async def read_barrier(self, consistency: str, max_stale: float | None) -> None:
+        """One server: every read is already consistent."""
+
+    def read_headers(self) -> dict[str, str]:
+        return {"X-Meshlet-Known-Leader": "true", "X-Meshlet-Last-Contact": "0"}
+
 
 __all__ = ["MeshletError", "ServerNode", "wait_for_index"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshlet.errors import MeshletError
+from meshlet.errors import MeshletError, NotLeader
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
 from meshlet.server.node import wait_for_index
@@ -76,6 +76,27 @@ class RaftServerNode:
     async def wait_for_change(self, current: Callable[[], int], min_index: int,
                               timeout: float) -> int:
         return await wait_for_index(self, current, min_index, timeout)
+
+    async def read_barrier(self, consistency: str, max_stale: float | None) -> None:
+        """Make a read as fresh as asked, or raise NotLeader so the API forwards it:
+        ``stale`` serves local state (within ``max_stale`` of the leader, if given),
+        ``default`` serves on the leader, ``consistent`` also confirms leadership with a
+        quorum first (ReadIndex)."""
+        if consistency == "stale":
+            contact = self.driver.last_contact()
+            if max_stale is None or (contact is not None and contact <= max_stale):
+                return
+            raise NotLeader(f"this server last heard from the leader {contact}s ago, "
+                            f"more than max_stale={max_stale}s")
+        if not self.driver.is_leader:
+            raise NotLeader("reads of this consistency are served by the leader")
+        if consistency == "consistent":
+            await self.driver.read_index()
+
+    def read_headers(self) -> dict[str, str]:
+        contact = self.driver.last_contact()
+        return {"X-Meshlet-Known-Leader": "true" if contact is not None else "false",
+                "X-Meshlet-Last-Contact": f"{int((contact or 0) * 1000)}"}
 
     def leader_url(self) -> str | None:
         node = self.driver.node
