@@ -62,10 +62,14 @@ class RaftServerNode:
 
     async def propose(self, command: Command) -> Result:
         """Commit ``command`` on a majority. Raises MeshletError (NotLeader on a
-        follower: the API forwards those)."""
-        error = self.machine.check(command)
-        if error is not None:
-            raise error
+        follower: the API forwards those).
+
+        Unlike the single node, nothing is checked against local state first: a
+        follower's state, or a new leader's, may lag behind what is committed, so a
+        check-and-set judged here could be wrong. Every server judges it the same way
+        when it applies the entry, and the result comes back from there."""
+        if not self.driver.is_leader:
+            raise NotLeader("writes go to the leader")
         data = json.dumps(encode_command(command), separators=(",", ":")).encode()
         result = await self.driver.propose(data)
         assert isinstance(result, Result)
