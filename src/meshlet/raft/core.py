@@ -133,6 +133,7 @@ class RaftNode:
     transfer_to: NodeId | None = None
     outbox: list[Message] = field(default_factory=list)
     pending_reads: list[PendingRead] = field(default_factory=list)
+    append_due: bool = False
     ready_reads: list[tuple[int, int]] = field(default_factory=list)
     _last_hard: HardState = field(default_factory=HardState)
 
@@ -188,7 +189,7 @@ class RaftNode:
             raise NotLeaderError(self.leader if self.role != Role.LEADER else None)
         entry = Entry(self.term, self.last_index + 1, data)
         self.log.append(entry)
-        self.broadcast_append()
+        self.append_due = True  # sent with the next Ready, batched with other proposals
         if len(self.peers) == 1:
             self.maybe_commit()
         return entry.index
@@ -451,6 +452,10 @@ class RaftNode:
         self.outbox.append(m)
 
     def ready(self) -> Ready:
+        if self.append_due:
+            self.append_due = False
+            if self.role == Role.LEADER:
+                self.broadcast_append()
         hard = HardState(self.term, self.vote, self.commit)
         return Ready(
             hard_state=hard if hard != self._last_hard else None,

@@ -39,6 +39,7 @@ class RaftDriver:
         self.read_counter = 0
         self.applied_changed = asyncio.Event()
         self.role_changed = asyncio.Event()
+        self.scheduled = False
         self.ticker: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -107,8 +108,19 @@ class RaftDriver:
             raise NotLeader(f"not the leader; leader is {exc.leader}") from None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[index] = (self.node.term, future)
-        self.process()
+        self.process_soon()
         return await future
+
+    def process_soon(self) -> None:
+        """Group commit: proposals made in the same turn of the event loop share one
+        Ready, so one fsync and one message per peer carry all of them."""
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.process_scheduled)
+
+    def process_scheduled(self) -> None:
+        self.scheduled = False
+        self.process()
 
     async def read_index(self) -> int:
         """Wait until a linearizable read may be served here; returns its index.
