@@ -67,10 +67,17 @@ def step(state: State, op: Op) -> State | None:
 
 def check_key(ops: list[Op]) -> bool:
     """Whether one key's history is linearizable."""
-    # A write of unknown outcome whose value nobody ever read can always be placed
-    # after everything else, where it changes nothing observed: drop it.
+    # A write of unknown outcome whose value nobody ever read can be placed after
+    # everything else, where it changes nothing observed, and so dropped: unless a
+    # later check-and-set failed, since that failure may be its only trace.
     read = {op.out_value for op in ops if op.kind == "get" and op.ok}
-    ops = [op for op in ops if op.ret is not None or op.kind == "get" or op.value in read]
+    failed_cas = [op.call for op in ops if op.kind == "cas" and op.ret is not None
+                  and not op.ok]
+
+    def needed(op: Op) -> bool:
+        return (op.ret is not None or op.kind == "get" or op.value in read
+                or any(call > op.call for call in failed_cas))
+    ops = [op for op in ops if needed(op)]
     n = len(ops)
     unknown_mask = sum(1 << i for i, op in enumerate(ops) if op.ret is None)
     ret = [op.ret if op.ret is not None else INFINITY for op in ops]

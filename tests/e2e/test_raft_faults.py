@@ -286,4 +286,9 @@ def test_linearizable_under_kills_and_cuts(cluster: Cluster) -> None:
         return False
     wait_for(final_write, 30, "a write after healing")
     result = check(history)
+    if not result["ok"]:  # keep the history for replay with tests.linearizability
+        import pickle
+        dump = cluster.root / "history.pickle"
+        dump.write_bytes(pickle.dumps(history))
+        result["history"] = str(dump)
     assert result["ok"], result

@@ -99,6 +99,11 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
     assert [m["id"] for m in members if m["role"] == "leader"] == [leader]
     raft = meshlet_json("--addr", cluster.addr(leader), "raft", "status", home=cluster.root)
     assert raft["role"] == "leader" and raft["commit"] >= 11
+    with urllib.request.urlopen(f"{cluster.addr(leader)}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'meshlet_raft_role{role="leader"} 1.0' in metrics
+    assert f"meshlet_raft_term {float(raft['term'])}" in metrics
+    assert "meshlet_raft_leader_changes_total" in metrics
 
     os.kill(cluster.procs[leader].pid, signal.SIGKILL)
     cluster.procs[leader].wait(10)

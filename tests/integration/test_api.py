@@ -133,3 +133,12 @@ async def test_unreachable_server_is_a_clear_error() -> None:
     async with Client("http://127.0.0.1:1") as c:
         with pytest.raises(Unavailable, match="cannot reach meshlet"):
             await c.status()
+
+
+async def test_server_metrics(server: Server, http: Any) -> None:
+    async with Client(server.url) as c:
+        await c.kv_put("m", b"1")
+    async with http.get("/metrics") as resp:
+        text = await resp.text()
+    assert "meshlet_commit_latency_seconds_count 1.0" in text
+    assert f"meshlet_state_index {float(server.node.machine.index)}" in text

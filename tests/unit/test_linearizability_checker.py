@@ -43,3 +43,12 @@ def test_cas_semantics() -> None:
     wrong = [put(0, "a", 0, 1, 5),
              Op(1, "cas", "k", "b", 4, 2, 3, True, None, 6)]  # expected index was wrong
     assert not check(wrong)["ok"]
+
+
+def test_an_unread_unknown_write_can_explain_a_failed_cas() -> None:
+    history = [put(0, "a", 0, 1, 5),
+               put(1, "b", 2, None, None),                            # outcome unknown
+               Op(2, "cas", "k", "c", 5, 10, 11, False, None, None)]  # failed: index moved
+    assert check(history)["ok"]
+    # Without the unknown write, the same failure is impossible.
+    assert not check([history[0], history[2]])["ok"]

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.api.schemas import HealthBody, RegisterBody, parse_body
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader
+from meshlet.observe.server_metrics import ServerMetrics
 from meshlet.server.node import ServerNode
 from meshlet.server.raft_node import RaftServerNode
 from meshlet.state.commands import (
@@ -98,6 +101,18 @@ class Api:
     def __init__(self, node: ServerNode | RaftServerNode) -> None:
         self.node = node
         self.sm = node.machine
+        self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
+
+    async def propose(self, command: Any) -> Any:
+        """Every write goes through here, so its latency is measured once."""
+        started = time.perf_counter()
+        result = await self.node.propose(command)
+        self.metrics.commit_latency.observe(time.perf_counter() - started)
+        return result
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @web.middleware
     async def forward_middleware(self, request: web.Request, handler: Handler
@@ -129,6 +144,7 @@ class Api:
                               client_max_size=4 * 1024 * 1024)
         r = app.router
         r.add_get("/v1/status", self.status)
+        r.add_get("/metrics", self.metrics_page)
         r.add_put("/v1/catalog/register", self.register)
         r.add_put("/v1/catalog/deregister/{id}", self.deregister)
         r.add_put("/v1/health/{id}", self.set_health)
@@ -181,19 +197,19 @@ class Api:
     async def register(self, request: web.Request) -> web.Response:
         body = parse_body(RegisterBody, await read_json(request))
         instance_id = body.id or f"{body.service}-{uuid.uuid4().hex[:8]}"
-        result = await self.node.propose(RegisterInstance(
+        result = await self.propose(RegisterInstance(
             id=instance_id, service=body.service, address=body.address, port=body.port,
             tags=tuple(body.tags), meta=body.meta, weight=body.weight, zone=body.zone,
             node=body.node, status=body.status))
         return self.reply(result.value, result.index)
 
     async def deregister(self, request: web.Request) -> web.Response:
-        result = await self.node.propose(DeregisterInstance(request.match_info["id"]))
+        result = await self.propose(DeregisterInstance(request.match_info["id"]))
         return self.reply({"deregistered": request.match_info["id"]}, result.index)
 
     async def set_health(self, request: web.Request) -> web.Response:
         body = parse_body(HealthBody, await read_json(request))
-        result = await self.node.propose(SetHealth(
+        result = await self.propose(SetHealth(
             request.match_info["id"], body.status, body.output, body.restarts, body.pid))
         return self.reply(result.value, result.index)
 
@@ -231,12 +247,12 @@ class Api:
         return self.reply(kv_to_dict(entry), entry.modify_index)
 
     async def kv_put(self, request: web.Request) -> web.Response:
-        result = await self.node.propose(KVPut(
+        result = await self.propose(KVPut(
             request.match_info["key"], await request.read(), query_int(request, "cas")))
         return self.reply(result.value, result.index)
 
     async def kv_delete(self, request: web.Request) -> web.Response:
-        result = await self.node.propose(KVDelete(request.match_info["key"],
+        result = await self.propose(KVDelete(request.match_info["key"],
                                                   query_int(request, "cas")))
         return self.reply({"deleted": result.value}, result.index)
 
@@ -260,10 +276,10 @@ class Api:
         settings = await read_json(request)
         if not isinstance(settings, dict):
             raise ConfigError("body: expected an object of settings", "body")
-        result = await self.node.propose(ConfigSet(
+        result = await self.propose(ConfigSet(
             request.match_info["service"], settings, query_flag(request, "replace")))
         return self.reply(self.config_body(request.match_info["service"]), result.index)
 
     async def config_delete(self, request: web.Request) -> web.Response:
-        result = await self.node.propose(ConfigDelete(request.match_info["service"]))
+        result = await self.propose(ConfigDelete(request.match_info["service"]))
         return self.reply({"deleted": request.match_info["service"]}, result.index)

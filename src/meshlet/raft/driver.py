@@ -40,6 +40,8 @@ class RaftDriver:
         self.applied_changed = asyncio.Event()
         self.role_changed = asyncio.Event()
         self.scheduled = False
+        self.leader_changes = 0
+        self.last_leader: str | None = None
         self.ticker: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -172,6 +174,9 @@ class RaftDriver:
                 if read is not None and not read.done():
                     read.set_result(index)
             node.advance(ready)                                    # 4. advance
+            if node.leader is not None and node.leader != self.last_leader:
+                self.leader_changes += 1
+                self.last_leader = node.leader
             if ready.committed:
                 self.applied_changed.set()
         if node.role != Role.LEADER:

@@ -123,7 +123,8 @@ class RaftServerNode:
         return {"mode": "raft", "leader": node.role.value == "leader", "id": self.id,
                 "raft": {"term": node.term, "role": node.role.value,
                          "leader": node.leader, "commit": node.commit,
-                         "applied": node.applied, "last_index": node.last_index},
+                         "applied": node.applied, "last_index": node.last_index,
+                         "leader_changes": self.driver.leader_changes},
                 "members": members}
 
 

@@ -1,0 +1,54 @@
+"""The server's Prometheus metrics: write latency measured as writes happen, the rest
+(Raft term, role, indexes, elections) read from the node when ``/metrics`` is scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                  2.5, 5.0)
+ROLES = ("follower", "pre-candidate", "candidate", "leader")
+
+
+class NodeCollector(Collector):
+    def __init__(self, status: Callable[[], dict[str, Any]], index: Callable[[], int]) -> None:
+        self.status = status
+        self.index = index
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("meshlet_state_index",
+                                "Last log index applied to the state machine.", self.index())
+        info = self.status().get("raft")
+        if info is None:
+            return
+        yield GaugeMetricFamily("meshlet_raft_term", "Current Raft term.", info["term"])
+        role = GaugeMetricFamily("meshlet_raft_role", "1 for this server's current role.",
+                                 labels=["role"])
+        for name in ROLES:
+            role.add_metric([name], 1.0 if info["role"] == name else 0.0)
+        yield role
+        yield GaugeMetricFamily("meshlet_raft_commit_index", "Highest committed index.",
+                                info["commit"])
+        yield GaugeMetricFamily("meshlet_raft_applied_index", "Highest applied index.",
+                                info["applied"])
+        yield GaugeMetricFamily("meshlet_raft_last_index", "Last index in the log.",
+                                info["last_index"])
+        yield CounterMetricFamily("meshlet_raft_leader_changes",
+                                  "Times this server saw the leader change.",
+                                  info["leader_changes"])
+
+
+class ServerMetrics:
+    def __init__(self, status: Callable[[], dict[str, Any]], index: Callable[[], int]) -> None:
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        self.commit_latency = Histogram(
+            "meshlet_commit_latency_seconds",
+            "From a write's arrival to its acknowledgement (durable, applied).",
+            buckets=COMMIT_BUCKETS, registry=self.registry)
+        self.registry.register(NodeCollector(status, index))
