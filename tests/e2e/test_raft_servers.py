@@ -105,6 +105,17 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
     assert f"meshlet_raft_term {float(raft['term'])}" in metrics
     assert "meshlet_raft_leader_changes_total" in metrics
 
+    # Hand leadership to a chosen follower (asked through another follower: forwarded).
+    target = next(n for n in cluster.ids if n not in (leader, follower))
+    out = meshlet("--addr", cluster.addr(follower), "raft", "transfer-leader", target,
+                  home=cluster.root)
+    assert out.stdout.strip() == f"leadership handed to {target}"
+    wait_for(lambda: cluster.leader([target]) == target, 20, "the new leader to take over")
+    bad = meshlet("--addr", cluster.addr(target), "raft", "transfer-leader", "nobody",
+                  home=cluster.root, check=False)
+    assert bad.returncode == 1 and "'nobody' is not another server" in bad.stderr
+    leader = target
+
     os.kill(cluster.procs[leader].pid, signal.SIGKILL)
     cluster.procs[leader].wait(10)
     rest = [n for n in cluster.ids if n != leader]

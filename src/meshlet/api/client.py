@@ -87,6 +87,11 @@ class Client:
             body["pid"] = pid
         await self.request("PUT", f"/v1/health/{quote(instance_id, safe='')}", json=body)
 
+    async def transfer_leader(self, to: str | None = None) -> str:
+        params = {"to": to} if to else None
+        body, _ = await self.request("POST", "/v1/raft/transfer-leader", params=params)
+        return str(body["leader"])
+
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
 

@@ -110,6 +110,10 @@ class Api:
         self.metrics.commit_latency.observe(time.perf_counter() - started)
         return result
 
+    async def transfer_leader(self, request: web.Request) -> web.Response:
+        target = await self.node.transfer_leader(request.query.get("to"))
+        return self.reply({"leader": target}, self.sm.index)
+
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -145,6 +149,7 @@ class Api:
         r = app.router
         r.add_get("/v1/status", self.status)
         r.add_get("/metrics", self.metrics_page)
+        r.add_post("/v1/raft/transfer-leader", self.transfer_leader)
         r.add_put("/v1/catalog/register", self.register)
         r.add_put("/v1/catalog/deregister/{id}", self.deregister)
         r.add_put("/v1/health/{id}", self.set_health)

@@ -269,6 +269,18 @@ def raft_status(ctx: Context) -> None:
           ["ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST INDEX"])
 
 
+@raft.command("transfer-leader")
+@click.argument("to", required=False)
+@pass_ctx
+def raft_transfer_leader(ctx: Context, to: str | None) -> None:
+    """Hand leadership to server TO (default: the most caught-up follower)."""
+    leader = ctx.call(lambda c: c.transfer_leader(to))
+    if ctx.json:
+        emit_json({"leader": leader})
+    else:
+        click.echo(f"leadership handed to {leader}")
+
+
 @cli.command()
 @pass_ctx
 def services(ctx: Context) -> None:

@@ -55,14 +55,15 @@ class RaftDriver:
         await self.transport.start()
         self.ticker = asyncio.get_running_loop().create_task(self.tick_loop())
 
-    async def hand_over(self, timeout: float = 2.0) -> str | None:
-        """On a clean shutdown, pass leadership to the most caught-up follower first,
-        so the cluster does not wait out an election timeout. Returns its id."""
+    async def hand_over(self, timeout: float = 2.0, to: str | None = None) -> str | None:
+        """Pass leadership to ``to`` (default: the most caught-up follower), e.g. on a
+        clean shutdown, so the cluster does not wait out an election timeout. Returns
+        the id it went to, or None if this node was not leader or it did not happen."""
         node = self.node
         if node is None or node.role != Role.LEADER or len(node.peers) < 2:
             return None
-        target = max((p for p in node.peers if p != self.id),
-                     key=lambda p: (node.progress[p].match, p))
+        target = to or max((p for p in node.peers if p != self.id),
+                           key=lambda p: (node.progress[p].match, p))
         node.transfer_leadership(target)
         self.process()
         loop = asyncio.get_running_loop()

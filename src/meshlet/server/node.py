@@ -154,6 +154,11 @@ class ServerNode:
     def leader_url(self) -> str | None:
         return None
 
+    async def transfer_leader(self, to: str | None) -> str:
+        from meshlet.errors import ConfigError
+        raise ConfigError("this server runs alone, without Raft: there is no one to hand "
+                          "leadership to", "to")
+
     async def read_barrier(self, consistency: str, max_stale: float | None) -> None:
         """One server: every read is already consistent."""
 

@@ -102,6 +102,19 @@ class RaftServerNode:
         return {"X-Meshlet-Known-Leader": "true" if contact is not None else "false",
                 "X-Meshlet-Last-Contact": f"{int((contact or 0) * 1000)}"}
 
+    async def transfer_leader(self, to: str | None) -> str:
+        """Hand leadership to ``to`` (or the most caught-up follower); raises
+        NotLeader on a follower (forwarded), ConfigError for an unknown id."""
+        from meshlet.errors import ConfigError, Unavailable
+        if to is not None and (to not in self.peers or to == self.id):
+            raise ConfigError(f"to: {to!r} is not another server of this cluster", "to")
+        if not self.driver.is_leader:
+            raise NotLeader("leadership is transferred by the leader")
+        target = await self.driver.hand_over(to=to)
+        if target is None:
+            raise Unavailable("the transfer did not complete in time; try again")
+        return target
+
     def leader_url(self) -> str | None:
         node = self.driver.node
         leader = node.leader if node is not None else None
