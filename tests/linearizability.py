@@ -33,6 +33,13 @@ class Op:
     out_index: int | None     # put/cas: new modify index; get: the index read
 
 
+SEARCH_BUDGET = 500_000
+
+
+class Inconclusive(Exception):
+    """The search ran out of budget: neither proof nor counterexample."""
+
+
 UNKNOWN = -1  # the modify index a write of unknown outcome left (learned by a later read)
 
 
@@ -82,8 +89,12 @@ def check_key(ops: list[Op]) -> bool:
     unknown_mask = sum(1 << i for i, op in enumerate(ops) if op.ret is None)
     ret = [op.ret if op.ret is not None else INFINITY for op in ops]
     seen: set[tuple[int, State]] = set()
+    budget = [SEARCH_BUDGET]
 
     def search(done: int, state: State) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise Inconclusive(f"gave up after {SEARCH_BUDGET} search steps on {n} operations")
         if done | unknown_mask == (1 << n) - 1:
             return True  # only unknown writes are left: place them last
         if (done, state) in seen:

@@ -20,20 +20,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_port, wait_for
+from tests.e2e.helpers import env_for, free_ports, wait_for
 from tests.linearizability import Op, check
 
 pytestmark = pytest.mark.e2e
 IDS = ["s1", "s2", "s3"]
-KEYS = ["a", "b", "c"]
+KEYS = [f"k{i}" for i in range(8)]  # many keys keep each key's history short to check
 
 
 class Relay:
     """TCP relays for every directed link between servers; links can be cut."""
 
-    def __init__(self, targets: dict[str, int]) -> None:
+    def __init__(self, targets: dict[str, int], ports: list[int]) -> None:
         self.targets = targets
-        self.ports = {(a, b): free_port() for a in IDS for b in IDS if a != b}
+        links = [(a, b) for a in IDS for b in IDS if a != b]
+        self.ports = dict(zip(links, ports, strict=True))
         self.cut: set[frozenset[str]] = set()
         self.conns: dict[tuple[str, str], set[asyncio.StreamWriter]] = {
             link: set() for link in self.ports}
@@ -104,10 +105,11 @@ class Relay:
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.raft = {i: free_port() for i in IDS}
-        self.http = {i: free_port() for i in IDS}
+        ports = free_ports(12)  # 3 raft + 3 http + 6 relay links, all distinct
+        self.raft = dict(zip(IDS, ports[:3], strict=True))
+        self.http = dict(zip(IDS, ports[3:6], strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.relay = Relay(self.raft)
+        self.relay = Relay(self.raft, ports[6:])
 
     def start(self, node: str) -> None:
         peers = [f"--peer={p}=127.0.0.1:{self.relay.ports[(node, p)]},127.0.0.1:{self.http[p]}"
@@ -177,7 +179,7 @@ class Client(threading.Thread):
                     else:
                         op = Op(self.number, "put", key, value, None, call, None, False, None,
                                 None)
-                elif roll < 0.8:
+                elif roll < 0.9:
                     status, body = request("GET", base + "?consistency=consistent")
                     ret = time.monotonic()
                     if status == 200 and body:
@@ -210,7 +212,7 @@ class Client(threading.Thread):
             except NotApplied:
                 continue
             except (OSError, ValueError):
-                kind = "put" if roll < 0.4 else "get" if roll < 0.8 else "cas"
+                kind = "put" if roll < 0.4 else "get" if roll < 0.9 else "cas"
                 if kind == "get":
                     continue
                 op = Op(self.number, kind, key, f"c{self.number}-{counter}",
