@@ -32,10 +32,15 @@ import aiohttp
 VALUE = b"v" * 64
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, all held while choosing so none repeats."""
+    held = [socket.socket() for _ in range(n)]
+    for s in held:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    ports = [int(s.getsockname()[1]) for s in held]
+    for s in held:
+        s.close()
+    return ports
 
 
 def b64(data: bytes) -> str:
@@ -68,8 +73,8 @@ class Meshlet(System):
 
     def __init__(self, root: Path) -> None:
         ids = ["s1", "s2", "s3"]
-        raft = {i: free_port() for i in ids}
-        http = {i: free_port() for i in ids}
+        ports = free_ports(6)
+        raft, http = dict(zip(ids, ports[:3], strict=True)), dict(zip(ids, ports[3:], strict=True))
         self.urls = {i: f"http://127.0.0.1:{http[i]}" for i in ids}
         self.procs = {}
         for i in ids:
@@ -110,8 +115,9 @@ class Etcd(System):
 
     def __init__(self, root: Path) -> None:
         ids = ["e1", "e2", "e3"]
-        client = {i: free_port() for i in ids}
-        peer = {i: free_port() for i in ids}
+        ports = free_ports(6)
+        client, peer = (dict(zip(ids, ports[:3], strict=True)),
+                        dict(zip(ids, ports[3:], strict=True)))
         self.urls = {i: f"http://127.0.0.1:{client[i]}" for i in ids}
         cluster = ",".join(f"{i}=http://127.0.0.1:{peer[i]}" for i in ids)
         self.procs = {}

@@ -39,6 +39,14 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def stop_processes(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False) -> None:
+    """Stop every process still running (SIGTERM, or SIGKILL with ``kill``)."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill() if kill else proc.terminate()
+            proc.wait(10)
+
+
 def env_for(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["MESHLET_HOME"] = str(home)

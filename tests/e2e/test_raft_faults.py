@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_ports, wait_for
+from tests.e2e.helpers import env_for, free_ports, stop_processes, wait_for
 from tests.linearizability import Op, check
 
 pytestmark = pytest.mark.e2e
@@ -230,10 +230,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         try:
             yield c
         finally:
-            for proc in c.procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+            stop_processes(c.procs, kill=True)
 
 
 def test_linearizable_under_kills_and_cuts(cluster: Cluster) -> None:

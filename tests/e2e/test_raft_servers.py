@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_port, meshlet, meshlet_json, wait_for
+from tests.e2e.helpers import env_for, free_ports, meshlet, meshlet_json, stop_processes, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +21,9 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.ids = ["s1", "s2", "s3"]
-        self.raft = {i: free_port() for i in self.ids}
-        self.http = {i: free_port() for i in self.ids}
+        ports = free_ports(6)  # all distinct
+        self.raft = dict(zip(self.ids, ports[:3], strict=True))
+        self.http = dict(zip(self.ids, ports[3:], strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def addr(self, node: str) -> str:
@@ -61,10 +62,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield c
     finally:
-        for proc in c.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+        stop_processes(c.procs)
 
 
 def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster) -> None:

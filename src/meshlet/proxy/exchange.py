@@ -70,15 +70,8 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            return True
-    return False
 
 
-def has_header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bool:
-    return any(name.lower() == wanted for name, _ in headers)
 
 
 def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:

@@ -434,17 +434,14 @@ class RaftNode:
         self.pending_reads = still
 
     def maybe_commit(self) -> None:
-        self.progress[self.id].match = self.stable_or_last()
+        # The leader counts its own copy once persisted (thesis §10.2.1 allows sooner).
+        self.progress[self.id].match = self.stable
         matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
         candidate = matches[self.quorum() - 1]
         # §5.4.2: only an entry of the current term commits by counting replicas.
         if candidate > self.commit and self.term_at(candidate) == self.term:
             self.commit = candidate
             self.broadcast_append()
-
-    def stable_or_last(self) -> int:
-        """The leader counts its own copy once persisted (§10.2.1 allows sooner)."""
-        return self.stable
 
     # -- output -----------------------------------------------------------------------
 
