@@ -114,11 +114,12 @@ class Cluster:
     def start(self, node: str) -> None:
         peers = [f"--peer={p}=127.0.0.1:{self.relay.ports[(node, p)]},127.0.0.1:{self.http[p]}"
                  for p in IDS if p != node]
-        self.procs[node] = subprocess.Popen(
-            [sys.executable, "-m", "meshlet", "server", "--id", node, "--data-dir",
-             str(self.root / node), "--http", f"127.0.0.1:{self.http[node]}",
-             "--raft", f"127.0.0.1:{self.raft[node]}", *peers],
-            env=env_for(self.root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.root / f"{node}.log", "ab") as log:  # kept for a failing run
+            self.procs[node] = subprocess.Popen(
+                [sys.executable, "-m", "meshlet", "--verbose", "server", "--id", node,
+                 "--data-dir", str(self.root / node), "--http",
+                 f"127.0.0.1:{self.http[node]}", "--raft", f"127.0.0.1:{self.raft[node]}",
+                 *peers], env=env_for(self.root), stdout=log, stderr=log)
 
     def url(self, node: str) -> str:
         return f"http://127.0.0.1:{self.http[node]}"
@@ -283,7 +284,16 @@ def test_linearizable_under_kills_and_cuts(cluster: Cluster) -> None:
             if status == 200:
                 return True
         return False
-    wait_for(final_write, 30, "a write after healing")
+    try:
+        wait_for(final_write, 30, "a write after healing")
+    except AssertionError:
+        statuses = {}
+        for node in IDS:
+            try:
+                statuses[node] = request("GET", cluster.url(node) + "/v1/status")[1]
+            except (OSError, NotApplied) as exc:
+                statuses[node] = str(exc)
+        raise AssertionError(f"no write after healing; the servers say {statuses}") from None
     result = check(history)
     if not result["ok"]:  # keep the history for replay with tests.linearizability
         import pickle

@@ -125,7 +125,8 @@ def test_detach_status_and_down(tmp_path: Path) -> None:
     out = meshlet("up", str(SHOP), "--detach", "--http", f"127.0.0.1:{port}", home=tmp_path)
     assert "catalog-2" in out.stdout
     state = meshlet_json("status", home=tmp_path)  # finds the running `up` on its own
-    assert state["mode"] == "single"
+    # Alone, the server is a one-member Raft cluster that leads itself.
+    assert state["leader"] and [m["id"] for m in state["members"]] == ["server-1"]
     again = meshlet("up", str(SHOP), "--detach", home=tmp_path, check=False)
     assert again.returncode == 1 and "already running" in again.stderr
     import json

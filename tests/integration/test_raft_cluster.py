@@ -4,13 +4,14 @@ failover, and a restart that recovers from disk and catches up."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
 from meshlet.errors import NotLeader, StorageError
-from meshlet.raft.core import Entry, HardState
+from meshlet.raft.core import CONFIG, Entry, HardState, Snapshot, encode_config
 from meshlet.raft.driver import RaftDriver
 from meshlet.raft.storage import RaftStorage
 from tests.conftest import async_wait_until
@@ -32,13 +33,21 @@ class Member:
 
     def make(self) -> RaftDriver:
         self.applied = []
-        return RaftDriver(self.id, self.peers, self.root / self.id, self.apply,
+        founders = {p: {"raft": f"{h}:{port}"} for p, (h, port) in self.peers.items()}
+        return RaftDriver(self.id, self.peers[self.id], self.root / self.id, self.apply,
+                          self.restore, self.snapshot, founders, snapshot_every=8,
                           tick_interval=0.02)
 
     def apply(self, entry: Entry) -> int:
         if entry.data:
             self.applied.append(entry.data)
         return entry.index
+
+    def snapshot(self) -> bytes:
+        return json.dumps([a.decode() for a in self.applied]).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.applied = [a.encode() for a in json.loads(data)] if data else []
 
 
 async def leader_of(members: list[Member]) -> Member:
@@ -100,16 +109,56 @@ def test_storage_round_trip_truncation_and_torn_tail(tmp_path: Path) -> None:
     s.save(HardState(2, "b", 2), [Entry(2, 2, b"Y")])  # a new leader overwrote 2..
     s.close()
     s = RaftStorage(tmp_path)
-    hard, entries = s.load()
-    assert hard == HardState(2, "b", 2)
+    hard, snapshot, entries = s.load()
+    assert hard == HardState(2, "b", 2) and snapshot is None
     assert entries == [Entry(1, 1, b"x"), Entry(2, 2, b"Y")]
     s.save(None, [Entry(2, 3, b"more")])
     s.close()
     segment = sorted((tmp_path / "raft-log").glob("*.wal"))[-1]
     segment.write_bytes(segment.read_bytes()[:-3])  # torn last record
-    assert RaftStorage(tmp_path).load()[1] == [Entry(1, 1, b"x"), Entry(2, 2, b"Y")]
+    assert RaftStorage(tmp_path).load()[2] == [Entry(1, 1, b"x"), Entry(2, 2, b"Y")]
     raw = bytearray(segment.read_bytes())
     raw[12] ^= 0xFF  # corrupt the first record
     segment.write_bytes(bytes(raw))
     with pytest.raises(StorageError):
         RaftStorage(tmp_path).load()
+
+
+def test_storage_keeps_entries_written_after_the_founding_snapshot(tmp_path: Path) -> None:
+    s = RaftStorage(tmp_path)
+    s.load()
+    founding = Snapshot(0, 0, encode_config({"a": {}}))
+    s.save_snapshot(founding, [])  # a new server writes its founding configuration first
+    s.save(HardState(1, "a", 2), [Entry(1, 1, b"x"), Entry(1, 2, b"y")])
+    s.close()
+    assert RaftStorage(tmp_path).load() == (HardState(1, "a", 2), founding,
+                                            [Entry(1, 1, b"x"), Entry(1, 2, b"y")])
+
+
+def test_storage_snapshot_replaces_the_log_even_across_a_crash(tmp_path: Path) -> None:
+    s = RaftStorage(tmp_path)
+    s.load()
+    s.save(HardState(1, "a", 4), [Entry(1, i, f"e{i}".encode()) for i in range(1, 7)])
+    old_segments = sorted((tmp_path / "raft-log").glob("*.wal"))
+    kept = [Entry(1, 5, b"e5"), Entry(1, 6, b"e6")]
+    snap = Snapshot(4, 1, encode_config({"a": {}}), b"state at 4")
+    s.save_snapshot(snap, kept)
+    s.save(None, [Entry(2, 7, b"e7", CONFIG)])
+    s.close()
+    assert not any(p.exists() for p in old_segments)
+    hard, loaded, entries = RaftStorage(tmp_path).load()
+    assert loaded == snap and entries == [*kept, Entry(2, 7, b"e7", CONFIG)]
+    assert hard.commit == 4
+
+    # A crash after the new segment was written but before the old ones were deleted:
+    # both are on disk, and they replay to the same log.
+    fresh = tmp_path / "again"
+    s = RaftStorage(fresh)
+    s.load()
+    s.save(HardState(1, "a", 4), [Entry(1, i, f"e{i}".encode()) for i in range(1, 7)])
+    old = {p: p.read_bytes() for p in (fresh / "raft-log").glob("*.wal")}
+    s.save_snapshot(snap, kept)
+    s.close()
+    for path, data in old.items():
+        path.write_bytes(data)
+    assert RaftStorage(fresh).load()[1:] == (snap, kept)

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import pytest
 
-from meshlet.raft.core import RaftNode, Role
-from tests.sim.cluster import SimCluster
+from meshlet.raft.core import Role
+from tests.sim.cluster import SimCluster, elect
 
 SEEDS = range(400)
 
 
-@pytest.mark.parametrize("size", [3, 5])
-def test_safety_and_liveness_over_many_schedules(size: int) -> None:
+@pytest.mark.parametrize(("size", "spares"), [(3, 0), (5, 0), (3, 2)],
+                         ids=["3-static", "5-static", "3-with-membership-changes"])
+def test_safety_and_liveness_over_many_schedules(size: int, spares: int) -> None:
+    """Every schedule also takes snapshots and compacts logs at random; with spares,
+    the leader adds and removes servers one at a time as well."""
     ids = [f"n{i}" for i in range(size)]
     failures = []
     committed_total = 0
     for seed in SEEDS:
-        sim = SimCluster(ids, seed)
+        sim = SimCluster(ids, seed, spares)
         try:
             for _ in range(400):
-                sim.random_step()
+                sim.random_step(reconfigure=spares > 0)
             assert sim.heal_and_settle(), "no progress after the network healed"
         except AssertionError as exc:
             failures.append(f"seed {seed}: {exc}")
@@ -29,18 +32,6 @@ def test_safety_and_liveness_over_many_schedules(size: int) -> None:
         committed_total += len(sim.committed)
     assert failures == [], "\n".join(failures[:5])
     assert committed_total > len(SEEDS) * 3  # the schedules did commit real work
-
-
-def elect(sim: SimCluster) -> RaftNode:
-    for _ in range(2000):
-        for node_id in sim.ids:
-            sim.tick(node_id)
-        while sim.network:
-            sim.deliver(0)
-        leaders = [n for n in sim.nodes.values() if n.role == Role.LEADER]
-        if leaders:
-            return leaders[0]
-    raise AssertionError("no leader elected")
 
 
 def test_pre_vote_stops_a_rejoining_node_from_deposing_the_leader() -> None:

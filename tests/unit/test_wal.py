@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meshlet.errors import Conflict, StorageError
-from meshlet.server.node import ServerNode
+from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.wal import HEADER, CommandLog, LogRecord, SnapshotStore
 from meshlet.state import encode_command
 from meshlet.state.commands import KVPut
@@ -81,22 +81,23 @@ def test_snapshot_store_atomic_and_checked(tmp_path: Path) -> None:
         store.load()
 
 
-async def test_node_snapshots_compacts_and_recovers(tmp_path: Path) -> None:
-    node = ServerNode(tmp_path, snapshot_every=10)
-    node.recover()
-    node.start()
+async def test_a_server_alone_snapshots_compacts_and_recovers(tmp_path: Path) -> None:
+    me = PeerAddress(None, "http://127.0.0.1:1")
+    node = RaftServerNode(tmp_path, "solo", me, {"solo": me}, snapshot_every=10)
+    await node.open()
     await asyncio.gather(*(node.propose(KVPut(f"k{i}", str(i).encode())) for i in range(25)))
     with pytest.raises(Conflict):
         await node.propose(KVPut("k0", b"x", cas=999))
     await node.stop()
-    assert (tmp_path / "snapshot.bin").exists()
-    assert len(node.log.segments()) == 1  # older segments were compacted away
+    raft_dir = tmp_path / "raft"
+    assert (raft_dir / "snapshot.bin").exists()
+    assert len(list((raft_dir / "raft-log").glob("*.wal"))) == 1  # older ones compacted
+    assert node.driver.node is not None and node.driver.node.offset >= 20
 
-    again = ServerNode(tmp_path)
-    again.recover()
+    again = RaftServerNode(tmp_path, "solo", me, None)  # the directory has the cluster
+    await again.open()
     assert again.machine.snapshot() == node.machine.snapshot()
     assert again.machine.kv["k24"].value == b"24"
-    again.start()
     result = await again.propose(KVPut("after", b"1"))
-    assert result.index == node.machine.index + 1
+    assert result.index > node.machine.index
     await again.stop()

@@ -92,6 +92,20 @@ class Client:
         body, _ = await self.request("POST", "/v1/raft/transfer-leader", params=params)
         return str(body["leader"])
 
+    async def add_peer(self, node_id: str, raft: str, http: str) -> dict[str, Any]:
+        """Add a server to the cluster; returns the members (id -> addresses)."""
+        body, _ = await self.request("POST", "/v1/raft/peers",
+                                     json={"id": node_id, "raft": raft, "http": http})
+        return dict(body["members"])
+
+    async def remove_peer(self, node_id: str) -> dict[str, Any]:
+        body, _ = await self.request("DELETE", f"/v1/raft/peers/{quote(node_id, safe='')}")
+        return dict(body["members"])
+
+    async def raft_self(self) -> dict[str, Any]:
+        """Who this server is and whether it has a cluster yet (for bootstrapping)."""
+        return (await self.request("GET", "/v1/raft/self"))[0]
+
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
 

@@ -20,11 +20,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
-from meshlet.api.schemas import HealthBody, RegisterBody, parse_body
+from meshlet.addresses import parse_hostport, to_url
+from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader
 from meshlet.observe.server_metrics import ServerMetrics
-from meshlet.server.node import ServerNode
-from meshlet.server.raft_node import RaftServerNode
+from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.state.commands import (
     ConfigDelete,
     ConfigSet,
@@ -98,7 +98,7 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 
 class Api:
-    def __init__(self, node: ServerNode | RaftServerNode) -> None:
+    def __init__(self, node: RaftServerNode) -> None:
         self.node = node
         self.sm = node.machine
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
@@ -113,6 +113,21 @@ class Api:
     async def transfer_leader(self, request: web.Request) -> web.Response:
         target = await self.node.transfer_leader(request.query.get("to"))
         return self.reply({"leader": target}, self.sm.index)
+
+    async def add_peer(self, request: web.Request) -> web.Response:
+        body = parse_body(PeerBody, await read_json(request))
+        address = PeerAddress(parse_hostport(body.raft, "raft"), to_url(body.http))
+        members = await self.node.add_member(body.id, address)
+        return self.reply({"members": members}, self.sm.index)
+
+    async def remove_peer(self, request: web.Request) -> web.Response:
+        members = await self.node.remove_member(request.match_info["id"])
+        return self.reply({"members": members}, self.sm.index)
+
+    async def raft_self(self, request: web.Request) -> web.Response:
+        node = self.node
+        return self.reply({"id": node.id, **node.address.info(),
+                           "bootstrapped": bool(node.driver.members)}, self.sm.index)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
@@ -150,6 +165,9 @@ class Api:
         r.add_get("/v1/status", self.status)
         r.add_get("/metrics", self.metrics_page)
         r.add_post("/v1/raft/transfer-leader", self.transfer_leader)
+        r.add_post("/v1/raft/peers", self.add_peer)
+        r.add_delete("/v1/raft/peers/{id}", self.remove_peer)
+        r.add_get("/v1/raft/self", self.raft_self)
         r.add_put("/v1/catalog/register", self.register)
         r.add_put("/v1/catalog/deregister/{id}", self.deregister)
         r.add_put("/v1/health/{id}", self.set_health)

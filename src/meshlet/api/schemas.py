@@ -33,6 +33,12 @@ class HealthBody(Body):
     pid: int | None = None
 
 
+class PeerBody(Body):
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    raft: str = Field(min_length=1)
+    http: str = Field(min_length=1)
+
+
 M = TypeVar("M", bound=Body)
 
 

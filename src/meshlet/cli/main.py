@@ -126,32 +126,37 @@ def down() -> None:
 @cli.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--http", "http_addr", default=devmode.DEFAULT_HTTP, show_default=True)
-@click.option("--id", "server_id", default="server-1", help="This server's id.")
+@click.option("--id", "server_id", default="server-1", show_default=True,
+              help="This server's id, unique in its cluster.")
 @click.option("--snapshot-every", default=1000, show_default=True, type=click.IntRange(1),
-              help="Snapshot the state and compact the log after this many commands "
-                   "(single-server mode).")
+              help="Snapshot the state and compact the log after this many entries.")
 @click.option("--raft", "raft_addr", default=None, metavar="HOST:PORT",
-              help="Replicate with Raft, listening here for peers.")
+              help="Listen here for the other servers (needed to have any).")
 @click.option("--peer", "peer_specs", multiple=True, metavar="ID=RAFT_ADDR,HTTP_ADDR",
-              help="Another server of the cluster (repeat for each).")
+              help="Found a new cluster with this server (repeat for each founder).")
+@click.option("--join", "join_urls", multiple=True, metavar="URL",
+              help="Join the cluster of the server at URL (repeat to try several).")
+@click.option("--bootstrap-expect", type=click.IntRange(1), default=None,
+              help="Found a new cluster once this many servers (found through --join) "
+                   "are up.")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
-           raft_addr: str | None, peer_specs: tuple[str, ...]) -> None:
-    """Run a control-plane server (one alone, or one of a Raft cluster)."""
-    from meshlet.server.main import serve_forever
-    from meshlet.server.raft_node import PeerAddress, parse_peer
+           raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
+           bootstrap_expect: int | None) -> None:
+    """Run a control-plane server: alone, or one of a Raft cluster.
+
+    The data directory wins over the flags: a server that already has a cluster
+    restarts into it and ignores --peer, --join and --bootstrap-expect."""
+    from meshlet.server.main import ServerOptions, serve_forever
+    from meshlet.server.raft_node import parse_peer
     host, port = parse_hostport(http_addr, "--http")
-    peers: dict[str, PeerAddress] | None = None
-    if raft_addr is not None:
-        peers = dict(parse_peer(spec) for spec in peer_specs)
-        if server_id in peers:
-            raise ConfigError(f"--peer names this server's own id {server_id!r}", "peer")
-        peers[server_id] = PeerAddress(parse_hostport(raft_addr, "--raft"),
-                                       to_url(http_addr))
-    elif peer_specs:
-        raise ConfigError("--peer needs --raft", "raft")
-    run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop,
-                                                snapshot_every,
-                                                server_id if peers else None, peers))
+    options = ServerOptions(
+        server_id=server_id,
+        raft=parse_hostport(raft_addr, "--raft") if raft_addr is not None else None,
+        peers=dict(parse_peer(spec) for spec in peer_specs),
+        join=[to_url(u) for u in join_urls], bootstrap_expect=bootstrap_expect,
+        snapshot_every=snapshot_every)
+    options.check()
+    run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop, options))
 
 
 @cli.command()
@@ -226,30 +231,28 @@ def status(ctx: Context) -> None:
     if ctx.json:
         emit_json(body)
         return
-    table([(ctx.addr, body["version"], body["mode"], body["index"], body["services"],
-            body["instances"], body["kv_keys"])],
-          ["SERVER", "VERSION", "MODE", "INDEX", "SERVICES", "INSTANCES", "KV KEYS"])
+    table([(ctx.addr, body["version"], body["raft"]["role"], len(body["members"]),
+            body["index"], body["services"], body["instances"], body["kv_keys"])],
+          ["SERVER", "VERSION", "ROLE", "MEMBERS", "INDEX", "SERVICES", "INSTANCES",
+           "KV KEYS"])
 
 
 @cli.command()
 @pass_ctx
 def members(ctx: Context) -> None:
     """The servers of the cluster, as the server at --addr sees them."""
-    body = ctx.call(lambda c: c.status())
-    rows = body.get("members") or [{"id": body.get("id", "server-1"), "raft": "-",
-                                     "http": ctx.addr, "role": "leader",
-                                     "match_index": None}]
+    rows = ctx.call(lambda c: c.status())["members"]
     if ctx.json:
         emit_json(rows)
         return
-    table([(m["id"], m["raft"], m["http"], m["role"],
+    table([(m["id"], m["raft"] or "-", m["http"], m["role"],
             "" if m["match_index"] is None else m["match_index"]) for m in rows],
           ["ID", "RAFT", "HTTP", "ROLE", "MATCH INDEX"])
 
 
 @cli.group()
 def raft() -> None:
-    """Raft state of a server."""
+    """Raft state and membership of the cluster."""
 
 
 @raft.command("status")
@@ -257,16 +260,43 @@ def raft() -> None:
 def raft_status(ctx: Context) -> None:
     """Term, role, leader, commit and applied index of the server at --addr."""
     body = ctx.call(lambda c: c.status())
-    info = body.get("raft")
-    if info is None:
-        raise ConfigError("this server runs alone, without Raft (start it with --raft)",
-                          "raft")
+    info = body["raft"]
     if ctx.json:
         emit_json(info)
         return
     table([(body["id"], info["role"], info["term"], info["leader"] or "-", info["commit"],
-            info["applied"], info["last_index"])],
-          ["ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST INDEX"])
+            info["applied"], info["last_index"], info["snapshot_index"])],
+          ["ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST INDEX", "SNAPSHOT"])
+
+
+@raft.command("add-peer")
+@click.argument("server_id", metavar="ID")
+@click.option("--raft", "raft_addr", required=True, metavar="HOST:PORT",
+              help="The new server's Raft address.")
+@click.option("--http", "http_addr", required=True, metavar="HOST:PORT",
+              help="The new server's API address.")
+@pass_ctx
+def raft_add_peer(ctx: Context, server_id: str, raft_addr: str, http_addr: str) -> None:
+    """Add server ID to the cluster (it should be running, started without --peer)."""
+    parse_hostport(raft_addr, "--raft")
+    members = ctx.call(lambda c: c.add_peer(server_id, raft_addr, to_url(http_addr)))
+    show_members(ctx, members, f"added {server_id}")
+
+
+@raft.command("remove-peer")
+@click.argument("server_id", metavar="ID")
+@pass_ctx
+def raft_remove_peer(ctx: Context, server_id: str) -> None:
+    """Remove server ID from the cluster (then stop it, or wipe and re-add it)."""
+    members = ctx.call(lambda c: c.remove_peer(server_id))
+    show_members(ctx, members, f"removed {server_id}")
+
+
+def show_members(ctx: Context, members: dict[str, Any], done: str) -> None:
+    if ctx.json:
+        emit_json(members)
+        return
+    click.echo(f"{done}; the cluster is now: {', '.join(sorted(members))}")
 
 
 @raft.command("transfer-leader")

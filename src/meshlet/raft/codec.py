@@ -8,7 +8,7 @@ import struct
 from typing import Any
 
 from meshlet.errors import ConfigError
-from meshlet.raft.core import Entry, Message, MsgType
+from meshlet.raft.core import Entry, Message, MsgType, Snapshot
 
 FRAME = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -19,8 +19,12 @@ def encode(m: Message) -> bytes:
         "type": m.type.value, "frm": m.frm, "to": m.to, "term": m.term,
         "log_term": m.log_term, "index": m.index, "commit": m.commit,
         "reject": m.reject, "reject_term": m.reject_term, "context": m.context,
-        "entries": [[e.term, e.index, base64.b64encode(e.data).decode("ascii")]
+        "entries": [[e.term, e.index, base64.b64encode(e.data).decode("ascii"), e.kind]
                     for e in m.entries]}
+    if m.snapshot is not None:
+        snap = m.snapshot
+        body["snapshot"] = [snap.index, snap.term, snap.config.decode(),
+                            base64.b64encode(snap.data).decode("ascii")]
     payload = json.dumps(body, separators=(",", ":")).encode()
     return FRAME.pack(len(payload)) + payload
 
@@ -29,9 +33,12 @@ def decode(payload: bytes) -> Message:
     """Raise ConfigError on a malformed frame (the connection is then dropped)."""
     try:
         b = json.loads(payload)
+        snap = b.get("snapshot")
+        snapshot = Snapshot(snap[0], snap[1], snap[2].encode(), base64.b64decode(snap[3])) \
+            if snap is not None else None
         return Message(MsgType(b["type"]), b["frm"], b["to"], b["term"], b["log_term"],
-                       b["index"], tuple(Entry(t, i, base64.b64decode(d))
-                                         for t, i, d in b["entries"]),
-                       b["commit"], b["reject"], b["reject_term"], b.get("context", 0))
-    except (ValueError, KeyError, TypeError) as exc:
+                       b["index"], tuple(Entry(t, i, base64.b64decode(d), k)
+                                         for t, i, d, k in b["entries"]),
+                       b["commit"], b["reject"], b["reject_term"], b["context"], snapshot)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ConfigError(f"malformed raft frame: {exc}") from None

@@ -1,33 +1,46 @@
 """The Raft state machine (Ongaro and Ousterhout, "In Search of an Understandable
-Consensus Algorithm", extended version; section numbers below refer to it).
+Consensus Algorithm", extended version; section numbers below refer to it, "thesis"
+to Ongaro's dissertation).
 
-Implemented: leader election with randomized timeouts (§5.2) and pre-vote (§9.6 of
-Ongaro's thesis), so a rejoining partitioned node cannot depose a healthy leader; log
-replication with fast backtracking on the conflicting term (§5.3); commitment only of
-entries from the leader's current term, by counting (§5.4.2, the Figure 8 rule);
-check-quorum (a leader that has not heard from a majority within an election timeout
-steps down); leadership transfer (TimeoutNow, thesis §3.10).
+Implemented: leader election with randomized timeouts (§5.2) and pre-vote (thesis
+§9.6), so a rejoining partitioned node cannot depose a healthy leader; log replication
+with fast backtracking on the conflicting term (§5.3); commitment only of entries from
+the leader's current term, by counting (§5.4.2, the Figure 8 rule); check-quorum (a
+leader that has not heard from a majority within an election timeout steps down);
+leadership transfer (TimeoutNow, thesis §3.10); snapshots and log compaction with
+InstallSnapshot (§7); membership change one server at a time (thesis §4.1).
+
+Membership: the configuration is the latest config entry in the log, committed or
+not, else the snapshot's. A config entry's data is JSON ``{"members": {id: {...}}}``;
+the core reads only the ids, the driver reads the addresses. A node whose
+configuration does not name it never campaigns: a fresh server waiting to be added, or
+one that was removed.
 
 Reads: ``read_index(ctx)`` (thesis §6.4): the leader notes its commit index, confirms
 it is still leader with a heartbeat round acknowledged by a majority, then reports
 ``(ctx, index)`` in ``Ready.reads``; the driver serves the read once it has applied up
 to ``index``, which makes the read linearizable.
 
-Not yet: snapshots/InstallSnapshot, membership change. The driver's
-obligations, in order, for each Ready: persist ``hard_state`` and ``entries`` (fsync),
-send ``messages``, apply ``committed``, then ``advance``.
+The driver's obligations, in order, for each Ready: persist ``snapshot`` (then restore
+the state machine from it), ``hard_state`` and ``entries`` (fsync), send ``messages``,
+apply ``committed``, then ``advance``. After it has saved a snapshot of the state
+machine at an applied index it calls ``compact``.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import random
 
 NodeId = str
+NORMAL = 0
+CONFIG = 1
+APPEND_BATCH = 64
 
 
 class Role(enum.Enum):
@@ -45,12 +58,25 @@ class MsgType(enum.Enum):
     APPEND = "append"
     APPEND_RESP = "append_resp"
     TIMEOUT_NOW = "timeout_now"
+    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True)
 class Entry:
     term: int
     index: int
+    data: bytes = b""
+    kind: int = NORMAL
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The state machine as of ``index`` (whose entry had ``term``), with the
+    configuration in force there."""
+
+    index: int
+    term: int
+    config: bytes
     data: bytes = b""
 
 
@@ -60,14 +86,17 @@ class Message:
     frm: NodeId
     to: NodeId
     term: int
-    log_term: int = 0          # vote: candidate's last term; append: term at `index`
+    log_term: int = 0          # vote: candidate's last term; append: term at `index`;
+                               # snapshot: its term
     index: int = 0             # vote: candidate's last index; append: prev index;
-                               # append_resp: match index, or the reject hint
+                               # append_resp: match index, or the reject hint;
+                               # snapshot: its index
     entries: tuple[Entry, ...] = ()
     commit: int = 0
     reject: bool = False
     reject_term: int = 0       # append_resp: term of the follower's entry at the hint
     context: int = 0           # append/append_resp: the read-index round being confirmed
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +113,11 @@ class Ready:
     messages: list[Message]
     committed: list[Entry]
     reads: list[tuple[int, int]] = field(default_factory=list)  # (context, read index)
+    snapshot: Snapshot | None = None   # received from the leader: persist and restore
 
     def empty(self) -> bool:
         return not (self.hard_state or self.entries or self.messages or self.committed
-                    or self.reads)
+                    or self.reads or self.snapshot)
 
 
 @dataclass
@@ -110,19 +140,41 @@ class NotLeaderError(Exception):
         self.leader = leader
 
 
+class ConfigChangeError(Exception):
+    """A membership change that may not be made now, with the reason."""
+
+
+def encode_config(members: dict[NodeId, Any]) -> bytes:
+    """Config entry data; sorted so every server bootstraps from identical bytes."""
+    return json.dumps({"members": members}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def config_members(config: bytes) -> dict[NodeId, Any]:
+    if not config:
+        return {}
+    members: dict[NodeId, Any] = json.loads(config)["members"]
+    return members
+
+
+
+
 @dataclass
 class RaftNode:
     id: NodeId
-    peers: tuple[NodeId, ...]          # every voter, this node included
     rng: random.Random
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     term: int = 0
     vote: NodeId | None = None
-    log: list[Entry] = field(default_factory=list)  # index i at log[i - 1]
+    snapshot: Snapshot | None = None   # the latest, what the log starts after
+    log: list[Entry] = field(default_factory=list)  # index i at log[i - offset - 1]
     commit: int = 0
+    offset: int = 0                    # index of the last entry folded into `snapshot`
+    offset_term: int = 0
     stable: int = 0                    # entries up to here are persisted
     applied: int = 0
+    peers: tuple[NodeId, ...] = ()     # the voters of the current configuration
+    config_index: int = 0              # where that configuration came from
     role: Role = Role.FOLLOWER
     leader: NodeId | None = None
     progress: dict[NodeId, Progress] = field(default_factory=dict)
@@ -135,12 +187,18 @@ class RaftNode:
     pending_reads: list[PendingRead] = field(default_factory=list)
     append_due: bool = False
     ready_reads: list[tuple[int, int]] = field(default_factory=list)
+    received_snapshot: Snapshot | None = None
     _last_hard: HardState = field(default_factory=HardState)
 
     def __post_init__(self) -> None:
-        assert self.id in self.peers, "a node must be one of its peers"
+        if self.snapshot is not None:
+            self.offset, self.offset_term = self.snapshot.index, self.snapshot.term
+        assert not self.log or self.log[0].index == self.offset + 1, "log must follow snapshot"
+        self.commit = max(self.commit, self.offset)
+        self.applied = self.offset
         self._last_hard = HardState(self.term, self.vote, self.commit)
-        self.stable = len(self.log)
+        self.stable = self.last_index
+        self.refresh_config()
         self.reset_timeout()
 
     def __repr__(self) -> str:
@@ -151,14 +209,27 @@ class RaftNode:
 
     @property
     def last_index(self) -> int:
-        return len(self.log)
+        return self.offset + len(self.log)
 
     @property
     def last_term(self) -> int:
-        return self.log[-1].term if self.log else 0
+        return self.log[-1].term if self.log else self.offset_term
 
     def term_at(self, index: int) -> int:
-        return self.log[index - 1].term if 0 < index <= len(self.log) else 0
+        """The term of the entry at ``index``; 0 if unknown (compacted or absent)."""
+        if index == self.offset:
+            return self.offset_term
+        if self.offset < index <= self.last_index:
+            return self.log[index - self.offset - 1].term
+        return 0
+
+    def entries(self, start: int, end: int) -> list[Entry]:
+        """Entries with ``start <= index < end`` that the log still holds."""
+        return self.log[max(start - self.offset - 1, 0):max(end - self.offset - 1, 0)]
+
+    def truncate_from(self, index: int) -> None:
+        del self.log[index - self.offset - 1:]
+        self.stable = min(self.stable, index - 1)
 
     def quorum(self) -> int:
         return len(self.peers) // 2 + 1
@@ -166,6 +237,55 @@ class RaftNode:
     def up_to_date(self, last_term: int, last_index: int) -> bool:
         """§5.4.1: the candidate's log is at least as up-to-date as ours."""
         return (last_term, last_index) >= (self.last_term, self.last_index)
+
+    # -- configuration ------------------------------------------------------------------
+
+    @property
+    def config(self) -> bytes:
+        """The configuration in force: the latest config entry, else the snapshot's."""
+        if self.config_index > self.offset:
+            return self.log[self.config_index - self.offset - 1].data
+        return self.snapshot.config if self.snapshot is not None else b""
+
+    def refresh_config(self) -> None:
+        self.config_index = next((e.index for e in reversed(self.log) if e.kind == CONFIG),
+                                 self.offset)
+        self.peers = tuple(sorted(config_members(self.config)))
+        if self.role == Role.LEADER:
+            for peer in self.peers:
+                self.progress.setdefault(peer, Progress(0, self.last_index + 1))
+            for gone in [p for p in self.progress if p not in self.peers and p != self.id]:
+                del self.progress[gone]
+
+    def config_at(self, index: int) -> bytes:
+        for entry in reversed(self.entries(self.offset + 1, index + 1)):
+            if entry.kind == CONFIG:
+                return entry.data
+        return self.snapshot.config if self.snapshot is not None else b""
+
+    def found(self, members: dict[NodeId, Any]) -> None:
+        """Start a new cluster: its first entry, in term 1, names the founders. Every
+        founder writes the same entry, and a founder that did not (it was slower to
+        decide) receives it from the leader like any other."""
+        assert self.last_index == 0 and not self.peers, "only an empty server founds"
+        self.term = max(self.term, 1)
+        self.log.append(Entry(1, 1, encode_config(members), CONFIG))
+        self.refresh_config()
+
+    def propose_config(self, members: dict[NodeId, Any]) -> int:
+        """Append a configuration that adds or removes one voter (thesis §4.1). Raises
+        NotLeaderError, or ConfigChangeError while an earlier change is uncommitted,
+        before this leader has committed an entry of its term, or for a change of more
+        than one voter."""
+        if self.role != Role.LEADER or self.transfer_to is not None:
+            raise NotLeaderError(self.leader if self.role != Role.LEADER else None)
+        if self.config_index > self.commit or self.term_at(self.commit) != self.term:
+            raise ConfigChangeError("a membership change is still in progress; try again")
+        if not members:
+            raise ConfigChangeError("the last server cannot be removed")
+        if len(set(members) ^ set(self.peers)) > 1:
+            raise ConfigChangeError("membership changes one server at a time")
+        return self.append_entry(encode_config(members), CONFIG)
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -180,17 +300,22 @@ class RaftNode:
                 self.elapsed = 0
                 self.check_quorum()
                 self.transfer_to = None  # a transfer that did not finish in time
-        elif self.elapsed >= self.timeout and len(self.peers) > 0:
+        elif self.elapsed >= self.timeout and self.id in self.peers:
             self.campaign(pre=True)
 
     def propose(self, data: bytes) -> int:
         """Append ``data`` on the leader; returns its index. Raises NotLeaderError."""
         if self.role != Role.LEADER or self.transfer_to is not None:
             raise NotLeaderError(self.leader if self.role != Role.LEADER else None)
-        entry = Entry(self.term, self.last_index + 1, data)
+        return self.append_entry(data, NORMAL)
+
+    def append_entry(self, data: bytes, kind: int) -> int:
+        entry = Entry(self.term, self.last_index + 1, data, kind)
         self.log.append(entry)
+        if kind == CONFIG:
+            self.refresh_config()
         self.append_due = True  # sent with the next Ready, batched with other proposals
-        if len(self.peers) == 1:
+        if self.peers == (self.id,):
             self.maybe_commit()
         return entry.index
 
@@ -200,10 +325,11 @@ class RaftNode:
         entry of its own term (its commit index might be stale)."""
         if self.role != Role.LEADER or self.term_at(self.commit) != self.term:
             raise NotLeaderError(self.leader if self.role != Role.LEADER else None)
-        if len(self.peers) == 1:
+        if self.peers == (self.id,):
             self.ready_reads.append((context, self.commit))
             return
-        self.pending_reads.append(PendingRead(context, self.commit, {self.id}))
+        acks = {self.id} if self.id in self.peers else set()
+        self.pending_reads.append(PendingRead(context, self.commit, acks))
         for peer in self.peers:
             if peer != self.id:
                 self.send_append(peer, context)
@@ -219,6 +345,16 @@ class RaftNode:
         else:
             self.send_append(to)
 
+    def compact(self, index: int, data: bytes) -> None:
+        """The driver saved ``data``, the state machine as of applied ``index``: fold
+        the log up to there into a snapshot."""
+        assert self.offset <= index <= self.applied, (self.offset, index, self.applied)
+        if index == self.offset:
+            return
+        self.snapshot = Snapshot(index, self.term_at(index), self.config_at(index), data)
+        del self.log[:index - self.offset]
+        self.offset, self.offset_term = index, self.snapshot.term
+
     def step(self, m: Message) -> None:
         if m.term > self.term:
             if m.type == MsgType.PRE_VOTE:
@@ -229,14 +365,14 @@ class RaftNode:
                 return  # thesis §4.2.3: ignore disruptive votes while a leader lives
                 # (commit=1 marks a vote forced by leadership transfer)
             else:
-                leader = m.frm if m.type == MsgType.APPEND else None
+                leader = m.frm if m.type in (MsgType.APPEND, MsgType.SNAPSHOT) else None
                 self.become_follower(m.term, leader)
         elif m.term < self.term:
             if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
                 self.send(Message(MsgType.PRE_VOTE_RESP if m.type == MsgType.PRE_VOTE
                                   else MsgType.VOTE_RESP, self.id, m.frm, self.term,
                                   reject=True))
-            elif m.type == MsgType.APPEND:
+            elif m.type in (MsgType.APPEND, MsgType.SNAPSHOT):
                 # Tell a stale leader about the newer term so it steps down.
                 self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term,
                                   reject=True))
@@ -249,6 +385,7 @@ class RaftNode:
             MsgType.APPEND: self.on_append,
             MsgType.APPEND_RESP: self.on_append_response,
             MsgType.TIMEOUT_NOW: self.on_timeout_now,
+            MsgType.SNAPSHOT: self.on_snapshot,
         }[m.type]
         handler(m)
 
@@ -273,7 +410,7 @@ class RaftNode:
         self.reset_timeout()
 
     def campaign(self, pre: bool, forced: bool = False) -> None:
-        if self.role == Role.LEADER:
+        if self.role == Role.LEADER or self.id not in self.peers:
             return
         self.reset_timeout()
         self.votes = {self.id: True}
@@ -312,7 +449,7 @@ class RaftNode:
     def on_vote_response(self, m: Message) -> None:
         pre = m.type == MsgType.PRE_VOTE_RESP
         if (pre and self.role != Role.PRE_CANDIDATE) or \
-                (not pre and self.role != Role.CANDIDATE):
+                (not pre and self.role != Role.CANDIDATE) or m.frm not in self.peers:
             return
         self.votes[m.frm] = not m.reject
         if self.tally() >= self.quorum():
@@ -321,7 +458,7 @@ class RaftNode:
             self.become_follower(self.term, None)
 
     def tally(self) -> int:
-        return sum(1 for granted in self.votes.values() if granted)
+        return sum(1 for peer, granted in self.votes.items() if granted and peer in self.peers)
 
     def won(self, pre: bool) -> None:
         if pre:
@@ -340,11 +477,12 @@ class RaftNode:
         # §8: an empty entry of our own term lets earlier entries commit (Figure 8).
         self.log.append(Entry(self.term, self.last_index + 1, b""))
         self.broadcast_append()
-        if len(self.peers) == 1:
+        if self.peers == (self.id,):
             self.maybe_commit()
 
     def check_quorum(self) -> None:
-        active = sum(1 for p, pr in self.progress.items() if p == self.id or pr.recent_active)
+        active = sum(1 for p in self.peers
+                     if p == self.id or self.progress[p].recent_active)
         for p, pr in self.progress.items():
             if p != self.id:
                 pr.recent_active = False
@@ -365,7 +503,16 @@ class RaftNode:
     def send_append(self, peer: NodeId, context: int = 0) -> None:
         pr = self.progress[peer]
         prev = pr.next - 1
-        entries = tuple(self.log[prev:prev + 64])
+        if prev < self.offset:
+            # The entries it needs were compacted: send the snapshot (§7) and carry on
+            # optimistically after it; a reject brings us back here if it was lost.
+            assert self.snapshot is not None
+            self.send(Message(MsgType.SNAPSHOT, self.id, peer, self.term,
+                              self.snapshot.term, self.snapshot.index,
+                              commit=self.commit, snapshot=self.snapshot))
+            pr.next = self.snapshot.index + 1
+            prev = self.snapshot.index
+        entries = tuple(self.entries(prev + 1, prev + 1 + APPEND_BATCH))
         self.send(Message(MsgType.APPEND, self.id, peer, self.term, self.term_at(prev), prev,
                           entries, self.commit, context=context))
 
@@ -373,34 +520,67 @@ class RaftNode:
         self.role = Role.FOLLOWER
         self.leader = m.frm
         self.elapsed = 0
+        if m.index < self.commit:
+            # Everything up to our commit index is already known to match the leader's.
+            self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term,
+                              index=self.commit, context=m.context))
+            return
         if m.index > self.last_index or self.term_at(m.index) != m.log_term:
             # §5.3 with fast backtracking: point the leader at the first index of the
             # conflicting term (or our end), so it skips a whole term per round trip.
             hint = min(m.index, self.last_index)
             hint_term = self.term_at(hint)
-            while hint > 0 and self.term_at(hint - 1) == hint_term and hint_term > 0:
+            while hint > self.commit and self.term_at(hint - 1) == hint_term \
+                    and hint_term > 0:
                 hint -= 1
-            if hint_term > 0:
+            if hint_term > 0 and hint > self.commit:
                 hint -= 1  # the last index before the conflicting term
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=hint,
                               reject=True, reject_term=hint_term, context=m.context))
             return
+        reconfigured = False
         for entry in m.entries:
             if entry.index <= self.last_index:
                 if self.term_at(entry.index) == entry.term:
                     continue
                 assert entry.index > self.commit, "a committed entry may never be replaced"
-                del self.log[entry.index - 1:]
-                self.stable = min(self.stable, entry.index - 1)
+                reconfigured |= self.config_index >= entry.index
+                self.truncate_from(entry.index)
             self.log.append(entry)
+            reconfigured |= entry.kind == CONFIG
+        if reconfigured:
+            self.refresh_config()
         match = m.index + len(m.entries)
         if m.commit > self.commit:
             self.commit = min(m.commit, match)
         self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=match,
                           context=m.context))
 
+    def on_snapshot(self, m: Message) -> None:
+        """InstallSnapshot (§7): replace our log by the leader's snapshot, unless we
+        already hold everything it covers."""
+        self.role = Role.FOLLOWER
+        self.leader = m.frm
+        self.elapsed = 0
+        snap = m.snapshot
+        assert snap is not None
+        if snap.index <= self.commit:
+            self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term,
+                              index=self.commit))
+            return
+        if self.term_at(snap.index) == snap.term:
+            self.commit = snap.index  # our log already holds it: just move commit on
+        else:
+            self.log = []
+            self.snapshot = snap
+            self.offset, self.offset_term = snap.index, snap.term
+            self.commit = self.stable = snap.index
+            self.received_snapshot = snap
+            self.refresh_config()
+        self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=snap.index))
+
     def on_append_response(self, m: Message) -> None:
-        if self.role != Role.LEADER:
+        if self.role != Role.LEADER or m.frm not in self.progress:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
@@ -415,7 +595,7 @@ class RaftNode:
             pr.match = m.index
             pr.next = max(pr.next, m.index + 1)
             self.maybe_commit()
-        if pr.next <= self.last_index:
+        if self.role == Role.LEADER and pr.next <= self.last_index:
             self.send_append(m.frm)
         if self.transfer_to == m.frm and pr.match == self.last_index:
             self.send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))
@@ -423,6 +603,8 @@ class RaftNode:
     def confirm_reads(self, peer: NodeId, context: int) -> None:
         """A peer acknowledged our leadership in read round ``context`` (and so every
         earlier round): reads confirmed by a majority become ready."""
+        if peer not in self.peers:
+            return
         still: list[PendingRead] = []
         for read in self.pending_reads:
             if read.context <= context:
@@ -434,14 +616,17 @@ class RaftNode:
         self.pending_reads = still
 
     def maybe_commit(self) -> None:
-        # The leader counts its own copy once persisted (thesis §10.2.1 allows sooner).
+        # The leader counts its own copy once persisted (thesis §10.2.1 allows sooner),
+        # and only while it is a voter (thesis §4.2.2: a removed leader does not count).
         self.progress[self.id].match = self.stable
-        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
+        matches = sorted((self.progress[p].match for p in self.peers), reverse=True)
         candidate = matches[self.quorum() - 1]
         # §5.4.2: only an entry of the current term commits by counting replicas.
         if candidate > self.commit and self.term_at(candidate) == self.term:
             self.commit = candidate
             self.broadcast_append()
+        if self.id not in self.peers and self.commit >= self.config_index:
+            self.become_follower(self.term, None)  # our removal committed: step down
 
     # -- output -----------------------------------------------------------------------
 
@@ -454,18 +639,24 @@ class RaftNode:
             if self.role == Role.LEADER:
                 self.broadcast_append()
         hard = HardState(self.term, self.vote, self.commit)
+        start = max(self.applied, self.offset) + 1
         return Ready(
             hard_state=hard if hard != self._last_hard else None,
-            entries=self.log[self.stable:],
+            entries=self.entries(self.stable + 1, self.last_index + 1),
             messages=list(self.outbox),
-            committed=self.log[self.applied:min(self.commit, self.stable)],
+            committed=self.entries(start, min(self.commit, self.stable) + 1),
             reads=list(self.ready_reads),
+            snapshot=self.received_snapshot,
         )
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied ``ready``."""
         if ready.hard_state is not None:
             self._last_hard = ready.hard_state
+        if ready.snapshot is not None:
+            self.applied = max(self.applied, ready.snapshot.index)
+            if self.received_snapshot is ready.snapshot:
+                self.received_snapshot = None
         if ready.entries:
             last = ready.entries[-1]
             if self.term_at(last.index) == last.term:

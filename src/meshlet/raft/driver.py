@@ -1,8 +1,12 @@
 """Runs one Raft node for real: ticks on a timer, storage on disk, transport on TCP.
 
-For every Ready, in order: persist (fsync), send, apply, advance. A proposal's future
-resolves with the apply function's result once its entry is applied here, or fails
-with NotLeader if leadership is lost before then.
+For every Ready, in order: persist (a received snapshot first, restoring the state
+machine from it; then entries and hard state, fsync), send, apply, advance. A
+proposal's future resolves with the apply function's result once its entry is applied
+here, or fails with NotLeader if leadership is lost before then. Every
+``snapshot_every`` applied entries the state machine is snapshotted and the log
+compacted. Peer addresses come from the configuration in the log: each member's
+``{"raft": "HOST:PORT", ...}``.
 """
 
 from __future__ import annotations
@@ -14,26 +18,57 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meshlet.errors import NotLeader
-from meshlet.raft.core import Entry, Message, NotLeaderError, RaftNode, Role
+from meshlet.addresses import parse_hostport
+from meshlet.errors import ConfigError, MeshletError, NotLeader
+from meshlet.raft.core import (
+    CONFIG,
+    ConfigChangeError,
+    Entry,
+    Message,
+    NotLeaderError,
+    RaftNode,
+    Role,
+    config_members,
+)
 from meshlet.raft.storage import RaftStorage
 from meshlet.raft.transport import Transport
 
 log = logging.getLogger(__name__)
 
 
+def raft_addresses(members: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """Each member's Raft address (members without one, e.g. a server alone, have none)."""
+    addresses = {}
+    for node_id, info in members.items():
+        if isinstance(info, dict) and info.get("raft"):
+            try:
+                addresses[node_id] = parse_hostport(info["raft"], "raft")
+            except MeshletError:
+                log.warning("member %s has an unusable raft address %r", node_id, info)
+    return addresses
+
+
 class RaftDriver:
-    def __init__(self, node_id: str, peers: dict[str, tuple[str, int]], directory: Path,
-                 apply: Callable[[Entry], Any], tick_interval: float = 0.05,
-                 election_ticks: int = 10) -> None:
+    def __init__(self, node_id: str, listen: tuple[str, int] | None, directory: Path,
+                 apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
+                 take_snapshot: Callable[[], bytes],
+                 founders: dict[str, Any] | None = None, snapshot_every: int = 1000,
+                 tick_interval: float = 0.05, election_ticks: int = 10) -> None:
+        """``founders`` (id -> member info) bootstraps a new cluster when the directory
+        is empty; without it an empty server waits to be added to one."""
         self.id = node_id
-        self.peers = peers
+        self.founders = founders
         self.storage = RaftStorage(directory)
         self.apply = apply
+        self.restore = restore
+        self.take_snapshot = take_snapshot
+        self.snapshot_every = snapshot_every
         self.tick_interval = tick_interval
         self.election_ticks = election_ticks
         self.node: RaftNode | None = None
-        self.transport = Transport(node_id, peers[node_id], peers, self.receive)
+        self.transport = Transport(node_id, listen, self.receive)
+        self.known_config = b""
+        self.hints: dict[str, Any] = {}  # addresses learnt while joining
         self.waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self.reads: dict[int, asyncio.Future[int]] = {}
         self.read_counter = 0
@@ -48,22 +83,63 @@ class RaftDriver:
         return f"<RaftDriver {self.node!r}>"
 
     async def start(self) -> None:
-        hard, entries = self.storage.load()
-        self.node = RaftNode(self.id, tuple(sorted(self.peers)), random.Random(),
-                             election_ticks=self.election_ticks, term=hard.term,
-                             vote=hard.vote, log=entries, commit=hard.commit)
+        """Recover from disk (restoring the state machine from the snapshot), or
+        bootstrap from ``founders``, then start ticking. Raises StorageError."""
+        hard, snapshot, entries = self.storage.load()
+        if snapshot is not None:
+            self.restore(snapshot.data)
+        self.node = RaftNode(self.id, random.Random(), election_ticks=self.election_ticks,
+                             term=hard.term, vote=hard.vote, snapshot=snapshot, log=entries,
+                             commit=hard.commit)
         await self.transport.start()
+        if self.founders is not None:
+            self.found(self.founders)
+        self.follow_config()
         self.ticker = asyncio.get_running_loop().create_task(self.tick_loop())
+        if self.node.peers == (self.id,):
+            self.node.campaign(pre=True)  # alone: no reason to wait for a timeout
+            self.process()
+
+    @property
+    def members(self) -> dict[str, Any]:
+        """The configuration in force: id -> member info."""
+        assert self.node is not None
+        return config_members(self.node.config)
+
+    def follow_config(self) -> None:
+        """Point the transport at the members of the configuration in force."""
+        assert self.node is not None
+        if self.node.config != self.known_config or self.hints:
+            self.known_config = self.node.config
+            members = {**self.hints, **self.members}
+            self.transport.set_peers(raft_addresses(members))
+
+    def found(self, founders: dict[str, Any]) -> bool:
+        """Bootstrap a new cluster now, unless this server already has one; returns
+        whether it did."""
+        node = self.node
+        assert node is not None
+        if node.last_index > 0 or self.members:
+            return False
+        node.found(founders)
+        self.process()  # persist it before anything else happens
+        self.follow_config()
+        return True
+
+    def learn(self, members: dict[str, Any]) -> None:
+        """Addresses of a cluster this empty server is joining, until its log has them."""
+        self.hints = dict(members)
+        self.follow_config()
 
     async def hand_over(self, timeout: float = 2.0, to: str | None = None) -> str | None:
         """Pass leadership to ``to`` (default: the most caught-up follower), e.g. on a
         clean shutdown, so the cluster does not wait out an election timeout. Returns
         the id it went to, or None if this node was not leader or it did not happen."""
         node = self.node
-        if node is None or node.role != Role.LEADER or len(node.peers) < 2:
+        others = [p for p in node.peers if p != self.id] if node is not None else []
+        if node is None or node.role != Role.LEADER or not others:
             return None
-        target = to or max((p for p in node.peers if p != self.id),
-                           key=lambda p: (node.progress[p].match, p))
+        target = to or max(others, key=lambda p: (node.progress[p].match, p))
         node.transfer_leadership(target)
         self.process()
         loop = asyncio.get_running_loop()
@@ -109,10 +185,28 @@ class RaftDriver:
             index = self.node.propose(data)
         except NotLeaderError as exc:
             raise NotLeader(f"not the leader; leader is {exc.leader}") from None
+        return await self.wait_for(index)
+
+    async def wait_for(self, index: int) -> Any:
+        assert self.node is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[index] = (self.node.term, future)
         self.process_soon()
         return await future
+
+    async def change_members(self, members: dict[str, Any]) -> int:
+        """Commit a configuration that adds or removes one server; returns its index.
+        Raises NotLeader, or ConfigError when the change may not be made now."""
+        assert self.node is not None
+        try:
+            index = self.node.propose_config(members)
+        except NotLeaderError as exc:
+            raise NotLeader(f"not the leader; leader is {exc.leader}") from None
+        except ConfigChangeError as exc:
+            raise ConfigError(str(exc), "members") from None
+        self.follow_config()
+        await self.wait_for(index)
+        return index
 
     def process_soon(self) -> None:
         """Group commit: proposals made in the same turn of the event loop share one
@@ -144,6 +238,16 @@ class RaftDriver:
             await self.applied_changed.wait()
         return index
 
+    def compact(self) -> None:
+        """Snapshot the state machine at the applied index and fold the log into it."""
+        node = self.node
+        assert node is not None
+        node.compact(node.applied, self.take_snapshot())
+        assert node.snapshot is not None
+        self.storage.save_snapshot(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
+        log.info("snapshot at index %d (%d bytes); log compacted", node.offset,
+                 len(node.snapshot.data))
+
     def last_contact(self) -> float | None:
         """Seconds since this node last heard from a leader (0 on the leader); None if
         it knows of none."""
@@ -159,11 +263,18 @@ class RaftDriver:
             ready = node.ready()
             if ready.empty():
                 break
-            self.storage.save(ready.hard_state, ready.entries)   # 1. persist
+            if ready.snapshot is not None:                         # 1. persist
+                self.storage.save_snapshot(ready.snapshot, [])
+                self.restore(ready.snapshot.data)
+                log.info("installed a snapshot at index %d from %s", ready.snapshot.index,
+                         node.leader)
+            self.storage.save(ready.hard_state, ready.entries)
+            if ready.entries or ready.snapshot is not None:
+                self.follow_config()
             for m in ready.messages:                               # 2. send
                 self.transport.send(m)
             for entry in ready.committed:                          # 3. apply
-                result = self.apply(entry)
+                result = self.apply(entry) if entry.kind != CONFIG else None
                 waiter = self.waiting.pop(entry.index, None)
                 if waiter is not None and not waiter[1].done():
                     if waiter[0] == entry.term:
@@ -180,6 +291,8 @@ class RaftDriver:
                 self.last_leader = node.leader
             if ready.committed:
                 self.applied_changed.set()
+            if node.applied - node.offset >= self.snapshot_every:
+                self.compact()
         if node.role != Role.LEADER:
             self.role_changed.set()
             for read in self.reads.values():

@@ -1,11 +1,14 @@
-"""Durable Raft state: the hard state (term, vote, commit) and the log.
+"""Durable Raft state: the snapshot, the hard state (term, vote, commit) and the log.
 
 The hard state is one small file replaced atomically (temp file, fsync, rename, fsync
-of the directory). The log is an append-only record log (``meshlet.server.wal``: a CRC
-per record, a torn tail truncated, a corrupt middle refused). It holds ``entry``
-records and, when a leader overwrote a conflicting suffix, ``truncate`` records that
-replay as "drop everything from index N". ``save`` returns after fsync, so the core's
-obligation (persist before sending) holds when the driver calls it first.
+of the directory); so is the snapshot (``meshlet.server.wal.SnapshotStore``: a CRC over
+it). The log is an append-only record log (``meshlet.server.wal``: a CRC per record, a
+torn tail truncated, a corrupt middle refused). It holds ``entry`` records and
+``truncate`` records that replay as "drop everything from index N": written when a
+leader overwrote a conflicting suffix, and at the head of the fresh segment that a
+snapshot starts, so a crash between writing the new segment and deleting the old ones
+replays correctly. ``save`` returns after fsync, so the core's obligation (persist
+before sending) holds when the driver calls it first.
 """
 
 from __future__ import annotations
@@ -16,8 +19,23 @@ import os
 from pathlib import Path
 
 from meshlet.errors import StorageError
-from meshlet.raft.core import Entry, HardState
-from meshlet.server.wal import CommandLog, LogRecord, fsync_dir
+from meshlet.raft.core import Entry, HardState, Snapshot
+from meshlet.server.wal import CommandLog, LogRecord, SnapshotStore, fsync_dir
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    head = json.dumps({"index": snapshot.index, "term": snapshot.term,
+                       "config": snapshot.config.decode()}, separators=(",", ":"))
+    return head.encode() + b"\n" + snapshot.data
+
+
+def decode_snapshot(raw: bytes) -> Snapshot:
+    head, _, data = raw.partition(b"\n")
+    try:
+        meta = json.loads(head)
+        return Snapshot(meta["index"], meta["term"], meta["config"].encode(), data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StorageError(f"snapshot header is unreadable: {exc}") from None
 
 
 class RaftStorage:
@@ -26,13 +44,15 @@ class RaftStorage:
         directory.mkdir(parents=True, exist_ok=True)
         self.hard_path = directory / "hardstate.json"
         self.records = CommandLog(directory / "raft-log")
+        self.snapshots = SnapshotStore(directory)
         self.last_index = 0
 
     def __repr__(self) -> str:
         return f"<RaftStorage {self.directory} last_index={self.last_index}>"
 
-    def load(self) -> tuple[HardState, list[Entry]]:
-        """What was persisted. Raises StorageError on corruption."""
+    def load(self) -> tuple[HardState, Snapshot | None, list[Entry]]:
+        """What was persisted: the entries are those after the snapshot. Raises
+        StorageError on corruption."""
         hard = HardState()
         if self.hard_path.exists():
             try:
@@ -40,19 +60,25 @@ class RaftStorage:
                 hard = HardState(body["term"], body["vote"], body["commit"])
             except (ValueError, KeyError) as exc:
                 raise StorageError(f"{self.hard_path} is unreadable: {exc}") from None
+        raw = self.snapshots.load()
+        snapshot = decode_snapshot(raw) if raw is not None else None
+        base = snapshot.index if snapshot is not None else 0
         entries: list[Entry] = []
         for record in self.records.recover():
             cmd = record.command
             if cmd["op"] == "truncate":
-                del entries[cmd["from"] - 1:]
-            else:
-                entry = Entry(cmd["term"], cmd["index"], base64.b64decode(cmd["data"]))
-                if entry.index != len(entries) + 1:
-                    raise StorageError(f"raft log in {self.directory}: entry {entry.index} "
-                                       f"follows {len(entries)}")
-                entries.append(entry)
-        self.last_index = len(entries)
-        return hard, entries
+                del entries[max(cmd["from"] - base - 1, 0):]
+                continue
+            if cmd["index"] <= base:
+                continue  # folded into the snapshot
+            entry = Entry(cmd["term"], cmd["index"], base64.b64decode(cmd["data"]),
+                          cmd.get("kind", 0))
+            if entry.index != base + len(entries) + 1:
+                raise StorageError(f"raft log in {self.directory}: entry {entry.index} "
+                                   f"follows {base + len(entries)}")
+            entries.append(entry)
+        self.last_index = base + len(entries)
+        return hard, snapshot, entries
 
     def save(self, hard: HardState | None, entries: list[Entry]) -> None:
         """Persist new or rewritten entries, then the hard state; durable on return."""
@@ -63,9 +89,7 @@ class RaftStorage:
             records.append(LogRecord(seq, {"op": "truncate", "from": entries[0].index}))
         for entry in entries:
             seq += 1
-            records.append(LogRecord(seq, {
-                "op": "entry", "term": entry.term, "index": entry.index,
-                "data": base64.b64encode(entry.data).decode("ascii")}))
+            records.append(LogRecord(seq, entry_record(entry)))
         if records:
             self.records.append(records)
             self.last_index = entries[-1].index
@@ -78,5 +102,26 @@ class RaftStorage:
             os.replace(tmp, self.hard_path)
             fsync_dir(self.directory)
 
+    def save_snapshot(self, snapshot: Snapshot, after: list[Entry]) -> None:
+        """Persist ``snapshot``, then replace the log by the entries ``after`` it: a
+        fresh segment is written first, the old segments deleted last."""
+        self.snapshots.save(encode_snapshot(snapshot))
+        old = self.records.segments()
+        seq = self.records.last_index + 1
+        current = self.records.start_segment(seq)
+        records = [LogRecord(seq, {"op": "truncate", "from": snapshot.index + 1})]
+        records += [LogRecord(seq + 1 + i, entry_record(e)) for i, e in enumerate(after)]
+        self.records.append(records)
+        for path in old:
+            if path != current:  # an empty segment is reopened under its own name
+                path.unlink()
+        fsync_dir(self.records.directory)
+        self.last_index = snapshot.index + len(after)
+
     def close(self) -> None:
         self.records.close()
+
+
+def entry_record(entry: Entry) -> dict[str, object]:
+    return {"op": "entry", "term": entry.term, "index": entry.index, "kind": entry.kind,
+            "data": base64.b64encode(entry.data).decode("ascii")}

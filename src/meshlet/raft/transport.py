@@ -1,5 +1,6 @@
 """Raft messages over TCP: one outbound connection per peer, reconnected with backoff,
-behind a bounded queue (Raft tolerates loss, so a full queue drops the oldest)."""
+behind a bounded queue (Raft tolerates loss, so a full queue drops the oldest). The
+peer set follows the cluster's membership (``set_peers``)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,40 @@ class Peer:
                     writer.write(batch)
                     await writer.drain()
             except (OSError, ConnectionError):
+                pass
+            finally:
                 writer.close()
 
 
 class Transport:
-    def __init__(self, node_id: NodeId, listen: tuple[str, int],
-                 peers: dict[NodeId, tuple[str, int]],
+    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None,
                  on_message: Callable[[Message], None]) -> None:
         self.id = node_id
         self.listen = listen
-        self.peers = {p: Peer(p, h, port) for p, (h, port) in peers.items() if p != node_id}
+        self.peers: dict[NodeId, Peer] = {}
         self.on_message = on_message
         self.server: asyncio.Server | None = None
-        self.readers: set[asyncio.Task[None]] = set()
+        self.readers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self.accept, *self.listen,
-                                                 reuse_address=True)
-        for peer in self.peers.values():
-            peer.task = asyncio.get_running_loop().create_task(peer.run())
+        """Listen for peers (unless this is a server alone, with no address)."""
+        if self.listen is not None:
+            self.server = await asyncio.start_server(self.accept, *self.listen,
+                                                     reuse_address=True)
+
+    def set_peers(self, peers: dict[NodeId, tuple[str, int]]) -> None:
+        """Connect to new or moved peers, disconnect from departed ones."""
+        for node_id in list(self.peers):
+            peer = self.peers[node_id]
+            if peers.get(node_id) != (peer.host, peer.port):
+                if peer.task is not None:
+                    peer.task.cancel()
+                del self.peers[node_id]
+        for node_id, (host, port) in peers.items():
+            if node_id != self.id and node_id not in self.peers:
+                peer = Peer(node_id, host, port)
+                peer.task = asyncio.get_running_loop().create_task(peer.run())
+                self.peers[node_id] = peer
 
     def send(self, m: Message) -> None:
         peer = self.peers.get(m.to)
@@ -78,7 +94,7 @@ class Transport:
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self.readers.add(task)
+            self.readers[task] = writer
         try:
             while True:
                 header = await reader.readexactly(FRAME.size)
@@ -92,14 +108,18 @@ class Transport:
         finally:
             writer.close()
             if task is not None:
-                self.readers.discard(task)
+                self.readers.pop(task, None)
 
     async def stop(self) -> None:
+        """Close every connection. Readers end at the closed socket rather than being
+        cancelled: asyncio reports a cancelled connection handler as an error."""
         if self.server is not None:
             self.server.close()
-        tasks = [p.task for p in self.peers.values() if p.task] + list(self.readers)
-        for task in tasks:
+        for writer in self.readers.values():
+            writer.close()
+        senders = [p.task for p in self.peers.values() if p.task]
+        for task in senders:
             task.cancel()
-        for task in tasks:
+        for task in [*senders, *self.readers]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -1,67 +1,157 @@
-"""Runs a server: recover the node, serve the API, stop cleanly on request."""
+"""Runs a server: recover the node, serve the API, find or found its cluster, stop
+cleanly on request."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from meshlet.api.routes import Api
-from meshlet.server.node import ServerNode
+from meshlet.errors import ConfigError, MeshletError
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ServerOptions:
+    """How this server finds its cluster. With none of ``peers``, ``join`` or
+    ``bootstrap_expect`` it founds a cluster of one (which can grow if it has a
+    ``raft`` address)."""
+
+    server_id: str = "server-1"
+    raft: tuple[str, int] | None = None
+    peers: dict[str, PeerAddress] = field(default_factory=dict)
+    join: list[str] = field(default_factory=list)
+    bootstrap_expect: int | None = None
+    snapshot_every: int = 1000
+
+    def check(self) -> None:
+        """Raise ConfigError for combinations that cannot work."""
+        if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
+            raise ConfigError("--peer, --join and --bootstrap-expect need --raft", "raft")
+        if self.server_id in self.peers:
+            raise ConfigError(f"--peer names this server's own id {self.server_id!r}",
+                              "peer")
+        if self.peers and self.bootstrap_expect:
+            raise ConfigError("give either --peer or --bootstrap-expect, not both",
+                              "bootstrap_expect")
+        if self.bootstrap_expect is not None and self.bootstrap_expect > 1 and not self.join:
+            raise ConfigError("--bootstrap-expect needs --join addresses of the other "
+                              "servers", "join")
+
+
 class Server:
     """A started server; ``url`` is where its API listens (the real port if 0 was asked)."""
 
-    def __init__(self, node: Any, runner: web.AppRunner, url: str) -> None:
+    def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str) -> None:
         self.node = node
         self.runner = runner
         self.url = url
+        self.finding: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Server {self.url} {self.node!r}>"
 
     @classmethod
-    async def start(cls, data_dir: Path, host: str, port: int, snapshot_every: int = 1000,
-                    raft_id: str | None = None,
-                    peers: dict[str, PeerAddress] | None = None) -> Server:
-        """Raises StorageError on a corrupt log, OSError if the port is taken. With
-        ``raft_id`` and ``peers``, writes are replicated with Raft."""
-        node: ServerNode | RaftServerNode
-        if raft_id is not None and peers:
-            node = RaftServerNode(data_dir, raft_id, peers)
-        else:
-            node = ServerNode(data_dir, snapshot_every)
-        await node.open()
+    async def start(cls, data_dir: Path, host: str, port: int,
+                    options: ServerOptions | None = None) -> Server:
+        """Raises StorageError on a corrupt log, OSError if a port is taken,
+        ConfigError for options that cannot work."""
+        options = options or ServerOptions()
+        options.check()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        url = f"http://{host}:{sock.getsockname()[1]}"
+        address = PeerAddress(options.raft, url)
+        founders = None
+        if options.peers:
+            founders = {**options.peers, options.server_id: address}
+        elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
+            founders = {options.server_id: address}
+        node = RaftServerNode(data_dir, options.server_id, address, founders,
+                              options.snapshot_every)
+        try:
+            await node.open()
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(Exception):
+                await node.stop()
+            raise
         runner = web.AppRunner(Api(node).app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            await node.stop()
-            raise
-        real_port = int(runner.addresses[0][1])
-        url = f"http://{host}:{real_port}"
+        await web.SockSite(runner, sock).start()
+        server = cls(node, runner, url)
+        if founders is None and options.server_id not in node.driver.members:
+            server.finding = asyncio.get_running_loop().create_task(
+                server.find_cluster(options))
         log.info("server API at %s (data in %s)", url, data_dir)
-        return cls(node, runner, url)
+        return server
+
+    async def find_cluster(self, options: ServerOptions) -> None:
+        """Join a running cluster through ``join``, or, with ``bootstrap_expect`` N,
+        found one as soon as N servers that have none can see each other."""
+        try:
+            if options.bootstrap_expect:
+                await self.bootstrap(options.join, options.bootstrap_expect)
+            else:
+                await self.node.join(options.join)
+        except MeshletError as exc:
+            log.error("could not find a cluster: %s", exc)
+
+    async def bootstrap(self, urls: list[str], expect: int) -> None:
+        from meshlet.api.client import Client
+        node = self.node
+        delay = 0.1
+        while not node.driver.members:
+            found = {node.id: node.address.info()}
+            established = False
+            for url in urls:
+                try:
+                    async with Client(url, timeout=2.0) as client:
+                        other = await client.raft_self()
+                except MeshletError:
+                    continue
+                if other["bootstrapped"]:
+                    established = True
+                elif other["id"] != node.id:
+                    found[other["id"]] = {"raft": other["raft"], "http": other["http"]}
+            if established:
+                await node.join(urls)
+                return
+            if len(found) == expect:
+                if node.driver.found(found):
+                    log.info("founded a cluster of %s", ", ".join(sorted(found)))
+                return
+            if len(found) > expect:
+                log.error("found %d servers without a cluster, more than "
+                          "--bootstrap-expect %d; waiting", len(found), expect)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def stop(self) -> None:
+        if self.finding is not None:
+            self.finding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.finding
         await self.runner.cleanup()
         await self.node.stop()
 
 
 async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Event,
-                        snapshot_every: int = 1000, raft_id: str | None = None,
-                        peers: dict[str, PeerAddress] | None = None) -> None:
-    server = await Server.start(data_dir, host, port, snapshot_every, raft_id, peers)
+                        options: ServerOptions | None = None) -> None:
+    server = await Server.start(data_dir, host, port, options)
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
     try:
         await stop.wait()

@@ -1,9 +1,10 @@
 """The replicated write path: ``propose(command)`` → Raft log on a majority → apply on
-every server → wake watchers. Same interface as the single-node ``ServerNode``.
+every server → wake watchers. A server alone is a one-member cluster on the same path.
 
-Membership is static for now (every server is started with the full peer list).
-Reads are served from local state (stale on followers); writes that reach a follower
-are forwarded to the leader by the API layer.
+Membership lives in the log: each member is ``{"raft": "HOST:PORT", "http": URL}``.
+A new cluster starts from its founders (``--peer``, or the servers found by
+``--bootstrap-expect``); a server joins a running one by asking any member to add it
+(``--join``), and members are added and removed one at a time.
 """
 
 from __future__ import annotations
@@ -16,36 +17,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshlet.errors import MeshletError, NotLeader
+from meshlet.errors import ConfigError, MeshletError, NotLeader, Unavailable
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
-from meshlet.server.node import wait_for_index
+from meshlet.server.blocking import wait_for_index
 from meshlet.state import Command, Result, StateMachine, decode_command, encode_command
 
 log = logging.getLogger(__name__)
+EMPTY_STATE = StateMachine().snapshot()
 
 
 @dataclass(frozen=True)
 class PeerAddress:
-    raft: tuple[str, int]
+    raft: tuple[str, int] | None
     http: str
+
+    def info(self) -> dict[str, str]:
+        raft = f"{self.raft[0]}:{self.raft[1]}" if self.raft is not None else ""
+        return {"raft": raft, "http": self.http}
 
 
 class RaftServerNode:
-    def __init__(self, data_dir: Path, node_id: str, peers: dict[str, PeerAddress]) -> None:
+    def __init__(self, data_dir: Path, node_id: str, address: PeerAddress,
+                 founders: dict[str, PeerAddress] | None = None,
+                 snapshot_every: int = 1000) -> None:
+        """``founders`` bootstraps a new cluster (ignored once the data directory holds
+        one); without it the server waits to be added to a cluster."""
         self.data_dir = data_dir
         self.id = node_id
-        self.peers = peers
+        self.address = address
         self.machine = StateMachine()
         self._changed = asyncio.Event()
-        self.driver = RaftDriver(node_id, {p: a.raft for p, a in peers.items()},
-                                 data_dir / "raft", self.apply_entry)
+        self.driver = RaftDriver(
+            node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
+            self.machine.snapshot,
+            {i: a.info() for i, a in founders.items()} if founders is not None else None,
+            snapshot_every)
 
     def __repr__(self) -> str:
         return f"<RaftServerNode {self.id} {self.driver!r} index={self.machine.index}>"
 
     async def open(self) -> None:
-        """Load the Raft log; committed entries are re-applied as the node starts."""
+        """Load the snapshot and log; committed entries are re-applied as it starts."""
         await self.driver.start()
 
     async def stop(self) -> None:
@@ -56,18 +69,28 @@ class RaftServerNode:
             return None  # a new leader's empty entry
         command = decode_command(json.loads(entry.data))
         result = self.machine.apply(entry.index, command)
+        self._notify()
+        return result
+
+    def restore(self, data: bytes) -> None:
+        self.machine.restore(data or EMPTY_STATE)
+        self._notify()
+
+    def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-        return result
 
     async def propose(self, command: Command) -> Result:
         """Commit ``command`` on a majority. Raises MeshletError (NotLeader on a
         follower: the API forwards those).
 
-        Unlike the single node, nothing is checked against local state first: a
-        follower's state, or a new leader's, may lag behind what is committed, so a
-        check-and-set judged here could be wrong. Every server judges it the same way
-        when it applies the entry, and the result comes back from there."""
+        Only invalid input is refused up front: whether a check-and-set holds, or a
+        key exists, depends on state that may lag behind what is committed here, so
+        that is judged when the entry is applied, the same way on every server, and
+        the result comes back from there."""
+        error = self.machine.check(command)
+        if isinstance(error, ConfigError):
+            raise error
         if not self.driver.is_leader:
             raise NotLeader("writes go to the leader")
         data = json.dumps(encode_command(command), separators=(",", ":")).encode()
@@ -105,9 +128,12 @@ class RaftServerNode:
     async def transfer_leader(self, to: str | None) -> str:
         """Hand leadership to ``to`` (or the most caught-up follower); raises
         NotLeader on a follower (forwarded), ConfigError for an unknown id."""
-        from meshlet.errors import ConfigError, Unavailable
-        if to is not None and (to not in self.peers or to == self.id):
+        members = self.driver.members
+        if to is not None and (to not in members or to == self.id):
             raise ConfigError(f"to: {to!r} is not another server of this cluster", "to")
+        if len(members) < 2:
+            raise ConfigError("this server runs alone: there is no one to hand "
+                              "leadership to", "to")
         if not self.driver.is_leader:
             raise NotLeader("leadership is transferred by the leader")
         target = await self.driver.hand_over(to=to)
@@ -115,28 +141,84 @@ class RaftServerNode:
             raise Unavailable("the transfer did not complete in time; try again")
         return target
 
+    async def add_member(self, node_id: str, address: PeerAddress) -> dict[str, Any]:
+        """Add a server (or move one to new addresses); returns the members.
+        Adding a member that is already there with the same addresses changes nothing."""
+        if address.raft is None:
+            raise ConfigError("raft: a member needs a Raft address", "raft")
+        members = self.driver.members
+        if members.get(node_id) == address.info():
+            return members
+        if not self.driver.is_leader:
+            raise NotLeader("membership is changed by the leader")
+        if any(not info.get("raft") for info in members.values()):
+            raise ConfigError("this server was started alone, without --raft: restart it "
+                              "with a Raft address before adding servers", "raft")
+        if node_id in members:  # a new address: remove, then add back
+            await self.driver.change_members({k: v for k, v in members.items()
+                                              if k != node_id})
+            members = self.driver.members
+        await self.driver.change_members({**members, node_id: address.info()})
+        return self.driver.members
+
+    async def remove_member(self, node_id: str) -> dict[str, Any]:
+        """Remove a server; removing one that is not a member is an error."""
+        members = self.driver.members
+        if node_id not in members:
+            raise ConfigError(f"id: {node_id!r} is not a member of this cluster", "id")
+        if not self.driver.is_leader:
+            raise NotLeader("membership is changed by the leader")
+        await self.driver.change_members({k: v for k, v in members.items() if k != node_id})
+        return self.driver.members
+
+    async def join(self, urls: list[str], attempts: int | None = None) -> None:
+        """Ask the servers at ``urls`` to add this one, until one of them does."""
+        from meshlet.api.client import Client
+        delay = 0.2
+        attempt = 0
+        while self.id not in self.driver.members:
+            for url in urls:
+                try:
+                    async with Client(url) as client:
+                        info = self.address.info()
+                        members = await client.add_peer(self.id, info["raft"],
+                                                        info["http"])
+                    self.driver.learn(members)
+                    log.info("joined the cluster through %s", url)
+                    return
+                except MeshletError as exc:
+                    log.warning("join through %s failed: %s", url, exc)
+            attempt += 1
+            if attempts is not None and attempt >= attempts:
+                raise Unavailable(f"could not join through {', '.join(urls)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     def leader_url(self) -> str | None:
         node = self.driver.node
         leader = node.leader if node is not None else None
         if leader is None or leader == self.id:
             return None
-        return self.peers[leader].http
+        info = self.driver.members.get(leader)
+        return info.get("http") if isinstance(info, dict) else None
 
     def status(self) -> dict[str, Any]:
         node = self.driver.node
         assert node is not None
         members = []
-        for peer_id, address in sorted(self.peers.items()):
-            progress = node.progress.get(peer_id) if node.role.value == "leader" else None
+        leading = node.role.value == "leader"
+        for peer_id, info in sorted(self.driver.members.items()):
+            progress = node.progress.get(peer_id) if leading else None
             members.append({
-                "id": peer_id, "raft": f"{address.raft[0]}:{address.raft[1]}",
-                "http": address.http,
+                "id": peer_id, "raft": info.get("raft", ""), "http": info.get("http", ""),
                 "role": "leader" if peer_id == node.leader else "follower",
                 "match_index": progress.match if progress else None})
-        return {"mode": "raft", "leader": node.role.value == "leader", "id": self.id,
+        return {"leader": leading, "id": self.id,
                 "raft": {"term": node.term, "role": node.role.value,
                          "leader": node.leader, "commit": node.commit,
                          "applied": node.applied, "last_index": node.last_index,
+                         "snapshot_index": node.offset,
+                         "member": self.id in node.peers,
                          "leader_changes": self.driver.leader_changes},
                 "members": members}
 

@@ -6,8 +6,8 @@ acknowledge once it returns. Recovery truncates a torn last record (a crash mid-
 but refuses, with StorageError, a damaged record that has valid data after it: that is
 corruption, and silently dropping acknowledged writes behind it would be worse.
 
-Segments are named ``log-<first index>.wal``; after a snapshot at index S the log starts
-a new segment at S+1 and deletes the older ones.
+Segments are named ``log-<first index>.wal``; after a snapshot the Raft storage starts a
+new segment and deletes the older ones.
 """
 
 from __future__ import annotations
@@ -119,12 +119,13 @@ class CommandLog:
         else:
             self.start_segment(1)
 
-    def start_segment(self, first_index: int) -> None:
+    def start_segment(self, first_index: int) -> Path:
         if self._file is not None:
             self._file.close()
         path = self.directory / f"log-{first_index:020d}.wal"
         self._file = open(path, "ab")
         fsync_dir(self.directory)
+        return path
 
     def append(self, records: list[LogRecord]) -> None:
         """Write and fsync a batch (group commit); durable when this returns."""
@@ -134,15 +135,6 @@ class CommandLog:
         self._file.write(b"".join(encode_record(r) for r in records))
         self._file.flush()
         os.fsync(self._file.fileno())
-
-    def compact(self, snapshot_index: int) -> None:
-        """Start a fresh segment after ``snapshot_index`` and drop the ones it covers."""
-        assert snapshot_index == self.last_index
-        old = self.segments()
-        self.start_segment(snapshot_index + 1)
-        for path in old:
-            path.unlink()
-        fsync_dir(self.directory)
 
     def close(self) -> None:
         if self._file is not None:

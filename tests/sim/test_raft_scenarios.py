@@ -1,0 +1,186 @@
+"""Targeted Raft scenarios the random schedules reach only by luck: the Figure 8 commit
+rule, catching up by snapshot, and membership changes one server at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshlet.raft.core import ConfigChangeError, Entry, Message, MsgType, Role, config_members
+from tests.sim.cluster import Disk, SimCluster, elect
+
+
+def settle(sim: SimCluster, rounds: int = 50) -> None:
+    """Deliver everything in order, ticking everyone between rounds."""
+    for _ in range(rounds):
+        while sim.network:
+            sim.deliver(0)
+        for node_id in sim.ids:
+            sim.tick(node_id)
+        sim.check()
+
+
+def write(sim: SimCluster, count: int) -> int:
+    leader = elect(sim)
+    index = 0
+    for i in range(count):
+        index = leader.propose(f"w{i}".encode())
+        sim.process(leader.id)
+    settle(sim, 5)
+    return index
+
+
+def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_counting() -> None:
+    """§5.4.2: a leader of term 4 holding an entry of term 2 on a majority must not
+    commit it by counting, since a server with a term-3 entry there could still win an
+    election and overwrite it. It commits only with an entry of term 4 above it."""
+    sim = SimCluster([f"s{i}" for i in range(1, 6)], seed=8)
+    s1 = sim.nodes["s1"]
+    s1.term = 4
+    s1.log = [s1.log[0], Entry(2, 2, b"from term 2")]  # the founding entry, then term 2
+    s1.stable = 2
+    s1.commit = 1
+    s1.become_leader()  # appends its own empty entry of term 4 at index 3
+    sim.process("s1")
+    for follower in ("s2", "s3"):
+        s1.step(Message(MsgType.APPEND_RESP, follower, "s1", 4, index=2))
+    sim.process("s1")
+    assert s1.commit == 1, "an entry of term 2 was committed by counting in term 4"
+    for follower in ("s2", "s3"):
+        s1.step(Message(MsgType.APPEND_RESP, follower, "s1", 4, index=3))
+    assert s1.commit == 3  # the term-4 entry commits, and with it everything before
+
+
+def test_a_lagging_follower_catches_up_from_a_snapshot() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=9)
+    leader = elect(sim)
+    lagging = next(i for i in sim.ids if i != leader.id)
+    for other in sim.ids:
+        if other != lagging:
+            sim.cut.add(frozenset((lagging, other)))
+    last = write(sim, 40)
+    sim.compact(leader.id)
+    assert leader.offset == last and leader.log == []  # the log is folded away
+    while sim.network:  # what was sent during the cut is lost
+        sim.deliver(0)
+    delivered: list[MsgType] = []
+    original = sim.deliver
+
+    def recording(index: int) -> None:
+        m = sim.network[index]
+        if m.to == lagging and frozenset((m.frm, m.to)) not in sim.cut:
+            delivered.append(m.type)
+        original(index)
+    sim.deliver = recording  # type: ignore[method-assign]
+    sim.cut.clear()
+    settle(sim)
+    assert MsgType.SNAPSHOT in delivered
+    assert sim.nodes[lagging].offset == last
+    assert [e.data for e in sim.applied[lagging]] == [e.data for e in sim.applied[leader.id]]
+    # It keeps replicating normally after the snapshot.
+    index = sim.nodes[leader.id].propose(b"after")
+    sim.process(leader.id)
+    settle(sim, 5)
+    assert sim.applied[lagging][-1].index == index
+
+
+def test_a_restart_recovers_from_snapshot_plus_log() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=10)
+    write(sim, 20)
+    node_id = sim.ids[0]
+    sim.compact(node_id)
+    write(sim, 5)
+    before = [e.data for e in sim.applied[node_id]]
+    sim.crash(node_id)
+    sim.restart(node_id)
+    assert [e.data for e in sim.applied[node_id]] == before
+
+
+def add(sim: SimCluster, members: dict[str, dict[str, str]], node_id: str) -> None:
+    change(sim, {**members, node_id: {}})
+
+
+def change(sim: SimCluster, members: dict[str, dict[str, str]]) -> None:
+    leader = elect(sim)
+    leader.propose_config(members)
+    sim.process(leader.id)
+    settle(sim, 10)
+
+
+def voters(sim: SimCluster) -> dict[str, dict[str, str]]:
+    leader = elect(sim)
+    return config_members(leader.config)
+
+
+def test_grow_from_three_to_five_and_shrink_back() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=11, spares=2)
+    write(sim, 10)
+    add(sim, voters(sim), "spare0")
+    add(sim, voters(sim), "spare1")
+    assert sorted(voters(sim)) == ["a", "b", "c", "spare0", "spare1"]
+    index = write(sim, 3)
+    assert all(sim.applied[i][-1].index >= index for i in sim.ids)  # the new ones too
+    # Two of the original servers go; the cluster keeps committing without them.
+    for gone in ("a", "b"):
+        members = voters(sim)
+        del members[gone]
+        change(sim, members)
+    assert sorted(voters(sim)) == ["c", "spare0", "spare1"]
+    sim.crash("a")
+    sim.crash("b")
+    index = write(sim, 3)
+    assert all(sim.applied[i][-1].index >= index for i in ("c", "spare0", "spare1"))
+
+
+def test_one_change_at_a_time() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=12, spares=2)
+    write(sim, 1)
+    leader = elect(sim)
+    with pytest.raises(ConfigChangeError, match="one server at a time"):
+        leader.propose_config({**voters(sim), "spare0": {}, "spare1": {}})
+    leader.propose_config({**voters(sim), "spare0": {}})
+    with pytest.raises(ConfigChangeError, match="in progress"):
+        leader.propose_config({"a": {}, "b": {}, "c": {}})
+    with pytest.raises(ConfigChangeError, match="last server"):
+        settle(sim, 10)
+        elect(sim).propose_config({})
+
+
+def test_a_leader_that_removes_itself_steps_down_and_the_rest_elect() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=13)
+    write(sim, 2)
+    leader = elect(sim)
+    old = leader.id
+    members = voters(sim)
+    del members[old]
+    change(sim, members)
+    assert sim.nodes[old].role == Role.FOLLOWER
+    new = elect(sim)
+    assert new.id != old and sorted(new.peers) == sorted(members)
+    for _ in range(100):  # the removed server never campaigns again
+        sim.tick(old)
+        assert sim.nodes[old].role == Role.FOLLOWER
+    index = write(sim, 2)
+    assert sim.nodes[new.id].commit >= index
+
+
+def test_replace_a_server_whose_disk_was_wiped() -> None:
+    """The safe procedure: remove it, wipe it, add it back empty; it is brought up to
+    date by snapshot and log."""
+    sim = SimCluster(["a", "b", "c"], seed=14)
+    write(sim, 30)
+    leader = elect(sim)
+    victim = next(i for i in sim.ids if i != leader.id)
+    members = voters(sim)
+    del members[victim]
+    change(sim, members)
+    sim.crash(victim)
+    for node_id in sim.ids:
+        if node_id != victim:
+            sim.compact(node_id)
+    sim.disks[victim] = Disk()  # wiped: no snapshot, no log, no vote
+    sim.restart(victim)
+    add(sim, voters(sim), victim)
+    index = write(sim, 2)
+    assert sim.applied[victim][-1].index >= index
+    assert [e.data for e in sim.applied[victim]] == \
+        [e.data for e in sim.applied[elect(sim).id]]
