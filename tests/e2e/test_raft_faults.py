@@ -1,6 +1,7 @@
 """Three Raft servers under faults, checked for linearizability: concurrent clients do
-KV put, get and check-and-set through random servers while a nemesis kills servers
-with -9 and restarts them, and cuts links between them through a relay."""
+KV put, get (consistent, and default: served under the leader's lease) and
+check-and-set through random servers while a nemesis kills servers with -9 and
+restarts them, and cuts links between them through a relay."""
 
 from __future__ import annotations
 
@@ -181,7 +182,8 @@ class Client(threading.Thread):
                         op = Op(self.number, "put", key, value, None, call, None, False, None,
                                 None)
                 elif roll < 0.9:
-                    status, body = request("GET", base + "?consistency=consistent")
+                    mode = self.rng.choice(["consistent", "default"])  # lease reads too
+                    status, body = request("GET", f"{base}?consistency={mode}")
                     ret = time.monotonic()
                     if status == 200 and body:
                         import base64

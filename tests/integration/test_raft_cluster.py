@@ -84,6 +84,11 @@ async def test_replicate_fail_over_and_recover(tmp_path: Path) -> None:
         assert read_at >= max(indexes) and len(leader.applied) >= 30
         assert follower.driver.last_contact() is not None
 
+        async def leased() -> bool:
+            return leader.driver.has_lease()
+        await async_wait_until(leased, 10, "the leader's lease")  # renewed by heartbeats
+        assert not follower.driver.has_lease()
+
         handed_to = await leader.driver.hand_over()  # a clean shutdown hands over first
         await leader.driver.stop()
         assert handed_to is not None

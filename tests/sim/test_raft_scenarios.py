@@ -184,3 +184,54 @@ def test_replace_a_server_whose_disk_was_wiped() -> None:
     assert sim.applied[victim][-1].index >= index
     assert [e.data for e in sim.applied[victim]] == \
         [e.data for e in sim.applied[elect(sim).id]]
+
+
+def test_the_lease_is_renewed_by_a_majority_and_lapses_in_isolation() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=15)
+    write(sim, 1)
+    leader = elect(sim)
+    for node_id in sim.ids:
+        sim.tick(node_id)
+    while sim.network:
+        sim.deliver(0)
+    stamp = leader.lease_stamp()
+    assert stamp == leader.ticks  # the latest heartbeat round was answered
+    assert all(n.lease_stamp() is None for n in sim.nodes.values() if n is not leader)
+    for other in sim.ids:
+        if other != leader.id:
+            sim.cut.add(frozenset((leader.id, other)))
+    for _ in range(leader.election_ticks - 1):
+        sim.tick(leader.id)
+        while sim.network:
+            sim.deliver(0)
+    # Cut off, the leader still leads, but its lease dates from before the cut.
+    assert leader.role == Role.LEADER and leader.lease_stamp() == stamp
+    assert leader.ticks - stamp == leader.election_ticks - 1
+
+
+def test_no_lease_while_leadership_is_being_handed_over() -> None:
+    sim = SimCluster(["a", "b", "c"], seed=16)
+    write(sim, 1)
+    leader = elect(sim)
+    target = next(i for i in sim.ids if i != leader.id)
+    leader.transfer_leadership(target)
+    assert leader.lease_stamp() is None
+
+
+def test_a_restarted_server_votes_for_no_one_for_an_election_timeout() -> None:
+    """It may have promised a leader its silence before it crashed."""
+    sim = SimCluster(["a", "b", "c"], seed=17)
+    write(sim, 1)
+    leader = elect(sim)
+    voter = next(i for i in sim.ids if i != leader.id)
+    sim.crash(voter)
+    sim.restart(voter)
+    node = sim.nodes[voter]
+    ask = Message(MsgType.PRE_VOTE, "someone", voter, node.term + 1, node.last_term,
+                  node.last_index)
+    node.step(ask)
+    assert node.ready().messages[-1].reject
+    for _ in range(node.election_ticks):
+        node.tick()
+    node.step(ask)
+    assert not node.ready().messages[-1].reject

@@ -16,6 +16,9 @@ the core reads only the ids, the driver reads the addresses. A node whose
 configuration does not name it never campaigns: a fresh server waiting to be added, or
 one that was removed.
 
+Leases: ``lease_stamp()`` tells the driver since when a majority is known to have
+heard from this leader, so it may serve reads without a round trip (thesis §6.4.1).
+
 Reads: ``read_index(ctx)`` (thesis §6.4): the leader notes its commit index, confirms
 it is still leader with a heartbeat round acknowledged by a majority, then reports
 ``(ctx, index)`` in ``Ready.reads``; the driver serves the read once it has applied up
@@ -97,6 +100,7 @@ class Message:
     reject_term: int = 0       # append_resp: term of the follower's entry at the hint
     context: int = 0           # append/append_resp: the read-index round being confirmed
     snapshot: Snapshot | None = None
+    stamp: int = 0             # append/snapshot: the leader's tick when sent; echoed back
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class Progress:
     match: int = 0
     next: int = 1
     recent_active: bool = False
+    acked: int = 0             # the latest stamp this follower answered, in this term
 
 
 class NotLeaderError(Exception):
@@ -188,6 +193,8 @@ class RaftNode:
     append_due: bool = False
     ready_reads: list[tuple[int, int]] = field(default_factory=list)
     received_snapshot: Snapshot | None = None
+    ticks: int = 0                     # ticks since start: the clock of leases
+    transfer_tick: int | None = None   # when we last told a follower to take over
     _last_hard: HardState = field(default_factory=HardState)
 
     def __post_init__(self) -> None:
@@ -290,6 +297,7 @@ class RaftNode:
     # -- inputs ---------------------------------------------------------------------
 
     def tick(self) -> None:
+        self.ticks += 1
         self.elapsed += 1
         if self.role == Role.LEADER:
             self.heartbeat_elapsed += 1
@@ -341,9 +349,30 @@ class RaftNode:
         self.transfer_to = to
         self.elapsed = 0
         if self.progress[to].match == self.last_index:
-            self.send(Message(MsgType.TIMEOUT_NOW, self.id, to, self.term))
+            self.send_timeout_now(to)
         else:
             self.send_append(to)
+
+    def send_timeout_now(self, to: NodeId) -> None:
+        self.transfer_tick = self.ticks
+        self.send(Message(MsgType.TIMEOUT_NOW, self.id, to, self.term))
+
+    def lease_stamp(self) -> int | None:
+        """The tick from which a majority has since heard from this leader, or None
+        when it holds no lease. A follower that heard from us will not vote for anyone
+        else for an election timeout of its own ticks (pre-vote and the §4.2.3 rule),
+        so until that long after this stamp no other leader can exist. The driver turns
+        ticks into time: ticks never run faster than their interval. Leadership
+        transfer voids the lease: the target's election skips those rules."""
+        if self.role != Role.LEADER or self.transfer_to is not None \
+                or self.term_at(self.commit) != self.term:
+            return None
+        if self.transfer_tick is not None and \
+                self.ticks - self.transfer_tick <= 2 * self.election_ticks:
+            return None
+        stamps = sorted((self.ticks if p == self.id else self.progress[p].acked
+                         for p in self.peers), reverse=True)
+        return stamps[self.quorum() - 1]
 
     def compact(self, index: int, data: bytes) -> None:
         """The driver saved ``data``, the state machine as of applied ``index``: fold
@@ -390,8 +419,11 @@ class RaftNode:
         handler(m)
 
     def leader_recently_seen(self) -> bool:
-        return self.leader is not None and self.elapsed < self.election_ticks \
-            and self.role == Role.FOLLOWER
+        """While true we vote for no one (unless leadership is being transferred): a
+        leader was heard within an election timeout, or we started less than one ago
+        and may have heard one before (a leader's lease counts on our silence)."""
+        return (self.leader is not None and self.elapsed < self.election_ticks
+                and self.role == Role.FOLLOWER) or self.ticks < self.election_ticks
 
     # -- elections ------------------------------------------------------------------
 
@@ -509,12 +541,13 @@ class RaftNode:
             assert self.snapshot is not None
             self.send(Message(MsgType.SNAPSHOT, self.id, peer, self.term,
                               self.snapshot.term, self.snapshot.index,
-                              commit=self.commit, snapshot=self.snapshot))
+                              commit=self.commit, snapshot=self.snapshot,
+                              stamp=self.ticks))
             pr.next = self.snapshot.index + 1
             prev = self.snapshot.index
         entries = tuple(self.entries(prev + 1, prev + 1 + APPEND_BATCH))
         self.send(Message(MsgType.APPEND, self.id, peer, self.term, self.term_at(prev), prev,
-                          entries, self.commit, context=context))
+                          entries, self.commit, context=context, stamp=self.ticks))
 
     def on_append(self, m: Message) -> None:
         self.role = Role.FOLLOWER
@@ -523,7 +556,7 @@ class RaftNode:
         if m.index < self.commit:
             # Everything up to our commit index is already known to match the leader's.
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term,
-                              index=self.commit, context=m.context))
+                              index=self.commit, context=m.context, stamp=m.stamp))
             return
         if m.index > self.last_index or self.term_at(m.index) != m.log_term:
             # §5.3 with fast backtracking: point the leader at the first index of the
@@ -536,7 +569,8 @@ class RaftNode:
             if hint_term > 0 and hint > self.commit:
                 hint -= 1  # the last index before the conflicting term
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=hint,
-                              reject=True, reject_term=hint_term, context=m.context))
+                              reject=True, reject_term=hint_term, context=m.context,
+                              stamp=m.stamp))
             return
         reconfigured = False
         for entry in m.entries:
@@ -554,7 +588,7 @@ class RaftNode:
         if m.commit > self.commit:
             self.commit = min(m.commit, match)
         self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=match,
-                          context=m.context))
+                          context=m.context, stamp=m.stamp))
 
     def on_snapshot(self, m: Message) -> None:
         """InstallSnapshot (§7): replace our log by the leader's snapshot, unless we
@@ -566,7 +600,7 @@ class RaftNode:
         assert snap is not None
         if snap.index <= self.commit:
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term,
-                              index=self.commit))
+                              index=self.commit, stamp=m.stamp))
             return
         if self.term_at(snap.index) == snap.term:
             self.commit = snap.index  # our log already holds it: just move commit on
@@ -577,13 +611,15 @@ class RaftNode:
             self.commit = self.stable = snap.index
             self.received_snapshot = snap
             self.refresh_config()
-        self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=snap.index))
+        self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=snap.index,
+                          stamp=m.stamp))
 
     def on_append_response(self, m: Message) -> None:
         if self.role != Role.LEADER or m.frm not in self.progress:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
+        pr.acked = max(pr.acked, m.stamp)
         if m.context:
             self.confirm_reads(m.frm, m.context)
         if m.reject:
@@ -598,7 +634,7 @@ class RaftNode:
         if self.role == Role.LEADER and pr.next <= self.last_index:
             self.send_append(m.frm)
         if self.transfer_to == m.frm and pr.match == self.last_index:
-            self.send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))
+            self.send_timeout_now(m.frm)
 
     def confirm_reads(self, peer: NodeId, context: int) -> None:
         """A peer acknowledged our leadership in read round ``context`` (and so every

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class RaftDriver:
         self.transport = Transport(node_id, listen, self.receive)
         self.known_config = b""
         self.hints: dict[str, Any] = {}  # addresses learnt while joining
+        self.tick_times: deque[float] = deque(maxlen=4 * election_ticks)
         self.waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self.reads: dict[int, asyncio.Future[int]] = {}
         self.read_counter = 0
@@ -167,11 +169,32 @@ class RaftDriver:
         return self.node is not None and self.node.role == Role.LEADER
 
     async def tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tick_times.append(loop.time())
         while True:
             await asyncio.sleep(self.tick_interval)
             assert self.node is not None
             self.node.tick()
+            self.tick_times.append(loop.time())  # when tick number node.ticks began
             self.process()
+
+    def has_lease(self) -> bool:
+        """Whether this leader may serve a read from its own state: a majority heard
+        from it at tick T, and none of them will vote for another leader before an
+        election timeout of their ticks has passed since, which is no sooner in real
+        time (a tick never comes early). Two ticks are kept as a margin."""
+        node = self.node
+        stamp = node.lease_stamp() if node is not None else None
+        if node is None or stamp is None:
+            return False
+        if node.peers == (self.id,):
+            return True
+        age = node.ticks - stamp
+        if age >= len(self.tick_times):
+            return False
+        started = self.tick_times[-1 - age]
+        lease = (self.election_ticks - 2) * self.tick_interval
+        return asyncio.get_running_loop().time() < started + lease
 
     def receive(self, m: Message) -> None:
         if self.node is not None:

@@ -107,8 +107,9 @@ class RaftServerNode:
     async def read_barrier(self, consistency: str, max_stale: float | None) -> None:
         """Make a read as fresh as asked, or raise NotLeader so the API forwards it:
         ``stale`` serves local state (within ``max_stale`` of the leader, if given),
-        ``default`` serves on the leader, ``consistent`` also confirms leadership with a
-        quorum first (ReadIndex)."""
+        ``default`` serves on the leader under its lease (or, without one, as
+        ``consistent`` does), ``consistent`` confirms leadership with a quorum first
+        (ReadIndex)."""
         if consistency == "stale":
             contact = self.driver.last_contact()
             if max_stale is None or (contact is not None and contact <= max_stale):
@@ -117,7 +118,7 @@ class RaftServerNode:
                             f"more than max_stale={max_stale}s")
         if not self.driver.is_leader:
             raise NotLeader("reads of this consistency are served by the leader")
-        if consistency == "consistent":
+        if consistency == "consistent" or not self.driver.has_lease():
             await self.driver.read_index()
 
     def read_headers(self) -> dict[str, str]:
