@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body
-from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader
+from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.state.commands import (
@@ -155,8 +155,13 @@ class Api:
                     out = {k: v for k, v in resp.headers.items()
                            if k in (INDEX_HEADER, "Content-Type")}
                     return web.Response(body=payload, status=resp.status, headers=out)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except aiohttp.ClientConnectorError as exc:  # it never left: nothing changed
                 raise NotLeader(f"cannot reach the leader at {leader}: {exc}") from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                # The leader may have applied it before the answer was lost.
+                raise Unavailable(f"lost the leader at {leader} before it answered "
+                                  f"({exc or type(exc).__name__}); the request may "
+                                  "have been applied") from None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware, self.forward_middleware],

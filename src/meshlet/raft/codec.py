@@ -19,7 +19,7 @@ def encode(m: Message) -> bytes:
         "type": m.type.value, "frm": m.frm, "to": m.to, "term": m.term,
         "log_term": m.log_term, "index": m.index, "commit": m.commit,
         "reject": m.reject, "reject_term": m.reject_term, "context": m.context,
-        "stamp": m.stamp,
+        "stamp": m.stamp, "rejected": m.rejected,
         "entries": [[e.term, e.index, base64.b64encode(e.data).decode("ascii"), e.kind]
                     for e in m.entries]}
     if m.snapshot is not None:
@@ -41,6 +41,6 @@ def decode(payload: bytes) -> Message:
                        b["index"], tuple(Entry(t, i, base64.b64decode(d), k)
                                          for t, i, d, k in b["entries"]),
                        b["commit"], b["reject"], b["reject_term"], b["context"], snapshot,
-                       b["stamp"])
+                       b["stamp"], b["rejected"])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ConfigError(f"malformed raft frame: {exc}") from None

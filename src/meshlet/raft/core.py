@@ -44,6 +44,7 @@ NodeId = str
 NORMAL = 0
 CONFIG = 1
 APPEND_BATCH = 64
+MAX_INFLIGHT = 4096            # entries sent to a follower and not yet acknowledged
 
 
 class Role(enum.Enum):
@@ -101,6 +102,7 @@ class Message:
     context: int = 0           # append/append_resp: the read-index round being confirmed
     snapshot: Snapshot | None = None
     stamp: int = 0             # append/snapshot: the leader's tick when sent; echoed back
+    rejected: int = 0          # append_resp with reject: the prev index refused
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class Progress:
     next: int = 1
     recent_active: bool = False
     acked: int = 0             # the latest stamp this follower answered, in this term
+    probing: bool = True       # until a success: send from `next` and wait; then
+                               # replicate: `next` runs ahead of what was sent
 
 
 class NotLeaderError(Exception):
@@ -195,6 +199,7 @@ class RaftNode:
     received_snapshot: Snapshot | None = None
     ticks: int = 0                     # ticks since start: the clock of leases
     transfer_tick: int | None = None   # when we last told a follower to take over
+    quiet_ticks: int = 0               # no votes before this tick (set at start)
     _last_hard: HardState = field(default_factory=HardState)
 
     def __post_init__(self) -> None:
@@ -205,8 +210,12 @@ class RaftNode:
         self.applied = self.offset
         self._last_hard = HardState(self.term, self.vote, self.commit)
         self.stable = self.last_index
+        self.quiet_ticks = self.election_ticks if self.term > 1 else 0
         self.refresh_config()
         self.reset_timeout()
+        if self.term <= 1:  # a new cluster has no leader to wait for: elect sooner
+            self.timeout = self.election_ticks // 3 + self.rng.randrange(
+                max(self.election_ticks // 2, 1))
 
     def __repr__(self) -> str:
         return (f"<RaftNode {self.id} {self.role.value} term={self.term} "
@@ -421,9 +430,11 @@ class RaftNode:
     def leader_recently_seen(self) -> bool:
         """While true we vote for no one (unless leadership is being transferred): a
         leader was heard within an election timeout, or we started less than one ago
-        and may have heard one before (a leader's lease counts on our silence)."""
+        and may have heard one before a crash (a leader's lease counts on our
+        silence). A server still in term 1 or below never answered any leader: the
+        first leader is elected in term 2. A new cluster elects without waiting."""
         return (self.leader is not None and self.elapsed < self.election_ticks
-                and self.role == Role.FOLLOWER) or self.ticks < self.election_ticks
+                and self.role == Role.FOLLOWER) or self.ticks < self.quiet_ticks
 
     # -- elections ------------------------------------------------------------------
 
@@ -545,9 +556,13 @@ class RaftNode:
                               stamp=self.ticks))
             pr.next = self.snapshot.index + 1
             prev = self.snapshot.index
-        entries = tuple(self.entries(prev + 1, prev + 1 + APPEND_BATCH))
+        room = APPEND_BATCH if pr.probing else min(APPEND_BATCH,
+                                                   pr.match + MAX_INFLIGHT - prev)
+        entries = tuple(self.entries(prev + 1, prev + 1 + max(room, 0)))
         self.send(Message(MsgType.APPEND, self.id, peer, self.term, self.term_at(prev), prev,
                           entries, self.commit, context=context, stamp=self.ticks))
+        if entries and not pr.probing:
+            pr.next = entries[-1].index + 1  # pipelined: do not send them again
 
     def on_append(self, m: Message) -> None:
         self.role = Role.FOLLOWER
@@ -559,18 +574,17 @@ class RaftNode:
                               index=self.commit, context=m.context, stamp=m.stamp))
             return
         if m.index > self.last_index or self.term_at(m.index) != m.log_term:
-            # §5.3 with fast backtracking: point the leader at the first index of the
-            # conflicting term (or our end), so it skips a whole term per round trip.
+            # §5.3 with fast backtracking: point the leader at our end, or before the
+            # first index of the conflicting term, so it skips a term per round trip.
             hint = min(m.index, self.last_index)
             hint_term = self.term_at(hint)
-            while hint > self.commit and self.term_at(hint - 1) == hint_term \
-                    and hint_term > 0:
-                hint -= 1
-            if hint_term > 0 and hint > self.commit:
+            if m.index <= self.last_index:
+                while hint > self.commit + 1 and self.term_at(hint - 1) == hint_term:
+                    hint -= 1
                 hint -= 1  # the last index before the conflicting term
             self.send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=hint,
                               reject=True, reject_term=hint_term, context=m.context,
-                              stamp=m.stamp))
+                              stamp=m.stamp, rejected=m.index))
             return
         reconfigured = False
         for entry in m.entries:
@@ -623,10 +637,15 @@ class RaftNode:
         if m.context:
             self.confirm_reads(m.frm, m.context)
         if m.reject:
-            pr.next = max(1, min(pr.next - 1, m.index + 1))
-            if pr.match < pr.next:
-                self.send_append(m.frm)
+            if m.rejected <= pr.match or (pr.probing and m.rejected != pr.next - 1):
+                return  # an answer to an older append; the follower has moved on
+            pr.probing = True
+            pr.next = max(pr.match + 1, min(pr.next - 1, m.index + 1))
+            self.send_append(m.frm)
             return
+        if pr.probing:
+            pr.probing = False
+            pr.next = max(pr.next, m.index + 1)
         if m.index > pr.match:
             pr.match = m.index
             pr.next = max(pr.next, m.index + 1)

@@ -256,10 +256,24 @@ class RaftDriver:
         self.reads[context] = future
         self.process()
         index = await future
+        await self.applied_to(index)
+        return index
+
+    async def applied_to(self, index: int) -> None:
+        """Return once entries up to ``index`` are applied here."""
+        assert self.node is not None
         while self.node.applied < index:
             self.applied_changed.clear()
             await self.applied_changed.wait()
-        return index
+
+    async def lease_read(self) -> bool:
+        """Serve a read under the lease if this leader holds one: wait until what it
+        knows committed is applied. False without a lease."""
+        if not self.has_lease():
+            return False
+        assert self.node is not None
+        await self.applied_to(self.node.commit)
+        return True
 
     def compact(self) -> None:
         """Snapshot the state machine at the applied index and fold the log into it."""

@@ -1,21 +1,23 @@
 """Durable Raft state: the snapshot, the hard state (term, vote, commit) and the log.
 
-The hard state is one small file replaced atomically (temp file, fsync, rename, fsync
-of the directory); so is the snapshot (``meshlet.server.wal.SnapshotStore``: a CRC over
-it). The log is an append-only record log (``meshlet.server.wal``: a CRC per record, a
-torn tail truncated, a corrupt middle refused). It holds ``entry`` records and
-``truncate`` records that replay as "drop everything from index N": written when a
-leader overwrote a conflicting suffix, and at the head of the fresh segment that a
-snapshot starts, so a crash between writing the new segment and deleting the old ones
-replays correctly. ``save`` returns after fsync, so the core's obligation (persist
-before sending) holds when the driver calls it first.
+The snapshot is one file replaced atomically (``meshlet.server.wal.SnapshotStore``: temp
+file, fsync, rename, fsync of the directory, a CRC over it). Everything else is an
+append-only record log (``meshlet.server.wal``: a CRC per record, a torn tail
+truncated, a corrupt middle refused) holding ``entry`` records, ``hard`` records (the
+last one read wins) and ``truncate`` records that replay as "drop everything from
+index N": written when a leader overwrote a conflicting suffix, and at the head of the
+fresh segment that a snapshot starts, so a crash between writing the new segment and
+deleting the old ones replays correctly. Entries and hard state of one Ready share
+one write and one fsync; a change of the commit index alone is written without one
+(a lost commit index is learnt again from the leader). ``save`` returns when durable,
+so the core's obligation (persist before sending) holds when the driver calls it
+first.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 from meshlet.errors import StorageError
@@ -42,7 +44,7 @@ class RaftStorage:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.hard_path = directory / "hardstate.json"
+        self.hard = HardState()
         self.records = CommandLog(directory / "raft-log")
         self.snapshots = SnapshotStore(directory)
         self.last_index = 0
@@ -54,18 +56,15 @@ class RaftStorage:
         """What was persisted: the entries are those after the snapshot. Raises
         StorageError on corruption."""
         hard = HardState()
-        if self.hard_path.exists():
-            try:
-                body = json.loads(self.hard_path.read_text())
-                hard = HardState(body["term"], body["vote"], body["commit"])
-            except (ValueError, KeyError) as exc:
-                raise StorageError(f"{self.hard_path} is unreadable: {exc}") from None
         raw = self.snapshots.load()
         snapshot = decode_snapshot(raw) if raw is not None else None
         base = snapshot.index if snapshot is not None else 0
         entries: list[Entry] = []
         for record in self.records.recover():
             cmd = record.command
+            if cmd["op"] == "hard":
+                hard = HardState(cmd["term"], cmd["vote"], cmd["commit"])
+                continue
             if cmd["op"] == "truncate":
                 del entries[max(cmd["from"] - base - 1, 0):]
                 continue
@@ -78,10 +77,11 @@ class RaftStorage:
                                    f"follows {base + len(entries)}")
             entries.append(entry)
         self.last_index = base + len(entries)
+        self.hard = hard
         return hard, snapshot, entries
 
     def save(self, hard: HardState | None, entries: list[Entry]) -> None:
-        """Persist new or rewritten entries, then the hard state; durable on return."""
+        """Persist new or rewritten entries and the hard state; durable on return."""
         records: list[LogRecord] = []
         seq = self.records.last_index
         if entries and entries[0].index <= self.last_index:
@@ -90,17 +90,16 @@ class RaftStorage:
         for entry in entries:
             seq += 1
             records.append(LogRecord(seq, entry_record(entry)))
-        if records:
-            self.records.append(records)
-            self.last_index = entries[-1].index
+        sync = bool(entries)
         if hard is not None:
-            tmp = self.hard_path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump({"term": hard.term, "vote": hard.vote, "commit": hard.commit}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.hard_path)
-            fsync_dir(self.directory)
+            seq += 1
+            records.append(LogRecord(seq, hard_record(hard)))
+            sync |= (hard.term, hard.vote) != (self.hard.term, self.hard.vote)
+            self.hard = hard
+        if records:
+            self.records.append(records, sync)
+        if entries:
+            self.last_index = entries[-1].index
 
     def save_snapshot(self, snapshot: Snapshot, after: list[Entry]) -> None:
         """Persist ``snapshot``, then replace the log by the entries ``after`` it: a
@@ -109,8 +108,9 @@ class RaftStorage:
         old = self.records.segments()
         seq = self.records.last_index + 1
         current = self.records.start_segment(seq)
-        records = [LogRecord(seq, {"op": "truncate", "from": snapshot.index + 1})]
-        records += [LogRecord(seq + 1 + i, entry_record(e)) for i, e in enumerate(after)]
+        records = [LogRecord(seq, {"op": "truncate", "from": snapshot.index + 1}),
+                   LogRecord(seq + 1, hard_record(self.hard))]
+        records += [LogRecord(seq + 2 + i, entry_record(e)) for i, e in enumerate(after)]
         self.records.append(records)
         for path in old:
             if path != current:  # an empty segment is reopened under its own name
@@ -125,3 +125,7 @@ class RaftStorage:
 def entry_record(entry: Entry) -> dict[str, object]:
     return {"op": "entry", "term": entry.term, "index": entry.index, "kind": entry.kind,
             "data": base64.b64encode(entry.data).decode("ascii")}
+
+
+def hard_record(hard: HardState) -> dict[str, object]:
+    return {"op": "hard", "term": hard.term, "vote": hard.vote, "commit": hard.commit}

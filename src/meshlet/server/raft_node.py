@@ -118,7 +118,7 @@ class RaftServerNode:
                             f"more than max_stale={max_stale}s")
         if not self.driver.is_leader:
             raise NotLeader("reads of this consistency are served by the leader")
-        if consistency == "consistent" or not self.driver.has_lease():
+        if consistency == "consistent" or not await self.driver.lease_read():
             await self.driver.read_index()
 
     def read_headers(self) -> dict[str, str]:
