@@ -105,6 +105,16 @@ def test_found_grow_shrink_and_replace_a_wiped_server(servers: Servers) -> None:
     wait_for(lambda: servers.has("s5", "k99"), 30, "s5 to catch up")
     status = servers.get("s5", "/v1/status")
     assert status["raft"]["snapshot_index"] > 0  # it was brought up by a snapshot
+    assert status["raft"]["snapshots_installed"] >= 1
+    with urllib.request.urlopen(servers.url("s1") + "/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert "meshlet_raft_elections_total" in metrics
+    assert "meshlet_raft_snapshot_bytes" in metrics
+    taken = [line for line in metrics.splitlines()
+             if line.startswith("meshlet_raft_snapshot_duration_seconds_count")]
+    assert taken and float(taken[0].split()[-1]) >= 2  # 100 writes, every 40
+    table = servers.cli("s1", "members").stdout
+    assert "LAST CONTACT" in table and table.count("\n") == 6
     servers.put("s5", "five", "yes")
     wait_for(lambda: all(servers.has(n, "five") for n in everyone), 30,
              "a write to reach all five")

@@ -246,8 +246,9 @@ def members(ctx: Context) -> None:
         emit_json(rows)
         return
     table([(m["id"], m["raft"] or "-", m["http"], m["role"],
+            "" if m["last_contact"] is None else f"{m['last_contact']:.3f}s",
             "" if m["match_index"] is None else m["match_index"]) for m in rows],
-          ["ID", "RAFT", "HTTP", "ROLE", "MATCH INDEX"])
+          ["ID", "RAFT", "HTTP", "ROLE", "LAST CONTACT", "MATCH INDEX"])
 
 
 @cli.group()

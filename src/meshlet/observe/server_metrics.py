@@ -7,7 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -23,9 +28,7 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("meshlet_state_index",
                                 "Last log index applied to the state machine.", self.index())
-        info = self.status().get("raft")
-        if info is None:
-            return
+        info = self.status()["raft"]
         yield GaugeMetricFamily("meshlet_raft_term", "Current Raft term.", info["term"])
         role = GaugeMetricFamily("meshlet_raft_role", "1 for this server's current role.",
                                  labels=["role"])
@@ -41,6 +44,17 @@ class NodeCollector(Collector):
         yield CounterMetricFamily("meshlet_raft_leader_changes",
                                   "Times this server saw the leader change.",
                                   info["leader_changes"])
+        yield CounterMetricFamily("meshlet_raft_elections",
+                                  "Elections this server started as a candidate.",
+                                  info["elections"])
+        yield GaugeMetricFamily("meshlet_raft_snapshot_bytes",
+                                "Size of the last snapshot taken or installed.",
+                                info["snapshot_bytes"])
+        yield SummaryMetricFamily(
+            "meshlet_raft_snapshot_duration_seconds",
+            "Time to take (or install) a snapshot and compact the log.",
+            count_value=info["snapshots_taken"] + info["snapshots_installed"],
+            sum_value=info["snapshot_seconds"])
 
 
 class ServerMetrics:

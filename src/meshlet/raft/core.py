@@ -139,6 +139,7 @@ class Progress:
     next: int = 1
     recent_active: bool = False
     acked: int = 0             # the latest stamp this follower answered, in this term
+    heard: int = 0             # our tick when it last answered
     probing: bool = True       # until a success: send from `next` and wait; then
                                # replicate: `next` runs ahead of what was sent
 
@@ -200,6 +201,7 @@ class RaftNode:
     ticks: int = 0                     # ticks since start: the clock of leases
     transfer_tick: int | None = None   # when we last told a follower to take over
     quiet_ticks: int = 0               # no votes before this tick (set at start)
+    elections: int = 0                 # elections this node started (not pre-votes)
     _last_hard: HardState = field(default_factory=HardState)
 
     def __post_init__(self) -> None:
@@ -466,6 +468,7 @@ class RaftNode:
             self.term += 1
             self.vote = self.id
             self.role = Role.CANDIDATE
+            self.elections += 1
             self.leader = None
             term = self.term
             kind = MsgType.VOTE
@@ -515,7 +518,8 @@ class RaftNode:
         self.transfer_to = None
         self.elapsed = 0
         self.heartbeat_elapsed = 0
-        self.progress = {p: Progress(0, self.last_index + 1) for p in self.peers}
+        self.progress = {p: Progress(0, self.last_index + 1, heard=self.ticks)
+                         for p in self.peers}
         self.progress[self.id].recent_active = True
         # §8: an empty entry of our own term lets earlier entries commit (Figure 8).
         self.log.append(Entry(self.term, self.last_index + 1, b""))
@@ -634,6 +638,7 @@ class RaftNode:
         pr = self.progress[m.frm]
         pr.recent_active = True
         pr.acked = max(pr.acked, m.stamp)
+        pr.heard = self.ticks
         if m.context:
             self.confirm_reads(m.frm, m.context)
         if m.reject:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,24 @@ from meshlet.raft.storage import RaftStorage
 from meshlet.raft.transport import Transport
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SnapshotStats:
+    """Snapshots taken here and installed from a leader: counts, time, last size."""
+
+    taken: int = 0
+    installed: int = 0
+    seconds: float = 0.0
+    last_bytes: int = 0
+
+    def record(self, size: int, seconds: float, installed: bool = False) -> None:
+        if installed:
+            self.installed += 1
+        else:
+            self.taken += 1
+        self.seconds += seconds
+        self.last_bytes = size
 
 
 def raft_addresses(members: dict[str, Any]) -> dict[str, tuple[str, int]]:
@@ -71,6 +91,7 @@ class RaftDriver:
         self.known_config = b""
         self.hints: dict[str, Any] = {}  # addresses learnt while joining
         self.tick_times: deque[float] = deque(maxlen=4 * election_ticks)
+        self.snapshots = SnapshotStats()
         self.waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self.reads: dict[int, asyncio.Future[int]] = {}
         self.read_counter = 0
@@ -279,11 +300,23 @@ class RaftDriver:
         """Snapshot the state machine at the applied index and fold the log into it."""
         node = self.node
         assert node is not None
+        started = time.perf_counter()
         node.compact(node.applied, self.take_snapshot())
         assert node.snapshot is not None
         self.storage.save_snapshot(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
+        self.snapshots.record(len(node.snapshot.data), time.perf_counter() - started)
         log.info("snapshot at index %d (%d bytes); log compacted", node.offset,
                  len(node.snapshot.data))
+
+    def peer_contact(self, peer: str) -> float | None:
+        """Seconds since ``peer`` last answered this leader (None if not leading)."""
+        node = self.node
+        if node is None or node.role != Role.LEADER:
+            return None
+        if peer == self.id:
+            return 0.0
+        progress = node.progress.get(peer)
+        return (node.ticks - progress.heard) * self.tick_interval if progress else None
 
     def last_contact(self) -> float | None:
         """Seconds since this node last heard from a leader (0 on the leader); None if
@@ -301,8 +334,11 @@ class RaftDriver:
             if ready.empty():
                 break
             if ready.snapshot is not None:                         # 1. persist
+                started = time.perf_counter()
                 self.storage.save_snapshot(ready.snapshot, [])
                 self.restore(ready.snapshot.data)
+                self.snapshots.record(len(ready.snapshot.data),
+                                      time.perf_counter() - started, installed=True)
                 log.info("installed a snapshot at index %d from %s", ready.snapshot.index,
                          node.leader)
             self.storage.save(ready.hard_state, ready.entries)

@@ -210,17 +210,26 @@ class RaftServerNode:
         leading = node.role.value == "leader"
         for peer_id, info in sorted(self.driver.members.items()):
             progress = node.progress.get(peer_id) if leading else None
+            contact = self.driver.peer_contact(peer_id) if leading else \
+                self.driver.last_contact() if peer_id == node.leader else None
             members.append({
                 "id": peer_id, "raft": info.get("raft", ""), "http": info.get("http", ""),
                 "role": "leader" if peer_id == node.leader else "follower",
+                "last_contact": None if contact is None else round(contact, 3),
                 "match_index": progress.match if progress else None})
+        snaps = self.driver.snapshots
         return {"leader": leading, "id": self.id,
                 "raft": {"term": node.term, "role": node.role.value,
                          "leader": node.leader, "commit": node.commit,
                          "applied": node.applied, "last_index": node.last_index,
                          "snapshot_index": node.offset,
                          "member": self.id in node.peers,
-                         "leader_changes": self.driver.leader_changes},
+                         "leader_changes": self.driver.leader_changes,
+                         "elections": node.elections,
+                         "snapshots_taken": snaps.taken,
+                         "snapshots_installed": snaps.installed,
+                         "snapshot_seconds": round(snaps.seconds, 6),
+                         "snapshot_bytes": snaps.last_bytes},
                 "members": members}
 
 
