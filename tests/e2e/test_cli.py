@@ -122,3 +122,25 @@ def test_config_set_from_file_and_json_values(server: str, tmp_path: Path) -> No
     # Nothing changed: the earlier partition is still in force.
     body = meshlet_json("--addr", server, "config", "get", "accounts", home=tmp_path)
     assert body["settings"]["partition"]["ranges"][1]["from"] == "n"
+
+
+def test_network_commands(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
+    assert run("network", "create", "front", "--subnet", "10.61.0.0/24").stdout == "front\n"
+    run("network", "create", "quiet", "--internal")
+    rows = [line.split() for line in run("network", "ls").stdout.splitlines()]
+    assert rows[0] == ["NAME", "DRIVER", "SUBNET", "GATEWAY", "INTERNAL", "ATTACHED"]
+    assert ["front", "bridge", "10.61.0.0/24", "10.61.0.1", "no", "0"] in rows
+    assert ["quiet", "bridge", "172.18.0.0/16", "172.18.0.1", "yes", "0"] in rows
+    shown = run("network", "inspect", "front").stdout
+    assert "subnet:   10.61.0.0/24" in shown
+    for args, words in [
+            (("network", "create", "front"), "already exists"),
+            (("network", "create", "x", "--subnet", "10.61.0.0/16"), "overlaps"),
+            (("network", "create", "x", "--subnet", "10.0.0.0/24", "--gateway",
+              "10.0.1.1"), "not a host address of 10.0.0.0/24"),
+            (("network", "rm", "nowhere"), "no network named 'nowhere'")]:
+        bad = run(*args, check=False)
+        assert bad.returncode == 1 and words in bad.stderr and "Traceback" not in bad.stderr
+    assert run("network", "rm", "front", "quiet").stdout == "front\nquiet\n"
+    assert meshlet_json("--addr", server, "network", "ls", home=tmp_path) == []

@@ -150,3 +150,30 @@ async def test_server_metrics(server: Server, http: Any) -> None:
         text = await resp.text()
     assert "meshlet_commit_latency_seconds_count 1.0" in text
     assert f"meshlet_state_index {float(server.node.machine.index)}" in text
+
+
+async def test_networks_and_addresses(server: Server, http: Any) -> None:
+    async with Client(server.url) as c:
+        net = await c.network_create("front", subnet="10.60.0.0/24")
+        assert (net["subnet"], net["gateway"]) == ("10.60.0.0/24", "10.60.0.1")
+        await c.network_create("hostnet", driver="host")
+        assert [n["name"] for n in await c.networks()] == ["front", "hostnet"]
+        got = await c.address_assign("front", "web-1")
+        assert got == {"network": "front", "owner": "web-1", "address": "10.60.0.2",
+                       "prefix": 24, "gateway": "10.60.0.1"}
+        assert (await c.address_assign("front", "web-1"))["address"] == "10.60.0.2"
+        assert (await c.network("front"))["addresses"] == {"web-1": "10.60.0.2"}
+        with pytest.raises(Conflict, match="in use by web-1"):
+            await c.network_delete("front")
+        with pytest.raises(Conflict, match="overlaps"):
+            await c.network_create("other", subnet="10.60.0.128/25")
+        assert await c.address_release("front", "web-1") is True
+        await c.network_delete("front")
+        with pytest.raises(NotFound):
+            await c.network("front")
+    async with http.post("/v1/networks", json={"name": "x", "subnet": "nope"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["field"] == "subnet"
+    async with http.post("/v1/networks", json={"name": "x", "colour": "red"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["field"] == "colour"

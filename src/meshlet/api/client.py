@@ -106,6 +106,31 @@ class Client:
         """Who this server is and whether it has a cluster yet (for bootstrapping)."""
         return (await self.request("GET", "/v1/raft/self"))[0]
 
+    async def network_create(self, name: str, driver: str = "bridge",
+                             subnet: str | None = None, gateway: str | None = None,
+                             internal: bool = False) -> dict[str, Any]:
+        body = {"name": name, "driver": driver, "subnet": subnet, "gateway": gateway,
+                "internal": internal}
+        return (await self.request("POST", "/v1/networks", json=body))[0]
+
+    async def networks(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/networks"))[0]
+
+    async def network(self, name: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/v1/networks/{quote(name, safe='')}"))[0]
+
+    async def network_delete(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/networks/{quote(name, safe='')}")
+
+    async def address_assign(self, network: str, owner: str,
+                             address: str | None = None) -> dict[str, Any]:
+        path = f"/v1/networks/{quote(network, safe='')}/addresses/{quote(owner, safe='')}"
+        return (await self.request("PUT", path, json={"address": address}))[0]
+
+    async def address_release(self, network: str, owner: str) -> bool:
+        path = f"/v1/networks/{quote(network, safe='')}/addresses/{quote(owner, safe='')}"
+        return bool((await self.request("DELETE", path))[0]["released"])
+
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
 

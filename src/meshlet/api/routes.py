@@ -8,7 +8,6 @@ every response carries ``X-Meshlet-Index``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -21,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
-from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body
+from meshlet.api.networks import NetworkRoutes
+from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
@@ -69,14 +69,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response({"error": {"code": "internal", "message":
                                             "internal server error", "field": None}},
                                  status=500)
-
-
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None
 
 
 def query_int(request: web.Request, name: str) -> int | None:
@@ -186,6 +178,7 @@ class Api:
         r.add_get("/v1/config/{service}", self.config_get)
         r.add_put("/v1/config/{service}", self.config_set)
         r.add_delete("/v1/config/{service}", self.config_delete)
+        NetworkRoutes(self).add_to(r)
         return app
 
     async def read_barrier(self, request: web.Request) -> None:

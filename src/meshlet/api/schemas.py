@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from meshlet.errors import ConfigError
@@ -39,7 +41,27 @@ class PeerBody(Body):
     http: str = Field(min_length=1)
 
 
+class NetworkBody(Body):
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    gateway: str | None = None
+    internal: bool = False
+
+
+class AddressBody(Body):
+    address: str | None = None
+
+
 M = TypeVar("M", bound=Body)
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None
 
 
 def parse_body(model: type[M], data: Any) -> M:

@@ -10,34 +10,17 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, to_url
-from meshlet.api.client import Client
+from meshlet.cli.context import Context, pass_ctx
+from meshlet.cli.network import network
 from meshlet.cli.render import emit_json, table
 from meshlet.errors import ConfigError, MeshletError, NotFound
-
-T = TypeVar("T")
-
-
-class Context:
-    def __init__(self, addr: str, output: str) -> None:
-        self.addr = addr
-        self.output = output
-
-    def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
-        async def run() -> T:
-            async with Client(self.addr) as client:
-                return await fn(client)
-        return asyncio.run(run())
-
-    @property
-    def json(self) -> bool:
-        return self.output == "json"
 
 
 def default_addr() -> str:
@@ -47,7 +30,6 @@ def default_addr() -> str:
     return os.environ.get("MESHLET_ADDR", f"http://{devmode.DEFAULT_HTTP}")
 
 
-pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -481,6 +463,9 @@ def load_settings_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings", "file")
     return data
+
+
+cli.add_command(network)
 
 
 def main() -> None:

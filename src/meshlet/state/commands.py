@@ -79,13 +79,52 @@ class ConfigDelete:
     service: str
 
 
+@dataclass(frozen=True)
+class NetworkCreate:
+    """A network; without ``subnet``, the first default pool free of overlaps."""
+
+    TYPE: ClassVar[str] = "network_create"
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    gateway: str | None = None
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkDelete:
+    TYPE: ClassVar[str] = "network_delete"
+    name: str
+
+
+@dataclass(frozen=True)
+class AddressAssign:
+    """An address on ``network`` for ``owner`` (a workload attachment): ``address`` if
+    given, else the lowest free one. Asking again for the same owner returns its
+    address, so a retried request never takes a second one."""
+
+    TYPE: ClassVar[str] = "address_assign"
+    network: str
+    owner: str
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class AddressRelease:
+    TYPE: ClassVar[str] = "address_release"
+    network: str
+    owner: str
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
-           | ConfigSet | ConfigDelete)
+           | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
+           | AddressRelease)
 
 COMMAND_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
-                ConfigSet, ConfigDelete)
+                ConfigSet, ConfigDelete, NetworkCreate, NetworkDelete, AddressAssign,
+                AddressRelease)
 }
 
 

@@ -18,17 +18,22 @@ from typing import Any
 from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
 from meshlet.state.commands import (
     HEALTH_STATES,
+    AddressAssign,
+    AddressRelease,
     Command,
     ConfigDelete,
     ConfigSet,
     DeregisterInstance,
     KVDelete,
     KVPut,
+    NetworkCreate,
+    NetworkDelete,
     RegisterInstance,
     SetHealth,
 )
 from meshlet.state.config_entry import validate_settings
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
+from meshlet.state.networks import NetworkTable
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_KEY_LENGTH = 512
@@ -58,6 +63,7 @@ class StateMachine:
         self.instances: dict[str, Instance] = {}
         self.kv: dict[str, KVEntry] = {}
         self.config: dict[str, ConfigEntry] = {}
+        self.networks = NetworkTable()
         self._handlers: dict[type[Any], Callable[[int, Any], Any]] = {
             RegisterInstance: self._register,
             DeregisterInstance: self._deregister,
@@ -66,6 +72,10 @@ class StateMachine:
             KVDelete: self._kv_delete,
             ConfigSet: self._config_set,
             ConfigDelete: self._config_delete,
+            NetworkCreate: self.networks.create,
+            NetworkDelete: self.networks.delete,
+            AddressAssign: self.networks.assign,
+            AddressRelease: self.networks.release,
         }
 
     def __repr__(self) -> str:
@@ -183,6 +193,7 @@ class StateMachine:
             "instances": [self.instances[k].to_dict() for k in sorted(self.instances)],
             "kv": [kv_to_dict(self.kv[k]) for k in sorted(self.kv)],
             "config": [config_to_dict(self.config[k]) for k in sorted(self.config)],
+            "networks": self.networks.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -200,6 +211,7 @@ class StateMachine:
         self.config = {d["service"]: ConfigEntry(d["service"], d["settings"],
                                                  d["modify_index"])
                        for d in body["config"]}
+        self.networks.load(body.get("networks"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -317,4 +329,8 @@ _CHECKS: dict[type[Any], Callable[[StateMachine, Any], None]] = {
     KVDelete: _check_kv_delete,
     ConfigSet: _check_config_set,
     ConfigDelete: _check_config_delete,
+    NetworkCreate: lambda sm, cmd: sm.networks.check(cmd),
+    NetworkDelete: lambda sm, cmd: sm.networks.check(cmd),
+    AddressAssign: lambda sm, cmd: sm.networks.check(cmd),
+    AddressRelease: lambda sm, cmd: sm.networks.check(cmd),
 }

@@ -1,0 +1,78 @@
+"""`meshlet network`: create, list, inspect and remove networks, as `docker network`
+does."""
+
+from __future__ import annotations
+
+import click
+
+from meshlet.cli.context import Context, pass_ctx
+from meshlet.cli.render import emit_json, table
+
+
+@click.group()
+def network() -> None:
+    """Networks that workloads join (bridge, overlay, host, none)."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("-d", "--driver", default="bridge", show_default=True,
+              type=click.Choice(["bridge", "overlay", "host", "none"]))
+@click.option("--subnet", default=None, metavar="CIDR",
+              help="Addresses for workloads (default: a free private /16).")
+@click.option("--gateway", default=None, metavar="IP",
+              help="The gateway's address (default: the subnet's first).")
+@click.option("--internal", is_flag=True, help="No route out of the network.")
+@pass_ctx
+def network_create(ctx: Context, name: str, driver: str, subnet: str | None,
+                   gateway: str | None, internal: bool) -> None:
+    """Create network NAME."""
+    body = ctx.call(lambda c: c.network_create(name, driver, subnet, gateway, internal))
+    if ctx.json:
+        emit_json(body)
+    else:
+        click.echo(body["name"])
+
+
+@network.command("ls")
+@pass_ctx
+def network_ls(ctx: Context) -> None:
+    """List networks."""
+    rows = ctx.call(lambda c: c.networks())
+    if ctx.json:
+        emit_json(rows)
+        return
+    table([(n["name"], n["driver"], n["subnet"] or "-", n["gateway"] or "-",
+            "yes" if n["internal"] else "no", len(n["addresses"])) for n in rows],
+          ["NAME", "DRIVER", "SUBNET", "GATEWAY", "INTERNAL", "ATTACHED"])
+
+
+@network.command("inspect")
+@click.argument("name")
+@pass_ctx
+def network_inspect(ctx: Context, name: str) -> None:
+    """Show network NAME: its pool and the workloads attached, with their addresses."""
+    body = ctx.call(lambda c: c.network(name))
+    if ctx.json:
+        emit_json(body)
+        return
+    click.echo(f"name:     {body['name']}\ndriver:   {body['driver']}\n"
+               f"subnet:   {body['subnet'] or '-'}\ngateway:  {body['gateway'] or '-'}\n"
+               f"internal: {'yes' if body['internal'] else 'no'}")
+    if body["addresses"]:
+        click.echo("")
+        table(sorted(body["addresses"].items()), ["WORKLOAD", "ADDRESS"])
+
+
+@network.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def network_rm(ctx: Context, names: tuple[str, ...]) -> None:
+    """Remove networks (refused while workloads are attached)."""
+    for name in names:
+        remove(ctx, name)
+        click.echo(name)
+
+
+def remove(ctx: Context, name: str) -> None:
+    ctx.call(lambda c: c.network_delete(name))

@@ -1,0 +1,1 @@
+"""Container networking: IPAM, namespaces, bridges, and (later) overlay, DNS and CNI."""
