@@ -87,7 +87,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
             raise Unavailable(f"cannot serve the API on {host}:{port}: {exc.strerror}; "
                               "is another meshlet running? (use --http to pick a port)"
                               ) from None
-        agent = Agent(server.url, data_dir / "agent")
+        agent = Agent(server.url, data_dir / "agent", os.uname().nodename)
+        agent.run_containers()
         if manifest is not None:
             start = loop.create_task(agent.start(manifest, cwd))
             stopper = loop.create_task(stop.wait())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,16 @@ def meshlet(*args: str, home: Path, check: bool = True,
     if check and proc.returncode != 0:
         raise AssertionError(f"meshlet {' '.join(args)} failed: {proc.stderr}")
     return proc
+
+
+@contextlib.contextmanager
+def downed(home: Path) -> Iterator[Path]:
+    """A MESHLET_HOME whose `up --detach`, if any, is brought down at the end even when
+    the test fails."""
+    try:
+        yield home
+    finally:
+        meshlet("down", home=home, check=False)
 
 
 def meshlet_json(*args: str, home: Path) -> Any:

@@ -18,6 +18,7 @@ from tests.e2e.helpers import (
     Traffic,
     alive,
     descendants,
+    downed,
     env_for,
     free_port,
     meshlet,
@@ -121,18 +122,19 @@ def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
 
 
 def test_detach_status_and_down(tmp_path: Path) -> None:
-    port = free_port()
-    out = meshlet("up", str(SHOP), "--detach", "--http", f"127.0.0.1:{port}", home=tmp_path)
-    assert "catalog-2" in out.stdout
-    state = meshlet_json("status", home=tmp_path)  # finds the running `up` on its own
-    # Alone, the server is a one-member Raft cluster that leads itself.
-    assert state["leader"] and [m["id"] for m in state["members"]] == ["server-1"]
-    again = meshlet("up", str(SHOP), "--detach", home=tmp_path, check=False)
-    assert again.returncode == 1 and "already running" in again.stderr
-    import json
-    pid = json.loads((tmp_path / "up.json").read_text())["pid"]
-    children = descendants(pid)
-    assert meshlet("down", home=tmp_path).returncode == 0
-    assert alive(children | {pid}) == set()
-    gone = meshlet("down", home=tmp_path, check=False)
-    assert gone.returncode == 1 and "nothing to stop" in gone.stderr
+    with downed(tmp_path):
+        port = free_port()
+        out = meshlet("up", str(SHOP), "--detach", "--http", f"127.0.0.1:{port}", home=tmp_path)
+        assert "catalog-2" in out.stdout
+        state = meshlet_json("status", home=tmp_path)  # finds the running `up` on its own
+        # Alone, the server is a one-member Raft cluster that leads itself.
+        assert state["leader"] and [m["id"] for m in state["members"]] == ["server-1"]
+        again = meshlet("up", str(SHOP), "--detach", home=tmp_path, check=False)
+        assert again.returncode == 1 and "already running" in again.stderr
+        import json
+        pid = json.loads((tmp_path / "up.json").read_text())["pid"]
+        children = descendants(pid)
+        assert meshlet("down", home=tmp_path).returncode == 0
+        assert alive(children | {pid}) == set()
+        gone = meshlet("down", home=tmp_path, check=False)
+        assert gone.returncode == 1 and "nothing to stop" in gone.stderr

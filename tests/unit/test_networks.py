@@ -36,6 +36,7 @@ class Machine:
 
 
 def contents(sm: StateMachine) -> Any:
+    """The state without its index (a refused command still takes a log index)."""
     state = json.loads(sm.snapshot())
     del state["index"]
     return state
@@ -90,6 +91,12 @@ def test_bad_requests_are_refused_and_change_nothing(
     m.apply(NetworkCreate("taken", subnet="10.1.0.0/16"))
     m.apply(NetworkCreate("hostnet", driver="host"))
     m.apply(AddressAssign("taken", "web-1"))
+    assert_refused(m, command, error, field, words)
+
+
+def assert_refused(m: Machine, command: Command, error: type[MeshletError], field: str,
+                   words: str) -> None:
+    """``command`` fails with ``error`` naming ``field``, and the state is unchanged."""
     before = contents(m.sm)
     with pytest.raises(error) as caught:
         m.apply(command)

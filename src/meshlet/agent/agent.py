@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from meshlet.agent.containers import ContainerRunner
 from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
 from meshlet.api.client import Client
@@ -37,6 +38,7 @@ class Agent:
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
+        self.containers = ContainerRunner(self.client, node, data_dir)
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
@@ -124,8 +126,13 @@ class Agent:
                     self.settings = settings
                     await self.push_where(None)
 
+    def run_containers(self) -> None:
+        """Start running this node's containers (`meshlet run`)."""
+        self.containers.start()
+
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop workloads, callers first (reverse start order), then the watches."""
+        """Stop containers; workloads, callers first (reverse start order); watches."""
+        await self.containers.stop()
         by_service: dict[str, list[Workload]] = {}
         for w in self.workloads:
             by_service.setdefault(w.service, []).append(w)

@@ -13,6 +13,7 @@ import aiohttp
 
 from meshlet import errors
 from meshlet.addresses import to_url
+from meshlet.state.durations import parse_duration
 
 INDEX_HEADER = "X-Meshlet-Index"
 
@@ -130,6 +131,45 @@ class Client:
     async def address_release(self, network: str, owner: str) -> bool:
         path = f"/v1/networks/{quote(network, safe='')}/addresses/{quote(owner, safe='')}"
         return bool((await self.request("DELETE", path))[0]["released"])
+
+    async def container_create(self, name: str, command: list[str], node: str,
+                               env: dict[str, str] | None = None,
+                               networks: list[str] | None = None,
+                               ports: list[str] | None = None) -> dict[str, Any]:
+        body = {"name": name, "node": node, "command": command, "env": env or {},
+                "networks": networks or [], "ports": ports or []}
+        return (await self.request("POST", "/v1/containers", json=body))[0]
+
+    async def containers(self, node: str | None = None, index: int | None = None,
+                         wait: str = "30s") -> tuple[list[dict[str, Any]], int]:
+        params: dict[str, str] = {"node": node} if node else {}
+        if index is not None:
+            params.update(index=str(index), wait=wait)
+        return await self.request("GET", "/v1/containers", params=params or None,
+                                  timeout=self.timeout + parse_duration(wait, "wait"))
+
+    async def container(self, name: str, index: int | None = None,
+                        wait: str = "30s") -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": wait} if index is not None else None
+        return await self.request("GET", f"/v1/containers/{quote(name, safe='')}",
+                                  params=params,
+                                  timeout=self.timeout + parse_duration(wait, "wait"))
+
+    async def container_delete(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/containers/{quote(name, safe='')}")
+
+    async def container_desire(self, name: str, desired: str) -> dict[str, Any]:
+        return (await self.request("PUT", f"/v1/containers/{quote(name, safe='')}/desired",
+                                   json={"desired": desired}))[0]
+
+    async def container_report(self, name: str, **status: Any) -> dict[str, Any]:
+        return (await self.request("PUT", f"/v1/containers/{quote(name, safe='')}/status",
+                                   json=status))[0]
+
+    async def container_connect(self, name: str, network: str, connect: bool = True
+                                ) -> dict[str, Any]:
+        path = f"/v1/containers/{quote(name, safe='')}/networks/{quote(network, safe='')}"
+        return (await self.request("PUT" if connect else "DELETE", path))[0]
 
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
+from meshlet.api.containers import ContainerRoutes
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
@@ -179,6 +180,7 @@ class Api:
         r.add_put("/v1/config/{service}", self.config_set)
         r.add_delete("/v1/config/{service}", self.config_delete)
         NetworkRoutes(self).add_to(r)
+        ContainerRoutes(self).add_to(r)
         return app
 
     async def read_barrier(self, request: web.Request) -> None:

@@ -49,6 +49,28 @@ class NetworkBody(Body):
     internal: bool = False
 
 
+class ContainerBody(Body):
+    name: str
+    node: str
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    networks: list[str] = []
+    ports: list[str] = []
+
+
+class DesiredBody(Body):
+    desired: Literal["running", "stopped"]
+
+
+class ContainerStatusBody(Body):
+    status: str
+    pid: int | None = None
+    exit_code: int | None = None
+    namespace: str = ""
+    log: str = ""
+    detail: str = ""
+
+
 class AddressBody(Body):
     address: str | None = None
 

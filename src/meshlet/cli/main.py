@@ -17,6 +17,7 @@ import click
 import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, to_url
+from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.network import network
 from meshlet.cli.render import emit_json, table
@@ -157,6 +158,7 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
 
     async def run(stop: asyncio.Event) -> None:
         agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone)
+        agent.run_containers()
         try:
             if manifest is not None:
                 await agent.start(manifest, cwd)
@@ -466,6 +468,8 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 
 cli.add_command(network)
+for command in CONTAINER_COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -76,3 +76,23 @@ def network_rm(ctx: Context, names: tuple[str, ...]) -> None:
 
 def remove(ctx: Context, name: str) -> None:
     ctx.call(lambda c: c.network_delete(name))
+
+
+@network.command("connect")
+@click.argument("name")
+@click.argument("container")
+@pass_ctx
+def network_connect(ctx: Context, name: str, container: str) -> None:
+    """Join CONTAINER to network NAME (a new interface, a new address)."""
+    body = ctx.call(lambda c: c.container_connect(container, name))
+    click.echo(f"{container} {name}={body['addresses'][name]}")
+
+
+@network.command("disconnect")
+@click.argument("name")
+@click.argument("container")
+@pass_ctx
+def network_disconnect(ctx: Context, name: str, container: str) -> None:
+    """Take CONTAINER off network NAME."""
+    ctx.call(lambda c: c.container_connect(container, name, connect=False))
+    click.echo(f"{container} left {name}")

@@ -12,11 +12,14 @@ and its workloads get no default route.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from meshlet.net import netns
 
 BRIDGE_PREFIX = "mlb"
 VETH_PREFIX = "mlv"
@@ -70,6 +73,13 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
     return name
 
 
+def ours() -> list[str]:
+    """The links meshlet made in this namespace: bridges and host ends of veths."""
+    with IPRoute() as ip:
+        names = [link.get_attr("IFLA_IFNAME") for link in ip.get_links()]
+    return sorted(n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX)))
+
+
 def remove_bridge(network: str) -> None:
     delete_link(bridge_name(network))
 
@@ -92,11 +102,15 @@ def attach(att: Attachment) -> None:
     bridge = bridge_name(att.network)
     with IPRoute() as ip:
         if not ip.link_lookup(ifname=host_end):
-            ip.link("add", ifname=host_end, kind="veth",
-                    peer={"ifname": peer, "net_ns_fd": att.namespace})
+            fd = os.open(netns.RUN_DIR / att.namespace, os.O_RDONLY)
+            try:
+                ip.link("add", ifname=host_end, kind="veth",
+                        peer={"ifname": peer, "net_ns_fd": fd})
+            finally:
+                os.close(fd)
         index = ip.link_lookup(ifname=host_end)[0]
         ip.link("set", index=index, master=ip.link_lookup(ifname=bridge)[0], state="up")
-    with NetNS(att.namespace) as ns:
+    with netns.inside(att.namespace), IPRoute() as ns:
         found = ns.link_lookup(ifname=peer) or ns.link_lookup(ifname=att.ifname)
         index = found[0]
         ns.link("set", index=index, state="down")

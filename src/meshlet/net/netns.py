@@ -1,18 +1,28 @@
 """Named network namespaces, as `ip netns` keeps them (/run/netns/NAME), so that
 `ip netns exec NAME …` and `meshlet exec` work on them. meshlet's start with ``ml-``,
-which is how cleanup after a crash finds them."""
+which is how cleanup after a crash finds them.
+
+They are made and removed with `ip netns`, which does the mount dance, and entered
+per thread with setns(2) (``inside``), never by forking: the agent is a threaded
+asyncio process, and a stray signal from a forked helper could reach it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-
-from pyroute2 import NetNS, netns
 
 from meshlet.errors import MeshletError
 
 PREFIX = "ml-"
+RUN_DIR = Path("/run/netns")
 RESOLV_DIR = Path("/etc/netns")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def require_root(what: str) -> None:
@@ -21,18 +31,28 @@ def require_root(what: str) -> None:
                            "it only host networking is available")
 
 
+def ip(*args: str) -> None:
+    """Run `ip ARGS`; raises MeshletError with its message."""
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise MeshletError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def exists(name: str) -> bool:
+    return (RUN_DIR / name).exists()
+
+
 def create(name: str) -> None:
-    """Create the namespace (loopback up); an existing one is reused."""
-    if name not in netns.listnetns():
-        netns.create(name)
-    with NetNS(name) as ns:
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+    """Create the namespace with its loopback up; an existing one is reused."""
+    if not exists(name):
+        ip("netns", "add", name)
+    ip("-n", name, "link", "set", "lo", "up")
 
 
 def remove(name: str) -> None:
     """Delete the namespace and its resolver directory; absent is fine."""
-    if name in netns.listnetns():
-        netns.remove(name)
+    if exists(name):
+        ip("netns", "delete", name)
     resolv = RESOLV_DIR / name / "resolv.conf"
     resolv.unlink(missing_ok=True)
     if resolv.parent.exists():
@@ -40,4 +60,29 @@ def remove(name: str) -> None:
 
 
 def ours() -> list[str]:
-    return sorted(n for n in netns.listnetns() if n.startswith(PREFIX))
+    if not RUN_DIR.exists():
+        return []
+    return sorted(p.name for p in RUN_DIR.iterdir() if p.name.startswith(PREFIX))
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Move the calling thread into namespace ``name`` for the block, then back. Use
+    from a thread of its own (e.g. asyncio.to_thread), never the event loop's."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(RUN_DIR / name, os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)

@@ -116,15 +116,72 @@ class AddressRelease:
     owner: str
 
 
+@dataclass(frozen=True)
+class ContainerCreate:
+    """A workload run by the agent on ``node`` in its own network namespace, joined to
+    ``networks`` (addresses are assigned as this applies), or on the host's network."""
+
+    TYPE: ClassVar[str] = "container_create"
+    name: str
+    node: str
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()       # "HOSTPORT:PORT" or "IP:HOSTPORT:PORT"
+
+
+@dataclass(frozen=True)
+class ContainerDesire:
+    """Ask for a container to be ``running`` or ``stopped``."""
+
+    TYPE: ClassVar[str] = "container_desire"
+    name: str
+    desired: str
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    """What the agent observed: the process's state, pid, exit code, namespace, log."""
+
+    TYPE: ClassVar[str] = "container_report"
+    name: str
+    status: str
+    pid: int | None = None
+    exit_code: int | None = None
+    namespace: str = ""
+    log: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerDelete:
+    """Forget a container and release its addresses; its agent cleans up the host."""
+
+    TYPE: ClassVar[str] = "container_delete"
+    name: str
+
+
+@dataclass(frozen=True)
+class ContainerConnect:
+    """Join (``connect``) or leave a network while the container exists."""
+
+    TYPE: ClassVar[str] = "container_connect"
+    name: str
+    network: str
+    connect: bool = True
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
-           | AddressRelease)
+           | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
+           | ContainerDelete | ContainerConnect)
 
 COMMAND_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
                 ConfigSet, ConfigDelete, NetworkCreate, NetworkDelete, AddressAssign,
-                AddressRelease)
+                AddressRelease, ContainerCreate, ContainerDesire, ContainerReport,
+                ContainerDelete, ContainerConnect)
 }
 
 
@@ -154,7 +211,7 @@ def decode_command(body: dict[str, Any]) -> Command:
         value = body[f.name]
         if f.name == "value":
             value = base64.b64decode(value)
-        elif f.name == "tags":
+        elif f.name in ("tags", "command", "networks", "ports") and isinstance(value, list):
             value = tuple(value)
         kwargs[f.name] = value
     try:

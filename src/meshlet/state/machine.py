@@ -23,6 +23,11 @@ from meshlet.state.commands import (
     Command,
     ConfigDelete,
     ConfigSet,
+    ContainerConnect,
+    ContainerCreate,
+    ContainerDelete,
+    ContainerDesire,
+    ContainerReport,
     DeregisterInstance,
     KVDelete,
     KVPut,
@@ -32,6 +37,7 @@ from meshlet.state.commands import (
     SetHealth,
 )
 from meshlet.state.config_entry import validate_settings
+from meshlet.state.containers import ContainerTable
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 
@@ -64,6 +70,7 @@ class StateMachine:
         self.kv: dict[str, KVEntry] = {}
         self.config: dict[str, ConfigEntry] = {}
         self.networks = NetworkTable()
+        self.containers = ContainerTable(self.networks)
         self._handlers: dict[type[Any], Callable[[int, Any], Any]] = {
             RegisterInstance: self._register,
             DeregisterInstance: self._deregister,
@@ -76,6 +83,11 @@ class StateMachine:
             NetworkDelete: self.networks.delete,
             AddressAssign: self.networks.assign,
             AddressRelease: self.networks.release,
+            ContainerCreate: self.containers.create,
+            ContainerDesire: self.containers.desire,
+            ContainerReport: self.containers.report,
+            ContainerDelete: self.containers.delete,
+            ContainerConnect: self.containers.connect,
         }
 
     def __repr__(self) -> str:
@@ -194,6 +206,7 @@ class StateMachine:
             "kv": [kv_to_dict(self.kv[k]) for k in sorted(self.kv)],
             "config": [config_to_dict(self.config[k]) for k in sorted(self.config)],
             "networks": self.networks.dump(),
+            "containers": self.containers.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -212,6 +225,7 @@ class StateMachine:
                                                  d["modify_index"])
                        for d in body["config"]}
         self.networks.load(body.get("networks"))
+        self.containers.load(body.get("containers"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -333,4 +347,9 @@ _CHECKS: dict[type[Any], Callable[[StateMachine, Any], None]] = {
     NetworkDelete: lambda sm, cmd: sm.networks.check(cmd),
     AddressAssign: lambda sm, cmd: sm.networks.check(cmd),
     AddressRelease: lambda sm, cmd: sm.networks.check(cmd),
+    ContainerCreate: lambda sm, cmd: sm.containers.check(cmd),
+    ContainerDesire: lambda sm, cmd: sm.containers.check(cmd),
+    ContainerReport: lambda sm, cmd: sm.containers.check(cmd),
+    ContainerDelete: lambda sm, cmd: sm.containers.check(cmd),
+    ContainerConnect: lambda sm, cmd: sm.containers.check(cmd),
 }

@@ -1,0 +1,89 @@
+"""The containers API: what `meshlet run`, `ps`, `stop`, `rm` and `network connect`
+ask for, and where agents report what they see. Every change is a command."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from meshlet.api.schemas import (
+    ContainerBody,
+    ContainerStatusBody,
+    DesiredBody,
+    parse_body,
+    read_json,
+)
+from meshlet.state.commands import (
+    ContainerConnect,
+    ContainerCreate,
+    ContainerDelete,
+    ContainerDesire,
+    ContainerReport,
+)
+
+if TYPE_CHECKING:
+    from meshlet.api.routes import Api
+
+
+class ContainerRoutes:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/containers", self.list)
+        router.add_post("/v1/containers", self.create)
+        router.add_get("/v1/containers/{name}", self.inspect)
+        router.add_delete("/v1/containers/{name}", self.delete)
+        router.add_put("/v1/containers/{name}/desired", self.desire)
+        router.add_put("/v1/containers/{name}/status", self.report)
+        router.add_put("/v1/containers/{name}/networks/{network}", self.connect)
+        router.add_delete("/v1/containers/{name}/networks/{network}", self.disconnect)
+
+    async def list(self, request: web.Request) -> web.Response:
+        table = self.api.sm.containers
+        index = await self.api.block(request, lambda: table.index)
+        node = request.query.get("node")
+        found = [c.to_dict() for name, c in sorted(table.containers.items())
+                 if node is None or c.node == node]
+        return self.api.reply(found, index)
+
+    async def inspect(self, request: web.Request) -> web.Response:
+        table = self.api.sm.containers
+        index = await self.api.block(request, lambda: table.index)
+        return self.api.reply(table.get(request.match_info["name"]).to_dict(), index)
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = parse_body(ContainerBody, await read_json(request))
+        result = await self.api.propose(ContainerCreate(
+            body.name, body.node, tuple(body.command), body.env, tuple(body.networks),
+            tuple(body.ports)))
+        return self.api.reply(result.value, result.index, status=201)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        result = await self.api.propose(ContainerDelete(name))
+        return self.api.reply({"deleted": name}, result.index)
+
+    async def desire(self, request: web.Request) -> web.Response:
+        body = parse_body(DesiredBody, await read_json(request))
+        result = await self.api.propose(ContainerDesire(request.match_info["name"],
+                                                        body.desired))
+        return self.api.reply(result.value, result.index)
+
+    async def report(self, request: web.Request) -> web.Response:
+        body = parse_body(ContainerStatusBody, await read_json(request))
+        result = await self.api.propose(ContainerReport(
+            request.match_info["name"], body.status, body.pid, body.exit_code,
+            body.namespace, body.log, body.detail))
+        return self.api.reply(result.value, result.index)
+
+    async def connect(self, request: web.Request) -> web.Response:
+        result = await self.api.propose(ContainerConnect(
+            request.match_info["name"], request.match_info["network"], True))
+        return self.api.reply(result.value, result.index)
+
+    async def disconnect(self, request: web.Request) -> web.Response:
+        result = await self.api.propose(ContainerConnect(
+            request.match_info["name"], request.match_info["network"], False))
+        return self.api.reply(result.value, result.index)

@@ -1,0 +1,140 @@
+"""Containers on bridge networks, as a user runs them (needs root): `meshlet up
+--detach`, `network create`, `run -d` with published ports and env, `ps`, `logs`,
+`exec`, `network connect`/`disconnect`, `stop`, `rm`; and 100 create/remove cycles
+that must leak no link, namespace, process or file descriptor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshlet.agent.agent import Agent
+from meshlet.api.client import Client
+from meshlet.net import bridge, netns
+from meshlet.server.main import Server
+from tests.conftest import async_wait_until
+from tests.e2e.helpers import downed, free_port, meshlet, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: creates network namespaces and links")
+
+
+def leftovers() -> list[str]:
+    return bridge.ours() + netns.ours()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    assert leftovers() == [], "the machine is not clean before the test"
+    with downed(tmp_path):
+        port = free_port()
+        meshlet("up", "--detach", "--http", f"127.0.0.1:{port}", home=tmp_path)
+        yield tmp_path
+    wait_for(lambda: leftovers() == [], 20, "down to remove every link and namespace")
+
+
+def test_run_reach_publish_exec_connect_stop_rm(home: Path) -> None:
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return meshlet(*args, home=home, check=check)
+    run("network", "create", "front", "--subnet", "10.221.0.0/24")
+    run("network", "create", "back", "--subnet", "10.222.0.0/24")
+    web_port = free_port()
+    assert run("run", "-d", "--name", "web", "--network", "front", "-p",
+               f"{web_port}:8000", "-e", "GREETING=hello", "--", "python3", "-m",
+               "http.server", "8000").stdout == "web\n"
+    run("run", "-d", "--name", "client", "--network", "front", "--", "sleep", "600")
+    rows = json.loads(run("-o", "json", "ps").stdout)
+    assert {r["name"]: r["addresses"] for r in rows} == {
+        "web": {"front": "10.221.0.2"}, "client": {"front": "10.221.0.3"}}
+
+    # One container reaches another on the same network by address.
+    fetch = ("import urllib.request,sys; print(urllib.request.urlopen("
+             "'http://10.221.0.2:8000/', timeout=5).status)")
+    wait_for(lambda: run("exec", "client", "--", "python3", "-c", fetch,
+                         check=False).stdout == "200\n", 20, "client to reach web")
+    # The published port forwards from the host.
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=5) as resp:
+        assert resp.status == 200
+    assert "GET / HTTP/1.1" in run("logs", "web").stdout
+    assert run("exec", "web", "--", "sh", "-c", "echo $GREETING").stdout == "hello\n"
+    inside = run("exec", "web", "--", "ip", "-4", "-o", "addr").stdout
+    assert "eth0    inet 10.221.0.2/24" in inside
+
+    # A second interface joins a second network, and leaves it again.
+    assert "back=10.222.0.2" in run("network", "connect", "back", "client").stdout
+    assert "eth1    inet 10.222.0.2/24" in run("exec", "client", "--", "ip", "-4", "-o",
+                                             "addr").stdout
+    run("network", "disconnect", "back", "client")
+    assert "eth1" not in run("exec", "client", "--", "ip", "-o", "link").stdout
+
+    busy = run("network", "rm", "front", check=False)
+    assert busy.returncode == 1 and "in use by client, web" in busy.stderr
+    running = run("rm", "client", check=False)
+    assert running.returncode == 1 and "stop it first, or use -f" in running.stderr
+    run("stop", "web")
+    web = json.loads(run("-o", "json", "ps", "-a").stdout)
+    assert [(r["name"], r["status"], r["exit_code"]) for r in web if r["name"] == "web"] \
+        == [("web", "exited", 143)]  # SIGTERM, as a shell reports it
+    run("rm", "web")
+    run("rm", "-f", "client")
+    run("network", "rm", "front", "back")
+    assert json.loads(run("-o", "json", "ps", "-a").stdout) == []
+    wait_for(lambda: leftovers() == [], 20, "rm to remove every link and namespace")
+    missing = run("exec", "web", "--", "true", check=False)
+    assert missing.returncode == 1 and "no container named 'web'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def children() -> set[str]:
+    """This process's children, other than the `ps` asking."""
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
+                         capture_output=True, text=True, check=False).stdout
+    return {line.strip() for line in out.splitlines() if line.split()[1:] != ["ps"]}
+
+
+async def test_a_hundred_create_remove_cycles_leak_nothing(tmp_path: Path) -> None:
+    """pyroute2 runs its own event loop, so it is called from a thread here."""
+    assert await asyncio.to_thread(leftovers) == []
+    server = await Server.start(tmp_path / "server", "127.0.0.1", 0)
+    agent = Agent(server.url, tmp_path / "agent", "cycle-node")
+    agent.run_containers()
+    try:
+        async with Client(server.url) as client:
+            await client.network_create("cycle", subnet="10.223.0.0/24")
+
+            async def one_cycle(i: int) -> None:
+                name = f"c{i}"
+                await client.container_create(name, ["sleep", "60"], "cycle-node",
+                                              networks=["cycle"])
+
+                async def running() -> bool:
+                    return (await client.container(name))[0]["status"] == "running"
+                await async_wait_until(running, 20, f"{name} to run")
+                await client.container_delete(name)
+
+                async def cleaned() -> bool:
+                    return await asyncio.to_thread(leftovers) == []
+                await async_wait_until(cleaned, 20, f"{name} to be cleaned up")
+
+            await one_cycle(0)  # warm-up: lazily opened sockets and pools
+            fds, kids = open_fds(), children()
+            for i in range(1, 101):
+                await one_cycle(i)
+            assert children() <= kids
+            assert open_fds() <= fds
+            await client.network_delete("cycle")
+    finally:
+        await agent.stop()
+        await server.stop()
+    assert await asyncio.to_thread(leftovers) == []
