@@ -67,6 +67,19 @@ def test_run_reach_publish_exec_connect_stop_rm(home: Path) -> None:
     inside = run("exec", "web", "--", "ip", "-4", "-o", "addr").stdout
     assert "eth0    inet 10.221.0.2/24" in inside
 
+    # The embedded DNS: names of containers that share a network, and nothing else.
+    resolve = "import socket,sys; print(socket.gethostbyname(sys.argv[1]))"
+    assert run("exec", "client", "--", "python3", "-c", resolve, "web").stdout == \
+        "10.221.0.2\n"
+    assert run("exec", "client", "--", "python3", "-c", resolve, "web.front").stdout == \
+        "10.221.0.2\n"
+    assert run("exec", "client", "--", "python3", "-c", resolve, "nothing",
+               check=False).returncode != 0
+    run("run", "-d", "--name", "loner", "--network", "back", "--", "sleep", "600")
+    assert run("exec", "loner", "--", "python3", "-c", resolve, "web",
+               check=False).returncode != 0  # other networks' names are not its own
+    run("rm", "-f", "loner")
+
     # A second interface joins a second network, and leaves it again.
     assert "back=10.222.0.2" in run("network", "connect", "back", "client").stdout
     assert "eth1    inet 10.222.0.2/24" in run("exec", "client", "--", "ip", "-4", "-o",

@@ -32,7 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from meshlet.agent.process import spawn, terminate
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
-from meshlet.net import bridge, netns
+from meshlet.net import bridge, dns_listener, netns
 from meshlet.net.ports import PortForwarder
 from meshlet.state.containers import parse_port
 
@@ -59,6 +59,7 @@ class Running:
     forwarders: list[PortForwarder] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)   # attached, in interface order
     waiter: asyncio.Task[None] | None = None
+    dns: asyncio.DatagramTransport | None = None
     stopping: bool = False
 
 
@@ -69,7 +70,8 @@ class ContainerRunner:
         self.dir = data_dir / "containers"
         self.prefix = namespace_prefix(node)
         self.running: dict[str, Running] = {}
-        self.known: dict[str, dict[str, Any]] = {}
+        self.known: dict[str, dict[str, Any]] = {}     # this node's containers
+        self.everyone: dict[str, dict[str, Any]] = {}  # every node's, for DNS
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
 
@@ -98,7 +100,7 @@ class ContainerRunner:
         delay = 0.2
         while True:
             try:
-                found, index = await self.client.containers(self.node, index or None)
+                found, index = await self.client.containers(None, index or None)
                 delay = 0.2
             except MeshletError as exc:
                 log.warning("watching containers: %s", exc)
@@ -107,7 +109,9 @@ class ContainerRunner:
                 continue
             async with self.lock:
                 try:
-                    await self.reconcile({c["name"]: c for c in found})
+                    self.everyone = {c["name"]: c for c in found}
+                    await self.reconcile({c["name"]: c for c in found
+                                          if c["node"] == self.node})
                 except Exception:  # a bug here must not stop every container's care
                     log.exception("reconciling containers failed; retrying")
                     await asyncio.sleep(delay)
@@ -142,6 +146,8 @@ class ContainerRunner:
                 netns.require_root(f"container {name!r} on its own network")
                 await asyncio.to_thread(netns.create, namespace)
                 await self.rewire(run, spec)
+                await asyncio.to_thread(dns_listener.write_resolv_conf, namespace)
+                run.dns = await dns_listener.serve(namespace, self.resolver(name))
                 argv = ["ip", "netns", "exec", namespace, *spec["command"]]
             else:
                 argv = list(spec["command"])
@@ -222,6 +228,9 @@ class ContainerRunner:
                 await run.waiter
         for forwarder in run.forwarders:
             await forwarder.stop()
+        if run.dns is not None:
+            run.dns.close()
+            run.dns = None
         if run.namespace is not None and os.geteuid() == 0:
             for network in run.networks:
                 await asyncio.to_thread(bridge.detach, network, run.name)
@@ -233,6 +242,24 @@ class ContainerRunner:
             shutil.rmtree(self.dir / run.name, ignore_errors=True)
         else:
             self.running.pop(run.name, None)
+
+    def resolver(self, asker: str) -> dns_listener.Lookup:
+        """Names as container ``asker`` sees them: containers that share a network
+        with it, as NAME or NAME.NETWORK, answered with the address on that network."""
+        def lookup(name: str) -> list[str] | None:
+            me = self.everyone.get(asker)
+            if me is None:
+                return None
+            base, _, network = name.partition(".")
+            target = self.everyone.get(base)
+            if target is None:
+                return None
+            shared = [n for n in me["networks"] if n in target["addresses"]
+                      and (not network or n == network)]
+            if not shared:
+                return None
+            return [target["addresses"][shared[0]]]
+        return lookup
 
     async def drop_unused_bridges(self, networks: list[str]) -> None:
         """A bridge lives while a container of this node uses it."""

@@ -1,0 +1,46 @@
+"""The embedded DNS's answers: known names, unknown names, other record types, and
+no recursion."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from meshlet.net.dns import answer
+
+NAMES = {"web": ["10.1.0.2"], "web.front": ["10.1.0.2"]}
+
+
+def ask(name: str, rdtype: str = "A") -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)  # recursion desired, as stubs ask
+    wire = answer(query.to_wire(), NAMES.get)
+    assert wire is not None
+    response = dns.message.from_wire(wire)
+    assert response.id == query.id
+    assert not response.flags & dns.flags.RA  # never recurses to the outside
+    return response
+
+
+def test_a_known_name_gets_its_address() -> None:
+    response = ask("web")
+    assert response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA
+    assert [r.address for r in response.answer[0]] == ["10.1.0.2"]
+    assert [r.address for r in ask("WEB.front.").answer[0]] == ["10.1.0.2"]
+
+
+def test_unknown_names_are_nxdomain_and_never_forwarded() -> None:
+    assert ask("example.com").rcode() == dns.rcode.NXDOMAIN
+    assert ask("db").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_other_types_of_a_known_name_are_empty() -> None:
+    response = ask("web", "AAAA")
+    assert response.rcode() == dns.rcode.NOERROR and response.answer == []
+
+
+def test_garbage_and_responses_are_ignored() -> None:
+    assert answer(b"\x00\x01garbage", NAMES.get) is None
+    reply = dns.message.make_response(dns.message.make_query("web", "A"))
+    assert answer(reply.to_wire(), NAMES.get) is None
