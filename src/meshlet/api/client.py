@@ -18,6 +18,17 @@ from meshlet.state.durations import parse_duration
 INDEX_HEADER = "X-Meshlet-Index"
 
 
+def session_without_retries() -> aiohttp.ClientSession:
+    """A session that sends each request once. aiohttp resends a PUT or DELETE whose
+    connection dropped before the answer; against meshlet that can apply a write twice,
+    or report a check-and-set that succeeded as a conflict. aiohttp has no public
+    switch for it; its own test client turns it off the same way."""
+    session = aiohttp.ClientSession()
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
+
+
 class Client:
     def __init__(self, addr: str, timeout: float = 10.0) -> None:
         self.base = to_url(addr)
@@ -40,7 +51,7 @@ class Client:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = session_without_retries()
         return self._session
 
     async def request(self, method: str, path: str, *, json: Any = None,

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
+from meshlet.api.client import session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
@@ -132,7 +133,7 @@ class Api:
         """A write that reaches a follower goes to the leader, transparently."""
         try:
             return await handler(request)
-        except NotLeader:
+        except NotLeader as refusal:
             leader = self.node.leader_url()
             if leader is None or request.headers.get(FORWARDED_HEADER):
                 raise
@@ -141,7 +142,7 @@ class Api:
             if request.content_type:
                 headers["Content-Type"] = request.content_type
             try:
-                async with aiohttp.ClientSession() as session, session.request(
+                async with session_without_retries() as session, session.request(
                         request.method, leader + request.path_qs, data=body, headers=headers,
                         timeout=aiohttp.ClientTimeout(total=30)) as resp:
                     payload = await resp.read()
@@ -149,7 +150,8 @@ class Api:
                            if k in (INDEX_HEADER, "Content-Type")}
                     return web.Response(body=payload, status=resp.status, headers=out)
             except aiohttp.ClientConnectorError as exc:  # it never left: nothing changed
-                raise NotLeader(f"cannot reach the leader at {leader}: {exc}") from None
+                raise NotLeader(f"{refusal}; cannot reach the leader at {leader}: {exc}"
+                                ) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 # The leader may have applied it before the answer was lost.
                 raise Unavailable(f"lost the leader at {leader} before it answered "

@@ -3,7 +3,10 @@
 For every Ready, in order: persist (a received snapshot first, restoring the state
 machine from it; then entries and hard state, fsync), send, apply, advance. A
 proposal's future resolves with the apply function's result once its entry is applied
-here, or fails with NotLeader if leadership is lost before then. Every
+here. It fails with NotLeader only when the write certainly did not commit (another
+leader's entry took its place), which the API may safely forward to the leader; when
+leadership is lost or the node stops first, the write may still commit, and it fails
+with Unavailable, which the client must treat as an unknown outcome. Every
 ``snapshot_every`` applied entries the state machine is snapshotted and the log
 compacted. Peer addresses come from the configuration in the log: each member's
 ``{"raft": "HOST:PORT", ...}``.
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlet.addresses import parse_hostport
-from meshlet.errors import ConfigError, MeshletError, NotLeader
+from meshlet.errors import ConfigError, MeshletError, NotLeader, Unavailable
 from meshlet.raft.core import (
     CONFIG,
     ConfigChangeError,
@@ -183,7 +186,10 @@ class RaftDriver:
         self.storage.close()
         for _, future in self.waiting.values():
             if not future.done():
-                future.set_exception(NotLeader("raft node stopped"))
+                # Proposed, so it may still commit: not a NotLeader, which would be
+                # forwarded to the leader and could apply the write twice.
+                future.set_exception(Unavailable("the server stopped before the write "
+                                                 "committed; it may still commit"))
 
     @property
     def is_leader(self) -> bool:
@@ -374,6 +380,6 @@ class RaftDriver:
             self.reads.clear()
             for index, (term, future) in list(self.waiting.items()):
                 if term < node.term and not future.done():
-                    future.set_exception(NotLeader(
+                    future.set_exception(Unavailable(  # not forwarded: see stop()
                         "leadership lost before commit; the write may still commit"))
                     del self.waiting[index]
