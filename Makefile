@@ -37,10 +37,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v etcd >/dev/null \
-		|| (apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy etcd-server)
+		&& [ -x /usr/lib/cni/bridge ] || (apt-get update -qq && apt-get install -y -qq \
+		wrk nginx-light haproxy etcd-server containernetworking-plugins)
 	$(BIN)/python bench/lb_pick.py
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
 	$(BIN)/python bench/raft_bench.py
+	$(BIN)/python bench/network_bench.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -44,7 +44,7 @@ class Attachment:
 
     network: str
     workload: str
-    namespace: str
+    namespace: str       # a name in /run/netns, or a path
     ifname: str          # inside the namespace: eth0, eth1, …
     address: str
     prefix: int
@@ -102,7 +102,7 @@ def attach(att: Attachment) -> None:
     bridge = bridge_name(att.network)
     with IPRoute() as ip:
         if not ip.link_lookup(ifname=host_end):
-            fd = os.open(netns.RUN_DIR / att.namespace, os.O_RDONLY)
+            fd = os.open(netns.path_of(att.namespace), os.O_RDONLY)
             try:
                 ip.link("add", ifname=host_end, kind="veth",
                         peer={"ifname": peer, "net_ns_fd": fd})

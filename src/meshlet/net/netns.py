@@ -65,6 +65,11 @@ def ours() -> list[str]:
     return sorted(p.name for p in RUN_DIR.iterdir() if p.name.startswith(PREFIX))
 
 
+def path_of(name: str) -> Path:
+    """A namespace by name (in /run/netns) or by path (as CNI gives it)."""
+    return Path(name) if name.startswith("/") else RUN_DIR / name
+
+
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -73,10 +78,11 @@ def _setns(fd: int) -> None:
 
 @contextlib.contextmanager
 def inside(name: str) -> Iterator[None]:
-    """Move the calling thread into namespace ``name`` for the block, then back. Use
+    """Move the calling thread into namespace ``name`` (a name or a path) for the
+    block, then back. Use
     from a thread of its own (e.g. asyncio.to_thread), never the event loop's."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(RUN_DIR / name, os.O_RDONLY)
+    target = os.open(path_of(name), os.O_RDONLY)
     try:
         _setns(target)
         try:
