@@ -75,7 +75,7 @@ async def time_run(client: Client, count: int) -> list[float]:
         await client.container_create(name, ["sleep", "30"], "bench", networks=["benchnet"])
         body, index = await client.container(name)
         while body["status"] == "created":
-            body, index = await client.container(name, index, wait="10s")
+            body, index = await client.container(name, index, wait=10.0)
         samples.append(time.perf_counter() - started)
         await client.container_delete(name)
         while any(n.endswith(f"-{name}") for n in netns.ours()):
@@ -127,7 +127,7 @@ async def main(count: int, seconds: float) -> None:
             for name in ("sink", "source"):
                 body, index = await client.container(name)
                 while body["status"] == "created":
-                    body, index = await client.container(name, index, wait="10s")
+                    body, index = await client.container(name, index, wait=10.0)
             sink_ns = (await client.container("sink"))[0]["namespace"]
             source_ns = (await client.container("source"))[0]["namespace"]
             across = await asyncio.to_thread(

@@ -276,11 +276,11 @@ class ContainerRunner:
 
     async def stop(self) -> None:
         """Stop every container and remove what was set up for it (agent shutdown)."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        async with self.lock:
+        async with self.lock:  # let a reconcile in progress finish its work first
+            if self.task is not None:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
             for name in list(self.running):
                 run = self.running.pop(name)
                 await self.teardown(run, keep_record=True)

@@ -13,7 +13,6 @@ import aiohttp
 
 from meshlet import errors
 from meshlet.addresses import to_url
-from meshlet.state.durations import parse_duration
 
 INDEX_HEADER = "X-Meshlet-Index"
 
@@ -152,19 +151,18 @@ class Client:
         return (await self.request("POST", "/v1/containers", json=body))[0]
 
     async def containers(self, node: str | None = None, index: int | None = None,
-                         wait: str = "30s") -> tuple[list[dict[str, Any]], int]:
+                         wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
         params: dict[str, str] = {"node": node} if node else {}
         if index is not None:
-            params.update(index=str(index), wait=wait)
+            params.update(index=str(index), wait=f"{wait}s")
         return await self.request("GET", "/v1/containers", params=params or None,
-                                  timeout=self.timeout + parse_duration(wait, "wait"))
+                                  timeout=self.timeout + wait)
 
     async def container(self, name: str, index: int | None = None,
-                        wait: str = "30s") -> tuple[dict[str, Any], int]:
-        params = {"index": str(index), "wait": wait} if index is not None else None
+                        wait: float = 30.0) -> tuple[dict[str, Any], int]:
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
         return await self.request("GET", f"/v1/containers/{quote(name, safe='')}",
-                                  params=params,
-                                  timeout=self.timeout + parse_duration(wait, "wait"))
+                                  params=params, timeout=self.timeout + wait)
 
     async def container_delete(self, name: str) -> None:
         await self.request("DELETE", f"/v1/containers/{quote(name, safe='')}")

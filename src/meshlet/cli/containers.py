@@ -30,7 +30,7 @@ async def wait_status(client: Client, name: str, leave: tuple[str, ...],
             raise Unavailable(f"container {name!r} is still {body['status']} after "
                               f"{timeout:.0f}s; is an agent running on node "
                               f"{body['node']!r}?")
-        body, index = await client.container(name, index, wait=f"{min(remaining, 10):.1f}s")
+        body, index = await client.container(name, index, wait=min(remaining, 10.0))
     return body
 
 

@@ -14,17 +14,19 @@ VERSION are implemented; DEL is idempotent and best-effort, as the spec asks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pyroute2 import IPRoute
 
-from meshlet.api.client import Client
-from meshlet.errors import MeshletError, NotFound
+from meshlet import errors
+from meshlet.errors import MeshletError, NotFound, Unavailable
 from meshlet.net import bridge, netns
 
 VERSION = "1.0.0"
@@ -97,27 +99,47 @@ def parse(env: dict[str, str], stdin: str) -> Request:
                    env["CNI_IFNAME"], config)
 
 
+def call(server: str, method: str, path: str) -> Any:
+    """One request to the meshlet API, sent once (urllib: no aiohttp to import, which
+    would double the plugin's start-up time); raises MeshletError."""
+    req = urllib.request.Request(server.rstrip("/") + path, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read())["error"]
+        except (ValueError, KeyError, TypeError):
+            raise MeshletError(f"{method} {path}: HTTP {exc.code}") from None
+        raise errors.from_dict(error) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unavailable(f"cannot reach meshlet at {server}: {exc}") from None
+
+
 def link_mac(ip: IPRoute, name: str) -> str:
     found = ip.link_lookup(ifname=name)
     return str(ip.get_links(found[0])[0].get_attr("IFLA_ADDRESS")) if found else ""
 
 
-async def add(req: Request) -> dict[str, Any]:
+def address_path(req: Request) -> str:
+    return f"/v1/networks/{quote(req.network, safe='')}/addresses/{quote(req.owner, safe='')}"
+
+
+def add(req: Request) -> dict[str, Any]:
     if not os.path.exists(req.netns):
         raise CniError(CONTAINER_UNKNOWN, "no such network namespace", req.netns)
-    if await asyncio.to_thread(has_interface, req.netns, req.ifname):
+    if has_interface(req.netns, req.ifname):
         raise CniError(CONFIG_ERROR, "interface exists",
                        f"{req.ifname} already exists in {req.netns}")
-    async with Client(req.server) as client:
-        info = await network_info(client, req.network)
-        got = await client.address_assign(req.network, req.owner)
+    info = network_info(req)
+    got = call(req.server, "PUT", address_path(req))
     prefix = int(info["subnet"].split("/")[1])
     gateway = got["gateway"]
     att = bridge.Attachment(req.network, req.owner, req.netns, req.ifname, got["address"],
                             prefix, gateway)
-    await asyncio.to_thread(bridge.ensure_bridge, req.network, gateway, prefix)
-    await asyncio.to_thread(bridge.attach, att)
-    return await asyncio.to_thread(result, req, att)
+    bridge.ensure_bridge(req.network, gateway, prefix)
+    bridge.attach(att)
+    return result(req, att)
 
 
 def result(req: Request, att: bridge.Attachment) -> dict[str, Any]:
@@ -152,9 +174,10 @@ def addresses_inside(path: str, ifname: str) -> list[str]:
                 for a in ns.get_addr(index=found[0], family=2)]
 
 
-async def network_info(client: Client, name: str) -> dict[str, Any]:
+def network_info(req: Request) -> dict[str, Any]:
+    name = req.network
     try:
-        info = await client.network(name)
+        info: dict[str, Any] = call(req.server, "GET", f"/v1/networks/{quote(name, safe='')}")
     except NotFound:
         raise CniError(CONFIG_ERROR, "no such meshlet network",
                        f"create it first: meshlet network create {name}") from None
@@ -164,21 +187,20 @@ async def network_info(client: Client, name: str) -> dict[str, Any]:
     return info
 
 
-async def delete(req: Request) -> None:
+def delete(req: Request) -> None:
     """Best effort and idempotent: release the address, remove the veth pair."""
-    await asyncio.to_thread(bridge.detach, req.network, req.owner)
+    bridge.detach(req.network, req.owner)
     try:
-        async with Client(req.server) as client:
-            await client.address_release(req.network, req.owner)
+        call(req.server, "DELETE", address_path(req))
     except NotFound:
         pass  # the network is gone, and its addresses with it
 
 
-async def check(req: Request) -> None:
+def check(req: Request) -> None:
     previous = req.config.get("prevResult")
     if not isinstance(previous, dict):
         raise CniError(CONFIG_ERROR, "CHECK needs prevResult")
-    have = await asyncio.to_thread(addresses_inside, req.netns, req.ifname)
+    have = addresses_inside(req.netns, req.ifname)
     if not have:
         raise CniError(CONTAINER_UNKNOWN, "interface missing",
                        f"{req.ifname} is not in {req.netns}")
@@ -187,25 +209,24 @@ async def check(req: Request) -> None:
     if missing:
         raise CniError(CONFIG_ERROR, "address missing",
                        f"{', '.join(missing)} not on {req.ifname}")
-    async with Client(req.server) as client:
-        info = await network_info(client, req.network)
+    info = network_info(req)
     held = info["addresses"].get(req.owner)
     if held is None or f"{held}/{info['subnet'].split('/')[1]}" not in wanted:
         raise CniError(CONFIG_ERROR, "address not reserved",
                        f"meshlet holds no address on {req.network!r} for {req.owner}")
 
 
-async def run(req: Request) -> dict[str, Any] | None:
+def run(req: Request) -> dict[str, Any] | None:
     if req.command == "VERSION":
         return {"cniVersion": req.config.get("cniVersion", VERSION),
                 "supportedVersions": SUPPORTED}
     try:
         if req.command == "ADD":
-            return await add(req)
+            return add(req)
         if req.command == "DEL":
-            await delete(req)
+            delete(req)
         else:
-            await check(req)
+            check(req)
     except MeshletError as exc:
         raise CniError(TRY_AGAIN, "meshlet refused or could not be reached",
                        str(exc)) from None
@@ -220,7 +241,7 @@ def main() -> None:
     try:
         req = parse(dict(os.environ), stdin)
         version = str(req.config.get("cniVersion") or VERSION)
-        out = asyncio.run(run(req))
+        out = run(req)
     except CniError as exc:
         json.dump(exc.result(version), sys.stdout)
         sys.stdout.write("\n")
