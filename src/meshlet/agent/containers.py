@@ -83,7 +83,7 @@ class ContainerRunner:
 
     def clean_leftovers(self) -> None:
         """Remove this node's namespaces from an earlier run (their veths go with them)."""
-        if os.geteuid() != 0:
+        if not netns.can_manage():
             return
         for name in netns.ours():
             if name.startswith(self.prefix):
@@ -231,7 +231,7 @@ class ContainerRunner:
         if run.dns is not None:
             run.dns.close()
             run.dns = None
-        if run.namespace is not None and os.geteuid() == 0:
+        if run.namespace is not None and netns.can_manage():
             for network in run.networks:
                 await asyncio.to_thread(bridge.detach, network, run.name)
             await asyncio.to_thread(netns.remove, run.namespace)

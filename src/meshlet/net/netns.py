@@ -25,8 +25,24 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+
+
+def can_manage() -> bool:
+    """Whether this process may make namespaces and links: root's CAP_NET_ADMIN and
+    CAP_SYS_ADMIN (checked, not assumed from the user id: a root without them, as in
+    some containers, cannot either)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    line = next((x for x in status.splitlines() if x.startswith("CapEff:")), "")
+    caps = int(line.split()[1], 16) if line else 0
+    return all(caps >> bit & 1 for bit in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+
+
 def require_root(what: str) -> None:
-    if os.geteuid() != 0:
+    if not can_manage():
         raise MeshletError(f"{what} needs root (network namespaces and links); without "
                            "it only host networking is available")
 
