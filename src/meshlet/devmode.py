@@ -61,6 +61,22 @@ def read_state() -> dict[str, Any] | None:
     return state
 
 
+TEMP_PREFIX = "meshlet-up-"
+
+
+def sweep_stale_temp_dirs() -> None:
+    """Remove the data directories of `up` runs that were killed (-9) before they
+    could remove their own; each records the pid that owns it."""
+    for path in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (or still being created)
+        if not pid_alive(owner):
+            log.info("removing %s, left by a killed `meshlet up`", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
     return [{"service": w.service, "instance": w.id,
              "address": f"127.0.0.1:{w.inbound_port}", "app_port": w.app_port,
@@ -73,7 +89,9 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     temp_dir = None
     if data_dir is None:
-        temp_dir = Path(tempfile.mkdtemp(prefix="meshlet-up-"))
+        sweep_stale_temp_dirs()
+        temp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        (temp_dir / "owner.pid").write_text(str(os.getpid()))
         data_dir = temp_dir
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,27 @@ async def test_a_hundred_create_remove_cycles_leak_nothing(tmp_path: Path) -> No
         await agent.stop()
         await server.stop()
     assert await asyncio.to_thread(leftovers) == []
+
+
+def test_the_start_after_a_crash_removes_what_the_crashed_run_left(tmp_path: Path) -> None:
+    """kill -9 of `meshlet up` leaves the container's namespace, bridge and data
+    directory behind (nothing could remove them); the next start removes them all."""
+    assert leftovers() == []
+    with downed(tmp_path):
+        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}", home=tmp_path)
+        meshlet("network", "create", "crashnet", "--subnet", "10.224.0.0/24", home=tmp_path)
+        meshlet("run", "-d", "--name", "victim", "--network", "crashnet", "--", "sleep",
+                "600", home=tmp_path)
+        state = json.loads((tmp_path / "up.json").read_text())
+        victim = json.loads(meshlet("-o", "json", "ps", home=tmp_path).stdout)[0]["pid"]
+        data_dirs = {p.parent for p in Path(tempfile.gettempdir()).glob("meshlet-up-*/owner.pid")
+                     if p.read_text() == str(state["pid"])}
+        assert len(data_dirs) == 1
+        os.kill(state["pid"], 9)
+        wait_for(lambda: not Path(f"/proc/{state['pid']}").exists(), 10, "the kill")
+        assert any(n.endswith("-victim") for n in netns.ours())  # left behind
+        wait_for(lambda: not Path(f"/proc/{victim}").exists(), 10,
+                 "the container to die with its agent")
+        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}", home=tmp_path)
+        wait_for(lambda: leftovers() == [], 20, "the new start to clean up")
+        assert not any(p.exists() for p in data_dirs)
