@@ -144,3 +144,15 @@ def test_network_commands(server: str, tmp_path: Path) -> None:
         assert bad.returncode == 1 and words in bad.stderr and "Traceback" not in bad.stderr
     assert run("network", "rm", "front", "quiet").stdout == "front\nquiet\n"
     assert meshlet_json("--addr", server, "network", "ls", home=tmp_path) == []
+
+
+def test_a_meshlet_home_that_cannot_be_used_is_a_one_line_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    out = subprocess.run([sys.executable, "-m", "meshlet", "up", "--detach", "--http",
+                          f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                         env={**env_for(tmp_path), "MESHLET_HOME": str(not_a_dir)},
+                         timeout=60, check=False)
+    assert out.returncode == 1
+    assert out.stderr.startswith("meshlet: error: ") and str(not_a_dir) in out.stderr
+    assert "Traceback" not in out.stderr and "internal error" not in out.stderr

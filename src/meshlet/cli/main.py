@@ -488,6 +488,12 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (PermissionError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            NotADirectoryError) as exc:  # the machine said no: the user can fix it
+        if os.environ.get("MESHLET_DEBUG"):
+            raise
+        click.echo(f"meshlet: error: {exc.strerror}: {exc.filename}", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug: say so in one line; details only when asked
         if os.environ.get("MESHLET_DEBUG"):
             raise
