@@ -73,9 +73,7 @@ async def time_run(client: Client, count: int) -> list[float]:
         name = f"b{i}"
         started = time.perf_counter()
         await client.container_create(name, ["sleep", "30"], "bench", networks=["benchnet"])
-        body, index = await client.container(name)
-        while body["status"] == "created":
-            body, index = await client.container(name, index, wait=10.0)
+        await client.wait_container(name, ("created",))
         samples.append(time.perf_counter() - started)
         await client.container_delete(name)
         while any(n.endswith(f"-{name}") for n in netns.ours()):
@@ -125,9 +123,7 @@ async def main(count: int, seconds: float) -> None:
             await client.container_create("source", ["sleep", "600"], "bench",
                                           networks=["benchnet"])
             for name in ("sink", "source"):
-                body, index = await client.container(name)
-                while body["status"] == "created":
-                    body, index = await client.container(name, index, wait=10.0)
+                await client.wait_container(name, ("created",))
             sink_ns = (await client.container("sink"))[0]["namespace"]
             source_ns = (await client.container("source"))[0]["namespace"]
             across = await asyncio.to_thread(

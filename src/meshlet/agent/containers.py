@@ -70,7 +70,6 @@ class ContainerRunner:
         self.dir = data_dir / "containers"
         self.prefix = namespace_prefix(node)
         self.running: dict[str, Running] = {}
-        self.known: dict[str, dict[str, Any]] = {}     # this node's containers
         self.everyone: dict[str, dict[str, Any]] = {}  # every node's, for DNS
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
@@ -118,7 +117,6 @@ class ContainerRunner:
                     index = 0
 
     async def reconcile(self, wanted: dict[str, dict[str, Any]]) -> None:
-        self.known = wanted
         for name in [n for n in self.running if n not in wanted]:
             await self.remove(name)
         for name, spec in wanted.items():

@@ -6,6 +6,7 @@ the server cannot be reached, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -163,6 +164,21 @@ class Client:
         params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
         return await self.request("GET", f"/v1/containers/{quote(name, safe='')}",
                                   params=params, timeout=self.timeout + wait)
+
+    async def wait_container(self, name: str, leave: tuple[str, ...],
+                             timeout: float = 30.0) -> dict[str, Any]:
+        """Wait (blocking queries) until the container's status is not in ``leave``;
+        raises Unavailable after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        body, index = await self.container(name)
+        while body["status"] in leave:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.Unavailable(
+                    f"container {name!r} is still {body['status']} after {timeout:.0f}s; "
+                    f"is an agent running on node {body['node']!r}?")
+            body, index = await self.container(name, index, wait=min(remaining, 10.0))
+        return body
 
     async def container_delete(self, name: str) -> None:
         await self.request("DELETE", f"/v1/containers/{quote(name, safe='')}")

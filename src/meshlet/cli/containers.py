@@ -14,24 +14,9 @@ import click
 from meshlet.api.client import Client
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.render import emit_json, table
-from meshlet.errors import ConfigError, Conflict, MeshletError, Unavailable
+from meshlet.errors import ConfigError, Conflict, MeshletError
 
 START_TIMEOUT = 30.0
-
-
-async def wait_status(client: Client, name: str, leave: tuple[str, ...],
-                      timeout: float = START_TIMEOUT) -> dict[str, Any]:
-    """Wait (blocking queries) until the container's status is not in ``leave``."""
-    deadline = time.monotonic() + timeout
-    body, index = await client.container(name)
-    while body["status"] in leave:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise Unavailable(f"container {name!r} is still {body['status']} after "
-                              f"{timeout:.0f}s; is an agent running on node "
-                              f"{body['node']!r}?")
-        body, index = await client.container(name, index, wait=min(remaining, 10.0))
-    return body
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -59,7 +44,7 @@ def run(ctx: Context, detach: bool, name: str, networks: tuple[str, ...],
     async def start(client: Client) -> dict[str, Any]:
         await client.container_create(name, list(command), node or os.uname().nodename,
                                       env, list(networks), list(ports))
-        return await wait_status(client, name, ("created",))
+        return await client.wait_container(name, ("created",), START_TIMEOUT)
     body = ctx.call(start)
     if body["status"] == "failed":
         raise MeshletError(f"container {name!r} failed to start: {body['detail']}")
@@ -162,7 +147,8 @@ def stop(ctx: Context, names: tuple[str, ...]) -> None:
     for name in names:
         async def halt(client: Client, name: str = name) -> dict[str, Any]:
             await client.container_desire(name, "stopped")
-            return await wait_status(client, name, ("running", "created"))
+            return await client.wait_container(name, ("running", "created"),
+                                               START_TIMEOUT)
         ctx.call(halt)
         click.echo(name)
 
