@@ -8,7 +8,8 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/proxy/resilience src/meshlet/proxy/partition.py src/meshlet/proxy/routing.py \
 	src/meshlet/proxy/request_view.py src/meshlet/raft/core.py \
 	src/meshlet/agent/health.py src/meshlet/agent/backoff.py \
-	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py
+	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
+	src/meshlet/net/overlay_plan.py
 
 .PHONY: demo test lint bench clean setup
 

@@ -15,7 +15,29 @@ def parse_hostport(value: str, field: str = "address") -> tuple[str, int]:
     return host, int(port_text)
 
 
+def parse_ipv4(value: str, field: str) -> str:
+    import ipaddress
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ConfigError(f"{field}: {value!r} is not an IPv4 address", field) from None
+
+
 def to_url(value: str) -> str:
     if "://" not in value:
         value = "http://" + value
     return value.rstrip("/")
+
+
+def source_address_towards(url: str) -> str:
+    """The local address this host's packets to ``url`` leave from: the address other
+    hosts most likely reach it on (a connected UDP socket sends nothing)."""
+    import socket
+    host, port = parse_hostport(url, "server")
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(infos[0][4])
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from meshlet.addresses import source_address_towards
 from meshlet.agent.containers import ContainerRunner
 from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
@@ -27,7 +28,7 @@ WATCH_WAIT = 30.0
 
 class Agent:
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
-                 zone: str = "") -> None:
+                 zone: str = "", advertise: str | None = None) -> None:
         self.client = Client(server_url)
         self.data_dir = data_dir
         self.node = node
@@ -38,7 +39,8 @@ class Agent:
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
-        self.containers = ContainerRunner(self.client, node, data_dir)
+        self.containers = ContainerRunner(
+            self.client, node, data_dir, advertise or source_address_towards(server_url))
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"

@@ -23,26 +23,41 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshlet.agent.process import spawn, terminate
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
-from meshlet.net import bridge, dns_listener, netns
+from meshlet.net import bridge, dns_listener, netns, vxlan
+from meshlet.net.overlay_plan import mac_for, remotes
 from meshlet.net.ports import PortForwarder
 from meshlet.state.containers import parse_port
 
 log = logging.getLogger(__name__)
-WATCH_WAIT = "30s"
+T = TypeVar("T")
 
 
 def exit_status(code: int) -> int:
     """As a shell reports it: 128 + N for a process killed by signal N."""
     return 128 - code if code < 0 else code
+
+
+async def answered(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``'s answer, retried with backoff while the server cannot give one."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except MeshletError as exc:
+            log.warning("%s: %s", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def namespace_prefix(node: str) -> str:
@@ -64,21 +79,34 @@ class Running:
 
 
 class ContainerRunner:
-    def __init__(self, client: Client, node: str, data_dir: Path) -> None:
+    def __init__(self, client: Client, node: str, data_dir: Path,
+                 address: str = "127.0.0.1") -> None:
         self.client = client
         self.node = node
+        self.address = address  # where other hosts reach this one: the tunnel end
         self.dir = data_dir / "containers"
         self.prefix = namespace_prefix(node)
         self.running: dict[str, Running] = {}
         self.everyone: dict[str, dict[str, Any]] = {}  # every node's, for DNS
+        self.nodes: dict[str, str] = {}                # node -> address
+        self.infos: dict[str, dict[str, Any]] = {}     # networks, as last fetched
         self.task: asyncio.Task[None] | None = None
+        self.node_task: asyncio.Task[None] | None = None
+        self.registered = False
         self.lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<ContainerRunner {self.node} running={sorted(self.running)}>"
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.watch())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self.watch())
+        self.node_task = loop.create_task(self.watch_nodes())
+
+    @property
+    def tunnels(self) -> bool:
+        """Whether overlay networks reach other hosts (not when on loopback only)."""
+        return not self.address.startswith("127.")
 
     def clean_leftovers(self) -> None:
         """Remove this node's namespaces from an earlier run (their veths go with them)."""
@@ -89,31 +117,25 @@ class ContainerRunner:
                 log.info("removing leftover namespace %s", name)
                 netns.remove(name)
         for name in bridge.ours():
-            if name.startswith(bridge.BRIDGE_PREFIX):
+            if name.startswith((bridge.BRIDGE_PREFIX, vxlan.VXLAN_PREFIX)):
                 log.info("removing leftover bridge %s", name)
                 bridge.delete_link(name)
 
     async def watch(self) -> None:
         await asyncio.to_thread(self.clean_leftovers)
         index = 0
-        delay = 0.2
         while True:
-            try:
-                found, index = await self.client.containers(None, index or None)
-                delay = 0.2
-            except MeshletError as exc:
-                log.warning("watching containers: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+            found, index = await answered(
+                "watching containers", partial(self.client.containers, None, index or None))
             async with self.lock:
                 try:
                     self.everyone = {c["name"]: c for c in found}
                     await self.reconcile({c["name"]: c for c in found
                                           if c["node"] == self.node})
+                    await self.program_overlays()
                 except Exception:  # a bug here must not stop every container's care
                     log.exception("reconciling containers failed; retrying")
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(1.0)
                     index = 0
 
     async def reconcile(self, wanted: dict[str, dict[str, Any]]) -> None:
@@ -130,6 +152,32 @@ class ContainerRunner:
                 await self.halt(run)
             elif alive and run is not None and run.networks != spec["networks"]:
                 await self.rewire(run, spec)
+
+    async def watch_nodes(self) -> None:
+        """Register this host, then follow the others: an overlay's tunnels go to them."""
+        await answered(f"registering node {self.node}",
+                       lambda: self.client.node_register(self.node, self.address))
+        self.registered = True
+        index = 0
+        while True:
+            found, index = await answered("watching nodes",
+                                          partial(self.client.nodes, index or None))
+            async with self.lock:
+                self.nodes = {n["name"]: n["address"] for n in found}
+                try:
+                    await self.program_overlays()
+                except (OSError, NetlinkError) as exc:
+                    log.warning("programming overlay entries: %s", exc)
+
+    async def program_overlays(self) -> None:
+        """Set each local overlay's forwarding and neighbour entries from the catalog."""
+        if not self.tunnels:
+            return
+        local = {n for run in self.running.values() for n in run.networks
+                 if self.infos.get(n, {}).get("driver") == "overlay"}
+        for network in sorted(local):
+            wanted = remotes(network, self.everyone.values(), self.nodes, self.node)
+            await asyncio.to_thread(vxlan.program, network, wanted)
 
     async def launch(self, spec: dict[str, Any]) -> None:
         name = spec["name"]
@@ -172,7 +220,7 @@ class ContainerRunner:
         """Attach the networks the spec names and detach the others."""
         if run.namespace is None:
             return
-        infos = {n["name"]: n for n in (await self.client.networks())}
+        infos = self.infos = {n["name"]: n for n in (await self.client.networks())}
         gone = [n for n in run.networks if n not in spec["networks"]]
         for network in gone:
             await asyncio.to_thread(bridge.detach, network, run.name)
@@ -186,10 +234,20 @@ class ContainerRunner:
             prefix = int(info["subnet"].split("/")[1])
             gateway = None if info["internal"] else info["gateway"]
             await asyncio.to_thread(bridge.ensure_bridge, network, gateway, prefix)
+            mtu = await self.ensure_tunnel(info)
             await asyncio.to_thread(bridge.attach, bridge.Attachment(
                 network, run.name, run.namespace, f"eth{len(run.networks)}", address,
-                prefix, gateway if not run.networks else None))
+                prefix, gateway if not run.networks else None, mac_for(address), mtu))
             run.networks.append(network)
+
+    async def ensure_tunnel(self, info: dict[str, Any]) -> int | None:
+        """An overlay's VXLAN device on its bridge; the MTU its workloads must use."""
+        if info["driver"] != "overlay" or not self.tunnels:
+            return None
+        mtu = await asyncio.to_thread(vxlan.mtu_for, self.address)
+        await asyncio.to_thread(vxlan.ensure_vxlan, info["name"], info["vni"],
+                                self.address, mtu)
+        return mtu
 
     async def wait_exit(self, run: Running) -> None:
         assert run.process is not None
@@ -264,6 +322,7 @@ class ContainerRunner:
         in_use = {n for run in self.running.values() for n in run.networks}
         for network in networks:
             if network not in in_use:
+                await asyncio.to_thread(bridge.delete_link, vxlan.vxlan_name(network))
                 await asyncio.to_thread(bridge.remove_bridge, network)
 
     async def report(self, name: str, **status: Any) -> None:
@@ -275,10 +334,18 @@ class ContainerRunner:
     async def stop(self) -> None:
         """Stop every container and remove what was set up for it (agent shutdown)."""
         async with self.lock:  # let a reconcile in progress finish its work first
-            if self.task is not None:
-                self.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.task
+            for task in (self.task, self.node_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             for name in list(self.running):
                 run = self.running.pop(name)
                 await self.teardown(run, keep_record=True)
+        if not self.registered:
+            return
+        try:  # leave: other hosts drop their tunnels to this one
+            await asyncio.wait_for(self.client.node_deregister(self.node), 5)
+            self.registered = False
+        except (TimeoutError, MeshletError) as exc:
+            log.info("could not deregister node %s: %s", self.node, exc)

@@ -196,6 +196,19 @@ class Client:
         path = f"/v1/containers/{quote(name, safe='')}/networks/{quote(network, safe='')}"
         return (await self.request("PUT" if connect else "DELETE", path))[0]
 
+    async def nodes(self, index: int | None = None, wait: float = 30.0
+                    ) -> tuple[list[dict[str, Any]], int]:
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/nodes", params=params,
+                                  timeout=self.timeout + wait)
+
+    async def node_register(self, name: str, address: str) -> dict[str, Any]:
+        return (await self.request("PUT", f"/v1/nodes/{quote(name, safe='')}",
+                                   json={"address": address}))[0]
+
+    async def node_deregister(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/nodes/{quote(name, safe='')}")
+
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
 

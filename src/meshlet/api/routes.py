@@ -23,6 +23,7 @@ from meshlet.addresses import parse_hostport, to_url
 from meshlet.api.client import session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.networks import NetworkRoutes
+from meshlet.api.nodes import NodeRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
@@ -183,6 +184,7 @@ class Api:
         r.add_delete("/v1/config/{service}", self.config_delete)
         NetworkRoutes(self).add_to(r)
         ContainerRoutes(self).add_to(r)
+        NodeRoutes(self).add_to(r)
         return app
 
     async def read_barrier(self, request: web.Request) -> None:

@@ -71,6 +71,10 @@ class ContainerStatusBody(Body):
     detail: str = ""
 
 
+class NodeBody(Body):
+    address: str
+
+
 class AddressBody(Body):
     address: str | None = None
 

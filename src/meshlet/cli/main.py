@@ -16,7 +16,7 @@ import click
 
 import meshlet
 from meshlet import devmode
-from meshlet.addresses import parse_hostport, to_url
+from meshlet.addresses import parse_hostport, parse_ipv4, to_url
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.network import network
@@ -149,15 +149,21 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--zone", default="")
 @click.option("--node", default=None, help="Node name (default: host name).")
+@click.option("--advertise", default=None, metavar="IP",
+              help="The address other hosts reach this one on: the local end of overlay "
+                   "tunnels (default: the address packets to the server leave from).")
 def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
-          node: str | None) -> None:
+          node: str | None, advertise: str | None) -> None:
     """Run an agent: workloads, health checks and sidecars for one host."""
     from meshlet.agent.agent import Agent
+    if advertise is not None:
+        parse_ipv4(advertise, "advertise")
     manifest, cwd = devmode.load(file)
     directory = Path(data_dir) if data_dir else devmode.meshlet_home() / "agent"
 
     async def run(stop: asyncio.Event) -> None:
-        agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone)
+        agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone,
+                      advertise)
         agent.run_containers()
         try:
             if manifest is not None:
@@ -306,6 +312,17 @@ def services(ctx: Context) -> None:
         return
     table([(s["name"], s["instances"], s["passing"], ",".join(s["tags"])) for s in body],
           ["SERVICE", "INSTANCES", "PASSING", "TAGS"])
+
+
+@cli.command()
+@pass_ctx
+def nodes(ctx: Context) -> None:
+    """List the hosts running an agent and the address each is reached on."""
+    body, _ = ctx.call(lambda c: c.nodes())
+    if ctx.json:
+        emit_json(body)
+        return
+    table([(n["name"], n["address"]) for n in body], ["NODE", "ADDRESS"])
 
 
 @cli.command()

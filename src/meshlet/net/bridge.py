@@ -23,6 +23,7 @@ from meshlet.net import netns
 
 BRIDGE_PREFIX = "mlb"
 VETH_PREFIX = "mlv"
+VXLAN_PREFIX = "mlx"
 
 
 def short(prefix: str, *parts: str) -> str:
@@ -49,6 +50,8 @@ class Attachment:
     address: str
     prefix: int
     gateway: str | None  # None: no default route through this network
+    mac: str | None = None   # of the interface inside; None: the kernel's choice
+    mtu: int | None = None   # of both ends; None: the kernel's default
 
 
 def set_forwarding(ifname: str, enabled: bool) -> None:
@@ -74,10 +77,11 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
 
 
 def ours() -> list[str]:
-    """The links meshlet made in this namespace: bridges and host ends of veths."""
+    """The links meshlet made in this namespace: bridges, host ends of veths, VXLAN
+    devices."""
     with IPRoute() as ip:
         names = [link.get_attr("IFLA_IFNAME") for link in ip.get_links()]
-    return sorted(n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX)))
+    return sorted(n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX, VXLAN_PREFIX)))
 
 
 def remove_bridge(network: str) -> None:
@@ -109,12 +113,18 @@ def attach(att: Attachment) -> None:
             finally:
                 os.close(fd)
         index = ip.link_lookup(ifname=host_end)[0]
+        if att.mtu is not None:
+            ip.link("set", index=index, mtu=att.mtu)
         ip.link("set", index=index, master=ip.link_lookup(ifname=bridge)[0], state="up")
     with netns.inside(att.namespace), IPRoute() as ns:
         found = ns.link_lookup(ifname=peer) or ns.link_lookup(ifname=att.ifname)
         index = found[0]
         ns.link("set", index=index, state="down")
         ns.link("set", index=index, ifname=att.ifname)
+        if att.mac is not None:
+            ns.link("set", index=index, address=att.mac)
+        if att.mtu is not None:
+            ns.link("set", index=index, mtu=att.mtu)
         have = {a.get_attr("IFA_ADDRESS") for a in ns.get_addr(index=index)}
         if att.address not in have:
             ns.addr("add", index=index, address=att.address, prefixlen=att.prefix)

@@ -171,17 +171,35 @@ class ContainerConnect:
     connect: bool = True
 
 
+@dataclass(frozen=True)
+class NodeRegister:
+    """A host running an agent, and the address other hosts reach it on (the VXLAN
+    tunnel end of its overlay networks). Registering again updates the address."""
+
+    TYPE: ClassVar[str] = "node_register"
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class NodeDeregister:
+    """A host that left: other hosts remove its overlay entries."""
+
+    TYPE: ClassVar[str] = "node_deregister"
+    name: str
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
-           | ContainerDelete | ContainerConnect)
+           | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister)
 
 COMMAND_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
                 ConfigSet, ConfigDelete, NetworkCreate, NetworkDelete, AddressAssign,
                 AddressRelease, ContainerCreate, ContainerDesire, ContainerReport,
-                ContainerDelete, ContainerConnect)
+                ContainerDelete, ContainerConnect, NodeRegister, NodeDeregister)
 }
 
 

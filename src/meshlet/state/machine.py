@@ -33,6 +33,8 @@ from meshlet.state.commands import (
     KVPut,
     NetworkCreate,
     NetworkDelete,
+    NodeDeregister,
+    NodeRegister,
     RegisterInstance,
     SetHealth,
 )
@@ -40,6 +42,7 @@ from meshlet.state.config_entry import validate_settings
 from meshlet.state.containers import ContainerTable
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
+from meshlet.state.nodes import NodeTable
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_KEY_LENGTH = 512
@@ -71,6 +74,7 @@ class StateMachine:
         self.config: dict[str, ConfigEntry] = {}
         self.networks = NetworkTable()
         self.containers = ContainerTable(self.networks)
+        self.nodes = NodeTable()
         self._handlers: dict[type[Any], Callable[[int, Any], Any]] = {
             RegisterInstance: self._register,
             DeregisterInstance: self._deregister,
@@ -88,6 +92,8 @@ class StateMachine:
             ContainerReport: self.containers.report,
             ContainerDelete: self.containers.delete,
             ContainerConnect: self.containers.connect,
+            NodeRegister: self.nodes.register,
+            NodeDeregister: self.nodes.deregister,
         }
 
     def __repr__(self) -> str:
@@ -207,6 +213,7 @@ class StateMachine:
             "config": [config_to_dict(self.config[k]) for k in sorted(self.config)],
             "networks": self.networks.dump(),
             "containers": self.containers.dump(),
+            "nodes": self.nodes.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -226,6 +233,7 @@ class StateMachine:
                        for d in body["config"]}
         self.networks.load(body.get("networks"))
         self.containers.load(body.get("containers"))
+        self.nodes.load(body.get("nodes"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -352,4 +360,6 @@ _CHECKS: dict[type[Any], Callable[[StateMachine, Any], None]] = {
     ContainerReport: lambda sm, cmd: sm.containers.check(cmd),
     ContainerDelete: lambda sm, cmd: sm.containers.check(cmd),
     ContainerConnect: lambda sm, cmd: sm.containers.check(cmd),
+    NodeRegister: lambda sm, cmd: sm.nodes.check(cmd),
+    NodeDeregister: lambda sm, cmd: sm.nodes.check(cmd),
 }

@@ -17,6 +17,8 @@ DRIVERS = ("bridge", "overlay", "host", "none")
 ADDRESSED = ("bridge", "overlay")  # the drivers that give workloads their own address
 NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+FIRST_VNI = 4096   # overlay networks' VXLAN ids: the lowest free from here
+MAX_VNI = 2**24 - 1
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Network:
     create_index: int
     modify_index: int
     addresses: dict[str, str] = field(default_factory=dict)  # owner -> address
+    vni: int | None = None  # overlay only: the same VXLAN id on every host
 
     def pool(self) -> ipam.Pool:
         assert self.subnet is not None and self.gateway is not None
@@ -39,7 +42,7 @@ class Network:
         return {"name": self.name, "driver": self.driver, "subnet": self.subnet,
                 "gateway": self.gateway, "internal": self.internal,
                 "create_index": self.create_index, "modify_index": self.modify_index,
-                "addresses": dict(sorted(self.addresses.items()))}
+                "addresses": dict(sorted(self.addresses.items())), "vni": self.vni}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Network:
@@ -139,10 +142,15 @@ class NetworkTable:
         network = Network(cmd.name, cmd.driver,
                           str(pool.subnet) if pool else None,
                           str(pool.gateway) if pool else None,
-                          bool(cmd.internal), index, index)
+                          bool(cmd.internal), index, index,
+                          vni=self.free_vni() if cmd.driver == "overlay" else None)
         self.networks[cmd.name] = network
         self.index = index
         return network.to_dict()
+
+    def free_vni(self) -> int:
+        used = {n.vni for n in self.networks.values()}
+        return next(v for v in range(FIRST_VNI, MAX_VNI + 1) if v not in used)
 
     def delete(self, index: int, cmd: NetworkDelete) -> None:
         del self.networks[cmd.name]

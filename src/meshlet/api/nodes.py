@@ -1,0 +1,41 @@
+"""The nodes API: agents register the host they run on and the address other hosts
+reach it on, and deregister when they leave."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from meshlet.api.schemas import NodeBody, parse_body, read_json
+from meshlet.state.commands import NodeDeregister, NodeRegister
+
+if TYPE_CHECKING:
+    from meshlet.api.routes import Api
+
+
+class NodeRoutes:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/nodes", self.list)
+        router.add_put("/v1/nodes/{name}", self.register)
+        router.add_delete("/v1/nodes/{name}", self.deregister)
+
+    async def list(self, request: web.Request) -> web.Response:
+        table = self.api.sm.nodes
+        index = await self.api.block(request, lambda: table.index)
+        return self.api.reply([table.nodes[n].to_dict() for n in sorted(table.nodes)],
+                              index)
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = parse_body(NodeBody, await read_json(request))
+        result = await self.api.propose(NodeRegister(request.match_info["name"],
+                                                     body.address))
+        return self.api.reply(result.value, result.index)
+
+    async def deregister(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        result = await self.api.propose(NodeDeregister(name))
+        return self.api.reply({"deregistered": name}, result.index)

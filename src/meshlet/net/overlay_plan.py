@@ -1,0 +1,45 @@
+"""What a host's overlay networks must hold, pure: from the catalog of nodes and
+workloads, the remote workloads of each overlay network with their MAC address and
+the tunnel end (VTEP) of the host they run on.
+
+A workload's MAC on a network is derived from its address there (``02:42`` and the
+four octets, as Docker does), so no host has to report it: every host computes the
+same forwarding and neighbour entries from the same catalog. Workloads of a node
+that is not registered (it left, or has not joined yet) are not reachable and are
+left out, which is how a departed host's entries disappear.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def mac_for(address: str) -> str:
+    """The MAC meshlet gives the interface holding ``address`` (locally administered)."""
+    octets = ipaddress.IPv4Address(address).packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in octets)
+
+
+@dataclass(frozen=True, order=True)
+class Remote:
+    """A workload on another host: reach ``mac`` (holding ``address``) through ``vtep``."""
+
+    address: str
+    mac: str
+    vtep: str
+
+
+def remotes(network: str, containers: Iterable[Mapping[str, Any]],
+            nodes: Mapping[str, str], me: str) -> set[Remote]:
+    """The entries for ``network`` on host ``me``; ``nodes`` maps node -> address."""
+    found = set()
+    for container in containers:
+        address = container.get("addresses", {}).get(network)
+        node = container.get("node")
+        if address is None or not isinstance(node, str) or node == me or node not in nodes:
+            continue
+        found.add(Remote(address, mac_for(address), nodes[node]))
+    return found

@@ -1,0 +1,79 @@
+"""The overlay's entries from the catalog, the nodes table, and overlay VXLAN ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meshlet.errors import ConfigError, NotFound
+from meshlet.net.overlay_plan import Remote, mac_for, remotes
+from meshlet.state.commands import NetworkCreate, NetworkDelete, NodeDeregister, NodeRegister
+from tests.unit.test_networks import Machine, contents
+
+
+def test_mac_is_derived_from_the_address() -> None:
+    assert mac_for("10.0.0.2") == "02:42:0a:00:00:02"
+    assert mac_for("172.31.255.254") == "02:42:ac:1f:ff:fe"
+
+
+def container(name: str, node: str, **addresses: str) -> dict[str, object]:
+    return {"name": name, "node": node, "addresses": addresses}
+
+
+def test_remotes_are_other_hosts_workloads_on_the_network_behind_their_host() -> None:
+    catalog = [container("a", "h1", ov="10.9.0.2"), container("b", "h2", ov="10.9.0.3"),
+               container("c", "h3", ov="10.9.0.4", other="10.8.0.2"),
+               container("d", "h2", other="10.8.0.3"),
+               container("e", "gone", ov="10.9.0.5")]
+    nodes = {"h1": "192.0.2.1", "h2": "192.0.2.2", "h3": "192.0.2.3"}
+    assert remotes("ov", catalog, nodes, "h1") == {
+        Remote("10.9.0.3", "02:42:0a:09:00:03", "192.0.2.2"),
+        Remote("10.9.0.4", "02:42:0a:09:00:04", "192.0.2.3")}
+    # A host that left takes its workloads' entries with it.
+    del nodes["h3"]
+    assert remotes("ov", catalog, nodes, "h1") == {
+        Remote("10.9.0.3", "02:42:0a:09:00:03", "192.0.2.2")}
+    assert remotes("other", catalog, nodes, "h2") == set()
+
+
+def test_nodes_register_update_and_leave() -> None:
+    m = Machine()
+    assert m.apply(NodeRegister("h1", "192.0.2.1"))["address"] == "192.0.2.1"
+    m.apply(NodeRegister("h1", "192.0.2.9"))
+    assert m.sm.nodes.nodes["h1"].address == "192.0.2.9"
+    m.apply(NodeDeregister("h1"))
+    assert m.sm.nodes.nodes == {}
+
+
+@pytest.mark.parametrize("command, error", [
+    (NodeRegister("h1", "not-an-ip"), ConfigError),
+    (NodeRegister("h1", "0.0.0.0"), ConfigError),
+    (NodeRegister("h1", "224.0.0.1"), ConfigError),
+    (NodeRegister("bad name", "192.0.2.1"), ConfigError),
+    (NodeDeregister("nobody"), NotFound),
+])
+def test_bad_node_commands_change_nothing(command: object, error: type) -> None:
+    m = Machine()
+    m.apply(NodeRegister("h0", "192.0.2.1"))
+    before = contents(m.sm)
+    with pytest.raises(error):
+        m.apply(command)  # type: ignore[arg-type]
+    assert contents(m.sm) == before
+
+
+def test_overlay_networks_get_distinct_vnis_and_reuse_freed_ones() -> None:
+    m = Machine()
+    assert m.apply(NetworkCreate("a", "overlay"))["vni"] == 4096
+    assert m.apply(NetworkCreate("b", "overlay"))["vni"] == 4097
+    assert m.apply(NetworkCreate("c", "bridge"))["vni"] is None
+    m.apply(NetworkDelete("a"))
+    assert m.apply(NetworkCreate("d", "overlay"))["vni"] == 4096
+
+
+def test_nodes_survive_a_snapshot() -> None:
+    m = Machine()
+    m.apply(NodeRegister("h1", "192.0.2.1"))
+    restored = Machine()
+    restored.sm.restore(m.sm.snapshot())
+    assert json.loads(restored.sm.snapshot()) == json.loads(m.sm.snapshot())
