@@ -4,8 +4,10 @@
    the same run for: the reference CNI `bridge` + `host-local` plugins (ADD), the
    `meshlet-cni` plugin (ADD), and `meshlet run` through the API (create to running:
    namespace, veth, address, DNS socket and process, by the agent).
-2. TCP throughput from one container to another across a bridge, against the same
-   Python sender and receiver over plain loopback on the host.
+2. TCP throughput from one container to another across a bridge, and across the
+   overlay between two "hosts" (network namespaces with an agent each, on a veth
+   underlay), against the same Python sender and receiver over plain loopback on the
+   host and host-to-host over the underlay without a tunnel.
 
 Measures and reports; never fails. Usage: sudo python bench/network_bench.py [--count N]
 """
@@ -23,6 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import wait_until
+from tests.netns.hosts import Hosts, in_ns
 
 from meshlet.agent.agent import Agent
 from meshlet.api.client import Client
@@ -92,6 +99,29 @@ def throughput(sink_prefix: list[str], source_prefix: list[str], address: str,
     return int(sent.stdout) / seconds / 1e9
 
 
+def overlay_throughput(seconds: float) -> tuple[float, float]:
+    """(across the overlay, host to host over the underlay), GB/s."""
+    with Hosts(2, port=8600) as hosts:
+        hosts.cli("network", "create", "benchov", "--driver", "overlay", "--subnet",
+                  "10.243.0.0/24")
+        for name, host in (("ovsink", "host1"), ("ovsource", "host2")):
+            hosts.cli("run", "-d", "--name", name, "--network", "benchov", "--node", host,
+                      "--", "sleep", "600")
+        rows = wait_until(lambda: running_namespaces(hosts), 30, "both containers up")
+        across = throughput(["ip", "netns", "exec", rows["ovsink"]],
+                            ["ip", "netns", "exec", rows["ovsource"]], "10.243.0.2",
+                            seconds)
+        underlay = throughput(in_ns(hosts.ns("host1")), in_ns(hosts.ns("host2")),
+                              hosts.address("host1"), seconds)
+    return across, underlay
+
+
+def running_namespaces(hosts: Hosts) -> dict[str, str] | None:
+    rows = json.loads(hosts.cli("-o", "json", "ps"))
+    found = {r["name"]: r["namespace"] for r in rows if r["status"] == "running"}
+    return found if len(found) == 2 else None
+
+
 async def main(count: int, seconds: float) -> None:
     if os.geteuid() != 0:
         sys.exit("network_bench needs root")
@@ -136,6 +166,7 @@ async def main(count: int, seconds: float) -> None:
         await agent.stop()
         await server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    overlay, underlay = await asyncio.to_thread(overlay_throughput, seconds)
     base = rows[0][1] if rows and rows[0][0].startswith("reference") else None
     print(f"attach latency over {count} runs\n")
     print("| path | p50 ms | p99 ms | p50 / reference |\n|---|---|---|---|")
@@ -146,8 +177,11 @@ async def main(count: int, seconds: float) -> None:
     print("| path | GB/s | / loopback |\n|---|---|---|")
     print(f"| container to container across a bridge | {across:.2f} | "
           f"{across / loopback:.2f} |")
+    print(f"| container to container across the overlay (two hosts) | {overlay:.2f} | "
+          f"{overlay / loopback:.2f} |")
+    print(f"| host to host over the underlay, no tunnel | {underlay:.2f} | "
+          f"{underlay / loopback:.2f} |")
     print(f"| loopback on the host | {loopback:.2f} | 1.00 |")
-    print("| across the overlay | not built yet | - |")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from meshlet.net.dns import answer
+from meshlet.net.dns import Records, Srv, answer
 
-NAMES = {"web": ["10.1.0.2"], "web.front": ["10.1.0.2"]}
+NAMES = {"web": Records(("10.1.0.2",)), "web.front": Records(("10.1.0.2",)),
+         "catalog": Records(("10.96.0.2",)),
+         "_catalog._tcp": Records(srv=(Srv(80, "catalog"), Srv(8080, "catalog")))}
 
 
 def ask(name: str, rdtype: str = "A") -> dns.message.Message:
@@ -38,6 +40,15 @@ def test_unknown_names_are_nxdomain_and_never_forwarded() -> None:
 def test_other_types_of_a_known_name_are_empty() -> None:
     response = ask("web", "AAAA")
     assert response.rcode() == dns.rcode.NOERROR and response.answer == []
+
+
+def test_srv_gives_ports_and_the_targets_address_in_the_additional_section() -> None:
+    response = ask("_catalog._tcp", "SRV")
+    assert response.rcode() == dns.rcode.NOERROR
+    assert sorted((r.port, r.target.to_text()) for r in response.answer[0]) == [
+        (80, "catalog."), (8080, "catalog.")]
+    assert [r.address for r in response.additional[0]] == ["10.96.0.2"]
+    assert ask("_catalog._tcp", "A").answer == []   # a known name, no A record
 
 
 def test_garbage_and_responses_are_ignored() -> None:

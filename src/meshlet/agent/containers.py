@@ -34,7 +34,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from meshlet.agent.process import spawn, terminate
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
-from meshlet.net import bridge, dns_listener, netns, vxlan
+from meshlet.net import bridge, dns_listener, names, netns, vxlan
 from meshlet.net.overlay_plan import mac_for, remotes
 from meshlet.net.ports import PortForwarder
 from meshlet.state.containers import parse_port
@@ -89,9 +89,11 @@ class ContainerRunner:
         self.running: dict[str, Running] = {}
         self.everyone: dict[str, dict[str, Any]] = {}  # every node's, for DNS
         self.nodes: dict[str, str] = {}                # node -> address
+        self.vips: dict[str, dict[str, Any]] = {}      # service -> {vip, ports}
         self.infos: dict[str, dict[str, Any]] = {}     # networks, as last fetched
         self.task: asyncio.Task[None] | None = None
         self.node_task: asyncio.Task[None] | None = None
+        self.vip_task: asyncio.Task[None] | None = None
         self.registered = False
         self.lock = asyncio.Lock()
 
@@ -102,6 +104,7 @@ class ContainerRunner:
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.watch())
         self.node_task = loop.create_task(self.watch_nodes())
+        self.vip_task = loop.create_task(self.watch_vips())
 
     @property
     def tunnels(self) -> bool:
@@ -168,6 +171,14 @@ class ContainerRunner:
                     await self.program_overlays()
                 except (OSError, NetlinkError) as exc:
                     log.warning("programming overlay entries: %s", exc)
+
+    async def watch_vips(self) -> None:
+        """Follow services' virtual IPs and ports, which the embedded DNS answers."""
+        index = 0
+        while True:
+            body, index = await answered("watching service VIPs",
+                                         partial(self.client.vips, index or None))
+            self.vips = {v["service"]: v for v in body["vips"]}
 
     async def program_overlays(self) -> None:
         """Set each local overlay's forwarding and neighbour entries from the catalog."""
@@ -300,22 +311,8 @@ class ContainerRunner:
             self.running.pop(run.name, None)
 
     def resolver(self, asker: str) -> dns_listener.Lookup:
-        """Names as container ``asker`` sees them: containers that share a network
-        with it, as NAME or NAME.NETWORK, answered with the address on that network."""
-        def lookup(name: str) -> list[str] | None:
-            me = self.everyone.get(asker)
-            if me is None:
-                return None
-            base, _, network = name.partition(".")
-            target = self.everyone.get(base)
-            if target is None:
-                return None
-            shared = [n for n in me["networks"] if n in target["addresses"]
-                      and (not network or n == network)]
-            if not shared:
-                return None
-            return [target["addresses"][shared[0]]]
-        return lookup
+        """Names as container ``asker`` sees them (``net/names.py``)."""
+        return lambda name: names.resolve(name, asker, self.everyone, self.vips)
 
     async def drop_unused_bridges(self, networks: list[str]) -> None:
         """A bridge lives while a container of this node uses it."""
@@ -334,7 +331,7 @@ class ContainerRunner:
     async def stop(self) -> None:
         """Stop every container and remove what was set up for it (agent shutdown)."""
         async with self.lock:  # let a reconcile in progress finish its work first
-            for task in (self.task, self.node_task):
+            for task in (self.task, self.node_task, self.vip_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -209,6 +209,16 @@ class Client:
     async def node_deregister(self, name: str) -> None:
         await self.request("DELETE", f"/v1/nodes/{quote(name, safe='')}")
 
+    async def vips(self, index: int | None = None, wait: float = 30.0
+                   ) -> tuple[dict[str, Any], int]:
+        """``{cidr, vips: [{service, vip, ports}]}``, blocking from ``index``."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/vips", params=params,
+                                  timeout=self.timeout + wait)
+
+    async def service_cidr_set(self, cidr: str) -> dict[str, Any]:
+        return (await self.request("PUT", "/v1/vips/cidr", json={"cidr": cidr}))[0]
+
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
 

@@ -25,6 +25,7 @@ from meshlet.api.containers import ContainerRoutes
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.nodes import NodeRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
+from meshlet.api.vips import VipRoutes
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
@@ -185,6 +186,7 @@ class Api:
         NetworkRoutes(self).add_to(r)
         ContainerRoutes(self).add_to(r)
         NodeRoutes(self).add_to(r)
+        VipRoutes(self).add_to(r)
         return app
 
     async def read_barrier(self, request: web.Request) -> None:

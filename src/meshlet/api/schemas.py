@@ -75,6 +75,10 @@ class NodeBody(Body):
     address: str
 
 
+class CidrBody(Body):
+    cidr: str
+
+
 class AddressBody(Body):
     address: str | None = None
 

@@ -326,6 +326,23 @@ def nodes(ctx: Context) -> None:
 
 
 @cli.command()
+@click.option("--cidr", default=None, metavar="CIDR",
+              help="Take services' virtual IPs from CIDR (every service is renumbered).")
+@pass_ctx
+def vips(ctx: Context, cidr: str | None) -> None:
+    """List each service's virtual IP and ports; set the service CIDR."""
+    if cidr is not None:
+        ctx.call(lambda c: c.service_cidr_set(cidr))
+    body, _ = ctx.call(lambda c: c.vips())
+    if ctx.json:
+        emit_json(body)
+        return
+    click.echo(f"service CIDR {body['cidr']}")
+    table([(v["service"], v["vip"], ",".join(map(str, v["ports"]))) for v in body["vips"]],
+          ["SERVICE", "VIP", "PORTS"])
+
+
+@cli.command()
 @click.argument("service")
 @click.option("--passing", is_flag=True, help="Only instances whose health is passing.")
 @pass_ctx

@@ -1,15 +1,17 @@
 """The embedded DNS server's answers, pure: a query in wire format and a lookup
 function in, a response in wire format out.
 
-It answers only for the names meshlet knows (containers on the networks the asker
-shares with them): A records with their addresses, an empty answer for other types
-of a known name, NXDOMAIN for any other name. It never recurses to the outside, and
-says so (RA clear), as Docker's embedded DNS does for its own names.
+It answers only for the names meshlet knows (``net/names.py`` says which): A records
+with their addresses, SRV records with the ports a service is reached on (and the
+target's address in the additional section, so one query suffices), an empty answer
+for other types of a known name, NXDOMAIN for any other name. It never recurses to
+the outside, and says so (RA clear), as Docker's embedded DNS does for its own names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
@@ -21,7 +23,24 @@ import dns.rdatatype
 import dns.rrset
 
 TTL = 5
-Lookup = Callable[[str], list[str] | None]  # name -> IPv4 addresses, None if unknown
+
+
+@dataclass(frozen=True)
+class Srv:
+    port: int
+    target: str   # a name this server answers A records for
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Records:
+    """What a known name holds."""
+
+    addresses: tuple[str, ...] = ()
+    srv: tuple[Srv, ...] = ()
+
+
+Lookup = Callable[[str], Records | None]  # name (lower case, no final dot) -> records
 
 
 def answer(query_wire: bytes, lookup: Lookup) -> bytes | None:
@@ -39,12 +58,26 @@ def answer(query_wire: bytes, lookup: Lookup) -> bytes | None:
         return response.to_wire()
     question = query.question[0]
     name = question.name.to_text(omit_final_dot=True).lower()
-    addresses = lookup(name)
-    if addresses is None:
+    records = lookup(name)
+    if records is None:
         response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
     response.flags |= dns.flags.AA
-    if question.rdtype in (dns.rdatatype.A, dns.rdatatype.ANY) and addresses:
+    wants = (question.rdtype, dns.rdatatype.ANY)
+    if dns.rdatatype.A in wants and records.addresses:
+        response.answer.append(a_records(question.name, records.addresses))
+    if dns.rdatatype.SRV in wants and records.srv:
         response.answer.append(dns.rrset.from_text_list(
-            question.name, TTL, dns.rdataclass.IN, dns.rdatatype.A, addresses))
+            question.name, TTL, dns.rdataclass.IN, dns.rdatatype.SRV,
+            [f"0 {s.weight} {s.port} {s.target}." for s in records.srv]))
+        for target in sorted({s.target for s in records.srv}):
+            held = lookup(target)
+            if held is not None and held.addresses:
+                response.additional.append(a_records(dns.name.from_text(target),
+                                                     held.addresses))
     return response.to_wire()
+
+
+def a_records(name: dns.name.Name, addresses: tuple[str, ...]) -> dns.rrset.RRset:
+    return dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, dns.rdatatype.A,
+                                    list(addresses))

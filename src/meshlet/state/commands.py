@@ -189,17 +189,26 @@ class NodeDeregister:
     name: str
 
 
+@dataclass(frozen=True)
+class ServiceCidrSet:
+    """Where services' virtual IPs come from; every service is renumbered."""
+
+    TYPE: ClassVar[str] = "service_cidr_set"
+    cidr: str
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
-           | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister)
+           | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
+           | ServiceCidrSet)
 
 COMMAND_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls
     for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
                 ConfigSet, ConfigDelete, NetworkCreate, NetworkDelete, AddressAssign,
                 AddressRelease, ContainerCreate, ContainerDesire, ContainerReport,
-                ContainerDelete, ContainerConnect, NodeRegister, NodeDeregister)
+                ContainerDelete, ContainerConnect, NodeRegister, NodeDeregister, ServiceCidrSet)
 }
 
 

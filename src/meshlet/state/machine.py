@@ -36,6 +36,7 @@ from meshlet.state.commands import (
     NodeDeregister,
     NodeRegister,
     RegisterInstance,
+    ServiceCidrSet,
     SetHealth,
 )
 from meshlet.state.config_entry import validate_settings
@@ -43,6 +44,7 @@ from meshlet.state.containers import ContainerTable
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 from meshlet.state.nodes import NodeTable
+from meshlet.state.vips import VipTable
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_KEY_LENGTH = 512
@@ -72,7 +74,8 @@ class StateMachine:
         self.instances: dict[str, Instance] = {}
         self.kv: dict[str, KVEntry] = {}
         self.config: dict[str, ConfigEntry] = {}
-        self.networks = NetworkTable()
+        self.vips = VipTable()
+        self.networks = NetworkTable(self.vips)
         self.containers = ContainerTable(self.networks)
         self.nodes = NodeTable()
         self._handlers: dict[type[Any], Callable[[int, Any], Any]] = {
@@ -94,6 +97,7 @@ class StateMachine:
             ContainerConnect: self.containers.connect,
             NodeRegister: self.nodes.register,
             NodeDeregister: self.nodes.deregister,
+            ServiceCidrSet: self.vips.set_cidr,
         }
 
     def __repr__(self) -> str:
@@ -132,15 +136,22 @@ class StateMachine:
             tags=tuple(cmd.tags), meta=dict(cmd.meta), weight=cmd.weight, zone=cmd.zone,
             node=cmd.node, status=cmd.status,
             create_index=existing.create_index if existing else index, modify_index=index)
+        self.instances[cmd.id] = inst
         if existing and existing.service != cmd.service:
             self._touch_service(existing.service, index)
-        self.instances[cmd.id] = inst
+            self._release_vip_if_unused(index, existing.service)
         self._touch_service(cmd.service, index)
+        self.vips.ensure(index, cmd.service)
         return inst.to_dict()
 
     def _deregister(self, index: int, cmd: DeregisterInstance) -> None:
         inst = self.instances.pop(cmd.id)
         self._touch_service(inst.service, index)
+        self._release_vip_if_unused(index, inst.service)
+
+    def _release_vip_if_unused(self, index: int, service: str) -> None:
+        if not any(i.service == service for i in self.instances.values()):
+            self.vips.release(index, service)
 
     def _set_health(self, index: int, cmd: SetHealth) -> dict[str, Any]:
         inst = self.instances[cmd.id]
@@ -214,6 +225,7 @@ class StateMachine:
             "networks": self.networks.dump(),
             "containers": self.containers.dump(),
             "nodes": self.nodes.dump(),
+            "vips": self.vips.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -234,6 +246,7 @@ class StateMachine:
         self.networks.load(body.get("networks"))
         self.containers.load(body.get("containers"))
         self.nodes.load(body.get("nodes"))
+        self.vips.load(body.get("vips"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -362,4 +375,5 @@ _CHECKS: dict[type[Any], Callable[[StateMachine, Any], None]] = {
     ContainerConnect: lambda sm, cmd: sm.containers.check(cmd),
     NodeRegister: lambda sm, cmd: sm.nodes.check(cmd),
     NodeDeregister: lambda sm, cmd: sm.nodes.check(cmd),
+    ServiceCidrSet: lambda sm, cmd: sm.vips.check_cidr(cmd, sm.networks.subnets()),
 }

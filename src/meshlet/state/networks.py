@@ -12,6 +12,7 @@ from typing import Any
 from meshlet.errors import ConfigError, Conflict, NotFound
 from meshlet.net import ipam
 from meshlet.state.commands import AddressAssign, AddressRelease, NetworkCreate, NetworkDelete
+from meshlet.state.vips import VipTable
 
 DRIVERS = ("bridge", "overlay", "host", "none")
 ADDRESSED = ("bridge", "overlay")  # the drivers that give workloads their own address
@@ -50,7 +51,8 @@ class Network:
 
 
 class NetworkTable:
-    def __init__(self) -> None:
+    def __init__(self, vips: VipTable | None = None) -> None:
+        self.vips = vips or VipTable()  # networks keep clear of the service CIDR
         self.networks: dict[str, Network] = {}
         self.index = 0  # of the last change, for blocking queries
 
@@ -93,12 +95,20 @@ class NetworkTable:
             raise Conflict(f"network {cmd.name!r} already exists", "name")
         if cmd.driver not in ADDRESSED:
             return None
-        taken = [(n.name, ipaddress.IPv4Network(n.subnet))
-                 for n in self.networks.values() if n.subnet is not None]
+        taken = self.subnets()
+        services = ipaddress.IPv4Network(self.vips.cidr)
         if pool is None:
-            return ipam.make_pool(ipam.default_subnet([t for _, t in taken]), None)
+            return ipam.make_pool(ipam.default_subnet([services, *(t for _, t in taken)]),
+                                  None)
         ipam.check_overlap(pool.subnet, taken)
+        if pool.subnet.overlaps(services):
+            raise Conflict(f"subnet: {pool.subnet} overlaps the service CIDR {services} "
+                           "(services' virtual IPs)", "subnet")
         return pool
+
+    def subnets(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        return [(n.name, ipaddress.IPv4Network(n.subnet))
+                for n in self.networks.values() if n.subnet is not None]
 
     def check_delete(self, cmd: NetworkDelete) -> None:
         network = self.get(cmd.name)

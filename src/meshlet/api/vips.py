@@ -1,0 +1,42 @@
+"""The service virtual IPs API: each service's address and the ports its instances
+serve on, and the CIDR they come from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from meshlet.api.schemas import CidrBody, parse_body, read_json
+from meshlet.state.commands import ServiceCidrSet
+
+if TYPE_CHECKING:
+    from meshlet.api.routes import Api
+    from meshlet.state import StateMachine
+
+
+def listing(sm: StateMachine) -> list[dict[str, Any]]:
+    ports: dict[str, set[int]] = {}
+    for inst in sm.instances.values():
+        ports.setdefault(inst.service, set()).add(inst.port)
+    return [{"service": s, "vip": vip, "ports": sorted(ports.get(s, ()))}
+            for s, vip in sorted(sm.vips.vips.items())]
+
+
+class VipRoutes:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/vips", self.list)
+        router.add_put("/v1/vips/cidr", self.set_cidr)
+
+    async def list(self, request: web.Request) -> web.Response:
+        sm = self.api.sm
+        index = await self.api.block(request, lambda: max(sm.vips.index, sm.catalog_index))
+        return self.api.reply({"cidr": sm.vips.cidr, "vips": listing(sm)}, index)
+
+    async def set_cidr(self, request: web.Request) -> web.Response:
+        body = parse_body(CidrBody, await read_json(request))
+        result = await self.api.propose(ServiceCidrSet(body.cidr))
+        return self.api.reply(result.value, result.index)
