@@ -79,7 +79,7 @@ def sweep_stale_temp_dirs() -> None:
 
 def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
     return [{"service": w.service, "instance": w.id,
-             "address": f"127.0.0.1:{w.inbound_port}", "app_port": w.app_port,
+             "address": f"{w.app_host}:{w.inbound_port}", "app_port": w.app_port,
              "admin": w.admin_url} for w in agent.workloads]
 
 

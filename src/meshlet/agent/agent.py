@@ -20,7 +20,8 @@ from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
 from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
-from meshlet.errors import MeshletError
+from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.net import netns
 
 log = logging.getLogger(__name__)
 WATCH_WAIT = 30.0
@@ -56,6 +57,12 @@ class Agent:
         loop = asyncio.get_running_loop()
         self.watches["config"] = loop.create_task(self.watch_config())
         protocols = {name: spec.protocol for name, spec in manifest.services.items()}
+        networked = {name: s.network for name, s in manifest.services.items()
+                     if s.in_namespace and s.network is not None}
+        if networked:
+            first = next(iter(networked))
+            netns.require_root(f"service {first!r} on network {networked[first]!r}")
+        await self.ensure_networks(set(networked.values()))
         for name in manifest.start_order():
             spec = manifest.services[name]
             for upstream in spec.upstreams:
@@ -68,6 +75,32 @@ class Agent:
                 workload.start()
             await asyncio.wait_for(
                 asyncio.gather(*(w.started.wait() for w in batch)), ready_timeout)
+
+    async def ensure_networks(self, names: set[str]) -> None:
+        """Create the networks a file's services name that do not exist yet (bridge
+        networks with a default pool), as Compose creates a project's networks."""
+        for name in sorted(names):
+            try:
+                await self.client.network(name)
+            except NotFound:
+                await self.client.network_create(name)
+
+    async def upstream_ends(self, upstreams: list[str], timeout: float
+                            ) -> dict[str, tuple[str, int]]:
+        """Each upstream's virtual IP and port, once it has them (its first instance
+        registered); raises Unavailable after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        index = 0
+        while True:
+            body, index = await self.client.vips(index or None, wait=1.0)
+            found = {v["service"]: v for v in body["vips"] if v["ports"]}
+            missing = [u for u in upstreams if u not in found]
+            if not missing:
+                return {u: (found[u]["vip"], found[u]["ports"][0]) for u in upstreams}
+            if loop.time() > deadline:
+                raise Unavailable(f"upstream {', '.join(missing)} has no virtual IP yet "
+                                  "(no instance registered)")
 
     def next_version(self) -> int:
         self.version += 1
@@ -133,13 +166,13 @@ class Agent:
         self.containers.start()
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop containers; workloads, callers first (reverse start order); watches."""
-        await self.containers.stop()
+        """Stop workloads, callers first (reverse start order); containers; watches."""
         by_service: dict[str, list[Workload]] = {}
         for w in self.workloads:
             by_service.setdefault(w.service, []).append(w)
         for service in reversed(list(by_service)):
             await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
+        await self.containers.stop()
         for task in self.watches.values():
             task.cancel()
         await asyncio.gather(*self.watches.values(), return_exceptions=True)

@@ -26,6 +26,23 @@ def bootstrap_snapshot(service: str, instance: str, protocol: str, app_port: int
     return Snapshot(0, service, instance, tuple(listeners), clusters, zone, node)
 
 
+def namespaced_bootstrap(service: str, instance: str, protocol: str, app_port: int,
+                         address: str, upstreams: Sequence[tuple[str, str, str, int]],
+                         zone: str = "", node: str = "") -> Snapshot:
+    """Version 0 for a sidecar in the workload's own namespace: inbound on the
+    workload's address (a port chosen by the kernel), and each upstream ``(name,
+    protocol, virtual IP, port)`` on its virtual IP and the port its apps serve on, so
+    an app connecting to ``name:port`` reaches it. The app listens on the workload's
+    address too: a wildcard bind would collide with the virtual IPs' listeners."""
+    listeners = [ListenerConfig(service, "inbound", address, 0, protocol)]
+    listeners += [ListenerConfig(name, "outbound", vip, port, proto)
+                  for name, proto, vip, port in upstreams]
+    app = Endpoint(instance, address, app_port)
+    clusters = {cluster_key("inbound", service): ClusterConfig(
+        service, (app,), {"retries": 0, "outlier_consecutive_failures": 0})}
+    return Snapshot(0, service, instance, tuple(listeners), clusters, zone, node)
+
+
 def endpoint_from_instance(inst: Mapping[str, Any]) -> Endpoint:
     return Endpoint(inst["id"], inst["address"], inst["port"], inst.get("weight", 1),
                     inst.get("zone", ""), inst.get("node", ""),

@@ -23,16 +23,19 @@ from meshlet.agent import probes
 from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.health import HealthTracker
 from meshlet.agent.process import spawn, terminate
-from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot
+from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespaced_bootstrap
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from meshlet.agent.agent import Agent
+    from meshlet.agent.containers import Sandbox
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
 RESYNC_INTERVAL = 10.0
+NAMESPACE_APP_PORT = 80   # where an app in its own namespace listens unless `port` says
+UPSTREAM_VIP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,18 @@ class Workload:
         self.spec = spec
         self.cwd = cwd
         self.id = f"{service}-{replica}"
-        self.app_port = spec.port + replica if spec.port else free_port()
+        self.upstream_protocols = [(u, upstream_protocols.get(u, "http"))
+                                   for u in spec.upstreams]
+        if spec.in_namespace:  # an address of its own: every replica on the same port
+            self.app_port = spec.port or NAMESPACE_APP_PORT
+        else:
+            self.app_port = spec.port + replica if spec.port else free_port()
         self.bootstrap = bootstrap_snapshot(
-            service, self.id, spec.protocol, self.app_port,
-            [(u, upstream_protocols.get(u, "http")) for u in spec.upstreams],
+            service, self.id, spec.protocol, self.app_port, self.upstream_protocols,
             agent.zone, agent.node)
+        self.sandbox: Sandbox | None = None
+        self.upstream_ends: dict[str, tuple[str, int]] = {}  # upstream -> (VIP, port)
+        self._admin_http: aiohttp.ClientSession | None = None
         self.run_dir = agent.data_dir / "workloads" / self.id
         self.status = "critical"
         self.output = "starting"
@@ -108,6 +118,8 @@ class Workload:
         backoff = RestartBackoff()
         while not self.stopping.is_set():
             try:
+                if self.spec.in_namespace and self.sandbox is None:
+                    await self.open_sandbox()
                 await self.start_sidecar()
             except MeshletError as exc:
                 self.set_status("critical", str(exc))
@@ -144,7 +156,8 @@ class Workload:
         env = self.app_env()
         loop = asyncio.get_running_loop()
         try:
-            self.app = await spawn(self.spec.command, env, self.cwd, self.run_dir / "app.log")
+            self.app = await spawn(self.wrap(self.spec.command), env, self.cwd,
+                                   self.run_dir / "app.log")
         except OSError as exc:
             return Ended(f"cannot start {self.spec.command[0]}: {exc.strerror}", 0.0)
         started_at = loop.time()
@@ -173,15 +186,47 @@ class Workload:
                      loop.time() - started_at)
 
     def app_env(self) -> dict[str, str]:
+        """In its own namespace the app listens on the workload's address (its sidecar
+        and health checks reach it there) and finds an upstream by name: ``catalog:80``."""
         env = dict(os.environ)
-        env.update({"PORT": str(self.app_port), "HOST": LOOPBACK,
+        env.update({"PORT": str(self.app_port), "HOST": self.app_host,
                     "MESHLET_SERVICE": self.service, "MESHLET_INSTANCE": self.id,
                     "PYTHONUNBUFFERED": "1"})
         for upstream in self.spec.upstreams:
-            env[f"MESHLET_UPSTREAM_{env_name(upstream)}"] = \
-                f"{LOOPBACK}:{self.outbound_port(upstream)}"
+            env[f"MESHLET_UPSTREAM_{env_name(upstream)}"] = (
+                f"{upstream}:{self.upstream_ends[upstream][1]}" if self.sandbox
+                else f"{LOOPBACK}:{self.outbound_port(upstream)}")
         env.update(self.spec.env)
         return env
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return self.sandbox.wrap(argv) if self.sandbox else argv
+
+    @property
+    def app_host(self) -> str:
+        """Where the agent reaches the app (health checks)."""
+        return self.sandbox.address if self.sandbox else LOOPBACK
+
+    # -- namespace ----------------------------------------------------------------------
+
+    async def open_sandbox(self) -> None:
+        """Its own namespace on the service's network, with the upstreams' virtual IPs
+        on its loopback for the sidecar to listen on."""
+        assert self.spec.network is not None
+        self.upstream_ends = await self.agent.upstream_ends(self.spec.upstreams,
+                                                            UPSTREAM_VIP_TIMEOUT)
+        box = await self.agent.containers.open_sandbox(f"svc.{self.id}", self.spec.network)
+        try:
+            await self.agent.containers.add_local_addresses(
+                box, sorted({vip for vip, _ in self.upstream_ends.values()}))
+        except MeshletError:
+            await self.agent.containers.close_sandbox(box)
+            raise
+        self.sandbox = box
+        self.bootstrap = namespaced_bootstrap(
+            self.service, self.id, self.spec.protocol, self.app_port, box.address,
+            [(u, proto, *self.upstream_ends[u]) for u, proto in self.upstream_protocols],
+            self.agent.zone, self.agent.node)
 
     # -- sidecar ------------------------------------------------------------------------
 
@@ -192,10 +237,11 @@ class Workload:
         port_file = self.run_dir / "sidecar.ports"
         port_file.unlink(missing_ok=True)
         bootstrap_path.write_text(json.dumps(self.bootstrap.to_dict()))
+        admin = f"unix:{self.run_dir / 'admin.sock'}" if self.sandbox else f"{LOOPBACK}:0"
         argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
-                "--admin", f"{LOOPBACK}:0", "--port-file", str(port_file)]
+                "--admin", admin, "--port-file", str(port_file)]
         try:
-            self.sidecar = await spawn(argv, dict(os.environ), self.cwd,
+            self.sidecar = await spawn(self.wrap(argv), dict(os.environ), self.cwd,
                                        self.run_dir / "sidecar.log")
         except OSError as exc:
             raise Unavailable(f"cannot start sidecar for {self.id}: {exc.strerror}") from None
@@ -209,7 +255,8 @@ class Workload:
             await asyncio.sleep(0.01)
         info = json.loads(port_file.read_text())
         self.ports = info["listeners"]
-        self.admin_url = f"http://{LOOPBACK}:{info['admin']}"
+        self.admin_url = "http://sidecar" if self.sandbox else \
+            f"http://{LOOPBACK}:{info['admin']}"
         await self.agent.push(self)
         while not await self.sidecar_ready():
             if self.sidecar.returncode is not None or loop.time() > deadline:
@@ -220,9 +267,20 @@ class Workload:
         self.registered = False
         self.report_needed.set()
 
+    @property
+    def admin_http(self) -> aiohttp.ClientSession:
+        """The session that reaches the sidecar's admin API: over a Unix socket when the
+        sidecar is in a namespace of its own, else the agent's."""
+        if self.sandbox is None:
+            return self.agent.http
+        if self._admin_http is None:
+            self._admin_http = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(str(self.run_dir / "admin.sock")))
+        return self._admin_http
+
     async def sidecar_ready(self) -> bool:
         try:
-            async with self.agent.http.get(f"{self.admin_url}/ready",
+            async with self.admin_http.get(f"{self.admin_url}/ready",
                                            timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
@@ -232,7 +290,7 @@ class Workload:
         if not self.admin_url:
             return
         try:
-            async with self.agent.http.put(f"{self.admin_url}/config", json=body,
+            async with self.admin_http.put(f"{self.admin_url}/config", json=body,
                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -245,13 +303,16 @@ class Workload:
         assert check is not None and self.tracker is not None
         while True:
             if check.kind == "http":
-                ok, output = await probes.http_probe(self.agent.http, LOOPBACK, self.app_port,
-                                                     check.http or "/", check.timeout)
+                ok, output = await probes.http_probe(self.agent.http, self.app_host,
+                                                     self.app_port, check.http or "/",
+                                                     check.timeout)
             elif check.kind == "tcp":
-                ok, output = await probes.tcp_probe(LOOPBACK, self.app_port, check.timeout)
+                ok, output = await probes.tcp_probe(self.app_host, self.app_port,
+                                                    check.timeout)
             else:
-                ok, output = await probes.command_probe(check.command or [], self.app_env(),
-                                                        str(self.cwd), check.timeout)
+                ok, output = await probes.command_probe(self.wrap(check.command or []),
+                                                        self.app_env(), str(self.cwd),
+                                                        check.timeout)
             if self.tracker.record(ok):
                 self.set_status(self.tracker.status, output)
             await asyncio.sleep(check.interval)
@@ -296,7 +357,7 @@ class Workload:
     async def register(self) -> None:
         spec = self.spec
         await self.agent.client.register(
-            id=self.id, service=self.service, address=LOOPBACK, port=self.inbound_port,
+            id=self.id, service=self.service, address=self.app_host, port=self.inbound_port,
             tags=spec.tags, meta={**spec.meta, "app_port": str(self.app_port),
                                   "admin": self.admin_url},
             weight=spec.weight, zone=self.agent.zone, node=self.agent.node,
@@ -319,6 +380,11 @@ class Workload:
             await terminate(self.app, 5.0)
         if self.sidecar is not None:
             await terminate(self.sidecar, grace)
+        if self._admin_http is not None:
+            await self._admin_http.close()
+        if self.sandbox is not None:
+            await self.agent.containers.close_sandbox(self.sandbox)
+            self.sandbox = None
 
     async def drain_inbound(self, grace: float) -> None:
         if not self.admin_url or self.sidecar is None or self.sidecar.returncode is not None:
@@ -326,12 +392,12 @@ class Workload:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         try:
-            async with self.agent.http.post(f"{self.admin_url}/drain?direction=inbound",
+            async with self.admin_http.post(f"{self.admin_url}/drain?direction=inbound",
                                             timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 body = await resp.json()
             while body.get("active_requests", 0) > 0 and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-                async with self.agent.http.get(f"{self.admin_url}/ready",
+                async with self.admin_http.get(f"{self.admin_url}/ready",
                                                timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     body = await resp.json()
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):

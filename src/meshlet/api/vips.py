@@ -16,9 +16,13 @@ if TYPE_CHECKING:
 
 
 def listing(sm: StateMachine) -> list[dict[str, Any]]:
+    """Each service's ports: where its apps listen (``app_port``, which a sidecar in a
+    client's namespace serves on the virtual IP), else the registered port."""
     ports: dict[str, set[int]] = {}
     for inst in sm.instances.values():
-        ports.setdefault(inst.service, set()).add(inst.port)
+        app_port = inst.meta.get("app_port", "")
+        ports.setdefault(inst.service, set()).add(
+            int(app_port) if app_port.isdigit() else inst.port)
     return [{"service": s, "vip": vip, "ports": sorted(ports.get(s, ()))}
             for s, vip in sorted(sm.vips.vips.items())]
 

@@ -178,7 +178,8 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
 @cli.command()
 @click.option("--bootstrap", required=True, type=click.Path(dir_okay=False, exists=True),
               help="Initial snapshot (JSON): listeners and clusters.")
-@click.option("--admin", default="127.0.0.1:0", show_default=True, help="Admin API address.")
+@click.option("--admin", default="127.0.0.1:0", show_default=True,
+              help="Admin API address: HOST:PORT, or unix:PATH for a Unix socket.")
 @click.option("--port-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound ports here (JSON) once listening.")
 @click.option("--grace", default=10.0, show_default=True, help="Drain time on SIGTERM (s).")
@@ -186,7 +187,7 @@ def proxy(bootstrap: str, admin: str, port_file: str | None, grace: float) -> No
     """Run a sidecar proxy (normally started by the agent)."""
     from meshlet.proxy.main import install_uvloop, load_bootstrap, run_proxy
     snapshot = load_bootstrap(Path(bootstrap))
-    host, port = parse_hostport(admin, "--admin")
+    host, port = (admin, 0) if admin.startswith("unix:") else parse_hostport(admin, "--admin")
     install_uvloop()
     try:
         asyncio.run(run_proxy(snapshot, host, port, Path(port_file) if port_file else None,

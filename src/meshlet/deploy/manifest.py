@@ -71,6 +71,19 @@ class ServiceSpec(Strict):
     weight: int = Field(default=1, ge=0, le=10000)
     tags: list[str] = []
     meta: dict[str, str] = {}
+    network: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    @property
+    def in_namespace(self) -> bool:
+        """Replicas get namespaces of their own on ``network`` (not the host's)."""
+        return self.network not in (None, "host")
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value == "none":
+            raise ValueError("a mesh service needs a network; 'none' has none")
+        return value
 
     @field_validator("command", mode="before")
     @classmethod

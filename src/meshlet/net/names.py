@@ -19,13 +19,10 @@ from meshlet.net.dns import Records, Srv
 SERVICE_DOMAIN = "service"
 
 
-def resolve(name: str, asker: str, containers: Mapping[str, Mapping[str, Any]],
+def resolve(name: str, me: Mapping[str, Any], containers: Mapping[str, Mapping[str, Any]],
             vips: Mapping[str, Mapping[str, Any]]) -> Records | None:
-    """``containers``: name -> record (``networks``, ``addresses``); ``vips``:
-    service -> ``{vip, ports}``."""
-    me = containers.get(asker)
-    if me is None:
-        return None
+    """``me``: the asker's ``networks`` and ``addresses``; ``containers``: name ->
+    record (the same keys); ``vips``: service -> ``{vip, ports}``."""
     if name.startswith("_"):
         return service_srv(name, vips)
     base, _, suffix = name.partition(".")

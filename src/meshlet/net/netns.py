@@ -75,6 +75,15 @@ def remove(name: str) -> None:
         resolv.parent.rmdir()
 
 
+def add_loopback_addresses(name: str, addresses: list[str]) -> None:
+    """``addresses`` as /32s on the namespace's loopback (present ones are kept)."""
+    for address in addresses:
+        done = subprocess.run(["ip", "-n", name, "addr", "add", f"{address}/32", "dev", "lo"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0 and "File exists" not in done.stderr:
+            raise MeshletError(f"adding {address} in {name}: {done.stderr.strip()}")
+
+
 def ours() -> list[str]:
     if not RUN_DIR.exists():
         return []

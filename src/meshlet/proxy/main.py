@@ -43,17 +43,24 @@ def write_port_file(path: Path, body: dict[str, object]) -> None:
 
 async def run_proxy(bootstrap: Snapshot, admin_host: str, admin_port: int,
                     port_file: Path | None, grace: float) -> None:
+    """Serve until SIGTERM. ``admin_host`` ``unix:PATH`` puts the admin API on a Unix
+    socket, which an agent reaches from outside the sidecar's network namespace."""
     sidecar = Sidecar(bootstrap)
     await sidecar.start()
     runner = web.AppRunner(admin_app(sidecar), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
-    await site.start()
-    real_admin = int(runner.addresses[0][1])
+    admin: int | str
+    if admin_host.startswith("unix:"):
+        admin = admin_host
+        Path(admin_host[5:]).unlink(missing_ok=True)
+        await web.UnixSite(runner, admin_host[5:]).start()
+    else:
+        await web.TCPSite(runner, admin_host, admin_port, reuse_address=True).start()
+        admin = int(runner.addresses[0][1])
     if port_file is not None:
-        write_port_file(port_file, {"admin": real_admin, "pid": os.getpid(),
+        write_port_file(port_file, {"admin": admin, "pid": os.getpid(),
                                     "listeners": sidecar.ports()})
-    log.info("sidecar %s ready: admin :%d, listeners %s", bootstrap.instance, real_admin,
+    log.info("sidecar %s ready: admin %s, listeners %s", bootstrap.instance, admin,
              sidecar.ports())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

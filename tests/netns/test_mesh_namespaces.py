@@ -1,0 +1,112 @@
+"""The mesh inside namespaces (needs root): the shop's services, each replica in its
+own namespace on a bridge network with its sidecar beside it. Services resolve to
+virtual IPs bound inside each caller's namespace, so a plain client that connects to
+``catalog:80`` reaches its sidecar and is balanced over every catalog replica."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshlet.agent.containers import namespace_prefix
+from meshlet.net import bridge, netns
+from tests.e2e.helpers import REPO, downed, free_port, meshlet, meshlet_json, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: creates network namespaces and links")
+
+SHOP = REPO / "examples" / "shop"
+FILE = f"""
+services:
+  pricing:
+    command: [python3, {SHOP / 'pricing.py'}]
+    network: shopnet
+    check: {{http: /health, interval: 300ms}}
+  catalog:
+    command: [python3, {SHOP / 'catalog.py'}]
+    replicas: 3
+    upstreams: [pricing]
+    network: shopnet
+    check: {{http: /health, interval: 300ms}}
+  frontend:
+    command: [python3, {SHOP / 'frontend.py'}]
+    upstreams: [catalog]
+    network: shopnet
+    check: {{http: /health, interval: 300ms}}
+"""
+GET = ("import json, sys, urllib.request\n"
+       "for _ in range(int(sys.argv[2])):\n"
+       "    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))['served_by'])")
+SRV = ("import dns.resolver; r = dns.resolver.Resolver(); "
+       "srv = r.resolve('_catalog._tcp', 'SRV'); a = r.resolve('catalog', 'A'); "
+       "print([x.port for x in srv][0], [x.address for x in a][0])")
+
+
+def leftovers() -> list[str]:
+    return bridge.ours() + netns.ours()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    assert leftovers() == [], "the machine is not clean before the test"
+    (tmp_path / "shop.yaml").write_text(FILE)
+    with downed(tmp_path):
+        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}",
+                str(tmp_path / "shop.yaml"), home=tmp_path)
+        yield tmp_path
+    wait_for(lambda: leftovers() == [], 20, "down to remove every link and namespace")
+
+
+def inside(instance: str, *argv: str) -> str:
+    namespace = namespace_prefix(os.uname().nodename) + f"svc.{instance}"
+    done = subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> None:
+    def passing() -> bool:
+        services = meshlet_json("services", home=home)
+        return len(services) == 3 and all(s["passing"] == s["instances"] for s in services)
+    wait_for(passing, 60, "every instance to pass its checks")
+
+    network = meshlet_json("network", "inspect", "shopnet", home=home)
+    subnet = ipaddress.ip_network(network["subnet"])
+    catalog = meshlet_json("instances", "catalog", home=home)
+    addresses = {i["address"] for i in catalog}
+    assert len(addresses) == 3 and all(ipaddress.ip_address(a) in subnet for a in addresses)
+
+    vips = {v["service"]: v for v in meshlet_json("vips", home=home)["vips"]}
+    assert vips["catalog"]["ports"] == [80]
+    assert ipaddress.ip_address(vips["catalog"]["vip"]) in ipaddress.ip_network(
+        "10.96.0.0/16")
+
+    # The embedded DNS: the service's name gives its VIP, SRV its port.
+    port, vip = inside("frontend-0", sys.executable, "-c", SRV).split()
+    assert (int(port), vip) == (80, vips["catalog"]["vip"])
+
+    # A plain client in frontend's namespace connects to catalog:80 and is balanced.
+    served = inside("frontend-0", sys.executable, "-c", GET, "http://catalog/items", "30")
+    assert set(served.split()) == {"catalog-0", "catalog-1", "catalog-2"}
+
+    # The frontend app itself finds catalog by name, through the same path.
+    front = meshlet_json("instances", "frontend", home=home)[0]["address"]
+    page = json.loads(inside("frontend-0", sys.executable, "-c",
+                             "import urllib.request; print(urllib.request.urlopen("
+                             f"'http://{front}/', timeout=5).read().decode())"))
+    assert page["frontend"] == "frontend-0" and page["catalog"].startswith("catalog-")
+
+    # Nothing listens on the VIP where no sidecar put it: pricing has no upstreams.
+    refused = subprocess.run(
+        ["ip", "netns", "exec", namespace_prefix(os.uname().nodename) + "svc.pricing-0",
+         sys.executable, "-c", GET, "http://catalog/items", "1"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0
