@@ -97,10 +97,12 @@ class Hosts:
                                  f"{SERVER}:{self.port}")
         wait_until(lambda: self.cli_ok("status"), 30, "the server to answer")
 
-    def start_agent(self, host: str) -> None:
+    def start_agent(self, host: str, file: Path | None = None) -> None:
+        """Start ``host``'s agent (with ``file``'s services, if given)."""
+        extra = ["--file", str(file)] if file is not None else []
         self.agents[host] = self.spawn(
             self.ns(host), host, "-v", "agent", "--server", self.url, "--node", host,
-            "--data-dir", str(self.tmp / f"{host}-data"))
+            "--data-dir", str(self.tmp / f"{host}-data"), *extra)
         wait_until(lambda: host in self.nodes(), 30, f"{host} to register")
 
     def stop_agent(self, host: str) -> None:

@@ -1,21 +1,27 @@
 """The overlay driver across hosts (needs root): three hosts, each a network namespace
 with its own agent, joined by an underlay; workloads on different hosts reach each
-other by name over VXLAN, and a host that leaves has its entries removed."""
+other by name over VXLAN, and a host that leaves has its entries removed; mesh
+services on an overlay call each other across hosts through their sidecars."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshlet.agent.containers import namespace_prefix
 from meshlet.net import netns
 from meshlet.net.vxlan import vxlan_name
 from tests.conftest import wait_until
 from tests.netns.hosts import Hosts, in_ns, sh
 
+SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: creates network namespaces and links")
 
@@ -78,3 +84,56 @@ def test_workloads_on_three_hosts_reach_each_other_by_name(hosts: Hosts) -> None
     # ...and what it ran is gone from its namespace, links and all.
     links = sh(*in_ns(hosts.ns("host3"), "ip", "-o", "link"))
     assert "mlb" not in links and "mlx" not in links and "mlv" not in links
+
+
+CATALOG = f"""
+services:
+  pricing:
+    command: [python3, {SHOP / 'pricing.py'}]
+    network: ov
+  catalog:
+    command: [python3, {SHOP / 'catalog.py'}]
+    replicas: 2
+    upstreams: [pricing]
+    network: ov
+    check: {{http: /health, interval: 300ms}}
+"""
+FRONTEND = f"""
+services:
+  frontend:
+    command: [python3, {SHOP / 'frontend.py'}]
+    upstreams: [catalog]
+    network: ov
+"""
+GET = ("import json, sys, urllib.request\n"
+       "for _ in range(int(sys.argv[2])):\n"
+       "    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))['served_by'])")
+
+
+def test_mesh_services_on_an_overlay_call_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
+    hosts.cli("network", "create", "ov", "--driver", "overlay", "--subnet",
+              "10.232.0.0/24")
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    (tmp_path / "frontend.yaml").write_text(FRONTEND)
+    hosts.stop_agent("host1")
+    hosts.start_agent("host1", tmp_path / "catalog.yaml")
+    wait_until(lambda: passing(hosts, "catalog") == 2, 60, "both catalogs to pass")
+    hosts.stop_agent("host2")
+    hosts.start_agent("host2", tmp_path / "frontend.yaml")
+
+    # frontend's namespace on host2 calls catalog:80; both replicas on host1 answer.
+    namespace = namespace_prefix("host2") + "svc.frontend-0"
+    def served() -> set[str] | None:
+        done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c",
+                               GET, "http://catalog/items", "20"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        return set(done.stdout.split()) if done.returncode == 0 else None
+    assert wait_until(served, 30, "frontend to reach catalog") == {"catalog-0", "catalog-1"}
+    catalogs = json.loads(hosts.cli("-o", "json", "instances", "catalog"))
+    assert {i["node"] for i in catalogs} == {"host1"}
+    assert all(i["address"].startswith("10.232.0.") for i in catalogs)
+
+
+def passing(hosts: Hosts, service: str) -> int:
+    rows = json.loads(hosts.cli("-o", "json", "instances", service))
+    return sum(r["status"] == "passing" for r in rows)

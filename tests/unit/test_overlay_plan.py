@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshlet.errors import ConfigError, NotFound
-from meshlet.net.overlay_plan import Remote, mac_for, remotes
+from meshlet.net.overlay_plan import Remote, mac_for, mesh_owner, remotes
 from meshlet.state.commands import NetworkCreate, NetworkDelete, NodeDeregister, NodeRegister
 from tests.unit.test_networks import Machine, contents
 
@@ -17,24 +17,24 @@ def test_mac_is_derived_from_the_address() -> None:
     assert mac_for("172.31.255.254") == "02:42:ac:1f:ff:fe"
 
 
-def container(name: str, node: str, **addresses: str) -> dict[str, object]:
-    return {"name": name, "node": node, "addresses": addresses}
+CONTAINERS = {name: {"node": node} for name, node in
+              (("a", "h1"), ("b", "h2"), ("c", "h3"), ("d", "h2"), ("e", "gone"))}
 
 
 def test_remotes_are_other_hosts_workloads_on_the_network_behind_their_host() -> None:
-    catalog = [container("a", "h1", ov="10.9.0.2"), container("b", "h2", ov="10.9.0.3"),
-               container("c", "h3", ov="10.9.0.4", other="10.8.0.2"),
-               container("d", "h2", other="10.8.0.3"),
-               container("e", "gone", ov="10.9.0.5")]
+    overlay = {"a": "10.9.0.2", "b": "10.9.0.3", "c": "10.9.0.4", "e": "10.9.0.5",
+               mesh_owner("h3", "catalog-0"): "10.9.0.6", "unknown": "10.9.0.7"}
+    other = {"c": "10.8.0.2", "d": "10.8.0.3"}
     nodes = {"h1": "192.0.2.1", "h2": "192.0.2.2", "h3": "192.0.2.3"}
-    assert remotes("ov", catalog, nodes, "h1") == {
+    assert remotes(overlay, CONTAINERS, nodes, "h1") == {
         Remote("10.9.0.3", "02:42:0a:09:00:03", "192.0.2.2"),
-        Remote("10.9.0.4", "02:42:0a:09:00:04", "192.0.2.3")}
+        Remote("10.9.0.4", "02:42:0a:09:00:04", "192.0.2.3"),
+        Remote("10.9.0.6", "02:42:0a:09:00:06", "192.0.2.3")}
     # A host that left takes its workloads' entries with it.
     del nodes["h3"]
-    assert remotes("ov", catalog, nodes, "h1") == {
+    assert remotes(overlay, CONTAINERS, nodes, "h1") == {
         Remote("10.9.0.3", "02:42:0a:09:00:03", "192.0.2.2")}
-    assert remotes("other", catalog, nodes, "h2") == set()
+    assert remotes(other, CONTAINERS, nodes, "h2") == set()
 
 
 def test_nodes_register_update_and_leave() -> None:

@@ -35,7 +35,7 @@ from meshlet.agent.process import spawn, terminate
 from meshlet.api.client import Client
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.net import bridge, dns, dns_listener, names, netns, vxlan
-from meshlet.net.overlay_plan import mac_for, remotes
+from meshlet.net.overlay_plan import mac_for, mesh_owner, remotes
 from meshlet.net.ports import PortForwarder
 from meshlet.state.containers import parse_port
 
@@ -111,6 +111,7 @@ class ContainerRunner:
         self.task: asyncio.Task[None] | None = None
         self.node_task: asyncio.Task[None] | None = None
         self.vip_task: asyncio.Task[None] | None = None
+        self.network_task: asyncio.Task[None] | None = None
         self.registered = False
         self.sandboxes: dict[str, Sandbox] = {}   # mesh workloads' namespaces, by owner
         self.cleaned = asyncio.Event()            # leftovers gone: namespaces may be made
@@ -124,6 +125,7 @@ class ContainerRunner:
         self.task = loop.create_task(self.watch())
         self.node_task = loop.create_task(self.watch_nodes())
         self.vip_task = loop.create_task(self.watch_vips())
+        self.network_task = loop.create_task(self.watch_networks())
 
     @property
     def tunnels(self) -> bool:
@@ -200,6 +202,19 @@ class ContainerRunner:
                                          partial(self.client.vips, index or None))
             self.vips = {v["service"]: v for v in body["vips"]}
 
+    async def watch_networks(self) -> None:
+        """Follow networks: who holds which address on an overlay, on any host."""
+        index = 0
+        while True:
+            found, index = await answered("watching networks",
+                                          partial(self.client.networks_after, index or None))
+            async with self.lock:
+                self.infos = {n["name"]: n for n in found}
+                try:
+                    await self.program_overlays()
+                except (OSError, NetlinkError) as exc:
+                    log.warning("programming overlay entries: %s", exc)
+
     async def program_overlays(self) -> None:
         """Set each local overlay's forwarding and neighbour entries from the catalog."""
         if not self.tunnels:
@@ -207,7 +222,8 @@ class ContainerRunner:
         local = {n for n in self.networks_in_use()
                  if self.infos.get(n, {}).get("driver") == "overlay"}
         for network in sorted(local):
-            wanted = remotes(network, self.everyone.values(), self.nodes, self.node)
+            wanted = remotes(self.infos[network]["addresses"], self.everyone, self.nodes,
+                             self.node)
             await asyncio.to_thread(vxlan.program, network, wanted)
 
     async def launch(self, spec: dict[str, Any]) -> None:
@@ -343,10 +359,12 @@ class ContainerRunner:
 
     # -- mesh workloads' namespaces (services of an `up` file that name a network) ------
 
-    async def open_sandbox(self, owner: str, network: str) -> Sandbox:
-        """A namespace for mesh workload ``owner`` on ``network``: an address from the
-        network's pool, an interface on its bridge, and the embedded DNS."""
-        netns.require_root(f"{owner} on network {network!r}")
+    async def open_sandbox(self, instance: str, network: str) -> Sandbox:
+        """A namespace for mesh workload ``instance`` on ``network``: an address from
+        the network's pool (held by ``svc:NODE:INSTANCE``, so other hosts know where it
+        is), an interface on its bridge, and the embedded DNS."""
+        netns.require_root(f"{instance} on network {network!r}")
+        owner = mesh_owner(self.node, instance)
         await self.cleaned.wait()
         async with self.lock:
             info = await self.client.network(network)
@@ -357,7 +375,8 @@ class ContainerRunner:
                                   "gateway", "network")
             self.infos[network] = info
             assigned = await self.client.address_assign(network, owner)
-            box = Sandbox(owner, self.prefix + owner, network, assigned["address"])
+            box = Sandbox(owner, f"{self.prefix}svc.{instance}", network,
+                          assigned["address"])
             self.sandboxes[owner] = box
             try:
                 await asyncio.to_thread(netns.create, box.namespace)
@@ -415,7 +434,7 @@ class ContainerRunner:
     async def stop(self) -> None:
         """Stop every container and remove what was set up for it (agent shutdown)."""
         async with self.lock:  # let a reconcile in progress finish its work first
-            for task in (self.task, self.node_task, self.vip_task):
+            for task in (self.task, self.node_task, self.vip_task, self.network_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

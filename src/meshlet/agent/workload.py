@@ -215,7 +215,7 @@ class Workload:
         assert self.spec.network is not None
         self.upstream_ends = await self.agent.upstream_ends(self.spec.upstreams,
                                                             UPSTREAM_VIP_TIMEOUT)
-        box = await self.agent.containers.open_sandbox(f"svc.{self.id}", self.spec.network)
+        box = await self.agent.containers.open_sandbox(self.id, self.spec.network)
         try:
             await self.agent.containers.add_local_addresses(
                 box, sorted({vip for vip, _ in self.upstream_ends.values()}))

@@ -128,6 +128,13 @@ class Client:
     async def networks(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/networks"))[0]
 
+    async def networks_after(self, index: int | None, wait: float = 30.0
+                             ) -> tuple[list[dict[str, Any]], int]:
+        """Every network, once changed after ``index`` (None: now), with the index."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/networks", params=params,
+                                  timeout=self.timeout + wait)
+
     async def network(self, name: str) -> dict[str, Any]:
         return (await self.request("GET", f"/v1/networks/{quote(name, safe='')}"))[0]
 

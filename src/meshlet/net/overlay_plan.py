@@ -12,9 +12,11 @@ left out, which is how a departed host's entries disappear.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+MESH_OWNER = "svc:"
 
 
 def mac_for(address: str) -> str:
@@ -32,14 +34,28 @@ class Remote:
     vtep: str
 
 
-def remotes(network: str, containers: Iterable[Mapping[str, Any]],
+def owner_node(owner: str, containers: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The node an address holder runs on: a container's record says; a mesh
+    workload's owner name carries it (``svc:NODE:INSTANCE``)."""
+    if owner.startswith(MESH_OWNER):
+        return owner.split(":")[1]
+    container = containers.get(owner)
+    node = container.get("node") if container is not None else None
+    return node if isinstance(node, str) else None
+
+
+def mesh_owner(node: str, instance: str) -> str:
+    return f"{MESH_OWNER}{node}:{instance}"
+
+
+def remotes(addresses: Mapping[str, str], containers: Mapping[str, Mapping[str, Any]],
             nodes: Mapping[str, str], me: str) -> set[Remote]:
-    """The entries for ``network`` on host ``me``; ``nodes`` maps node -> address."""
+    """The entries on host ``me`` for a network whose ``addresses`` map owner ->
+    address; ``containers`` maps name -> record; ``nodes`` maps node -> address."""
     found = set()
-    for container in containers:
-        address = container.get("addresses", {}).get(network)
-        node = container.get("node")
-        if address is None or not isinstance(node, str) or node == me or node not in nodes:
+    for owner, address in addresses.items():
+        node = owner_node(owner, containers)
+        if node is None or node == me or node not in nodes:
             continue
         found.add(Remote(address, mac_for(address), nodes[node]))
     return found
