@@ -49,3 +49,13 @@ def test_host_networking_works_and_bridges_are_refused_plainly() -> None:
     finally:
         without_caps(home, "down", check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_up_file_service_on_a_network_is_refused_plainly(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text("services:\n  web:\n    command: sleep 60\n"
+                                     "    network: front\n")
+    refused = without_caps(tmp_path, "up", "--http", f"127.0.0.1:{free_port()}",
+                           str(tmp_path / "f.yaml"), check=False)
+    assert refused.returncode == 1
+    assert "service 'web' on network 'front' needs root" in refused.stderr
+    assert "Traceback" not in refused.stderr

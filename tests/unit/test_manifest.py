@@ -37,6 +37,10 @@ def test_command_string_is_split_and_durations_parsed() -> None:
     ("services:\n  Bad:\n    command: x\n", "f.yaml:1: services: 'Bad' is not a valid"),
     ("services: [\n", "f.yaml:2: not valid YAML"),
     ("- a\n", "f.yaml: expected a mapping"),
+    ("services:\n  a:\n    command: x\n    network: none\n",
+     "f.yaml:4: services.a.network: a mesh service needs a network"),
+    ("services:\n  a:\n    command: x\n    network: 'bad name'\n",
+     "f.yaml:4: services.a.network: String should match pattern"),
 ])
 def test_errors_name_line_and_field(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -47,3 +51,9 @@ def test_errors_name_line_and_field(text: str, expected: str) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_manifest(Path("/nonexistent/meshlet.yaml"))
+
+
+def test_network_puts_replicas_in_namespaces_unless_host() -> None:
+    m = parse_manifest("services:\n  a:\n    command: x\n    network: front\n"
+                       "  b:\n    command: x\n    network: host\n  c:\n    command: x\n")
+    assert [m.services[n].in_namespace for n in "abc"] == [True, False, False]
