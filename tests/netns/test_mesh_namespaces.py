@@ -110,3 +110,27 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
          sys.executable, "-c", GET, "http://catalog/items", "1"],
         capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0
+
+
+def test_the_start_after_a_crash_gives_back_what_mesh_workloads_held(tmp_path: Path) -> None:
+    """kill -9 of `up` (with its data kept) leaves a mesh workload's namespace behind
+    and its address held; the next start removes the one and releases the other."""
+    assert leftovers() == []
+    (tmp_path / "web.yaml").write_text("services:\n  web:\n    command: sleep 600\n"
+                                       "    network: crashmesh\n")
+    data = tmp_path / "data"
+    with downed(tmp_path):
+        meshlet("up", "--detach", "--data-dir", str(data), "--http",
+                f"127.0.0.1:{free_port()}", str(tmp_path / "web.yaml"), home=tmp_path)
+        held = meshlet_json("network", "inspect", "crashmesh", home=tmp_path)["addresses"]
+        assert list(held) == [f"svc:{os.uname().nodename}:web-0"]
+        state = json.loads((tmp_path / "up.json").read_text())
+        os.kill(state["pid"], 9)
+        wait_for(lambda: not Path(f"/proc/{state['pid']}").exists(), 10, "the kill")
+        assert any(n.endswith("-svc.web-0") for n in netns.ours())  # left behind
+        meshlet("up", "--detach", "--data-dir", str(data), "--http",
+                f"127.0.0.1:{free_port()}", home=tmp_path)
+        wait_for(lambda: leftovers() == [], 20, "the new start to clean up")
+        wait_for(lambda: meshlet_json("network", "inspect", "crashmesh",
+                                      home=tmp_path)["addresses"] == {}, 20,
+                 "the crashed workload's address to be released")

@@ -147,6 +147,7 @@ class ContainerRunner:
 
     async def watch(self) -> None:
         await asyncio.to_thread(self.clean_leftovers)
+        await answered("releasing addresses of an earlier run", self.release_mesh_addresses)
         self.cleaned.set()
         index = 0
         while True:
@@ -395,6 +396,15 @@ class ContainerRunner:
                 await self.close_sandbox_locked(box)
                 raise
             return box
+
+    async def release_mesh_addresses(self) -> None:
+        """Give back the addresses this node's mesh workloads held in an earlier run
+        (one that crashed could not); workloads starting now take theirs again."""
+        mine = mesh_owner(self.node, "")
+        for network in await self.client.networks():
+            for owner in network["addresses"]:
+                if owner.startswith(mine):
+                    await self.client.address_release(network["name"], owner)
 
     async def add_local_addresses(self, box: Sandbox, addresses: list[str]) -> None:
         """Put services' virtual IPs on the namespace's loopback, for its sidecar."""
