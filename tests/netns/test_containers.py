@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -76,6 +77,10 @@ def test_run_reach_publish_exec_connect_stop_rm(home: Path) -> None:
         "10.221.0.2\n"
     assert run("exec", "client", "--", "python3", "-c", resolve, "nothing",
                check=False).returncode != 0
+    over_tcp = ("import dns.message, dns.query; print(dns.query.tcp(dns.message.make_query("
+                "'web', 'A'), '127.0.0.11', timeout=5).answer[0][0].address)")
+    assert run("exec", "client", "--", sys.executable, "-c", over_tcp).stdout == \
+        "10.221.0.2\n"
     run("run", "-d", "--name", "loner", "--network", "back", "--", "sleep", "600")
     assert run("exec", "loner", "--", "python3", "-c", resolve, "web",
                check=False).returncode != 0  # other networks' names are not its own

@@ -12,7 +12,8 @@ from meshlet.net.dns import Records, Srv, answer
 
 NAMES = {"web": Records(("10.1.0.2",)), "web.front": Records(("10.1.0.2",)),
          "catalog": Records(("10.96.0.2",)),
-         "_catalog._tcp": Records(srv=(Srv(80, "catalog"), Srv(8080, "catalog")))}
+         "_catalog._tcp": Records(srv=(Srv(80, "catalog"), Srv(8080, "catalog"))),
+         "many": Records(tuple(f"10.3.0.{i}" for i in range(1, 101)))}
 
 
 def ask(name: str, rdtype: str = "A") -> dns.message.Message:
@@ -55,3 +56,15 @@ def test_garbage_and_responses_are_ignored() -> None:
     assert answer(b"\x00\x01garbage", NAMES.get) is None
     reply = dns.message.make_response(dns.message.make_query("web", "A"))
     assert answer(reply.to_wire(), NAMES.get) is None
+
+
+def test_an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() -> None:
+    query = dns.message.make_query("many", "A")
+    udp = dns.message.from_wire(answer(query.to_wire(), NAMES.get) or b"")
+    assert udp.flags & dns.flags.TC and udp.answer == []
+    tcp = dns.message.from_wire(answer(query.to_wire(), NAMES.get, tcp=True) or b"")
+    assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == 100
+    # An EDNS asker with room for it gets it all over UDP.
+    edns = dns.message.make_query("many", "A", use_edns=0, payload=4096)
+    big = dns.message.from_wire(answer(edns.to_wire(), NAMES.get) or b"")
+    assert not big.flags & dns.flags.TC and len(big.answer[0]) == 100

@@ -72,7 +72,7 @@ class Sandbox:
     namespace: str
     network: str
     address: str
-    dns: asyncio.DatagramTransport | None = None
+    dns: dns_listener.DnsEndpoint | None = None
 
     def wrap(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace, *argv]
@@ -91,7 +91,7 @@ class Running:
     forwarders: list[PortForwarder] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)   # attached, in interface order
     waiter: asyncio.Task[None] | None = None
-    dns: asyncio.DatagramTransport | None = None
+    dns: dns_listener.DnsEndpoint | None = None
     stopping: bool = False
 
 

@@ -43,8 +43,14 @@ class Records:
 Lookup = Callable[[str], Records | None]  # name (lower case, no final dot) -> records
 
 
-def answer(query_wire: bytes, lookup: Lookup) -> bytes | None:
-    """The response to ``query_wire``; None for a packet that is not a DNS query."""
+UDP_SIZE = 512      # without EDNS (RFC 1035)
+TCP_SIZE = 65535
+
+
+def answer(query_wire: bytes, lookup: Lookup, tcp: bool = False) -> bytes | None:
+    """The response to ``query_wire``; None for a packet that is not a DNS query.
+    Over UDP an answer too big for the asker (512 bytes, or its EDNS size) is sent
+    empty with TC set, so the resolver asks again over TCP."""
     try:
         query = dns.message.from_wire(query_wire)
     except (dns.exception.DNSException, ValueError):
@@ -62,6 +68,19 @@ def answer(query_wire: bytes, lookup: Lookup) -> bytes | None:
     if records is None:
         response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
+    fill(response, question, records, lookup)
+    limit = TCP_SIZE if tcp else max(UDP_SIZE, query.payload if query.edns >= 0 else 0)
+    try:
+        return response.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        response.answer.clear()
+        response.additional.clear()
+        response.flags |= dns.flags.TC
+        return response.to_wire()
+
+
+def fill(response: dns.message.Message, question: dns.rrset.RRset, records: Records,
+         lookup: Lookup) -> None:
     response.flags |= dns.flags.AA
     wants = (question.rdtype, dns.rdatatype.ANY)
     if dns.rdatatype.A in wants and records.addresses:
@@ -75,7 +94,6 @@ def answer(query_wire: bytes, lookup: Lookup) -> bytes | None:
             if held is not None and held.addresses:
                 response.additional.append(a_records(dns.name.from_text(target),
                                                      held.addresses))
-    return response.to_wire()
 
 
 def a_records(name: dns.name.Name, addresses: tuple[str, ...]) -> dns.rrset.RRset:

@@ -1,12 +1,15 @@
-"""The embedded DNS server's sockets: one UDP socket per container, bound to
+"""The embedded DNS server's sockets: a UDP and a TCP socket per container, bound to
 127.0.0.11:53 inside the container's own namespace (as Docker's embedded DNS is
 reached), served by the agent's event loop. Binding inside the namespace needs no
-iptables and works on internal networks, which have no gateway to listen on."""
+iptables and works on internal networks, which have no gateway to listen on. TCP
+carries the answers too big for a UDP datagram (the resolver retries there on TC)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 from pathlib import Path
 from typing import cast
 
@@ -31,11 +34,44 @@ class DnsProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(response, addr)
 
 
-def bind_inside(namespace: str) -> socket.socket:
-    """A UDP socket on 127.0.0.11:53 in ``namespace`` (call from a worker thread)."""
+async def serve_tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           lookup: Lookup) -> None:
+    """Length-prefixed queries on one connection, until the client closes it."""
+    try:
+        while True:
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+            response = answer(await reader.readexactly(size), lookup, tcp=True)
+            if response is None:
+                break
+            writer.write(struct.pack("!H", len(response)) + response)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+class DnsEndpoint:
+    """One namespace's DNS sockets."""
+
+    def __init__(self, udp: asyncio.DatagramTransport, tcp: asyncio.Server) -> None:
+        self.udp = udp
+        self.tcp = tcp
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+def bind_inside(namespace: str, kind: socket.SocketKind) -> socket.socket:
+    """A socket on 127.0.0.11:53 in ``namespace`` (call from a worker thread)."""
     with netns.inside(namespace):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET, kind)
         try:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((ADDRESS, 53))
         except OSError:
             sock.close()
@@ -52,8 +88,15 @@ def write_resolv_conf(namespace: str) -> None:
     path.write_text(RESOLV_CONF)
 
 
-async def serve(namespace: str, lookup: Lookup) -> asyncio.DatagramTransport:
-    sock = await asyncio.to_thread(bind_inside, namespace)
+async def serve(namespace: str, lookup: Lookup) -> DnsEndpoint:
+    udp_sock = await asyncio.to_thread(bind_inside, namespace, socket.SOCK_DGRAM)
+    try:
+        tcp_sock = await asyncio.to_thread(bind_inside, namespace, socket.SOCK_STREAM)
+    except OSError:
+        udp_sock.close()
+        raise
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: DnsProtocol(lookup), sock=sock)
-    return transport
+        lambda: DnsProtocol(lookup), sock=udp_sock)
+    server = await asyncio.start_server(
+        lambda r, w: serve_tcp_client(r, w, lookup), sock=tcp_sock)
+    return DnsEndpoint(transport, server)
