@@ -93,6 +93,12 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
     port, vip = inside("frontend-0", sys.executable, "-c", SRV).split()
     assert (int(port), vip) == (80, vips["catalog"]["vip"])
 
+    # Each replica by its instance name, at its address.
+    resolve = "import socket, sys; print(socket.gethostbyname(sys.argv[1]))"
+    by_name = {i["id"]: i["address"] for i in catalog}
+    assert inside("frontend-0", sys.executable, "-c", resolve, "catalog-1").strip() == \
+        by_name["catalog-1"]
+
     # A plain client in frontend's namespace connects to catalog:80 and is balanced.
     served = inside("frontend-0", sys.executable, "-c", GET, "http://catalog/items", "30")
     assert set(served.split()) == {"catalog-0", "catalog-1", "catalog-2"}

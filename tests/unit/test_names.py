@@ -7,7 +7,7 @@ import pytest
 
 from meshlet.errors import ConfigError, Conflict
 from meshlet.net.dns import Records, Srv
-from meshlet.net.names import resolve
+from meshlet.net.names import directory, resolve
 from meshlet.state.commands import (
     DeregisterInstance,
     NetworkCreate,
@@ -102,3 +102,16 @@ def test_networks_keep_clear_of_the_service_cidr() -> None:
     m.apply(ServiceCidrSet("172.18.0.0/16"))
     # The first default pool is now the service CIDR's, so the next one is taken.
     assert m.apply(NetworkCreate("net", "bridge"))["subnet"] == "172.19.0.0/16"
+
+
+def test_mesh_workloads_are_named_by_instance_and_containers_win_a_shared_name() -> None:
+    networks = [{"name": "shop", "addresses": {"svc:h1:catalog-0": "10.5.0.2",
+                                               "svc:h2:web": "10.5.0.3", "web": "10.5.0.4"}},
+                {"name": "back", "addresses": {"svc:h1:catalog-0": "10.6.0.2"}}]
+    containers = {"web": {"networks": ["shop"], "addresses": {"shop": "10.5.0.4"}}}
+    found = directory(containers, networks)
+    assert found["catalog-0"] == {"networks": ["shop", "back"],
+                                  "addresses": {"shop": "10.5.0.2", "back": "10.6.0.2"}}
+    assert found["web"] == containers["web"]
+    me = {"networks": ["shop"], "addresses": {"shop": "10.5.0.9"}}
+    assert resolve("catalog-0", me, found, {}) == Records(("10.5.0.2",))

@@ -104,7 +104,8 @@ class ContainerRunner:
         self.dir = data_dir / "containers"
         self.prefix = namespace_prefix(node)
         self.running: dict[str, Running] = {}
-        self.everyone: dict[str, dict[str, Any]] = {}  # every node's, for DNS
+        self.everyone: dict[str, dict[str, Any]] = {}  # every node's containers
+        self.directory: dict[str, Any] = {}            # every workload by name, for DNS
         self.nodes: dict[str, str] = {}                # node -> address
         self.vips: dict[str, dict[str, Any]] = {}      # service -> {vip, ports}
         self.infos: dict[str, dict[str, Any]] = {}     # networks, as last fetched
@@ -156,6 +157,7 @@ class ContainerRunner:
             async with self.lock:
                 try:
                     self.everyone = {c["name"]: c for c in found}
+                    self.directory = names.directory(self.everyone, self.infos.values())
                     await self.reconcile({c["name"]: c for c in found
                                           if c["node"] == self.node})
                     await self.program_overlays()
@@ -211,6 +213,7 @@ class ContainerRunner:
                                           partial(self.client.networks_after, index or None))
             async with self.lock:
                 self.infos = {n["name"]: n for n in found}
+                self.directory = names.directory(self.everyone, self.infos.values())
                 try:
                     await self.program_overlays()
                 except (OSError, NetlinkError) as exc:
@@ -351,7 +354,7 @@ class ContainerRunner:
         """Names as container ``asker`` sees them (``net/names.py``)."""
         def lookup(name: str) -> dns.Records | None:
             me = self.everyone.get(asker)
-            return names.resolve(name, me, self.everyone, self.vips) if me else None
+            return names.resolve(name, me, self.directory, self.vips) if me else None
         return lookup
 
     def networks_in_use(self) -> set[str]:
@@ -391,7 +394,7 @@ class ContainerRunner:
                 await asyncio.to_thread(dns_listener.write_resolv_conf, box.namespace)
                 me = box.record()
                 box.dns = await dns_listener.serve(box.namespace, lambda name: names.resolve(
-                    name, me, self.everyone, self.vips))
+                    name, me, self.directory, self.vips))
             except (MeshletError, OSError, NetlinkError):
                 await self.close_sandbox_locked(box)
                 raise

@@ -1,7 +1,8 @@
 """Which names a workload can resolve, pure: the catalog in, records out.
 
-* ``NAME`` and ``NAME.NETWORK``: a container that shares a network with the asker,
-  with its address on that network (as Docker's embedded DNS answers);
+* ``NAME`` and ``NAME.NETWORK``: a container, or a mesh workload (``catalog-0``), that
+  shares a network with the asker, with its address on that network (as Docker's
+  embedded DNS answers);
 * ``SERVICE`` and ``SERVICE.service``: a service in the catalog, with its virtual IP;
 * ``_SERVICE._tcp`` (and ``_SERVICE._tcp.service``): SRV records with the ports the
   service's instances serve on, targeting ``SERVICE``.
@@ -11,10 +12,11 @@ A container's name wins over a service of the same name, as the nearer thing doe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshlet.net.dns import Records, Srv
+from meshlet.net.overlay_plan import MESH_OWNER
 
 SERVICE_DOMAIN = "service"
 
@@ -47,3 +49,18 @@ def service_srv(name: str, vips: Mapping[str, Mapping[str, Any]]) -> Records | N
     if found is None:
         return None
     return Records(srv=tuple(Srv(port, service) for port in found["ports"]))
+
+
+def directory(containers: Mapping[str, Mapping[str, Any]],
+              networks: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Every workload by name: containers, and the mesh workloads whose addresses the
+    networks hold (``svc:NODE:INSTANCE``); a container wins a name both have."""
+    found: dict[str, dict[str, Any]] = {}
+    for network in networks:
+        for owner, address in network.get("addresses", {}).items():
+            if owner.startswith(MESH_OWNER) and owner.count(":") >= 2:
+                record = found.setdefault(owner.split(":", 2)[2],
+                                          {"networks": [], "addresses": {}})
+                record["networks"].append(network["name"])
+                record["addresses"][network["name"]] = address
+    return {**found, **containers}
