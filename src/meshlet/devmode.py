@@ -19,12 +19,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlet.agent.agent import Agent
-from meshlet.deploy.manifest import Manifest, load_manifest
 from meshlet.errors import ConfigError, MeshletError, Unavailable
-from meshlet.server.main import Server
+
+if TYPE_CHECKING:  # imported where used: every CLI command loads this module
+    from meshlet.agent.agent import Agent
+    from meshlet.deploy.manifest import Manifest
 
 log = logging.getLogger(__name__)
 DEFAULT_HTTP = "127.0.0.1:8470"
@@ -87,6 +88,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  data_dir: Path | None, on_ready: Callable[[str, list[dict[str, Any]]], None]
                  ) -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
+    from meshlet.agent.agent import Agent
+    from meshlet.server.main import Server
     temp_dir = None
     if data_dir is None:
         sweep_stale_temp_dirs()
@@ -132,6 +135,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
 
 
 def load(file: str | None) -> tuple[Manifest | None, Path]:
+    from meshlet.deploy.manifest import load_manifest
     if file is None:
         return None, Path.cwd()
     path = Path(file)

@@ -19,15 +19,6 @@ from meshlet.proxy.sidecar import Sidecar
 log = logging.getLogger(__name__)
 
 
-def install_uvloop() -> bool:
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
 def load_bootstrap(path: Path) -> Snapshot:
     try:
         return Snapshot.from_dict(json.loads(path.read_text()))

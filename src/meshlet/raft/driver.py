@@ -76,7 +76,7 @@ class RaftDriver:
     def __init__(self, node_id: str, listen: tuple[str, int] | None, directory: Path,
                  apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
                  take_snapshot: Callable[[], bytes],
-                 founders: dict[str, Any] | None = None, snapshot_every: int = 1000,
+                 founders: dict[str, Any] | None = None, snapshot_every: int = 8192,
                  tick_interval: float = 0.05, election_ticks: int = 10) -> None:
         """``founders`` (id -> member info) bootstraps a new cluster when the directory
         is empty; without it an empty server waits to be added to one."""

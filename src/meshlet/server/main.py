@@ -30,7 +30,7 @@ class ServerOptions:
     peers: dict[str, PeerAddress] = field(default_factory=dict)
     join: list[str] = field(default_factory=list)
     bootstrap_expect: int | None = None
-    snapshot_every: int = 1000
+    snapshot_every: int = 8192
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""

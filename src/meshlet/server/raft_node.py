@@ -40,7 +40,7 @@ class PeerAddress:
 class RaftServerNode:
     def __init__(self, data_dir: Path, node_id: str, address: PeerAddress,
                  founders: dict[str, PeerAddress] | None = None,
-                 snapshot_every: int = 1000) -> None:
+                 snapshot_every: int = 8192) -> None:
         """``founders`` bootstraps a new cluster (ignored once the data directory holds
         one); without it the server waits to be added to a cluster."""
         self.data_dir = data_dir
