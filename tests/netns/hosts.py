@@ -37,9 +37,10 @@ def in_ns(namespace: str, *argv: str) -> list[str]:
 class Hosts:
     """``count`` hosts ``host1``… at 10.250.0.1…; the server at 10.250.0.254:8500."""
 
-    def __init__(self, count: int, port: int = 8500) -> None:
+    def __init__(self, count: int, port: int = 8500, node_ttl: str = "30s") -> None:
         self.count = count
         self.port = port
+        self.node_ttl = node_ttl
         self.url = f"http://{SERVER}:{port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="meshlet-hosts-"))
         self.under = NS_PREFIX + "under"
@@ -94,7 +95,7 @@ class Hosts:
     def start_server(self) -> None:
         self.server = self.spawn(self.under, "server", "server", "--data-dir",
                                  str(self.tmp / "server-data"), "--http",
-                                 f"{SERVER}:{self.port}")
+                                 f"{SERVER}:{self.port}", "--node-ttl", self.node_ttl)
         wait_until(lambda: self.cli_ok("status"), 30, "the server to answer")
 
     def start_agent(self, host: str, file: Path | None = None) -> None:
@@ -105,9 +106,11 @@ class Hosts:
             "--data-dir", str(self.tmp / f"{host}-data"), *extra)
         wait_until(lambda: host in self.nodes(), 30, f"{host} to register")
 
-    def stop_agent(self, host: str) -> None:
+    def stop_agent(self, host: str, kill: bool = False) -> None:
+        """Stop ``host``'s agent cleanly, or with ``kill`` as a crash would (kill -9:
+        what it set up stays behind, and its node stays registered)."""
         proc = self.agents.pop(host)
-        proc.terminate()
+        proc.kill() if kill else proc.terminate()
         proc.wait(30)
 
     def nodes(self) -> dict[str, str]:

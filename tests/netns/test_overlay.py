@@ -32,7 +32,7 @@ FETCH = ("import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], 
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
     assert netns.ours() == [], "the machine is not clean before the test"
-    with Hosts(3) as found:
+    with Hosts(3, node_ttl="2s") as found:
         yield found
     assert netns.ours() == [], "agents left container namespaces behind"
 
@@ -84,6 +84,15 @@ def test_workloads_on_three_hosts_reach_each_other_by_name(hosts: Hosts) -> None
     # ...and what it ran is gone from its namespace, links and all.
     links = sh(*in_ns(hosts.ns("host3"), "ip", "-o", "link"))
     assert "mlb" not in links and "mlx" not in links and "mlv" not in links
+
+    # A host that crashes sends no more heartbeats: after the TTL its node is
+    # deregistered, and the others drop its entries too.
+    hosts.stop_agent("host2", kill=True)
+    wait_until(lambda: "host2" not in hosts.nodes(), 20, "host2's node to be reaped")
+    wait_until(lambda: fdb(hosts, "host1", "ov") == set(), 20,
+               "host2's entries to leave host1's tunnel")
+    # Its agent's next start cleans up after the crash (and runs api again).
+    hosts.start_agent("host2")
 
 
 CATALOG = f"""

@@ -113,6 +113,7 @@ class ContainerRunner:
         self.node_task: asyncio.Task[None] | None = None
         self.vip_task: asyncio.Task[None] | None = None
         self.network_task: asyncio.Task[None] | None = None
+        self.beat_task: asyncio.Task[None] | None = None
         self.registered = False
         self.sandboxes: dict[str, Sandbox] = {}   # mesh workloads' namespaces, by owner
         self.cleaned = asyncio.Event()            # leftovers gone: namespaces may be made
@@ -183,9 +184,11 @@ class ContainerRunner:
 
     async def watch_nodes(self) -> None:
         """Register this host, then follow the others: an overlay's tunnels go to them."""
-        await answered(f"registering node {self.node}",
-                       lambda: self.client.node_register(self.node, self.address))
+        answer = await answered(f"registering node {self.node}",
+                                lambda: self.client.node_register(self.node, self.address))
         self.registered = True
+        self.beat_task = asyncio.get_running_loop().create_task(
+            self.heartbeat(float(answer.get("ttl", 30.0))))
         index = 0
         while True:
             found, index = await answered("watching nodes",
@@ -218,6 +221,17 @@ class ContainerRunner:
                     await self.program_overlays()
                 except (OSError, NetlinkError) as exc:
                     log.warning("programming overlay entries: %s", exc)
+
+    async def heartbeat(self, ttl: float) -> None:
+        """Register again every third of the TTL, so the server knows this host lives
+        (and takes it back if it was deregistered while cut off)."""
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                answer = await self.client.node_register(self.node, self.address)
+                ttl = float(answer.get("ttl", ttl))
+            except MeshletError as exc:
+                log.info("node heartbeat failed: %s", exc)
 
     async def program_overlays(self) -> None:
         """Set each local overlay's forwarding and neighbour entries from the catalog."""
@@ -447,7 +461,8 @@ class ContainerRunner:
     async def stop(self) -> None:
         """Stop every container and remove what was set up for it (agent shutdown)."""
         async with self.lock:  # let a reconcile in progress finish its work first
-            for task in (self.task, self.node_task, self.vip_task, self.network_task):
+            for task in (self.task, self.node_task, self.vip_task, self.network_task,
+                         self.beat_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -30,10 +30,13 @@ class NodeRoutes:
                               index)
 
     async def register(self, request: web.Request) -> web.Response:
+        """Also the agent's heartbeat: the answer's ``ttl`` says how long the node may
+        stay silent before it is deregistered."""
+        name = request.match_info["name"]
         body = parse_body(NodeBody, await read_json(request))
-        result = await self.api.propose(NodeRegister(request.match_info["name"],
-                                                     body.address))
-        return self.api.reply(result.value, result.index)
+        result = await self.api.propose(NodeRegister(name, body.address))
+        self.api.reaper.heard_from(name)
+        return self.api.reply({**result.value, "ttl": self.api.reaper.ttl}, result.index)
 
     async def deregister(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

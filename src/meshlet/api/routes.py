@@ -28,6 +28,7 @@ from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, 
 from meshlet.api.vips import VipRoutes
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
+from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.state.commands import (
     ConfigDelete,
@@ -94,9 +95,10 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 
 class Api:
-    def __init__(self, node: RaftServerNode) -> None:
+    def __init__(self, node: RaftServerNode, node_ttl: float = DEFAULT_TTL) -> None:
         self.node = node
         self.sm = node.machine
+        self.reaper = NodeReaper(node, node_ttl)
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
 
     async def propose(self, command: Any) -> Any:

@@ -119,25 +119,28 @@ def down() -> None:
               help="Found a new cluster with this server (repeat for each founder).")
 @click.option("--join", "join_urls", multiple=True, metavar="URL",
               help="Join the cluster of the server at URL (repeat to try several).")
+@click.option("--node-ttl", default="30s", show_default=True, metavar="DURATION",
+              help="Deregister a node whose agent sends no heartbeat for this long.")
 @click.option("--bootstrap-expect", type=click.IntRange(1), default=None,
               help="Found a new cluster once this many servers (found through --join) "
                    "are up.")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
-           bootstrap_expect: int | None) -> None:
+           node_ttl: str, bootstrap_expect: int | None) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
 
     The data directory wins over the flags: a server that already has a cluster
     restarts into it and ignores --peer, --join and --bootstrap-expect."""
     from meshlet.server.main import ServerOptions, serve_forever
     from meshlet.server.raft_node import parse_peer
+    from meshlet.state.durations import parse_duration
     host, port = parse_hostport(http_addr, "--http")
     options = ServerOptions(
         server_id=server_id,
         raft=parse_hostport(raft_addr, "--raft") if raft_addr is not None else None,
         peers=dict(parse_peer(spec) for spec in peer_specs),
         join=[to_url(u) for u in join_urls], bootstrap_expect=bootstrap_expect,
-        snapshot_every=snapshot_every)
+        snapshot_every=snapshot_every, node_ttl=parse_duration(node_ttl, "node_ttl"))
     options.check()
     from meshlet.loop import install_uvloop
     install_uvloop()  # a faster event loop: much of a server's time is in it

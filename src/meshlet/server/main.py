@@ -14,6 +14,7 @@ from aiohttp import web
 
 from meshlet.api.routes import Api
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.server.node_reaper import DEFAULT_TTL
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ class ServerOptions:
     join: list[str] = field(default_factory=list)
     bootstrap_expect: int | None = None
     snapshot_every: int = 8192
+    node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
+        if self.node_ttl <= 0:
+            raise ConfigError("node_ttl: must be more than 0", "node_ttl")
         if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
             raise ConfigError("--peer, --join and --bootstrap-expect need --raft", "raft")
         if self.server_id in self.peers:
@@ -50,10 +54,12 @@ class ServerOptions:
 class Server:
     """A started server; ``url`` is where its API listens (the real port if 0 was asked)."""
 
-    def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str) -> None:
+    def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str,
+                 api: Api) -> None:
         self.node = node
         self.runner = runner
         self.url = url
+        self.api = api
         self.finding: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -89,10 +95,12 @@ class Server:
             with contextlib.suppress(Exception):
                 await node.stop()
             raise
-        runner = web.AppRunner(Api(node).app(), access_log=None, shutdown_timeout=1.0)
+        api = Api(node, options.node_ttl)
+        runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()
-        server = cls(node, runner, url)
+        api.reaper.start()
+        server = cls(node, runner, url, api)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -145,6 +153,7 @@ class Server:
             self.finding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.finding
+        await self.api.reaper.stop()
         await self.runner.cleanup()
         await self.node.stop()
 
