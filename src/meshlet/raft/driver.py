@@ -224,9 +224,11 @@ class RaftDriver:
         return asyncio.get_running_loop().time() < started + lease
 
     def receive(self, m: Message) -> None:
+        """Step a message in; the Ready comes once this turn of the loop is done, so the
+        frames of one read (and the proposals of the same turn) share one fsync."""
         if self.node is not None:
             self.node.step(m)
-            self.process()
+            self.process_soon()
 
     async def propose(self, data: bytes) -> Any:
         """Commit ``data`` through Raft; returns what ``apply`` returned for it."""
