@@ -1,7 +1,9 @@
 """A 3-server meshlet Raft cluster against a 3-member etcd cluster, same machine, same
 run, same clients and value size. Measures and reports ratios; never fails.
 
-Writes/s and commit latency at 16 and 64 concurrent clients (to the leader),
+Writes/s and commit latency at 16 and 64 concurrent clients (to the leader), the
+servers' CPU time per write at 64 clients (the three servers together; steadier than
+throughput on a loaded machine),
 linearizable reads (leader) and stale reads (a follower) at 64 clients, the time from
 kill -9 of the leader to the next acknowledged write, and the time from starting a
 fresh cluster to its first acknowledged write. Clients are aiohttp, talking to
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -56,6 +59,15 @@ class System:
     async def get(self, s: aiohttp.ClientSession, url: str, key: str, stale: bool
                   ) -> bool: ...
     async def leader(self, s: aiohttp.ClientSession) -> str | None: ...
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the three servers have used so far."""
+        total = 0
+        for p in self.procs.values():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
 
     def kill(self, node: str) -> None:
         os.kill(self.procs[node].pid, signal.SIGKILL)
@@ -199,10 +211,14 @@ async def measure(system: System, seconds: float, started: float) -> dict[str, A
                 raise RuntimeError("no first write")
         results["first write s"] = time.monotonic() - started
         for clients in (16, 64):
+            cpu_before = system.cpu_seconds()
             rate, p50, p99 = await load(lambda k: system.put(s, url, k), clients, seconds)
             results[f"writes/s @{clients}"] = rate
             results[f"write p50 ms @{clients}"] = p50
             results[f"write p99 ms @{clients}"] = p99
+            if clients == 64 and rate:
+                results["servers' CPU µs per write @64"] = (
+                    (system.cpu_seconds() - cpu_before) / (rate * seconds) * 1e6)
         follower = next(n for n in system.urls if n != leader)
         rate, _, _ = await load(lambda k: system.get(s, url, k, False), 64, seconds)
         results["linearizable reads/s @64"] = rate
