@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshlet.agent.process import spawn, terminate
+from meshlet.agent.sandboxes import Sandboxes
 from meshlet.api.client import Client
-from meshlet.errors import ConfigError, MeshletError
+from meshlet.errors import MeshletError
 from meshlet.net import bridge, dns, dns_listener, names, netns, vxlan
-from meshlet.net.overlay_plan import mac_for, mesh_owner, remotes
+from meshlet.net.overlay_plan import mac_for, remotes
 from meshlet.net.ports import PortForwarder
 from meshlet.state.containers import parse_port
 
@@ -62,23 +63,6 @@ async def answered(what: str, call: Callable[[], Awaitable[T]]) -> T:
 
 def namespace_prefix(node: str) -> str:
     return f"{netns.PREFIX}{hashlib.sha1(node.encode()).hexdigest()[:6]}-"
-
-
-@dataclass
-class Sandbox:
-    """The network namespace a mesh workload (app and sidecar) runs in."""
-
-    owner: str
-    namespace: str
-    network: str
-    address: str
-    dns: dns_listener.DnsEndpoint | None = None
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace, *argv]
-
-    def record(self) -> dict[str, Any]:
-        return {"networks": [self.network], "addresses": {self.network: self.address}}
 
 
 @dataclass
@@ -115,7 +99,7 @@ class ContainerRunner:
         self.network_task: asyncio.Task[None] | None = None
         self.beat_task: asyncio.Task[None] | None = None
         self.registered = False
-        self.sandboxes: dict[str, Sandbox] = {}   # mesh workloads' namespaces, by owner
+        self.sandboxes = Sandboxes(self)          # mesh workloads' namespaces
         self.cleaned = asyncio.Event()            # leftovers gone: namespaces may be made
         self.lock = asyncio.Lock()
 
@@ -149,7 +133,8 @@ class ContainerRunner:
 
     async def watch(self) -> None:
         await asyncio.to_thread(self.clean_leftovers)
-        await answered("releasing addresses of an earlier run", self.release_mesh_addresses)
+        await answered("releasing addresses of an earlier run",
+                       self.sandboxes.release_leftover_addresses)
         self.cleaned.set()
         index = 0
         while True:
@@ -372,77 +357,8 @@ class ContainerRunner:
         return lookup
 
     def networks_in_use(self) -> set[str]:
-        return {n for run in self.running.values() for n in run.networks} | {
-            box.network for box in self.sandboxes.values()}
-
-    # -- mesh workloads' namespaces (services of an `up` file that name a network) ------
-
-    async def open_sandbox(self, instance: str, network: str) -> Sandbox:
-        """A namespace for mesh workload ``instance`` on ``network``: an address from
-        the network's pool (held by ``svc:NODE:INSTANCE``, so other hosts know where it
-        is), an interface on its bridge, and the embedded DNS."""
-        netns.require_root(f"{instance} on network {network!r}")
-        owner = mesh_owner(self.node, instance)
-        await self.cleaned.wait()
-        async with self.lock:
-            info = await self.client.network(network)
-            if info["driver"] not in ("bridge", "overlay") or info["internal"]:
-                raise ConfigError(f"network: {network!r} ({info['driver']}"
-                                  f"{', internal' if info['internal'] else ''}) cannot carry "
-                                  "mesh services: use a bridge or overlay network with a "
-                                  "gateway", "network")
-            self.infos[network] = info
-            assigned = await self.client.address_assign(network, owner)
-            box = Sandbox(owner, f"{self.prefix}svc.{instance}", network,
-                          assigned["address"])
-            self.sandboxes[owner] = box
-            try:
-                await asyncio.to_thread(netns.create, box.namespace)
-                prefix = int(info["subnet"].split("/")[1])
-                await asyncio.to_thread(bridge.ensure_bridge, network, info["gateway"],
-                                        prefix)
-                mtu = await self.ensure_tunnel(info)
-                await asyncio.to_thread(bridge.attach, bridge.Attachment(
-                    network, owner, box.namespace, "eth0", box.address, prefix,
-                    info["gateway"], mac_for(box.address), mtu))
-                await asyncio.to_thread(dns_listener.write_resolv_conf, box.namespace)
-                me = box.record()
-                box.dns = await dns_listener.serve(box.namespace, lambda name: names.resolve(
-                    name, me, self.directory, self.vips))
-            except (MeshletError, OSError, NetlinkError):
-                await self.close_sandbox_locked(box)
-                raise
-            return box
-
-    async def release_mesh_addresses(self) -> None:
-        """Give back the addresses this node's mesh workloads held in an earlier run
-        (one that crashed could not); workloads starting now take theirs again."""
-        mine = mesh_owner(self.node, "")
-        for network in await self.client.networks():
-            for owner in network["addresses"]:
-                if owner.startswith(mine):
-                    await self.client.address_release(network["name"], owner)
-
-    async def add_local_addresses(self, box: Sandbox, addresses: list[str]) -> None:
-        """Put services' virtual IPs on the namespace's loopback, for its sidecar."""
-        await asyncio.to_thread(netns.add_loopback_addresses, box.namespace, addresses)
-
-    async def close_sandbox(self, box: Sandbox) -> None:
-        async with self.lock:
-            await self.close_sandbox_locked(box)
-
-    async def close_sandbox_locked(self, box: Sandbox) -> None:
-        self.sandboxes.pop(box.owner, None)
-        if box.dns is not None:
-            box.dns.close()
-            box.dns = None
-        await asyncio.to_thread(bridge.detach, box.network, box.owner)
-        await asyncio.to_thread(netns.remove, box.namespace)
-        await self.drop_unused_bridges([box.network])
-        try:
-            await self.client.address_release(box.network, box.owner)
-        except MeshletError as exc:
-            log.info("could not release %s's address: %s", box.owner, exc)
+        return {n for run in self.running.values() for n in run.networks} | \
+            self.sandboxes.networks()
 
     async def drop_unused_bridges(self, networks: list[str]) -> None:
         """A bridge lives while a container or mesh workload of this node uses it."""

@@ -29,7 +29,7 @@ from meshlet.errors import MeshletError, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from meshlet.agent.agent import Agent
-    from meshlet.agent.containers import Sandbox
+    from meshlet.agent.sandboxes import Sandbox
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
@@ -215,12 +215,13 @@ class Workload:
         assert self.spec.network is not None
         self.upstream_ends = await self.agent.upstream_ends(self.spec.upstreams,
                                                             UPSTREAM_VIP_TIMEOUT)
-        box = await self.agent.containers.open_sandbox(self.id, self.spec.network)
+        sandboxes = self.agent.containers.sandboxes
+        box = await sandboxes.open(self.id, self.spec.network)
         try:
-            await self.agent.containers.add_local_addresses(
+            await sandboxes.add_local_addresses(
                 box, sorted({vip for vip, _ in self.upstream_ends.values()}))
         except MeshletError:
-            await self.agent.containers.close_sandbox(box)
+            await sandboxes.close(box)
             raise
         self.sandbox = box
         self.bootstrap = namespaced_bootstrap(
@@ -383,7 +384,7 @@ class Workload:
         if self._admin_http is not None:
             await self._admin_http.close()
         if self.sandbox is not None:
-            await self.agent.containers.close_sandbox(self.sandbox)
+            await self.agent.containers.sandboxes.close(self.sandbox)
             self.sandbox = None
 
     async def drain_inbound(self, grace: float) -> None:
