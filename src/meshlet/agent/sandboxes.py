@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.net import bridge, dns_listener, names, netns
 from meshlet.net.overlay_plan import mac_for, mesh_owner
@@ -81,7 +79,7 @@ class Sandboxes:
                 me = box.record()
                 box.dns = await dns_listener.serve(box.namespace, lambda name: names.resolve(
                     name, me, runner.directory, runner.vips))
-            except (MeshletError, OSError, NetlinkError):
+            except BaseException:  # a failure, or the workload stopping meanwhile
                 await self.close_locked(box)
                 raise
             return box

@@ -220,7 +220,7 @@ class Workload:
         try:
             await sandboxes.add_local_addresses(
                 box, sorted({vip for vip, _ in self.upstream_ends.values()}))
-        except MeshletError:
+        except BaseException:
             await sandboxes.close(box)
             raise
         self.sandbox = box
