@@ -1,4 +1,4 @@
-"""The mesh inside namespaces (needs root): the shop's services, each replica in its
+"""The mesh inside namespaces (needs root): examples/shop/meshlet-netns.yaml, each replica in its
 own namespace on a bridge network with its sidecar beside it. Services resolve to
 virtual IPs bound inside each caller's namespace, so a plain client that connects to
 ``catalog:80`` reaches its sidecar and is balanced over every catalog replica."""
@@ -23,24 +23,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: creates network namespaces and links")
 
 SHOP = REPO / "examples" / "shop"
-FILE = f"""
-services:
-  pricing:
-    command: [python3, {SHOP / 'pricing.py'}]
-    network: shopnet
-    check: {{http: /health, interval: 300ms}}
-  catalog:
-    command: [python3, {SHOP / 'catalog.py'}]
-    replicas: 3
-    upstreams: [pricing]
-    network: shopnet
-    check: {{http: /health, interval: 300ms}}
-  frontend:
-    command: [python3, {SHOP / 'frontend.py'}]
-    upstreams: [catalog]
-    network: shopnet
-    check: {{http: /health, interval: 300ms}}
-"""
+SHOP_NETNS = SHOP / "meshlet-netns.yaml"
 GET = ("import json, sys, urllib.request\n"
        "for _ in range(int(sys.argv[2])):\n"
        "    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))['served_by'])")
@@ -56,10 +39,9 @@ def leftovers() -> list[str]:
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
     assert leftovers() == [], "the machine is not clean before the test"
-    (tmp_path / "shop.yaml").write_text(FILE)
     with downed(tmp_path):
-        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}",
-                str(tmp_path / "shop.yaml"), home=tmp_path)
+        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}", str(SHOP_NETNS),
+                home=tmp_path)
         yield tmp_path
     wait_for(lambda: leftovers() == [], 20, "down to remove every link and namespace")
 
@@ -78,7 +60,7 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
         return len(services) == 3 and all(s["passing"] == s["instances"] for s in services)
     wait_for(passing, 60, "every instance to pass its checks")
 
-    network = meshlet_json("network", "inspect", "shopnet", home=home)
+    network = meshlet_json("network", "inspect", "shop", home=home)
     subnet = ipaddress.ip_network(network["subnet"])
     catalog = meshlet_json("instances", "catalog", home=home)
     addresses = {i["address"] for i in catalog}
