@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lb_pick.py
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
 	$(BIN)/python bench/raft_bench.py
+	$(BIN)/python bench/wal_record.py
 	$(BIN)/python bench/network_bench.py
 
 clean:

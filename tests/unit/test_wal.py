@@ -101,3 +101,25 @@ async def test_a_server_alone_snapshots_compacts_and_recovers(tmp_path: Path) ->
     result = await again.propose(KVPut("after", b"1"))
     assert result.index > node.machine.index
     await again.stop()
+
+
+def test_raft_entries_are_stored_as_bytes_and_older_base64_records_still_load(
+        tmp_path: Path) -> None:
+    from meshlet.raft.core import Entry, HardState
+    from meshlet.raft.storage import RaftStorage
+    storage = RaftStorage(tmp_path)
+    storage.load()
+    storage.save(HardState(2, "a", 0), [Entry(2, 1, b"\x00binary\xff"), Entry(2, 2, b"{}")])
+    storage.close()
+    # An entry written by an earlier version: JSON, with its data in base64.
+    log = CommandLog(tmp_path / "raft-log")
+    list(log.recover())
+    log.append([LogRecord(log.last_index + 1, {"op": "entry", "term": 2, "index": 3,
+                                               "kind": 0, "data": "aGVsbG8="})])
+    log.close()
+    again = RaftStorage(tmp_path)
+    hard, _, entries = again.load()
+    assert hard == HardState(2, "a", 0)
+    assert [(e.index, e.data) for e in entries] == [
+        (1, b"\x00binary\xff"), (2, b"{}"), (3, b"hello")]
+    again.close()

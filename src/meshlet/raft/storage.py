@@ -70,8 +70,8 @@ class RaftStorage:
                 continue
             if cmd["index"] <= base:
                 continue  # folded into the snapshot
-            entry = Entry(cmd["term"], cmd["index"], base64.b64decode(cmd["data"]),
-                          cmd.get("kind", 0))
+            data = cmd["raw"] if "raw" in cmd else base64.b64decode(cmd["data"])
+            entry = Entry(cmd["term"], cmd["index"], data, cmd.get("kind", 0))
             if entry.index != base + len(entries) + 1:
                 raise StorageError(f"raft log in {self.directory}: entry {entry.index} "
                                    f"follows {base + len(entries)}")
@@ -124,7 +124,7 @@ class RaftStorage:
 
 def entry_record(entry: Entry) -> dict[str, object]:
     return {"op": "entry", "term": entry.term, "index": entry.index, "kind": entry.kind,
-            "data": base64.b64encode(entry.data).decode("ascii")}
+            "raw": entry.data}
 
 
 def hard_record(hard: HardState) -> dict[str, object]:
