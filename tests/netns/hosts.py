@@ -130,16 +130,6 @@ class Hosts:
             return False
         return True
 
-    def fetch(self, url: str) -> str:
-        """GET ``url`` from the underlay (where the tests' own requests come from)."""
-        code = (f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5)"
-                ".read().decode(), end='')")
-        return sh(*in_ns(self.under, sys.executable, "-c", code))
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
     def close(self) -> None:
         for host in list(self.agents):
             self.stop_agent(host)

@@ -16,34 +16,24 @@ from pathlib import Path
 import pytest
 
 from meshlet.agent.containers import namespace_prefix
-from meshlet.net import bridge, netns
+from meshlet.net import netns
 from tests.e2e.helpers import REPO, downed, free_port, meshlet, meshlet_json, wait_for
+from tests.netns.helpers import GET_SERVED_BY, clean_daemon, leftovers
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: creates network namespaces and links")
 
 SHOP = REPO / "examples" / "shop"
 SHOP_NETNS = SHOP / "meshlet-netns.yaml"
-GET = ("import json, sys, urllib.request\n"
-       "for _ in range(int(sys.argv[2])):\n"
-       "    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))['served_by'])")
 SRV = ("import dns.resolver; r = dns.resolver.Resolver(); "
        "srv = r.resolve('_catalog._tcp', 'SRV'); a = r.resolve('catalog', 'A'); "
        "print([x.port for x in srv][0], [x.address for x in a][0])")
 
 
-def leftovers() -> list[str]:
-    return bridge.ours() + netns.ours()
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
-    assert leftovers() == [], "the machine is not clean before the test"
-    with downed(tmp_path):
-        meshlet("up", "--detach", "--http", f"127.0.0.1:{free_port()}", str(SHOP_NETNS),
-                home=tmp_path)
+    with clean_daemon(tmp_path, str(SHOP_NETNS)):
         yield tmp_path
-    wait_for(lambda: leftovers() == [], 20, "down to remove every link and namespace")
 
 
 def inside(instance: str, *argv: str) -> str:
@@ -82,7 +72,7 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
         by_name["catalog-1"]
 
     # A plain client in frontend's namespace connects to catalog:80 and is balanced.
-    served = inside("frontend-0", sys.executable, "-c", GET, "http://catalog/items", "30")
+    served = inside("frontend-0", sys.executable, "-c", GET_SERVED_BY, "http://catalog/items", "30")
     assert set(served.split()) == {"catalog-0", "catalog-1", "catalog-2"}
 
     # The frontend app itself finds catalog by name, through the same path.
@@ -95,7 +85,7 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
     # Nothing listens on the VIP where no sidecar put it: pricing has no upstreams.
     refused = subprocess.run(
         ["ip", "netns", "exec", namespace_prefix(os.uname().nodename) + "svc.pricing-0",
-         sys.executable, "-c", GET, "http://catalog/items", "1"],
+         sys.executable, "-c", GET_SERVED_BY, "http://catalog/items", "1"],
         capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0
 

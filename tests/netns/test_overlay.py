@@ -19,6 +19,7 @@ from meshlet.agent.containers import namespace_prefix
 from meshlet.net import netns
 from meshlet.net.vxlan import vxlan_name
 from tests.conftest import wait_until
+from tests.netns.helpers import GET_SERVED_BY
 from tests.netns.hosts import Hosts, in_ns, sh
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
@@ -114,10 +115,6 @@ services:
     upstreams: [catalog]
     network: ov
 """
-GET = ("import json, sys, urllib.request\n"
-       "for _ in range(int(sys.argv[2])):\n"
-       "    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))['served_by'])")
-
 
 def test_mesh_services_on_an_overlay_call_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
     hosts.cli("network", "create", "ov", "--driver", "overlay", "--subnet",
@@ -134,7 +131,7 @@ def test_mesh_services_on_an_overlay_call_across_hosts(hosts: Hosts, tmp_path: P
     namespace = namespace_prefix("host2") + "svc.frontend-0"
     def served() -> set[str] | None:
         done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c",
-                               GET, "http://catalog/items", "20"],
+                               GET_SERVED_BY, "http://catalog/items", "20"],
                               capture_output=True, text=True, timeout=60, check=False)
         return set(done.stdout.split()) if done.returncode == 0 else None
     assert wait_until(served, 30, "frontend to reach catalog") == {"catalog-0", "catalog-1"}
