@@ -8,6 +8,7 @@ config they were given, so traffic keeps flowing on what was last known.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
 from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
-from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.errors import Conflict, MeshletError, NotFound, Unavailable
 from meshlet.net import netns
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class Agent:
             try:
                 await self.client.network(name)
             except NotFound:
-                await self.client.network_create(name)
+                with contextlib.suppress(Conflict):  # another agent made it meanwhile
+                    await self.client.network_create(name)
 
     async def upstream_ends(self, upstreams: list[str], timeout: float
                             ) -> dict[str, tuple[str, int]]:
