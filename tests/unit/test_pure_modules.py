@@ -16,7 +16,8 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
         SRC / "proxy" / "partition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "net" / "ipam.py",
-        SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py"]
+        SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py",
+        SRC / "api" / "kv_put_request.py"]
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.server.node_reaper import DEFAULT_TTL
@@ -32,10 +33,13 @@ class ServerOptions:
     join: list[str] = field(default_factory=list)
     bootstrap_expect: int | None = None
     snapshot_every: int = 8192
+    snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
+        if self.snapshot_interval < 0:
+            raise ConfigError("snapshot_interval: must not be negative", "snapshot_interval")
         if self.node_ttl <= 0:
             raise ConfigError("node_ttl: must be more than 0", "node_ttl")
         if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
@@ -55,11 +59,13 @@ class Server:
     """A started server; ``url`` is where its API listens (the real port if 0 was asked)."""
 
     def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str,
-                 api: Api) -> None:
+                 api: Api, listening: asyncio.Server, fast_lane: FastLaneStats) -> None:
         self.node = node
         self.runner = runner
         self.url = url
         self.api = api
+        self.listening = listening
+        self.fast_lane = fast_lane
         self.finding: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -87,7 +93,7 @@ class Server:
         elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
             founders = {options.server_id: address}
         node = RaftServerNode(data_dir, options.server_id, address, founders,
-                              options.snapshot_every)
+                              options.snapshot_every, options.snapshot_interval)
         try:
             await node.open()
         except BaseException:
@@ -98,9 +104,13 @@ class Server:
         api = Api(node, options.node_ttl)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        aiohttp_protocol = runner.server
+        assert aiohttp_protocol is not None
+        stats = FastLaneStats()
+        listening = await asyncio.get_running_loop().create_server(
+            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         api.reaper.start()
-        server = cls(node, runner, url, api)
+        server = cls(node, runner, url, api, listening, stats)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -154,6 +164,9 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.finding
         await self.api.reaper.stop()
+        self.listening.close()
+        for conn in list(self.fast_lane.connections):
+            conn.close()
         await self.runner.cleanup()
         await self.node.stop()
 

@@ -1,0 +1,171 @@
+"""The API's front door: KV puts on the leader answered directly, the rest by aiohttp.
+
+A write costs the leader about as much in aiohttp's request machinery (request and
+response objects, routing, middlewares) as in Raft itself, and the leader's event
+loop is what limits write throughput. So each connection starts here. While its
+requests are plain ``PUT /v1/kv/KEY`` (``kv_put_request.py``) and this server leads,
+they are parsed from the raw bytes, proposed through ``Api.propose`` and answered with
+the same status, body and headers aiohttp would give. The first request that is
+anything else (another route, a follower's write to forward, an unusual form) hands
+the connection, with every byte not yet answered, to aiohttp's protocol for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from meshlet.api import kv_put_request
+from meshlet.api.kv_put_request import INCOMPLETE, KvPut
+from meshlet.errors import MeshletError, NotLeader
+from meshlet.state.commands import KVPut
+
+log = logging.getLogger(__name__)
+READ_HIGH = 1024 * 1024  # stop reading while this much waits behind a request
+
+
+class FastLaneStats:
+    """Requests answered here, and connections handed to aiohttp."""
+
+    def __init__(self) -> None:
+        self.served = 0
+        self.handed_over = 0
+        self.connections: set[FastLane] = set()
+
+
+class HttpDate:
+    """The ``Date`` header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.value = formatdate(second, usegmt=True).encode()
+        return self.value
+
+
+DATE = HttpDate()
+
+
+def response(status: int, body: bytes, headers: dict[str, str], keep_alive: bool) -> bytes:
+    head = [b"HTTP/1.1 %d %b\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nDate: %b\r\n"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), DATE.now())]
+    for name, value in headers.items():
+        head.append(b"%b: %b\r\n" % (name.encode(), value.encode()))
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
+
+
+class FastLane(asyncio.Protocol):
+    def __init__(self, api: Any, fallback: Callable[[], asyncio.Protocol],
+                 stats: FastLaneStats) -> None:
+        self.api = api
+        self.fallback = fallback
+        self.stats = stats
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.busy: asyncio.Task[None] | None = None
+        self.closed = False
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.stats.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.stats.connections.discard(self)
+        if self.busy is not None:
+            self.busy.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.busy is None:
+            self.next_request()
+        elif len(self.buffer) > READ_HIGH and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool | None:
+        return self.busy is not None  # finish the answer in flight, then close
+
+    def next_request(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        if not self.buffer:
+            return
+        request = kv_put_request.parse(self.buffer)
+        if request is INCOMPLETE:
+            return
+        if not isinstance(request, KvPut) or not self.api.node.driver.is_leader:
+            self.hand_over(self.buffer)
+            return
+        raw = self.buffer[:request.end]
+        self.buffer = self.buffer[request.end:]
+        self.busy = asyncio.get_running_loop().create_task(self.serve(request, raw))
+
+    async def serve(self, request: KvPut, raw: bytes) -> None:
+        command = KVPut(request.key, raw[request.body_start:request.end], request.cas)
+        try:
+            result = await self.api.propose(command)
+        except NotLeader:
+            # It certainly did not commit: aiohttp runs it again and forwards it.
+            self.busy = None
+            self.hand_over(raw + self.buffer)
+            return
+        except MeshletError as exc:
+            status, body, index = exc.http_status, {"error": exc.to_dict()}, None
+        except Exception:
+            log.exception("unhandled error in PUT /v1/kv/%s", request.key)
+            status, body, index = 500, {"error": {"code": "internal", "message":
+                                                  "internal server error", "field": None}}, None
+        else:
+            status, body, index = 200, result.value, result.index
+        self.busy = None
+        if self.closed:
+            return
+        headers = {} if index is None else {"X-Meshlet-Index": str(index),
+                                            **self.api.node.read_headers()}
+        self.stats.served += 1
+        self.transport.write(response(  # type: ignore[union-attr]
+            status, json.dumps(body).encode(), headers, request.keep_alive))
+        if not request.keep_alive:
+            self.close()
+            return
+        self.next_request()
+
+    def hand_over(self, pending: bytes) -> None:
+        """aiohttp's protocol takes this connection from here on."""
+        transport = self.transport
+        assert transport is not None
+        self.stats.connections.discard(self)
+        self.stats.handed_over += 1
+        self.buffer = b""
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        protocol = self.fallback()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if pending:
+            protocol.data_received(pending)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()

@@ -1,0 +1,95 @@
+"""Recognise the API's hottest request, ``PUT /v1/kv/KEY[?cas=N]``, in raw bytes.
+
+The server's fast lane (``fast_lane.py``) answers these without aiohttp. It takes
+only the plain form, whose meaning cannot differ between the two paths: HTTP/1.1, a
+``Content-Length`` body, a key of unreserved characters with no empty or dot segment
+(which URL normalisation would change), and no query but ``cas`` as decimal digits.
+Everything else, including malformed input, goes to aiohttp, which answers or refuses
+it as it does any request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_HEAD: Final = 16 * 1024
+MAX_BODY: Final = 4 * 1024 * 1024  # the API's client_max_size
+PREFIX: Final = b"PUT /v1/kv/"
+SUFFIX: Final = b" HTTP/1.1"
+KEY_BYTES: Final = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/:@")
+# Headers that change how the message is framed or answered: the fast lane leaves
+# requests carrying them to aiohttp.
+FRAMING: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+
+class Incomplete:
+    """More bytes are needed to tell."""
+
+
+INCOMPLETE: Final = Incomplete()
+
+
+@dataclass(frozen=True, slots=True)
+class KvPut:
+    key: str
+    cas: int | None
+    body_start: int  # offset of the body in the buffer
+    end: int  # offset just past the body
+    keep_alive: bool
+
+
+def parse(buffer: bytes) -> KvPut | Incomplete | None:
+    """The request at the start of ``buffer`` if it is a plain KV put; ``INCOMPLETE``
+    if that cannot be told yet; ``None`` if aiohttp should have it."""
+    if not buffer.startswith(PREFIX):
+        return INCOMPLETE if PREFIX.startswith(buffer[:len(PREFIX)]) else None
+    head_end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if head_end < 0:
+        return INCOMPLETE if len(buffer) < MAX_HEAD else None
+    lines = buffer[:head_end].split(b"\r\n")
+    target = request_target(lines[0])
+    if target is None:
+        return None
+    key, cas = target
+    length: int | None = None
+    keep_alive = True
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or name[:1] in b" \t":
+            return None
+        lower = name.lower()
+        value = value.strip()
+        if lower == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif lower == b"connection":
+            keep_alive = b"close" not in value.lower()
+        elif lower in FRAMING:
+            return None
+    if length is None or length > MAX_BODY:
+        return None
+    body_start = head_end + 4
+    if len(buffer) < body_start + length:
+        return INCOMPLETE
+    return KvPut(key, cas, body_start, body_start + length, keep_alive)
+
+
+def request_target(line: bytes) -> tuple[str, int | None] | None:
+    """(key, cas) from ``PUT /v1/kv/KEY[?cas=N] HTTP/1.1``, or None if not plain."""
+    if not line.endswith(SUFFIX):
+        return None
+    target = line[len(PREFIX):-len(SUFFIX)]
+    path, question, query = target.partition(b"?")
+    cas: int | None = None
+    if question:
+        if not query.startswith(b"cas=") or not query[4:].isdigit() or len(query) > 24:
+            return None
+        cas = int(query[4:])
+    if not path or not KEY_BYTES.issuperset(path):
+        return None
+    if any(segment in (b"", b".", b"..") for segment in path.split(b"/")):
+        return None
+    return path.decode(), cas

@@ -1,0 +1,72 @@
+"""Which raw requests the server's fast lane takes as plain KV puts, and what it reads."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshlet.api.kv_put_request import INCOMPLETE, KvPut, parse
+
+
+def put(target: str = "/v1/kv/app/colour", body: bytes = b"blue",
+        headers: str = "Host: x\r\n", version: str = "HTTP/1.1") -> bytes:
+    return (f"PUT {target} {version}\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
+
+
+def test_a_plain_put_gives_key_cas_and_body() -> None:
+    raw = put()
+    request = parse(raw)
+    assert request == KvPut("app/colour", None, raw.index(b"blue"), len(raw), True)
+    assert raw[request.body_start:request.end] == b"blue"  # type: ignore[union-attr]
+    assert parse(put("/v1/kv/a?cas=0")).cas == 0  # type: ignore[union-attr]
+    assert parse(put("/v1/kv/a?cas=17")).cas == 17  # type: ignore[union-attr]
+
+
+def test_connection_close_is_honoured() -> None:
+    request = parse(put(headers="Connection: Close\r\n"))
+    assert isinstance(request, KvPut) and not request.keep_alive
+
+
+def test_pipelined_requests_end_where_the_first_does() -> None:
+    first, second = put(body=b"1"), put(body=b"22")
+    request = parse(first + second)
+    assert isinstance(request, KvPut) and request.end == len(first)
+    assert parse((first + second)[request.end:]) == parse(second)
+
+
+@given(st.binary(max_size=40), st.sampled_from(["", "?cas=5"]))
+def test_every_prefix_of_a_put_is_incomplete(body: bytes, query: str) -> None:
+    raw = put("/v1/kv/k" + query, body)
+    for cut in range(len(raw)):
+        assert parse(raw[:cut]) is INCOMPLETE, raw[:cut]
+    assert isinstance(parse(raw), KvPut)
+
+
+def test_anything_else_goes_to_aiohttp() -> None:
+    others = [
+        b"GET /v1/kv/a HTTP/1.1\r\n\r\n",
+        b"PUT /v1/kvx HTTP/1.1\r\n\r\n",
+        b"PUT /v1/config/web HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        put(version="HTTP/1.0"),
+        put("/v1/kv/a?cas=-1"), put("/v1/kv/a?cas=x"), put("/v1/kv/a?cas=1&x=2"),
+        put("/v1/kv/a?raw"),
+        put("/v1/kv/a%2Fb"), put("/v1/kv/a b"), put("/v1/kv/"),
+        put("/v1/kv/a//b"), put("/v1/kv/a/./b"), put("/v1/kv/../b"), put("/v1/kv/a/"),
+        put(headers="Transfer-Encoding: chunked\r\n"),
+        put(headers="Expect: 100-continue\r\n"),
+        put(headers="Content-Length: 4\r\n"),  # a second length
+        put(headers=" folded: header\r\n"),
+        put(headers="no colon\r\n"),
+        b"PUT /v1/kv/a HTTP/1.1\r\nContent-Length: 9999999999\r\n\r\n",
+        b"PUT /v1/kv/a HTTP/1.1\r\n\r\n",  # no length
+        b"PUT /v1/kv/a HTTP/1.1\r\nContent-Length: +4\r\n\r\nblue",
+        b"POST /v1/kv/a HTTP/1.1\r\n\r\n",
+    ]
+    for raw in others:
+        assert parse(raw) is None, raw
+
+
+def test_a_head_that_never_ends_goes_to_aiohttp() -> None:
+    raw = b"PUT /v1/kv/a HTTP/1.1\r\n" + b"X-Filler: " + b"y" * 20000
+    assert parse(raw) is None
