@@ -20,6 +20,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from meshlet.raft.core import (
     Message,
     NotLeaderError,
     RaftNode,
+    Ready,
     Role,
     config_members,
 )
@@ -72,12 +74,20 @@ def raft_addresses(members: dict[str, Any]) -> dict[str, tuple[str, int]]:
     return addresses
 
 
+def snapshot_due(entries: int, threshold: int, seconds: float, interval: float) -> bool:
+    """Consul's policy: a snapshot once ``threshold`` entries have piled up, at most one
+    per ``interval`` (a snapshot stalls the loop while the state is serialised), but
+    always past 16 times the threshold, which bounds the log in memory and on disk."""
+    return entries >= threshold and (seconds >= interval or entries >= 16 * threshold)
+
+
 class RaftDriver:
     def __init__(self, node_id: str, listen: tuple[str, int] | None, directory: Path,
                  apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
                  take_snapshot: Callable[[], bytes],
                  founders: dict[str, Any] | None = None, snapshot_every: int = 8192,
-                 tick_interval: float = 0.05, election_ticks: int = 10) -> None:
+                 tick_interval: float = 0.05, election_ticks: int = 10,
+                 snapshot_interval: float = 0.0) -> None:
         """``founders`` (id -> member info) bootstraps a new cluster when the directory
         is empty; without it an empty server waits to be added to one."""
         self.id = node_id
@@ -87,6 +97,8 @@ class RaftDriver:
         self.restore = restore
         self.take_snapshot = take_snapshot
         self.snapshot_every = snapshot_every
+        self.snapshot_interval = snapshot_interval
+        self.last_snapshot = 0.0  # loop time of the last snapshot taken here
         self.tick_interval = tick_interval
         self.election_ticks = election_ticks
         self.node: RaftNode | None = None
@@ -104,6 +116,9 @@ class RaftDriver:
         self.leader_changes = 0
         self.last_leader: str | None = None
         self.ticker: asyncio.Task[None] | None = None
+        self.sync_thread = ThreadPoolExecutor(1, thread_name_prefix="raft-fsync")
+        self.syncing: asyncio.Future[None] | None = None  # the leader's fsync in flight
+        self.closing = False
 
     def __repr__(self) -> str:
         return f"<RaftDriver {self.node!r}>"
@@ -183,6 +198,10 @@ class RaftDriver:
         if self.ticker is not None:
             self.ticker.cancel()
         await self.transport.stop()
+        self.closing = True
+        while self.syncing is not None:
+            await asyncio.wait([self.syncing])
+        self.sync_thread.shutdown()
         self.storage.close()
         for _, future in self.waiting.values():
             if not future.done():
@@ -309,6 +328,7 @@ class RaftDriver:
         node = self.node
         assert node is not None
         started = time.perf_counter()
+        self.last_snapshot = asyncio.get_running_loop().time()
         node.compact(node.applied, self.take_snapshot())
         assert node.snapshot is not None
         self.storage.save_snapshot(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
@@ -337,6 +357,8 @@ class RaftDriver:
     def process(self) -> None:
         node = self.node
         assert node is not None
+        if self.syncing is not None or self.closing:  # this Ready waits for the fsync
+            return
         for _ in range(10):
             ready = node.ready()
             if ready.empty():
@@ -349,31 +371,83 @@ class RaftDriver:
                                       time.perf_counter() - started, installed=True)
                 log.info("installed a snapshot at index %d from %s", ready.snapshot.index,
                          node.leader)
-            self.storage.save(ready.hard_state, ready.entries)
-            if ready.entries or ready.snapshot is not None:
-                self.follow_config()
-            for m in ready.messages:                               # 2. send
-                self.transport.send(m)
-            for entry in ready.committed:                          # 3. apply
-                result = self.apply(entry) if entry.kind != CONFIG else None
-                waiter = self.waiting.pop(entry.index, None)
-                if waiter is not None and not waiter[1].done():
-                    if waiter[0] == entry.term:
-                        waiter[1].set_result(result)
-                    else:  # another leader's entry took this index
-                        waiter[1].set_exception(NotLeader("leadership changed"))
-            for context, index in ready.reads:
-                read = self.reads.pop(context, None)
-                if read is not None and not read.done():
-                    read.set_result(index)
-            node.advance(ready)                                    # 4. advance
-            if node.leader is not None and node.leader != self.last_leader:
-                self.leader_changes += 1
-                self.last_leader = node.leader
-            if ready.committed:
-                self.applied_changed.set()
-            if node.applied - node.offset >= self.snapshot_every:
-                self.compact()
+            if self.may_sync_later(ready):
+                if self.storage.save(ready.hard_state, ready.entries, sync=False):
+                    self.send_and_apply(ready)
+                    self.sync_in_background(ready)
+                    return
+            else:
+                self.storage.save(ready.hard_state, ready.entries)
+            self.send_and_apply(ready)
+            self.advance(ready)
+        self.after_role_change()
+
+    def may_sync_later(self, ready: Ready) -> bool:
+        """A leader's own appends need not be durable before it sends them (thesis
+        §10.2.1): it counts its copy towards commitment only once they are. Anything
+        that changes the term or vote, or installs a snapshot, is durable first."""
+        assert self.node is not None
+        return (self.node.role == Role.LEADER and ready.snapshot is None
+                and (ready.hard_state is None or not self.storage.changes_vote(ready.hard_state)))
+
+    def sync_in_background(self, ready: Ready) -> None:
+        """fsync on a thread while the loop takes more requests, which the next Ready
+        carries together; ``ready`` is advanced (the entries counted as persisted)
+        when the fsync returns."""
+        loop = asyncio.get_running_loop()
+        self.syncing = loop.run_in_executor(self.sync_thread, self.storage.sync)
+        self.syncing.add_done_callback(lambda done: self.synced(ready, done))
+
+    def synced(self, ready: Ready, done: asyncio.Future[None]) -> None:
+        self.syncing = None
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            # What was written may not be on disk: going on could acknowledge writes a
+            # crash would lose. Stop the server instead.
+            log.critical("fsync of the raft log failed: %s; stopping", error)
+            raise SystemExit(f"meshlet: fsync of the raft log failed: {error}")
+        self.advance(ready)
+        self.process()
+
+    def send_and_apply(self, ready: Ready) -> None:
+        node = self.node
+        assert node is not None
+        if ready.entries or ready.snapshot is not None:
+            self.follow_config()
+        for m in ready.messages:                                   # 2. send
+            self.transport.send(m)
+        for entry in ready.committed:                              # 3. apply
+            result = self.apply(entry) if entry.kind != CONFIG else None
+            waiter = self.waiting.pop(entry.index, None)
+            if waiter is not None and not waiter[1].done():
+                if waiter[0] == entry.term:
+                    waiter[1].set_result(result)
+                else:  # another leader's entry took this index
+                    waiter[1].set_exception(NotLeader("leadership changed"))
+        for context, index in ready.reads:
+            read = self.reads.pop(context, None)
+            if read is not None and not read.done():
+                read.set_result(index)
+
+    def advance(self, ready: Ready) -> None:
+        node = self.node
+        assert node is not None
+        node.advance(ready)                                        # 4. advance
+        if node.leader is not None and node.leader != self.last_leader:
+            self.leader_changes += 1
+            self.last_leader = node.leader
+        if ready.committed:
+            self.applied_changed.set()
+        if snapshot_due(node.applied - node.offset, self.snapshot_every,
+                        asyncio.get_running_loop().time() - self.last_snapshot,
+                        self.snapshot_interval):
+            self.compact()
+
+    def after_role_change(self) -> None:
+        node = self.node
+        assert node is not None
         if node.role != Role.LEADER:
             self.role_changed.set()
             for read in self.reads.values():

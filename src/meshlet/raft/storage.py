@@ -11,7 +11,8 @@ deleting the old ones replays correctly. Entries and hard state of one Ready sha
 one write and one fsync; a change of the commit index alone is written without one
 (a lost commit index is learnt again from the leader). ``save`` returns when durable,
 so the core's obligation (persist before sending) holds when the driver calls it
-first.
+first; a leader's driver may instead save without the fsync and call ``sync`` on
+another thread, counting the entries as persisted only once that returns.
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ class RaftStorage:
         self.hard = hard
         return hard, snapshot, entries
 
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
-        """Persist new or rewritten entries and the hard state; durable on return."""
+    def save(self, hard: HardState | None, entries: list[Entry], sync: bool = True) -> bool:
+        """Persist new or rewritten entries and the hard state; durable on return, or,
+        with ``sync`` False, once ``sync()`` has been called. Returns whether the
+        records need that fsync (a commit index alone does not)."""
         records: list[LogRecord] = []
         seq = self.records.last_index
         if entries and entries[0].index <= self.last_index:
@@ -90,16 +93,26 @@ class RaftStorage:
         for entry in entries:
             seq += 1
             records.append(LogRecord(seq, entry_record(entry)))
-        sync = bool(entries)
+        needs_sync = bool(entries)
         if hard is not None:
             seq += 1
             records.append(LogRecord(seq, hard_record(hard)))
-            sync |= (hard.term, hard.vote) != (self.hard.term, self.hard.vote)
+            needs_sync |= self.changes_vote(hard)
             self.hard = hard
         if records:
-            self.records.append(records, sync)
+            self.records.append(records, sync and needs_sync)
         if entries:
             self.last_index = entries[-1].index
+        return needs_sync and bool(records)
+
+    def changes_vote(self, hard: HardState) -> bool:
+        """Whether ``hard`` changes the term or vote: those are durable before any reply."""
+        return (hard.term, hard.vote) != (self.hard.term, self.hard.vote)
+
+    def sync(self) -> None:
+        """Make everything saved so far durable. Safe to call from another thread while
+        the event loop carries on, as long as nothing is saved meanwhile."""
+        self.records.sync()
 
     def save_snapshot(self, snapshot: Snapshot, after: list[Entry]) -> None:
         """Persist ``snapshot``, then replace the log by the entries ``after`` it: a

@@ -4,8 +4,8 @@ Record: ``u32 length | u32 crc32(payload) | payload`` where payload is JSON
 ``{"index": N, "cmd": {...}}``, or, for a Raft entry (``{"op": "entry", ..., "raw":
 bytes}``), a zero byte, a fixed header and the entry's bytes as they are: the hot path
 writes every entry once per server, and JSON with base64 cost more than the rest of
-the write. ``append`` returns only after fsync, so a caller may
-acknowledge once it returns. Recovery truncates a torn last record (a crash mid-write)
+the write. ``append`` returns only after fsync (unless told to leave that to a later
+``sync``), so a caller may acknowledge once it returns. Recovery truncates a torn last record (a crash mid-write)
 but refuses, with StorageError, a damaged record that has valid data after it: that is
 corruption, and silently dropping acknowledged writes behind it would be worse.
 
@@ -153,7 +153,10 @@ class CommandLog:
         self._file.write(b"".join(encode_record(r) for r in records))
         self._file.flush()
         if sync:
-            os.fdatasync(self._file.fileno())
+            self.sync()
+
+    def sync(self) -> None:
+        os.fdatasync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
