@@ -10,6 +10,7 @@ fresh cluster to its first acknowledged write. Clients are aiohttp, talking to
 meshlet's HTTP API and to etcd's v3 JSON gateway.
 
 Usage: python bench/raft_bench.py [--seconds 3]   (needs Debian's etcd-server)
+BENCH_EXTRA="--snapshot-every 1000" adds flags to each meshlet server's command line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import aiohttp
 
 VALUE = b"v" * 64
+EXTRA = os.environ.get("BENCH_EXTRA", "").split()
 
 
 def free_ports(n: int) -> list[int]:
@@ -95,7 +97,7 @@ class Meshlet(System):
             self.procs[i] = subprocess.Popen(
                 [sys.executable, "-m", "meshlet", "server", "--id", i, "--data-dir",
                  str(root / i), "--http", f"127.0.0.1:{http[i]}",
-                 "--raft", f"127.0.0.1:{raft[i]}", *peers],
+                 "--raft", f"127.0.0.1:{raft[i]}", *peers, *EXTRA],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def put(self, s: aiohttp.ClientSession, url: str, key: str) -> bool:

@@ -43,7 +43,7 @@ class Servers:
                 [sys.executable, "-m", "meshlet", "--verbose", "server", "--id", node,
                  "--data-dir", str(self.root / node), "--http",
                  f"127.0.0.1:{self.http[node]}", "--raft", f"127.0.0.1:{self.raft[node]}",
-                 "--snapshot-every", "40", *how],
+                 "--snapshot-every", "40", "--snapshot-interval", "0s", *how],
                 env=env_for(self.root), stdout=log, stderr=log)
 
     def found(self, node: str) -> None:

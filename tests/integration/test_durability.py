@@ -27,7 +27,8 @@ def free_port() -> int:
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshlet", "server", "--data-dir", str(data_dir),
-         "--http", f"127.0.0.1:{port}", "--snapshot-every", "150"],
+         "--http", f"127.0.0.1:{port}", "--snapshot-every", "150",
+         "--snapshot-interval", "0s"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: reachable(port), 15, message="the server to listen")
     return proc

@@ -112,7 +112,11 @@ def down() -> None:
 @click.option("--id", "server_id", default="server-1", show_default=True,
               help="This server's id, unique in its cluster.")
 @click.option("--snapshot-every", default=8192, show_default=True, type=click.IntRange(1),
-              help="Snapshot the state and compact the log after this many entries.")
+              help="Snapshot the state and compact the log once this many entries "
+                   "have piled up (at most once per --snapshot-interval, unless 16 "
+                   "times as many have).")
+@click.option("--snapshot-interval", default="30s", show_default=True, metavar="DURATION",
+              help="Least time between two snapshots.")
 @click.option("--raft", "raft_addr", default=None, metavar="HOST:PORT",
               help="Listen here for the other servers (needed to have any).")
 @click.option("--peer", "peer_specs", multiple=True, metavar="ID=RAFT_ADDR,HTTP_ADDR",
@@ -125,6 +129,7 @@ def down() -> None:
               help="Found a new cluster once this many servers (found through --join) "
                    "are up.")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
+           snapshot_interval: str,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
            node_ttl: str, bootstrap_expect: int | None) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
@@ -140,7 +145,9 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         raft=parse_hostport(raft_addr, "--raft") if raft_addr is not None else None,
         peers=dict(parse_peer(spec) for spec in peer_specs),
         join=[to_url(u) for u in join_urls], bootstrap_expect=bootstrap_expect,
-        snapshot_every=snapshot_every, node_ttl=parse_duration(node_ttl, "node_ttl"))
+        snapshot_every=snapshot_every,
+        snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
+        node_ttl=parse_duration(node_ttl, "node_ttl"))
     options.check()
     from meshlet.loop import install_uvloop
     install_uvloop()  # a faster event loop: much of a server's time is in it

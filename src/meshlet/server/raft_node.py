@@ -40,7 +40,7 @@ class PeerAddress:
 class RaftServerNode:
     def __init__(self, data_dir: Path, node_id: str, address: PeerAddress,
                  founders: dict[str, PeerAddress] | None = None,
-                 snapshot_every: int = 8192) -> None:
+                 snapshot_every: int = 8192, snapshot_interval: float = 0.0) -> None:
         """``founders`` bootstraps a new cluster (ignored once the data directory holds
         one); without it the server waits to be added to a cluster."""
         self.data_dir = data_dir
@@ -52,7 +52,7 @@ class RaftServerNode:
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
             self.machine.snapshot,
             {i: a.info() for i, a in founders.items()} if founders is not None else None,
-            snapshot_every)
+            snapshot_every, snapshot_interval=snapshot_interval)
 
     def __repr__(self) -> str:
         return f"<RaftServerNode {self.id} {self.driver!r} index={self.machine.index}>"
