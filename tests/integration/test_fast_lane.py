@@ -153,6 +153,20 @@ async def test_a_body_in_pieces_and_connection_close(server: Server) -> None:
         await conn.close()
 
 
+async def test_a_large_value_arriving_in_many_reads(server: Server) -> None:
+    conn = await RawConnection.open(server)
+    try:
+        value = bytes(range(256)) * 2048  # 512 KiB, the most a value may hold
+        served = server.fast_lane.served
+        await conn.send(put("big", value))
+        status, _, body = await conn.response()
+        assert status == 200, body
+        assert server.fast_lane.served == served + 1
+        assert server.node.machine.kv["big"].value == value
+    finally:
+        await conn.close()
+
+
 async def test_a_malformed_request_gets_aiohttps_refusal(server: Server) -> None:
     conn = await RawConnection.open(server)
     try:

@@ -41,6 +41,7 @@ def test_every_prefix_of_a_put_is_incomplete(body: bytes, query: str) -> None:
     for cut in range(len(raw)):
         assert parse(raw[:cut]) is INCOMPLETE, raw[:cut]
     assert isinstance(parse(raw), KvPut)
+    assert parse(bytearray(raw)) == parse(raw)  # the fast lane's buffer is a bytearray
 
 
 def test_anything_else_goes_to_aiohttp() -> None:

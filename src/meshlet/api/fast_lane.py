@@ -77,7 +77,7 @@ class FastLane(asyncio.Protocol):
         self.fallback = fallback
         self.stats = stats
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
+        self.buffer = bytearray()  # received, not yet answered
         self.busy: asyncio.Task[None] | None = None
         self.closed = False
         self.paused = False
@@ -113,10 +113,10 @@ class FastLane(asyncio.Protocol):
         if request is INCOMPLETE:
             return
         if not isinstance(request, KvPut) or not self.api.node.driver.is_leader:
-            self.hand_over(self.buffer)
+            self.hand_over(bytes(self.buffer))
             return
-        raw = self.buffer[:request.end]
-        self.buffer = self.buffer[request.end:]
+        raw = bytes(self.buffer[:request.end])
+        del self.buffer[:request.end]
         self.busy = asyncio.get_running_loop().create_task(self.serve(request, raw))
 
     async def serve(self, request: KvPut, raw: bytes) -> None:
@@ -126,7 +126,7 @@ class FastLane(asyncio.Protocol):
         except NotLeader:
             # It certainly did not commit: aiohttp runs it again and forwards it.
             self.busy = None
-            self.hand_over(raw + self.buffer)
+            self.hand_over(raw + bytes(self.buffer))
             return
         except MeshletError as exc:
             status, body, index = exc.http_status, {"error": exc.to_dict()}, None
@@ -155,7 +155,7 @@ class FastLane(asyncio.Protocol):
         assert transport is not None
         self.stats.connections.discard(self)
         self.stats.handed_over += 1
-        self.buffer = b""
+        self.buffer = bytearray()
         if self.paused:
             self.paused = False
             transport.resume_reading()

@@ -40,7 +40,7 @@ class KvPut:
     keep_alive: bool
 
 
-def parse(buffer: bytes) -> KvPut | Incomplete | None:
+def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
     """The request at the start of ``buffer`` if it is a plain KV put; ``INCOMPLETE``
     if that cannot be told yet; ``None`` if aiohttp should have it."""
     if not buffer.startswith(PREFIX):
@@ -48,7 +48,7 @@ def parse(buffer: bytes) -> KvPut | Incomplete | None:
     head_end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if head_end < 0:
         return INCOMPLETE if len(buffer) < MAX_HEAD else None
-    lines = buffer[:head_end].split(b"\r\n")
+    lines = bytes(buffer[:head_end]).split(b"\r\n")
     target = request_target(lines[0])
     if target is None:
         return None

@@ -5,9 +5,10 @@ Record: ``u32 length | u32 crc32(payload) | payload`` where payload is JSON
 bytes}``), a zero byte, a fixed header and the entry's bytes as they are: the hot path
 writes every entry once per server, and JSON with base64 cost more than the rest of
 the write. ``append`` returns only after fsync (unless told to leave that to a later
-``sync``), so a caller may acknowledge once it returns. Recovery truncates a torn last record (a crash mid-write)
-but refuses, with StorageError, a damaged record that has valid data after it: that is
-corruption, and silently dropping acknowledged writes behind it would be worse.
+``sync``), so a caller may acknowledge once it returns. Recovery truncates a torn last
+record (a crash mid-write) but refuses, with StorageError, a damaged record that has
+valid data after it: that is corruption, and silently dropping acknowledged writes
+behind it would be worse.
 
 Segments are named ``log-<first index>.wal``; after a snapshot the Raft storage starts a
 new segment and deletes the older ones.
