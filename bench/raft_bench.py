@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import compileall
 import contextlib
 import os
 import shutil
@@ -251,6 +252,11 @@ def main() -> int:
     if not shutil.which("etcd"):
         print("bench: etcd is not installed (Debian package etcd-server)", file=sys.stderr)
         return 0
+    # Byte-compile meshlet as pip does when it installs a package. Without this an
+    # editable checkout under PYTHONDONTWRITEBYTECODE compiles every module in every
+    # server process, which the first-write time would wrongly include.
+    import meshlet
+    compileall.compile_dir(Path(meshlet.__file__).parent, quiet=1)
     table: dict[str, dict[str, Any]] = {}
     for cls in (Meshlet, Etcd):
         root = Path(tempfile.mkdtemp(prefix=f"raft-bench-{cls.name}-"))
