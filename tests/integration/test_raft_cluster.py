@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +170,85 @@ def test_storage_snapshot_replaces_the_log_even_across_a_crash(tmp_path: Path) -
     for path, data in old.items():
         path.write_bytes(data)
     assert RaftStorage(fresh).load()[1:] == (snap, kept)
+
+
+async def test_a_leader_acknowledges_only_after_its_fsync_returns(tmp_path: Path) -> None:
+    """The leader's fsync runs on a thread; alone, its own copy is the majority, so a
+    write must wait for that fsync. A slow disk is the fault simulated here."""
+    me = {"solo": ("127.0.0.1", free_port())}
+    member = Member("solo", me, tmp_path)
+    driver = member.driver
+    await driver.start()
+    try:
+        await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
+        real_sync = driver.storage.sync
+        started, release = threading.Event(), threading.Event()
+
+        def slow_sync() -> None:
+            started.set()
+            release.wait(10)
+            real_sync()
+        driver.storage.sync = slow_sync  # type: ignore[method-assign]
+        write = asyncio.ensure_future(driver.propose(b"held"))
+        await async_wait_until(lambda: _true(started.is_set()), 10, "the fsync to start")
+        more = asyncio.ensure_future(driver.propose(b"meanwhile"))
+        for _ in range(50):  # the loop keeps turning while the disk is busy
+            await asyncio.sleep(0)
+        assert not write.done() and not more.done()
+        assert b"held" not in member.applied
+        release.set()
+        assert await asyncio.wait_for(write, 10) < await asyncio.wait_for(more, 10)
+        assert member.applied[-2:] == [b"held", b"meanwhile"]
+    finally:
+        await driver.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+class SlowSnapshotMember(Member):
+    """Its state takes a second to serialise, and it notes who serialised it."""
+
+    def snapshot(self) -> bytes:
+        (self.root / f"serialised-by-{os.getpid()}").touch()
+        time.sleep(1.0)  # a large state being serialised (in the forked child)
+        return super().snapshot()
+
+
+async def test_a_snapshot_is_written_by_a_child_while_writes_go_on(tmp_path: Path) -> None:
+    member = SlowSnapshotMember("solo", {"solo": ("127.0.0.1", free_port())}, tmp_path)
+    driver = member.driver
+    await driver.start()
+    try:
+        await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
+        await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(10)))
+        await async_wait_until(lambda: _true(driver.background is not None), 10,
+                               "a snapshot to start")
+        during = [await driver.propose(f"d{i}".encode()) for i in range(20)]
+        assert driver.background is not None  # all 20 committed while the child works
+        assert driver.node is not None and driver.node.offset == 0
+        await async_wait_until(lambda: _true(driver.node.offset > 0), 10, "the log folded")
+        writers = [p.name for p in tmp_path.glob("serialised-by-*")]
+        assert writers and f"serialised-by-{os.getpid()}" not in writers
+        snapshot = driver.storage.read_snapshot()
+        assert snapshot is not None and snapshot.index == driver.node.offset < during[-1]
+    finally:
+        await driver.stop()
+
+
+async def test_stopping_kills_a_snapshot_child_and_leaves_no_temp_file(
+        tmp_path: Path) -> None:
+    member = SlowSnapshotMember("solo", {"solo": ("127.0.0.1", free_port())}, tmp_path)
+    driver = member.driver
+    await driver.start()
+    await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
+    await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(10)))
+    await async_wait_until(lambda: _true(driver.background is not None), 10,
+                           "a snapshot to start")
+    assert driver.background is not None
+    child = driver.background.pid
+    await driver.stop()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # killed and reaped
+    assert not list((tmp_path / "solo").glob("snapshot.bin*"))

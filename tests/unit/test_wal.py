@@ -12,6 +12,7 @@ from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.wal import HEADER, CommandLog, LogRecord, SnapshotStore
 from meshlet.state import encode_command
 from meshlet.state.commands import KVPut
+from tests.conftest import async_wait_until
 
 
 def write(log_dir: Path, n: int) -> Path:
@@ -88,6 +89,13 @@ async def test_a_server_alone_snapshots_compacts_and_recovers(tmp_path: Path) ->
     await asyncio.gather(*(node.propose(KVPut(f"k{i}", str(i).encode())) for i in range(25)))
     with pytest.raises(Conflict):
         await node.propose(KVPut("k0", b"x", cas=999))
+
+    async def compacted_past_20() -> bool:  # a forked child writes the snapshot
+        driver = node.driver.node
+        if driver is not None and driver.offset < 20:
+            await node.propose(KVPut("more", b"1"))  # another write: another snapshot
+        return driver is not None and driver.offset >= 20
+    await async_wait_until(compacted_past_20, 10, "a snapshot at index 20 or later")
     await node.stop()
     raft_dir = tmp_path / "raft"
     assert (raft_dir / "snapshot.bin").exists()

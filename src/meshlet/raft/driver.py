@@ -6,10 +6,11 @@ proposal's future resolves with the apply function's result once its entry is ap
 here. It fails with NotLeader only when the write certainly did not commit (another
 leader's entry took its place), which the API may safely forward to the leader; when
 leadership is lost or the node stops first, the write may still commit, and it fails
-with Unavailable, which the client must treat as an unknown outcome. Every
-``snapshot_every`` applied entries the state machine is snapshotted and the log
-compacted. Peer addresses come from the configuration in the log: each member's
-``{"raft": "HOST:PORT", ...}``.
+with Unavailable, which the client must treat as an unknown outcome. A leader's own
+fsync runs on a thread; its entries count as persisted once it returns. Every
+``snapshot_every`` applied entries (at most once per ``snapshot_interval``) a forked
+child snapshots the state machine, and the log is then compacted. Peer addresses come
+from the configuration in the log: each member's ``{"raft": "HOST:PORT", ...}``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from meshlet.addresses import parse_hostport
 from meshlet.errors import ConfigError, MeshletError, NotLeader, Unavailable
+from meshlet.raft.background_snapshot import BackgroundSnapshot
 from meshlet.raft.core import (
     CONFIG,
     ConfigChangeError,
@@ -36,6 +38,7 @@ from meshlet.raft.core import (
     RaftNode,
     Ready,
     Role,
+    Snapshot,
     config_members,
 )
 from meshlet.raft.storage import RaftStorage
@@ -119,6 +122,8 @@ class RaftDriver:
         self.sync_thread = ThreadPoolExecutor(1, thread_name_prefix="raft-fsync")
         self.syncing: asyncio.Future[None] | None = None  # the leader's fsync in flight
         self.closing = False
+        self.background: BackgroundSnapshot | None = None  # a child writing a snapshot
+        self.written: BackgroundSnapshot | None = None  # a snapshot the log can fold into
 
     def __repr__(self) -> str:
         return f"<RaftDriver {self.node!r}>"
@@ -199,6 +204,7 @@ class RaftDriver:
             self.ticker.cancel()
         await self.transport.stop()
         self.closing = True
+        self.abort_snapshot()
         while self.syncing is not None:
             await asyncio.wait([self.syncing])
         self.sync_thread.shutdown()
@@ -324,17 +330,55 @@ class RaftDriver:
         return True
 
     def compact(self) -> None:
-        """Snapshot the state machine at the applied index and fold the log into it."""
+        """Snapshot the state machine at the applied index, in a forked child; the log
+        is folded into it once the child has written it (``fold_snapshot``)."""
         node = self.node
         assert node is not None
-        started = time.perf_counter()
+        if self.background is not None or self.written is not None:
+            return
+        index = node.applied
+        if index <= node.offset:
+            return
+        term, config = node.term_at(index), node.config_at(index)
         self.last_snapshot = asyncio.get_running_loop().time()
-        node.compact(node.applied, self.take_snapshot())
+
+        def write() -> None:  # in the child
+            self.storage.write_snapshot(Snapshot(index, term, config, self.take_snapshot()))
+        self.background = BackgroundSnapshot(index, write, self.snapshot_written)
+
+    def snapshot_written(self, job: BackgroundSnapshot, ok: bool) -> None:
+        self.background = None
+        if ok:
+            self.written = job
+            self.process_soon()
+
+    def fold_snapshot(self) -> None:
+        """The child wrote its snapshot: the log up to it goes (between Readies, with no
+        fsync in flight, so every entry written so far is stable)."""
+        node = self.node
+        job, self.written = self.written, None
+        assert node is not None and job is not None
+        snapshot = self.storage.read_snapshot()
+        if snapshot is None or snapshot.index != job.index:
+            log.error("the snapshot file does not hold the snapshot at index %d; "
+                      "the log stays as it is", job.index)
+            return
+        if not node.offset < job.index <= node.applied:
+            return  # overtaken, by a snapshot from the leader
+        node.compact(job.index, snapshot.data)
         assert node.snapshot is not None
-        self.storage.save_snapshot(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
-        self.snapshots.record(len(node.snapshot.data), time.perf_counter() - started)
-        log.info("snapshot at index %d (%d bytes); log compacted", node.offset,
-                 len(node.snapshot.data))
+        self.storage.replace_log(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
+        self.snapshots.record(len(snapshot.data), job.seconds)
+        log.info("snapshot at index %d (%d bytes, %.0f ms in a child); log compacted",
+                 node.offset, len(snapshot.data), job.seconds * 1000)
+
+    def abort_snapshot(self) -> None:
+        """Stop a snapshot being written in the background, and forget one written."""
+        if self.background is not None:
+            self.background.abort()
+            self.background = None
+            self.storage.discard_snapshot_in_progress()
+        self.written = None
 
     def peer_contact(self, peer: str) -> float | None:
         """Seconds since ``peer`` last answered this leader (None if not leading)."""
@@ -359,11 +403,14 @@ class RaftDriver:
         assert node is not None
         if self.syncing is not None or self.closing:  # this Ready waits for the fsync
             return
+        if self.written is not None:
+            self.fold_snapshot()
         for _ in range(10):
             ready = node.ready()
             if ready.empty():
                 break
             if ready.snapshot is not None:                         # 1. persist
+                self.abort_snapshot()  # the child must not write over this one
                 started = time.perf_counter()
                 self.storage.save_snapshot(ready.snapshot, [])
                 self.restore(ready.snapshot.data)

@@ -117,7 +117,19 @@ class RaftStorage:
     def save_snapshot(self, snapshot: Snapshot, after: list[Entry]) -> None:
         """Persist ``snapshot``, then replace the log by the entries ``after`` it: a
         fresh segment is written first, the old segments deleted last."""
+        self.write_snapshot(snapshot)
+        self.replace_log(snapshot, after)
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the snapshot file atomically (a forked child may call this)."""
         self.snapshots.save(encode_snapshot(snapshot))
+
+    def read_snapshot(self) -> Snapshot | None:
+        raw = self.snapshots.read()
+        return decode_snapshot(raw) if raw is not None else None
+
+    def replace_log(self, snapshot: Snapshot, after: list[Entry]) -> None:
+        """Once ``snapshot`` is on disk: the log becomes the entries ``after`` it."""
         old = self.records.segments()
         seq = self.records.last_index + 1
         current = self.records.start_segment(seq)
@@ -130,6 +142,10 @@ class RaftStorage:
                 path.unlink()
         fsync_dir(self.records.directory)
         self.last_index = snapshot.index + len(after)
+
+    def discard_snapshot_in_progress(self) -> None:
+        """A snapshot a killed child was writing: its temp file goes."""
+        self.snapshots.discard_temp()
 
     def close(self) -> None:
         self.records.close()

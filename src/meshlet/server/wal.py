@@ -181,8 +181,15 @@ class SnapshotStore:
         os.replace(tmp, self.path)
         fsync_dir(self.directory)
 
-    def load(self) -> bytes | None:
+    def discard_temp(self) -> None:
         (self.directory / "snapshot.bin.tmp").unlink(missing_ok=True)
+
+    def load(self) -> bytes | None:
+        """The snapshot at start-up (a temp file left by a crash is removed)."""
+        self.discard_temp()
+        return self.read()
+
+    def read(self) -> bytes | None:
         if not self.path.exists():
             return None
         raw = self.path.read_bytes()
