@@ -176,3 +176,16 @@ async def test_a_malformed_request_gets_aiohttps_refusal(server: Server) -> None
         assert "a" not in server.node.machine.kv
     finally:
         await conn.close()
+
+
+async def test_a_client_that_half_closes_gets_its_answer_then_the_close(
+        server: Server) -> None:
+    conn = await RawConnection.open(server)
+    try:
+        await conn.send(put("half", b"1") + put("half", b"2"))
+        conn.writer.write_eof()
+        assert [(await conn.response())[0] for _ in range(2)] == [200, 200]
+        assert await asyncio.wait_for(conn.reader.read(), 10) == b""  # then closed
+        assert server.node.machine.kv["half"].value == b"2"
+    finally:
+        await conn.close()

@@ -81,6 +81,7 @@ class FastLane(asyncio.Protocol):
         self.busy: asyncio.Task[None] | None = None
         self.closed = False
         self.paused = False
+        self.eof = False  # the client has sent all it will
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -101,16 +102,21 @@ class FastLane(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
-        return self.busy is not None  # finish the answer in flight, then close
+        self.eof = True
+        return self.busy is not None  # answer what was asked, then close
 
     def next_request(self) -> None:
         if self.paused:
             self.paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         if not self.buffer:
+            if self.eof:
+                self.close()
             return
         request = kv_put_request.parse(self.buffer)
         if request is INCOMPLETE:
+            if self.eof:  # the rest will never come
+                self.close()
             return
         if not isinstance(request, KvPut) or not self.api.node.driver.is_leader:
             self.hand_over(bytes(self.buffer))
