@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from meshlet.errors import NotLeader
 from meshlet.server.main import Server
 
 SAME_HEADERS = ("Content-Type", "X-Meshlet-Known-Leader")
@@ -187,5 +188,32 @@ async def test_a_client_that_half_closes_gets_its_answer_then_the_close(
         assert [(await conn.response())[0] for _ in range(2)] == [200, 200]
         assert await asyncio.wait_for(conn.reader.read(), 10) == b""  # then closed
         assert server.node.machine.kv["half"].value == b"2"
+    finally:
+        await conn.close()
+
+
+async def test_a_put_that_meets_a_leadership_change_is_replayed_through_aiohttp(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race (leadership lost between the check and the proposal) is simulated: the
+    first proposal fails with NotLeader, which means it did not commit."""
+    real = server.api.propose
+    refused: list[object] = []
+
+    async def refuse_once(command: object) -> object:
+        if not refused:
+            refused.append(command)
+            raise NotLeader("leadership changed")
+        return await real(command)
+    monkeypatch.setattr(server.api, "propose", refuse_once)
+    conn = await RawConnection.open(server)
+    try:
+        served, handed = server.fast_lane.served, server.fast_lane.handed_over
+        await conn.send(put("moved", b"1") + put("moved", b"2"))
+        answers = [await conn.response() for _ in range(2)]
+        assert [status for status, _, _ in answers] == [200, 200]
+        assert len(refused) == 1
+        assert server.fast_lane.served == served  # both answered by aiohttp
+        assert server.fast_lane.handed_over == handed + 1
+        assert server.node.machine.kv["moved"].value == b"2"
     finally:
         await conn.close()

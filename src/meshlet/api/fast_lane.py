@@ -158,7 +158,8 @@ class FastLane(asyncio.Protocol):
     def hand_over(self, pending: bytes) -> None:
         """aiohttp's protocol takes this connection from here on."""
         transport = self.transport
-        assert transport is not None
+        if transport is None or self.closed:
+            return
         self.stats.connections.discard(self)
         self.stats.handed_over += 1
         self.buffer = bytearray()
