@@ -252,3 +252,23 @@ async def test_stopping_kills_a_snapshot_child_and_leaves_no_temp_file(
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)  # killed and reaped
     assert not list((tmp_path / "solo").glob("snapshot.bin*"))
+
+
+async def test_a_server_that_cannot_fork_snapshots_on_its_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork can fail (strict overcommit, a process limit); simulated here."""
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(os, "fork", no_fork)
+    member = Member("solo", {"solo": ("127.0.0.1", free_port())}, tmp_path)
+    driver = member.driver
+    await driver.start()
+    try:
+        await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
+        await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(12)))
+        await async_wait_until(lambda: _true(driver.node.offset > 0), 10, "compaction")
+        assert driver.background is None  # nothing forked
+        snapshot = driver.storage.read_snapshot()
+        assert snapshot is not None and snapshot.index == driver.node.offset
+    finally:
+        await driver.stop()

@@ -344,7 +344,16 @@ class RaftDriver:
 
         def write() -> None:  # in the child
             self.storage.write_snapshot(Snapshot(index, term, config, self.take_snapshot()))
-        self.background = BackgroundSnapshot(index, write, self.snapshot_written)
+        try:
+            self.background = BackgroundSnapshot(index, write, self.snapshot_written)
+        except OSError as exc:  # e.g. no memory to fork under strict overcommit
+            log.warning("cannot fork to write a snapshot (%s); writing it here", exc)
+            started = time.perf_counter()
+            node.compact(index, self.take_snapshot())
+            assert node.snapshot is not None
+            self.storage.save_snapshot(node.snapshot,
+                                       node.entries(node.offset + 1, node.stable + 1))
+            self.snapshots.record(len(node.snapshot.data), time.perf_counter() - started)
 
     def snapshot_written(self, job: BackgroundSnapshot, ok: bool) -> None:
         self.background = None
