@@ -6,8 +6,12 @@ Envoy, HAProxy, nginx) is pinned to core 0 with taskset. For each target and eac
 connection count, wrk runs for --seconds with --latency. The report gives requests/s,
 p50/p99 latency, the proxy's CPU time per request (from /proc), and ratios to Envoy.
 
+Every proxy runs for the whole benchmark and the rounds alternate between them, so the
+machine's noise hits them alike; the table gives medians, and each ratio is the median
+of the per-round ratios to Envoy, with their range.
+
 This measures; it never fails. Usage:
-    python bench/proxy_bench.py [--seconds 8] [--connections 1,50] [--out FILE]
+    python bench/proxy_bench.py [--seconds 8] [--connections 1,50] [--rounds 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +32,7 @@ from pathlib import Path
 
 BODY = "hello from the backend\n"
 TIMES = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
 PROXY_CORE, LOAD_CORE = "0", "1"
 
 
@@ -230,7 +236,7 @@ def start_envoy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop one peer so the next one has the core to itself."""
+    """Stop one peer (and wait for it)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -283,19 +289,41 @@ def measure(name: str, port: int, pid: int | None, connections: list[int],
     return results
 
 
-def report(results: list[Result], backend: str, seconds: float) -> str:
+def median_result(rows: list[Result]) -> Result:
+    cpus = [r.cpu_us for r in rows if r.cpu_us is not None]
+    return Result(rows[0].target, rows[0].connections,
+                  statistics.median(r.rps for r in rows),
+                  statistics.median(r.p50_ms for r in rows),
+                  statistics.median(r.p99_ms for r in rows),
+                  statistics.median(cpus) if cpus else None)
+
+
+def spread(values: list[float]) -> str:
+    text = f"{statistics.median(values):.2f}{TIMES}"
+    return text if len(values) == 1 else f"{text} ({min(values):.2f}{DASH}{max(values):.2f})"
+
+
+def report(rounds: list[list[Result]], backend: str, seconds: float) -> str:
+    """Medians over the rounds; each ratio is the median of the per-round ratios to
+    Envoy measured in the same round, with their range."""
     lines = [f"Backend: {backend}. Each proxy pinned to core {PROXY_CORE}; backend and wrk "
-             f"(1 thread) on core {LOAD_CORE}; {seconds:.0f} s per run; HTTP/1.1 keep-alive.",
+             f"(1 thread) on core {LOAD_CORE}; {seconds:.0f} s per run; HTTP/1.1 keep-alive; "
+             f"median of {len(rounds)} alternating round(s).",
              "", "| target | conns | req/s | p50 ms | p99 ms | proxy CPU µs/req | "
              "req/s vs Envoy | p99 vs Envoy |", "|---|---|---|---|---|---|---|---|"]
-    envoy = {r.connections: r for r in results if r.target == "envoy"}
-    for r in results:
-        base = envoy.get(r.connections)
-        ratio = f"{r.rps / base.rps:.2f}{TIMES}" if base and r.target != "envoy" else ""
-        p99 = f"{r.p99_ms / base.p99_ms:.2f}{TIMES}" if base and r.target != "envoy" else ""
-        cpu = f"{r.cpu_us:.1f}" if r.cpu_us is not None else "-"
-        lines.append(f"| {r.target} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.3f} | "
-                     f"{r.p99_ms:.3f} | {cpu} | {ratio} | {p99} |")
+    keys = [(r.target, r.connections) for r in rounds[0]]
+    for target, conns in keys:
+        rows = [r for one in rounds for r in one if (r.target, r.connections) == (target, conns)]
+        pairs = [(r, e) for one in rounds for r in one for e in one
+                 if (r.target, r.connections) == (target, conns)
+                 and (e.target, e.connections) == ("envoy", conns)]
+        m = median_result(rows)
+        ratio = spread([r.rps / e.rps for r, e in pairs]) if pairs and target != "envoy" else ""
+        p99 = spread([r.p99_ms / e.p99_ms for r, e in pairs]) \
+            if pairs and target != "envoy" else ""
+        cpu = f"{m.cpu_us:.1f}" if m.cpu_us is not None else "-"
+        lines.append(f"| {target} | {conns} | {m.rps:,.0f} | {m.p50_ms:.3f} | "
+                     f"{m.p99_ms:.3f} | {cpu} | {ratio} | {p99} |")
     return "\n".join(lines)
 
 
@@ -304,6 +332,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", default="1,50")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every target this many times, alternating")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -315,12 +345,13 @@ def main() -> int:
     try:
         backend, backend_port, backend_name = start_backend(work)
         procs.append(backend)
-        results = measure("direct", backend_port, None, connections, args.seconds)
+        # Every proxy runs for the whole benchmark (an idle one costs nothing), so the
+        # rounds can alternate between them: machine noise then hits all alike.
+        targets: list[tuple[str, int, int | None]] = [("direct", backend_port, None)]
         for label, settings in (("meshlet", {}), ("meshlet all-features", ALL_FEATURES)):
             mesh, mesh_port = start_meshlet(work, backend_port, settings)
             procs.append(mesh)
-            results += measure(label, mesh_port, mesh.pid, connections, args.seconds)
-            stop(mesh)
+            targets.append((label, mesh_port, mesh.pid))
         for label, starter in (("envoy", start_envoy), ("haproxy", start_haproxy),
                                ("nginx", start_nginx_proxy)):
             started = starter(work, backend_port)
@@ -328,9 +359,14 @@ def main() -> int:
                 print(f"bench: {label} not found; skipping it", file=sys.stderr)
                 continue
             procs.append(started[0])
-            results += measure(label, started[1], started[0].pid, connections, args.seconds)
-            stop(started[0])
-        table = report(results, backend_name, args.seconds)
+            targets.append((label, started[1], started[0].pid))
+        rounds = []
+        for _ in range(max(args.rounds, 1)):
+            one: list[Result] = []
+            for label, port, pid in targets:
+                one += measure(label, port, pid, connections, args.seconds)
+            rounds.append(one)
+        table = report(rounds, backend_name, args.seconds)
         print(table)
         if args.out:
             args.out.write_text(table + "\n")
