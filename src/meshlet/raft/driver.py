@@ -79,7 +79,7 @@ def raft_addresses(members: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 def snapshot_due(entries: int, threshold: int, seconds: float, interval: float) -> bool:
     """Consul's policy: a snapshot once ``threshold`` entries have piled up, at most one
-    per ``interval`` (a snapshot stalls the loop while the state is serialised), but
+    per ``interval`` (each costs a fork and a serialisation of the whole state), but
     always past 16 times the threshold, which bounds the log in memory and on disk."""
     return entries >= threshold and (seconds >= interval or entries >= 16 * threshold)
 
@@ -427,14 +427,12 @@ class RaftDriver:
                                       time.perf_counter() - started, installed=True)
                 log.info("installed a snapshot at index %d from %s", ready.snapshot.index,
                          node.leader)
-            if self.may_sync_later(ready):
-                if self.storage.save(ready.hard_state, ready.entries, sync=False):
-                    self.send_and_apply(ready)
-                    self.sync_in_background(ready)
-                    return
-            else:
-                self.storage.save(ready.hard_state, ready.entries)
+            later = self.may_sync_later(ready)
+            unsynced = self.storage.save(ready.hard_state, ready.entries, sync=not later)
             self.send_and_apply(ready)
+            if later and unsynced:
+                self.sync_in_background(ready)
+                return
             self.advance(ready)
         self.after_role_change()
 
