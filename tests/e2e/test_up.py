@@ -107,6 +107,9 @@ def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     catalog = config["clusters"]["outbound:catalog"]
     assert len(catalog["endpoints"]) == 3 and catalog["effective"]["lb"] == "round_robin"
     assert config["version"] >= 1
+    assert config["relay"]["build"] in ("compiled", "python") and config["relay"]["why"]
+    if os.environ.get("MESHLET_EXPECT_COMPILED"):
+        assert config["relay"]["build"] == "compiled", config["relay"]
     urllib.request.urlopen(f"http://127.0.0.1:{frontend['port']}/", timeout=5).read()
     metrics = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
     assert 'meshlet_proxy_requests_total{code="200",destination="catalog",' \

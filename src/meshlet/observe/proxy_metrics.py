@@ -66,15 +66,6 @@ class ProxyMetrics:
             "meshlet_proxy_config_version", "Version of the configuration snapshot in force.",
             registry=r)
 
-    def observe_request(self, direction: str, destination: str, code: int,
-                        seconds: float) -> None:
-        self.requests.inc((direction, destination, str(code)))
-        self.duration.observe((direction, destination), seconds)
-
-    def observe_endpoint(self, direction: str, destination: str, endpoint: str, code: int,
-                         seconds: float) -> None:
-        self.endpoints.observe((direction, destination, endpoint), code, seconds)
-
     def forget_endpoints(self, direction: str, destination: str, keep: set[str]) -> None:
         """Drop the series of endpoints that left, so labels stay bounded."""
         for key in [k for k in self.endpoints.values

@@ -5,4 +5,11 @@ Built inside-out: ``lb`` (pick an endpoint) → ``pool`` (reuse upstream connect
 (the per-connection protocols) → ``listener`` → ``sidecar`` (the process, its admin API
 and its config snapshot). A new snapshot swaps clusters between requests; an in-flight
 exchange keeps the endpoint and connection it already has.
+
+The per-request modules run compiled when the install could compile them; ``native``
+decides, before anything imports them.
 """
+
+from meshlet.proxy.native import select
+
+BUILD, BUILD_REASON = select()

@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from meshlet import proxy
 from meshlet.api.routes import errors_middleware, read_json
 from meshlet.errors import ConfigError
 from meshlet.proxy.config import Snapshot
@@ -25,6 +26,7 @@ def admin_app(sidecar: Sidecar) -> web.Application:
     async def get_config(request: web.Request) -> web.Response:
         body = sidecar.snapshot.to_dict()
         body["ports"] = sidecar.ports()
+        body["relay"] = {"build": proxy.BUILD, "why": proxy.BUILD_REASON}
         return web.json_response(body)
 
     async def put_config(request: web.Request) -> web.Response:

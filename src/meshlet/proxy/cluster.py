@@ -64,6 +64,9 @@ class Cluster:
         self.partition: PartitionRule | None = None
         self.needs_view = False
         self._default_target: Target | None = None
+        # Targets by (id of the route choice, shard): route choices live as long as the
+        # settings that made them, and this is emptied with them.
+        self._targets: dict[tuple[int, str | None], Target] = {}
         self._ctx = PickContext(self.rng)
         self.update(config)
 
@@ -128,6 +131,7 @@ class Cluster:
         self.balancers = {}
         self.members = {}
         self._default_target = None
+        self._targets = {}
 
     def refresh(self) -> None:
         """Recompute which endpoints take traffic and re-feed the balancers."""
@@ -183,11 +187,16 @@ class Cluster:
         if view is not None and self.settings.hash_on and self.settings.lb in HASH_POLICIES:
             value = view.key(self.settings.hash_on)
             hash_key = value.encode() if value is not None else None
+        if hash_key is None:  # the same route and shard give the same target
+            cached = self._targets.get((id(route), shard))
+            if cached is not None:
+                return cached
         key = (route.subset if route else (), shard)
-        balancer = self.balancer(key)
-        target = Target(balancer, timeout, route, hash_key, key)
+        target = Target(self.balancer(key), timeout, route, hash_key, key)
         if view is None:
             self._default_target = target
+        elif hash_key is None:
+            self._targets[(id(route), shard)] = target
         return target
 
     def pick(self, target: Target, exclude: list[EndpointState]) -> EndpointState | None:

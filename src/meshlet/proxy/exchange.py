@@ -15,9 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from meshlet.proxy.cluster import Cluster, Target
+from meshlet.proxy.headers import (
+    CHUNKED,
+    HAS_ERROR,
+    HAS_HOP_BY_HOP,
+    HAS_HOST,
+    HAS_LENGTH,
+    chunk,
+    delimited_by_close,
+    forward_headers,
+    header_value,
+    raw_headers,
+)
 from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.partition import Refusal
 from meshlet.proxy.pool import EndpointPool
@@ -26,8 +38,6 @@ from meshlet.proxy.request_view import RequestView
 if TYPE_CHECKING:
     from meshlet.proxy.http import DownstreamHttp, UpstreamHttp
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
-                        b"trailer", b"transfer-encoding", b"upgrade"})
 ERROR_HEADER = b"x-meshlet-error"
 LOCAL_APP_REFUSED = "local_app_refused"
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -42,74 +52,6 @@ PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
 # close, or PASS: the upstream's bytes relayed untouched, head included.
 FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE, FRAMING_PASS, \
     FRAMING_PASS_UNTIL_CLOSE = range(6)
-
-# What the connection noticed while collecting headers, so nothing scans them again.
-CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR = 1, 2, 4, 8, 16
-NOTABLE_LENGTHS = frozenset({2, 4, 7, 10, 14, 15, 16, 17})
-
-
-def header_flags(name: bytes, value: bytes) -> int:
-    """The flags one header sets (0 for the common case, after one length check)."""
-    if len(name) not in NOTABLE_LENGTHS:
-        return 0
-    lower = name.lower()
-    if lower == b"host":
-        return HAS_HOST
-    if lower == b"content-length":
-        return HAS_LENGTH
-    if lower == b"x-meshlet-error":
-        return HAS_ERROR
-    if lower in HOP_BY_HOP:
-        if lower == b"transfer-encoding" and b"chunked" in value.lower():
-            return HAS_HOP_BY_HOP | CHUNKED
-        return HAS_HOP_BY_HOP
-    return 0
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-
-
-
-
-def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
-    for name, value in headers:
-        if name.lower() == wanted:
-            return value
-    return None
-
-
-def raw_headers(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
-    """Headers and flags of a response head at the start of ``data`` (the rare path:
-    a relayed 5xx whose ``x-meshlet-error`` decides on a retry)."""
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
-    headers = []
-    flags = 0
-    for line in head:
-        name, _, value = line.partition(b":")
-        headers.append((name.strip(), value.strip()))
-        flags |= header_flags(name.strip(), value.strip())
-    return headers, flags
-
-
-def delimited_by_close(data: bytes, status: int) -> bool:
-    """Whether the response whose head starts ``data`` ends its body by closing."""
-    head = data[:data.find(b"\r\n\r\n")].lower()
-    return not (b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304))
-
-
-def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
-                    drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
-    if not drop and not flags & HAS_HOP_BY_HOP:
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        return
-    for name, value in headers:
-        lower = name.lower()
-        if lower not in HOP_BY_HOP and lower not in drop:
-            parts += (name, b": ", value, b"\r\n")
 
 
 class Exchange:
@@ -299,10 +241,12 @@ class Exchange:
         assert cluster is not None
         endpoint = state.endpoint
         self.attempt_time = time.perf_counter()
+        conn = UpstreamHttp(cluster, self.listener)
+        protocol = cast(asyncio.Protocol, conn)  # an asyncio protocol by its methods
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamHttp(cluster, self.listener),
-                                            endpoint.address, endpoint.port),
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: protocol, endpoint.address,
+                                            endpoint.port),
                 cluster.connect_timeout)
         except asyncio.CancelledError:
             connection_closed(cluster)

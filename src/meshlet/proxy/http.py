@@ -15,16 +15,19 @@ from collections import deque
 
 import httptools
 
+from meshlet.proxy import exchange as exchange_module
 from meshlet.proxy.cluster import Cluster
-from meshlet.proxy.exchange import NOTABLE_LENGTHS, Exchange, connection_closed, header_flags
+from meshlet.proxy.exchange import Exchange
+from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.pool import EndpointPool
 
 log = logging.getLogger(__name__)
 
 
-class DownstreamHttp(asyncio.Protocol):
-    """One client connection to a listener."""
+class DownstreamHttp:
+    """One client connection to a listener (an asyncio protocol by its methods: a
+    compiled build makes it an extension type, which cannot subclass a Python class)."""
 
     def __init__(self, listener: ListenerState) -> None:
         self.listener = listener
@@ -220,8 +223,8 @@ class _RelayedResponse:
             conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
 
 
-class UpstreamHttp(asyncio.Protocol):
-    """One pooled connection to an upstream endpoint."""
+class UpstreamHttp:
+    """One pooled connection to an upstream endpoint (a protocol, as DownstreamHttp)."""
 
     def __init__(self, cluster: Cluster, listener: ListenerState) -> None:
         self.cluster = cluster
@@ -272,7 +275,10 @@ class UpstreamHttp(asyncio.Protocol):
             ex.upstream_lost(self)
         elif self.pool is not None:
             self.pool.discard(self)
-        connection_closed(self.cluster)
+        exchange_module.connection_closed(self.cluster)
+
+    def eof_received(self) -> None:
+        return None  # close the transport: the end of a response is found by parsing
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange

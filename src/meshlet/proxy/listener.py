@@ -34,6 +34,13 @@ class ListenerState:
         self.rate_limiter: TokenBucket | None = None
         self.timed: set[Any] = set()  # exchanges with a deadline, checked by the ticker
         self.log_mode = "errors"
+        # Label tuples made once, not per request (statuses and endpoints are bounded).
+        self._labels = (self.direction, self.destination)
+        self._status_labels: dict[int, tuple[str, str, str]] = {}
+        self._endpoint_labels: dict[str, tuple[str, str, str]] = {}  # see configure
+        self._requests = metrics.requests
+        self._duration = metrics.duration
+        self._endpoint_stats = metrics.endpoints
         self.configure()
 
     def __repr__(self) -> str:
@@ -42,6 +49,7 @@ class ListenerState:
 
     def configure(self) -> None:
         """Pick up settings that live on the listener (rate limit, access log)."""
+        self._endpoint_labels = {}  # endpoints may have left: rebuilt as traffic flows
         if self.cluster is None:
             return
         s = self.cluster.settings
@@ -72,11 +80,19 @@ class ListenerState:
                 self.cluster.ejected_count())
 
     def observe_endpoint(self, state: EndpointState, status: int, seconds: float) -> None:
-        self.metrics.observe_endpoint(self.direction, self.destination, state.endpoint.id,
-                                      status, seconds)
+        labels = self._endpoint_labels.get(state.endpoint.id)
+        if labels is None:
+            labels = self._endpoint_labels[state.endpoint.id] = (
+                self.direction, self.destination, state.endpoint.id)
+        self._endpoint_stats.observe(labels, status, seconds)
 
     def finished(self, ex: Any, seconds: float) -> None:
-        self.metrics.observe_request(self.direction, self.destination, ex.status, seconds)
+        labels = self._status_labels.get(ex.status)
+        if labels is None:
+            labels = self._status_labels[ex.status] = (
+                self.direction, self.destination, str(ex.status))
+        self._requests.inc(labels)
+        self._duration.observe(self._labels, seconds)
         mode = self.log_mode
         if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500)):
             endpoint = ex.tried[-1].endpoint.id if ex.tried else "-"

@@ -29,6 +29,17 @@ class RouteChoice:
     remove_headers: frozenset[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route's match conditions, ready to compare (header names lower-cased)."""
+
+    path_prefix: str
+    methods: frozenset[str]
+    headers: tuple[tuple[str, str], ...]
+    cumulative: list[float]
+    choices: list[RouteChoice]
+
+
 def subset_key(labels: dict[str, str]) -> Subset:
     return tuple(sorted(labels.items()))
 
@@ -44,7 +55,7 @@ class RouteTable:
         return f"<RouteTable routes={len(self.routes)}>"
 
     @staticmethod
-    def _compile(route: Route) -> tuple[Route, list[float], list[RouteChoice]]:
+    def _compile(route: Route) -> CompiledRoute:
         rewrite = route.request_headers
         set_headers = tuple((k.lower().encode(), v.encode()) for k, v in rewrite.set.items())
         removed = frozenset(k.lower().encode() for k in [*rewrite.remove, *rewrite.set])
@@ -56,24 +67,31 @@ class RouteTable:
         for t in route.split:
             total += t.weight
             cumulative.append(total)
-        return route, cumulative, choices
+        m = route.match
+        headers = tuple((name.lower(), value) for name, value in m.headers.items())
+        return CompiledRoute(m.path_prefix, frozenset(m.methods), headers, cumulative,
+                             choices)
 
     @staticmethod
-    def matches(route: Route, view: RequestView, path: str | None = None) -> bool:
-        m = route.match
-        if not (path if path is not None else view.path).startswith(m.path_prefix):
+    def matches(route: CompiledRoute, view: RequestView, path: str) -> bool:
+        if not path.startswith(route.path_prefix):
             return False
-        if m.methods and view.method not in m.methods:
+        if route.methods and view.method not in route.methods:
             return False
-        return all(view.headers.get(name.lower()) == value for name, value in m.headers.items())
+        if route.headers:
+            headers = view.headers
+            return all(headers.get(name) == value for name, value in route.headers)
+        return True
 
     def choose(self, view: RequestView, rng: random.Random) -> RouteChoice | None:
         path = view.path
-        for route, cumulative, choices in self._compiled:
+        for route in self._compiled:
             if not self.matches(route, view, path):
                 continue
+            choices = route.choices
             if len(choices) == 1:
                 return choices[0]
+            cumulative = route.cumulative
             point = rng.random() * cumulative[-1]
             for i, bound in enumerate(cumulative):
                 if point < bound:

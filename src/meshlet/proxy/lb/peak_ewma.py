@@ -34,4 +34,6 @@ class PeakEwma:
         if pair is None:
             return None
         a, b = pair
+        if a is b:
+            return a
         return a if self.cost(a, ctx.now) <= self.cost(b, ctx.now) else b

@@ -1,0 +1,46 @@
+"""Build: everything is in pyproject.toml except the optional compiled relay.
+
+The sidecar's per-request modules (see ``src/meshlet/proxy/native.py``) are compiled
+with Cython, typed by their ``.pxd`` files, when Cython and a C compiler are there. If
+either is missing, or ``MESHLET_PURE_PYTHON=1`` is set, the same modules run as pure
+Python: the extensions are optional and the ``.py`` files stay the only source.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+from setuptools import setup
+
+PROXY = Path("src/meshlet/proxy")
+
+
+def load_native() -> ModuleType:
+    """native.py, which names the modules and digests their sources (not installed yet)."""
+    spec = importlib.util.spec_from_file_location("meshlet_native", PROXY / "native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def extensions() -> list[object]:
+    if os.environ.get("MESHLET_PURE_PYTHON", "") not in ("", "0"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    native = load_native()
+    (PROXY / native.DIGEST_FILE).write_text(native.source_digest(PROXY) + "\n")
+    modules = cythonize([str(PROXY / f"{name}.py") for name in native.COMPILED_MODULES],
+                        build_dir="build/cython", quiet=True,
+                        compiler_directives={"language_level": 3,
+                                             "annotation_typing": False})
+    for module in modules:
+        module.optional = True  # no compiler: install anyway, run pure Python
+    return list(modules)
+
+
+setup(ext_modules=extensions())

@@ -1,0 +1,45 @@
+# Types for the compiled build of exchange.py (see setup.py); the .py stays the source.
+# Every attribute the .py sets must be declared here, or the compiled build fails.
+from meshlet.proxy.http cimport DownstreamHttp, UpstreamHttp
+
+
+cdef class Exchange:
+    cdef public double attempt_time, deadline, try_deadline, start_time
+    cdef public bint body_done, chunked, discarding, finished, got_response_bytes, interim
+    cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
+    cdef public int flags, framing, status
+    cdef public Py_ssize_t pending_size, sent_size
+    cdef public object cluster, connect_task, listener, loop, relay_head, state, target
+    cdef public DownstreamHttp down
+    cdef public UpstreamHttp upstream
+    cdef public list headers, pending, sent, tried
+    cdef public bytes method, url, relay_first
+    cdef public str last_error, reason, version
+
+    cpdef start(self)
+    cpdef build_head(self, target)
+    cpdef attempt(self)
+    cpdef open_connection(self, state, pool)
+    cpdef connect_failed(self, state, str reason)
+    cpdef attach(self, UpstreamHttp conn, pool)
+    cpdef emit(self, bytes data)
+    cpdef request_body(self, bytes body)
+    cpdef request_done(self)
+    cpdef bint may_retry(self, bint safe)
+    cpdef take_retry_permit(self)
+    cpdef retry_or_fail(self, str reason, int status, bint safe)
+    cpdef schedule_retry(self, str reason)
+    cpdef attempt_if_live(self)
+    cpdef response_head(self, int status, bytes reason, list headers, int flags)
+    cpdef relayed_head(self, int status, bytes data)
+    cpdef bint should_retry_response(self, int status, list headers, int flags)
+    cpdef response_body(self, bytes body)
+    cpdef response_done(self, bint upstream_keep_alive)
+    cpdef upstream_lost(self, UpstreamHttp conn)
+    cpdef on_try_timeout(self)
+    cpdef on_timeout(self)
+    cpdef end_attempt(self, status, bint reusable)
+    cpdef local_reply(self, int status, str reason, str detail=*)
+    cpdef finish(self)
+    cpdef release_claims(self)
+    cpdef abort(self)

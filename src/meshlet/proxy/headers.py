@@ -1,0 +1,71 @@
+"""HTTP/1.1 header handling for the relay: what a header means for framing and
+forwarding, noticed once while parsing, and heads rebuilt for the next hop."""
+
+from __future__ import annotations
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
+                        b"trailer", b"transfer-encoding", b"upgrade"})
+
+# What the connection noticed while collecting headers, so nothing scans them again.
+CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR = 1, 2, 4, 8, 16
+NOTABLE_LENGTHS = frozenset({2, 4, 7, 10, 14, 15, 16, 17})
+
+
+def header_flags(name: bytes, value: bytes) -> int:
+    """The flags one header sets (0 for the common case, after one length check)."""
+    if len(name) not in NOTABLE_LENGTHS:
+        return 0
+    lower = name.lower()
+    if lower == b"host":
+        return HAS_HOST
+    if lower == b"content-length":
+        return HAS_LENGTH
+    if lower == b"x-meshlet-error":
+        return HAS_ERROR
+    if lower in HOP_BY_HOP:
+        if lower == b"transfer-encoding" and b"chunked" in value.lower():
+            return HAS_HOP_BY_HOP | CHUNKED
+        return HAS_HOP_BY_HOP
+    return 0
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def header_value(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == wanted:
+            return value
+    return None
+
+
+def raw_headers(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Headers and flags of a response head at the start of ``data`` (the rare path:
+    a relayed 5xx whose ``x-meshlet-error`` decides on a retry)."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    headers = []
+    flags = 0
+    for line in head:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip(), value.strip()))
+        flags |= header_flags(name.strip(), value.strip())
+    return headers, flags
+
+
+def delimited_by_close(data: bytes, status: int) -> bool:
+    """Whether the response whose head starts ``data`` ends its body by closing."""
+    head = data[:data.find(b"\r\n\r\n")].lower()
+    return not (b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304))
+
+
+def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
+                    drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
+    if not drop and not flags & HAS_HOP_BY_HOP:
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        return
+    for name, value in headers:
+        lower = name.lower()
+        if lower not in HOP_BY_HOP and lower not in drop:
+            parts += (name, b": ", value, b"\r\n")

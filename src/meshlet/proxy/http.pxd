@@ -1,0 +1,42 @@
+# Types for the compiled build of http.py (see setup.py); the .py stays the source.
+# Every attribute the .py sets must be declared here, or the compiled build fails.
+from meshlet.proxy.exchange cimport Exchange
+
+
+cdef class DownstreamHttp:
+    cdef public object listener, loop, transport, parser, queue, read_pauses
+    cdef public Exchange parsing
+    cdef public bytes url
+    cdef public list headers, corked
+    cdef public bint closed, half_closed, write_paused
+    cdef public str peer_ip
+    cdef public int flags
+
+    cpdef pause_reading(self, str reason)
+    cpdef resume_reading(self, str reason)
+    cpdef write(self, bytes data)
+    cpdef cork(self)
+    cpdef uncork(self)
+    cpdef exchange_finished(self, Exchange ex)
+    cpdef fail_parse(self, int status, str reason)
+    cpdef drain(self)
+    cpdef close(self)
+
+
+cdef class _RelayedResponse:
+    cdef UpstreamHttp conn
+
+
+cdef class UpstreamHttp:
+    cdef public object cluster, listener, parser, relay_parser, transport, pool
+    cdef public bytes relay_data, reason
+    cdef public bint relay_done, relay_keep_alive, closed, reused, reset_parser
+    cdef public Exchange exchange
+    cdef public list headers
+    cdef public double idle_since
+    cdef public int flags
+
+    cpdef release(self, double now)
+    cpdef relay(self, Exchange ex, bytes data)
+    cpdef set_reading(self, bint on)
+    cpdef close(self)

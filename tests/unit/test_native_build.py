@@ -1,0 +1,98 @@
+"""Which build of the per-request path runs (meshlet/proxy/native.py): a compiled module
+is used only while it matches its sources, and MESHLET_PURE_PYTHON forces the .py."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import meshlet.proxy
+from meshlet.proxy import native
+
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def copy_sources(tmp_path: Path) -> Path:
+    for name in native.COMPILED_MODULES:
+        for suffix in (".py", ".pxd"):
+            shutil.copy(native.HERE / f"{name}{suffix}", tmp_path)
+    return tmp_path
+
+
+def fake_build(directory: Path) -> None:
+    """What setup.py leaves: extension files and the digest of the sources."""
+    for name in native.COMPILED_MODULES:
+        (directory / f"{name}{SUFFIX}").write_bytes(b"")
+    (directory / native.DIGEST_FILE).write_text(native.source_digest(directory) + "\n")
+
+
+def test_without_compiled_modules_runs_python(tmp_path: Path) -> None:
+    build, why = native.choose(copy_sources(tmp_path), {})
+    assert (build, why.startswith("not compiled")) == ("python", True)
+
+
+def test_a_fresh_build_is_used(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    assert native.choose(directory, {})[0] == "compiled"
+
+
+def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    with (directory / "exchange.py").open("a") as source:
+        source.write("# edited after the build\n")
+    build, why = native.choose(directory, {})
+    assert build == "python" and "older than their sources" in why
+
+
+def test_an_edited_pxd_makes_the_build_stale(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    with (directory / "http.pxd").open("a") as source:
+        source.write("# edited after the build\n")
+    assert native.choose(directory, {})[0] == "python"
+
+
+def test_a_build_without_its_digest_is_not_trusted(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    (directory / native.DIGEST_FILE).unlink()
+    assert native.choose(directory, {})[0] == "python"
+
+
+def test_the_environment_forces_python(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    assert native.choose(directory, {"MESHLET_PURE_PYTHON": "1"})[0] == "python"
+    assert native.choose(directory, {"MESHLET_PURE_PYTHON": "0"})[0] == "compiled"
+
+
+def loaded_files(environ: dict[str, str]) -> list[str]:
+    code = ("import meshlet.proxy as p, meshlet.proxy.sidecar, meshlet.proxy.exchange as e, "
+            "meshlet.proxy.http as h, meshlet.proxy.headers as d; "
+            "print(p.BUILD, e.__file__, h.__file__, d.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return out
+
+
+def test_the_forced_python_build_imports_the_sources() -> None:
+    build, *files = loaded_files({**os.environ, "MESHLET_PURE_PYTHON": "1"})
+    assert build == "python"
+    assert all(f.endswith(".py") for f in files), files
+
+
+def test_the_running_build_is_the_one_reported() -> None:
+    """CI installs a compiler and sets MESHLET_EXPECT_COMPILED, so there the compiled
+    build must be the one in use; anywhere, the report must match the modules."""
+    environ = {k: v for k, v in os.environ.items() if k != "MESHLET_PURE_PYTHON"}
+    build, *files = loaded_files(environ)
+    compiled = [not f.endswith(".py") for f in files]
+    assert compiled == [build == "compiled"] * 3, (build, files)
+    if os.environ.get("MESHLET_EXPECT_COMPILED"):
+        assert build == "compiled", meshlet.proxy.BUILD_REASON
