@@ -1,8 +1,9 @@
 """Sidecar throughput and latency versus direct and versus Envoy, in one run.
 
 Setup: a backend (nginx, or a small Python server if nginx is absent) and wrk share
-core 1; each proxy in turn (meshlet with defaults, meshlet with every feature on,
-Envoy, HAProxy, nginx) is pinned to core 0 with taskset. For each target and each
+core 1; each proxy in turn (meshlet with defaults, meshlet with every feature on, the
+latter again as pure Python when the install compiled it, Envoy, HAProxy, nginx) is
+pinned to core 0 with taskset. For each target and each
 connection count, wrk runs for --seconds with --latency. The report gives requests/s,
 p50/p99 latency, the proxy's CPU time per request (from /proc), and ratios to Envoy.
 
@@ -110,8 +111,8 @@ ALL_FEATURES = {
 }
 
 
-def start_meshlet(work: Path, backend: int, settings: dict[str, object]
-                  ) -> tuple[subprocess.Popen[bytes], int]:
+def start_meshlet(work: Path, backend: int, settings: dict[str, object], tag: str = "0",
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     bootstrap = {"version": 1, "service": "bench", "instance": "bench-0",
                  "listeners": [{"name": "backend", "direction": "outbound",
                                 "host": "127.0.0.1", "port": 0, "protocol": "http"}],
@@ -119,18 +120,24 @@ def start_meshlet(work: Path, backend: int, settings: dict[str, object]
                                                    "endpoints": [{"id": "b",
                                                                   "address": "127.0.0.1",
                                                                   "port": backend}]}}}
-    name = f"bootstrap-{len(settings)}.json"
+    name = f"bootstrap-{tag}.json"
     (work / name).write_text(json.dumps(bootstrap))
-    port_file = work / f"ports-{len(settings)}.json"
+    port_file = work / f"ports-{tag}.json"
     proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, sys.executable, "-m", "meshlet",
                              "proxy", "--bootstrap", str(work / name),
-                             "--port-file", str(port_file)])
+                             "--port-file", str(port_file)], env=env)
     deadline = time.monotonic() + 15
     while not port_file.exists():
         if time.monotonic() > deadline:
             raise RuntimeError("meshlet proxy did not start")
         time.sleep(0.05)
     return proc, json.loads(port_file.read_text())["listeners"]["outbound:backend"]
+
+
+def compiled_build() -> bool:
+    """Whether the installed meshlet runs its per-request path compiled."""
+    import meshlet.proxy
+    return meshlet.proxy.BUILD == "compiled"
 
 
 def start_haproxy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
@@ -348,8 +355,13 @@ def main() -> int:
         # Every proxy runs for the whole benchmark (an idle one costs nothing), so the
         # rounds can alternate between them: machine noise then hits all alike.
         targets: list[tuple[str, int, int | None]] = [("direct", backend_port, None)]
-        for label, settings in (("meshlet", {}), ("meshlet all-features", ALL_FEATURES)):
-            mesh, mesh_port = start_meshlet(work, backend_port, settings)
+        variants: list[tuple[str, dict[str, object], dict[str, str] | None]] = [
+            ("meshlet", {}, None), ("meshlet all-features", ALL_FEATURES, None)]
+        if compiled_build():  # the same code as Python, for the difference compiling makes
+            variants.append(("meshlet all-features, Python", ALL_FEATURES,
+                             {**os.environ, "MESHLET_PURE_PYTHON": "1"}))
+        for tag, (label, settings, env) in enumerate(variants):
+            mesh, mesh_port = start_meshlet(work, backend_port, settings, str(tag), env)
             procs.append(mesh)
             targets.append((label, mesh_port, mesh.pid))
         for label, starter in (("envoy", start_envoy), ("haproxy", start_haproxy),
