@@ -16,11 +16,10 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 
 setup: $(STAMP)
 
-# The per-request modules are compiled at install (setup.py): editing them reinstalls.
-COMPILED_SOURCES := setup.py $(wildcard src/meshlet/proxy/headers.p* \
-	src/meshlet/proxy/exchange.p* src/meshlet/proxy/http.p*)
-# The proxy tests run a second time against the pure-Python build of those modules.
-PURE_PYTHON_TESTS := tests/integration/test_proxy_http.py \
+# The modules with a .pxd are compiled at install (setup.py): editing them reinstalls.
+COMPILED_SOURCES := setup.py $(shell find src/meshlet -name '*.pxd' | sed 's/pxd$$/p*/')
+# The unit and proxy tests run a second time against the pure-Python build of them.
+PURE_PYTHON_TESTS := tests/unit tests/integration/test_proxy_http.py \
 	tests/integration/test_proxy_traffic.py tests/e2e/test_data_plane.py
 
 $(STAMP): pyproject.toml $(COMPILED_SOURCES)
@@ -39,7 +38,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest ran no tests" >&2; exit 1; fi; \
 	[ $$rc = 0 ] || exit $$rc; \
-	echo "make test: the proxy tests again, per-request path in pure Python"; \
+	echo "make test: the unit and proxy tests again, as pure Python"; \
 	MESHLET_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) $(PURE_PYTHON_TESTS); \
 	rc=$$?; if [ $$rc = 5 ]; then echo "make test: pytest ran no tests" >&2; exit 1; fi; \
 	exit $$rc

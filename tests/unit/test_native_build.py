@@ -17,9 +17,11 @@ SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
 def copy_sources(tmp_path: Path) -> Path:
+    """The compiled modules' sources, laid out as in the meshlet package."""
     for name in native.COMPILED_MODULES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".py", ".pxd"):
-            shutil.copy(native.HERE / f"{name}{suffix}", tmp_path)
+            shutil.copy(native.PACKAGE_DIR / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
     return tmp_path
 
 
@@ -44,7 +46,7 @@ def test_a_fresh_build_is_used(tmp_path: Path) -> None:
 def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
     directory = copy_sources(tmp_path)
     fake_build(directory)
-    with (directory / "exchange.py").open("a") as source:
+    with (directory / "proxy/exchange.py").open("a") as source:
         source.write("# edited after the build\n")
     build, why = native.choose(directory, {})
     assert build == "python" and "older than their sources" in why
@@ -53,7 +55,7 @@ def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
 def test_an_edited_pxd_makes_the_build_stale(tmp_path: Path) -> None:
     directory = copy_sources(tmp_path)
     fake_build(directory)
-    with (directory / "http.pxd").open("a") as source:
+    with (directory / "proxy/lb/base.pxd").open("a") as source:
         source.write("# edited after the build\n")
     assert native.choose(directory, {})[0] == "python"
 
@@ -73,12 +75,12 @@ def test_the_environment_forces_python(tmp_path: Path) -> None:
 
 
 def loaded_files(environ: dict[str, str]) -> list[str]:
-    code = ("import meshlet.proxy as p, meshlet.proxy.sidecar, meshlet.proxy.exchange as e, "
-            "meshlet.proxy.http as h, meshlet.proxy.headers as d; "
-            "print(p.BUILD, e.__file__, h.__file__, d.__file__)")
-    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
-                         text=True, check=True).stdout.split()
-    return out
+    """The build a fresh process reports, then the file of every compiled module."""
+    names = [native.module_name(name) for name in native.COMPILED_MODULES]
+    code = ("import importlib, meshlet.proxy as p, meshlet.proxy.sidecar; "
+            f"print(p.BUILD, *[importlib.import_module(n).__file__ for n in {names!r}])")
+    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                          text=True, check=True).stdout.split()
 
 
 def test_the_forced_python_build_imports_the_sources() -> None:
@@ -93,6 +95,23 @@ def test_the_running_build_is_the_one_reported() -> None:
     environ = {k: v for k, v in os.environ.items() if k != "MESHLET_PURE_PYTHON"}
     build, *files = loaded_files(environ)
     compiled = [not f.endswith(".py") for f in files]
-    assert compiled == [build == "compiled"] * 3, (build, files)
+    assert compiled == [build == "compiled"] * len(native.COMPILED_MODULES), (build, files)
     if os.environ.get("MESHLET_EXPECT_COMPILED"):
         assert build == "compiled", meshlet.proxy.BUILD_REASON
+
+
+def test_a_partial_build_runs_python(tmp_path: Path) -> None:
+    """Compiled modules import each other's types, so one missing means none is used."""
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    (directory / f"proxy/cluster{SUFFIX}").unlink()
+    build, why = native.choose(directory, {})
+    assert build == "python" and "only some" in why
+
+
+def test_every_pxd_names_a_compiled_module() -> None:
+    """setup.py compiles COMPILED_MODULES; a .pxd outside it would type nothing, and a
+    module in it without a .pxd would compile untyped."""
+    pxds = {str(p.relative_to(native.PACKAGE_DIR).with_suffix(""))
+            for p in native.PACKAGE_DIR.rglob("*.pxd")}
+    assert pxds == set(native.COMPILED_MODULES)

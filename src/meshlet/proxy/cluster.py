@@ -211,7 +211,11 @@ class Cluster:
 
     def untried(self, target: Target, tried: list[EndpointState]) -> bool:
         """Whether a retry would have an endpoint left to go to."""
-        return any(m not in tried for m in self.members.get(target.key, ()))
+        # A loop, not any(generator): the compiled build's cpdef methods take no closures.
+        for member in self.members.get(target.key, ()):  # noqa: SIM110
+            if member not in tried:
+                return True
+        return False
 
     def record_outcome(self, state: EndpointState, failed: bool) -> bool:
         """Feed outlier detection; True if this outcome ejected the endpoint."""

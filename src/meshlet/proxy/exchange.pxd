@@ -1,6 +1,9 @@
-# Types for the compiled build of exchange.py (see setup.py); the .py stays the source.
+# Types for the compiled build of exchange.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
+from meshlet.proxy.cluster cimport Cluster
 from meshlet.proxy.http cimport DownstreamHttp, UpstreamHttp
+from meshlet.proxy.lb.base cimport EndpointState
+from meshlet.proxy.listener cimport ListenerState
 
 
 cdef class Exchange:
@@ -9,7 +12,10 @@ cdef class Exchange:
     cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
     cdef public int flags, framing, status
     cdef public Py_ssize_t pending_size, sent_size
-    cdef public object cluster, connect_task, listener, loop, relay_head, state, target
+    cdef public object connect_task, loop, relay_head, target
+    cdef public Cluster cluster
+    cdef public ListenerState listener
+    cdef public EndpointState state
     cdef public DownstreamHttp down
     cdef public UpstreamHttp upstream
     cdef public list headers, pending, sent, tried

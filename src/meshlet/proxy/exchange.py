@@ -14,7 +14,7 @@ in ``x-meshlet-error``.
 from __future__ import annotations
 
 import asyncio
-import time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from meshlet.proxy.cluster import Cluster, Target
@@ -30,13 +30,13 @@ from meshlet.proxy.headers import (
     header_value,
     raw_headers,
 )
-from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.partition import Refusal
 from meshlet.proxy.pool import EndpointPool
 from meshlet.proxy.request_view import RequestView
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cimported by the compiled build (exchange.pxd)
     from meshlet.proxy.http import DownstreamHttp, UpstreamHttp
+    from meshlet.proxy.lb.base import EndpointState
 
 ERROR_HEADER = b"x-meshlet-error"
 LOCAL_APP_REFUSED = "local_app_refused"
@@ -130,7 +130,7 @@ class Exchange:
         self.state: EndpointState | None = None
         self.deadline = 0.0
         self.try_deadline = 0.0  # 0: no per-try deadline armed
-        self.start_time = time.perf_counter()
+        self.start_time = perf_counter()
         self.attempt_time = 0.0
         self.response_started = False
         self.status = 0
@@ -157,8 +157,9 @@ class Exchange:
         if cluster is None:
             self.local_reply(503, "no_route")
             return
+        now = cluster.clock()
         limiter = listener.rate_limiter
-        if limiter is not None and not limiter.take(cluster.clock()):
+        if limiter is not None and not limiter.take(now):
             self.local_reply(429, "rate_limited")
             return
         view = None
@@ -174,9 +175,9 @@ class Exchange:
             return
         self.target = resolved
         cluster.active_requests += 1
-        cluster.budget.record_request(cluster.clock())
+        cluster.budget.record_request(now)
         self.build_head(resolved)
-        self.deadline = cluster.clock() + resolved.timeout
+        self.deadline = now + resolved.timeout
         listener.timed.add(self)
         self.attempt()
 
@@ -214,7 +215,7 @@ class Exchange:
             return
         self.state = state
         self.tried.append(state)
-        pool = cluster.pool(state.endpoint)
+        pool = cluster.pools.get(state.key) or cluster.pool(state.endpoint)
         conn = pool.take()
         if conn is not None:
             self.attach(conn, pool)  # type: ignore[arg-type]
@@ -240,7 +241,7 @@ class Exchange:
         cluster = self.cluster
         assert cluster is not None
         endpoint = state.endpoint
-        self.attempt_time = time.perf_counter()
+        self.attempt_time = perf_counter()
         conn = UpstreamHttp(cluster, self.listener)
         protocol = cast(asyncio.Protocol, conn)  # an asyncio protocol by its methods
         try:
@@ -289,7 +290,7 @@ class Exchange:
             self.state = state = self.cluster.states.get(pool.endpoint.key)  # type: ignore[union-attr]
         if state is not None:
             state.start()
-        self.attempt_time = time.perf_counter()
+        self.attempt_time = perf_counter()
         per_try = self.cluster.settings.per_try_timeout  # type: ignore[union-attr]
         if per_try > 0:
             self.try_deadline = self.cluster.clock() + per_try  # type: ignore[union-attr]
@@ -561,18 +562,19 @@ class Exchange:
         state = self.state
         self.state = None
         cluster = self.cluster
+        now = cluster.clock() if cluster is not None else 0.0
         if conn is not None:
             conn.exchange = None
             if reusable and not conn.closed and cluster is not None:
                 conn.reused = True
-                conn.release(cluster.clock())
+                conn.release(now)
             else:
                 conn.close()
         if state is None or cluster is None or conn is None:
             return
-        rtt = time.perf_counter() - self.attempt_time
+        rtt = perf_counter() - self.attempt_time
         ok = status is not None and status < 500
-        state.finish(rtt if ok and cluster.tracks_latency else None, cluster.clock())
+        state.finish(rtt if ok and cluster.tracks_latency else None, now)
         if status is not None:
             self.listener.observe_endpoint(state, status, rtt)
             if cluster.record_outcome(state, not ok):
@@ -607,7 +609,7 @@ class Exchange:
         if self.upstream is not None:
             self.end_attempt(None, False)
         listener = self.listener
-        listener.finished(self, time.perf_counter() - self.start_time)
+        listener.finished(self, perf_counter() - self.start_time)
         self.pending = []
         self.sent = None
         self.down.exchange_finished(self)

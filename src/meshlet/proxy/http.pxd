@@ -1,10 +1,13 @@
-# Types for the compiled build of http.py (see setup.py); the .py stays the source.
+# Types for the compiled build of http.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
+from meshlet.proxy.cluster cimport Cluster
 from meshlet.proxy.exchange cimport Exchange
+from meshlet.proxy.listener cimport ListenerState
 
 
 cdef class DownstreamHttp:
-    cdef public object listener, loop, transport, parser, queue, read_pauses
+    cdef public ListenerState listener
+    cdef public object loop, transport, parser, queue, read_pauses
     cdef public Exchange parsing
     cdef public bytes url
     cdef public list headers, corked
@@ -28,7 +31,9 @@ cdef class _RelayedResponse:
 
 
 cdef class UpstreamHttp:
-    cdef public object cluster, listener, parser, relay_parser, transport, pool
+    cdef public ListenerState listener
+    cdef public Cluster cluster
+    cdef public object parser, relay_parser, transport, pool
     cdef public bytes relay_data, reason
     cdef public bint relay_done, relay_keep_alive, closed, reused, reset_parser
     cdef public Exchange exchange

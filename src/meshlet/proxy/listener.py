@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ListenerConfig
-from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.resilience.token_bucket import TokenBucket
+
+if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
+    from meshlet.proxy.lb.base import EndpointState
 
 access_log = logging.getLogger("meshlet.access")
 

@@ -1,6 +1,6 @@
 """Which build of the sidecar's per-request path runs: compiled or pure Python.
 
-``setup.py`` compiles ``headers``, ``exchange`` and ``http`` with Cython, typed by their
+``setup.py`` compiles the modules of ``COMPILED_MODULES`` with Cython, typed by their
 ``.pxd`` files, when Cython and a C compiler are there. The extension modules sit next
 to their sources and Python's import system prefers them, so a source edited after the
 build would silently run old code. The build therefore records a digest of the sources,
@@ -18,48 +18,61 @@ import os
 import sys
 from pathlib import Path
 
-COMPILED_MODULES = ("headers", "exchange", "http")  # in import order
-DIGEST_FILE = "compiled.sha256"
-PACKAGE = "meshlet.proxy"
-HERE = Path(__file__).parent
+# Paths under the meshlet package, in import order (a module after those it cimports).
+COMPILED_MODULES = ("observe/hot_metrics", "proxy/lb/base", "proxy/lb/peak_ewma",
+                    "proxy/request_view", "proxy/routing", "proxy/resilience/retry_budget",
+                    "proxy/pool", "proxy/cluster", "proxy/listener", "proxy/headers",
+                    "proxy/exchange", "proxy/http")
+DIGEST_FILE = "proxy/compiled.sha256"
+PACKAGE_DIR = Path(__file__).parent.parent  # the meshlet package
 
 log = logging.getLogger(__name__)
 
 
-def source_digest(directory: Path) -> str:
+def module_name(path: str) -> str:
+    return "meshlet." + path.replace("/", ".")
+
+
+def source_digest(package_dir: Path) -> str:
     """SHA-256 over every compiled module's ``.py`` and ``.pxd``."""
     digest = hashlib.sha256()
     for name in COMPILED_MODULES:
         for suffix in (".py", ".pxd"):
-            path = directory / f"{name}{suffix}"
-            digest.update(path.name.encode() + b"\0")
+            path = package_dir / f"{name}{suffix}"
+            digest.update(f"{name}{suffix}".encode() + b"\0")
             digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()
 
 
-def compiled_present(directory: Path) -> bool:
-    return any((directory / f"{name}{suffix}").exists() for name in COMPILED_MODULES
-               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+def compiled(package_dir: Path) -> list[bool]:
+    """Per module of COMPILED_MODULES: whether an extension module sits beside it."""
+    return [any((package_dir / f"{name}{suffix}").exists()
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+            for name in COMPILED_MODULES]
 
 
-def choose(directory: Path, environ: dict[str, str] | os._Environ[str]) -> tuple[str, str]:
+def choose(package_dir: Path, environ: dict[str, str] | os._Environ[str]
+           ) -> tuple[str, str]:
     """("compiled" or "python", why)."""
     if environ.get("MESHLET_PURE_PYTHON", "") not in ("", "0"):
         return "python", "MESHLET_PURE_PYTHON is set"
-    if not compiled_present(directory):
+    built = compiled(package_dir)
+    if not any(built):
         return "python", "not compiled (no Cython or no C compiler at install)"
-    recorded = directory / DIGEST_FILE
-    if not recorded.exists() or recorded.read_text().strip() != source_digest(directory):
+    if not all(built):  # compiled modules import each other's types: all or none
+        return "python", "only some modules were compiled; reinstall to compile them all"
+    recorded = package_dir / DIGEST_FILE
+    if not recorded.exists() or recorded.read_text().strip() != source_digest(package_dir):
         return "python", "the compiled modules are older than their sources; rebuild with " \
                          "`make setup` (or pip install again)"
     return "compiled", "compiled with Cython"
 
 
-def load_pure(directory: Path) -> None:
+def load_pure(package_dir: Path) -> None:
     """Import the ``.py`` sources under the modules' own names, ahead of any import."""
     for name in COMPILED_MODULES:
-        spec = importlib.util.spec_from_file_location(f"{PACKAGE}.{name}",
-                                                      directory / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(module_name(name),
+                                                      package_dir / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
@@ -67,9 +80,9 @@ def load_pure(directory: Path) -> None:
 
 
 def select() -> tuple[str, str]:
-    build, why = choose(HERE, os.environ)
-    if build == "python" and compiled_present(HERE):
+    build, why = choose(PACKAGE_DIR, os.environ)
+    if build == "python" and any(compiled(PACKAGE_DIR)):
         if "MESHLET_PURE_PYTHON" not in why:
             log.warning("sidecar relay: %s; running pure Python", why)
-        load_pure(HERE)
+        load_pure(PACKAGE_DIR)
     return build, why

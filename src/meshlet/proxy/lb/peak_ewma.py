@@ -10,8 +10,12 @@ default RTT), neither favoured nor shunned.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from meshlet.proxy.lb.base import DEFAULT_DECAY, EndpointState, PickContext, two_random
+from meshlet.proxy.lb.base import DEFAULT_DECAY, PickContext, two_random
+
+if TYPE_CHECKING:  # cimported by the compiled build (peak_ewma.pxd)
+    from meshlet.proxy.lb.base import EndpointState
 
 
 class PeakEwma:

@@ -1,0 +1,21 @@
+# Types for the compiled build of listener.py (see proxy/native.py); the .py stays the
+# source. Every attribute the .py sets must be declared here.
+from meshlet.observe.hot_metrics cimport HotCounter, HotEndpointStats, HotHistogram
+from meshlet.proxy.lb.base cimport EndpointState
+
+
+cdef class ListenerState:
+    cdef public object config, cluster, metrics, loop, server, port, active_gauge
+    cdef public object rate_limiter
+    cdef public str direction, destination, log_mode
+    cdef public set connections, timed
+    cdef public long active_requests
+    cdef public bint draining
+    cdef public tuple _labels
+    cdef public dict _status_labels, _endpoint_labels
+    cdef public HotCounter _requests
+    cdef public HotHistogram _duration
+    cdef public HotEndpointStats _endpoint_stats
+
+    cpdef observe_endpoint(self, EndpointState state, long status, double seconds)
+    cpdef finished(self, ex, double seconds)
