@@ -294,7 +294,7 @@ class Exchange:
         per_try = self.cluster.settings.per_try_timeout  # type: ignore[union-attr]
         if per_try > 0:
             self.try_deadline = self.cluster.clock() + per_try  # type: ignore[union-attr]
-        conn.transport.write(b"".join(self.pending))  # type: ignore[union-attr]
+        conn.send(b"".join(self.pending))
         self.pending = []
         self.pending_size = 0
         self.down.resume_reading("buffer")
@@ -311,7 +311,7 @@ class Exchange:
             else:
                 self.sent.append(data)
         if self.upstream is not None:
-            self.upstream.transport.write(data)  # type: ignore[union-attr]
+            self.upstream.send(data)
         else:
             self.pending.append(data)
             self.pending_size += len(data)

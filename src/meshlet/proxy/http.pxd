@@ -7,7 +7,8 @@ from meshlet.proxy.listener cimport ListenerState
 
 cdef class DownstreamHttp:
     cdef public ListenerState listener
-    cdef public object loop, transport, parser, queue, read_pauses
+    cdef public object loop, transport, send, parser, queue
+    cdef public set read_pauses
     cdef public Exchange parsing
     cdef public bytes url
     cdef public list headers, corked
@@ -33,7 +34,7 @@ cdef class _RelayedResponse:
 cdef class UpstreamHttp:
     cdef public ListenerState listener
     cdef public Cluster cluster
-    cdef public object parser, relay_parser, transport, pool
+    cdef public object parser, relay_parser, transport, send, pool
     cdef public bytes relay_data, reason
     cdef public bint relay_done, relay_keep_alive, closed, reused, reset_parser
     cdef public Exchange exchange

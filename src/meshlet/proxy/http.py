@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import httptools
 
@@ -23,6 +24,10 @@ from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.pool import EndpointPool
 
 log = logging.getLogger(__name__)
+
+
+def unconnected(data: bytes) -> None:
+    raise RuntimeError("a write before the connection was made")
 
 
 class DownstreamHttp:
@@ -42,6 +47,7 @@ class DownstreamHttp:
         self.half_closed = False
         self.read_pauses: set[str] = set()
         self.write_paused = False
+        self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
         self.peer_ip = ""
         self.corked: list[bytes] | None = None
         self.flags = 0
@@ -53,6 +59,7 @@ class DownstreamHttp:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.send = self.transport.write  # type: ignore[union-attr]
         self.listener.connections.add(self)
         self.listener.active_gauge.inc()
         peer = transport.get_extra_info("peername")
@@ -146,7 +153,7 @@ class DownstreamHttp:
         if self.corked is not None:
             self.corked.append(data)
         elif not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.send(data)
 
     def cork(self) -> None:
         """Hold writes until ``uncork``: one send for a response head and its body."""
@@ -156,7 +163,7 @@ class DownstreamHttp:
     def uncork(self) -> None:
         held, self.corked = self.corked, None
         if held and not self.closed:
-            self.transport.write(b"".join(held) if len(held) > 1 else held[0])  # type: ignore[union-attr]
+            self.send(b"".join(held) if len(held) > 1 else held[0])
 
     @property
     def keep_open(self) -> bool:
@@ -244,6 +251,7 @@ class UpstreamHttp:
         self.reset_parser = False
         self.idle_since = 0.0
         self.flags = 0
+        self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
 
     def __repr__(self) -> str:
         return f"<UpstreamHttp busy={self.exchange is not None} closed={self.closed}>"
@@ -266,6 +274,7 @@ class UpstreamHttp:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.send = self.transport.write  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
