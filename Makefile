@@ -60,4 +60,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
-	rm -f src/meshlet/proxy/*.so src/meshlet/proxy/compiled.sha256
+	find src -name "*.so" -delete; rm -f src/meshlet/proxy/compiled.sha256
