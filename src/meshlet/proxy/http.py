@@ -16,6 +16,9 @@ from collections.abc import Callable
 
 import httptools
 
+# exchange and http import each other's types in the compiled build: this module may
+# run before exchange's body has, so it takes only the class at import and looks up
+# exchange's functions when it calls them.
 from meshlet.proxy import exchange as exchange_module
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.exchange import Exchange
