@@ -27,13 +27,13 @@ def load_native() -> ModuleType:
 
 
 def extensions() -> list[object]:
-    if os.environ.get("MESHLET_PURE_PYTHON", "") not in ("", "0"):
+    native = load_native()
+    if native.forced_python(os.environ):
         return []
     try:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    native = load_native()
     digest = native.source_digest(PACKAGE_DIR)
     modules = cythonize([str(PACKAGE_DIR / f"{name}.py") for name in native.COMPILED_MODULES],
                         build_dir="build/cython", quiet=True, include_path=["src"],

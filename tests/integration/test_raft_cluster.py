@@ -207,6 +207,12 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def lead_and_write(driver: RaftDriver, writes: int) -> None:
+    """Wait for a started one-server driver to lead, then commit ``writes`` entries."""
+    await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
+    await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(writes)))
+
+
 class SlowSnapshotMember(Member):
     """Its state takes a second to serialise, and it notes who serialised it."""
 
@@ -221,8 +227,7 @@ async def test_a_snapshot_is_written_by_a_child_while_writes_go_on(tmp_path: Pat
     driver = member.driver
     await driver.start()
     try:
-        await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
-        await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(10)))
+        await lead_and_write(driver, 10)
         await async_wait_until(lambda: _true(driver.background is not None), 10,
                                "a snapshot to start")
         during = [await driver.propose(f"d{i}".encode()) for i in range(20)]
@@ -242,8 +247,7 @@ async def test_stopping_kills_a_snapshot_child_and_leaves_no_temp_file(
     member = SlowSnapshotMember("solo", {"solo": ("127.0.0.1", free_port())}, tmp_path)
     driver = member.driver
     await driver.start()
-    await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
-    await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(10)))
+    await lead_and_write(driver, 10)
     await async_wait_until(lambda: _true(driver.background is not None), 10,
                            "a snapshot to start")
     assert driver.background is not None
@@ -264,8 +268,7 @@ async def test_a_server_that_cannot_fork_snapshots_on_its_loop(
     driver = member.driver
     await driver.start()
     try:
-        await async_wait_until(lambda: _true(driver.is_leader), 10, "leadership")
-        await asyncio.gather(*(driver.propose(f"w{i}".encode()) for i in range(12)))
+        await lead_and_write(driver, 12)
         await async_wait_until(lambda: _true(driver.node.offset > 0), 10, "compaction")
         assert driver.background is None  # nothing forked
         snapshot = driver.storage.read_snapshot()

@@ -16,4 +16,4 @@ cdef class Cluster:
     cpdef pick(self, target, list exclude)
     cpdef bint untried(self, target, list tried)
     cpdef bint record_outcome(self, state, bint failed)
-    cpdef EndpointPool pool(self, endpoint)
+    cpdef EndpointPool pool(self, state)

@@ -229,11 +229,13 @@ class Cluster:
     def ejected_count(self) -> int:
         return len(self.outlier.ejected())
 
-    def pool(self, endpoint: Endpoint) -> EndpointPool:
-        pool = self.pools.get(endpoint.key)
+    def pool(self, state: EndpointState) -> EndpointPool:
+        """The idle connections of ``state``'s endpoint, by the key the state keeps (an
+        endpoint's ``key`` is computed on every read)."""
+        pool = self.pools.get(state.key)
         if pool is None:
-            pool = self.pools[endpoint.key] = EndpointPool(endpoint)
-            if endpoint.key not in self.states:
+            pool = self.pools[state.key] = EndpointPool(state.endpoint)
+            if state.key not in self.states:
                 pool.closed = True  # endpoint already removed: do not keep its connections
         return pool
 

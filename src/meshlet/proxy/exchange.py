@@ -215,7 +215,7 @@ class Exchange:
             return
         self.state = state
         self.tried.append(state)
-        pool = cluster.pools.get(state.key) or cluster.pool(state.endpoint)
+        pool = cluster.pool(state)
         conn = pool.take()
         if conn is not None:
             self.attach(conn, pool)  # type: ignore[arg-type]
@@ -520,7 +520,7 @@ class Exchange:
             self.pending = list(self.sent)  # type: ignore[arg-type]
             self.pending_size = self.sent_size
             self.state = state
-            self.open_connection(state, self.cluster.pool(state.endpoint))  # type: ignore[union-attr]
+            self.open_connection(state, self.cluster.pool(state))  # type: ignore[union-attr]
             return
         self.end_attempt(502, False)
         self.last_error = "upstream_reset"
@@ -651,5 +651,5 @@ def connection_closed(cluster: Cluster) -> None:
         ex: Any = cluster.pending.popleft()
         ex.waiting = False
         if not ex.finished and ex.state is not None:
-            ex.open_connection(ex.state, cluster.pool(ex.state.endpoint))
+            ex.open_connection(ex.state, cluster.pool(ex.state))
             return

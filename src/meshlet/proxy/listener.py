@@ -40,6 +40,8 @@ class ListenerState:
         self._labels = (self.direction, self.destination)
         self._status_labels: dict[int, tuple[str, str, str]] = {}
         self._endpoint_labels: dict[str, tuple[str, str, str]] = {}  # see configure
+        # The hot metrics held here as well: typed in listener.pxd, so the compiled
+        # build calls them directly.
         self._requests = metrics.requests
         self._duration = metrics.duration
         self._endpoint_stats = metrics.endpoints

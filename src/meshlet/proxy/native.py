@@ -51,10 +51,16 @@ def compiled(package_dir: Path) -> list[bool]:
             for name in COMPILED_MODULES]
 
 
-def choose(package_dir: Path, environ: dict[str, str] | os._Environ[str]
-           ) -> tuple[str, str]:
+Environ = dict[str, str] | os._Environ[str]
+
+
+def forced_python(environ: Environ) -> bool:
+    return environ.get("MESHLET_PURE_PYTHON", "") not in ("", "0")
+
+
+def choose(package_dir: Path, environ: Environ) -> tuple[str, str]:
     """("compiled" or "python", why)."""
-    if environ.get("MESHLET_PURE_PYTHON", "") not in ("", "0"):
+    if forced_python(environ):
         return "python", "MESHLET_PURE_PYTHON is set"
     built = compiled(package_dir)
     if not any(built):
@@ -82,7 +88,7 @@ def load_pure(package_dir: Path) -> None:
 def select() -> tuple[str, str]:
     build, why = choose(PACKAGE_DIR, os.environ)
     if build == "python" and any(compiled(PACKAGE_DIR)):
-        if "MESHLET_PURE_PYTHON" not in why:
+        if not forced_python(os.environ):
             log.warning("sidecar relay: %s; running pure Python", why)
         load_pure(PACKAGE_DIR)
     return build, why
