@@ -12,7 +12,7 @@ import json
 import timeit
 import zlib
 
-from meshlet.server.wal import HEADER, LogRecord, decode_payload, encode_record
+from meshlet.raft.wal import HEADER, LogRecord, decode_payload, encode_record
 
 DATA = json.dumps({"type": "kv_put", "key": "bench/12/34",
                    "value": base64.b64encode(b"v" * 64).decode(), "cas": None}).encode()

@@ -14,7 +14,7 @@ from pathlib import Path
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.raft.storage import decode_snapshot
-from meshlet.server.wal import SnapshotStore
+from meshlet.raft.wal import SnapshotStore
 from tests.conftest import wait_until
 
 

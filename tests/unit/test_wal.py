@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from meshlet.errors import Conflict, StorageError
+from meshlet.raft.wal import HEADER, CommandLog, LogRecord, SnapshotStore
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
-from meshlet.server.wal import HEADER, CommandLog, LogRecord, SnapshotStore
 from meshlet.state import encode_command
 from meshlet.state.commands import KVPut
 from tests.conftest import async_wait_until

@@ -1,8 +1,8 @@
 """Durable Raft state: the snapshot, the hard state (term, vote, commit) and the log.
 
-The snapshot is one file replaced atomically (``meshlet.server.wal.SnapshotStore``: temp
+The snapshot is one file replaced atomically (``meshlet.raft.wal.SnapshotStore``: temp
 file, fsync, rename, fsync of the directory, a CRC over it). Everything else is an
-append-only record log (``meshlet.server.wal``: a CRC per record, a torn tail
+append-only record log (``meshlet.raft.wal``: a CRC per record, a torn tail
 truncated, a corrupt middle refused) holding ``entry`` records, ``hard`` records (the
 last one read wins) and ``truncate`` records that replay as "drop everything from
 index N": written when a leader overwrote a conflicting suffix, and at the head of the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from meshlet.errors import StorageError
 from meshlet.raft.core import Entry, HardState, Snapshot
-from meshlet.server.wal import CommandLog, LogRecord, SnapshotStore, fsync_dir
+from meshlet.raft.wal import CommandLog, LogRecord, SnapshotStore, fsync_dir
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:

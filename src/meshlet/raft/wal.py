@@ -1,4 +1,6 @@
-"""Append-only command log in segment files, with a CRC per record.
+"""Raft's write-ahead log: append-only records in segment files, a CRC per record,
+and the one snapshot file beside them. ``raft/storage.py`` gives the records their
+meaning (entries, hard state, truncations); this module only keeps them intact.
 
 Record: ``u32 length | u32 crc32(payload) | payload`` where payload is JSON
 ``{"index": N, "cmd": {...}}``, or, for a Raft entry (``{"op": "entry", ..., "raw":
@@ -99,7 +101,8 @@ def read_segment(path: Path, is_last: bool) -> tuple[list[LogRecord], int]:
 
 
 class CommandLog:
-    """The durable log. Not thread-safe: one writer at a time (the server's writer task)."""
+    """The durable log. Not thread-safe: one writer at a time (the Raft driver; its
+    ``sync`` alone may run on another thread while nothing is appended)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
