@@ -37,9 +37,9 @@ class Member:
     def make(self) -> RaftDriver:
         self.applied = []
         founders = {p: {"raft": f"{h}:{port}"} for p, (h, port) in self.peers.items()}
-        return RaftDriver(self.id, self.peers[self.id], self.root / self.id, self.apply,
-                          self.restore, self.snapshot, founders, snapshot_every=8,
-                          tick_interval=0.02)
+        return RaftDriver.on_disk(self.id, self.peers[self.id], self.root / self.id,
+                                  self.apply, self.restore, self.snapshot, founders,
+                                  snapshot_every=8, tick_interval=0.02)
 
     def apply(self, entry: Entry) -> int:
         if entry.data:

@@ -1,33 +1,28 @@
-"""A deterministic in-memory Raft cluster: a seeded network that drops, duplicates,
-reorders and partitions; nodes that crash and restart from what they persisted, take
-snapshots and compact their logs; and membership that grows and shrinks one server at
-a time. ``spares`` are servers that start empty, outside the cluster, until added."""
+"""A deterministic in-memory Raft cluster that runs the real ``RaftDriver`` (persist,
+send, apply, advance, snapshots, proposals' futures) over ``MemoryStorage`` and
+``MemoryTransport``: a seeded network that drops, duplicates, reorders and
+partitions; servers that crash and restart from what they persisted, take snapshots
+and compact their logs; and membership that grows and shrinks one server at a time.
+``spares`` are servers that start empty, outside the cluster, until added.
+
+It runs inside an event loop (the driver makes its futures there) but never waits on
+it: every step ticks a driver or delivers it a message and then calls its
+``process()`` at once, so the loop's own callbacks, drained by ``close()``, find
+nothing left to do. The caller ticks (``tick_interval=None``), so no timer runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from dataclasses import dataclass, field
+from typing import Any
 
-from meshlet.raft.core import (
-    ConfigChangeError,
-    Entry,
-    HardState,
-    Message,
-    NotLeaderError,
-    RaftNode,
-    Role,
-    Snapshot,
-    config_members,
-)
+from meshlet.errors import ConfigError, NotLeader
+from meshlet.raft.core import CONFIG, Entry, Message, RaftNode, Role, config_members
+from meshlet.raft.driver import RaftDriver
+from meshlet.raft.memory import MemoryNetwork, MemoryStorage, MemoryTransport
 
-
-@dataclass
-class Disk:
-    """What a node has fsynced: its snapshot, hard state and log after the snapshot."""
-
-    snapshot: Snapshot | None = None
-    hard: HardState = field(default_factory=HardState)
-    log: list[Entry] = field(default_factory=list)
+NEVER = 1 << 62  # snapshot_every: the simulation decides when to snapshot
 
 
 class SafetyViolation(AssertionError):
@@ -35,110 +30,176 @@ class SafetyViolation(AssertionError):
 
 
 class SimCluster:
+    """Build with ``await SimCluster.start(ids, seed, spares)``."""
+
     def __init__(self, ids: list[str], seed: int, spares: int = 0) -> None:
         self.founders = list(ids)
         self.ids = ids + [f"spare{i}" for i in range(spares)]
         self.rng = random.Random(seed)
-        self.disks = {i: Disk() for i in self.ids}
-        self.states: dict[bytes, list[Entry]] = {}  # snapshot data -> applied entries
-        self.nodes = {i: self.boot(i) for i in self.ids}
+        self.net = MemoryNetwork()
+        self.disks = {i: MemoryStorage() for i in self.ids}
+        self.drivers: dict[str, RaftDriver] = {}
+        # Each server's state machine: the entries it applied (config entries are the
+        # driver's and never reach it) and the index it is at.
         self.applied: dict[str, list[Entry]] = {i: [] for i in self.ids}
-        for founder in ids:
-            self.nodes[founder].found({i: {} for i in ids})
-        self.committed: list[Entry] = []        # the one true history, as applied
+        self.applied_index = dict.fromkeys(self.ids, 0)
+        self.states: dict[bytes, tuple[int, list[Entry]]] = {}  # snapshot data -> state
+        self.committed: dict[int, Entry] = {}   # the one true history, as applied
+        self.newest_term = 0                    # of an entry in it
         self.leaders: dict[int, str] = {}       # term -> the leader seen for it
-        self.network: list[Message] = []
         self.cut: set[frozenset[str]] = set()   # pairs that cannot talk
         self.down: set[str] = set()
         self.proposed = 0
+        self.proposals: list[tuple[bytes | None, asyncio.Future[Any]]] = []
 
-    def boot(self, node_id: str) -> RaftNode:
-        disk = self.disks[node_id]
-        return RaftNode(node_id, random.Random(self.rng.random()), snapshot=disk.snapshot,
-                        term=disk.hard.term, vote=disk.hard.vote, log=list(disk.log),
-                        commit=disk.hard.commit)
+    @classmethod
+    async def start(cls, ids: list[str], seed: int, spares: int = 0) -> SimCluster:
+        sim = cls(ids, seed, spares)
+        founders: dict[str, Any] = {i: {} for i in ids}
+        for node_id in sim.ids:
+            await sim.boot(node_id, founders if node_id in ids else None)
+        return sim
+
+    async def boot(self, node_id: str, founders: dict[str, Any] | None = None) -> None:
+        driver = RaftDriver(
+            node_id, self.disks[node_id], MemoryTransport(node_id, self.net),
+            lambda entry: self.apply(driver, entry), lambda data: self.restore(driver, data),
+            lambda: self.take_snapshot(driver), founders, snapshot_every=NEVER,
+            tick_interval=None, rng=random.Random(self.rng.random()))
+        self.drivers[node_id] = driver
+        await driver.start()
+
+    async def close(self) -> None:
+        """The end of a run: every driver stops processing, and the callbacks they
+        left on the loop run (and find nothing to do)."""
+        for driver in self.drivers.values():
+            driver.closing = True
+        await asyncio.sleep(0)
+
+    @property
+    def nodes(self) -> dict[str, RaftNode]:
+        """Each server's Raft core (that of its latest start)."""
+        return {i: self.node(i) for i in self.ids}
+
+    def node(self, node_id: str) -> RaftNode:
+        node = self.drivers[node_id].node
+        assert node is not None
+        return node
+
+    @property
+    def network(self) -> list[Message]:
+        """The messages in flight, in the order sent."""
+        return self.net.in_flight
+
+    # -- the state machine, as the driver calls it -------------------------------------
+
+    def current(self, driver: RaftDriver) -> None:
+        if self.drivers[driver.id] is not driver or driver.id in self.down:
+            raise SafetyViolation(f"{driver.id} acted after it crashed")
+
+    def apply(self, driver: RaftDriver, entry: Entry) -> int:
+        self.current(driver)
+        self.skip_to(driver, entry.index - 1)
+        self.record(driver.id, entry)
+        self.applied[driver.id].append(entry)
+        self.applied_index[driver.id] = entry.index
+        return entry.index
+
+    def skip_to(self, driver: RaftDriver, index: int) -> None:
+        """Entries after the last one applied up to ``index`` are config entries,
+        which the driver does not apply; they are committed all the same."""
+        last = self.applied_index[driver.id]
+        assert driver.node is not None
+        skipped = driver.node.entries(last + 1, index + 1)
+        if index < last or len(skipped) != index - last or \
+                any(e.kind != CONFIG for e in skipped):
+            raise SafetyViolation(f"{driver.id} applied {index + 1} after {last}")
+        for entry in skipped:
+            self.record(driver.id, entry)
+        self.applied_index[driver.id] = index
+
+    def record(self, node_id: str, entry: Entry) -> None:
+        seen = self.committed.setdefault(entry.index, entry)
+        if seen != entry:
+            raise SafetyViolation(f"state machine safety: {node_id} applied {entry} at "
+                                  f"{entry.index}, another node applied {seen}")
+        self.newest_term = max(self.newest_term, entry.term)
+
+    def restore(self, driver: RaftDriver, data: bytes) -> None:
+        self.current(driver)
+        index, entries = self.states[data]
+        self.applied[driver.id] = list(entries)
+        self.applied_index[driver.id] = index
+
+    def take_snapshot(self, driver: RaftDriver) -> bytes:
+        """The state at the driver's applied index (config entries up to it included)."""
+        self.current(driver)
+        assert driver.node is not None
+        self.skip_to(driver, driver.node.applied)
+        data = f"state-{len(self.states)}".encode()
+        self.states[data] = (driver.node.applied, list(self.applied[driver.id]))
+        return data
 
     # -- driving ----------------------------------------------------------------------
 
     def process(self, node_id: str) -> None:
-        """Handle Ready until there is none (advancing can commit more)."""
-        for _ in range(10):
-            if not self.process_once(node_id):
-                return
-
-    def process_once(self, node_id: str) -> bool:
-        """The driver's order: persist, send, apply, advance."""
-        node = self.nodes[node_id]
-        ready = node.ready()
-        if ready.empty():
-            return False
-        disk = self.disks[node_id]
-        if ready.snapshot is not None:
-            disk.snapshot = ready.snapshot
-            self.applied[node_id] = list(self.states[ready.snapshot.data])
-        if ready.hard_state is not None:
-            disk.hard = ready.hard_state
-        disk.log = list(node.log)  # the whole log after the snapshot, as rewritten
-        for m in ready.messages:
-            self.network.append(m)
-        for entry in ready.committed:
-            self.apply(node_id, entry)
-        node.advance(ready)
-        return True
-
-    def apply(self, node_id: str, entry: Entry) -> None:
-        applied = self.applied[node_id]
-        if entry.index != len(applied) + 1:
-            raise SafetyViolation(f"{node_id} applied {entry.index} after {len(applied)}")
-        applied.append(entry)
-        if entry.index <= len(self.committed):
-            if self.committed[entry.index - 1] != entry:
-                raise SafetyViolation(
-                    f"state machine safety: {node_id} applied {entry} at {entry.index}, "
-                    f"another node applied {self.committed[entry.index - 1]}")
-        else:
-            self.committed.append(entry)
+        self.drivers[node_id].process()
 
     def deliver(self, index: int) -> None:
         m = self.network.pop(index)
-        if m.to in self.down or frozenset((m.frm, m.to)) in self.cut:
+        if frozenset((m.frm, m.to)) in self.cut:
             return
-        self.nodes[m.to].step(m)
-        self.process(m.to)
+        if self.net.deliver(m):  # not if the receiver is down
+            self.process(m.to)
 
     def tick(self, node_id: str) -> None:
-        if node_id in self.down:
-            return
-        self.nodes[node_id].tick()
-        self.process(node_id)
+        if node_id not in self.down:
+            self.drivers[node_id].tick()
 
     def crash(self, node_id: str) -> None:
-        """Lose everything not yet persisted, including messages in its outbox."""
+        """Lose everything not yet persisted, including messages in its outbox: the
+        driver stops where it is, and its storage holds only what it saved."""
         self.down.add(node_id)
+        self.drivers[node_id].closing = True
+        self.net.detach(node_id)
         self.applied[node_id] = []
+        self.applied_index[node_id] = 0
 
-    def restart(self, node_id: str) -> None:
+    async def restart(self, node_id: str) -> None:
+        """A new driver over what the old one persisted; it re-applies what it knows
+        committed at once."""
         self.down.discard(node_id)
-        self.nodes[node_id] = self.boot(node_id)
-        snapshot = self.disks[node_id].snapshot
-        self.applied[node_id] = list(self.states[snapshot.data]) if snapshot else []
+        self.applied[node_id] = []
+        self.applied_index[node_id] = 0
+        await self.boot(node_id)
         self.process(node_id)
 
     def compact(self, node_id: str) -> None:
         """Snapshot the node's applied state and fold its log into it."""
-        node = self.nodes[node_id]
-        if node.applied <= node.offset:
-            return
-        data = f"state-{len(self.states)}".encode()
-        self.states[data] = list(self.applied[node_id])
-        node.compact(node.applied, data)
-        disk = self.disks[node_id]
-        disk.snapshot, disk.log = node.snapshot, list(node.log)
+        self.drivers[node_id].compact()
+
+    def live(self) -> list[RaftNode]:
+        """The cores of the servers that are up."""
+        return [d.node for i, d in self.drivers.items()
+                if i not in self.down and d.node is not None]
 
     def leader(self) -> RaftNode | None:
-        live = [n for i, n in self.nodes.items() if i not in self.down
-                and n.role == Role.LEADER]
-        return max(live, key=lambda n: n.term) if live else None
+        leaders = [n for n in self.live() if n.role == Role.LEADER]
+        return max(leaders, key=lambda n: n.term) if leaders else None
+
+    def submit(self, node_id: str, data: bytes) -> asyncio.Future[Any]:
+        """Propose ``data`` through the driver (raises NotLeader) and process it."""
+        future = self.drivers[node_id].submit(data)
+        self.proposals.append((data, future))
+        self.process(node_id)
+        return future
+
+    def change_members(self, node_id: str, members: dict[str, Any]) -> asyncio.Future[Any]:
+        """Propose a configuration through the driver (raises NotLeader, ConfigError)."""
+        future = self.drivers[node_id].submit_members(members)
+        self.proposals.append((None, future))
+        self.process(node_id)
+        return future
 
     def reconfigure(self) -> None:
         """The leader adds a server from outside its configuration or removes one."""
@@ -152,22 +213,20 @@ class SimCluster:
         elif len(members) > 2:
             del members[self.rng.choice(sorted(members))]
         try:
-            leader.propose_config(members)
-        except (ConfigChangeError, NotLeaderError):
+            self.change_members(leader.id, members)
+        except (ConfigError, NotLeader):
             return
-        self.process(leader.id)
 
     def propose(self) -> None:
         leader = self.leader()
         if leader is not None:
             try:
-                leader.propose(f"cmd-{self.proposed}".encode())
-            except NotLeaderError:
+                self.submit(leader.id, f"cmd-{self.proposed}".encode())
+            except NotLeader:
                 return
             self.proposed += 1
-            self.process(leader.id)
 
-    def random_step(self, reconfigure: bool = False) -> None:
+    async def random_step(self, reconfigure: bool = False) -> None:
         r = self.rng.random()
         live = [i for i in self.ids if i not in self.down]
         if r < 0.02 and live:
@@ -191,35 +250,53 @@ class SimCluster:
         elif r < 0.95 and len(self.down) < (len(self.founders) - 1) // 2 and live:
             self.crash(self.rng.choice(live))
         elif self.down:
-            self.restart(self.rng.choice(sorted(self.down)))
+            await self.restart(self.rng.choice(sorted(self.down)))
         self.check()
 
     # -- invariants (§5.2, §5.3, §5.4) ---------------------------------------------------
 
     def check(self) -> None:
-        for node_id, node in self.nodes.items():
-            if node_id in self.down or node.role != Role.LEADER:
+        live = self.live()
+        for node in live:
+            if node.role != Role.LEADER:
                 continue
-            seen = self.leaders.setdefault(node.term, node_id)
-            if seen != node_id:
-                raise SafetyViolation(f"election safety: {seen} and {node_id} both lead "
+            seen = self.leaders.setdefault(node.term, node.id)
+            if seen != node.id:
+                raise SafetyViolation(f"election safety: {seen} and {node.id} both lead "
                                       f"term {node.term}")
-            newest = max((e.term for e in self.committed), default=0)
-            if node.term >= newest:
-                for entry in self.committed[node.offset:]:
-                    if node.term_at(entry.index) != entry.term:
-                        raise SafetyViolation(f"leader completeness: {node_id} (term "
+            if node.term >= self.newest_term:
+                for index, entry in self.committed.items():
+                    if node.term_at(index) != entry.term and index > node.offset:
+                        raise SafetyViolation(f"leader completeness: {node.id} (term "
                                               f"{node.term}) lacks committed {entry}")
-        live = [n for i, n in self.nodes.items() if i not in self.down]
         for a in range(len(live)):
             for b in range(a + 1, len(live)):
                 check_log_matching(live[a], live[b])
 
-    def heal_and_settle(self, max_steps: int = 5000) -> bool:
+    def check_proposals(self) -> None:
+        """What the driver told each proposer holds: a result means its entry is
+        the history's at that index; NotLeader means it is nowhere in it. Unavailable,
+        or no answer from a server that crashed, leaves the outcome unknown."""
+        history = {e.data for e in self.committed.values()}
+        for data, future in self.proposals:
+            if not future.done():
+                continue
+            error = future.exception()
+            if error is None:
+                entry = self.committed.get(future.result())
+                if entry is None or (entry.data != data if data is not None
+                                     else entry.kind != CONFIG):
+                    raise SafetyViolation(f"{data!r} was acknowledged at index "
+                                          f"{future.result()}, which holds {entry}")
+            elif isinstance(error, NotLeader) and data in history:
+                raise SafetyViolation(f"{data!r} was refused as not committed, and "
+                                      "committed")
+
+    async def heal_and_settle(self, max_steps: int = 5000) -> bool:
         """Reconnect everyone and run until a proposal commits everywhere (liveness)."""
         self.cut.clear()
         for node_id in sorted(self.down):
-            self.restart(node_id)
+            await self.restart(node_id)
         target = None
         for _ in range(max_steps):
             if self.network:
@@ -231,12 +308,13 @@ class SimCluster:
             leader = self.leader()
             if leader is not None and target is None:
                 try:
-                    target = leader.propose(b"final")
-                except NotLeaderError:
+                    self.submit(leader.id, b"final")
+                    target = leader.last_index  # nothing follows it yet
+                except NotLeader:
                     target = None
-                self.process(leader.id)
             if target is not None and leader is not None and all(
-                    len(self.applied[i]) >= target for i in leader.peers):
+                    self.applied_index[i] >= target for i in leader.peers):
+                self.check_proposals()
                 return True
         return False
 

@@ -1,11 +1,15 @@
-"""Raft under a hostile network: thousands of seeded schedules, invariants after every
-step, and progress once the network heals. A failing seed is printed for replay:
-``SimCluster(ids, seed)`` reproduces it exactly."""
+"""Raft under a hostile network: thousands of seeded schedules of the real driver,
+invariants after every step, and progress once the network heals. A failing seed is
+printed for replay: ``await SimCluster.start(ids, seed, spares)`` reproduces it
+exactly."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from meshlet.errors import NotLeader
 from meshlet.raft.core import Role
 from tests.sim.cluster import SimCluster, elect
 
@@ -14,28 +18,46 @@ SEEDS = range(400)
 
 @pytest.mark.parametrize(("size", "spares"), [(3, 0), (5, 0), (3, 2)],
                          ids=["3-static", "5-static", "3-with-membership-changes"])
-def test_safety_and_liveness_over_many_schedules(size: int, spares: int) -> None:
+async def test_safety_and_liveness_over_many_schedules(size: int, spares: int) -> None:
     """Every schedule also takes snapshots and compacts logs at random; with spares,
-    the leader adds and removes servers one at a time as well."""
+    the leader adds and removes servers one at a time as well. What the drivers
+    answered their proposers is checked against the history too."""
     ids = [f"n{i}" for i in range(size)]
     failures = []
     committed_total = 0
     for seed in SEEDS:
-        sim = SimCluster(ids, seed, spares)
+        sim = await SimCluster.start(ids, seed, spares)
         try:
-            for _ in range(400):
-                sim.random_step(reconfigure=spares > 0)
-            assert sim.heal_and_settle(), "no progress after the network healed"
+            await run_schedule(sim, spares > 0)
         except AssertionError as exc:
             failures.append(f"seed {seed}: {exc}")
             continue
+        finally:
+            await sim.close()
         committed_total += len(sim.committed)
     assert failures == [], "\n".join(failures[:5])
     assert committed_total > len(SEEDS) * 3  # the schedules did commit real work
 
 
-def test_pre_vote_stops_a_rejoining_node_from_deposing_the_leader() -> None:
-    sim = SimCluster(["a", "b", "c"], seed=1)
+async def run_schedule(sim: SimCluster, reconfigure: bool) -> None:
+    for _ in range(400):
+        await sim.random_step(reconfigure)
+    assert await sim.heal_and_settle(), "no progress after the network healed"
+
+
+async def test_a_seed_replays_exactly() -> None:
+    runs = []
+    for _ in range(2):
+        sim = await SimCluster.start(["n0", "n1", "n2"], 7, spares=2)
+        await run_schedule(sim, reconfigure=True)
+        await sim.close()
+        runs.append((sorted(sim.committed.items()), sim.leaders, sim.proposed,
+                     [(n.term, n.last_index, n.offset) for n in sim.nodes.values()]))
+    assert runs[0] == runs[1]
+
+
+async def test_pre_vote_stops_a_rejoining_node_from_deposing_the_leader() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=1)
     leader = elect(sim)
     term = leader.term
     lonely = next(i for i in sim.ids if i != leader.id)
@@ -59,8 +81,8 @@ def test_pre_vote_stops_a_rejoining_node_from_deposing_the_leader() -> None:
     assert sim.nodes[leader.id].role == Role.LEADER and sim.nodes[leader.id].term == term
 
 
-def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
-    sim = SimCluster(["a", "b", "c"], seed=2)
+async def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=2)
     leader = elect(sim)
     for other in sim.ids:
         if other != leader.id:
@@ -72,11 +94,10 @@ def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
     assert sim.nodes[leader.id].role != Role.LEADER
 
 
-def test_leadership_transfer() -> None:
-    sim = SimCluster(["a", "b", "c"], seed=3)
+async def test_leadership_transfer() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=3)
     leader = elect(sim)
-    leader.propose(b"x")
-    sim.process(leader.id)
+    sim.submit(leader.id, b"x")
     while sim.network:
         sim.deliver(0)
     target = next(i for i in sim.ids if i != leader.id)
@@ -95,56 +116,49 @@ def test_leadership_transfer() -> None:
     assert sim.nodes[leader.id].role == Role.FOLLOWER
 
 
-def test_single_node_commits_alone() -> None:
-    sim = SimCluster(["solo"], seed=4)
-    leader = elect(sim)
-    index = leader.propose(b"only")
-    sim.process("solo")
+async def test_single_node_commits_alone() -> None:
+    sim = await SimCluster.start(["solo"], seed=4)
+    elect(sim)
+    write = sim.submit("solo", b"only")
+    index = write.result()  # committed and applied within the one Ready
     assert sim.applied["solo"][-1].index == index and sim.applied["solo"][-1].data == b"only"
 
 
-def test_read_index_needs_a_quorum_of_acknowledgements() -> None:
-    sim = SimCluster(["a", "b", "c"], seed=5)
+async def test_read_index_needs_a_quorum_of_acknowledgements() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=5)
     leader = elect(sim)
-    leader.propose(b"w")
-    sim.process(leader.id)
+    sim.submit(leader.id, b"w")
     while sim.network:
         sim.deliver(0)
-    leader.read_index(7)
-    sim.process(leader.id)
-    assert not leader.ready_reads  # not before the heartbeat round is acknowledged
-    confirmed: list[tuple[int, int]] = []
-    original_process = sim.process_once
-
-    def recording(node_id: str) -> bool:
-        if node_id == leader.id:
-            confirmed.extend(leader.ready().reads)
-        return original_process(node_id)
-    sim.process_once = recording  # type: ignore[method-assign]
+    read = asyncio.ensure_future(sim.drivers[leader.id].read_index())
+    await asyncio.sleep(0)  # one turn of the loop: the read starts, its round goes out
+    assert sim.network and not leader.ready_reads
     while sim.network:
         sim.deliver(0)
-    assert confirmed == [(7, leader.commit)]
+    assert await read == leader.commit  # confirmed by the round, at the commit index
 
 
-def test_read_index_on_an_isolated_leader_is_never_confirmed() -> None:
-    sim = SimCluster(["a", "b", "c"], seed=6)
+async def test_read_index_on_an_isolated_leader_is_never_confirmed() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=6)
     leader = elect(sim)
     for other in sim.ids:
         if other != leader.id:
             sim.cut.add(frozenset((leader.id, other)))
-    leader.read_index(1)
+    read = asyncio.ensure_future(sim.drivers[leader.id].read_index())
+    await asyncio.sleep(0)  # one turn of the loop: the read starts
     for _ in range(3 * leader.election_ticks):
         sim.tick(leader.id)
         assert not leader.ready().reads
         while sim.network:
             sim.deliver(0)
     assert leader.role != Role.LEADER and not leader.pending_reads
+    with pytest.raises(NotLeader):
+        await read  # failed when leadership was lost, never confirmed
 
 
-def test_read_index_refused_on_followers() -> None:
-    from meshlet.raft.core import NotLeaderError
-    sim = SimCluster(["a", "b", "c"], seed=7)
+async def test_read_index_refused_on_followers() -> None:
+    sim = await SimCluster.start(["a", "b", "c"], seed=7)
     leader = elect(sim)
-    follower = next(n for i, n in sim.nodes.items() if i != leader.id)
-    with pytest.raises(NotLeaderError):
-        follower.read_index(1)
+    follower = next(i for i in sim.ids if i != leader.id)
+    with pytest.raises(NotLeader):
+        await sim.drivers[follower].read_index()

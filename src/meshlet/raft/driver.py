@@ -1,4 +1,6 @@
-"""Runs one Raft node for real: ticks on a timer, storage on disk, transport on TCP.
+"""Runs one Raft node: ticks on a timer (or from its caller), with the storage and the
+transport it is given (``interfaces``): on disk and TCP in a server (``on_disk``), in
+memory in the simulator.
 
 For every Ready, in order: persist (a received snapshot first, restoring the state
 machine from it; then entries and hard state, fsync), send, apply, advance. A
@@ -7,10 +9,13 @@ here. It fails with NotLeader only when the write certainly did not commit (anot
 leader's entry took its place), which the API may safely forward to the leader; when
 leadership is lost or the node stops first, the write may still commit, and it fails
 with Unavailable, which the client must treat as an unknown outcome. A leader's own
-fsync runs on a thread; its entries count as persisted once it returns. Every
+fsync, when its storage owes one, runs on a thread; its entries count as persisted
+once it returns. Every
 ``snapshot_every`` applied entries (at most once per ``snapshot_interval``) a forked
-child snapshots the state machine, and the log is then compacted. Peer addresses come
-from the configuration in the log: each member's ``{"raft": "HOST:PORT", ...}``.
+child snapshots the state machine, and the log is then compacted; with a storage that
+cannot be written from a child (memory), or when fork fails, the snapshot is taken on
+the loop. Peer addresses come from the configuration in the log: each member's
+``{"raft": "HOST:PORT", ...}``.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from meshlet.raft.core import (
     Snapshot,
     config_members,
 )
+from meshlet.raft.interfaces import Storage, Transport, forkable
 from meshlet.raft.storage import RaftStorage
-from meshlet.raft.transport import Transport
+from meshlet.raft.transport import TcpTransport
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +90,27 @@ def snapshot_due(entries: int, threshold: int, seconds: float, interval: float) 
     return entries >= threshold and (seconds >= interval or entries >= 16 * threshold)
 
 
+def not_leader(exc: NotLeaderError) -> NotLeader:
+    return NotLeader(f"not the leader; leader is {exc.leader}")
+
+
 class RaftDriver:
-    def __init__(self, node_id: str, listen: tuple[str, int] | None, directory: Path,
+    def __init__(self, node_id: str, storage: Storage, transport: Transport,
                  apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
                  take_snapshot: Callable[[], bytes],
                  founders: dict[str, Any] | None = None, snapshot_every: int = 8192,
-                 tick_interval: float = 0.05, election_ticks: int = 10,
-                 snapshot_interval: float = 0.0) -> None:
-        """``founders`` (id -> member info) bootstraps a new cluster when the directory
-        is empty; without it an empty server waits to be added to one."""
+                 tick_interval: float | None = 0.05, election_ticks: int = 10,
+                 snapshot_interval: float = 0.0, rng: random.Random | None = None) -> None:
+        """``founders`` (id -> member info) bootstraps a new cluster when the storage
+        is empty; without it an empty server waits to be added to one. With
+        ``tick_interval`` None the caller ticks (``tick()``), as a simulator does;
+        such a driver knows no time, so it holds no lease and reports no contact age.
+        ``rng`` (default: a fresh ``random.Random``) draws the election timeouts."""
         self.id = node_id
         self.founders = founders
-        self.storage = RaftStorage(directory)
+        self.storage = storage
+        # A child can write a snapshot only into files (memory would die with it).
+        self.files = storage if forkable(storage) else None
         self.apply = apply
         self.restore = restore
         self.take_snapshot = take_snapshot
@@ -104,8 +119,9 @@ class RaftDriver:
         self.last_snapshot = 0.0  # loop time of the last snapshot taken here
         self.tick_interval = tick_interval
         self.election_ticks = election_ticks
+        self.rng = rng if rng is not None else random.Random()
         self.node: RaftNode | None = None
-        self.transport = Transport(node_id, listen, self.receive)
+        self.transport = transport
         self.known_config = b""
         self.hints: dict[str, Any] = {}  # addresses learnt while joining
         self.tick_times: deque[float] = deque(maxlen=4 * election_ticks)
@@ -119,29 +135,43 @@ class RaftDriver:
         self.leader_changes = 0
         self.last_leader: str | None = None
         self.ticker: asyncio.Task[None] | None = None
-        self.sync_thread = ThreadPoolExecutor(1, thread_name_prefix="raft-fsync")
+        self.sync_thread: ThreadPoolExecutor | None = None  # made on the first use
         self.syncing: asyncio.Future[None] | None = None  # the leader's fsync in flight
-        self.closing = False
+        self.closing = False  # once set, nothing more is processed (stop, or a crash)
         self.background: BackgroundSnapshot | None = None  # a child writing a snapshot
         self.written: BackgroundSnapshot | None = None  # a snapshot the log can fold into
+
+    @classmethod
+    def on_disk(cls, node_id: str, listen: tuple[str, int] | None, directory: Path,
+                apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
+                take_snapshot: Callable[[], bytes], founders: dict[str, Any] | None = None,
+                snapshot_every: int = 8192, tick_interval: float = 0.05,
+                election_ticks: int = 10, snapshot_interval: float = 0.0) -> RaftDriver:
+        """A server's driver: its log and snapshot in ``directory``, its messages over
+        TCP on ``listen`` (None: a server alone, which listens for no one)."""
+        return cls(node_id, RaftStorage(directory), TcpTransport(node_id, listen), apply,
+                   restore, take_snapshot, founders, snapshot_every, tick_interval,
+                   election_ticks, snapshot_interval)
 
     def __repr__(self) -> str:
         return f"<RaftDriver {self.node!r}>"
 
     async def start(self) -> None:
-        """Recover from disk (restoring the state machine from the snapshot), or
+        """Recover from storage (restoring the state machine from the snapshot), or
         bootstrap from ``founders``, then start ticking. Raises StorageError."""
         hard, snapshot, entries = self.storage.load()
         if snapshot is not None:
             self.restore(snapshot.data)
-        self.node = RaftNode(self.id, random.Random(), election_ticks=self.election_ticks,
+        self.node = RaftNode(self.id, self.rng, election_ticks=self.election_ticks,
                              term=hard.term, vote=hard.vote, snapshot=snapshot, log=entries,
                              commit=hard.commit)
-        await self.transport.start()
+        await self.transport.start(self.receive)
         if self.founders is not None:
             self.found(self.founders)
         self.follow_config()
-        self.ticker = asyncio.get_running_loop().create_task(self.tick_loop())
+        if self.tick_interval is not None:
+            self.ticker = asyncio.get_running_loop().create_task(
+                self.tick_loop(self.tick_interval))
         if self.node.peers == (self.id,):
             self.node.campaign(pre=True)  # alone: no reason to wait for a timeout
             self.process()
@@ -207,7 +237,8 @@ class RaftDriver:
         self.abort_snapshot()
         while self.syncing is not None:
             await asyncio.wait([self.syncing])
-        self.sync_thread.shutdown()
+        if self.sync_thread is not None:
+            self.sync_thread.shutdown()
         self.storage.close()
         for _, future in self.waiting.values():
             if not future.done():
@@ -220,15 +251,19 @@ class RaftDriver:
     def is_leader(self) -> bool:
         return self.node is not None and self.node.role == Role.LEADER
 
-    async def tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.tick_times.append(loop.time())
+    async def tick_loop(self, interval: float) -> None:
+        self.tick_times.append(asyncio.get_running_loop().time())
         while True:
-            await asyncio.sleep(self.tick_interval)
-            assert self.node is not None
-            self.node.tick()
-            self.tick_times.append(loop.time())  # when tick number node.ticks began
-            self.process()
+            await asyncio.sleep(interval)
+            self.tick()
+
+    def tick(self) -> None:
+        """One tick of the Raft clock: the tick loop's, or the caller's."""
+        assert self.node is not None
+        self.node.tick()
+        if self.tick_interval is not None:  # when tick number node.ticks began
+            self.tick_times.append(asyncio.get_running_loop().time())
+        self.process()
 
     def has_lease(self) -> bool:
         """Whether this leader may serve a read from its own state: a majority heard
@@ -237,7 +272,7 @@ class RaftDriver:
         time (a tick never comes early). Two ticks are kept as a margin."""
         node = self.node
         stamp = node.lease_stamp() if node is not None else None
-        if node is None or stamp is None:
+        if node is None or stamp is None or self.tick_interval is None:
             return False
         if node.peers == (self.id,):
             return True
@@ -257,33 +292,42 @@ class RaftDriver:
 
     async def propose(self, data: bytes) -> Any:
         """Commit ``data`` through Raft; returns what ``apply`` returned for it."""
+        return await self.submit(data)
+
+    def submit(self, data: bytes) -> asyncio.Future[Any]:
+        """Propose ``data`` without waiting: the future ends as ``propose`` would.
+        Raises NotLeader at once on a follower."""
         assert self.node is not None
         try:
             index = self.node.propose(data)
         except NotLeaderError as exc:
-            raise NotLeader(f"not the leader; leader is {exc.leader}") from None
-        return await self.wait_for(index)
+            raise not_leader(exc) from None
+        return self.waiter(index)
 
-    async def wait_for(self, index: int) -> Any:
+    def waiter(self, index: int) -> asyncio.Future[Any]:
         assert self.node is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[index] = (self.node.term, future)
         self.process_soon()
-        return await future
+        return future
 
     async def change_members(self, members: dict[str, Any]) -> int:
         """Commit a configuration that adds or removes one server; returns its index.
         Raises NotLeader, or ConfigError when the change may not be made now."""
+        index: int = await self.submit_members(members)
+        return index
+
+    def submit_members(self, members: dict[str, Any]) -> asyncio.Future[Any]:
+        """``change_members`` without waiting: the future ends with the index."""
         assert self.node is not None
         try:
             index = self.node.propose_config(members)
         except NotLeaderError as exc:
-            raise NotLeader(f"not the leader; leader is {exc.leader}") from None
+            raise not_leader(exc) from None
         except ConfigChangeError as exc:
             raise ConfigError(str(exc), "members") from None
         self.follow_config()
-        await self.wait_for(index)
-        return index
+        return self.waiter(index)
 
     def process_soon(self) -> None:
         """Group commit: proposals made in the same turn of the event loop share one
@@ -305,7 +349,7 @@ class RaftDriver:
         try:
             self.node.read_index(context)
         except NotLeaderError as exc:
-            raise NotLeader(f"not the leader; leader is {exc.leader}") from None
+            raise not_leader(exc) from None
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.reads[context] = future
         self.process()
@@ -330,8 +374,9 @@ class RaftDriver:
         return True
 
     def compact(self) -> None:
-        """Snapshot the state machine at the applied index, in a forked child; the log
-        is folded into it once the child has written it (``fold_snapshot``)."""
+        """Snapshot the state machine at the applied index, in a forked child if the
+        storage allows; the log is folded into it once the child has written it
+        (``fold_snapshot``)."""
         node = self.node
         assert node is not None
         if self.background is not None or self.written is not None:
@@ -339,21 +384,29 @@ class RaftDriver:
         index = node.applied
         if index <= node.offset:
             return
-        term, config = node.term_at(index), node.config_at(index)
         self.last_snapshot = asyncio.get_running_loop().time()
+        files = self.files
+        if files is not None:
+            term, config = node.term_at(index), node.config_at(index)
 
-        def write() -> None:  # in the child
-            self.storage.write_snapshot(Snapshot(index, term, config, self.take_snapshot()))
-        try:
-            self.background = BackgroundSnapshot(index, write, self.snapshot_written)
-        except OSError as exc:  # e.g. no memory to fork under strict overcommit
-            log.warning("cannot fork to write a snapshot (%s); writing it here", exc)
-            started = time.perf_counter()
-            node.compact(index, self.take_snapshot())
-            assert node.snapshot is not None
-            self.storage.save_snapshot(node.snapshot,
-                                       node.entries(node.offset + 1, node.stable + 1))
-            self.snapshots.record(len(node.snapshot.data), time.perf_counter() - started)
+            def write() -> None:  # in the child
+                files.write_snapshot(Snapshot(index, term, config, self.take_snapshot()))
+            try:
+                self.background = BackgroundSnapshot(index, write, self.snapshot_written)
+                return
+            except OSError as exc:  # e.g. no memory to fork under strict overcommit
+                log.warning("cannot fork to write a snapshot (%s); writing it here", exc)
+        self.snapshot_here(index)
+
+    def snapshot_here(self, index: int) -> None:
+        """Snapshot at applied ``index`` on the loop, and compact the log at once."""
+        node = self.node
+        assert node is not None
+        started = time.perf_counter()
+        node.compact(index, self.take_snapshot())
+        assert node.snapshot is not None
+        self.storage.save_snapshot(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
+        self.snapshots.record(len(node.snapshot.data), time.perf_counter() - started)
 
     def snapshot_written(self, job: BackgroundSnapshot, ok: bool) -> None:
         self.background = None
@@ -366,8 +419,9 @@ class RaftDriver:
         fsync in flight, so every entry written so far is stable)."""
         node = self.node
         job, self.written = self.written, None
-        assert node is not None and job is not None
-        snapshot = self.storage.read_snapshot()
+        files = self.files
+        assert node is not None and job is not None and files is not None
+        snapshot = files.read_snapshot()
         if snapshot is None or snapshot.index != job.index:
             log.error("the snapshot file does not hold the snapshot at index %d; "
                       "the log stays as it is", job.index)
@@ -376,23 +430,23 @@ class RaftDriver:
             return  # overtaken, by a snapshot from the leader
         node.compact(job.index, snapshot.data)
         assert node.snapshot is not None
-        self.storage.replace_log(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
+        files.replace_log(node.snapshot, node.entries(node.offset + 1, node.stable + 1))
         self.snapshots.record(len(snapshot.data), job.seconds)
         log.info("snapshot at index %d (%d bytes, %.0f ms in a child); log compacted",
                  node.offset, len(snapshot.data), job.seconds * 1000)
 
     def abort_snapshot(self) -> None:
         """Stop a snapshot being written in the background, and forget one written."""
-        if self.background is not None:
+        if self.background is not None and self.files is not None:
             self.background.abort()
             self.background = None
-            self.storage.discard_snapshot_in_progress()
+            self.files.discard_snapshot_in_progress()
         self.written = None
 
     def peer_contact(self, peer: str) -> float | None:
         """Seconds since ``peer`` last answered this leader (None if not leading)."""
         node = self.node
-        if node is None or node.role != Role.LEADER:
+        if node is None or node.role != Role.LEADER or self.tick_interval is None:
             return None
         if peer == self.id:
             return 0.0
@@ -401,9 +455,9 @@ class RaftDriver:
 
     def last_contact(self) -> float | None:
         """Seconds since this node last heard from a leader (0 on the leader); None if
-        it knows of none."""
+        it knows of none, or counts no time."""
         node = self.node
-        if node is None or node.leader is None:
+        if node is None or node.leader is None or self.tick_interval is None:
             return None
         return 0.0 if node.role == Role.LEADER else node.elapsed * self.tick_interval
 
@@ -448,6 +502,8 @@ class RaftDriver:
         """fsync on a thread while the loop takes more requests, which the next Ready
         carries together; ``ready`` is advanced (the entries counted as persisted)
         when the fsync returns."""
+        if self.sync_thread is None:
+            self.sync_thread = ThreadPoolExecutor(1, thread_name_prefix="raft-fsync")
         loop = asyncio.get_running_loop()
         self.syncing = loop.run_in_executor(self.sync_thread, self.storage.sync)
         self.syncing.add_done_callback(lambda done: self.synced(ready, done))
@@ -473,7 +529,9 @@ class RaftDriver:
         for m in ready.messages:                                   # 2. send
             self.transport.send(m)
         for entry in ready.committed:                              # 3. apply
-            result = self.apply(entry) if entry.kind != CONFIG else None
+            # A configuration is the driver's, not the state machine's: its waiter
+            # (change_members) gets its index.
+            result = self.apply(entry) if entry.kind != CONFIG else entry.index
             waiter = self.waiting.pop(entry.index, None)
             if waiter is not None and not waiter[1].done():
                 if waiter[0] == entry.term:

@@ -55,18 +55,24 @@ class Peer:
                 writer.close()
 
 
-class Transport:
-    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None,
-                 on_message: Callable[[Message], None]) -> None:
+class TcpTransport:
+    """The driver's ``Transport`` between servers."""
+
+    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None) -> None:
         self.id = node_id
         self.listen = listen
         self.peers: dict[NodeId, Peer] = {}
-        self.on_message = on_message
+        self.on_message: Callable[[Message], None] = lambda m: None
         self.server: asyncio.Server | None = None
         self.readers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
-    async def start(self) -> None:
-        """Listen for peers (unless this is a server alone, with no address)."""
+    def __repr__(self) -> str:
+        return f"<TcpTransport {self.id} listen={self.listen} peers={sorted(self.peers)}>"
+
+    async def start(self, deliver: Callable[[Message], None]) -> None:
+        """Listen for peers (unless this is a server alone, with no address); every
+        message read is handed to ``deliver``."""
+        self.on_message = deliver
         if self.listen is not None:
             self.server = await asyncio.start_server(self.accept, *self.listen,
                                                      reuse_address=True)

@@ -48,7 +48,7 @@ class RaftServerNode:
         self.address = address
         self.machine = StateMachine()
         self._changed = asyncio.Event()
-        self.driver = RaftDriver(
+        self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
             self.machine.snapshot,
             {i: a.info() for i, a in founders.items()} if founders is not None else None,
