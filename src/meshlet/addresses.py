@@ -23,6 +23,18 @@ def parse_ipv4(value: str, field: str) -> str:
         raise ConfigError(f"{field}: {value!r} is not an IPv4 address", field) from None
 
 
+def parse_http_url(value: str, field: str) -> str:
+    """An API address given as ``http://HOST:PORT`` (or https), without a trailing
+    slash; raise ConfigError otherwise. A bare HOST:PORT is refused where it is easily
+    mistaken for a Raft address, which has that form."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ConfigError(f"{field}: {value!r} is not an HTTP URL; give a server's API "
+                          "address as http://HOST:PORT", field)
+    parse_hostport(rest.split("/", 1)[0], field)
+    return value.rstrip("/")
+
+
 def to_url(value: str) -> str:
     if "://" not in value:
         value = "http://" + value

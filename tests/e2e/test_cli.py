@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_port, meshlet, meshlet_json, wait_for
+from tests.e2e.helpers import (
+    env_for,
+    free_port,
+    free_ports,
+    meshlet,
+    meshlet_json,
+    stop_processes,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -156,3 +165,51 @@ def test_a_meshlet_home_that_cannot_be_used_is_a_one_line_error(tmp_path: Path) 
     assert out.returncode == 1
     assert out.stderr.startswith("meshlet: error: ") and str(not_a_dir) in out.stderr
     assert "Traceback" not in out.stderr and "internal error" not in out.stderr
+
+
+def test_output_option_after_the_command(server: str, tmp_path: Path) -> None:
+    """As kubectl: -o and --addr may follow the command."""
+    meshlet("--addr", server, "kv", "put", "app/x", "1", home=tmp_path)
+    listing = meshlet("kv", "list", "app/", "-o", "json", "--addr", server, home=tmp_path)
+    assert [e["key"] for e in json.loads(listing.stdout)] == ["app/x"]
+    services = meshlet("services", "--addr", server, "-o", "json", home=tmp_path)
+    assert json.loads(services.stdout) == []
+    status = meshlet("raft", "status", "--output=json", "--addr", server, home=tmp_path)
+    assert json.loads(status.stdout)["role"] == "leader"
+
+
+def test_join_without_a_scheme_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    refused = meshlet("server", "--data-dir", str(tmp_path / "d"), "--http",
+                      f"127.0.0.1:{free_port()}", "--raft", f"127.0.0.1:{free_port()}",
+                      "--join", f"127.0.0.1:{port}", home=tmp_path, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr == (f"meshlet: error: --join: '127.0.0.1:{port}' is not an HTTP "
+                              "URL; give a server's API address as http://HOST:PORT\n")
+    assert not (tmp_path / "d").exists()
+
+
+def test_join_through_a_raft_port_says_what_it_waits_for(tmp_path: Path) -> None:
+    """A server given another server's Raft port logs, at the default level, that it is
+    waiting, through which address, and why that address may be wrong."""
+    http, raft, my_http, my_raft = free_ports(4)
+    first = subprocess.Popen([sys.executable, "-m", "meshlet", "server", "--data-dir",
+                              str(tmp_path / "s1"), "--http", f"127.0.0.1:{http}",
+                              "--raft", f"127.0.0.1:{raft}"], env=env_for(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "s2.log"
+    with log.open("w") as sink:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "meshlet", "server", "--id", "s2", "--data-dir",
+             str(tmp_path / "s2"), "--http", f"127.0.0.1:{my_http}", "--raft",
+             f"127.0.0.1:{my_raft}", "--join", f"http://127.0.0.1:{raft}"],
+            env=env_for(tmp_path), stdout=sink, stderr=sink)
+    try:
+        wait_for(lambda: "waiting to join a cluster" in log.read_text(), 30,
+                 "the joining server to say it waits")
+        text = log.read_text()
+        assert f"no server at --join http://127.0.0.1:{raft} has added s2 yet" in text
+        assert "such as a Raft port?" in text
+        assert "Traceback" not in text
+    finally:
+        stop_processes({"first": first, "second": second})

@@ -12,7 +12,7 @@ BANNED = {"asyncio", "socket", "time", "random", "os", "threading", "subprocess"
 SRC = Path(meshlet.__file__).parent
 PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").glob("*.py")),
         *sorted((SRC / "proxy" / "resilience").glob("*.py")),
-        SRC / "agent" / "health.py", SRC / "agent" / "backoff.py",
+        SRC / "agent" / "health.py", SRC / "agent" / "backoff.py", SRC / "backoff.py",
         SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
         SRC / "proxy" / "partition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "net" / "ipam.py",

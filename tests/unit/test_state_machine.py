@@ -7,10 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshlet.errors import ConfigError, Conflict, NotFound
-from meshlet.state import StateMachine, decode_command, encode_command
+from meshlet.state import COMMANDS, StateMachine
+from meshlet.state import commands as command_module
 from meshlet.state.commands import (
+    Command,
     ConfigDelete,
     ConfigSet,
+    ContainerConnect,
+    ContainerCreate,
     DeregisterInstance,
     KVDelete,
     KVPut,
@@ -167,16 +171,46 @@ def test_apply_refuses_going_backwards() -> None:
 def test_every_command_round_trips_through_encoding() -> None:
     commands = [reg(tags=("a",), meta={"x": "y"}), DeregisterInstance("x"),
                 SetHealth("x", "warning", "slow", 1, 7), KVPut("k", b"\x00\xff", 3),
-                KVDelete("k", 2), ConfigSet("s", {"retries": 1}, True), ConfigDelete("s")]
+                KVDelete("k", 2), ConfigSet("s", {"retries": 1}, True), ConfigDelete("s"),
+                ContainerCreate("c", "n", ("sh", "-c", "true"), {"A": "1"}, ("net",),
+                                ("8080:80",)),
+                ContainerConnect("c", "net", False)]
     for command in commands:
-        assert decode_command(encode_command(command)) == command
+        assert COMMANDS.decode(COMMANDS.encode(command)) == command
+        assert COMMANDS.from_dict(COMMANDS.to_dict(command)) == command
+
+
+def test_every_command_type_is_registered_once_with_its_code() -> None:
+    """The registry is the only table: a command in the union that it lacks could be
+    proposed but never applied."""
+    union = set(Command.__args__)  # type: ignore[attr-defined]
+    registered = {kind.cls for kind in COMMANDS}
+    assert registered == union
+    assert {kind.code for kind in COMMANDS} == {cls.TYPE for cls in union}
+    defined = {obj for obj in vars(command_module).values()
+               if isinstance(obj, type) and hasattr(obj, "TYPE")}
+    assert defined == union
+
+
+def test_entries_of_earlier_versions_decode_unchanged() -> None:
+    """The log on disk keeps its form: base64 values, lists for tuples."""
+    raw = b'{"type":"kv_put","key":"k","value":"AP8=","cas":null}'
+    assert COMMANDS.decode(raw) == KVPut("k", b"\x00\xff")
+    raw = b'{"type":"register","id":"a","service":"web","address":"h","port":1,"tags":["x"]}'
+    assert COMMANDS.decode(raw) == RegisterInstance("a", "web", "h", 1, tags=("x",))
 
 
 def test_decode_rejects_unknown_and_malformed() -> None:
     with pytest.raises(ConfigError):
-        decode_command({"type": "launch_missiles"})
+        COMMANDS.from_dict({"type": "launch_missiles"})
     with pytest.raises(ConfigError):
-        decode_command({"type": "kv_put", "value": ""})  # no key
+        COMMANDS.from_dict({"type": "kv_put", "value": ""})  # no key
+    with pytest.raises(ConfigError):
+        COMMANDS.from_dict({"type": "kv_put", "key": "k", "value": "not base64!"})
+    with pytest.raises(ConfigError):
+        COMMANDS.from_dict(["kv_put"])
+    with pytest.raises(ConfigError):
+        COMMANDS.decode(b"\xff not json")
 
 
 keys = st.text(alphabet="abc/", min_size=1, max_size=4).filter(lambda k: not k.startswith("/"))

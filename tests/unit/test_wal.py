@@ -10,7 +10,7 @@ import pytest
 from meshlet.errors import Conflict, StorageError
 from meshlet.raft.wal import HEADER, CommandLog, LogRecord, SnapshotStore
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
-from meshlet.state import encode_command
+from meshlet.state import COMMANDS
 from meshlet.state.commands import KVPut
 from tests.conftest import async_wait_until
 
@@ -18,7 +18,7 @@ from tests.conftest import async_wait_until
 def write(log_dir: Path, n: int) -> Path:
     log = CommandLog(log_dir)
     list(log.recover())
-    log.append([LogRecord(i, encode_command(KVPut(f"k{i}", b"v"))) for i in range(1, n + 1)])
+    log.append([LogRecord(i, COMMANDS.to_dict(KVPut(f"k{i}", b"v"))) for i in range(1, n + 1)])
     log.close()
     return log.segments()[-1]
 
@@ -46,7 +46,7 @@ def test_torn_last_record_is_truncated(tmp_path: Path, cut: int) -> None:
     # The log accepts appends after the truncation and they survive.
     log = CommandLog(tmp_path)
     list(log.recover())
-    log.append([LogRecord(3, encode_command(KVPut("new", b"x")))])
+    log.append([LogRecord(3, COMMANDS.to_dict(KVPut("new", b"x")))])
     log.close()
     assert recover(tmp_path) == [1, 2, 3]
 

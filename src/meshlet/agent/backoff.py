@@ -1,21 +1,27 @@
-"""Restart delays: exponential, capped, forgiven after a stable run."""
+"""Restart delays for workloads: ``meshlet.backoff``'s, forgiven after a stable run.
+
+Pure: the caller sleeps for the delay it is given.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshlet.backoff import Backoff
+
+__all__ = ["Backoff", "RestartBackoff"]
+
 
 @dataclass
-class RestartBackoff:
-    base: float = 0.2
+class RestartBackoff(Backoff):
+    """Delays between restarts of a process; a run of ``stable_after`` seconds or more
+    forgives the failures before it."""
+
     cap: float = 10.0
     stable_after: float = 10.0
-    failures: int = 0
 
-    def next_delay(self, ran_for: float) -> float:
+    def next_delay(self, ran_for: float = 0.0) -> float:
         """Delay before the next start, given how long the last run lasted (seconds)."""
         if ran_for >= self.stable_after:
-            self.failures = 0
-        delay: float = min(self.cap, self.base * 2.0 ** self.failures)
-        self.failures += 1
-        return delay
+            self.reset()
+        return super().next_delay()

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Any
 
 from meshlet.api import kv_put_request
+from meshlet.api.error_body import error_body
 from meshlet.api.kv_put_request import INCOMPLETE, KvPut
 from meshlet.errors import MeshletError, NotLeader
 from meshlet.state.commands import KVPut
@@ -118,7 +119,7 @@ class FastLane(asyncio.Protocol):
             if self.eof:  # the rest will never come
                 self.close()
             return
-        if not isinstance(request, KvPut) or not self.api.node.driver.is_leader:
+        if not isinstance(request, KvPut) or not self.api.node.is_leader:
             self.hand_over(bytes(self.buffer))
             return
         raw = bytes(self.buffer[:request.end])
@@ -135,11 +136,10 @@ class FastLane(asyncio.Protocol):
             self.hand_over(raw + bytes(self.buffer))
             return
         except MeshletError as exc:
-            status, body, index = exc.http_status, {"error": exc.to_dict()}, None
-        except Exception:
+            (status, body), index = error_body(exc), None
+        except Exception as exc:
             log.exception("unhandled error in PUT /v1/kv/%s", request.key)
-            status, body, index = 500, {"error": {"code": "internal", "message":
-                                                  "internal server error", "field": None}}, None
+            (status, body), index = error_body(exc), None
         else:
             status, body, index = 200, result.value, result.index
         self.busy = None

@@ -35,8 +35,8 @@ class NodeRoutes:
         name = request.match_info["name"]
         body = parse_body(NodeBody, await read_json(request))
         result = await self.api.propose(NodeRegister(name, body.address))
-        self.api.reaper.heard_from(name)
-        return self.api.reply({**result.value, "ttl": self.api.reaper.ttl}, result.index)
+        self.api.heartbeats.heard_from(name)
+        return self.api.reply({**result.value, "ttl": self.api.heartbeats.ttl}, result.index)
 
     async def deregister(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

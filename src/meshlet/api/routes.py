@@ -22,14 +22,14 @@ import meshlet
 from meshlet.addresses import parse_hostport, to_url
 from meshlet.api.client import session_without_retries
 from meshlet.api.containers import ContainerRoutes
+from meshlet.api.control_plane import ControlPlane, Heartbeats
+from meshlet.api.error_body import error_body, http_error_body
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.nodes import NodeRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.api.vips import VipRoutes
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
-from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
-from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.state.commands import (
     ConfigDelete,
     ConfigSet,
@@ -52,8 +52,9 @@ DEFAULT_WAIT = 300.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(exc: MeshletError) -> web.Response:
-    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+def error_response(exc: BaseException) -> web.Response:
+    status, body = error_body(exc)
+    return web.json_response(body, status=status)
 
 
 @web.middleware
@@ -65,15 +66,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "invalid")
-        return web.json_response(
-            {"error": {"code": code, "message": f"{request.method} {request.path}: "
-                       f"{exc.reason}", "field": None}}, status=exc.status)
-    except Exception:
+        return web.json_response(http_error_body(exc.status, request.method, request.path,
+                                                 exc.reason), status=exc.status)
+    except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return web.json_response({"error": {"code": "internal", "message":
-                                            "internal server error", "field": None}},
-                                 status=500)
+        return error_response(exc)
 
 
 def query_int(request: web.Request, name: str) -> int | None:
@@ -95,10 +92,13 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 
 class Api:
-    def __init__(self, node: RaftServerNode, node_ttl: float = DEFAULT_TTL) -> None:
+    """The server's HTTP API over ``node``; ``heartbeats`` notes agents' node
+    heartbeats. Both are built by the server and handed in."""
+
+    def __init__(self, node: ControlPlane, heartbeats: Heartbeats) -> None:
         self.node = node
         self.sm = node.machine
-        self.reaper = NodeReaper(node, node_ttl)
+        self.heartbeats = heartbeats
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
 
     async def propose(self, command: Any) -> Any:
@@ -114,8 +114,8 @@ class Api:
 
     async def add_peer(self, request: web.Request) -> web.Response:
         body = parse_body(PeerBody, await read_json(request))
-        address = PeerAddress(parse_hostport(body.raft, "raft"), to_url(body.http))
-        members = await self.node.add_member(body.id, address)
+        members = await self.node.add_member(body.id, parse_hostport(body.raft, "raft"),
+                                             to_url(body.http))
         return self.reply({"members": members}, self.sm.index)
 
     async def remove_peer(self, request: web.Request) -> web.Response:
@@ -123,9 +123,7 @@ class Api:
         return self.reply({"members": members}, self.sm.index)
 
     async def raft_self(self, request: web.Request) -> web.Response:
-        node = self.node
-        return self.reply({"id": node.id, **node.address.info(),
-                           "bootstrapped": bool(node.driver.members)}, self.sm.index)
+        return self.reply(self.node.self_info(), self.sm.index)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),

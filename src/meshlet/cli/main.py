@@ -16,9 +16,10 @@ import click
 
 import meshlet
 from meshlet import devmode
-from meshlet.addresses import parse_hostport, parse_ipv4, to_url
+from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
+from meshlet.cli.global_options import GlobalOptionsGroup
 from meshlet.cli.network import network
 from meshlet.cli.render import emit_json, table
 from meshlet.errors import ConfigError, MeshletError, NotFound
@@ -33,12 +34,12 @@ def default_addr() -> str:
 
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--addr", default=None, metavar="URL",
               help="API address (env MESHLET_ADDR; default: the running `up`, else "
                    f"http://{devmode.DEFAULT_HTTP}).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
-              help="Output format.")
+              help="Output format (also accepted after the command).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(meshlet.__version__, prog_name="meshlet")
 @click.pass_context
@@ -144,7 +145,8 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         server_id=server_id,
         raft=parse_hostport(raft_addr, "--raft") if raft_addr is not None else None,
         peers=dict(parse_peer(spec) for spec in peer_specs),
-        join=[to_url(u) for u in join_urls], bootstrap_expect=bootstrap_expect,
+        join=[parse_http_url(u, "--join") for u in join_urls],
+        bootstrap_expect=bootstrap_expect,
         snapshot_every=snapshot_every,
         snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
         node_ttl=parse_duration(node_ttl, "node_ttl"))

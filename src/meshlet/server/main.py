@@ -12,11 +12,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from meshlet.addresses import parse_hostport, parse_http_url
 from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
+from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
-from meshlet.server.node_reaper import DEFAULT_TTL
+from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
+from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ class ServerOptions:
         if self.peers and self.bootstrap_expect:
             raise ConfigError("give either --peer or --bootstrap-expect, not both",
                               "bootstrap_expect")
+        for url in self.join:
+            parse_http_url(url, "--join")
+            if self.raft is not None and parse_hostport(url, "--join") == self.raft:
+                raise ConfigError(f"--join {url}: that is this server's own Raft address; "
+                                  "give the API address of another server", "join")
         if self.bootstrap_expect is not None and self.bootstrap_expect > 1 and not self.join:
             raise ConfigError("--bootstrap-expect needs --join addresses of the other "
                               "servers", "join")
@@ -59,8 +67,10 @@ class Server:
     """A started server; ``url`` is where its API listens (the real port if 0 was asked)."""
 
     def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str,
-                 api: Api, listening: asyncio.Server, fast_lane: FastLaneStats) -> None:
+                 api: Api, listening: asyncio.Server, fast_lane: FastLaneStats,
+                 reaper: NodeReaper) -> None:
         self.node = node
+        self.reaper = reaper
         self.runner = runner
         self.url = url
         self.api = api
@@ -101,7 +111,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await node.stop()
             raise
-        api = Api(node, options.node_ttl)
+        reaper = NodeReaper(node, options.node_ttl)
+        api = Api(node, reaper)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         aiohttp_protocol = runner.server
@@ -109,8 +120,8 @@ class Server:
         stats = FastLaneStats()
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
-        api.reaper.start()
-        server = cls(node, runner, url, api, listening, stats)
+        reaper.start()
+        server = cls(node, runner, url, api, listening, stats, reaper)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -129,17 +140,22 @@ class Server:
             log.error("could not find a cluster: %s", exc)
 
     async def bootstrap(self, urls: list[str], expect: int) -> None:
+        """Found a cluster once ``expect`` servers without one answer (this one among
+        them), or join one that the others already have; says whom it has found."""
         from meshlet.api.client import Client
         node = self.node
-        delay = 0.1
+        backoff = Backoff(base=0.1, cap=2.0)
+        report = WaitReport(log)
         while not node.driver.members:
             found = {node.id: node.address.info()}
             established = False
+            silent = []
             for url in urls:
                 try:
                     async with Client(url, timeout=2.0) as client:
                         other = await client.raft_self()
-                except MeshletError:
+                except MeshletError as exc:
+                    silent.append(f"{url}: {exc}")
                     continue
                 if other["bootstrapped"]:
                     established = True
@@ -152,23 +168,36 @@ class Server:
                 if node.driver.found(found):
                     log.info("founded a cluster of %s", ", ".join(sorted(found)))
                 return
-            if len(found) > expect:
-                log.error("found %d servers without a cluster, more than "
-                          "--bootstrap-expect %d; waiting", len(found), expect)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            report.say(bootstrap_wait_text(node.id, found, expect, silent))
+            await asyncio.sleep(backoff.next_delay())
 
     async def stop(self) -> None:
         if self.finding is not None:
             self.finding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.finding
-        await self.api.reaper.stop()
+        await self.reaper.stop()
         self.listening.close()
         for conn in list(self.fast_lane.connections):
             conn.close()
         await self.runner.cleanup()
         await self.node.stop()
+
+
+def bootstrap_wait_text(me: str, found: dict[str, dict[str, str]], expect: int,
+                        silent: list[str]) -> str:
+    """What a server waiting for ``--bootstrap-expect`` has found, and who is silent."""
+    servers = ", ".join(f"{i} (this server)" if i == me else f"{i} at {found[i]['http']}"
+                        for i in sorted(found))
+    if len(found) > expect:
+        text = (f"found {len(found)} servers without a cluster, more than "
+                f"--bootstrap-expect {expect}: {servers}; not founding one")
+    else:
+        text = (f"waiting for {expect} servers to found a cluster "
+                f"(--bootstrap-expect {expect}), found {len(found)}: {servers}")
+    if silent:
+        text += "; no answer from " + "; ".join(silent)
+    return text
 
 
 async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Event,

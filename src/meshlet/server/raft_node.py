@@ -10,18 +10,19 @@ A new cluster starts from its founders (``--peer``, or the servers found by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError, NotLeader, Unavailable
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
 from meshlet.server.blocking import wait_for_index
-from meshlet.state import Command, Result, StateMachine, decode_command, encode_command
+from meshlet.server.waiting import WaitReport
+from meshlet.state import COMMANDS, Command, Result, StateMachine
 
 log = logging.getLogger(__name__)
 EMPTY_STATE = StateMachine().snapshot()
@@ -57,6 +58,13 @@ class RaftServerNode:
     def __repr__(self) -> str:
         return f"<RaftServerNode {self.id} {self.driver!r} index={self.machine.index}>"
 
+    @property
+    def is_leader(self) -> bool:
+        return self.driver.is_leader
+
+    def self_info(self) -> dict[str, Any]:
+        return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members)}
+
     async def open(self) -> None:
         """Load the snapshot and log; committed entries are re-applied as it starts."""
         await self.driver.start()
@@ -67,7 +75,7 @@ class RaftServerNode:
     def apply_entry(self, entry: Entry) -> Result | None:
         if not entry.data:
             return None  # a new leader's empty entry
-        command = decode_command(json.loads(entry.data))
+        command = COMMANDS.decode(entry.data)
         result = self.machine.apply(entry.index, command)
         self._notify()
         return result
@@ -93,8 +101,7 @@ class RaftServerNode:
             raise error
         if not self.driver.is_leader:
             raise NotLeader("writes go to the leader")
-        data = json.dumps(encode_command(command), separators=(",", ":")).encode()
-        result = await self.driver.propose(data)
+        result = await self.driver.propose(COMMANDS.encode(command))
         assert isinstance(result, Result)
         if result.error is not None:
             raise result.error
@@ -142,11 +149,13 @@ class RaftServerNode:
             raise Unavailable("the transfer did not complete in time; try again")
         return target
 
-    async def add_member(self, node_id: str, address: PeerAddress) -> dict[str, Any]:
+    async def add_member(self, node_id: str, raft: tuple[str, int] | None,
+                         http: str) -> dict[str, Any]:
         """Add a server (or move one to new addresses); returns the members.
         Adding a member that is already there with the same addresses changes nothing."""
-        if address.raft is None:
+        if raft is None:
             raise ConfigError("raft: a member needs a Raft address", "raft")
+        address = PeerAddress(raft, http)
         members = self.driver.members
         if members.get(node_id) == address.info():
             return members
@@ -173,11 +182,14 @@ class RaftServerNode:
         return self.driver.members
 
     async def join(self, urls: list[str], attempts: int | None = None) -> None:
-        """Ask the servers at ``urls`` to add this one, until one of them does."""
+        """Ask the servers at ``urls`` to add this one, until one of them does; says
+        what it is waiting for while none will."""
         from meshlet.api.client import Client
-        delay = 0.2
+        backoff = Backoff(base=0.2, cap=5.0)
+        report = WaitReport(log)
         attempt = 0
         while self.id not in self.driver.members:
+            failures = []
             for url in urls:
                 try:
                     async with Client(url) as client:
@@ -188,12 +200,14 @@ class RaftServerNode:
                     log.info("joined the cluster through %s", url)
                     return
                 except MeshletError as exc:
-                    log.warning("join through %s failed: %s", url, exc)
+                    failures.append(f"{url}: {exc}")
+            report.say(f"waiting to join a cluster: no server at --join "
+                       f"{', '.join(urls)} has added {self.id} yet; "
+                       + "; ".join(failures))
             attempt += 1
             if attempts is not None and attempt >= attempts:
                 raise Unavailable(f"could not join through {', '.join(urls)}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next_delay())
 
     def leader_url(self) -> str | None:
         node = self.driver.node

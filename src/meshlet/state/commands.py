@@ -1,18 +1,14 @@
-"""Typed state-machine commands: frozen records with a stable type code.
+"""Typed state-machine commands: frozen records with a stable type code (``TYPE``).
 
-A command is what travels through the log (and, later, Raft). ``encode_command`` gives
-a JSON-safe dict; ``decode_command`` is its inverse and raises ConfigError on anything
-it does not recognise, so a malformed record can never be half-applied.
+A command is what a write proposes and what a Raft log entry holds. Each one is
+registered once, with its codec, check and apply, in ``machine.COMMANDS``
+(``registry.py`` says how); the classes here are only the records.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-from meshlet.errors import ConfigError
 
 HEALTH_STATES = ("passing", "warning", "critical")
 
@@ -202,47 +198,3 @@ Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
            | ServiceCidrSet)
-
-COMMAND_TYPES: dict[str, type[Any]] = {
-    cls.TYPE: cls
-    for cls in (RegisterInstance, DeregisterInstance, SetHealth, KVPut, KVDelete,
-                ConfigSet, ConfigDelete, NetworkCreate, NetworkDelete, AddressAssign,
-                AddressRelease, ContainerCreate, ContainerDesire, ContainerReport,
-                ContainerDelete, ContainerConnect, NodeRegister, NodeDeregister, ServiceCidrSet)
-}
-
-
-def encode_command(command: Command) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": command.TYPE}
-    for f in dataclasses.fields(command):
-        value = getattr(command, f.name)
-        if isinstance(value, bytes):
-            value = base64.b64encode(value).decode("ascii")
-        elif isinstance(value, tuple):
-            value = list(value)
-        body[f.name] = value
-    return body
-
-
-def decode_command(body: dict[str, Any]) -> Command:
-    """Rebuild a command from ``encode_command`` output; raise ConfigError if malformed."""
-    if not isinstance(body, dict):
-        raise ConfigError("command: expected an object", "type")
-    cls = COMMAND_TYPES.get(body.get("type", ""))
-    if cls is None:
-        raise ConfigError(f"unknown command type {body.get('type')!r}", "type")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            continue
-        value = body[f.name]
-        if f.name == "value":
-            value = base64.b64decode(value)
-        elif f.name in ("tags", "command", "networks", "ports") and isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    try:
-        command: Command = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"malformed {cls.TYPE} command: {exc}", "type") from exc
-    return command

@@ -105,24 +105,20 @@ class ContainerTable:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def check(self, cmd: ContainerCreate | ContainerDesire | ContainerReport
-              | ContainerDelete | ContainerConnect) -> None:
-        if isinstance(cmd, ContainerCreate):
-            self.check_create(cmd)
-        elif isinstance(cmd, ContainerDesire):
-            self.get(cmd.name)
-            if cmd.desired not in DESIRED:
-                raise ConfigError(f"desired: {cmd.desired!r} is not running or stopped",
-                                  "desired")
-        elif isinstance(cmd, ContainerReport):
-            self.get(cmd.name)
-            if cmd.status not in STATUSES:
-                raise ConfigError(f"status: {cmd.status!r} is not one of "
-                                  f"{', '.join(STATUSES)}", "status")
-        elif isinstance(cmd, ContainerDelete):
-            self.get(cmd.name)
-        else:
-            self.check_connect(cmd)
+    def check_desire(self, cmd: ContainerDesire) -> None:
+        self.get(cmd.name)
+        if cmd.desired not in DESIRED:
+            raise ConfigError(f"desired: {cmd.desired!r} is not running or stopped",
+                              "desired")
+
+    def check_report(self, cmd: ContainerReport) -> None:
+        self.get(cmd.name)
+        if cmd.status not in STATUSES:
+            raise ConfigError(f"status: {cmd.status!r} is not one of "
+                              f"{', '.join(STATUSES)}", "status")
+
+    def check_delete(self, cmd: ContainerDelete) -> None:
+        self.get(cmd.name)
 
     def check_create(self, cmd: ContainerCreate) -> None:
         if not isinstance(cmd.name, str) or not CONTAINER_NAME.match(cmd.name):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +43,7 @@ from meshlet.state.containers import ContainerTable
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 from meshlet.state.nodes import NodeTable
+from meshlet.state.registry import CommandRegistry
 from meshlet.state.vips import VipTable
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -78,27 +78,6 @@ class StateMachine:
         self.networks = NetworkTable(self.vips)
         self.containers = ContainerTable(self.networks)
         self.nodes = NodeTable()
-        self._handlers: dict[type[Any], Callable[[int, Any], Any]] = {
-            RegisterInstance: self._register,
-            DeregisterInstance: self._deregister,
-            SetHealth: self._set_health,
-            KVPut: self._kv_put,
-            KVDelete: self._kv_delete,
-            ConfigSet: self._config_set,
-            ConfigDelete: self._config_delete,
-            NetworkCreate: self.networks.create,
-            NetworkDelete: self.networks.delete,
-            AddressAssign: self.networks.assign,
-            AddressRelease: self.networks.release,
-            ContainerCreate: self.containers.create,
-            ContainerDesire: self.containers.desire,
-            ContainerReport: self.containers.report,
-            ContainerDelete: self.containers.delete,
-            ContainerConnect: self.containers.connect,
-            NodeRegister: self.nodes.register,
-            NodeDeregister: self.nodes.deregister,
-            ServiceCidrSet: self.vips.set_cidr,
-        }
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -109,7 +88,7 @@ class StateMachine:
     def check(self, command: Command) -> MeshletError | None:
         """The error ``apply`` would return for ``command`` now, or None."""
         try:
-            _CHECKS[type(command)](self, command)
+            COMMANDS.check(self, command)
         except MeshletError as exc:
             return exc
         return None
@@ -117,13 +96,11 @@ class StateMachine:
     def apply(self, index: int, command: Command) -> Result:
         """Apply one committed command at log position ``index`` (strictly increasing)."""
         assert index > self.index, f"apply index {index} <= applied {self.index}"
-        handler = self._handlers.get(type(command))
-        assert handler is not None, f"unknown command {command!r}"
         self.index = index
         error = self.check(command)
         if error is not None:
             return Result(index, error=error)
-        return Result(index, value=handler(index, command))
+        return Result(index, value=COMMANDS.apply(self, index, command))
 
     def _touch_service(self, service: str, index: int) -> None:
         self.catalog_index = index
@@ -356,24 +333,38 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
         raise NotFound(f"no config entry for service {cmd.service!r}", "service")
 
 
-_CHECKS: dict[type[Any], Callable[[StateMachine, Any], None]] = {
-    RegisterInstance: _check_register,
-    DeregisterInstance: _check_deregister,
-    SetHealth: _check_health,
-    KVPut: _check_kv_put,
-    KVDelete: _check_kv_delete,
-    ConfigSet: _check_config_set,
-    ConfigDelete: _check_config_delete,
-    NetworkCreate: lambda sm, cmd: sm.networks.check(cmd),
-    NetworkDelete: lambda sm, cmd: sm.networks.check(cmd),
-    AddressAssign: lambda sm, cmd: sm.networks.check(cmd),
-    AddressRelease: lambda sm, cmd: sm.networks.check(cmd),
-    ContainerCreate: lambda sm, cmd: sm.containers.check(cmd),
-    ContainerDesire: lambda sm, cmd: sm.containers.check(cmd),
-    ContainerReport: lambda sm, cmd: sm.containers.check(cmd),
-    ContainerDelete: lambda sm, cmd: sm.containers.check(cmd),
-    ContainerConnect: lambda sm, cmd: sm.containers.check(cmd),
-    NodeRegister: lambda sm, cmd: sm.nodes.check(cmd),
-    NodeDeregister: lambda sm, cmd: sm.nodes.check(cmd),
-    ServiceCidrSet: lambda sm, cmd: sm.vips.check_cidr(cmd, sm.networks.subnets()),
-}
+# -- the registry: each command once, with its check and its apply ---------------------
+
+COMMANDS: CommandRegistry[StateMachine] = CommandRegistry()
+COMMANDS.register(RegisterInstance, _check_register, StateMachine._register)
+COMMANDS.register(DeregisterInstance, _check_deregister, StateMachine._deregister)
+COMMANDS.register(SetHealth, _check_health, StateMachine._set_health)
+COMMANDS.register(KVPut, _check_kv_put, StateMachine._kv_put)
+COMMANDS.register(KVDelete, _check_kv_delete, StateMachine._kv_delete)
+COMMANDS.register(ConfigSet, _check_config_set, StateMachine._config_set)
+COMMANDS.register(ConfigDelete, _check_config_delete, StateMachine._config_delete)
+COMMANDS.register(NetworkCreate, lambda sm, c: sm.networks.check_create(c),
+                  lambda sm, i, c: sm.networks.create(i, c))
+COMMANDS.register(NetworkDelete, lambda sm, c: sm.networks.check_delete(c),
+                  lambda sm, i, c: sm.networks.delete(i, c))
+COMMANDS.register(AddressAssign, lambda sm, c: sm.networks.check_assign(c),
+                  lambda sm, i, c: sm.networks.assign(i, c))
+COMMANDS.register(AddressRelease, lambda sm, c: sm.networks.check_release(c),
+                  lambda sm, i, c: sm.networks.release(i, c))
+COMMANDS.register(ContainerCreate, lambda sm, c: sm.containers.check_create(c),
+                  lambda sm, i, c: sm.containers.create(i, c))
+COMMANDS.register(ContainerDesire, lambda sm, c: sm.containers.check_desire(c),
+                  lambda sm, i, c: sm.containers.desire(i, c))
+COMMANDS.register(ContainerReport, lambda sm, c: sm.containers.check_report(c),
+                  lambda sm, i, c: sm.containers.report(i, c))
+COMMANDS.register(ContainerDelete, lambda sm, c: sm.containers.check_delete(c),
+                  lambda sm, i, c: sm.containers.delete(i, c))
+COMMANDS.register(ContainerConnect, lambda sm, c: sm.containers.check_connect(c),
+                  lambda sm, i, c: sm.containers.connect(i, c))
+COMMANDS.register(NodeRegister, lambda sm, c: sm.nodes.check_register(c),
+                  lambda sm, i, c: sm.nodes.register(i, c))
+COMMANDS.register(NodeDeregister, lambda sm, c: sm.nodes.check_deregister(c),
+                  lambda sm, i, c: sm.nodes.deregister(i, c))
+COMMANDS.register(ServiceCidrSet,
+                  lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
+                  lambda sm, i, c: sm.vips.set_cidr(i, c))

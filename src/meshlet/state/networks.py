@@ -58,17 +58,6 @@ class NetworkTable:
 
     # -- checks: raise the error apply would return --------------------------------------
 
-    def check(self, cmd: NetworkCreate | NetworkDelete | AddressAssign | AddressRelease
-              ) -> None:
-        if isinstance(cmd, NetworkCreate):
-            self.check_create(cmd)
-        elif isinstance(cmd, NetworkDelete):
-            self.check_delete(cmd)
-        elif isinstance(cmd, AddressAssign):
-            self.check_assign(cmd)
-        else:
-            self.check_release(cmd)
-
     def check_create(self, cmd: NetworkCreate) -> ipam.Pool | None:
         """The pool the network would get (None for host and none)."""
         if not isinstance(cmd.name, str) or not NETWORK_NAME.match(cmd.name):

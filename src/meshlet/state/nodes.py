@@ -29,11 +29,11 @@ class NodeTable:
         self.nodes: dict[str, Node] = {}
         self.index = 0
 
-    def check(self, cmd: NodeRegister | NodeDeregister) -> None:
-        if isinstance(cmd, NodeDeregister):
-            if cmd.name not in self.nodes:
-                raise NotFound(f"no node named {cmd.name!r}", "name")
-            return
+    def check_deregister(self, cmd: NodeDeregister) -> None:
+        if cmd.name not in self.nodes:
+            raise NotFound(f"no node named {cmd.name!r}", "name")
+
+    def check_register(self, cmd: NodeRegister) -> None:
         if not isinstance(cmd.name, str) or not OWNER_NAME.match(cmd.name):
             raise ConfigError(f"name: {cmd.name!r} is not a valid node name", "name")
         try:
