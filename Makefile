@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # Sans-IO cores: no sockets, clocks or randomness (tests/unit/test_pure_modules.py), mypy --strict.
 PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py \
 	src/meshlet/proxy/resilience src/meshlet/proxy/partition.py src/meshlet/proxy/routing.py \
-	src/meshlet/proxy/request_view.py src/meshlet/raft/core.py \
+	src/meshlet/proxy/request_view.py src/meshlet/raft/core.py src/meshlet/raft/interfaces.py \
+	src/meshlet/raft/memory.py \
 	src/meshlet/agent/health.py src/meshlet/agent/backoff.py src/meshlet/backoff.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \

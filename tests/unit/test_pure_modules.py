@@ -15,7 +15,8 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "agent" / "health.py", SRC / "agent" / "backoff.py", SRC / "backoff.py",
         SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
         SRC / "proxy" / "partition.py", SRC / "proxy" / "routing.py",
-        SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "net" / "ipam.py",
+        SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
+        SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",
         SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py",
         SRC / "api" / "kv_put_request.py"]
 

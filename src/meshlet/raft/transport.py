@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError
 from meshlet.raft.codec import FRAME, MAX_FRAME, decode, encode
 from meshlet.raft.core import Message, NodeId
@@ -31,15 +32,14 @@ class Peer:
         return f"<Peer {self.id} {self.host}:{self.port} queued={len(self.queue)}>"
 
     async def run(self) -> None:
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=1.0)
         while True:
             try:
                 _, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(backoff.next_delay())
                 continue
-            delay = 0.05
+            backoff.reset()
             try:
                 while True:
                     if not self.queue:
