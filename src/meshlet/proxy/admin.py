@@ -1,58 +1,100 @@
-"""The sidecar's admin API: readiness, config (read and push), metrics, drain."""
+"""The sidecar's admin API: readiness, config (read and push), metrics, drain.
+
+Routes over ``admin_http``'s requests. Every failure is an answer, never an exception:
+a ``MeshletError`` becomes its status with ``{"error": {"code", "message", "field"}}``,
+an unknown path 404, a known path with another method 405 (with ``Allow``), and a bug
+500 with the traceback in the log only.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meshlet import proxy
-from meshlet.api.routes import errors_middleware, read_json
-from meshlet.errors import ConfigError
+from meshlet.errors import ConfigError, MeshletError
+from meshlet.proxy.admin_http import Request, Response, error_response, json_response
 from meshlet.proxy.config import Snapshot
 from meshlet.proxy.sidecar import Sidecar
 
+log = logging.getLogger(__name__)
+Route = Callable[[Request], Response]
 
-def admin_app(sidecar: Sidecar) -> web.Application:
-    async def ready(request: web.Request) -> web.Response:
+
+class AdminApi:
+    """``handle(request)`` answers one admin request for ``sidecar``."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.routes: dict[str, dict[str, Route]] = {
+            "/ready": {"GET": self.ready},
+            "/config": {"GET": self.get_config, "PUT": self.put_config},
+            "/metrics": {"GET": self.metrics},
+            "/drain": {"POST": self.drain},
+        }
+
+    def __repr__(self) -> str:
+        return f"<AdminApi {self.sidecar!r}>"
+
+    def handle(self, request: Request) -> Response:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            return error_response(404, "not_found",
+                                  f"{request.method} {request.path}: Not Found")
+        route = methods.get("GET" if request.method == "HEAD" else request.method)
+        if route is None:
+            allow = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            return error_response(405, "method_not_allowed",
+                                  f"{request.method} {request.path}: Method Not Allowed",
+                                  headers=(("Allow", allow),))
+        try:
+            return route(request)
+        except MeshletError as exc:
+            return json_response({"error": exc.to_dict()}, exc.http_status)
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(500, "internal", "internal server error")
+
+    # -- routes -----------------------------------------------------------------------
+
+    def ready(self, request: Request) -> Response:
+        sidecar = self.sidecar
         draining = any(s.draining for s in sidecar.listeners)
         ok = sidecar.snapshot.version > 0 and not draining
-        return web.json_response(
+        return json_response(
             {"ready": ok, "version": sidecar.snapshot.version, "draining": draining,
              "active_requests": sidecar.active_requests, "ports": sidecar.ports()},
-            status=200 if ok else 503)
+            200 if ok else 503)
 
-    async def get_config(request: web.Request) -> web.Response:
-        body = sidecar.snapshot.to_dict()
-        body["ports"] = sidecar.ports()
+    def get_config(self, request: Request) -> Response:
+        body = self.sidecar.snapshot.to_dict()
+        body["ports"] = self.sidecar.ports()
         body["relay"] = {"build": proxy.BUILD, "why": proxy.BUILD_REASON}
-        return web.json_response(body)
+        return json_response(body)
 
-    async def put_config(request: web.Request) -> web.Response:
-        snapshot = Snapshot.from_dict(await read_json(request))
-        applied = sidecar.apply(snapshot)
-        return web.json_response({"applied": applied, "version": sidecar.snapshot.version})
+    def put_config(self, request: Request) -> Response:
+        snapshot = Snapshot.from_dict(read_json(request.body))
+        applied = self.sidecar.apply(snapshot)
+        return json_response({"applied": applied, "version": self.sidecar.snapshot.version})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(sidecar.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def metrics(self, request: Request) -> Response:
+        return Response(200, generate_latest(self.sidecar.metrics.registry),
+                        CONTENT_TYPE_LATEST)
 
-    async def drain(request: web.Request) -> web.Response:
+    def drain(self, request: Request) -> Response:
         direction = request.query.get("direction")
         if direction not in (None, "inbound", "outbound"):
             raise ConfigError("direction: expected inbound or outbound", "direction")
-        sidecar.drain(direction)
-        return web.json_response({"active_requests": sidecar.active_requests})
-
-    app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/config", get_config)
-    app.router.add_put("/config", put_config)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/drain", drain)
-    return app
+        self.sidecar.drain(direction)
+        return json_response({"active_requests": self.sidecar.active_requests})
 
 
-def dumps(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)
+def read_json(raw: bytes) -> object:
+    """A request body as JSON (an empty body is ``null``); raise ConfigError."""
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None

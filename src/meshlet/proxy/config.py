@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError
-from meshlet.state.config_entry import effective
+from meshlet.proxy.settings import effective
 
 
 def cluster_key(direction: str, name: str) -> str:

@@ -16,7 +16,7 @@ from meshlet.proxy.request_view import RequestView
 if TYPE_CHECKING:
     import random
 
-from meshlet.state.config_entry import Partition, at_least, at_most
+from meshlet.proxy.settings import Partition, at_least, at_most
 
 
 @dataclass(frozen=True)

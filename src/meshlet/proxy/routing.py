@@ -16,7 +16,7 @@ from meshlet.proxy.request_view import RequestView
 if TYPE_CHECKING:
     import random
 
-from meshlet.state.config_entry import Route
+from meshlet.proxy.settings import Route
 
 Subset = tuple[tuple[str, str], ...]
 

@@ -19,6 +19,7 @@ from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
 from meshlet.proxy.http import DownstreamHttp
 from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.settings import validate_settings
 from meshlet.proxy.tcp import DownstreamTcp
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,16 @@ class Sidecar:
         return {f"{s.direction}:{s.destination}": s.port for s in self.listeners}
 
     def apply(self, snapshot: Snapshot) -> bool:
-        """Swap in a newer snapshot; an older or equal version is ignored (returns False)."""
+        """Swap in a newer snapshot; an older or equal version is ignored (returns False).
+        A snapshot with bad settings raises ConfigError and changes nothing."""
         if snapshot.version <= self.snapshot.version and self.snapshot.version > 0:
             return False
         if [(lc.name, lc.direction) for lc in snapshot.listeners] != \
                 [(lc.name, lc.direction) for lc in self.snapshot.listeners]:
             raise ConfigError("listeners cannot change while the sidecar runs; restart it",
                               "listeners")
+        for config in snapshot.clusters.values():
+            validate_settings(config.settings)
         self.snapshot = snapshot
         for name, config in snapshot.clusters.items():
             cluster = self.clusters.get(name)

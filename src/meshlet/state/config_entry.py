@@ -15,12 +15,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from meshlet.errors import ConfigError
+from meshlet.settings_rules import (
+    LB_POLICIES,
+    check_backoff,
+    check_maglev_size,
+    check_partition,
+    check_retry_on,
+    check_split,
+    key_source,
+    shard_names,
+    status_list,
+)
 from meshlet.state.durations import parse_duration
 
-LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request",
-               "peak_ewma", "ring_hash", "maglev", "locality")
 _PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
-KEY_SOURCE = re.compile(r"^(header|cookie|query):[A-Za-z0-9_.\-]+$|^path:\d+$|^source_ip$")
 
 
 def _duration(value: Any) -> float:
@@ -30,32 +38,10 @@ def _duration(value: Any) -> float:
         raise ValueError(exc.message.removeprefix("duration: ")) from None
 
 
-def _key_source(value: Any) -> str:
-    if not isinstance(value, str) or not KEY_SOURCE.match(value):
-        raise ValueError("expected header:NAME, cookie:NAME, query:NAME, path:N or source_ip")
-    return value
-
-
-def _is_prime(n: int) -> bool:
-    return n >= 2 and all(n % i for i in range(2, int(n ** 0.5) + 1))
-
-
-def _status_list(value: Any) -> Any:
-    """``"502,503"`` (as the CLI sends it) or a list."""
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError("expected status codes such as 502,503") from None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    return value
-
-
-StatusList = Annotated[list[int], BeforeValidator(_status_list)]
+StatusList = Annotated[list[int], BeforeValidator(status_list)]
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
-KeySource = Annotated[str, BeforeValidator(_key_source)]
+KeySource = Annotated[str, BeforeValidator(key_source)]
 
 
 class Strict(BaseModel):
@@ -84,63 +70,11 @@ class Partition(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Partition:
-        if self.strategy in ("hash", "random"):
-            if self.shards is None or self.shard_names() == []:
-                raise ValueError(f"strategy {self.strategy} needs shards "
-                                 "(a count or a list of names)")
-            if isinstance(self.shards, int) and not 1 <= self.shards <= 4096:
-                raise ValueError("shards must be between 1 and 4096")
-            if len(set(self.shard_names())) != len(self.shard_names()):
-                raise ValueError("shard names must be unique")
-        if self.strategy == "range":
-            check_ranges(self.ranges, self.numeric)
+        check_partition(self.strategy, self.shards, self.ranges, self.numeric)
         return self
 
     def shard_names(self) -> list[str]:
-        if isinstance(self.shards, int):
-            return [str(i) for i in range(self.shards)]
-        return list(self.shards or [])
-
-
-def range_bound(value: str | float, numeric: bool, where: str) -> str | float:
-    if numeric:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: {value!r} is not a number") from None
-    if not isinstance(value, str) or value == "":
-        raise ValueError(f"{where}: expected a non-empty string")
-    return value
-
-
-def at_most(value: str | float, high: str | float) -> bool:
-    """``value <= high``, where a string bound also covers keys that start with it."""
-    if isinstance(value, str) and isinstance(high, str):
-        return value[:len(high)] <= high
-    return float(value) <= float(high)
-
-
-def at_least(value: str | float, low: str | float) -> bool:
-    if isinstance(value, str) and isinstance(low, str):
-        return value >= low
-    return float(value) >= float(low)
-
-
-def check_ranges(ranges: list[Range], numeric: bool) -> None:
-    """Ranges must be non-empty, ordered and non-overlapping."""
-    if not ranges:
-        raise ValueError("strategy range needs at least one range")
-    previous_to: str | float | None = None
-    for i, r in enumerate(ranges):
-        low = range_bound(r.from_, numeric, f"ranges.{i}.from")
-        high = range_bound(r.to, numeric, f"ranges.{i}.to")
-        if not at_most(low, high):
-            raise ValueError(f"ranges.{i}: empty range, from {r.from_!r} is after to {r.to!r}")
-        if previous_to is not None and at_most(low, previous_to):
-            raise ValueError(f"ranges.{i}: from {r.from_!r} overlaps or comes before the "
-                             f"previous range's end {previous_to!r}; ranges must be "
-                             "ordered and must not overlap")
-        previous_to = high
+        return shard_names(self.shards)
 
 
 class Match(Strict):
@@ -167,10 +101,7 @@ class Route(Strict):
 
     @model_validator(mode="after")
     def _split(self) -> Route:
-        if self.split and sum(t.weight for t in self.split) == 0:
-            raise ValueError("split weights must not all be zero")
-        if not self.match.path_prefix.startswith("/"):
-            raise ValueError("match.path_prefix must start with '/'")
+        check_split([t.weight for t in self.split], self.match.path_prefix)
         return self
 
 
@@ -217,14 +148,9 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
-        for code in self.retry_on:
-            if not 500 <= code <= 599 and code != 429:
-                raise ValueError(f"retry_on: {code} is not a 5xx status or 429")
-        if not _is_prime(self.maglev_table_size):
-            raise ValueError(f"maglev_table_size: {self.maglev_table_size} is not prime "
-                             "(try 65537, 131071 or 4099)")
-        if self.retry_backoff_max < self.retry_backoff:
-            raise ValueError("retry_backoff_max must be at least retry_backoff")
+        check_retry_on(self.retry_on)
+        check_maglev_size(self.maglev_table_size)
+        check_backoff(self.retry_backoff, self.retry_backoff_max)
         return self
 
 
@@ -260,5 +186,6 @@ def effective(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parsed(settings: Mapping[str, Any]) -> Settings:
-    """The typed view of validated settings, for the sidecar."""
+    """The typed view of validated settings (the sidecar has its own, without pydantic:
+    ``meshlet.proxy.settings``)."""
     return Settings.model_validate(dict(settings))

@@ -1,0 +1,163 @@
+"""A sidecar process loads only the data plane, and its command line behaves.
+
+Started as the agent starts it (``python -m meshlet proxy --bootstrap ... --admin
+unix:... --port-file ...``), with ``-X importtime`` so that the process itself lists
+every module it ever imported, including those imported later by traffic or by the
+admin API; its memory map is read while it runs, for the extension modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+
+# Packages of the control plane, and libraries only it needs: never in a sidecar.
+FORBIDDEN = ("aiohttp", "pydantic", "pydantic_core", "yaml", "click", "pyroute2", "rich",
+             "cryptography", "dnspython", "dns", "meshlet.api", "meshlet.state",
+             "meshlet.raft", "meshlet.server", "meshlet.agent", "meshlet.cli",
+             "meshlet.net", "meshlet.deploy", "meshlet.devmode")
+
+
+def forbidden(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+
+
+class Backend(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"hello\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def bootstrap(tmp_path: Path, backend: int) -> Path:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps({
+        "version": 1, "service": "caller", "instance": "caller-1",
+        "listeners": [{"name": "web", "direction": "outbound", "host": "127.0.0.1",
+                       "port": 0}],
+        "clusters": {"outbound:web": {"name": "web", "settings": {"lb": "peak_ewma"},
+                                      "endpoints": [{"id": "w1", "address": "127.0.0.1",
+                                                     "port": backend}]}}}))
+    return path
+
+
+def http(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def admin(path: Path, request: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        return http(sock, request)
+
+
+def test_a_running_sidecar_has_no_control_plane_module(tmp_path: Path, backend: int) -> None:
+    sock_path, port_file = tmp_path / "admin.sock", tmp_path / "sidecar.ports"
+    argv = [sys.executable, "-X", "importtime", "-m", "meshlet", "proxy",
+            "--bootstrap", str(bootstrap(tmp_path, backend)), "--admin", f"unix:{sock_path}",
+            "--port-file", str(port_file)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: port_file.exists() or proc.poll() is not None, 30,
+                   "the sidecar's port file")
+        assert proc.poll() is None, "the sidecar exited"
+        port = json.loads(port_file.read_text())["listeners"]["outbound:web"]
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for _ in range(3):
+                assert http(sock, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n").startswith(
+                    b"HTTP/1.1 200")
+        for request in (b"GET /ready", b"GET /config", b"GET /metrics", b"GET /nothing",
+                        b"POST /drain?direction=outbound"):
+            assert admin(sock_path, request + b" HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+        body = json.dumps({**json.loads(bootstrap(tmp_path, backend).read_text()),
+                           "version": 2}).encode()
+        assert b" 200 " in admin(sock_path, b"PUT /config HTTP/1.1\r\nHost: sidecar\r\n"
+                                 b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        libraries = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+        assert [lib for lib in libraries
+                if any(f"/{name}/" in lib for name in FORBIDDEN)] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in err.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "meshlet.proxy.sidecar" in imported and "meshlet.proxy.admin_http" in imported
+    assert forbidden(imported) == []
+    assert not sock_path.exists()
+
+
+def test_importing_the_entry_point_loads_no_control_plane_module() -> None:
+    code = ("import sys, meshlet.proxy.main, meshlet.proxy.admin, meshlet.proxy.sidecar; "
+            "print('\\n'.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert forbidden(set(out.split())) == []
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshlet", "proxy", *args],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_command_line(tmp_path: Path) -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for option in ("--bootstrap", "--admin", "--port-file", "--grace"):
+        assert option in result.stdout
+    result = run()
+    assert result.returncode == 2 and "--bootstrap" in result.stderr
+    result = run("--bootstrap", str(tmp_path / "missing.json"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    result = run("--bootstrap", str(broken))
+    assert result.returncode == 1
+    assert result.stderr.startswith("meshlet: error: cannot read sidecar bootstrap")
+    assert "Traceback" not in result.stderr
+    good = bootstrap(tmp_path, 9)
+    result = run("--bootstrap", str(good), "--admin", "nowhere")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "meshlet: error: --admin: 'nowhere' is not HOST:PORT"
+    result = run("--bootstrap", str(good), "--admin", f"unix:{tmp_path}/no/such/dir/a.sock")
+    assert result.returncode == 1 and "cannot listen on unix:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,158 @@
+"""The sidecar's pydantic-free settings reader agrees with the control plane's model.
+
+Both must accept and normalise alike every value the control plane stores, and refuse
+alike (naming the same field) what it refuses; the sidecar may only be stricter about
+pydantic's lax coercions of values the control plane never stores (listed below).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from meshlet.errors import ConfigError
+from meshlet.proxy import settings as light
+from meshlet.state import config_entry as model
+
+RANGES = [{"from": "a", "to": "f", "shard": "one"}, {"from": "g", "to": "z", "shard": "two"}]
+CASES: list[dict[str, Any]] = [
+    {}, {"lb": "maglev", "maglev_table_size": 4099}, {"lb": "ring_hash", "hash_on": "header:x"},
+    {"lb": "peak_ewma", "ewma_decay": "5s"}, {"locality_min_healthy": 0.5},
+    {"connect_timeout": "250ms", "request_timeout": 2, "per_try_timeout": "0s"},
+    {"idle_timeout": 1.5}, {"retries": 0}, {"retries": 10}, {"retries": 2.0},
+    {"retry_on": [502, 503]}, {"retry_on": "502,503"}, {"retry_on": 429}, {"retry_on": []},
+    {"retry_non_idempotent": True}, {"retry_backoff": "1ms", "retry_backoff_max": "2ms"},
+    {"retry_budget_percent": 0}, {"max_connections": 1, "max_requests": 10 ** 6},
+    {"outlier_consecutive_failures": 0, "outlier_base_ejection_time": "1s"},
+    {"rate_limit_rps": 5.5, "rate_limit_burst": 3}, {"access_log": "all"},
+    {"protocol": "tcp"}, {"hash_on": None}, {"partition": None},
+    {"routes": [{}]},
+    {"routes": [{"match": {"path_prefix": "/api", "headers": {"x-v": "2"},
+                           "methods": ["GET"]},
+                 "split": [{"subset": {"version": "v2"}, "weight": 3}, {"weight": 1}],
+                 "request_headers": {"set": {"x-a": "1"}, "remove": ["cookie"]},
+                 "timeout": "2s"}]},
+    {"partition": {"key": "header:tenant", "strategy": "hash", "shards": 4}},
+    {"partition": {"key": "query:t", "strategy": "hash", "shards": ["a", "b"],
+                   "hash": "modulo", "default_shard": "a"}},
+    {"partition": {"key": "path:1", "strategy": "random", "shards": 2}},
+    {"partition": {"key": "cookie:t", "strategy": "range", "ranges": RANGES}},
+    {"partition": {"key": "header:n", "strategy": "range", "numeric": True,
+                   "ranges": [{"from": 0, "to": 9.5, "shard": "low"},
+                              {"from": "10", "to": 99, "shard": "high"}]}},
+    # refused by both
+    {"lb": "fastest"}, {"lb": 1}, {"retries": 11}, {"retries": -1}, {"retries": 2.5},
+    {"retries": None}, {"min_ring_size": 8}, {"maglev_table_size": 65536},
+    {"ewma_decay": 0}, {"connect_timeout": "soon"}, {"connect_timeout": True},
+    {"per_try_timeout": -1}, {"retry_on": [404]}, {"retry_on": "5xx"}, {"retry_on": ["x"]},
+    {"retry_backoff": "1s", "retry_backoff_max": "10ms"}, {"locality_min_healthy": 1.5},
+    {"access_log": "some"}, {"nonsense": 1}, {"hash_on": "body"}, {"protocol": "udp"},
+    {"routes": "all"}, {"routes": [{"match": {"path_prefix": "api"}}]},
+    {"routes": [{"match": {"headers": {"a": 1}}}]}, {"routes": [{"match": {"methods": "GET"}}]},
+    {"routes": [{"split": [{"weight": 0}]}]}, {"routes": [{"split": [{"weight": 10001}]}]},
+    {"routes": [{"timeout": 0}]}, {"routes": [{"extra": 1}]},
+    {"partition": {"key": "header:t"}}, {"partition": {"strategy": "hash", "shards": 2}},
+    {"partition": {"key": "header:t", "strategy": "roulette"}},
+    {"partition": {"key": "header:t", "strategy": "hash"}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 0}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 5000}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": ["a", "a"]}},
+    {"partition": {"key": "header:t", "strategy": "range"}},
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": "f", "to": "a", "shard": "x"}]}},
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": "a", "to": "f", "shard": "x"},
+                              {"from": "c", "to": "z", "shard": "y"}]}},
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": 1, "to": 5, "shard": "x"}]}},
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": "a", "to": "b", "shard": ""}]}},
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": "a", "shard": "x"}]}},
+    {"partition": {"key": "header:t", "strategy": "range", "numeric": True,
+                   "ranges": [{"from": "one", "to": 5, "shard": "x"}]}},
+]
+# pydantic's lax mode coerces these; the control plane stores the coerced value, so a
+# sidecar never receives them from the agent, and it refuses them when sent by hand.
+LAX_ONLY: list[dict[str, Any]] = [
+    {"retries": True}, {"retries": "3"}, {"retry_budget_percent": "5"},
+    {"retry_non_idempotent": "yes"}, {"retry_non_idempotent": 1},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": "3"}},
+    {"routes": [{"split": [{"weight": "2"}]}]},
+]
+
+
+def verdict(validate: Any, settings: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", validate(settings)
+    except ConfigError as exc:
+        return "refused", exc.field
+
+
+def test_same_keys_and_defaults() -> None:
+    assert light.KNOWN_KEYS == model.KNOWN_KEYS
+    assert light.DEFAULTS == model.DEFAULTS
+    assert light.LB_POLICIES == model.LB_POLICIES
+    assert light.effective({"retries": 1}) == model.effective({"retries": 1})
+
+
+@pytest.mark.parametrize("settings", CASES, ids=repr)
+def test_same_verdict_normalised_form_and_field(settings: dict[str, Any]) -> None:
+    assert verdict(light.validate_settings, settings) == \
+        verdict(model.validate_settings, settings)
+
+
+@pytest.mark.parametrize("settings", CASES, ids=repr)
+def test_the_stored_form_reads_back_unchanged(settings: dict[str, Any]) -> None:
+    status, stored = verdict(model.validate_settings, settings)
+    if status == "ok":
+        assert light.validate_settings(stored) == stored
+        assert light.dump(light.parsed(stored)) == model.parsed(stored).model_dump(
+            by_alias=True, mode="json")
+
+
+@pytest.mark.parametrize("settings", LAX_ONLY, ids=repr)
+def test_lax_coercions_are_refused_naming_the_field(settings: dict[str, Any]) -> None:
+    assert verdict(model.validate_settings, settings)[0] == "ok"
+    with pytest.raises(ConfigError) as info:
+        light.validate_settings(settings)
+    assert info.value.field is not None
+    assert info.value.field.split(".")[0] == next(iter(settings))
+
+
+def test_messages_name_the_field_and_the_problem() -> None:
+    cases = {
+        "retries: Input should be less than or equal to 10": {"retries": 11},
+        "lb: Input should be 'round_robin', 'weighted_round_robin', 'random', "
+        "'least_request', 'peak_ewma', 'ring_hash', 'maglev' or 'locality'": {"lb": "x"},
+        "retry_on: 404 is not a 5xx status or 429": {"retry_on": [404]},
+        "partition.ranges.1: from 'c' overlaps or comes before the previous range's end "
+        "'f'; ranges must be ordered and must not overlap": {"partition": {
+            "key": "header:t", "strategy": "range",
+            "ranges": [{"from": "a", "to": "f", "shard": "x"},
+                       {"from": "c", "to": "z", "shard": "y"}]}},
+        "connect_timeout: 'soon' is not a duration (examples: 2s, 250ms, 1m)":
+            {"connect_timeout": "soon"},
+    }
+    for message, settings in cases.items():
+        with pytest.raises(ConfigError) as info:
+            light.validate_settings(settings)
+        assert info.value.message == message
+        with pytest.raises(ConfigError) as info:
+            model.validate_settings(settings)
+        assert info.value.message == message
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(ConfigError, match="settings: expected an object"):
+        light.validate_settings(["lb"])  # type: ignore[arg-type]
+
+
+def test_the_typed_view() -> None:
+    s = light.parsed(light.validate_settings({"retry_on": "502", "routes": [{"timeout": "1s"}],
+                                              "partition": {"key": "header:t",
+                                                            "strategy": "hash", "shards": 2}}))
+    assert s.retry_on == [502] and s.routes[0].timeout == 1.0
+    assert s.partition is not None and s.partition.shard_names() == ["0", "1"]
+    assert s.lb == "round_robin" and s.connect_timeout == 1.0
