@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meshlet.agent.containers import namespace_prefix
+from meshlet.agent.host_networks import namespace_prefix
 from meshlet.net import netns
 from tests.e2e.helpers import REPO, downed, free_port, meshlet, meshlet_json, wait_for
 from tests.netns.helpers import GET_SERVED_BY, clean_daemon, leftovers

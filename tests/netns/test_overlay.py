@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from meshlet.agent.containers import namespace_prefix
+from meshlet.agent.host_networks import namespace_prefix
 from meshlet.net import netns
 from meshlet.net.vxlan import vxlan_name
 from tests.conftest import wait_until

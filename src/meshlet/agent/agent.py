@@ -3,6 +3,10 @@
 Watches are blocking queries, one per upstream service plus one on config entries.
 When the server is unreachable they back off and retry; sidecars keep the last
 config they were given, so traffic keeps flowing on what was last known.
+
+The agent is the composition root of its parts: one ``HostNetworks`` (the host side
+of networks) that the container runner and the mesh workloads' sandboxes share, the
+host's own watches, and the workloads, which reach it only through ``WorkloadHost``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +23,26 @@ import aiohttp
 
 from meshlet.addresses import source_address_towards
 from meshlet.agent.containers import ContainerRunner
+from meshlet.agent.host_networks import HostNetworks
+from meshlet.agent.host_watches import HostWatches
+from meshlet.agent.retry import answered
+from meshlet.agent.sandboxes import Sandboxes
 from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
+from meshlet.agent.workload_host import Sandbox
 from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
-from meshlet.errors import Conflict, MeshletError, NotFound, Unavailable
+from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.net import netns
+from meshlet.proxy.config import Snapshot
 
 log = logging.getLogger(__name__)
 WATCH_WAIT = 30.0
 
 
 class Agent:
+    """Implements ``WorkloadHost`` for its workloads."""
+
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
                  zone: str = "", advertise: str | None = None) -> None:
         self.client = Client(server_url)
@@ -41,8 +55,11 @@ class Agent:
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
-        self.containers = ContainerRunner(
-            self.client, node, data_dir, advertise or source_address_towards(server_url))
+        self.networks = HostNetworks(node, advertise or source_address_towards(server_url))
+        self.host_watches = HostWatches(self.client, self.networks)
+        self.sandboxes = Sandboxes(self.client, self.networks)
+        self.containers = ContainerRunner(self.client, node, data_dir, self.networks)
+        self.host_started = False
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
@@ -63,6 +80,7 @@ class Agent:
         if networked:
             first = next(iter(networked))
             netns.require_root(f"service {first!r} on network {networked[first]!r}")
+            self.start_host()
         await self.ensure_networks(set(networked.values()))
         for name in manifest.start_order():
             spec = manifest.services[name]
@@ -87,7 +105,7 @@ class Agent:
                 with contextlib.suppress(Conflict):  # another agent made it meanwhile
                     await self.client.network_create(name)
 
-    async def upstream_ends(self, upstreams: list[str], timeout: float
+    async def upstream_ends(self, upstreams: Sequence[str], timeout: float
                             ) -> dict[str, tuple[str, int]]:
         """Each upstream's virtual IP and port, once it has them (its first instance
         registered); raises Unavailable after ``timeout`` seconds."""
@@ -108,30 +126,28 @@ class Agent:
         self.version += 1
         return self.version
 
-    async def push(self, workload: Workload) -> None:
-        snapshot = build_snapshot(self.next_version(), workload.bootstrap, self.instances,
-                                  self.settings)
-        await workload.push_config(snapshot.to_dict())
+    def snapshot(self, bootstrap: Snapshot) -> Snapshot:
+        return build_snapshot(self.next_version(), bootstrap, self.instances, self.settings)
+
+    async def open_sandbox(self, instance: str, network: str, loopback: Sequence[str]
+                           ) -> Sandbox:
+        return await self.sandboxes.open(instance, network, loopback)
+
+    async def close_sandbox(self, box: Sandbox) -> None:
+        await self.sandboxes.close(box)
 
     async def push_where(self, service: str | None) -> None:
         """Push to every sidecar that calls ``service`` (all sidecars if None)."""
         targets = [w for w in self.workloads if w.admin_url and (
             service is None or service in w.spec.upstreams or service == w.service)]
-        await asyncio.gather(*(self.push(w) for w in targets))
+        await asyncio.gather(*(w.push() for w in targets))
 
     async def watch_service(self, service: str) -> None:
         index = 0
-        delay = 0.2
         while True:
-            try:
-                found, new_index = await self.client.instances(service, index=index,
-                                                               wait=WATCH_WAIT)
-            except MeshletError as exc:
-                log.warning("watch on %s failed (%s); keeping last endpoints", service, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.2
+            found, new_index = await answered(
+                f"watch on {service} failed; keeping last endpoints",
+                partial(self.client.instances, service, index=index, wait=WATCH_WAIT))
             if new_index < index:
                 index = 0  # the server's state was reset: resynchronise from scratch
                 continue
@@ -142,17 +158,10 @@ class Agent:
 
     async def watch_config(self) -> None:
         index = 0
-        delay = 0.2
         while True:
-            try:
-                entries, new_index = await self.client.config_list(index=index,
-                                                                   wait=WATCH_WAIT)
-            except MeshletError as exc:
-                log.warning("config watch failed (%s); keeping last settings", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.2
+            entries, new_index = await answered(
+                "config watch failed; keeping last settings",
+                partial(self.client.config_list, index=index, wait=WATCH_WAIT))
             if new_index < index:
                 index = 0
                 continue
@@ -165,7 +174,25 @@ class Agent:
 
     def run_containers(self) -> None:
         """Start running this node's containers (`meshlet run`)."""
+        self.start_host()
         self.containers.start()
+
+    def start_host(self) -> None:
+        """Once: clean up after an earlier run, then join the cluster's networking
+        (register the node, follow nodes, networks and virtual IPs)."""
+        if self.host_started:
+            return
+        self.host_started = True
+        self.watches["host"] = asyncio.get_running_loop().create_task(self.prepare_host())
+        self.host_watches.start()
+
+    async def prepare_host(self) -> None:
+        """Remove what an earlier run of this node left (namespaces, links, mesh
+        workloads' addresses) before any sandbox is made."""
+        await self.networks.clean_leftovers()
+        await answered("releasing addresses of an earlier run",
+                       self.sandboxes.release_leftover_addresses)
+        self.networks.ready.set()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop workloads, callers first (reverse start order); containers; watches."""
@@ -175,6 +202,7 @@ class Agent:
         for service in reversed(list(by_service)):
             await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
         await self.containers.stop()
+        await self.host_watches.stop()
         for task in self.watches.values():
             task.cancel()
         await asyncio.gather(*self.watches.values(), return_exceptions=True)

@@ -15,21 +15,18 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from meshlet.agent import probes
-from meshlet.agent.backoff import RestartBackoff
+from meshlet.agent.backoff import Backoff, RestartBackoff
 from meshlet.agent.health import HealthTracker
 from meshlet.agent.process import spawn, terminate
 from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespaced_bootstrap
+from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
-
-if TYPE_CHECKING:
-    from meshlet.agent.agent import Agent
-    from meshlet.agent.sandboxes import Sandbox
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
@@ -59,9 +56,11 @@ def env_name(service: str) -> str:
 
 
 class Workload:
-    def __init__(self, agent: Agent, service: str, replica: int, spec: ServiceSpec,
+    """Driven by its ``host`` (the agent), through the narrow ``WorkloadHost``."""
+
+    def __init__(self, host: WorkloadHost, service: str, replica: int, spec: ServiceSpec,
                  cwd: Path, upstream_protocols: Mapping[str, str]) -> None:
-        self.agent = agent
+        self.host = host
         self.service = service
         self.replica = replica
         self.spec = spec
@@ -75,11 +74,11 @@ class Workload:
             self.app_port = spec.port + replica if spec.port else free_port()
         self.bootstrap = bootstrap_snapshot(
             service, self.id, spec.protocol, self.app_port, self.upstream_protocols,
-            agent.zone, agent.node)
+            host.zone, host.node)
         self.sandbox: Sandbox | None = None
         self.upstream_ends: dict[str, tuple[str, int]] = {}  # upstream -> (VIP, port)
         self._admin_http: aiohttp.ClientSession | None = None
-        self.run_dir = agent.data_dir / "workloads" / self.id
+        self.run_dir = host.data_dir / "workloads" / self.id
         self.status = "critical"
         self.output = "starting"
         self.restarts = 0
@@ -213,21 +212,15 @@ class Workload:
         """Its own namespace on the service's network, with the upstreams' virtual IPs
         on its loopback for the sidecar to listen on."""
         assert self.spec.network is not None
-        self.upstream_ends = await self.agent.upstream_ends(self.spec.upstreams,
-                                                            UPSTREAM_VIP_TIMEOUT)
-        sandboxes = self.agent.containers.sandboxes
-        box = await sandboxes.open(self.id, self.spec.network)
-        try:
-            await sandboxes.add_local_addresses(
-                box, sorted({vip for vip, _ in self.upstream_ends.values()}))
-        except BaseException:
-            await sandboxes.close(box)
-            raise
+        self.upstream_ends = await self.host.upstream_ends(self.spec.upstreams,
+                                                           UPSTREAM_VIP_TIMEOUT)
+        box = await self.host.open_sandbox(
+            self.id, self.spec.network, sorted({vip for vip, _ in self.upstream_ends.values()}))
         self.sandbox = box
         self.bootstrap = namespaced_bootstrap(
             self.service, self.id, self.spec.protocol, self.app_port, box.address,
             [(u, proto, *self.upstream_ends[u]) for u, proto in self.upstream_protocols],
-            self.agent.zone, self.agent.node)
+            self.host.zone, self.host.node)
 
     # -- sidecar ------------------------------------------------------------------------
 
@@ -258,12 +251,12 @@ class Workload:
         self.ports = info["listeners"]
         self.admin_url = "http://sidecar" if self.sandbox else \
             f"http://{LOOPBACK}:{info['admin']}"
-        await self.agent.push(self)
+        await self.push()
         while not await self.sidecar_ready():
             if self.sidecar.returncode is not None or loop.time() > deadline:
                 await terminate(self.sidecar, 1.0)
                 raise Unavailable(f"sidecar for {self.id} never became ready")
-            await self.agent.push(self)
+            await self.push()
             await asyncio.sleep(0.02)
         self.registered = False
         self.report_needed.set()
@@ -273,7 +266,7 @@ class Workload:
         """The session that reaches the sidecar's admin API: over a Unix socket when the
         sidecar is in a namespace of its own, else the agent's."""
         if self.sandbox is None:
-            return self.agent.http
+            return self.host.http
         if self._admin_http is None:
             self._admin_http = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(str(self.run_dir / "admin.sock")))
@@ -286,6 +279,11 @@ class Workload:
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+
+    async def push(self) -> None:
+        """Push the config the host says the sidecar should run now."""
+        if self.admin_url:
+            await self.push_config(self.host.snapshot(self.bootstrap).to_dict())
 
     async def push_config(self, body: dict[str, Any]) -> None:
         if not self.admin_url:
@@ -304,7 +302,7 @@ class Workload:
         assert check is not None and self.tracker is not None
         while True:
             if check.kind == "http":
-                ok, output = await probes.http_probe(self.agent.http, self.app_host,
+                ok, output = await probes.http_probe(self.host.http, self.app_host,
                                                      self.app_port, check.http or "/",
                                                      check.timeout)
             elif check.kind == "tcp":
@@ -331,7 +329,7 @@ class Workload:
         A periodic resync repairs drift (a server that lost its data, say), as Consul's
         anti-entropy does: a 404 means the instance is unknown, so it registers again.
         """
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:  # report on change, and every RESYNC seconds in case the server forgot
                 await asyncio.wait_for(self.report_needed.wait(), RESYNC_INTERVAL)
@@ -343,25 +341,24 @@ class Workload:
             try:
                 if not self.registered:
                     await self.register()
-                await self.agent.client.set_health(self.id, self.status, self.output,
-                                                   self.restarts, self.pid)
-                delay = 0.2
+                await self.host.client.set_health(self.id, self.status, self.output,
+                                                  self.restarts, self.pid)
+                backoff.reset()
             except NotFound:
                 self.registered = False
                 self.report_needed.set()
             except MeshletError as exc:
                 log.warning("%s: cannot report to server (%s); retrying", self.id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next_delay())
                 self.report_needed.set()
 
     async def register(self) -> None:
         spec = self.spec
-        await self.agent.client.register(
+        await self.host.client.register(
             id=self.id, service=self.service, address=self.app_host, port=self.inbound_port,
             tags=spec.tags, meta={**spec.meta, "app_port": str(self.app_port),
                                   "admin": self.admin_url},
-            weight=spec.weight, zone=self.agent.zone, node=self.agent.node,
+            weight=spec.weight, zone=self.host.zone, node=self.host.node,
             status=self.status)
         self.registered = True
 
@@ -370,7 +367,7 @@ class Workload:
     async def stop(self, grace: float = 10.0) -> None:
         self.stopping.set()
         try:
-            await asyncio.wait_for(self.agent.client.deregister(self.id), 2.0)
+            await asyncio.wait_for(self.host.client.deregister(self.id), 2.0)
         except (TimeoutError, MeshletError):
             pass
         await self.drain_inbound(grace)
@@ -384,7 +381,7 @@ class Workload:
         if self._admin_http is not None:
             await self._admin_http.close()
         if self.sandbox is not None:
-            await self.agent.containers.sandboxes.close(self.sandbox)
+            await self.host.close_sandbox(self.sandbox)
             self.sandbox = None
 
     async def drain_inbound(self, grace: float) -> None:

@@ -1,0 +1,102 @@
+"""This host in the cluster: it registers its node (the address other hosts' tunnels
+send to), re-registers every third of the node TTL so the server knows it lives, and
+follows the nodes, the networks and the services' virtual IPs into the view of its
+``HostNetworks``, re-programming overlays on a change. Stopping deregisters the node,
+so other hosts drop their tunnel entries for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
+
+from meshlet.agent.host_networks import HostNetworks
+from meshlet.agent.retry import answered
+from meshlet.api.client import Client
+from meshlet.errors import MeshletError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class HostWatches:
+    def __init__(self, client: Client, host: HostNetworks) -> None:
+        self.client = client
+        self.host = host
+        self.tasks: list[asyncio.Task[None]] = []
+        self.registered = False
+
+    def __repr__(self) -> str:
+        return f"<HostWatches {self.host.node} registered={self.registered}>"
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.watch_nodes()),
+                      loop.create_task(self.watch_vips()),
+                      loop.create_task(self.watch_networks())]
+
+    async def reprogram(self) -> None:
+        try:
+            await self.host.program_overlays()
+        except MeshletError as exc:
+            log.warning("programming overlay entries: %s", exc)
+
+    async def follow(self, what: str, fetch: Callable[[int | None], Awaitable[tuple[T, int]]],
+                     take: Callable[[T], None], reprogram: bool = True) -> None:
+        """Blocking queries with ``fetch(index)``, each answer given to ``take``."""
+        index = 0
+        while True:
+            found, index = await answered(what, partial(fetch, index or None))
+            take(found)
+            if reprogram:
+                await self.reprogram()
+
+    async def watch_nodes(self) -> None:
+        """Register this host, then follow the others: an overlay's tunnels go to them."""
+        node, address = self.host.node, self.host.address
+        answer = await answered(f"registering node {node}",
+                                lambda: self.client.node_register(node, address))
+        self.registered = True
+        self.tasks.append(asyncio.get_running_loop().create_task(
+            self.heartbeat(float(answer.get("ttl", 30.0)))))
+        await self.follow("watching nodes", self.client.nodes, self.host.view.set_nodes)
+
+    async def heartbeat(self, ttl: float) -> None:
+        """Register again every third of the TTL (which also takes the node back if it
+        was deregistered while cut off)."""
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                answer = await self.client.node_register(self.host.node, self.host.address)
+                ttl = float(answer.get("ttl", ttl))
+            except MeshletError as exc:
+                log.info("node heartbeat failed: %s", exc)
+
+    async def watch_vips(self) -> None:
+        """Follow services' virtual IPs and ports, which the embedded DNS answers."""
+        await self.follow("watching service VIPs", self.client.vips,
+                          lambda body: self.host.view.set_vips(body["vips"]), reprogram=False)
+
+    async def watch_networks(self) -> None:
+        """Follow networks: who holds which address on an overlay, on any host."""
+        await self.follow("watching networks", self.client.networks_after,
+                          self.host.view.set_networks)
+
+    async def stop(self) -> None:
+        """Stop following; leave, so other hosts drop their tunnels to this one."""
+        async with self.host.lock:  # let overlay programming in progress finish first
+            for task in self.tasks:
+                task.cancel()
+            for task in self.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not self.registered:
+            return
+        try:
+            await asyncio.wait_for(self.client.node_deregister(self.host.node), 5)
+            self.registered = False
+        except (TimeoutError, MeshletError) as exc:
+            log.info("could not deregister node %s: %s", self.host.node, exc)

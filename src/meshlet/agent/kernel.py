@@ -1,0 +1,118 @@
+"""The kernel calls ``HostNetworks`` makes, behind a small Protocol so that a test can
+stand in for them (``tests/unit/test_host_networks.py`` has an in-memory twin).
+
+``LinuxKernel`` makes them through ``net/`` (netlink, `ip netns`, the embedded DNS's
+sockets). Its synchronous methods block: call them from a worker thread, since
+pyroute2 drives an event loop of its own, which cannot run inside the agent's. Each is
+idempotent: what exists is kept, what is gone is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol, assert_never
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from meshlet.agent.network_plan import (
+    Attach,
+    Detach,
+    EnsureBridge,
+    EnsureTunnel,
+    Op,
+    RemoveNetwork,
+    describe,
+)
+from meshlet.errors import NetworkError
+from meshlet.net import bridge, dns_listener, netns, vxlan
+from meshlet.net.dns import Lookup
+from meshlet.net.overlay_plan import Remote
+
+log = logging.getLogger(__name__)
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class Kernel(Protocol):
+    def create_namespace(self, name: str, loopback: Sequence[str]) -> None:
+        """The namespace with its loopback up, holding ``loopback`` addresses, and its
+        resolver pointed at the embedded DNS. Raises MeshletError."""
+
+    def remove_namespace(self, name: str) -> None: ...
+
+    def apply(self, op: Op) -> None:
+        """Perform one planned operation; raises NetworkError."""
+
+    def underlay_mtu(self, local: str) -> int:
+        """The MTU of overlay links from ``local``; raises MeshletError."""
+
+    def program(self, network: str, wanted: set[Remote]) -> None:
+        """Make the network's tunnel entries exactly ``wanted``; raises NetworkError."""
+
+    def remove_leftovers(self, prefix: str) -> None:
+        """Remove the namespaces whose names start with ``prefix``, and every meshlet
+        bridge and tunnel."""
+
+    async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
+        """The embedded DNS inside ``namespace``; raises OSError."""
+
+
+class LinuxKernel:
+    def __repr__(self) -> str:
+        return "<LinuxKernel>"
+
+    def create_namespace(self, name: str, loopback: Sequence[str]) -> None:
+        netns.create(name)
+        netns.add_loopback_addresses(name, list(loopback))
+        dns_listener.write_resolv_conf(name)
+
+    def remove_namespace(self, name: str) -> None:
+        netns.remove(name)
+
+    def apply(self, op: Op) -> None:
+        try:
+            if isinstance(op, EnsureBridge):
+                bridge.ensure_bridge(op.network, op.gateway, op.prefix)
+            elif isinstance(op, EnsureTunnel):
+                vxlan.ensure_vxlan(op.network, op.vni, op.local, op.mtu)
+            elif isinstance(op, Attach):
+                bridge.attach(bridge.Attachment(
+                    op.network, op.owner, op.namespace, op.interface.ifname, op.address,
+                    op.prefix, op.gateway, op.mac, op.mtu))
+            elif isinstance(op, Detach):
+                bridge.detach(op.network, op.owner)
+            elif isinstance(op, RemoveNetwork):
+                bridge.delete_link(vxlan.vxlan_name(op.network))
+                bridge.remove_bridge(op.network)
+            else:
+                assert_never(op)
+        except (NetlinkError, OSError) as exc:
+            raise NetworkError(f"cannot {describe(op)}: {exc}") from exc
+
+    def underlay_mtu(self, local: str) -> int:
+        return vxlan.mtu_for(local)
+
+    def program(self, network: str, wanted: set[Remote]) -> None:
+        try:
+            vxlan.program(network, wanted)
+        except (NetlinkError, OSError) as exc:
+            raise NetworkError(f"cannot program the tunnel of network {network!r}: "
+                               f"{exc}") from exc
+
+    def remove_leftovers(self, prefix: str) -> None:
+        if not netns.can_manage():
+            return
+        for name in netns.ours():
+            if name.startswith(prefix):
+                log.info("removing leftover namespace %s", name)
+                netns.remove(name)
+        for name in bridge.ours():
+            if name.startswith((bridge.BRIDGE_PREFIX, bridge.VXLAN_PREFIX)):
+                log.info("removing leftover bridge %s", name)
+                bridge.delete_link(name)
+
+    async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
+        return await dns_listener.serve(namespace, lookup)

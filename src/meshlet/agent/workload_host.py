@@ -1,0 +1,79 @@
+"""What a workload needs from the agent that runs it, and no more: a narrow interface,
+so a workload can be driven by a fake host in a test, and the agent's other parts
+(containers, watches, networks) stay out of its reach. ``agent.Agent`` implements it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from meshlet.proxy.config import Snapshot
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The network namespace a mesh workload (app and sidecar) runs in, with its
+    address on its network."""
+
+    owner: str
+    namespace: str
+    network: str
+    address: str
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def record(self) -> dict[str, Any]:
+        """The workload as its own DNS sees it (the shape of a container record)."""
+        return {"networks": [self.network], "addresses": {self.network: self.address}}
+
+
+class InstanceCatalog(Protocol):
+    """The catalog calls a workload makes about itself (``api.client.Client``'s)."""
+
+    async def register(self, **instance: Any) -> dict[str, Any]: ...
+
+    async def deregister(self, instance_id: str) -> None: ...
+
+    async def set_health(self, instance_id: str, status: str, output: str = "",
+                         restarts: int | None = None, pid: int | None = None) -> None: ...
+
+
+class WorkloadHost(Protocol):
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def zone(self) -> str: ...
+
+    @property
+    def data_dir(self) -> Path:
+        """Workloads keep their files under ``data_dir / "workloads"``."""
+
+    @property
+    def client(self) -> InstanceCatalog: ...
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """A session for health checks, and for sidecars' admin APIs on loopback."""
+
+    def snapshot(self, bootstrap: Snapshot) -> Snapshot:
+        """The config a sidecar started from ``bootstrap`` should run now (a newer
+        version each call)."""
+
+    async def upstream_ends(self, upstreams: Sequence[str], timeout: float
+                            ) -> dict[str, tuple[str, int]]:
+        """Each upstream's virtual IP and port; raises Unavailable after ``timeout``."""
+
+    async def open_sandbox(self, instance: str, network: str, loopback: Sequence[str]
+                           ) -> Sandbox:
+        """A namespace of its own on ``network``, with ``loopback`` addresses on its
+        loopback; raises MeshletError."""
+
+    async def close_sandbox(self, box: Sandbox) -> None: ...
