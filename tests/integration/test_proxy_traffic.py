@@ -232,7 +232,7 @@ async def test_pending_requests_wait_for_a_connection_and_overflow(make_backends
             await async_wait_until(lambda: asyncio.sleep(0, slow.held == 1))
             second = asyncio.ensure_future(get(s, base(sidecar)))  # pending
             cluster = next(iter(sidecar.clusters.values()))
-            await async_wait_until(lambda: asyncio.sleep(0, len(cluster.pending) == 1))
+            await async_wait_until(lambda: asyncio.sleep(0, len(cluster.pool.pending) == 1))
             status, _, headers = await get(s, base(sidecar))
             assert status == 503 and headers["x-meshlet-error"] == "breaker_open"
             slow.gate.set()

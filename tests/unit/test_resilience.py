@@ -1,8 +1,23 @@
-"""Retry budget, outlier detection and token bucket, on a virtual clock."""
+"""Retry decisions, retry budget, outlier detection and token bucket, on a virtual
+clock."""
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
+
 from meshlet.proxy.resilience.outlier import OutlierDetector
+from meshlet.proxy.resilience.retry import (
+    BREAKER_OPEN,
+    BUDGET_EXHAUSTED,
+    NOT_RETRYABLE,
+    REFUSAL,
+    RETRY,
+    backoff_delay,
+    decide_retry,
+)
 from meshlet.proxy.resilience.retry_budget import RetryBudget
 from meshlet.proxy.resilience.token_bucket import TokenBucket
 
@@ -70,3 +85,50 @@ def test_token_bucket() -> None:
     assert [bucket.take(0) for _ in range(6)] == [True] * 5 + [False]
     assert bucket.take(0.1) and not bucket.take(0.1)
     assert sum(bucket.take(10.0) for _ in range(10)) == 5  # refills only up to the burst
+
+
+def retry(budget: RetryBudget | None = None, **changes: Any) -> int:
+    """decide_retry for a replayable GET after its first attempt, with ``changes``."""
+    ask: dict[str, Any] = dict(attempts=1, retries=2, replayable=True, endpoint_left=True,
+                               method=b"GET", not_processed=False, non_idempotent=False,
+                               now=5.0, breaker_room=True)
+    ask.update(changes)
+    return decide_retry(budget=budget or RetryBudget(min_per_second=1), **ask)
+
+
+def test_a_replayable_idempotent_request_is_retried() -> None:
+    assert retry() == RETRY
+    assert retry(attempts=2) == RETRY  # retries=2: the third attempt is allowed
+
+
+@pytest.mark.parametrize("changes", [
+    {"attempts": 3},  # no attempt left
+    {"replayable": False},  # its body was not kept, or a response began
+    {"endpoint_left": False},
+    {"method": b"POST"},
+])
+def test_what_makes_a_request_not_retryable(changes: dict[str, Any]) -> None:
+    budget = RetryBudget(min_per_second=1)
+    assert retry(budget, **changes) == NOT_RETRYABLE
+    assert budget.try_retry(5.0)  # asking spent nothing
+
+
+def test_a_post_is_retried_when_safe() -> None:
+    assert retry(method=b"POST", not_processed=True) == RETRY  # the peer never ran it
+    assert retry(method=b"POST", non_idempotent=True) == RETRY  # the cluster allows it
+
+
+def test_the_budget_then_the_breaker_refuse() -> None:
+    budget = RetryBudget(percent=0, min_per_second=0.1, window=10)  # one retry in all
+    assert retry(budget, breaker_room=False) == BREAKER_OPEN
+    assert retry(budget) == BUDGET_EXHAUSTED  # the refused retry had spent the budget
+    assert REFUSAL[BUDGET_EXHAUSTED] == "retry_budget_exhausted"
+    assert REFUSAL[BREAKER_OPEN] == "breaker_open"
+
+
+def test_backoff_is_full_jitter_below_a_doubling_ceiling() -> None:
+    rng = random.Random(7)
+    for attempts, ceiling in ((1, 0.025), (2, 0.05), (3, 0.1), (10, 0.25)):
+        delays = [backoff_delay(attempts, 0.025, 0.25, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2

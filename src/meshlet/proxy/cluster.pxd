@@ -1,19 +1,19 @@
 # Types for the compiled build of cluster.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
-from meshlet.proxy.pool cimport EndpointPool
+from meshlet.proxy.pool cimport ConnectionPool
 
 
 cdef class Cluster:
     cdef public object name, clock, rng, zone, node, config, settings, outlier, budget
-    cdef public object routes, partition, pending, _default_target, _ctx
+    cdef public object routes, partition, _default_target, _ctx
     cdef public object connect_timeout, request_timeout
-    cdef public dict states, pools, balancers, members, raw_settings, _targets
+    cdef public dict states, balancers, members, raw_settings, _targets
+    cdef public ConnectionPool pool
     cdef public list available
-    cdef public long active_requests, active_retries, connections, retries
+    cdef public long retries
     cdef public bint needs_view, tracks_latency
 
     cpdef resolve(self, view)
     cpdef pick(self, target, list exclude)
     cpdef bint untried(self, target, list tried)
     cpdef bint record_outcome(self, state, bint failed)
-    cpdef EndpointPool pool(self, state)

@@ -1,28 +1,31 @@
 """One upstream service at run time: endpoints and their load, availability (health
 from the catalog combined with outlier ejection), balancers per subset and shard,
-routing, circuit-breaker counters, the retry budget and connection pools.
+routing, the retry budget, and its ``ConnectionPool`` (connections and breakers).
 
 No I/O: the clock and the random source are injected, so a cluster can be driven in
-tests exactly as the protocols drive it.
+tests exactly as the protocols drive it. The connections its pool lets go (idle too
+long, of endpoints that left, at close) are closed here, through their own ``close``.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from meshlet.proxy import pool as pool_module
 from meshlet.proxy.config import ClusterConfig, Endpoint
 from meshlet.proxy.lb import HASH_POLICIES, Balancer, EndpointState, PickContext, make_balancer
 from meshlet.proxy.partition import PartitionRule, Refusal
-from meshlet.proxy.pool import EndpointPool
 from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.outlier import OutlierDetector
 from meshlet.proxy.resilience.retry_budget import RetryBudget
 from meshlet.proxy.routing import RouteChoice, RouteTable, Subset
-from meshlet.proxy.settings import Settings, parsed, validate_settings
+from meshlet.state.config_entry import Settings, parsed, validate_settings
+
+if TYPE_CHECKING:  # cimported by the compiled build (cluster.pxd)
+    from meshlet.proxy.pool import ConnectionPool
 
 BalancerKey = tuple[Subset, str | None]
 
@@ -48,13 +51,10 @@ class Cluster:
         self.node = node
         self.states: dict[tuple[str, int], EndpointState] = {}
         self.available: list[EndpointState] = []
-        self.pools: dict[tuple[str, int], EndpointPool] = {}
         self.balancers: dict[BalancerKey, Balancer] = {}
         self.members: dict[BalancerKey, list[EndpointState]] = {}
-        self.active_requests = 0
-        self.active_retries = 0
-        self.connections = 0
-        self.pending: deque[Any] = deque()
+        # Made through its module: a compiled build cimports the class (cluster.pxd).
+        self.pool: ConnectionPool = pool_module.ConnectionPool()
         self.config = config
         self.settings = Settings()
         self.raw_settings: dict[str, Any] = {}
@@ -72,8 +72,7 @@ class Cluster:
 
     def __repr__(self) -> str:
         return (f"<Cluster {self.name} endpoints={len(self.states)} "
-                f"available={len(self.available)} active={self.active_requests} "
-                f"conns={self.connections} pending={len(self.pending)}>")
+                f"available={len(self.available)} {self.pool!r}>")
 
     # -- configuration ----------------------------------------------------------------
 
@@ -99,9 +98,8 @@ class Cluster:
             states[endpoint.key] = state
         self.states = states
         self.outlier.set_population(states)
-        for key in list(self.pools):
-            if key not in states:
-                self.pools.pop(key).close()
+        for conn in self.pool.set_endpoints(states):
+            conn.close()
         self.refresh()
 
     def apply_settings(self, raw: dict[str, Any]) -> None:
@@ -112,6 +110,8 @@ class Cluster:
         self.connect_timeout = s.connect_timeout
         self.request_timeout = s.request_timeout
         self.retries = s.retries
+        self.pool.configure(s.max_connections, s.max_pending_requests, s.max_requests,
+                            s.max_retries)
         if (old.outlier_consecutive_failures, old.outlier_base_ejection_time,
                 old.outlier_max_ejection_time, old.outlier_max_ejection_percent) != (
                 s.outlier_consecutive_failures, s.outlier_base_ejection_time,
@@ -229,24 +229,15 @@ class Cluster:
     def ejected_count(self) -> int:
         return len(self.outlier.ejected())
 
-    def pool(self, state: EndpointState) -> EndpointPool:
-        """The idle connections of ``state``'s endpoint, by the key the state keeps (an
-        endpoint's ``key`` is computed on every read)."""
-        pool = self.pools.get(state.key)
-        if pool is None:
-            pool = self.pools[state.key] = EndpointPool(state.endpoint)
-            if state.key not in self.states:
-                pool.closed = True  # endpoint already removed: do not keep its connections
-        return pool
-
     def sweep_idle(self, now: float) -> None:
-        for pool in self.pools.values():
-            pool.close_idle_before(now - self.settings.idle_timeout)
+        """Close the connections idle for longer than ``idle_timeout``."""
+        for conn in self.pool.expire_idle(now - self.settings.idle_timeout):
+            conn.close()
 
     def close(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
-        self.pools.clear()
+        """Close the idle connections; busy ones close when released."""
+        for conn in self.pool.close():
+            conn.close()
 
 
 __all__ = ["Cluster", "Hashable", "Refusal", "Target"]

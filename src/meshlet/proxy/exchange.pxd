@@ -1,9 +1,10 @@
 # Types for the compiled build of exchange.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
 from meshlet.proxy.cluster cimport Cluster
-from meshlet.proxy.http cimport DownstreamHttp, UpstreamHttp
+from meshlet.proxy.http cimport DownstreamHttp
 from meshlet.proxy.lb.base cimport EndpointState
 from meshlet.proxy.listener cimport ListenerState
+from meshlet.proxy.upstream cimport UpstreamHttp
 
 
 cdef class Exchange:
@@ -25,15 +26,15 @@ cdef class Exchange:
     cpdef start(self)
     cpdef build_head(self, target)
     cpdef attempt(self)
-    cpdef open_connection(self, state, pool)
+    cpdef acquire(self, EndpointState state, bint reuse)
+    cpdef start_connect(self)
     cpdef connect_failed(self, state, str reason)
-    cpdef attach(self, UpstreamHttp conn, pool)
+    cpdef attach(self, UpstreamHttp conn)
     cpdef emit(self, bytes data)
     cpdef request_body(self, bytes body)
     cpdef request_done(self)
-    cpdef bint may_retry(self, bint safe)
-    cpdef take_retry_permit(self)
-    cpdef retry_or_fail(self, str reason, int status, bint safe)
+    cpdef int retry_verdict(self, bint not_processed)
+    cpdef retry_or_fail(self, str reason, int status, bint not_processed)
     cpdef schedule_retry(self, str reason)
     cpdef attempt_if_live(self)
     cpdef response_head(self, int status, bytes reason, list headers, int flags)

@@ -1,21 +1,23 @@
 """One request through the sidecar, from its headers to the end of its response.
 
-``start`` applies inbound rate limiting, resolves route, shard and hash key (a refusal
-becomes a named 4xx), checks the circuit breaker and arms the overall timeout.
-``attempt`` picks an endpoint, takes a pooled connection, opens one, or waits as a
-pending request when the cluster is at ``max_connections``. The response streams back
-through ``response_head/body/done``. Each attempt ends in ``end_attempt``, which feeds
-endpoint load, latency and outlier detection. ``retry_or_fail`` decides whether another
-attempt is allowed: attempts left, the request still replayable, the method safe, the
-retry budget and the retry breaker. If not, the sidecar answers itself with the reason
-in ``x-meshlet-error``.
+The exchange drives one request; it decides nothing about connections or retries
+itself. ``start`` applies inbound rate limiting, resolves route, shard and hash key (a
+refusal becomes a named 4xx), asks the cluster's pool to admit the request (the
+``max_requests`` breaker) and arms the overall timeout. ``attempt`` picks an endpoint
+and asks the pool for a connection: it uses the idle one the pool gives, has the
+listener's connector open one in the slot the pool reserved, or waits until the pool
+hands it one (``max_connections``, ``max_pending_requests``). The response streams
+back through ``response_head/body/done``. Each attempt ends in ``end_attempt``, which
+feeds endpoint load, latency and outlier detection and gives the connection back
+through the connector. Whether to try again is ``resilience.retry.decide_retry``'s
+answer; if not, the sidecar answers itself with the reason in ``x-meshlet-error``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from meshlet.proxy.cluster import Cluster, Target
 from meshlet.proxy.headers import (
@@ -31,16 +33,25 @@ from meshlet.proxy.headers import (
     raw_headers,
 )
 from meshlet.proxy.partition import Refusal
-from meshlet.proxy.pool import EndpointPool
+from meshlet.proxy.pool import OPEN, QUEUED, USE
 from meshlet.proxy.request_view import RequestView
+from meshlet.proxy.resilience.retry import (
+    BREAKER_OPEN,
+    BUDGET_EXHAUSTED,
+    NOT_RETRYABLE,
+    REFUSAL,
+    RETRY,
+    backoff_delay,
+    decide_retry,
+)
 
 if TYPE_CHECKING:  # cimported by the compiled build (exchange.pxd)
-    from meshlet.proxy.http import DownstreamHttp, UpstreamHttp
+    from meshlet.proxy.http import DownstreamHttp
     from meshlet.proxy.lb.base import EndpointState
+    from meshlet.proxy.upstream import UpstreamHttp
 
 ERROR_HEADER = b"x-meshlet-error"
 LOCAL_APP_REFUSED = "local_app_refused"
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 REPLAY_LIMIT = 64 * 1024
 BUFFER_HIGH = 1024 * 1024
 ERROR_STATUS = {"connect_timeout": 504, "upstream_reset": 502, "request_timeout": 504,
@@ -169,12 +180,11 @@ class Exchange:
         if isinstance(resolved, Refusal):
             self.local_reply(resolved.status, resolved.reason, resolved.message)
             return
-        if cluster.active_requests >= cluster.settings.max_requests:
+        if not cluster.pool.admit_request():
             listener.count_breaker("max_requests")
             self.local_reply(503, "breaker_open", "too many active requests")
             return
         self.target = resolved
-        cluster.active_requests += 1
         cluster.budget.record_request(now)
         self.build_head(resolved)
         self.deadline = now + resolved.timeout
@@ -215,56 +225,42 @@ class Exchange:
             return
         self.state = state
         self.tried.append(state)
-        pool = cluster.pool(state)
-        conn = pool.take()
-        if conn is not None:
-            self.attach(conn, pool)  # type: ignore[arg-type]
+        self.acquire(state, True)
+
+    def acquire(self, state: EndpointState, reuse: bool) -> None:
+        """Do what the pool answers: use an idle connection, open one, wait or refuse."""
+        action, conn = self.cluster.pool.acquire(state.key, self, reuse)  # type: ignore[union-attr]
+        if action == USE:
+            self.attach(conn)
+        elif action == OPEN:
+            self.start_connect()
+        elif action == QUEUED:
+            self.waiting = True  # until the pool hands over a connection or a slot
         else:
-            self.open_connection(state, pool)
+            self.listener.count_breaker("max_pending_requests")
+            self.local_reply(503, "breaker_open", "too many pending requests")
 
-    def open_connection(self, state: EndpointState, pool: EndpointPool) -> None:
+    def start_connect(self) -> None:
+        """Open a connection to this attempt's endpoint in a slot the pool reserved."""
+        self.waiting = False
+        assert self.state is not None  # set by attempt(), kept while the request waits
+        self.connect_task = self.loop.create_task(self.connect(self.state))
+
+    async def connect(self, state: EndpointState) -> None:
+        """The connector opens the connection; this attempt uses it, or gives it back
+        if the request finished meanwhile."""
         cluster = self.cluster
         assert cluster is not None
-        if cluster.connections >= cluster.settings.max_connections:
-            if len(cluster.pending) >= cluster.settings.max_pending_requests:
-                self.listener.count_breaker("max_pending_requests")
-                self.local_reply(503, "breaker_open", "too many pending requests")
-                return
-            self.waiting = True
-            cluster.pending.append(self)
-            return
-        cluster.connections += 1  # counted while connecting, released if it fails
-        self.connect_task = self.loop.create_task(self.connect(state, pool))
-
-    async def connect(self, state: EndpointState, pool: EndpointPool) -> None:
-        from meshlet.proxy.http import UpstreamHttp
-        cluster = self.cluster
-        assert cluster is not None
-        endpoint = state.endpoint
+        connector = self.listener.connector
         self.attempt_time = perf_counter()
-        conn = UpstreamHttp(cluster, self.listener)
-        protocol = cast(asyncio.Protocol, conn)  # an asyncio protocol by its methods
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: protocol, endpoint.address,
-                                            endpoint.port),
-                cluster.connect_timeout)
-        except asyncio.CancelledError:
-            connection_closed(cluster)
-            raise
-        except TimeoutError:
-            connection_closed(cluster)
-            self.connect_failed(state, "connect_timeout")
-            return
-        except OSError:
-            connection_closed(cluster)
-            self.connect_failed(state, "connect_refused")
-            return
-        conn.pool = pool
-        if self.finished:
-            conn.release(cluster.clock())
-            return
-        self.attach(conn, pool)
+        conn = connector.upstream(cluster.pool, state.key)
+        reason = await connector.open(conn, state.endpoint, cluster.connect_timeout)
+        if reason:
+            self.connect_failed(state, reason)
+        elif self.finished:
+            connector.release(conn, cluster.clock())
+        else:
+            self.attach(conn)
 
     def connect_failed(self, state: EndpointState, reason: str) -> None:
         self.listener.count(self.listener.metrics.connect_errors, reason)
@@ -278,16 +274,15 @@ class Exchange:
             self.local_reply(503, LOCAL_APP_REFUSED)
             return
         self.last_error = reason
-        self.retry_or_fail(reason, ERROR_STATUS.get(reason, 503), safe=True)
+        self.retry_or_fail(reason, ERROR_STATUS.get(reason, 503), not_processed=True)
 
-    def attach(self, conn: UpstreamHttp, pool: EndpointPool) -> None:
-        conn.pool = pool
+    def attach(self, conn: UpstreamHttp) -> None:
         conn.exchange = self
         self.upstream = conn
         self.waiting = False
         state = self.state
-        if state is None or state.key != pool.endpoint.key:  # handed over while pending
-            self.state = state = self.cluster.states.get(pool.endpoint.key)  # type: ignore[union-attr]
+        if state is None or state.key != conn.key:  # handed over while pending
+            self.state = state = self.cluster.states.get(conn.key)  # type: ignore[union-attr]
         if state is not None:
             state.start()
         self.attempt_time = perf_counter()
@@ -328,38 +323,39 @@ class Exchange:
 
     # -- retries ----------------------------------------------------------------------
 
-    def may_retry(self, safe: bool) -> bool:
+    def retry_verdict(self, not_processed: bool) -> int:
+        """``decide_retry``'s answer for this request; a refusal is counted, and a first
+        retry claims its place under the retry breaker."""
         cluster = self.cluster
-        return (cluster is not None and self.sent is not None and not self.response_started
-                and len(self.tried) <= cluster.retries
-                and self.target is not None and cluster.untried(self.target, self.tried)
-                and (safe or self.method in IDEMPOTENT
-                     or cluster.settings.retry_non_idempotent))
-
-    def take_retry_permit(self) -> str | None:
-        """Spend budget and breaker room for one retry; the refusal reason if none."""
-        cluster = self.cluster
-        assert cluster is not None
-        if not cluster.budget.try_retry(cluster.clock()):
+        if cluster is None or self.target is None:
+            return NOT_RETRYABLE
+        pool = cluster.pool
+        verdict = decide_retry(
+            attempts=len(self.tried), retries=cluster.retries,
+            replayable=self.sent is not None and not self.response_started,
+            endpoint_left=cluster.untried(self.target, self.tried), method=self.method,
+            not_processed=not_processed,
+            non_idempotent=cluster.settings.retry_non_idempotent, budget=cluster.budget,
+            now=cluster.clock(), breaker_room=self.retrying or pool.retry_room())
+        if verdict == RETRY:
+            if not self.retrying:
+                self.retrying = True
+                pool.retry_started()
+        elif verdict == BUDGET_EXHAUSTED:
             self.listener.count_budget_exhausted()
-            return "retry_budget_exhausted"
-        if not self.retrying and cluster.active_retries >= cluster.settings.max_retries:
+        elif verdict == BREAKER_OPEN:
             self.listener.count_breaker("max_retries")
-            return "breaker_open"
-        if not self.retrying:
-            self.retrying = True
-            cluster.active_retries += 1
-        return None
+        return verdict
 
-    def retry_or_fail(self, reason: str, status: int, safe: bool) -> None:
-        if not self.may_retry(safe):
+    def retry_or_fail(self, reason: str, status: int, not_processed: bool) -> None:
+        verdict = self.retry_verdict(not_processed)
+        if verdict == RETRY:
+            self.schedule_retry(reason)
+        elif verdict == NOT_RETRYABLE:
             self.local_reply(status, reason)
-            return
-        refusal = self.take_retry_permit()
-        if refusal is not None:
+        else:
+            refusal = REFUSAL[verdict]
             self.local_reply(status, refusal, f"{reason}; not retried: {refusal}")
-            return
-        self.schedule_retry(reason)
 
     def schedule_retry(self, reason: str) -> None:
         cluster = self.cluster
@@ -369,8 +365,8 @@ class Exchange:
         self.pending_size = self.sent_size
         self.got_response_bytes = False
         s = cluster.settings
-        ceiling = min(s.retry_backoff_max, s.retry_backoff * 2 ** (len(self.tried) - 1))
-        delay = cluster.rng.uniform(0, ceiling)  # full jitter
+        delay = backoff_delay(len(self.tried), s.retry_backoff, s.retry_backoff_max,
+                              cluster.rng)
         if delay < 0.001:
             self.attempt()
         else:
@@ -452,15 +448,12 @@ class Exchange:
         assert cluster is not None
         error = header_value(headers, ERROR_HEADER) if flags & HAS_ERROR else None
         if error in PEER_NOT_PROCESSED:
-            safe = True
+            not_processed = True
         elif status in cluster.settings.retry_on or error == b"upstream_reset":
-            safe = False
+            not_processed = False
         else:
             return False
-        if not self.may_retry(safe):
-            return False
-        refusal = self.take_retry_permit()
-        if refusal is not None:
+        if self.retry_verdict(not_processed) != RETRY:
             return False  # pass the upstream's own answer on instead
         self.last_error = error.decode() if error else f"status_{status}"
         return True
@@ -520,12 +513,12 @@ class Exchange:
             self.pending = list(self.sent)  # type: ignore[arg-type]
             self.pending_size = self.sent_size
             self.state = state
-            self.open_connection(state, self.cluster.pool(state))  # type: ignore[union-attr]
+            self.acquire(state, False)  # a new connection: the idle ones may be stale too
             return
         self.end_attempt(502, False)
         self.last_error = "upstream_reset"
         if self.listener.direction == "outbound" and replayable:
-            self.retry_or_fail("upstream_reset", 502, safe=False)
+            self.retry_or_fail("upstream_reset", 502, not_processed=False)
         else:
             self.local_reply(502, "upstream_reset")
 
@@ -536,7 +529,7 @@ class Exchange:
             return
         self.end_attempt(504, False)
         self.last_error = "per_try_timeout"
-        self.retry_or_fail("per_try_timeout", 504, safe=False)
+        self.retry_or_fail("per_try_timeout", 504, not_processed=False)
 
     def on_timeout(self) -> None:
         """Called by the listener's ticker once ``deadline`` has passed."""
@@ -567,7 +560,7 @@ class Exchange:
             conn.exchange = None
             if reusable and not conn.closed and cluster is not None:
                 conn.reused = True
-                conn.release(now)
+                self.listener.connector.release(conn, now)
             else:
                 conn.close()
         if state is None or cluster is None or conn is None:
@@ -615,24 +608,24 @@ class Exchange:
         self.down.exchange_finished(self)
 
     def release_claims(self) -> None:
+        """Give back what the request holds: its deadline, a connection being opened,
+        its places under the pool's breakers and in its queue."""
         self.listener.timed.discard(self)
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
         cluster = self.cluster
         if cluster is None:
             return
+        pool = cluster.pool
         if self.target is not None:
-            cluster.active_requests -= 1
+            pool.request_done()
             self.target = None
         if self.retrying:
-            cluster.active_retries -= 1
+            pool.retry_done()
             self.retrying = False
         if self.waiting:
             self.waiting = False
-            try:
-                cluster.pending.remove(self)
-            except ValueError:
-                pass
+            pool.cancel(self)
 
     def abort(self) -> None:
         """The client went away: drop the upstream side without reusing it."""
@@ -643,13 +636,3 @@ class Exchange:
         self.end_attempt(None, False)
         self.listener.active_requests -= 1
 
-
-def connection_closed(cluster: Cluster) -> None:
-    """A connection of ``cluster`` is gone: let a pending request open one."""
-    cluster.connections -= 1
-    while cluster.pending and cluster.connections < cluster.settings.max_connections:
-        ex: Any = cluster.pending.popleft()
-        ex.waiting = False
-        if not ex.finished and ex.state is not None:
-            ex.open_connection(ex.state, cluster.pool(ex.state))
-            return

@@ -1,5 +1,6 @@
 """HTTP/1.1 header handling for the relay: what a header means for framing and
-forwarding, noticed once while parsing, and heads rebuilt for the next hop."""
+forwarding, noticed once while parsing, and heads rebuilt for the next hop. Both
+connections' write placeholder lives here too, out of their import cycle."""
 
 from __future__ import annotations
 
@@ -69,3 +70,8 @@ def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
         lower = name.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
             parts += (name, b": ", value, b"\r\n")
+
+
+def unconnected(data: bytes) -> None:
+    """A connection's ``send`` until its transport is there (``transport.write`` after)."""
+    raise RuntimeError("a write before the connection was made")

@@ -1,6 +1,5 @@
 # Types for the compiled build of http.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
-from meshlet.proxy.cluster cimport Cluster
 from meshlet.proxy.exchange cimport Exchange
 from meshlet.proxy.listener cimport ListenerState
 
@@ -24,25 +23,4 @@ cdef class DownstreamHttp:
     cpdef exchange_finished(self, Exchange ex)
     cpdef fail_parse(self, int status, str reason)
     cpdef drain(self)
-    cpdef close(self)
-
-
-cdef class _RelayedResponse:
-    cdef UpstreamHttp conn
-
-
-cdef class UpstreamHttp:
-    cdef public ListenerState listener
-    cdef public Cluster cluster
-    cdef public object parser, relay_parser, transport, send, pool
-    cdef public bytes relay_data, reason
-    cdef public bint relay_done, relay_keep_alive, closed, reused, reset_parser
-    cdef public Exchange exchange
-    cdef public list headers
-    cdef public double idle_since
-    cdef public int flags
-
-    cpdef release(self, double now)
-    cpdef relay(self, Exchange ex, bytes data)
-    cpdef set_reading(self, bint on)
     cpdef close(self)

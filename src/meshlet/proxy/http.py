@@ -1,10 +1,8 @@
-"""HTTP/1.1 connections with asyncio Protocols and httptools.
+"""Downstream HTTP/1.1 connections, with asyncio Protocols and httptools.
 
 A downstream connection parses requests and queues one ``Exchange`` per request
 (``exchange.py``); the head of the queue is in flight, later (pipelined) ones wait with
-their bytes buffered. An upstream connection parses the response of the exchange it
-serves and goes back to its endpoint's pool, or straight to a request waiting for a
-connection, when the response is complete.
+their bytes buffered. The upstream side is ``upstream.py``.
 """
 
 from __future__ import annotations
@@ -17,20 +15,13 @@ from collections.abc import Callable
 import httptools
 
 # exchange and http import each other's types in the compiled build: this module may
-# run before exchange's body has, so it takes only the class at import and looks up
-# exchange's functions when it calls them.
-from meshlet.proxy import exchange as exchange_module
-from meshlet.proxy.cluster import Cluster
+# run before exchange's body has, so it imports only classes from there (and from
+# listener, in the same cycle), which exist before a compiled module's body runs.
 from meshlet.proxy.exchange import Exchange
-from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags
+from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags, unconnected
 from meshlet.proxy.listener import ListenerState
-from meshlet.proxy.pool import EndpointPool
 
 log = logging.getLogger(__name__)
-
-
-def unconnected(data: bytes) -> None:
-    raise RuntimeError("a write before the connection was made")
 
 
 class DownstreamHttp:
@@ -207,179 +198,3 @@ class DownstreamHttp:
                 self.uncork()
             self.closed = True
             self.transport.close()
-
-
-class _RelayedResponse:
-    """Parser callbacks for a relayed response: no per-header or body callbacks, only
-    what is needed to learn the status and where the message ends."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: UpstreamHttp) -> None:
-        self.conn = conn
-
-    def on_headers_complete(self) -> None:
-        conn = self.conn
-        if conn.exchange is not None:
-            conn.exchange.relayed_head(conn.relay_parser.get_status_code(), conn.relay_data)
-
-    def on_message_complete(self) -> None:
-        conn = self.conn
-        ex = conn.exchange
-        if ex is not None and ex.interim:
-            ex.interim = False
-        else:
-            conn.relay_done = True
-            conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
-
-
-class UpstreamHttp:
-    """One pooled connection to an upstream endpoint (a protocol, as DownstreamHttp)."""
-
-    def __init__(self, cluster: Cluster, listener: ListenerState) -> None:
-        self.cluster = cluster
-        self.listener = listener
-        self.parser = httptools.HttpResponseParser(self)
-        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
-        self.relay_data = b""
-        self.relay_done = False
-        self.relay_keep_alive = False
-        self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
-        self.pool: EndpointPool | None = None
-        self.closed = False
-        self.reused = False
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reset_parser = False
-        self.idle_since = 0.0
-        self.flags = 0
-        self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
-
-    def __repr__(self) -> str:
-        return f"<UpstreamHttp busy={self.exchange is not None} closed={self.closed}>"
-
-    def release(self, now: float) -> None:
-        """The exchange is done with this connection: serve a waiting one, or pool it."""
-        cluster = self.cluster
-        while cluster.pending:
-            waiting = cluster.pending.popleft()
-            waiting.waiting = False
-            if not waiting.finished and self.pool is not None:
-                waiting.attach(self, self.pool)
-                return
-        if self.pool is None or not self.pool.give(self, now):
-            self.close()
-
-    @property
-    def usable(self) -> bool:
-        return not self.closed and self.exchange is None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.send = self.transport.write  # type: ignore[union-attr]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        ex = self.exchange
-        if ex is not None:
-            self.exchange = None
-            ex.upstream_lost(self)
-        elif self.pool is not None:
-            self.pool.discard(self)
-        exchange_module.connection_closed(self.cluster)
-
-    def eof_received(self) -> None:
-        return None  # close the transport: the end of a response is found by parsing
-
-    def data_received(self, data: bytes) -> None:
-        ex = self.exchange
-        if ex is None:
-            self.close()  # unsolicited bytes on an idle connection: not safe to reuse
-            return
-        ex.got_response_bytes = True
-        down = ex.down
-        if ex.relay:
-            self.relay(ex, data)
-            return
-        down.cork()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.close()
-            return
-        finally:
-            down.uncork()
-        if self.reset_parser:
-            self.reset_parser = False
-            self.parser = httptools.HttpResponseParser(self)
-
-    def relay(self, ex: Exchange, data: bytes) -> None:
-        """Pass the response's bytes on untouched; the parser only finds its end."""
-        down = ex.down
-        self.relay_done = False
-        self.relay_data = data
-        down.cork()
-        try:
-            self.relay_parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.close()
-            return
-        finally:
-            if not ex.discarding and (ex.response_started or ex.interim or self.relay_done):
-                if ex.relay_head is not None:  # a head rewritten (draining): the rest as is
-                    head, replaced = ex.relay_head
-                    ex.relay_head = None
-                    data = head + data[replaced:]
-                down.write(data)
-            if self.relay_done and self.exchange is ex:
-                ex.response_done(self.relay_keep_alive)
-            down.uncork()
-
-    def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.down.pause_reading("upstream_buffer")
-
-    def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.down.resume_reading("upstream_buffer")
-
-    def set_reading(self, on: bool) -> None:
-        if self.transport is not None and not self.closed:
-            if on:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- httptools callbacks ----------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.reason = b""
-        self.headers = []
-        self.flags = 0
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(name) in NOTABLE_LENGTHS:
-            self.flags |= header_flags(name, value)
-
-    def on_headers_complete(self) -> None:
-        if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), self.reason,
-                                        self.headers, self.flags)
-
-    def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_body(body)
-
-    def on_message_complete(self) -> None:
-        if self.exchange is not None:
-            self.exchange.response_done(self.parser.should_keep_alive())

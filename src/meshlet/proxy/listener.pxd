@@ -1,12 +1,14 @@
 # Types for the compiled build of listener.py (see proxy/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
 from meshlet.observe.hot_metrics cimport HotCounter, HotEndpointStats, HotHistogram
+from meshlet.proxy.connector cimport Connector
 from meshlet.proxy.lb.base cimport EndpointState
 
 
 cdef class ListenerState:
     cdef public object config, cluster, metrics, loop, server, port, active_gauge
     cdef public object rate_limiter
+    cdef public Connector connector
     cdef public str direction, destination, log_mode
     cdef public set connections, timed
     cdef public long active_requests

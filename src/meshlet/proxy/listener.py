@@ -1,5 +1,5 @@
-"""What every connection on one listener shares: its cluster, metrics, rate limiter,
-access log and drain state."""
+"""What every connection on one listener shares: its cluster, connector, metrics, rate
+limiter, access log and drain state."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.proxy import connector as connector_module
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ListenerConfig
 from meshlet.proxy.resilience.token_bucket import TokenBucket
 
 if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
+    from meshlet.proxy.connector import Connector
     from meshlet.proxy.lb.base import EndpointState
 
 access_log = logging.getLogger("meshlet.access")
@@ -27,6 +29,9 @@ class ListenerState:
         self.cluster = cluster
         self.metrics = metrics
         self.loop = loop
+        # Opens and closes upstream connections as the cluster's pool decides. Made
+        # through its module: a compiled build cimports the class (listener.pxd).
+        self.connector: Connector = connector_module.Connector(loop)
         self.connections: set[Any] = set()
         self.active_requests = 0
         self.draining = False

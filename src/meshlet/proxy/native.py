@@ -18,11 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-# Paths under the meshlet package, in import order (a module after those it cimports).
+# Paths under the meshlet package, in import order: a module after those it imports at
+# run time, as the Python build loads them in this order (cimports may go both ways).
 COMPILED_MODULES = ("observe/hot_metrics", "proxy/lb/base", "proxy/lb/peak_ewma",
                     "proxy/request_view", "proxy/routing", "proxy/resilience/retry_budget",
-                    "proxy/pool", "proxy/cluster", "proxy/listener", "proxy/headers",
-                    "proxy/exchange", "proxy/http")
+                    "proxy/pool", "proxy/cluster", "proxy/headers", "proxy/upstream",
+                    "proxy/connector", "proxy/listener", "proxy/exchange", "proxy/http")
 DIGEST_FILE = "proxy/compiled.sha256"
 PACKAGE_DIR = Path(__file__).parent.parent  # the meshlet package
 

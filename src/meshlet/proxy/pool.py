@@ -1,68 +1,201 @@
-"""Idle upstream connections per endpoint, reused across requests (keep-alive)."""
+"""One cluster's upstream connections and circuit breakers: the pool decides, without I/O.
+
+The pool keeps the books: idle connections per endpoint (keep-alive reuse), connections
+open or opening against ``max_connections``, requests waiting for one against
+``max_pending_requests``, and active requests and retries against their breakers. Its
+methods change that state and return what to do; the listener's ``Connector`` (and the
+exchange, through it) does it, as httpcore's pool assigns and its caller performs:
+
+* ``acquire(key, waiter)`` -> (USE, an idle connection), (OPEN, None): a slot is
+  reserved, open one; (QUEUED, None): ``waiter`` waits for a connection; (REFUSED,
+  None): too many pending requests.
+* ``release(conn, now)`` -> (HAND_OFF, a waiter to give ``conn`` to), (KEEP, None): kept
+  idle; (CLOSE, None): close ``conn``.
+* ``lost(conn)`` and ``freed()``, once a connection or an attempt to open one is gone:
+  a waiter whose connection to open has a reserved slot, or None.
+* ``expire_idle``, ``set_endpoints`` and ``close`` return the idle connections to close.
+
+A waiter is anything with ``finished`` (an exchange): a finished waiter is skipped.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from meshlet.proxy.config import Endpoint
+from collections import deque
+from collections.abc import Container, Hashable
+from typing import Any, Protocol
 
 MAX_IDLE_PER_ENDPOINT = 64
+
+USE, OPEN, QUEUED, REFUSED = range(4)  # what acquire decided
+HAND_OFF, KEEP, CLOSE = range(3)  # what release decided
+# The answers that carry nothing, made once: no tuple per call on the hot path.
+OPEN_SLOT: tuple[int, Any] = (OPEN, None)
+QUEUED_WAITER: tuple[int, Any] = (QUEUED, None)
+REFUSED_WAITER: tuple[int, Any] = (REFUSED, None)
+KEPT: tuple[int, Any] = (KEEP, None)
+CLOSING: tuple[int, Any] = (CLOSE, None)
 
 
 class PooledConnection(Protocol):
     idle_since: float
 
     @property
+    def key(self) -> Hashable: ...  # its endpoint's
+
+    @property
     def usable(self) -> bool: ...
 
-    def close(self) -> None: ...
+
+class Waiter(Protocol):
+    finished: bool
 
 
-class EndpointPool:
-    __slots__ = ("closed", "endpoint", "idle")
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.idle: list[PooledConnection] = []
+class ConnectionPool:
+    def __init__(self) -> None:
+        self.idle: dict[Hashable, list[Any]] = {}
+        self.live: Container[Hashable] = ()  # keys of the cluster's endpoints
         self.closed = False
+        self.connections = 0  # open or opening
+        self.pending: deque[Any] = deque()
+        self.active_requests = 0
+        self.active_retries = 0
+        self.max_connections = self.max_pending_requests = 1024
+        self.max_requests = self.max_retries = 1024
 
     def __repr__(self) -> str:
-        return f"<EndpointPool {self.endpoint.address}:{self.endpoint.port} idle={len(self.idle)}>"
+        idle = sum(len(conns) for conns in self.idle.values())
+        return (f"<ConnectionPool conns={self.connections}/{self.max_connections} "
+                f"idle={idle} pending={len(self.pending)} requests={self.active_requests} "
+                f"retries={self.active_retries}{' closed' if self.closed else ''}>")
 
-    def take(self) -> PooledConnection | None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.usable:
-                return conn
-        return None
+    def configure(self, max_connections: int, max_pending_requests: int, max_requests: int,
+                  max_retries: int) -> None:
+        """New breaker limits; the counts stay (in-flight requests keep their claims)."""
+        self.max_connections = max_connections
+        self.max_pending_requests = max_pending_requests
+        self.max_requests = max_requests
+        self.max_retries = max_retries
 
-    def give(self, conn: PooledConnection, now: float) -> bool:
-        """Keep ``conn`` for reuse; False (and closed) if the pool is closed or full."""
-        if self.closed or len(self.idle) >= MAX_IDLE_PER_ENDPOINT:
-            conn.close()
+    # -- requests and retries (the breakers) ------------------------------------------
+
+    def admit_request(self) -> bool:
+        """Count one more active request, or False if ``max_requests`` are active."""
+        if self.active_requests >= self.max_requests:
             return False
-        conn.idle_since = now
-        self.idle.append(conn)
+        self.active_requests += 1
         return True
 
-    def discard(self, conn: PooledConnection) -> None:
+    def request_done(self) -> None:
+        self.active_requests -= 1
+
+    def retry_room(self) -> bool:
+        """Whether one more request may start retrying under ``max_retries``."""
+        return self.active_retries < self.max_retries
+
+    def retry_started(self) -> None:
+        self.active_retries += 1
+
+    def retry_done(self) -> None:
+        self.active_retries -= 1
+
+    # -- connections ------------------------------------------------------------------
+
+    def acquire(self, key: Hashable, waiter: Waiter, reuse: bool = True) -> tuple[int, Any]:
+        """A connection to endpoint ``key`` for ``waiter``: an idle one unless ``reuse``
+        is False (a retry after a stale one), else a new one, else a place in the queue."""
+        if reuse:
+            idle = self.idle.get(key)
+            if idle is not None:
+                while idle:
+                    conn = idle.pop()
+                    if conn.usable:  # closed ones are being lost: lost() counts them
+                        return USE, conn
+        if self.connections < self.max_connections:
+            self.connections += 1  # counted while opening; freed() if that fails
+            return OPEN_SLOT
+        if len(self.pending) >= self.max_pending_requests:
+            return REFUSED_WAITER
+        self.pending.append(waiter)
+        return QUEUED_WAITER
+
+    def cancel(self, waiter: Waiter) -> None:
+        """``waiter`` no longer waits (finished, timed out, client gone)."""
         try:
-            self.idle.remove(conn)
+            self.pending.remove(waiter)
         except ValueError:
             pass
 
-    def close_idle_before(self, cutoff: float) -> None:
-        """Close connections idle since before ``cutoff`` (the idle timeout)."""
-        stale = [c for c in self.idle if c.idle_since < cutoff]
-        if stale:
-            self.idle = [c for c in self.idle if c.idle_since >= cutoff]
-            for conn in stale:
-                conn.close()
+    def release(self, conn: PooledConnection, now: float) -> tuple[int, Any]:
+        """A request is done with ``conn``, which can serve another: a waiting request
+        gets it first, else it is kept idle while its endpoint is known and there is room."""
+        pending = self.pending
+        while pending:
+            waiter = pending.popleft()
+            if not waiter.finished:
+                return HAND_OFF, waiter
+        if self.closed:
+            return CLOSING
+        key = conn.key
+        idle = self.idle.get(key)
+        if idle is None:
+            if key not in self.live:  # its endpoint left the cluster
+                return CLOSING
+            idle = self.idle[key] = []
+        if len(idle) >= MAX_IDLE_PER_ENDPOINT:
+            return CLOSING
+        conn.idle_since = now
+        idle.append(conn)
+        return KEPT
 
-    def close(self) -> None:
-        """Close idle connections; busy ones close when they are given back."""
+    def lost(self, conn: PooledConnection, was_idle: bool) -> Waiter | None:
+        """``conn`` closed: forget it; like ``freed``, the waiter that may open one now."""
+        if was_idle:
+            idle = self.idle.get(conn.key)
+            if idle is not None:
+                try:
+                    idle.remove(conn)
+                except ValueError:
+                    pass  # taken out already (expired, its endpoint left)
+        return self.freed()
+
+    def freed(self) -> Waiter | None:
+        """A connection, or an attempt to open one, is gone: the first live waiter, with
+        a slot reserved for the connection it is to open, if there is room now."""
+        self.connections -= 1
+        pending = self.pending
+        while pending and self.connections < self.max_connections:
+            waiter: Waiter = pending.popleft()
+            if not waiter.finished:
+                self.connections += 1
+                return waiter
+        return None
+
+    # -- idle connections, in bulk ----------------------------------------------------
+
+    def expire_idle(self, cutoff: float) -> list[Any]:
+        """Take out the connections idle since before ``cutoff``: the caller closes them."""
+        stale: list[Any] = []
+        for key, idle in self.idle.items():
+            kept: list[Any] = []
+            for conn in idle:
+                (stale if conn.idle_since < cutoff else kept).append(conn)
+            self.idle[key] = kept
+        return stale
+
+    def set_endpoints(self, live: Container[Hashable]) -> list[Any]:
+        """The cluster's endpoints changed to ``live``: the idle connections of those that
+        left, to close. Busy ones are closed when released."""
+        self.live = live
+        closing: list[Any] = []
+        for key in [key for key in self.idle if key not in live]:
+            closing += self.idle.pop(key)
+        return closing
+
+    def close(self) -> list[Any]:
+        """From now on nothing is kept: the idle connections, to close."""
         self.closed = True
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
+        closing: list[Any] = []
+        for idle in self.idle.values():
+            closing += idle
+        self.idle = {}
+        return closing

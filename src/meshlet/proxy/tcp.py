@@ -105,17 +105,10 @@ class DownstreamTcp(_Relay):
             if state is None:
                 break
             self.tried.append(state)
-            endpoint = state.endpoint
-            try:
-                _, upstream = await asyncio.wait_for(
-                    self.listener.loop.create_connection(_Relay, endpoint.address,
-                                                         endpoint.port),
-                    cluster.connect_timeout)
-            except TimeoutError:
-                reason = "connect_timeout"
-            except OSError:
-                reason = "connect_refused"
-            else:
+            upstream = _Relay()
+            failure = await self.listener.connector.dial(upstream, state.endpoint,
+                                                         cluster.connect_timeout)
+            if not failure:
                 if self.closed:
                     upstream.transport.close()  # type: ignore[union-attr]
                     return
@@ -128,6 +121,7 @@ class DownstreamTcp(_Relay):
                 self.transport.resume_reading()  # type: ignore[union-attr]
                 cluster.record_outcome(state, False)
                 return
+            reason = failure
             self.listener.count(self.listener.metrics.connect_errors, reason)
             if cluster.record_outcome(state, True):
                 self.listener.count_ejection()

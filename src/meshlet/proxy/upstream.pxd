@@ -1,0 +1,25 @@
+# Types for the compiled build of upstream.py (see native.py); the .py stays the source.
+# Every attribute the .py sets must be declared here, or the compiled build fails.
+from meshlet.proxy.connector cimport Connector
+from meshlet.proxy.exchange cimport Exchange
+from meshlet.proxy.pool cimport ConnectionPool
+
+
+cdef class _RelayedResponse:
+    cdef UpstreamHttp conn
+
+
+cdef class UpstreamHttp:
+    cdef public ConnectionPool pool
+    cdef public Connector connector
+    cdef public object key, parser, relay_parser, transport, send
+    cdef public bytes relay_data, reason
+    cdef public bint relay_done, relay_keep_alive, closed, reused, reset_parser
+    cdef public Exchange exchange
+    cdef public list headers
+    cdef public double idle_since
+    cdef public int flags
+
+    cpdef relay(self, Exchange ex, bytes data)
+    cpdef set_reading(self, bint on)
+    cpdef close(self)

@@ -1,0 +1,187 @@
+"""One upstream HTTP/1.1 connection: an asyncio protocol with httptools parsers that
+feeds the response of the exchange it serves back to it, re-framed or relayed as is.
+
+It belongs to its cluster's ``ConnectionPool`` and is opened, handed over and closed by
+a ``Connector`` (``connector.py``); it keeps no books of its own. When it closes, it
+tells the connector, which asks the pool whether a waiting request may open one now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags, unconnected
+
+if TYPE_CHECKING:  # cimported by the compiled build (upstream.pxd)
+    from meshlet.proxy.connector import Connector
+    from meshlet.proxy.exchange import Exchange
+    from meshlet.proxy.pool import ConnectionPool
+
+
+class _RelayedResponse:
+    """Parser callbacks for a relayed response: no per-header or body callbacks, only
+    what is needed to learn the status and where the message ends."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamHttp) -> None:
+        self.conn = conn
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        if conn.exchange is not None:
+            conn.exchange.relayed_head(conn.relay_parser.get_status_code(), conn.relay_data)
+
+    def on_message_complete(self) -> None:
+        conn = self.conn
+        ex = conn.exchange
+        if ex is not None and ex.interim:
+            ex.interim = False
+        else:
+            conn.relay_done = True
+            conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
+
+
+class UpstreamHttp:
+    """One pooled connection to endpoint ``key`` (an asyncio protocol by its methods: a
+    compiled build makes it an extension type, which cannot subclass a Python class)."""
+
+    def __init__(self, pool: ConnectionPool, key: tuple[str, int],
+                 connector: Connector) -> None:
+        self.pool = pool
+        self.key = key
+        self.connector = connector
+        self.parser = httptools.HttpResponseParser(self)
+        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+        self.relay_data = b""
+        self.relay_done = False
+        self.relay_keep_alive = False
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.reused = False
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reset_parser = False
+        self.idle_since = 0.0
+        self.flags = 0
+        self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
+
+    def __repr__(self) -> str:
+        return (f"<UpstreamHttp {self.key} busy={self.exchange is not None} "
+                f"closed={self.closed}>")
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.exchange is None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send = self.transport.write  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(self)
+        self.connector.lost(self, ex is None)
+
+    def eof_received(self) -> None:
+        return None  # close the transport: the end of a response is found by parsing
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            self.close()  # unsolicited bytes on an idle connection: not safe to reuse
+            return
+        ex.got_response_bytes = True
+        down = ex.down
+        if ex.relay:
+            self.relay(ex, data)
+            return
+        down.cork()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            return
+        finally:
+            down.uncork()
+        if self.reset_parser:
+            self.reset_parser = False
+            self.parser = httptools.HttpResponseParser(self)
+
+    def relay(self, ex: Exchange, data: bytes) -> None:
+        """Pass the response's bytes on untouched; the parser only finds its end."""
+        down = ex.down
+        self.relay_done = False
+        self.relay_data = data
+        down.cork()
+        try:
+            self.relay_parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            return
+        finally:
+            if not ex.discarding and (ex.response_started or ex.interim or self.relay_done):
+                if ex.relay_head is not None:  # a head rewritten (draining): the rest as is
+                    head, replaced = ex.relay_head
+                    ex.relay_head = None
+                    data = head + data[replaced:]
+                down.write(data)
+            if self.relay_done and self.exchange is ex:
+                ex.response_done(self.relay_keep_alive)
+            down.uncork()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.down.pause_reading("upstream_buffer")
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.down.resume_reading("upstream_buffer")
+
+    def set_reading(self, on: bool) -> None:
+        if self.transport is not None and not self.closed:
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+        self.flags = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if len(name) in NOTABLE_LENGTHS:
+            self.flags |= header_flags(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_head(self.parser.get_status_code(), self.reason,
+                                        self.headers, self.flags)
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_done(self.parser.should_keep_alive())

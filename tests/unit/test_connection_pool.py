@@ -1,0 +1,190 @@
+"""The connection pool's decisions (meshlet/proxy/pool.py), with no sockets: fake
+connections and waiters, and times passed in as numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshlet.proxy.pool import (
+    CLOSE,
+    HAND_OFF,
+    KEEP,
+    MAX_IDLE_PER_ENDPOINT,
+    OPEN,
+    QUEUED,
+    REFUSED,
+    USE,
+    ConnectionPool,
+)
+
+A, B = ("10.0.0.1", 80), ("10.0.0.2", 80)
+
+
+@dataclass(eq=False)
+class Conn:
+    key: tuple[str, int]
+    closed: bool = False
+    busy: bool = False
+    idle_since: float = 0.0
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.busy
+
+
+@dataclass(eq=False)
+class Waiter:
+    name: str
+    finished: bool = False
+
+
+def pool(max_connections: int = 2, max_pending: int = 1, max_requests: int = 10,
+         max_retries: int = 1, live: tuple[tuple[str, int], ...] = (A, B)) -> ConnectionPool:
+    p = ConnectionPool()
+    p.configure(max_connections, max_pending, max_requests, max_retries)
+    assert p.set_endpoints(set(live)) == []
+    return p
+
+
+def test_opens_up_to_max_connections_then_queues_then_refuses() -> None:
+    p = pool(max_connections=2, max_pending=1)
+    first, second, third, fourth = (Waiter(n) for n in "abcd")
+    assert p.acquire(A, first) == (OPEN, None)
+    assert p.acquire(B, second) == (OPEN, None)  # the limit is the cluster's, not per endpoint
+    assert p.acquire(A, third) == (QUEUED, None)
+    assert p.acquire(A, fourth) == (REFUSED, None)
+    assert (p.connections, list(p.pending)) == (2, [third])
+
+
+def test_a_released_connection_is_reused_most_recent_first() -> None:
+    p = pool()
+    old, new = Conn(A), Conn(A)
+    assert p.release(old, now=1.0) == (KEEP, None)
+    assert p.release(new, now=2.0) == (KEEP, None)
+    assert (old.idle_since, new.idle_since) == (1.0, 2.0)
+    assert p.acquire(A, Waiter("w")) == (USE, new)
+    assert p.acquire(B, Waiter("w")) == (OPEN, None)  # idle ones serve only their endpoint
+
+
+def test_unusable_idle_connections_are_skipped() -> None:
+    p = pool()
+    good, gone = Conn(A), Conn(A)
+    p.release(good, 1.0)
+    p.release(gone, 2.0)
+    gone.closed = True  # closing: its connection_lost will tell the pool
+    assert p.acquire(A, Waiter("w")) == (USE, good)
+    assert p.idle[A] == []
+
+
+def test_a_retry_after_a_stale_connection_opens_a_new_one() -> None:
+    p = pool()
+    p.release(Conn(A), 1.0)
+    assert p.acquire(A, Waiter("w"), reuse=False) == (OPEN, None)
+    assert len(p.idle[A]) == 1
+
+
+def test_release_hands_the_connection_to_the_first_live_waiter() -> None:
+    p = pool(max_connections=1, max_pending=3)
+    gone, waiting = Waiter("gone"), Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(A, gone)
+    p.acquire(B, waiting)  # any endpoint: a waiter takes the connection it is handed
+    gone.finished = True
+    conn = Conn(A)
+    assert p.release(conn, 5.0) == (HAND_OFF, waiting)
+    assert not p.pending and p.connections == 1
+    assert p.release(conn, 6.0) == (KEEP, None)
+
+
+def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    p = pool(max_connections=1, max_pending=1)
+    waiter = Waiter("w")
+    p.acquire(A, Waiter("holder"))
+    assert p.acquire(A, waiter) == (QUEUED, None)
+    p.cancel(waiter)
+    p.cancel(waiter)  # twice is fine: it may have been handed over meanwhile
+    assert p.acquire(A, Waiter("next")) == (QUEUED, None)
+
+
+def test_a_lost_connection_frees_its_slot_for_a_waiter() -> None:
+    p = pool(max_connections=1, max_pending=2)
+    conn, finished, waiting = Conn(A), Waiter("finished"), Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(A, finished)
+    p.acquire(A, waiting)
+    finished.finished = True
+    assert p.lost(conn, was_idle=False) is waiting
+    assert p.connections == 1  # the slot is reserved for the waiter's new connection
+    assert p.freed() is None and p.connections == 0
+
+
+def test_a_lost_idle_connection_is_forgotten() -> None:
+    p = pool()
+    conn = Conn(A)
+    p.acquire(A, Waiter("w"))
+    p.release(conn, 1.0)
+    assert p.lost(conn, was_idle=True) is None
+    assert (p.idle[A], p.connections) == ([], 0)
+    assert p.lost(Conn(A), was_idle=True) is None  # never pooled: nothing to forget
+
+
+def test_idle_connections_are_capped_per_endpoint() -> None:
+    p = pool()
+    for _ in range(MAX_IDLE_PER_ENDPOINT):
+        assert p.release(Conn(A), 1.0) == (KEEP, None)
+    assert p.release(Conn(A), 1.0) == (CLOSE, None)
+    assert p.release(Conn(B), 1.0) == (KEEP, None)
+
+
+def test_expire_idle_takes_out_what_idled_too_long() -> None:
+    p = pool()
+    old, fresh = Conn(A), Conn(A)
+    p.release(old, 1.0)
+    p.release(fresh, 9.0)
+    assert p.expire_idle(cutoff=5.0) == [old]
+    assert p.idle[A] == [fresh]
+    assert p.expire_idle(cutoff=5.0) == []
+
+
+def test_connections_of_endpoints_that_left_are_closed() -> None:
+    p = pool()
+    idle_a, busy_a, idle_b = Conn(A), Conn(A), Conn(B)
+    p.release(idle_a, 1.0)
+    p.release(idle_b, 1.0)
+    assert p.set_endpoints({B}) == [idle_a]
+    assert p.release(busy_a, 2.0) == (CLOSE, None)  # released after A left
+    assert p.acquire(A, Waiter("w")) == (OPEN, None)
+    assert p.idle == {B: [idle_b]}
+
+
+def test_close_gives_back_every_idle_connection_and_keeps_no_more() -> None:
+    p = pool()
+    a, b = Conn(A), Conn(B)
+    p.release(a, 1.0)
+    p.release(b, 1.0)
+    assert p.close() == [a, b]
+    assert p.release(Conn(A), 2.0) == (CLOSE, None)
+    assert "closed" in repr(p)
+
+
+def test_request_and_retry_breakers() -> None:
+    p = pool(max_requests=2, max_retries=1)
+    assert p.admit_request() and p.admit_request()
+    assert not p.admit_request()
+    p.request_done()
+    assert p.admit_request()
+    assert p.retry_room()
+    p.retry_started()
+    assert not p.retry_room()
+    p.retry_done()
+    assert p.retry_room()
+    assert (p.active_requests, p.active_retries) == (2, 0)
+
+
+def test_new_limits_keep_the_counts() -> None:
+    p = pool(max_connections=1, max_pending=1)
+    p.acquire(A, Waiter("holder"))
+    p.configure(2, 1, 10, 1)
+    assert p.acquire(A, Waiter("w")) == (OPEN, None)
+    assert p.connections == 2
+    assert repr(p).startswith("<ConnectionPool conns=2/2 idle=0 pending=0")
