@@ -9,6 +9,7 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/proxy/request_view.py src/meshlet/raft/core.py src/meshlet/raft/interfaces.py \
 	src/meshlet/raft/memory.py \
 	src/meshlet/agent/health.py src/meshlet/agent/backoff.py src/meshlet/backoff.py \
+	src/meshlet/agent/network_plan.py src/meshlet/agent/cluster_view.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
 	src/meshlet/api/kv_put_request.py
@@ -55,6 +56,7 @@ bench: $(STAMP)
 		wrk nginx-light haproxy etcd-server containernetworking-plugins)
 	$(BIN)/python bench/lb_pick.py
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
+	$(BIN)/python bench/sidecar_footprint.py
 	$(BIN)/python bench/raft_bench.py
 	$(BIN)/python bench/wal_record.py
 	$(BIN)/python bench/network_bench.py

@@ -13,6 +13,7 @@ SRC = Path(meshlet.__file__).parent
 PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").glob("*.py")),
         *sorted((SRC / "proxy" / "resilience").glob("*.py")),
         SRC / "agent" / "health.py", SRC / "agent" / "backoff.py", SRC / "backoff.py",
+        SRC / "agent" / "network_plan.py", SRC / "agent" / "cluster_view.py",
         SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
         SRC / "proxy" / "partition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
