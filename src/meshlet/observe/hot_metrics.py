@@ -2,7 +2,8 @@
 
 prometheus_client takes a lock on every increment. The sidecar is single-threaded, so
 these keep plain numbers in dicts keyed by label tuples (one dict operation per
-update) and turn them into Prometheus families only when ``/metrics`` is scraped.
+update) and turn them into Prometheus families (``exposition.py``) only when
+``/metrics`` is scraped.
 """
 
 from __future__ import annotations
@@ -10,13 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
-from prometheus_client.registry import Collector
+from meshlet.observe.exposition import CounterFamily, Family, HistogramFamily, SummaryFamily
 
 Labels = tuple[str, ...]
 
@@ -35,8 +30,8 @@ class HotCounter:
     def remove(self, labels: Labels) -> None:
         self.values.pop(labels, None)
 
-    def family(self) -> Metric:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def family(self) -> Family:
+        family = CounterFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, value in sorted(self.values.items()):
             family.add_metric(list(labels), value)
         return family
@@ -64,8 +59,8 @@ class HotHistogram:
         self.counts.pop(labels, None)
         self.sums.pop(labels, None)
 
-    def family(self) -> Metric:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def family(self) -> Family:
+        family = HistogramFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, counts in sorted(self.counts.items()):
             cumulative = 0
             buckets = []
@@ -102,10 +97,10 @@ class HotEndpointStats:
     def remove(self, labels: Labels) -> None:
         self.values.pop(labels, None)
 
-    def families(self) -> Iterator[Metric]:
-        counter = CounterMetricFamily(self.counter_name, self.documentation,
+    def families(self) -> Iterator[Family]:
+        counter = CounterFamily(self.counter_name, self.documentation,
                                       labels=[*self.labelnames, "code"])
-        summary = SummaryMetricFamily(self.summary_name, "Time to the end of each attempt's "
+        summary = SummaryFamily(self.summary_name, "Time to the end of each attempt's "
                                       "response, per endpoint.", labels=self.labelnames)
         for labels, row in sorted(self.values.items()):
             for i, name in enumerate(self.CLASSES):
@@ -116,11 +111,11 @@ class HotEndpointStats:
         yield summary
 
 
-class HotCollector(Collector):
+class HotCollector:
     def __init__(self, *metrics: HotCounter | HotHistogram | HotEndpointStats) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         for metric in self.metrics:
             if isinstance(metric, HotEndpointStats):
                 yield from metric.families()

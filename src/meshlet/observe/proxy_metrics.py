@@ -1,4 +1,4 @@
-"""The sidecar's Prometheus metrics.
+"""The sidecar's Prometheus metrics (``exposition.py``: no prometheus_client in a sidecar).
 
 Label sets are bounded: ``direction`` (inbound/outbound), ``destination`` (a declared
 upstream or the local service) and ``code`` (an HTTP status, or a sidecar error reason
@@ -8,8 +8,7 @@ lookup, not a registry lookup.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
-
+from meshlet.observe.exposition import Counter, Gauge, Registry
 from meshlet.observe.hot_metrics import HotCollector, HotCounter, HotEndpointStats, HotHistogram
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -18,8 +17,7 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class ProxyMetrics:
     def __init__(self) -> None:
-        disable_created_metrics()
-        self.registry = CollectorRegistry()
+        self.registry = Registry()
         r = self.registry
         self.requests = HotCounter(
             "meshlet_proxy_requests", "Requests completed by the sidecar, by status code.",

@@ -12,10 +12,9 @@ import json
 import logging
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from meshlet import proxy
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.observe.exposition import CONTENT_TYPE, render
 from meshlet.proxy.admin_http import Request, Response, error_response, json_response
 from meshlet.proxy.config import Snapshot
 from meshlet.proxy.sidecar import Sidecar
@@ -81,8 +80,7 @@ class AdminApi:
         return json_response({"applied": applied, "version": self.sidecar.snapshot.version})
 
     def metrics(self, request: Request) -> Response:
-        return Response(200, generate_latest(self.sidecar.metrics.registry),
-                        CONTENT_TYPE_LATEST)
+        return Response(200, render(self.sidecar.metrics.registry), CONTENT_TYPE)
 
     def drain(self, request: Request) -> Response:
         direction = request.query.get("direction")

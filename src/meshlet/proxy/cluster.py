@@ -22,7 +22,7 @@ from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.outlier import OutlierDetector
 from meshlet.proxy.resilience.retry_budget import RetryBudget
 from meshlet.proxy.routing import RouteChoice, RouteTable, Subset
-from meshlet.state.config_entry import Settings, parsed, validate_settings
+from meshlet.proxy.settings import Settings, parsed, validate_settings
 
 if TYPE_CHECKING:  # cimported by the compiled build (cluster.pxd)
     from meshlet.proxy.pool import ConnectionPool

@@ -2,9 +2,9 @@
 
 The agent starts sidecars as ``python -m meshlet proxy``; ``meshlet/__main__.py`` sends
 that here before the CLI is imported, so a sidecar process holds only the data plane
-(``proxy/``, ``observe/``, ``errors``, ``addresses``; uvloop, httptools,
-prometheus_client) and stays small. Keep this module's imports to those: the click
-command in ``cli/main.py`` is only an alias for listings and help.
+(``proxy/``, ``observe/``, ``errors`` and a few leaf modules; uvloop and httptools) and
+stays small: ``tests/integration/test_sidecar_process.py`` fails on anything more. The
+click command in ``cli/main.py`` is only an alias for listings and help.
 """
 
 from __future__ import annotations
