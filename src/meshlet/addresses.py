@@ -24,15 +24,30 @@ def parse_ipv4(value: str, field: str) -> str:
 
 
 def parse_http_url(value: str, field: str) -> str:
-    """An API address given as ``http://HOST:PORT`` (or https), without a trailing
-    slash; raise ConfigError otherwise. A bare HOST:PORT is refused where it is easily
-    mistaken for a Raft address, which has that form."""
+    """An API address given as ``http://HOST:PORT`` (or https), with no path; raise
+    ConfigError otherwise. A bare HOST:PORT is refused where it is easily mistaken for
+    a Raft address, which has that form."""
     scheme, sep, rest = value.partition("://")
+    authority, _, path = rest.partition("/")
     if not sep or scheme.lower() not in ("http", "https"):
         raise ConfigError(f"{field}: {value!r} is not an HTTP URL; give a server's API "
                           "address as http://HOST:PORT", field)
-    parse_hostport(rest.split("/", 1)[0], field)
-    return value.rstrip("/")
+    if path or "?" in authority or "#" in authority:
+        raise ConfigError(f"{field}: {value!r} has a path; give only http://HOST:PORT",
+                          field)
+    parse_hostport(authority, field)
+    return f"{scheme.lower()}://{authority}"
+
+
+def same_listener(address: tuple[str, int], other: tuple[str, int]) -> bool:
+    """Whether ``other`` reaches what listens on ``address`` on this host (a wildcard
+    listener is reached through any loopback or local name)."""
+    if address[1] != other[1]:
+        return False
+    local = ("0.0.0.0", "::", "")
+    return address[0] == other[0] or (address[0] in local and (
+        other[0] in local or other[0] == "localhost" or other[0].startswith("127.")
+        or other[0] == "::1"))
 
 
 def to_url(value: str) -> str:

@@ -7,7 +7,7 @@ it is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Backoff:
 
     base: float = 0.2
     cap: float = 5.0
-    failures: int = 0
+    failures: int = field(default=0, init=False)
 
     def next_delay(self) -> float:
         """Delay before the next attempt (seconds); counts one more failure."""

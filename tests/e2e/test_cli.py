@@ -197,6 +197,8 @@ def test_join_through_a_raft_port_says_what_it_waits_for(tmp_path: Path) -> None
                               str(tmp_path / "s1"), "--http", f"127.0.0.1:{http}",
                               "--raft", f"127.0.0.1:{raft}"], env=env_for(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: meshlet("--addr", f"http://127.0.0.1:{http}", "status", home=tmp_path,
+                             check=False).returncode == 0, 30, "the first server")
     log = tmp_path / "s2.log"
     with log.open("w") as sink:
         second = subprocess.Popen(
@@ -205,11 +207,12 @@ def test_join_through_a_raft_port_says_what_it_waits_for(tmp_path: Path) -> None
              f"127.0.0.1:{my_raft}", "--join", f"http://127.0.0.1:{raft}"],
             env=env_for(tmp_path), stdout=sink, stderr=sink)
     try:
-        wait_for(lambda: "waiting to join a cluster" in log.read_text(), 30,
-                 "the joining server to say it waits")
+        wait_for(lambda: "not its Raft port?" in log.read_text(), 30,
+                 "the joining server to say why it waits")
         text = log.read_text()
-        assert f"no server at --join http://127.0.0.1:{raft} has added s2 yet" in text
-        assert "such as a Raft port?" in text
+        assert ("waiting to join a cluster: no --join server has added s2 yet; "
+                f"http://127.0.0.1:{raft} closed the connection without an HTTP answer: "
+                "is it a server's API address (--http), not its Raft port?") in text
         assert "Traceback" not in text
     finally:
         stop_processes({"first": first, "second": second})

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 
+import click
 import pytest
 
 from meshlet.addresses import parse_http_url
+from meshlet.api.error_body import error_body
 from meshlet.backoff import Backoff
-from meshlet.cli.global_options import hoist_global_options
-from meshlet.errors import ConfigError
+from meshlet.cli.global_options import click_shapes, hoist_global_options
+from meshlet.cli.main import cli
+from meshlet.errors import ConfigError, NotFound
 from meshlet.server.main import ServerOptions, bootstrap_wait_text
 from meshlet.server.waiting import WaitReport
 
@@ -23,22 +26,41 @@ from meshlet.server.waiting import WaitReport
     (["kv", "get", "k", "-ojson", "-v"], ["-ojson", "-v", "kv", "get", "k"]),
     (["--addr", "http://h:1", "instances", "web", "--passing", "-o", "json"],
      ["--addr", "http://h:1", "-o", "json", "instances", "web", "--passing"]),
-    # what follows -- is a workload's command line, and stays where it is
+    (["config", "set", "web", "lb=random", "-o", "json"],
+     ["-o", "json", "config", "set", "web", "lb=random"]),
+    # an option's own value stays with it, even when it looks like a global option
+    (["run", "--name", "-v", "-o", "json", "--", "true"],
+     ["-o", "json", "run", "--name", "-v", "--", "true"]),
+    (["kv", "put", "k", "--cas", "3", "-o", "json"],
+     ["-o", "json", "kv", "put", "k", "--cas", "3"]),
+    # a workload's command line stays as it is given, with or without --
     (["exec", "web", "-o", "json", "--", "ls", "-o", "-v"],
      ["-o", "json", "exec", "web", "--", "ls", "-o", "-v"]),
+    (["exec", "web", "grep", "-v", "foo", "/etc/hosts"],
+     ["exec", "web", "grep", "-v", "foo", "/etc/hosts"]),
+    (["-o", "json", "exec", "web", "curl", "-o", "/tmp/x", "http://web"],
+     ["-o", "json", "exec", "web", "curl", "-o", "/tmp/x", "http://web"]),
+    (["run", "-d", "--name", "x", "-p", "80:80", "sh", "-c", "echo", "-v"],
+     ["run", "-d", "--name", "x", "-p", "80:80", "sh", "-c", "echo", "-v"]),
     (["run", "-d", "--name", "x", "--", "sh", "-c", "echo -v"],
      ["run", "-d", "--name", "x", "--", "sh", "-c", "echo -v"]),
+    # what is not a command is left for click to refuse
+    (["nonsense", "-o", "json"], ["-o", "json", "nonsense"]),
 ])
 def test_global_options_after_the_command_move_before_it(given: list[str],
                                                          parsed: list[str]) -> None:
-    assert hoist_global_options(given) == parsed
+    shapes = click_shapes(cli, click.Context(cli))
+    assert hoist_global_options(given, shapes) == parsed
 
 
 def test_join_takes_only_http_urls() -> None:
     assert parse_http_url("http://127.0.0.1:8500/", "--join") == "http://127.0.0.1:8500"
     assert parse_http_url("https://h:1", "--join") == "https://h:1"
     for wrong in ("127.0.0.1:8500", "raft://h:1", "http://h", "h"):
-        with pytest.raises(ConfigError, match="--join"):
+        with pytest.raises(ConfigError, match="is not"):
+            parse_http_url(wrong, "--join")
+    for wrong in ("http://h:8500/ui", "http://h:8500/v1/", "http://h:8500?x=1"):
+        with pytest.raises(ConfigError, match="has a path"):
             parse_http_url(wrong, "--join")
 
 
@@ -47,6 +69,9 @@ def test_server_options_refuse_joining_its_own_raft_address() -> None:
     with pytest.raises(ConfigError, match="own Raft address"):
         options.check()
     ServerOptions(raft=("127.0.0.1", 7001), join=["http://127.0.0.1:8500"]).check()
+    with pytest.raises(ConfigError, match="own Raft address"):
+        ServerOptions(raft=("0.0.0.0", 7001), join=["http://localhost:7001"]).check()
+    ServerOptions(raft=("0.0.0.0", 7001), join=["http://127.0.0.1:7002"]).check()
     with pytest.raises(ConfigError, match="not an HTTP URL"):
         ServerOptions(raft=("127.0.0.1", 7001), join=["127.0.0.1:8500"]).check()
 
@@ -77,3 +102,13 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over() -> None:
     assert [backoff.next_delay() for _ in range(4)] == [0.1, 0.2, 0.3, 0.3]
     backoff.reset()
     assert backoff.next_delay() == 0.1
+
+
+def test_every_api_failure_has_one_body() -> None:
+    """The routes and the fast lane answer through one function: a MeshletError with
+    its own status and body, anything else a 500 that tells the client nothing more."""
+    assert error_body(NotFound("key 'k' not found", "key")) == (
+        404, {"error": {"code": "not_found", "message": "key 'k' not found", "field": "key"}})
+    assert error_body(RuntimeError("secret detail")) == (
+        500, {"error": {"code": "internal", "message": "internal server error",
+                        "field": None}})

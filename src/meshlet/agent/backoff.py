@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from meshlet.backoff import Backoff
 
-__all__ = ["Backoff", "RestartBackoff"]
-
 
 @dataclass
 class RestartBackoff(Backoff):

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from meshlet.agent.backoff import Backoff
+from meshlet.backoff import Backoff
 from meshlet.errors import MeshletError
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,12 @@ from typing import Any
 import aiohttp
 
 from meshlet.agent import probes
-from meshlet.agent.backoff import Backoff, RestartBackoff
+from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.health import HealthTracker
 from meshlet.agent.process import spawn, terminate
 from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespaced_bootstrap
 from meshlet.agent.workload_host import Sandbox, WorkloadHost
+from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
 

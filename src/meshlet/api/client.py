@@ -77,9 +77,9 @@ class Client:
                 return await resp.json(content_type=None), index
         except aiohttp.ServerDisconnectedError:
             raise errors.Unavailable(
-                f"cannot reach meshlet at {self.base}: it closed the connection without "
-                "an answer (a server stopping, or an address that is not a meshlet API, "
-                "such as a Raft port?)") from None
+                f"{self.base} closed the connection without an HTTP answer: is it a "
+                "server's API address (--http), not its Raft port? (or the server is "
+                "stopping)") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise errors.Unavailable(f"cannot reach meshlet at {self.base}: "
                                      f"{exc or type(exc).__name__}") from None

@@ -135,10 +135,9 @@ class FastLane(asyncio.Protocol):
             self.busy = None
             self.hand_over(raw + bytes(self.buffer))
             return
-        except MeshletError as exc:
-            (status, body), index = error_body(exc), None
         except Exception as exc:
-            log.exception("unhandled error in PUT /v1/kv/%s", request.key)
+            if not isinstance(exc, MeshletError):
+                log.exception("unhandled error in PUT /v1/kv/%s", request.key)
             (status, body), index = error_body(exc), None
         else:
             status, body, index = 200, result.value, result.index

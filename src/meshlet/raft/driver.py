@@ -150,8 +150,9 @@ class RaftDriver:
         """A server's driver: its log and snapshot in ``directory``, its messages over
         TCP on ``listen`` (None: a server alone, which listens for no one)."""
         return cls(node_id, RaftStorage(directory), TcpTransport(node_id, listen), apply,
-                   restore, take_snapshot, founders, snapshot_every, tick_interval,
-                   election_ticks, snapshot_interval)
+                   restore, take_snapshot, founders=founders, snapshot_every=snapshot_every,
+                   tick_interval=tick_interval, election_ticks=election_ticks,
+                   snapshot_interval=snapshot_interval)
 
     def __repr__(self) -> str:
         return f"<RaftDriver {self.node!r}>"
@@ -531,7 +532,7 @@ class RaftDriver:
         for entry in ready.committed:                              # 3. apply
             # A configuration is the driver's, not the state machine's: its waiter
             # (change_members) gets its index.
-            result = self.apply(entry) if entry.kind != CONFIG else entry.index
+            result = self.apply_committed(entry) if entry.kind != CONFIG else entry.index
             waiter = self.waiting.pop(entry.index, None)
             if waiter is not None and not waiter[1].done():
                 if waiter[0] == entry.term:
@@ -542,6 +543,19 @@ class RaftDriver:
             read = self.reads.pop(context, None)
             if read is not None and not read.done():
                 read.set_result(index)
+
+    def apply_committed(self, entry: Entry) -> Any:
+        """Apply one committed entry. One that cannot be applied stops the server: it
+        would otherwise serve a state behind the log it has acknowledged (a broken
+        invariant, an AssertionError, propagates as it is)."""
+        try:
+            return self.apply(entry)
+        except AssertionError:
+            raise
+        except Exception as exc:
+            log.critical("cannot apply raft log entry %d: %s; stopping", entry.index, exc)
+            raise SystemExit(f"meshlet: cannot apply raft log entry {entry.index}: "
+                             f"{exc}") from None
 
     def advance(self, ready: Ready) -> None:
         node = self.node

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from meshlet.addresses import parse_hostport, parse_http_url
+from meshlet.addresses import parse_hostport, parse_http_url, same_listener
 from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
@@ -55,7 +55,8 @@ class ServerOptions:
                               "bootstrap_expect")
         for url in self.join:
             parse_http_url(url, "--join")
-            if self.raft is not None and parse_hostport(url, "--join") == self.raft:
+            if self.raft is not None and same_listener(self.raft,
+                                                       parse_hostport(url, "--join")):
                 raise ConfigError(f"--join {url}: that is this server's own Raft address; "
                                   "give the API address of another server", "join")
         if self.bootstrap_expect is not None and self.bootstrap_expect > 1 and not self.join:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlet.backoff import Backoff
-from meshlet.errors import ConfigError, MeshletError, NotLeader, Unavailable
+from meshlet.errors import ConfigError, MeshletError, NotLeader, StorageError, Unavailable
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
 from meshlet.server.blocking import wait_for_index
@@ -75,7 +75,11 @@ class RaftServerNode:
     def apply_entry(self, entry: Entry) -> Result | None:
         if not entry.data:
             return None  # a new leader's empty entry
-        command = COMMANDS.decode(entry.data)
+        try:
+            command = COMMANDS.decode(entry.data)
+        except ConfigError as exc:  # not the client's fault: the log holds it
+            raise StorageError(f"raft log entry {entry.index} holds no command this "
+                               f"version can apply: {exc}") from None
         result = self.machine.apply(entry.index, command)
         self._notify()
         return result
@@ -200,10 +204,9 @@ class RaftServerNode:
                     log.info("joined the cluster through %s", url)
                     return
                 except MeshletError as exc:
-                    failures.append(f"{url}: {exc}")
-            report.say(f"waiting to join a cluster: no server at --join "
-                       f"{', '.join(urls)} has added {self.id} yet; "
-                       + "; ".join(failures))
+                    failures.append(str(exc))
+            report.say(f"waiting to join a cluster: no --join server has added "
+                       f"{self.id} yet; " + "; ".join(failures))
             attempt += 1
             if attempts is not None and attempt >= attempts:
                 raise Unavailable(f"could not join through {', '.join(urls)}")

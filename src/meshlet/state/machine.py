@@ -43,7 +43,7 @@ from meshlet.state.containers import ContainerTable
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 from meshlet.state.nodes import NodeTable
-from meshlet.state.registry import CommandRegistry
+from meshlet.state.registry import Apply, Check, CommandRegistry
 from meshlet.state.vips import VipTable
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -96,6 +96,7 @@ class StateMachine:
     def apply(self, index: int, command: Command) -> Result:
         """Apply one committed command at log position ``index`` (strictly increasing)."""
         assert index > self.index, f"apply index {index} <= applied {self.index}"
+        COMMANDS.kind(command)  # an unregistered command is a bug: change nothing
         self.index = index
         error = self.check(command)
         if error is not None:
@@ -335,6 +336,26 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 
 # -- the registry: each command once, with its check and its apply ---------------------
 
+TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
+                                "nodes": NodeTable}
+
+
+def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
+                                                           Apply[StateMachine]]:
+    """The check and apply of a command that one of the machine's tables handles
+    (``sm.networks.check_create`` and ``sm.networks.create``, say); a name that does
+    not exist fails here, at import."""
+    kind = TABLES[table]
+    assert callable(getattr(kind, check)) and callable(getattr(kind, apply))
+
+    def check_on(sm: StateMachine, cmd: Any) -> object:
+        return getattr(getattr(sm, table), check)(cmd)
+
+    def apply_on(sm: StateMachine, index: int, cmd: Any) -> Any:
+        return getattr(getattr(sm, table), apply)(index, cmd)
+    return check_on, apply_on
+
+
 COMMANDS: CommandRegistry[StateMachine] = CommandRegistry()
 COMMANDS.register(RegisterInstance, _check_register, StateMachine._register)
 COMMANDS.register(DeregisterInstance, _check_deregister, StateMachine._deregister)
@@ -343,28 +364,19 @@ COMMANDS.register(KVPut, _check_kv_put, StateMachine._kv_put)
 COMMANDS.register(KVDelete, _check_kv_delete, StateMachine._kv_delete)
 COMMANDS.register(ConfigSet, _check_config_set, StateMachine._config_set)
 COMMANDS.register(ConfigDelete, _check_config_delete, StateMachine._config_delete)
-COMMANDS.register(NetworkCreate, lambda sm, c: sm.networks.check_create(c),
-                  lambda sm, i, c: sm.networks.create(i, c))
-COMMANDS.register(NetworkDelete, lambda sm, c: sm.networks.check_delete(c),
-                  lambda sm, i, c: sm.networks.delete(i, c))
-COMMANDS.register(AddressAssign, lambda sm, c: sm.networks.check_assign(c),
-                  lambda sm, i, c: sm.networks.assign(i, c))
-COMMANDS.register(AddressRelease, lambda sm, c: sm.networks.check_release(c),
-                  lambda sm, i, c: sm.networks.release(i, c))
-COMMANDS.register(ContainerCreate, lambda sm, c: sm.containers.check_create(c),
-                  lambda sm, i, c: sm.containers.create(i, c))
-COMMANDS.register(ContainerDesire, lambda sm, c: sm.containers.check_desire(c),
-                  lambda sm, i, c: sm.containers.desire(i, c))
-COMMANDS.register(ContainerReport, lambda sm, c: sm.containers.check_report(c),
-                  lambda sm, i, c: sm.containers.report(i, c))
-COMMANDS.register(ContainerDelete, lambda sm, c: sm.containers.check_delete(c),
-                  lambda sm, i, c: sm.containers.delete(i, c))
-COMMANDS.register(ContainerConnect, lambda sm, c: sm.containers.check_connect(c),
-                  lambda sm, i, c: sm.containers.connect(i, c))
-COMMANDS.register(NodeRegister, lambda sm, c: sm.nodes.check_register(c),
-                  lambda sm, i, c: sm.nodes.register(i, c))
-COMMANDS.register(NodeDeregister, lambda sm, c: sm.nodes.check_deregister(c),
-                  lambda sm, i, c: sm.nodes.deregister(i, c))
+for cls, table, check, apply in [
+        (NetworkCreate, "networks", "check_create", "create"),
+        (NetworkDelete, "networks", "check_delete", "delete"),
+        (AddressAssign, "networks", "check_assign", "assign"),
+        (AddressRelease, "networks", "check_release", "release"),
+        (ContainerCreate, "containers", "check_create", "create"),
+        (ContainerDesire, "containers", "check_desire", "desire"),
+        (ContainerReport, "containers", "check_report", "report"),
+        (ContainerDelete, "containers", "check_delete", "delete"),
+        (ContainerConnect, "containers", "check_connect", "connect"),
+        (NodeRegister, "nodes", "check_register", "register"),
+        (NodeDeregister, "nodes", "check_deregister", "deregister")]:
+    COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
                   lambda sm, i, c: sm.vips.set_cidr(i, c))
