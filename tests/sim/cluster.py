@@ -5,6 +5,12 @@ partitions; servers that crash and restart from what they persisted, take snapsh
 and compact their logs; and membership that grows and shrinks one server at a time.
 ``spares`` are servers that start empty, outside the cluster, until added.
 
+Every message is checked as its driver sends it: what it promises must already be in
+the sender's storage (``promises``), as a crash right then would leave it. A server
+may also be doomed to crash right after one of its next sends, in the middle of its
+driver's ``process()`` (the network raises ``Crashed`` out of the send), so that it
+restarts from a storage saved but not yet applied or advanced.
+
 It runs inside an event loop (the driver makes its futures there) but never waits on
 it: every step ticks a driver or delivers it a message and then calls its
 ``process()`` at once, so the loop's own callbacks, drained by ``close()``, find
@@ -15,18 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import suppress
 from typing import Any
 
 from meshlet.errors import ConfigError, NotLeader
 from meshlet.raft.core import CONFIG, Entry, Message, RaftNode, Role, config_members
 from meshlet.raft.driver import RaftDriver
 from meshlet.raft.memory import MemoryNetwork, MemoryStorage, MemoryTransport
+from tests.sim.promises import Promises
 
 NEVER = 1 << 62  # snapshot_every: the simulation decides when to snapshot
 
 
 class SafetyViolation(AssertionError):
     pass
+
+
+class Crashed(Exception):
+    """Raised out of a driver's send: its server crashed right after sending."""
 
 
 class SimCluster:
@@ -36,7 +48,10 @@ class SimCluster:
         self.founders = list(ids)
         self.ids = ids + [f"spare{i}" for i in range(spares)]
         self.rng = random.Random(seed)
-        self.net = MemoryNetwork()
+        self.net = MemoryNetwork(self.sent)
+        self.promises = Promises()
+        self.broken: list[str] = []             # promises found broken, as sent
+        self.doomed: tuple[str, int] | None = None  # crashes after that many more sends
         self.disks = {i: MemoryStorage() for i in self.ids}
         self.drivers: dict[str, RaftDriver] = {}
         # Each server's state machine: the entries it applied (config entries are the
@@ -67,7 +82,8 @@ class SimCluster:
             lambda: self.take_snapshot(driver), founders, snapshot_every=NEVER,
             tick_interval=None, rng=random.Random(self.rng.random()))
         self.drivers[node_id] = driver
-        await driver.start()
+        with suppress(Crashed):  # right after a send in its first process()
+            await driver.start()
 
     async def close(self) -> None:
         """The end of a run: every driver stops processing, and the callbacks they
@@ -140,10 +156,29 @@ class SimCluster:
         self.states[data] = (driver.node.applied, list(self.applied[driver.id]))
         return data
 
+    # -- the network, as the drivers send -----------------------------------------------
+
+    def sent(self, m: Message) -> None:
+        """A driver just sent ``m``: it must have stored what ``m`` promises. A doomed
+        server crashes here, before the rest of its ``process()`` runs."""
+        node = self.drivers[m.frm].node
+        assert node is not None
+        why = self.promises.broken(m, self.disks[m.frm], node)
+        if why is not None:
+            self.broken.append(f"{m.frm} sent {m} before persisting what it promises: {why}")
+            raise SafetyViolation(self.broken[-1])
+        if self.doomed is not None and self.doomed[0] == m.frm:
+            node_id, sends = self.doomed
+            self.doomed = (node_id, sends - 1) if sends > 1 else None
+            if sends == 1:
+                self.crash(node_id)
+                raise Crashed(node_id)
+
     # -- driving ----------------------------------------------------------------------
 
     def process(self, node_id: str) -> None:
-        self.drivers[node_id].process()
+        with suppress(Crashed):  # part way, right after a send
+            self.drivers[node_id].process()
 
     def deliver(self, index: int) -> None:
         m = self.network.pop(index)
@@ -154,7 +189,8 @@ class SimCluster:
 
     def tick(self, node_id: str) -> None:
         if node_id not in self.down:
-            self.drivers[node_id].tick()
+            with suppress(Crashed):
+                self.drivers[node_id].tick()
 
     def crash(self, node_id: str) -> None:
         """Lose everything not yet persisted, including messages in its outbox: the
@@ -247,8 +283,13 @@ class SimCluster:
             a, b = self.rng.sample(self.ids, 2)
             pair = frozenset((a, b))
             self.cut.symmetric_difference_update({pair})                     # cut/heal
-        elif r < 0.95 and len(self.down) < (len(self.founders) - 1) // 2 and live:
-            self.crash(self.rng.choice(live))
+        elif r < 0.95 and len(self.down) + (self.doomed is not None) < \
+                (len(self.founders) - 1) // 2 and live:
+            victim = self.rng.choice(live)
+            if self.rng.random() < 0.5:
+                self.crash(victim)
+            else:  # right after one of its next few sends
+                self.doomed = (victim, self.rng.randrange(1, 4))
         elif self.down:
             await self.restart(self.rng.choice(sorted(self.down)))
         self.check()
@@ -256,6 +297,8 @@ class SimCluster:
     # -- invariants (§5.2, §5.3, §5.4) ---------------------------------------------------
 
     def check(self) -> None:
+        if self.broken:  # raised where sent, unless the loop ran that driver
+            raise SafetyViolation(self.broken[0])
         live = self.live()
         for node in live:
             if node.role != Role.LEADER:
@@ -295,6 +338,7 @@ class SimCluster:
     async def heal_and_settle(self, max_steps: int = 5000) -> bool:
         """Reconnect everyone and run until a proposal commits everywhere (liveness)."""
         self.cut.clear()
+        self.doomed = None
         for node_id in sorted(self.down):
             await self.restart(node_id)
         target = None

@@ -1,7 +1,8 @@
 """Targeted Raft scenarios the random schedules reach only by luck: the Figure 8 commit
-rule, catching up by snapshot, and membership changes one server at a time. They run
-on the simulated cluster of real drivers; where a scenario is a script of the core's
-rules (Figure 8, leases, pre-vote replies) it also steps or inspects the core."""
+rule, catching up by snapshot, membership changes one server at a time, an old
+leader's write refused as NotLeader, a crash right after a send. They run on the
+simulated cluster of real drivers; where a scenario is a script of the core's rules
+(Figure 8, leases, pre-vote replies) it also steps or inspects the core."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshlet.errors import ConfigError
+from meshlet.errors import ConfigError, NotLeader
 from meshlet.raft.core import Entry, Message, MsgType, Role, config_members
 from meshlet.raft.memory import MemoryStorage
 from tests.sim.cluster import SimCluster, elect
@@ -46,7 +47,7 @@ async def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_coun
     election and overwrite it. It commits only with an entry of term 4 above it."""
     sim = await SimCluster.start([f"s{i}" for i in range(1, 6)], seed=8)
     s1 = sim.nodes["s1"]
-    s1.term = 4
+    s1.term, s1.vote = 4, "s1"  # it won term 4 with its own vote
     s1.log = [s1.log[0], Entry(2, 2, b"from term 2")]  # the founding entry, then term 2
     s1.stable = 2
     s1.commit = 1
@@ -246,3 +247,62 @@ async def test_a_restarted_server_votes_for_no_one_for_an_election_timeout() -> 
         node.tick()
     node.step(ask)
     assert not node.ready().messages[-1].reject
+
+
+async def test_an_old_leader_deposed_by_the_append_that_overwrites_its_write() -> None:
+    """The old leader's write is refused as NotLeader, not Unavailable, when one Ready
+    both deposes it and commits another leader's entry at the write's index: only
+    then does the driver know the write can never commit."""
+    sim = await SimCluster.start(["a", "b", "c"], seed=18)
+    write(sim, 1)
+    settle(sim, 2)  # every server knows the commit index
+    old = elect(sim)
+    term, others = old.term, [i for i in sim.ids if i != old.id]
+    x = sim.submit(old.id, b"X")
+    index = old.last_index
+    sim.network.clear()  # its appends of X are lost
+    for other in others:
+        sim.cut.add(frozenset((old.id, other)))
+    # Cut off and never ticked, it does not step down (no check-quorum round).
+    for _ in range(100):
+        for other in others:
+            sim.tick(other)
+        while sim.network:
+            sim.deliver(0)
+        if any(sim.nodes[i].role == Role.LEADER for i in others):
+            break
+    new = next(sim.nodes[i] for i in others if sim.nodes[i].role == Role.LEADER)
+    assert new.term > term and new.commit >= index and new.term_at(index) == new.term
+    assert old.role == Role.LEADER and old.term_at(index) == term and not x.done()
+    sim.cut.clear()
+    sim.tick(new.id)  # a heartbeat round, with the commit index past X's
+    to_old = next(i for i, m in enumerate(sim.network) if m.to == old.id)
+    assert sim.network[to_old].commit >= index
+    sim.deliver(to_old)
+    assert old.role == Role.FOLLOWER and old.commit >= index
+    assert x.done() and isinstance(x.exception(), NotLeader), x
+    settle(sim, 5)
+    assert sim.committed[index].term == new.term
+    assert b"X" not in {e.data for e in sim.committed.values()}
+    sim.check_proposals()
+
+
+async def test_a_follower_that_crashes_right_after_acknowledging_keeps_the_entry() -> None:
+    """The crash comes in the middle of its driver's process(), after the send and
+    before anything is applied or advanced: what it acknowledged is stored."""
+    sim = await SimCluster.start(["a", "b", "c"], seed=19)
+    write(sim, 1)
+    leader = elect(sim)
+    follower = next(i for i in sim.ids if i != leader.id)
+    sim.doomed = (follower, 1)  # its next send is its last
+    w = sim.submit(leader.id, b"w")
+    index = leader.last_index
+    while follower not in sim.down:
+        sim.deliver(0)
+    ack = sim.network[-1]
+    assert (ack.type, ack.frm, ack.index, ack.reject) == (MsgType.APPEND_RESP, follower,
+                                                         index, False)
+    assert sim.disks[follower].log[-1].data == b"w"
+    await sim.restart(follower)
+    settle(sim, 5)
+    assert acknowledged(w) == index and sim.applied[follower][-1].index == index

@@ -9,7 +9,10 @@ takes its snapshots on the loop.
 ``MemoryTransport`` hands each message sent to a ``MemoryNetwork``, which holds it
 until its owner delivers it; the owner (a simulator) also decides which to drop,
 duplicate, reorder or hold back. Peers are reached by id: the addresses the driver
-derives from the configuration are only recorded.
+derives from the configuration are only recorded. The owner may also watch each
+message as it is sent (``on_send``), while the sender is still inside the call that
+sent it: the one moment at which what the sender has stored is exactly what a crash
+would keep.
 """
 
 from __future__ import annotations
@@ -65,9 +68,13 @@ class MemoryStorage:
 class MemoryNetwork:
     """Messages in flight, in the order sent, and who is attached to receive."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_send: Callable[[Message], None] | None = None) -> None:
+        """``on_send`` sees each message once it is in flight, before its sender's
+        ``send`` returns; what it raises comes out of that ``send`` (a simulator's
+        way to stop the sender dead there, as a crash would)."""
         self.in_flight: list[Message] = []
         self.receivers: dict[NodeId, Callable[[Message], None]] = {}
+        self.on_send = on_send
 
     def __repr__(self) -> str:
         return f"<MemoryNetwork in_flight={len(self.in_flight)} nodes={sorted(self.receivers)}>"
@@ -78,6 +85,11 @@ class MemoryNetwork:
     def detach(self, node_id: NodeId) -> None:
         """Pull the plug: nothing more reaches ``node_id`` until it attaches again."""
         self.receivers.pop(node_id, None)
+
+    def send(self, m: Message) -> None:
+        self.in_flight.append(m)
+        if self.on_send is not None:
+            self.on_send(m)
 
     def deliver(self, m: Message) -> bool:
         """Hand ``m`` (taken out of ``in_flight``) to its receiver; False if there is
@@ -105,7 +117,7 @@ class MemoryTransport:
         self.peers = dict(peers)
 
     def send(self, m: Message) -> None:
-        self.network.in_flight.append(m)
+        self.network.send(m)
 
     async def stop(self) -> None:
         self.network.detach(self.id)
