@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
 ]
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
 # Lower layers the issue rules out as well: the sidecar loads only the data plane.
-NEVER = {"proxy": {"api", "raft"}}
+NEVER = {"proxy": {"api", "raft", "state"}}
 
 
 @dataclass(frozen=True)

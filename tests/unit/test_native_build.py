@@ -21,7 +21,7 @@ def copy_sources(tmp_path: Path) -> Path:
     for name in native.COMPILED_MODULES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".py", ".pxd"):
-            shutil.copy(native.PACKAGE_DIR / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+            shutil.copy(Path(native.PACKAGE_DIR) / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
     return tmp_path
 
 
@@ -112,6 +112,6 @@ def test_a_partial_build_runs_python(tmp_path: Path) -> None:
 def test_every_pxd_names_a_compiled_module() -> None:
     """setup.py compiles COMPILED_MODULES; a .pxd outside it would type nothing, and a
     module in it without a .pxd would compile untyped."""
-    pxds = {str(p.relative_to(native.PACKAGE_DIR).with_suffix(""))
-            for p in native.PACKAGE_DIR.rglob("*.pxd")}
+    package = Path(native.PACKAGE_DIR)
+    pxds = {str(p.relative_to(package).with_suffix("")) for p in package.rglob("*.pxd")}
     assert pxds == set(native.COMPILED_MODULES)

@@ -198,17 +198,12 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
               help="Write the bound ports here (JSON) once listening.")
 @click.option("--grace", default=10.0, show_default=True, help="Drain time on SIGTERM (s).")
 def proxy(bootstrap: str, admin: str, port_file: str | None, grace: float) -> None:
-    """Run a sidecar proxy (normally started by the agent)."""
-    from meshlet.loop import install_uvloop
-    from meshlet.proxy.main import load_bootstrap, run_proxy
-    snapshot = load_bootstrap(Path(bootstrap))
-    host, port = (admin, 0) if admin.startswith("unix:") else parse_hostport(admin, "--admin")
-    install_uvloop()
-    try:
-        asyncio.run(run_proxy(snapshot, host, port, Path(port_file) if port_file else None,
-                              grace))
-    except OSError as exc:
-        raise MeshletError(str(exc)) from None
+    """Run a sidecar proxy (normally started by the agent).
+
+    `python -m meshlet proxy` (as the agent runs it) reaches the sidecar's own entry
+    point without loading this CLI; this command is the same run."""
+    from meshlet.proxy.main import run
+    run(bootstrap, admin, port_file, grace)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -18,12 +18,12 @@ business (``admin.py`` writes them as JSON). ``serve`` listens on TCP or on a Un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 import httptools
@@ -233,7 +233,7 @@ class AdminServer:
         self.connections: set[AdminConnection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.address: int | str = 0
-        self.unix_path: Path | None = None
+        self.unix_path: str | None = None
         self.closing = False
 
     def __repr__(self) -> str:
@@ -248,9 +248,10 @@ class AdminServer:
         loop = asyncio.get_running_loop()
         try:
             if host.startswith("unix:"):
-                self.unix_path = Path(host[5:])
-                self.unix_path.unlink(missing_ok=True)
-                self.server = await loop.create_unix_server(self.protocol, str(self.unix_path))
+                self.unix_path = host[5:]
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.unix_path)
+                self.server = await loop.create_unix_server(self.protocol, self.unix_path)
                 self.address = host
             else:
                 self.server = await loop.create_server(self.protocol, host, port,

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from meshlet.addresses import parse_hostport
 from meshlet.errors import ConfigError, MeshletError
@@ -31,21 +30,23 @@ log = logging.getLogger(__name__)
 PROG = "meshlet proxy"
 
 
-def load_bootstrap(path: Path) -> Snapshot:
+def load_bootstrap(path: str) -> Snapshot:
     try:
-        return Snapshot.from_dict(json.loads(path.read_text()))
+        with open(path) as file:
+            return Snapshot.from_dict(json.loads(file.read()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read sidecar bootstrap {path}: {exc}", "config") from None
 
 
-def write_port_file(path: Path, body: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body))
+def write_port_file(path: str, body: dict[str, object]) -> None:
+    tmp = os.path.splitext(path)[0] + ".tmp"
+    with open(tmp, "w") as file:
+        file.write(json.dumps(body))
     os.replace(tmp, path)
 
 
 async def run_proxy(bootstrap: Snapshot, admin_host: str, admin_port: int,
-                    port_file: Path | None, grace: float) -> None:
+                    port_file: str | None, grace: float) -> None:
     """Serve until SIGTERM. ``admin_host`` ``unix:PATH`` puts the admin API on a Unix
     socket, which an agent reaches from outside the sidecar's network namespace."""
     sidecar = Sidecar(bootstrap)
@@ -75,11 +76,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message}\n")
 
 
-def existing_file(value: str) -> Path:
-    path = Path(value)
-    if not path.is_file():
+def existing_file(value: str) -> str:
+    if not os.path.isfile(value):
         raise argparse.ArgumentTypeError(f"file {value!r} does not exist")
-    return path
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,14 +89,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", default="127.0.0.1:0",
                    help="Admin API address: HOST:PORT, or unix:PATH for a Unix socket "
                         "(default: %(default)s).")
-    p.add_argument("--port-file", type=Path, default=None, metavar="FILE",
+    p.add_argument("--port-file", default=None, metavar="FILE",
                    help="Write the bound ports here (JSON) once listening.")
     p.add_argument("--grace", type=float, default=10.0,
                    help="Drain time on SIGTERM in seconds (default: %(default)s).")
     return p
 
 
-def run(bootstrap: Path, admin: str, port_file: Path | None, grace: float) -> None:
+def run(bootstrap: str, admin: str, port_file: str | None, grace: float) -> None:
     """Load, listen, serve until a signal; raise MeshletError for what the user can fix."""
     snapshot = load_bootstrap(bootstrap)
     host, port = (admin, 0) if admin.startswith("unix:") else parse_hostport(admin, "--admin")
