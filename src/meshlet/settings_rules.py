@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request",
                "peak_ewma", "ring_hash", "maglev", "locality")
+# A model-level rule's message that names its field: "routes.0.split: must ...".
+FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
 KEY_SOURCE = re.compile(r"^(header|cookie|query):[A-Za-z0-9_.\-]+$|^path:\d+$|^source_ip$")
 KEY_SOURCE_HINT = "expected header:NAME, cookie:NAME, query:NAME, path:N or source_ip"
 

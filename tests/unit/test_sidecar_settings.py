@@ -156,3 +156,40 @@ def test_the_typed_view() -> None:
     assert s.retry_on == [502] and s.routes[0].timeout == 1.0
     assert s.partition is not None and s.partition.shard_names() == ["0", "1"]
     assert s.lb == "round_robin" and s.connect_timeout == 1.0
+
+
+def boundary_cases() -> list[dict[str, Any]]:
+    """Every bound the control plane's model declares, probed at, just inside and just
+    outside it, with values of the wrong kind; generated from the model's own field
+    metadata, so a bound changed on one side only is caught."""
+    import annotated_types
+
+    cases: list[dict[str, Any]] = []
+    for name, info in model.Settings.model_fields.items():
+        kind = info.annotation
+        if kind not in (int, float):
+            continue
+        step = 1 if kind is int else 0.001
+        for meta in info.metadata:
+            for attr in ("ge", "le", "gt", "lt"):
+                bound = getattr(meta, attr, None)
+                if isinstance(meta, annotated_types.BaseMetadata) and bound is not None:
+                    cases += [{name: bound - step}, {name: bound}, {name: bound + step}]
+        cases += [{name: info.default}, {name: None}, {name: "many"}, {name: [1]}]
+    return cases
+
+
+BOUNDARY_CASES = boundary_cases()
+
+
+def test_every_declared_bound_is_probed() -> None:
+    assert len(BOUNDARY_CASES) > 100
+    probed = {next(iter(case)) for case in BOUNDARY_CASES}
+    assert {"min_ring_size", "max_pending_requests", "locality_max_outstanding",
+            "rate_limit_burst", "retries", "outlier_max_ejection_percent"} <= probed
+
+
+@pytest.mark.parametrize("settings", BOUNDARY_CASES, ids=repr)
+def test_same_verdict_at_every_bound(settings: dict[str, Any]) -> None:
+    assert verdict(light.validate_settings, settings) == \
+        verdict(model.validate_settings, settings)

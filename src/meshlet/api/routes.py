@@ -28,6 +28,7 @@ from meshlet.api.networks import NetworkRoutes
 from meshlet.api.nodes import NodeRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.api.vips import VipRoutes
+from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
 from meshlet.observe.server_metrics import ServerMetrics
 from meshlet.state.commands import (
@@ -40,7 +41,6 @@ from meshlet.state.commands import (
     SetHealth,
 )
 from meshlet.state.config_entry import effective
-from meshlet.state.durations import parse_duration
 from meshlet.state.machine import config_to_dict, kv_to_dict
 
 log = logging.getLogger(__name__)

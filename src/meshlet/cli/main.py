@@ -137,9 +137,9 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
 
     The data directory wins over the flags: a server that already has a cluster
     restarts into it and ignores --peer, --join and --bootstrap-expect."""
+    from meshlet.durations import parse_duration
     from meshlet.server.main import ServerOptions, serve_forever
     from meshlet.server.raft_node import parse_peer
-    from meshlet.state.durations import parse_duration
     host, port = parse_hostport(http_addr, "--http")
     options = ServerOptions(
         server_id=server_id,

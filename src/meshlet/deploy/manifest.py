@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError
-from meshlet.state.durations import parse_duration
 from meshlet.state.machine import SERVICE_NAME
 
 

@@ -17,7 +17,6 @@ than pydantic's lax coercions (``"3"`` for an integer, ``1`` for a boolean are r
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError
 from meshlet.settings_rules import (
+    FIELD_PREFIX,
     LB_POLICIES,
     at_least,
     at_most,
@@ -41,7 +41,6 @@ from meshlet.settings_rules import (
 __all__ = ["DEFAULTS", "KNOWN_KEYS", "Partition", "Route", "Settings", "at_least", "at_most",
            "effective", "parsed", "validate_settings"]
 
-_PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
 
 
 class Invalid(Exception):
@@ -203,7 +202,7 @@ def read(cls: type[Any], value: Any, path: list[str]) -> Any:
         return cls(**kwargs)
     except ValueError as exc:  # a model-level rule; its message may name a field
         message = str(exc)
-        inner = _PATH_PREFIX.match(message)
+        inner = FIELD_PREFIX.match(message)
         if inner:
             raise Invalid([*path, *inner.group(1).split(".")], inner.group(2)) from None
         raise Invalid(path, message) from None

@@ -8,14 +8,15 @@ field path (``partition.ranges.1.from``). Pure: no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError
 from meshlet.settings_rules import (
+    FIELD_PREFIX,
     LB_POLICIES,
     check_backoff,
     check_maglev_size,
@@ -26,9 +27,6 @@ from meshlet.settings_rules import (
     shard_names,
     status_list,
 )
-from meshlet.state.durations import parse_duration
-
-_PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
 
 
 def _duration(value: Any) -> float:
@@ -168,7 +166,7 @@ def validate_settings(settings: Mapping[str, object]) -> dict[str, Any]:
         err = exc.errors()[0]
         loc = [str(p) if p != "from_" else "from" for p in err["loc"]]
         message = err["msg"].removeprefix("Value error, ")
-        inner = _PATH_PREFIX.match(message)
+        inner = FIELD_PREFIX.match(message)
         if err["type"] == "value_error" and inner:  # a model-level check naming its field
             loc += inner.group(1).split(".")
             message = inner.group(2)
