@@ -20,6 +20,9 @@ from meshlet.errors import ConfigError
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
+# A sidecar's config snapshot lists every endpoint it may call: larger than any API body
+# (the admin API's own body limit is the same, proxy/admin_http.Limits.max_body).
+MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 
 # A JSON string: quote, then runs of plain characters and escapes, then quote.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)

@@ -4,6 +4,7 @@ input (ConfigError, a 400), never parsed into a RecursionError or an infinite fl
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -98,3 +99,18 @@ def depth_of(value: object) -> int:
 def test_too_deep_agrees_with_the_parsed_depth(value: object, limit: int) -> None:
     raw = json.dumps(value).encode()
     assert too_deep(raw, limit) == (depth_of(value) > limit)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"version": Infinity}', "Infinity is not a JSON number"),
+    ("[" * 5000 + "]" * 5000, "more than 32 deep"),
+    ("{", "not valid JSON"),
+])
+def test_a_sidecar_bootstrap_is_read_within_the_same_bounds(
+        tmp_path: Path, text: str, problem: str) -> None:
+    from meshlet.proxy.main import load_bootstrap
+    path = tmp_path / "bootstrap.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=problem) as info:
+        load_bootstrap(str(path))
+    assert info.value.message.startswith(f"cannot read sidecar bootstrap {path}: its text")
