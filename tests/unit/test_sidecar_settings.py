@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from meshlet.errors import ConfigError
 from meshlet.proxy import settings as light
@@ -310,3 +313,20 @@ def test_every_number_has_an_upper_bound() -> None:
 def test_same_verdict_at_every_bound(settings: dict[str, Any]) -> None:
     assert verdict(light.validate_settings, settings) == \
         verdict(model.validate_settings, settings)
+
+
+HEADER_TEXT = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(
+    ["x-a", "X-Forwarded-For", "a\r\nb", "\n", "\x00", "tab\there", "é"])
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.dictionaries(HEADER_TEXT, HEADER_TEXT, max_size=3), st.lists(HEADER_TEXT, max_size=3))
+def test_any_header_rewrite_gets_the_same_verdict_and_never_carries_cr_lf_nul(
+        headers: dict[str, str], removed: list[str]) -> None:
+    rewrite = route(request_headers={"set": headers, "remove": removed},
+                      match={"headers": headers})
+    outcome = verdict(light.validate_settings, rewrite)
+    assert outcome == verdict(model.validate_settings, rewrite)
+    if outcome[0] == "ok":
+        written = "".join([*headers, *headers.values(), *removed])
+        assert not set(written) & {"\r", "\n", "\x00"}
