@@ -219,13 +219,14 @@ def shard_names(shards: int | Sequence[str] | None) -> list[str]:
 def check_partition(strategy: str, shards: int | Sequence[str] | None,
                     ranges: Sequence[RangeLike], numeric: bool) -> None:
     if strategy in ("hash", "random"):
-        names = shard_names(shards)
-        if shards is None or names == []:
+        if shards is None or shards == []:
             raise ValueError(f"strategy {strategy} needs shards (a count or a list of names)")
+        # Bounded before the names are made: a count of 10**9 would make 10**9 of them.
         if isinstance(shards, int) and not 1 <= shards <= MAX_SHARDS:
             raise ValueError(f"shards must be between 1 and {MAX_SHARDS}")
-        if len(names) > MAX_SHARDS:
+        if not isinstance(shards, int) and len(shards) > MAX_SHARDS:
             raise ValueError(f"at most {MAX_SHARDS} shard names")
+        names = shard_names(shards)
         if len(set(names)) != len(names):
             raise ValueError("shard names must be unique")
     if strategy == "range":

@@ -129,6 +129,9 @@ INPUT_CASES: list[dict[str, Any]] = [
     {"routes": [{}] * 257}, route(split=[{"weight": 1}] * 65), {"retry_on": [502] * 102},
     {"partition": {"key": "header:t", "strategy": "hash",
                    "shards": [str(i) for i in range(4097)]}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 10 ** 9}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 10 ** 400}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": -1}},
     # refused: infinite, NaN and out-of-range numbers, for each kind of setting
     {"request_timeout": INF}, {"request_timeout": NAN}, {"request_timeout": -INF},
     {"request_timeout": "9" * 400}, {"request_timeout": "25h"},
