@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError
+from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.proxy.settings import effective
+
+MAX_HEAD_TIMEOUT = 3600.0
 
 
 def cluster_key(direction: str, name: str) -> str:
@@ -56,13 +60,15 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``."""
+    """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``.
+    ``head_timeout``: seconds a client has to send a request head whole (http)."""
 
     name: str
     direction: str
     host: str
     port: int
     protocol: str = "http"
+    head_timeout: float = HEAD_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -108,5 +114,11 @@ class Snapshot:
                                   "listeners")
             if lc.protocol not in ("http", "tcp"):
                 raise ConfigError(f"listener {lc.name}: bad protocol {lc.protocol!r}",
+                                  "listeners")
+            timeout = lc.head_timeout
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                    or not math.isfinite(timeout) or not 0 < timeout <= MAX_HEAD_TIMEOUT:
+                raise ConfigError(f"listener {lc.name}: head_timeout must be a number of "
+                                  f"seconds in (0, {MAX_HEAD_TIMEOUT:g}], not {timeout!r}",
                                   "listeners")
         return snapshot
