@@ -1,0 +1,63 @@
+"""Files only the sidecar's owner may use: the admin socket (0600) and the admin token
+(0600), each created with its final mode, never wider for a moment, in a directory
+that no one else can write (else they could swap the socket for their own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+PRIVATE = 0o600
+
+
+def check_private_dir(path: str, what: str) -> None:
+    """Raise OSError unless ``path`` is a directory that only its owner can write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    info = os.stat(directory)  # FileNotFoundError names it
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{directory} is not a directory")
+    if info.st_mode & 0o022:
+        raise PermissionError(
+            f"{what} {path}: directory {directory} is writable by others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); make it 0700")
+
+
+def private_unix_socket(path: str) -> socket.socket:
+    """A Unix socket bound at ``path`` with mode 0600 from the start: the mode is set on
+    the socket before ``bind`` creates the file (Linux takes it from there, and the
+    umask can only narrow it). A stale file at ``path`` is replaced. Raises OSError."""
+    check_private_dir(path, "admin socket")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.fchmod(sock.fileno(), PRIVATE)
+        sock.bind(path)
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        if mode & ~PRIVATE:  # a kernel that ignored the socket's mode: refuse
+            os.unlink(path)
+            raise PermissionError(f"admin socket {path} was created with mode {mode:04o}")
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def write_private_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` (mode 0600 from its creation), replacing it whole."""
+    import tempfile
+    check_private_dir(path, "file")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
