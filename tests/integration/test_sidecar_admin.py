@@ -93,7 +93,7 @@ async def test_put_config_applies_newer_versions_only(admin: str, sidecar: Sidec
 
 @pytest.mark.parametrize(("body", "field"), [
     (b"{not json", "body"), (b"", "snapshot"), (b"[1, 2]", "snapshot"),
-    (json.dumps({"version": "x"}).encode(), "snapshot"),
+    (json.dumps({"version": "x"}).encode(), "version"),
     (json.dumps({**snapshot(3).to_dict(), "listeners": []}).encode(), "listeners"),
     (json.dumps(snapshot(3, lb="fastest").to_dict()).encode(), "lb"),
     (json.dumps(snapshot(3, retries=99).to_dict()).encode(), "retries"),
