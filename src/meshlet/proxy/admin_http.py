@@ -50,6 +50,7 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            503: "Service Unavailable"}
 FEED_SLICE = 16 * 1024
 WRITE_HIGH_WATER = 256 * 1024
+LINGER = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class AdminConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:  # lingering after a refusal: dropped
+            return
         for start in range(0, len(data), FEED_SLICE):
             if self.closed:
                 return
@@ -281,8 +284,23 @@ class AdminConnection(asyncio.Protocol):
         answered first (unless the client is not reading)."""
         self.answer_waiting()
         self.waiting.clear()
-        self.respond(response, keep_alive=False)
-        self.close()
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(encode(response, keep_alive=False))
+        self.linger()
+
+    def linger(self) -> None:
+        """Close our side, then read and drop what the client still sends, for up to
+        ``LINGER`` seconds: a socket closed with unread bytes resets the connection, and
+        the client could lose the answer before reading it (nginx's lingering close)."""
+        assert self.transport is not None
+        if self.writing_paused or not self.transport.can_write_eof():
+            self.close()
+            return
+        self.closed = True
+        self.disarm()
+        self.transport.write_eof()
+        self.timer = self.loop.call_later(LINGER, self.close)
 
     def too_large(self) -> None:
         if not self.closed:
@@ -317,10 +335,10 @@ class AdminConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after the answers are sent; drop them if the client is not reading
         (a close would wait for it forever)."""
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.disarm()
-            self.waiting.clear()
+        self.closed = True
+        self.disarm()
+        self.waiting.clear()
+        if self.transport is not None and not self.transport.is_closing():
             if self.writing_paused:
                 self.transport.abort()
             else:
