@@ -258,6 +258,21 @@ async def test_unix_socket_is_0600_from_the_start(sidecar: Sidecar, tmp_path: Pa
         await server.stop()
 
 
+async def test_unix_socket_replaces_a_stale_one_but_not_a_live_one(
+        sidecar: Sidecar, tmp_path: Path) -> None:
+    path = tmp_path / "admin.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(path))  # as a killed sidecar leaves it: bound, nobody listening
+    server = await admin_for(sidecar, f"unix:{path}")
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on unix:.*another process listens"):
+            await admin_for(sidecar, f"unix:{path}")
+        status, _, _ = await unix_call(path, "GET", "/ready")  # still the first one's
+        assert status == 200
+    finally:
+        await server.stop()
+
+
 async def test_unix_socket_refused_in_a_directory_others_can_write(
         sidecar: Sidecar, tmp_path: Path) -> None:
     shared = tmp_path / "shared"

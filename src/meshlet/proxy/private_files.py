@@ -6,6 +6,7 @@ that no one else can write (else they could swap the socket for their own).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -28,8 +29,11 @@ def check_private_dir(path: str, what: str) -> None:
 def private_unix_socket(path: str) -> socket.socket:
     """A Unix socket bound at ``path`` with mode 0600 from the start: the mode is set on
     the socket before ``bind`` creates the file (Linux takes it from there, and the
-    umask can only narrow it). A stale file at ``path`` is replaced. Raises OSError."""
+    umask can only narrow it). A stale file at ``path`` is replaced, but not a socket
+    that another process still listens on. Raises OSError."""
     check_private_dir(path, "admin socket")
+    if listening(path):
+        raise OSError(errno.EADDRINUSE, "another process listens on that socket")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,6 +49,22 @@ def private_unix_socket(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def listening(path: str) -> bool:
+    """Whether a process accepts connections on the Unix socket at ``path``."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:  # ECONNREFUSED: left by a process that is gone
+            return False
+    return True
 
 
 def write_private_file(path: str, text: str) -> None:
