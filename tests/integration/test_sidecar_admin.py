@@ -26,6 +26,7 @@ from meshlet.proxy.admin import AdminApi
 from meshlet.proxy.admin_access import require_token
 from meshlet.proxy.admin_http import WRITE_HIGH_WATER, AdminServer, Limits, encode, serve
 from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot
+from meshlet.proxy.private_files import MAX_SOCKET_PATH, socket_address
 from meshlet.proxy.sidecar import Sidecar
 from tests.conftest import async_wait_until
 
@@ -271,6 +272,28 @@ async def test_unix_socket_replaces_a_stale_one_but_not_a_live_one(
         assert status == 200
     finally:
         await server.stop()
+
+
+async def test_unix_socket_at_a_path_longer_than_a_socket_address(
+        sidecar: Sidecar, tmp_path: Path) -> None:
+    """A workload's directory can be deeper than the 107 bytes a socket address holds:
+    the socket is made, and reached, through a handle on its directory."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "admin.sock"
+    assert len(str(path)) > MAX_SOCKET_PATH
+    server = await admin_for(sidecar, f"unix:{path}")
+    address, handle = socket_address(str(path))
+    try:
+        assert handle is not None and address.startswith("/proc/self/fd/")
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+        status, _, _ = await unix_call(Path(address), "GET", "/ready")
+        assert status == 200
+    finally:
+        if handle is not None:
+            os.close(handle)
+        await server.stop()
+    assert not path.exists()
 
 
 async def test_unix_socket_refused_in_a_directory_others_can_write(

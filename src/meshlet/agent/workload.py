@@ -28,6 +28,7 @@ from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.proxy.private_files import socket_address
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
@@ -80,6 +81,7 @@ class Workload:
         self.sandbox: Sandbox | None = None
         self.upstream_ends: dict[str, tuple[str, int]] = {}  # upstream -> (VIP, port)
         self._admin_http: aiohttp.ClientSession | None = None
+        self._admin_dir: int | None = None  # a handle that keeps a long socket path short
         self.run_dir = host.data_dir / "workloads" / self.id
         self.status = "critical"
         self.output = "starting"
@@ -284,8 +286,9 @@ class Workload:
     def admin_http(self) -> aiohttp.ClientSession:
         """The session that reaches the sidecar's admin API, over its Unix socket."""
         if self._admin_http is None:
+            address, self._admin_dir = socket_address(str(self.admin_socket))
             self._admin_http = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(str(self.admin_socket)))
+                connector=aiohttp.UnixConnector(address))
         return self._admin_http
 
     async def sidecar_ready(self) -> bool:
@@ -396,6 +399,9 @@ class Workload:
             await terminate(self.sidecar, grace)
         if self._admin_http is not None:
             await self._admin_http.close()
+        if self._admin_dir is not None:
+            os.close(self._admin_dir)
+            self._admin_dir = None
         if self.sandbox is not None:
             await self.host.close_sandbox(self.sandbox)
             self.sandbox = None
