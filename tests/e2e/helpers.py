@@ -22,6 +22,34 @@ REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop" / "meshlet.yaml"
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the Unix socket at ``path`` (a sidecar's admin API)."""
+
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        super().__init__("sidecar", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def admin_get(admin: str, path: str) -> Any:
+    """GET ``path`` from the admin API at ``admin`` (``unix:PATH``, as in an instance's
+    ``meta.admin``): the JSON body."""
+    assert admin.startswith("unix:"), admin
+    conn = UnixHTTPConnection(admin[5:])
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status in (200, 503), (resp.status, body)
+        return json.loads(body)
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ import meshlet
 SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
-    {"addresses", "backoff", "durations", "json_limits", "loop", "observe",
+    {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
      "settings_rules"},
     {"net"},
     {"state", "raft"},

@@ -22,6 +22,7 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
         SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",
         SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py",
+        SRC / "net" / "cni_request.py",
         SRC / "api" / "kv_put_request.py"]
 
 
