@@ -19,7 +19,8 @@ import meshlet
 SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
-    {"addresses", "backoff", "durations", "loop", "observe", "settings_rules"},
+    {"addresses", "backoff", "durations", "loop", "observe", "private_files",
+     "process_identity", "settings_rules"},
     {"net"},
     {"state", "raft"},
     {"api", "deploy"},

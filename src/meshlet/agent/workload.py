@@ -28,6 +28,7 @@ from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.private_files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
@@ -227,11 +228,11 @@ class Workload:
 
     async def start_sidecar(self) -> None:
         """Start the sidecar, push its first config and wait until it is ready."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap_path = self.run_dir / "bootstrap.json"
+        private_dir(self.run_dir)
+        bootstrap_path = self.run_dir / "bootstrap.json"  # holds the sidecar's key: 0600
         port_file = self.run_dir / "sidecar.ports"
         port_file.unlink(missing_ok=True)
-        bootstrap_path.write_text(json.dumps(self.bootstrap.to_dict()))
+        write_private(bootstrap_path, json.dumps(self.bootstrap.to_dict()))
         admin = f"unix:{self.run_dir / 'admin.sock'}" if self.sandbox else f"{LOOPBACK}:0"
         argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
                 "--admin", admin, "--port-file", str(port_file)]
