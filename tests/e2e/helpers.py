@@ -103,6 +103,24 @@ def downed(home: Path) -> Iterator[Path]:
         meshlet("down", home=home, check=False)
 
 
+@contextlib.contextmanager
+def lone_server(home: Path) -> Iterator[str]:
+    """A `meshlet server` process of its own, its data under ``home``; yields its API."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "meshlet", "server", "--data-dir",
+                             str(home / "data"), "--http", f"127.0.0.1:{port}"],
+                            env=env_for(home), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    addr = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: meshlet("--addr", addr, "status", home=home,
+                                 check=False).returncode == 0, 20, "the server")
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def meshlet_json(*args: str, home: Path) -> Any:
     return json.loads(meshlet("-o", "json", *args, home=home).stdout)
 

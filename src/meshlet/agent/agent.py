@@ -34,6 +34,7 @@ from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
 from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.net import netns
+from meshlet.private_files import private_dir
 from meshlet.proxy.config import Snapshot
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Agent:
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
                  zone: str = "", advertise: str | None = None) -> None:
         self.client = Client(server_url)
-        self.data_dir = data_dir
+        self.data_dir = private_dir(data_dir)
         self.node = node
         self.zone = zone
         self.workloads: list[Workload] = []

@@ -32,6 +32,7 @@ from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.net import netns
 from meshlet.net.ports import PortForwarder
+from meshlet.private_files import private_dir
 from meshlet.state.containers import parse_port
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class ContainerRunner:
             else:
                 argv = list(spec["command"])
             workdir = self.dir / name
-            workdir.mkdir(parents=True, exist_ok=True)
+            private_dir(workdir)
             run.process = await spawn(argv, {**os.environ, **spec["env"]}, workdir, log_path)
             target = next(iter(spec["addresses"].values()), None)
             for text in spec["ports"]:

@@ -28,6 +28,7 @@ from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.private_files import write_private
 from meshlet.proxy.private_files import socket_address
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class Workload:
         bootstrap_path = self.run_dir / "bootstrap.json"
         port_file = self.run_dir / "sidecar.ports"
         port_file.unlink(missing_ok=True)
-        bootstrap_path.write_text(json.dumps(self.bootstrap.to_dict()))
+        write_private(bootstrap_path, json.dumps(self.bootstrap.to_dict()))  # 0600
         argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
                 "--admin", f"unix:{self.admin_socket}", "--metrics", f"{self.app_host}:0",
                 "--port-file", str(port_file)]

@@ -51,7 +51,7 @@ def load_bootstrap(path: str) -> Snapshot:
 
 def write_port_file(path: str, body: dict[str, object]) -> None:
     tmp = os.path.splitext(path)[0] + ".tmp"
-    with open(tmp, "w") as file:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         file.write(json.dumps(body))
     os.replace(tmp, path)
 
