@@ -24,7 +24,7 @@ from meshlet.agent.network_plan import (
     RemoveNetwork,
     describe,
 )
-from meshlet.errors import NetworkError
+from meshlet.errors import MeshletError, NetworkError
 from meshlet.net import bridge, dns_listener, netns, vxlan
 from meshlet.net.dns import Lookup
 from meshlet.net.overlay_plan import Remote
@@ -47,14 +47,16 @@ class Kernel(Protocol):
         """Perform one planned operation; raises NetworkError."""
 
     def underlay_mtu(self, local: str) -> int:
-        """The MTU of overlay links from ``local``; raises MeshletError."""
+        """The MTU of overlay links from ``local``; raises MeshletError (NetworkError
+        when the kernel refuses)."""
 
     def program(self, network: str, wanted: set[Remote]) -> None:
         """Make the network's tunnel entries exactly ``wanted``; raises NetworkError."""
 
     def remove_leftovers(self, prefix: str) -> None:
         """Remove the namespaces whose names start with ``prefix``, and every meshlet
-        bridge and tunnel."""
+        bridge and tunnel; as many as it can, then raises NetworkError naming those it
+        could not remove."""
 
     async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
         """The embedded DNS inside ``namespace``; raises OSError."""
@@ -93,7 +95,11 @@ class LinuxKernel:
             raise NetworkError(f"cannot {describe(op)}: {exc}") from exc
 
     def underlay_mtu(self, local: str) -> int:
-        return vxlan.mtu_for(local)
+        try:
+            return vxlan.mtu_for(local)
+        except (NetlinkError, OSError) as exc:
+            raise NetworkError(f"cannot read the MTU of the interface holding {local} "
+                               f"(the agent's advertised address): {exc}") from exc
 
     def program(self, network: str, wanted: set[Remote]) -> None:
         try:
@@ -105,14 +111,28 @@ class LinuxKernel:
     def remove_leftovers(self, prefix: str) -> None:
         if not netns.can_manage():
             return
+        failed: list[str] = []
         for name in netns.ours():
             if name.startswith(prefix):
                 log.info("removing leftover namespace %s", name)
-                netns.remove(name)
-        for name in bridge.ours():
+                try:
+                    netns.remove(name)
+                except (MeshletError, NetlinkError, OSError) as exc:
+                    failed.append(f"namespace {name!r}: {exc}")
+        try:
+            links = bridge.ours()
+        except (NetlinkError, OSError) as exc:
+            raise NetworkError(f"cannot list this host's links: {exc}") from exc
+        for name in links:
             if name.startswith((bridge.BRIDGE_PREFIX, bridge.VXLAN_PREFIX)):
                 log.info("removing leftover bridge %s", name)
-                bridge.delete_link(name)
+                try:
+                    bridge.delete_link(name)
+                except (NetlinkError, OSError) as exc:
+                    failed.append(f"link {name!r}: {exc}")
+        if failed:
+            raise NetworkError(f"cannot remove {len(failed)} leftover(s) of an earlier "
+                               f"run: {'; '.join(failed)}")
 
     async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
         return await dns_listener.serve(namespace, lookup)
