@@ -231,12 +231,18 @@ async def test_a_failed_attach_is_made_again_by_the_next_connect() -> None:
     assert kernel.empty()
 
 
-async def test_a_failed_close_keeps_the_record_and_is_finished_by_the_next_call() -> None:
+async def closed_in_vain() -> tuple[HostNetworks, MemoryKernel]:
+    """Sandbox web on front, whose close failed: its detach is refused."""
     networks, kernel = host()
     await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
     kernel.fail_detach = "front"
     with pytest.raises(NetworkError, match="cannot detach 'web' from network 'front'"):
         await networks.close("web")
+    return networks, kernel
+
+
+async def test_a_failed_close_keeps_the_record_and_is_finished_by_the_next_call() -> None:
+    networks, kernel = await closed_in_vain()
     assert "web" in networks.sandboxes  # what it names is still in the kernel
     assert networks.networks_of("web") == []  # closing: on no network any more
     assert kernel.bridges == {"front"} and "ml-a-web" in kernel.namespaces
@@ -249,11 +255,7 @@ async def test_a_failed_close_keeps_the_record_and_is_finished_by_the_next_call(
 
 
 async def test_an_owner_closing_in_vain_is_closed_before_it_opens_again() -> None:
-    networks, kernel = host()
-    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
-    kernel.fail_detach = "front"
-    with pytest.raises(NetworkError):
-        await networks.close("web")
+    networks, kernel = await closed_in_vain()
     with pytest.raises(NetworkError, match="cannot detach 'web'"):  # still failing
         await networks.open("web", "ml-a-web", {"back": "10.41.0.2"}, NETWORKS, nobody)
     kernel.fail_detach = None
