@@ -279,7 +279,7 @@ async def test_a_failed_tunnel_rolls_back_the_bridge_made_for_it() -> None:
 
 async def test_a_cancelled_open_waits_for_the_kernel_call_it_started(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="meshlet.agent.host_networks")
+    caplog.set_level(logging.INFO, logger="meshlet.agent.kernel")
     networks, kernel = host()
     kernel.hold = "front"
     task = asyncio.ensure_future(

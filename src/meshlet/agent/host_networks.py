@@ -29,10 +29,9 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from meshlet.agent.cluster_view import ClusterView, Record
-from meshlet.agent.kernel import Closable, Kernel, LinuxKernel
+from meshlet.agent.kernel import Closable, Kernel, LinuxKernel, in_thread, run_to_end
 from meshlet.agent.network_plan import (
     Attach,
     Detach,
@@ -51,7 +50,6 @@ from meshlet.errors import MeshletError, NetworkError
 from meshlet.net import netns
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def namespace_prefix(node: str) -> str:
@@ -69,36 +67,6 @@ class Plumbed:
     dns: Closable | None = None
     unfinished: set[str] = field(default_factory=set)  # networks whose attach may be half
     closing: bool = False  # a close failed part way: finished by the next call
-
-
-async def run_to_end(what: str, call: Callable[..., T], *args: object) -> tuple[T, bool]:
-    """``call(*args)`` in a worker thread, to its end even if the await is cancelled:
-    a thread cannot be stopped, and the caller must record what it did before anything
-    else touches the same links. Returns its result and whether the await was cancelled
-    meanwhile (the caller records the outcome, then raises CancelledError); raises what
-    ``call`` raises (CancelledError instead, if cancelled meanwhile)."""
-    running = asyncio.ensure_future(asyncio.to_thread(call, *args))
-    cancelled = False
-    while True:
-        try:
-            return await asyncio.shield(running), cancelled
-        except asyncio.CancelledError:
-            if not cancelled:
-                log.info("cancelled while the kernel works to %s: waiting for it to end",
-                         what)
-            cancelled = True
-        except Exception as exc:
-            if cancelled:
-                raise asyncio.CancelledError() from exc
-            raise
-
-
-async def in_thread(what: str, call: Callable[..., T], *args: object) -> T:
-    """``run_to_end``, for a call whose outcome needs no record."""
-    result, cancelled = await run_to_end(what, call, *args)
-    if cancelled:
-        raise asyncio.CancelledError()
-    return result
 
 
 class HostNetworks:

@@ -3,15 +3,17 @@ stand in for them (``tests/unit/test_host_networks.py`` has an in-memory twin).
 
 ``LinuxKernel`` makes them through ``net/`` (netlink, `ip netns`, the embedded DNS's
 sockets). Its synchronous methods block: call them from a worker thread, since
-pyroute2 drives an event loop of its own, which cannot run inside the agent's. Each is
-idempotent: what exists is kept, what is gone is fine.
+pyroute2 drives an event loop of its own, which cannot run inside the agent's
+(``run_to_end`` and ``in_thread`` do, and wait for a call to end even when cancelled).
+Each is idempotent: what exists is kept, what is gone is fine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Protocol, assert_never
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, assert_never
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -30,6 +32,37 @@ from meshlet.net.dns import Lookup
 from meshlet.net.overlay_plan import Remote
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def run_to_end(what: str, call: Callable[..., T], *args: object) -> tuple[T, bool]:
+    """``call(*args)`` in a worker thread, to its end even if the await is cancelled:
+    a thread cannot be stopped, and the caller must record what it did before anything
+    else touches the same links. Returns its result and whether the await was cancelled
+    meanwhile (the caller records the outcome, then raises CancelledError); raises what
+    ``call`` raises (CancelledError instead, if cancelled meanwhile)."""
+    running = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(running), cancelled
+        except asyncio.CancelledError:
+            if not cancelled:
+                log.info("cancelled while the kernel works to %s: waiting for it to end",
+                         what)
+            cancelled = True
+        except Exception as exc:
+            if cancelled:
+                raise asyncio.CancelledError() from exc
+            raise
+
+
+async def in_thread(what: str, call: Callable[..., T], *args: object) -> T:
+    """``run_to_end``, for a call whose outcome needs no record."""
+    result, cancelled = await run_to_end(what, call, *args)
+    if cancelled:
+        raise asyncio.CancelledError()
+    return result
 
 
 class Closable(Protocol):
