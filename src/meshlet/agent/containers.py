@@ -8,7 +8,8 @@ embedded DNS; its process runs there through `ip netns exec`, which also gives i
 ``/etc/netns/<ns>/resolv.conf``. What the agent sees (running with a pid, exited with a
 code, failed with a reason) is reported back. Reconciling waits until the host's
 networks have removed what an earlier run left (``HostNetworks.ready``), then starts
-again what should run.
+again what should run (if that removal failed, a container on its own network is
+reported failed, with the reason).
 """
 
 from __future__ import annotations
