@@ -11,10 +11,11 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/agent/health.py src/meshlet/agent/backoff.py src/meshlet/backoff.py \
 	src/meshlet/agent/network_plan.py src/meshlet/agent/cluster_view.py \
 	src/meshlet/proxy/settings.py src/meshlet/settings_rules.py src/meshlet/durations.py \
+	src/meshlet/json_limits.py \
 	src/meshlet/observe/exposition.py src/meshlet/proxy/pool.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
-	src/meshlet/api/kv_put_request.py
+	src/meshlet/api/kv_put_request.py src/meshlet/net/cni_request.py
 
 .PHONY: demo test lint bench clean setup
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from meshlet.errors import ConfigError
@@ -11,11 +12,12 @@ _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
 def parse_duration(value: object, field: str) -> float:
-    """Accept a number of seconds or a string with a unit; raise ConfigError otherwise."""
+    """Accept a number of seconds or a string with a unit; raise ConfigError otherwise
+    (also for infinity and NaN, which ``1e400`` in JSON or a long string of digits gives)."""
     if isinstance(value, bool):
         raise ConfigError(f"{field}: expected a duration such as '2s' or '250ms'", field)
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else float("inf")  # no OverflowError
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if not match:
@@ -24,6 +26,8 @@ def parse_duration(value: object, field: str) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2) or ""]
     else:
         raise ConfigError(f"{field}: expected a duration such as '2s' or '250ms'", field)
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{field}: must be a finite number of seconds", field)
     if seconds < 0:
         raise ConfigError(f"{field}: must not be negative", field)
     return seconds

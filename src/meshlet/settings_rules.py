@@ -2,22 +2,50 @@
 
 Shared by the control plane's pydantic model (``state/config_entry.py``) and the
 sidecar's light reader (``proxy/settings.py``), so both accept the same key sources,
-status lists and shard ranges. Each check raises ValueError with a message that names
-the offending part; callers add the field path. Pure: no I/O.
+status lists, shard ranges, header names and values and bounds. Each check raises
+ValueError with a message that names the offending part; callers add the field path.
+Pure: no I/O.
+
+Every number has an upper bound and must be finite: a setting of ``1e400`` (infinity
+once parsed) or NaN would otherwise be stored, then break every push to a sidecar.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence, Sized
+from typing import Any, Protocol, TypeVar
 
 LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request",
                "peak_ewma", "ring_hash", "maglev", "locality")
 # A model-level rule's message that names its field: "routes.0.split: must ...".
 FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z0-9_]+)*): (.*)$", re.S)
-KEY_SOURCE = re.compile(r"^(header|cookie|query):[A-Za-z0-9_.\-]+$|^path:\d+$|^source_ip$")
+KEY_SOURCE = re.compile(r"(header|cookie|query):[A-Za-z0-9_.\-]+|path:\d+|source_ip")
 KEY_SOURCE_HINT = "expected header:NAME, cookie:NAME, query:NAME, path:N or source_ip"
+
+# Upper bounds (the lower ones are declared with each field).
+MAX_DURATION = 24 * 3600.0   # seconds: no timeout, backoff or ejection longer than a day
+MAX_COUNT = 1_000_000        # connections, requests, failures, burst, ring and ring-like sizes
+MAX_RATE = 1_000_000.0       # per second
+MAX_ROUTES = 256
+MAX_SPLITS = 64              # targets of one route's split
+MAX_HEADERS = 64             # entries of one header map or list, or of a subset
+MAX_METHODS = 16
+MAX_STATUSES = 101           # 429 and 500..599
+MAX_RANGES = 4096            # as many as shards
+MAX_SHARDS = 4096
+MAX_HEADER_NAME = 256        # characters
+MAX_HEADER_VALUE = 8192
+# RFC 9110 5.6.2: a field name, like a method, is a token of these characters.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # used with fullmatch: no "\n" at the end
+TOKEN_HINT = "letters, digits and !#$%&'*+-.^_`|~"
+# A field value may hold visible characters, spaces and tabs (RFC 9110 5.5); CR, LF and
+# NUL above all must never reach a request the sidecar writes.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+S = TypeVar("S", bound=Sized)
 
 
 class RangeLike(Protocol):
@@ -28,9 +56,64 @@ class RangeLike(Protocol):
 
 
 def key_source(value: Any) -> str:
-    if not isinstance(value, str) or not KEY_SOURCE.match(value):
+    if not isinstance(value, str) or not KEY_SOURCE.fullmatch(value):
         raise ValueError(KEY_SOURCE_HINT)
     return value
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """``text`` quoted for a message, cut short if long."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
+
+
+def header_name(name: str) -> None:
+    if len(name) > MAX_HEADER_NAME:
+        raise ValueError(f"header name {shown(name)} is longer than {MAX_HEADER_NAME} "
+                         "characters")
+    if not TOKEN.fullmatch(name):
+        raise ValueError(f"{shown(name)} is not a header name: an HTTP token ({TOKEN_HINT})")
+
+
+def header_value(name: str, value: str) -> None:
+    if CONTROL.search(value):
+        raise ValueError(f"header {shown(name)}: the value holds CR, LF, NUL or another "
+                         "control character")
+    if len(value) > MAX_HEADER_VALUE:
+        raise ValueError(f"header {shown(name)}: the value is longer than {MAX_HEADER_VALUE} "
+                         "characters")
+
+
+def limited(limit: int, what: str) -> Callable[[S], S]:
+    """A rule: at most ``limit`` items (``what`` names them in the message)."""
+    def check(items: S) -> S:
+        if len(items) > limit:
+            raise ValueError(f"at most {limit} {what}, not {len(items)}")
+        return items
+    return check
+
+
+def header_map(headers: dict[str, str]) -> dict[str, str]:
+    """Header names that are HTTP tokens, values free of CR, LF and NUL."""
+    limited(MAX_HEADERS, "headers")(headers)
+    for name, value in headers.items():
+        header_name(name)
+        header_value(name, value)
+    return headers
+
+
+def header_names(names: list[str]) -> list[str]:
+    limited(MAX_HEADERS, "headers")(names)
+    for name in names:
+        header_name(name)
+    return names
+
+
+def method_names(methods: list[str]) -> list[str]:
+    limited(MAX_METHODS, "methods")(methods)
+    for method in methods:
+        if len(method) > 32 or not TOKEN.fullmatch(method):
+            raise ValueError(f"{shown(method)} is not an HTTP method (a token of {TOKEN_HINT})")
+    return methods
 
 
 def is_prime(n: int) -> bool:
@@ -49,12 +132,25 @@ def status_list(value: Any) -> Any:
     return value
 
 
+def finite_bound(value: Any) -> Any:
+    """A value as given, unless it is a number that is not finite (or beyond a float's
+    range), which a union of types would report against each of its members."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e300:
+        raise ValueError("Input should be a finite number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("Input should be a finite number")
+    return value
+
+
 def range_bound(value: str | float, numeric: bool, where: str) -> str | float:
     if numeric:
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{where}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+        return number
     if not isinstance(value, str) or value == "":
         raise ValueError(f"{where}: expected a non-empty string")
     return value
@@ -123,12 +219,17 @@ def shard_names(shards: int | Sequence[str] | None) -> list[str]:
 def check_partition(strategy: str, shards: int | Sequence[str] | None,
                     ranges: Sequence[RangeLike], numeric: bool) -> None:
     if strategy in ("hash", "random"):
-        names = shard_names(shards)
-        if shards is None or names == []:
+        if shards is None or shards == []:
             raise ValueError(f"strategy {strategy} needs shards (a count or a list of names)")
-        if isinstance(shards, int) and not 1 <= shards <= 4096:
-            raise ValueError("shards must be between 1 and 4096")
+        # Bounded before the names are made: a count of 10**9 would make 10**9 of them.
+        if isinstance(shards, int) and not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be between 1 and {MAX_SHARDS}")
+        if not isinstance(shards, int) and len(shards) > MAX_SHARDS:
+            raise ValueError(f"at most {MAX_SHARDS} shard names")
+        names = shard_names(shards)
         if len(set(names)) != len(names):
             raise ValueError("shard names must be unique")
     if strategy == "range":
+        if len(ranges) > MAX_RANGES:
+            raise ValueError(f"at most {MAX_RANGES} ranges")
         check_ranges(ranges, numeric)

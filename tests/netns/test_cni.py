@@ -1,7 +1,8 @@
 """`meshlet-cni` against the reference `bridge` + `host-local` plugins (Debian's
 containernetworking-plugins) on equivalent configurations (needs root): what each
 creates (interfaces, addresses, routes), the result JSON's shape, CHECK, DEL twice,
-VERSION and errors."""
+VERSION and errors; the host's own namespace refused; an ADD that fails part-way (the
+kernel refusing a link change, after the veth pair was made or before) undone whole."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from meshlet.net import bridge, netns
 from tests.e2e.helpers import free_port, meshlet, wait_for
+from tests.netns.helpers import leftovers
 
 REFERENCE = Path("/usr/lib/cni")
 PLUGIN = Path(sys.executable).parent / "meshlet-cni"
@@ -32,12 +34,15 @@ pytestmark = [
 
 def invoke(plugin: Path, command: str, config: dict[str, Any], ns: str | None,
            container: str = "c1", ifname: str = "eth0") -> tuple[int, Any]:
+    """Run a plugin as a runtime does; ``ns`` is a name in /run/netns, or a path."""
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": container,
            "CNI_IFNAME": ifname, "CNI_PATH": str(REFERENCE)}
     if ns is not None:
-        env["CNI_NETNS"] = f"/run/netns/{ns}"
+        env["CNI_NETNS"] = ns if ns.startswith("/") else f"/run/netns/{ns}"
     out = subprocess.run([str(plugin)], input=json.dumps(config), capture_output=True,
                          text=True, env=env, timeout=60, check=False)
+    if plugin == PLUGIN:  # every answer is JSON on stdout; nothing else, no traceback
+        assert out.stderr == "", out.stderr
     return out.returncode, json.loads(out.stdout) if out.stdout.strip() else None
 
 
@@ -138,11 +143,92 @@ def test_version_and_errors(server: str) -> None:
                                                                   "supportedVersions"]
     assert "1.0.0" in version["supportedVersions"]
     cases = [
-        ({**ours, "cniVersion": "9.9.9"}, "ml-cni-ours", 1),
-        ({**ours, "name": "nowhere"}, "ml-cni-ours", 7),
-        (ours, None, 4),                 # ADD without CNI_NETNS
+        ({**ours, "cniVersion": "9.9.9"}, "ml-cni-ours", "eth0", 1),
+        ({**ours, "name": "nowhere"}, "ml-cni-ours", "eth0", 7),
+        ({**ours, "ipam": {"type": "host-local"}}, "ml-cni-ours", "eth0", 2),
+        (ours, "ml-cni-missing", "eth0", 3),   # no such namespace
+        (ours, None, "eth0", 4),               # ADD without CNI_NETNS
+        (ours, "ml-cni-ours", "a" * 16, 4),    # longer than IFNAMSIZ - 1
+        (ours, "ml-cni-ours", "../x", 4),
+        (ours, "/etc/hostname", "eth0", 4),    # a file, not a network namespace
+        ({**ours, "server": "http://127.0.0.1:1"}, "ml-cni-ours", "eth0", 11),
     ]
-    for config, ns, expected in cases:
-        code, error = invoke(PLUGIN, "ADD", config, ns)
+    for config, ns, ifname, expected in cases:
+        code, error = invoke(PLUGIN, "ADD", config, ns, ifname=ifname)
         assert code != 0 and error["code"] == expected, error
         assert sorted(error) == ["cniVersion", "code", "details", "msg"]
+    assert "eth0" not in inside("ml-cni-ours", "link")
+    assert leases(server) == {}
+
+
+def leases(server: str) -> dict[str, str]:
+    net = json.loads(meshlet("--addr", server, "-o", "json", "network", "inspect",
+                             "cninet", home=Path("/tmp")).stdout)
+    return dict(net["addresses"])
+
+
+def host_links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def link_names(ns: str | None = None) -> list[str]:
+    out = inside(ns, "-o", "link") if ns else host_links()
+    return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
+
+
+def test_the_hosts_own_namespace_is_refused(server: str) -> None:
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+    # A name in /run/netns for this process's namespace, the host's, as a runtime
+    # might be handed one by mistake (`ip netns attach NAME PID`).
+    subprocess.run(["ip", "netns", "attach", "ml-cni-host", str(os.getpid())], check=True)
+    try:
+        before = link_names()
+        paths = ["/run/netns/ml-cni-host", "/proc/self/ns/net",
+                 *(["/proc/1/ns/net"] if os.access("/proc/1/ns/net", os.R_OK) else [])]
+        for path in paths:
+            code, error = invoke(PLUGIN, "ADD", ours, path)
+            assert code != 0 and error["code"] == 4, error
+            assert "host's own network namespace" in error["details"]
+            code, error = invoke(PLUGIN, "CHECK", {**ours, "prevResult": {"ips": []}}, path)
+            assert code != 0 and error["code"] == 4, error
+        assert link_names() == before and leases(server) == {}
+    finally:
+        subprocess.run(["ip", "netns", "delete", "ml-cni-host"], check=True)  # the name only
+
+
+def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str) -> None:
+    """Two real refusals by the kernel: a link of the veth peer's name already in the
+    namespace (the pair cannot be made), and a link of the bridge's name that is no
+    bridge but a veth (the pair is made, then cannot be plugged into it)."""
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+    peer = bridge.short("mlp", "cninet", "cni-c1-eth0")
+    fake_bridge = bridge.bridge_name("cninet")
+    subprocess.run(["ip", "-n", "ml-cni-ours", "link", "add", peer, "type", "veth", "peer",
+                    "name", "squatter"], check=True)
+    host_before, ns_before = leftovers(), link_names("ml-cni-ours")
+    code, error = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
+    assert code != 0 and error["code"] == 100, error
+    assert "not undone" not in error["details"]
+    assert leftovers() == host_before and bridge.ours() == []  # its bridge is gone too
+    assert link_names("ml-cni-ours") == ns_before and leases(server) == {}
+    subprocess.run(["ip", "-n", "ml-cni-ours", "link", "del", peer], check=True)
+
+    subprocess.run(["ip", "link", "add", fake_bridge, "type", "veth", "peer", "name",
+                    "mlcnisquat0"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.231.0.1/24", "dev", fake_bridge],
+                       check=True)
+        host_before, ns_before = link_names(), link_names("ml-cni-ours")
+        code, error = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
+        assert code != 0 and error["code"] == 100, error
+        assert link_names() == host_before   # the veth pair made is gone
+        assert link_names("ml-cni-ours") == ns_before and leases(server) == {}
+    finally:
+        bridge.delete_link(fake_bridge)
+
+    # What the failures left is usable: the next ADD gets the first address again.
+    code, result = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
+    assert code == 0 and result["ips"][0]["address"] == "10.231.0.2/24", result
+    code, _ = invoke(PLUGIN, "DEL", ours, "ml-cni-ours")
+    assert code == 0 and leases(server) == {}

@@ -13,11 +13,12 @@ from meshlet.proxy.pool import (
     OPEN,
     QUEUED,
     REFUSED,
+    REPLACE,
     USE,
     ConnectionPool,
 )
 
-A, B = ("10.0.0.1", 80), ("10.0.0.2", 80)
+A, B, C = ("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80)
 
 
 @dataclass(eq=False)
@@ -26,6 +27,7 @@ class Conn:
     closed: bool = False
     busy: bool = False
     idle_since: float = 0.0
+    counted: bool = True  # holds a slot, as a connection opened in one does
 
     @property
     def usable(self) -> bool:
@@ -39,7 +41,8 @@ class Waiter:
 
 
 def pool(max_connections: int = 2, max_pending: int = 1, max_requests: int = 10,
-         max_retries: int = 1, live: tuple[tuple[str, int], ...] = (A, B)) -> ConnectionPool:
+         max_retries: int = 1,
+         live: tuple[tuple[str, int], ...] = (A, B, C)) -> ConnectionPool:
     p = ConnectionPool()
     p.configure(max_connections, max_pending, max_requests, max_retries)
     assert p.set_endpoints(set(live)) == []
@@ -188,3 +191,78 @@ def test_new_limits_keep_the_counts() -> None:
     assert p.acquire(A, Waiter("w")) == (OPEN, None)
     assert p.connections == 2
     assert repr(p).startswith("<ConnectionPool conns=2/2 idle=0 pending=0")
+
+
+def test_at_the_limit_the_oldest_idle_connection_of_another_endpoint_makes_room() -> None:
+    p = pool(max_connections=2, max_pending=1)
+    older, newer = Conn(A), Conn(B)
+    p.acquire(A, Waiter("a"))
+    p.acquire(B, Waiter("b"))
+    p.release(older, 1.0)
+    p.release(newer, 2.0)
+    # No idle connection to C, none left to open: the oldest idle one is closed for it
+    # rather than the request waiting until idle_timeout.
+    assert p.acquire(C, Waiter("c")) == (OPEN, older)
+    assert (p.connections, p.idle[A], p.idle[B]) == (2, [], [newer])
+    assert not older.counted  # its slot is the new connection's now
+    assert p.lost(older, was_idle=True) is None and p.connections == 2
+    assert p.acquire(C, Waiter("d")) == (OPEN, newer)
+    assert p.acquire(C, Waiter("e")) == (QUEUED, None)  # nothing idle: wait
+
+
+def test_a_retry_after_a_stale_connection_at_the_limit_replaces_an_idle_one() -> None:
+    p = pool(max_connections=1, max_pending=1)
+    idle = Conn(A)
+    p.acquire(A, Waiter("a"))
+    p.release(idle, 1.0)
+    assert p.acquire(A, Waiter("retry"), reuse=False) == (OPEN, idle)
+    assert p.connections == 1 and not p.pending
+
+
+def test_a_slot_is_given_back_once_however_often_its_loss_is_reported() -> None:
+    p = pool(max_connections=1, max_pending=2)
+    conn, waiting = Conn(A), Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(A, waiting)
+    assert p.lost(conn, was_idle=False) is waiting
+    # A connect that failed and the transport it had made closing: the same loss twice.
+    assert p.lost(conn, was_idle=False) is None
+    assert p.connections == 1  # the waiter's, nothing more freed
+
+
+def test_a_waiter_is_not_handed_a_connection_to_an_endpoint_that_left() -> None:
+    p = pool(max_connections=1, max_pending=2)
+    conn, finished, waiting = Conn(A), Waiter("finished"), Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(B, finished)
+    p.acquire(B, waiting)
+    finished.finished = True
+    p.set_endpoints({B})
+    # Closed instead, and its slot goes to the waiter, which opens its own connection.
+    assert p.release(conn, 5.0) == (REPLACE, waiting)
+    assert not conn.counted and p.connections == 1 and not p.pending
+    assert p.lost(conn, was_idle=False) is None and p.connections == 1
+
+
+def test_a_waiter_is_not_handed_a_connection_to_an_endpoint_taking_no_traffic() -> None:
+    p = pool(max_connections=1, max_pending=1)
+    conn, waiting = Conn(A), Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(A, waiting)
+    p.resting = {A}  # ejected (or unhealthy): still in the cluster
+    assert p.release(conn, 5.0) == (REPLACE, waiting)
+    p.resting = set()
+    assert p.release(Conn(A), 6.0) == (KEEP, None)
+    p.resting = {A}
+    assert p.release(Conn(A), 7.0) == (KEEP, None)  # none waits: kept for its return
+
+
+def test_no_waiter_left_then_a_connection_to_a_resting_endpoint_is_kept() -> None:
+    p = pool(max_connections=1, max_pending=1)
+    conn, gone = Conn(A), Waiter("gone")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(A, gone)
+    gone.finished = True
+    p.resting = {A}
+    assert p.release(conn, 5.0) == (KEEP, None)
+    assert conn.counted and p.connections == 1

@@ -19,7 +19,8 @@ import meshlet
 SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
-    {"addresses", "backoff", "durations", "loop", "observe", "settings_rules"},
+    {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
+     "settings_rules"},
     {"net"},
     {"state", "raft"},
     {"api", "deploy"},

@@ -19,6 +19,7 @@ from meshlet.state.commands import (
     Command,
     NetworkCreate,
     NetworkDelete,
+    ServiceCidrSet,
 )
 
 
@@ -52,6 +53,15 @@ def test_create_with_a_subnet_and_the_default_gateway() -> None:
     assert net["gateway"] == "10.20.0.254" and net["internal"] is True
 
 
+def test_the_widest_and_the_highest_allowed_subnets() -> None:
+    m = Machine()
+    assert m.apply(NetworkCreate("wide", subnet="11.0.0.0/8"))["subnet"] == "11.0.0.0/8"
+    assert m.apply(NetworkCreate("top", subnet="223.255.255.0/24"))["gateway"] == \
+        "223.255.255.1"
+    assert m.apply(NetworkCreate("near", subnet="126.255.255.0/24"))["subnet"]
+    assert m.apply(ServiceCidrSet("100.64.0.0/16"))["cidr"] == "100.64.0.0/16"
+
+
 def test_default_subnets_never_overlap() -> None:
     m = Machine()
     m.apply(NetworkCreate("mine", subnet="172.18.5.0/24"))  # inside the first default
@@ -66,6 +76,21 @@ def test_default_subnets_never_overlap() -> None:
     (NetworkCreate("x", subnet="banana"), ConfigError, "subnet", "not a network"),
     (NetworkCreate("x", subnet="10.0.0.0/31"), ConfigError, "subnet", "too small"),
     (NetworkCreate("x", subnet="fd00::/64"), ConfigError, "subnet", "only IPv4"),
+    (NetworkCreate("x", subnet="127.0.0.0/24"), ConfigError, "subnet", "loopback"),
+    (NetworkCreate("x", subnet="126.0.0.0/7"), ConfigError, "subnet", "shortest prefix"),
+    (NetworkCreate("x", subnet="0.0.0.0/0"), ConfigError, "subnet", "shortest prefix"),
+    (NetworkCreate("x", subnet="169.254.8.0/24"), ConfigError, "subnet", "link-local"),
+    (NetworkCreate("x", subnet="169.0.0.0/8"), ConfigError, "subnet", "link-local"),
+    (NetworkCreate("x", subnet="224.0.0.0/24"), ConfigError, "subnet", "multicast"),
+    (NetworkCreate("x", subnet="239.1.0.0/16"), ConfigError, "subnet", "multicast"),
+    (NetworkCreate("x", subnet="0.0.0.0/30"), ConfigError, "subnet", "unspecified"),
+    (NetworkCreate("x", subnet="255.255.255.0/24"), ConfigError, "subnet", "broadcast"),
+    (NetworkCreate("x", subnet="240.0.0.0/8"), ConfigError, "subnet", "reserved"),
+    (NetworkCreate("x", subnet=["10.0.0.0/24"]), ConfigError, "subnet",  # type: ignore[arg-type]
+     "CIDR form"),
+    (ServiceCidrSet("127.96.0.0/16"), ConfigError, "cidr", "loopback"),
+    (ServiceCidrSet("224.0.0.0/8"), ConfigError, "cidr", "multicast"),
+    (ServiceCidrSet("8.0.0.0/6"), ConfigError, "cidr", "shortest prefix"),
     (NetworkCreate("x", subnet="10.0.0.0/24", gateway="10.0.1.1"), ConfigError, "gateway",
      "not a host address"),
     (NetworkCreate("x", subnet="10.0.0.0/24", gateway="10.0.0.0"), ConfigError, "gateway",

@@ -50,6 +50,11 @@ def test_nodes_register_update_and_leave() -> None:
     (NodeRegister("h1", "not-an-ip"), ConfigError),
     (NodeRegister("h1", "0.0.0.0"), ConfigError),
     (NodeRegister("h1", "224.0.0.1"), ConfigError),
+    (NodeRegister("h1", "169.254.1.1"), ConfigError),
+    (NodeRegister("h1", "255.255.255.255"), ConfigError),
+    (NodeRegister("h1", "240.0.0.1"), ConfigError),
+    (NodeRegister("h1", "0.0.0.1"), ConfigError),
+    (NodeRegister("h1", "127.0.0.1"), ConfigError),  # h0 is at 192.0.2.1: no mixing
     (NodeRegister("bad name", "192.0.2.1"), ConfigError),
     (NodeDeregister("nobody"), NotFound),
 ])
@@ -60,6 +65,19 @@ def test_bad_node_commands_change_nothing(command: object, error: type) -> None:
     with pytest.raises(error):
         m.apply(command)  # type: ignore[arg-type]
     assert contents(m.sm) == before
+
+
+def test_loopback_nodes_and_reachable_nodes_never_mix() -> None:
+    m = Machine()
+    m.apply(NodeRegister("local", "127.0.0.1"))
+    m.apply(NodeRegister("other", "127.0.0.2"))
+    with pytest.raises(ConfigError, match=r"cannot join node 'local' at 127\.0\.0\.1") as info:
+        m.apply(NodeRegister("h1", "192.0.2.1"))
+    assert info.value.field == "address"
+    m.apply(NodeDeregister("local"))
+    m.apply(NodeRegister("other", "192.0.2.7"))  # the only node left may move
+    with pytest.raises(ConfigError, match="all on one host's loopback"):
+        m.apply(NodeRegister("local", "127.0.0.1"))
 
 
 def test_overlay_networks_get_distinct_vnis_and_reuse_freed_ones() -> None:

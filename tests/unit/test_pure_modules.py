@@ -17,10 +17,12 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "agent" / "sidecar_config.py", SRC / "proxy" / "config.py",
         SRC / "proxy" / "partition.py", SRC / "proxy" / "pool.py",
         SRC / "proxy" / "settings.py", SRC / "settings_rules.py", SRC / "durations.py",
+        SRC / "json_limits.py",
         SRC / "observe" / "exposition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
         SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",
         SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py",
+        SRC / "net" / "cni_request.py",
         SRC / "api" / "kv_put_request.py"]
 
 

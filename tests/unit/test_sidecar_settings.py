@@ -10,10 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from meshlet.errors import ConfigError
 from meshlet.proxy import settings as light
+from meshlet.settings_rules import MAX_COUNT, MAX_DURATION, MAX_HEADERS, MAX_RATE
 from meshlet.state import config_entry as model
+
+INF, NAN = float("inf"), float("nan")
 
 RANGES = [{"from": "a", "to": "f", "shard": "one"}, {"from": "g", "to": "z", "shard": "two"}]
 CASES: list[dict[str, Any]] = [
@@ -73,6 +79,77 @@ CASES: list[dict[str, Any]] = [
     {"partition": {"key": "header:t", "strategy": "range", "numeric": True,
                    "ranges": [{"from": "one", "to": 5, "shard": "x"}]}},
 ]
+
+
+
+def route(**parts: Any) -> dict[str, Any]:
+    return {"routes": [parts]}
+
+
+def headers_set(headers: dict[str, Any]) -> dict[str, Any]:
+    return route(request_headers={"set": headers})
+
+
+def numeric_range(low: Any, high: Any) -> dict[str, Any]:
+    return {"partition": {"key": "header:n", "strategy": "range", "numeric": True,
+                          "ranges": [{"from": low, "to": high, "shard": "x"}]}}
+
+
+# Headers the sidecar writes into requests, and numbers: what reaches the wire or the
+# timers must be a token, free of CR/LF/NUL, finite and bounded (issue 13, inputs).
+INPUT_CASES: list[dict[str, Any]] = [
+    # accepted
+    headers_set({"X-Forwarded-Proto": "https", "x-tab": "a\tb", "x-empty": "",
+                 "x!#$%&'*+-.^_`|~": "v"}),
+    route(request_headers={"remove": ["Cookie", "x-secret"]}),
+    route(match={"methods": ["GET", "PURGE"], "headers": {"X-V": "2 or 3"}}),
+    headers_set({f"h{i}": "v" for i in range(MAX_HEADERS)}),
+    {"request_timeout": "24h", "outlier_max_ejection_time": MAX_DURATION},
+    {"max_connections": MAX_COUNT, "rate_limit_rps": MAX_RATE, "rate_limit_burst": MAX_COUNT},
+    {"routes": [{}] * 256}, route(split=[{"weight": 1}] * 64),
+    numeric_range(-1e300, 1e300),
+    # refused: header names and values
+    headers_set({"x-a": "1\r\nGET /admin HTTP/1.1\r\nHost: app"}),
+    headers_set({"x-a": "1\nx-b: 2"}), headers_set({"x-a": "1\r"}),
+    headers_set({"x-a": "nul\x00"}), headers_set({"x-a": "bell\x07"}),
+    headers_set({"x-a": "del\x7f"}), headers_set({"x-a": "v" * 8193}),
+    headers_set({"x a": "1"}), headers_set({"x-a\r\n": "1"}), headers_set({"x-a\n": "1"}),
+    headers_set({"": "1"}), headers_set({"x:y": "1"}), headers_set({"x\x00": "1"}),
+    headers_set({"é": "1"}), headers_set({"h" * 257: "1"}), headers_set({"x-a": 1}),
+    headers_set({f"h{i}": "v" for i in range(MAX_HEADERS + 1)}),
+    route(request_headers={"remove": ["x a"]}), route(request_headers={"remove": ["x\n"]}),
+    route(request_headers={"remove": ["h"] * (MAX_HEADERS + 1)}),
+    route(match={"headers": {"x-v": "2\r\n"}}), route(match={"headers": {"x v": "2"}}),
+    route(match={"methods": ["GET\r\n"]}), route(match={"methods": ["G ET"]}),
+    route(match={"methods": [""]}), route(match={"methods": ["GET"] * 17}),
+    route(split=[{"subset": {str(i): "v" for i in range(MAX_HEADERS + 1)}}]),
+    {"hash_on": "header:x\n"}, {"partition": {"key": "header:t\n", "strategy": "hash",
+                                              "shards": 2}},
+    # refused: lists beyond their bound
+    {"routes": [{}] * 257}, route(split=[{"weight": 1}] * 65), {"retry_on": [502] * 102},
+    {"partition": {"key": "header:t", "strategy": "hash",
+                   "shards": [str(i) for i in range(4097)]}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 10 ** 9}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": 10 ** 400}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": -1}},
+    # refused: infinite, NaN and out-of-range numbers, for each kind of setting
+    {"request_timeout": INF}, {"request_timeout": NAN}, {"request_timeout": -INF},
+    {"request_timeout": "9" * 400}, {"request_timeout": "25h"},
+    {"per_try_timeout": INF}, {"retry_backoff": NAN}, {"ewma_decay": INF},
+    {"routes": [{"timeout": INF}]}, {"routes": [{"timeout": "24h1ms"}]},
+    {"routes": [{"timeout": 86400.5}]},
+    {"retries": INF}, {"retries": NAN}, {"max_requests": 10 ** 400},
+    {"max_connections": MAX_COUNT + 1}, {"rate_limit_burst": INF},
+    {"rate_limit_rps": INF}, {"rate_limit_rps": NAN}, {"rate_limit_rps": MAX_RATE * 2},
+    {"retry_budget_min_per_second": INF}, {"locality_min_healthy": NAN},
+    {"retry_budget_percent": INF}, {"routes": [{"split": [{"weight": INF}]}]},
+    numeric_range(-INF, 5), numeric_range(0, NAN), numeric_range(10 ** 400, 5),
+    numeric_range("-inf", 5), numeric_range("nan", 5), numeric_range(0, "1e400"),
+    {"partition": {"key": "header:t", "strategy": "range",
+                   "ranges": [{"from": "a", "to": INF, "shard": "x"}]}},
+    {"partition": {"key": "header:t", "strategy": "hash", "shards": INF}},
+]
+CASES += INPUT_CASES
 # pydantic's lax mode coerces these; the control plane stores the coerced value, so a
 # sidecar never receives them from the agent, and it refuses them when sent by hand.
 LAX_ONLY: list[dict[str, Any]] = [
@@ -119,6 +196,43 @@ def test_lax_coercions_are_refused_naming_the_field(settings: dict[str, Any]) ->
         light.validate_settings(settings)
     assert info.value.field is not None
     assert info.value.field.split(".")[0] == next(iter(settings))
+
+
+@pytest.mark.parametrize("settings", INPUT_CASES, ids=repr)
+def test_inputs_refused_alike_with_the_same_message(settings: dict[str, Any]) -> None:
+    """The header, length and number rules live once, in settings_rules: both readers
+    give the very same message."""
+    def outcome(validate: Any) -> str:
+        try:
+            validate(settings)
+        except ConfigError as exc:
+            return exc.message
+        return "ok"
+    assert outcome(light.validate_settings) == outcome(model.validate_settings)
+
+
+def test_the_new_rules_say_what_is_wrong() -> None:
+    cases = {
+        "routes.0.request_headers.set: header 'x-a': the value holds CR, LF, NUL or "
+        "another control character": headers_set({"x-a": "1\r\nGET / HTTP/1.1"}),
+        "routes.0.request_headers.set: 'x a' is not a header name: an HTTP token "
+        "(letters, digits and !#$%&'*+-.^_`|~)": headers_set({"x a": "1"}),
+        "routes.0.match.methods: 'G ET' is not an HTTP method (a token of letters, digits "
+        "and !#$%&'*+-.^_`|~)": route(match={"methods": ["G ET"]}),
+        "request_timeout: must be a finite number of seconds": {"request_timeout": INF},
+        "request_timeout: Input should be less than or equal to 86400":
+            {"request_timeout": "25h"},
+        "rate_limit_rps: Input should be a finite number": {"rate_limit_rps": NAN},
+        "max_connections: Input should be less than or equal to 1000000":
+            {"max_connections": MAX_COUNT + 1},
+        "partition.ranges.0.from: '-inf' is not a finite number": numeric_range("-inf", 5),
+        "routes: at most 256 routes, not 257": {"routes": [{}] * 257},
+    }
+    for message, settings in cases.items():
+        for reader in (light, model):
+            with pytest.raises(ConfigError) as info:
+                reader.validate_settings(settings)
+            assert info.value.message == message
 
 
 def test_messages_name_the_field_and_the_problem() -> None:
@@ -175,7 +289,8 @@ def boundary_cases() -> list[dict[str, Any]]:
                 bound = getattr(meta, attr, None)
                 if isinstance(meta, annotated_types.BaseMetadata) and bound is not None:
                     cases += [{name: bound - step}, {name: bound}, {name: bound + step}]
-        cases += [{name: info.default}, {name: None}, {name: "many"}, {name: [1]}]
+        cases += [{name: info.default}, {name: None}, {name: "many"}, {name: [1]},
+                  {name: INF}, {name: -INF}, {name: NAN}, {name: 10 ** 400}]
     return cases
 
 
@@ -189,7 +304,32 @@ def test_every_declared_bound_is_probed() -> None:
             "rate_limit_burst", "retries", "outlier_max_ejection_percent"} <= probed
 
 
+def test_every_number_has_an_upper_bound() -> None:
+    """No count, rate, size or duration is unbounded above (a bound both readers hold
+    is then probed by test_same_verdict_at_every_bound)."""
+    for name, info in model.Settings.model_fields.items():
+        if info.annotation in (int, float):
+            assert any(getattr(m, "le", None) is not None for m in info.metadata), name
+
+
 @pytest.mark.parametrize("settings", BOUNDARY_CASES, ids=repr)
 def test_same_verdict_at_every_bound(settings: dict[str, Any]) -> None:
     assert verdict(light.validate_settings, settings) == \
         verdict(model.validate_settings, settings)
+
+
+HEADER_TEXT = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(
+    ["x-a", "X-Forwarded-For", "a\r\nb", "\n", "\x00", "tab\there", "é"])
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.dictionaries(HEADER_TEXT, HEADER_TEXT, max_size=3), st.lists(HEADER_TEXT, max_size=3))
+def test_any_header_rewrite_gets_the_same_verdict_and_never_carries_cr_lf_nul(
+        headers: dict[str, str], removed: list[str]) -> None:
+    rewrite = route(request_headers={"set": headers, "remove": removed},
+                      match={"headers": headers})
+    outcome = verdict(light.validate_settings, rewrite)
+    assert outcome == verdict(model.validate_settings, rewrite)
+    if outcome[0] == "ok":
+        written = "".join([*headers, *headers.values(), *removed])
+        assert not set(written) & {"\r", "\n", "\x00"}

@@ -8,6 +8,8 @@ they are parsed from the raw bytes, proposed through ``Api.propose`` and answere
 the same status, body and headers aiohttp would give. The first request that is
 anything else (another route, a follower's write to forward, an unusual form) hands
 the connection, with every byte not yet answered, to aiohttp's protocol for good.
+Each head is read whole and judged first, and connections are bounded in number and
+in the time their heads take (``connection_limits.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from meshlet.api import kv_put_request
+from meshlet.api import connection_limits, kv_put_request
+from meshlet.api.connection_limits import WAIT, ConnectionGuard, Refusal
 from meshlet.api.error_body import error_body
 from meshlet.api.kv_put_request import INCOMPLETE, KvPut
 from meshlet.errors import MeshletError, NotLeader
@@ -38,6 +41,7 @@ class FastLaneStats:
         self.served = 0
         self.handed_over = 0
         self.connections: set[FastLane] = set()
+        self.guard = ConnectionGuard()
 
 
 class HttpDate:
@@ -86,11 +90,13 @@ class FastLane(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.stats.connections.add(self)
+        if self.stats.guard.admit(self):
+            self.stats.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.stats.connections.discard(self)
+        self.stats.guard.leave(self)
         if self.busy is not None:
             self.busy.cancel()
 
@@ -114,6 +120,15 @@ class FastLane(asyncio.Protocol):
             if self.eof:
                 self.close()
             return
+        verdict = connection_limits.head_verdict(self.buffer)
+        if verdict == WAIT:
+            if self.eof:  # the rest will never come
+                self.close()
+            return
+        if isinstance(verdict, Refusal):
+            self.refuse(verdict)
+            return
+        self.stats.guard.head_arrived(self)
         request = kv_put_request.parse(self.buffer)
         if request is INCOMPLETE:
             if self.eof:  # the rest will never come
@@ -152,6 +167,7 @@ class FastLane(asyncio.Protocol):
         if not request.keep_alive:
             self.close()
             return
+        self.stats.guard.await_head(self)
         self.next_request()
 
     def hand_over(self, pending: bytes) -> None:
@@ -160,6 +176,7 @@ class FastLane(asyncio.Protocol):
         if transport is None or self.closed:
             return
         self.stats.connections.discard(self)
+        self.stats.guard.leave(self)
         self.stats.handed_over += 1
         self.buffer = bytearray()
         if self.paused:
@@ -170,6 +187,32 @@ class FastLane(asyncio.Protocol):
         protocol.connection_made(transport)
         if pending:
             protocol.data_received(pending)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer a head ``head_verdict`` refused, and close: what follows it cannot be
+        told apart from the rest of the connection."""
+        self.buffer = bytearray()
+        self.answer_and_close(refusal.status, refusal.code, refusal.message)
+
+    def head_timed_out(self) -> None:
+        """The guard's verdict: no whole head in time (408 if one had begun)."""
+        if self.buffer:
+            self.answer_and_close(408, connection_limits.HEAD_TIMEOUT_CODE,
+                                  f"no whole request head in {self.stats.guard.head_timeout:g} s")
+        else:
+            self.close()
+
+    def refuse_connection(self) -> None:
+        """One connection too many, with none waiting that could make room."""
+        self.answer_and_close(503, "too_many_connections",
+                              f"more than {self.stats.guard.max_connections} connections")
+
+    def answer_and_close(self, status: int, code: str, message: str) -> None:
+        if self.closed or self.transport is None:
+            return
+        body = json.dumps({"error": {"code": code, "message": message, "field": None}})
+        self.transport.write(response(status, body.encode(), {}, keep_alive=False))
+        self.close()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -8,6 +8,7 @@ every response carries ``X-Meshlet-Index``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
+from meshlet.api import openapi
 from meshlet.api.client import session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
@@ -100,6 +102,7 @@ class Api:
         self.sm = node.machine
         self.heartbeats = heartbeats
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
+        self.openapi_body: bytes | None = None
 
     async def propose(self, command: Any) -> Any:
         """Every write goes through here, so its latency is measured once."""
@@ -124,6 +127,11 @@ class Api:
 
     async def raft_self(self, request: web.Request) -> web.Response:
         return self.reply(self.node.self_info(), self.sm.index)
+
+    async def openapi_page(self, request: web.Request) -> web.Response:
+        if self.openapi_body is None:
+            self.openapi_body = json.dumps(openapi.document()).encode()
+        return web.Response(body=self.openapi_body, content_type="application/json")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
@@ -166,6 +174,7 @@ class Api:
         r = app.router
         r.add_get("/v1/status", self.status)
         r.add_get("/metrics", self.metrics_page)
+        r.add_get("/v1/openapi.json", self.openapi_page)
         r.add_post("/v1/raft/transfer-leader", self.transfer_leader)
         r.add_post("/v1/raft/peers", self.add_peer)
         r.add_delete("/v1/raft/peers/{id}", self.remove_peer)

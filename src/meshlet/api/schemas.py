@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from meshlet import json_limits
 from meshlet.errors import ConfigError
 
 
@@ -87,11 +87,12 @@ M = TypeVar("M", bound=Body)
 
 
 async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None
+    """The body as JSON (empty is ``null``): at most 1 MiB, 32 levels deep, every
+    number finite; raise ConfigError (400) otherwise."""
+    if (request.content_length or 0) > json_limits.MAX_BYTES:
+        raise ConfigError(f"request body is {request.content_length} bytes; at most "
+                          f"{json_limits.MAX_BYTES} are allowed", "body")
+    return json_limits.loads(await request.read())
 
 
 def parse_body(model: type[M], data: Any) -> M:

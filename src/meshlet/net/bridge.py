@@ -88,6 +88,23 @@ def remove_bridge(network: str) -> None:
     delete_link(bridge_name(network))
 
 
+def link_exists(name: str) -> bool:
+    with IPRoute() as ip:
+        return bool(ip.link_lookup(ifname=name))
+
+
+def remove_bridge_if_unused(network: str) -> None:
+    """Remove the network's bridge unless a port is still attached to it (another
+    workload's veth, plugged in meanwhile)."""
+    name = bridge_name(network)
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=name)
+        if not found or any(link.get_attr("IFLA_MASTER") == found[0]
+                            for link in ip.get_links()):
+            return
+    delete_link(name)
+
+
 def delete_link(name: str) -> None:
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=name)

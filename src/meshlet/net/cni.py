@@ -10,6 +10,12 @@ Network configuration (standard input)::
 ``network`` defaults to ``name``; ``server`` to MESHLET_ADDR or the default API
 address. The network must exist (`meshlet network create`). ADD, DEL, CHECK and
 VERSION are implemented; DEL is idempotent and best-effort, as the spec asks.
+
+The request is checked whole first (``cni_request``: names, sizes, the error codes);
+then the namespace: it must be a network namespace, and not the host's own. An ADD that
+fails part-way undoes what it made, last first: the veth pair, a bridge it created,
+the address lease. Every failure is answered as the specification's error JSON on
+standard output with a non-zero exit, never as a traceback.
 """
 
 from __future__ import annotations
@@ -19,84 +25,40 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from meshlet import errors
-from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound, Unavailable
 from meshlet.net import bridge, netns
+from meshlet.net.cni_request import (
+    INTERNAL_ERROR,
+    INVALID_CONFIG,
+    INVALID_ENVIRONMENT,
+    IO_FAILURE,
+    IPAM_FAILURE,
+    MAX_CONFIG_BYTES,
+    NETLINK_FAILURE,
+    SUPPORTED,
+    TRY_AGAIN,
+    UNKNOWN_CONTAINER,
+    VERSION,
+    CniError,
+    Request,
+    parse,
+)
 
-VERSION = "1.0.0"
-SUPPORTED = ["1.0.0"]
-ENV_ERROR, DECODE_ERROR, CONFIG_ERROR, TRY_AGAIN, VERSION_ERROR, IO_ERROR = 4, 6, 7, 11, 1, 5
-CONTAINER_UNKNOWN = 3
-
-
-class CniError(Exception):
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
-
-    def result(self, version: str) -> dict[str, Any]:
-        return {"cniVersion": version, "code": self.code, "msg": self.msg,
-                "details": self.details}
-
-
-@dataclass(frozen=True)
-class Request:
-    command: str
-    container: str
-    netns: str
-    ifname: str
-    config: dict[str, Any]
-
-    @property
-    def network(self) -> str:
-        return str(self.config.get("network") or self.config["name"])
-
-    @property
-    def owner(self) -> str:
-        """Who holds the address in meshlet's IPAM: one per (container, interface)."""
-        return f"cni-{self.container}-{self.ifname}"
-
-    @property
-    def server(self) -> str:
-        return str(self.config.get("server") or os.environ.get("MESHLET_ADDR")
-                   or "http://127.0.0.1:8470")
+DEFAULT_SERVER = "http://127.0.0.1:8470"
+MAX_ANSWER_BYTES = 4 << 20  # an API answer larger than this is not meshlet's
 
 
-def parse(env: dict[str, str], stdin: str) -> Request:
-    """The request; raises CniError with the spec's codes."""
-    command = env.get("CNI_COMMAND", "")
-    if command not in ("ADD", "DEL", "CHECK", "VERSION"):
-        raise CniError(ENV_ERROR, "invalid CNI_COMMAND",
-                       f"CNI_COMMAND={command!r} is not ADD, DEL, CHECK or VERSION")
-    try:
-        config = json.loads(stdin) if stdin.strip() else {}
-    except ValueError as exc:
-        raise CniError(DECODE_ERROR, "cannot decode the network configuration",
-                       str(exc)) from None
-    if not isinstance(config, dict):
-        raise CniError(DECODE_ERROR, "the network configuration is not an object")
-    if command == "VERSION":
-        return Request(command, "", "", "", config)
-    version = config.get("cniVersion")
-    if version not in SUPPORTED:
-        raise CniError(VERSION_ERROR, "incompatible CNI version",
-                       f"cniVersion {version!r}; supported: {', '.join(SUPPORTED)}")
-    if not isinstance(config.get("name"), str) or not config["name"]:
-        raise CniError(CONFIG_ERROR, "invalid network configuration", "name is required")
-    required = ["CNI_CONTAINERID", "CNI_IFNAME"] + ([] if command == "DEL" else ["CNI_NETNS"])
-    missing = [name for name in required if not env.get(name)]
-    if missing:
-        raise CniError(ENV_ERROR, "missing environment variables", ", ".join(missing))
-    return Request(command, env["CNI_CONTAINERID"], env.get("CNI_NETNS", ""),
-                   env["CNI_IFNAME"], config)
+def server_of(req: Request) -> str:
+    return req.server(os.environ.get("MESHLET_ADDR") or DEFAULT_SERVER)
 
 
 def call(server: str, method: str, path: str) -> Any:
@@ -105,15 +67,17 @@ def call(server: str, method: str, path: str) -> Any:
     req = urllib.request.Request(server.rstrip("/") + path, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
+            return json.loads(resp.read(MAX_ANSWER_BYTES) or b"null")
     except urllib.error.HTTPError as exc:
         try:
-            error = json.loads(exc.read())["error"]
+            error = json.loads(exc.read(MAX_ANSWER_BYTES))["error"]
         except (ValueError, KeyError, TypeError):
             raise MeshletError(f"{method} {path}: HTTP {exc.code}") from None
         raise errors.from_dict(error) from None
     except (urllib.error.URLError, OSError) as exc:
         raise Unavailable(f"cannot reach meshlet at {server}: {exc}") from None
+    except ValueError as exc:
+        raise Unavailable(f"{method} {path}: not a meshlet answer: {exc}") from None
 
 
 def link_mac(ip: IPRoute, name: str) -> str:
@@ -125,21 +89,92 @@ def address_path(req: Request) -> str:
     return f"/v1/networks/{quote(req.network, safe='')}/addresses/{quote(req.owner, safe='')}"
 
 
+def check_namespace(path: str) -> None:
+    """The container's namespace: it must exist, be a network namespace, and not be the
+    host's (an ADD there would rename and re-address the host's own interfaces)."""
+    try:
+        found = netns.network_namespace_id(path)
+    except FileNotFoundError:
+        raise CniError(UNKNOWN_CONTAINER, "no such network namespace", path) from None
+    except OSError as exc:
+        raise CniError(INVALID_ENVIRONMENT, "invalid CNI_NETNS",
+                       f"cannot open {path}: {exc.strerror}") from None
+    if found is None:
+        raise CniError(INVALID_ENVIRONMENT, "invalid CNI_NETNS",
+                       f"{path} is not a network namespace")
+    if found in netns.host_namespace_ids():
+        raise CniError(INVALID_ENVIRONMENT, "invalid CNI_NETNS",
+                       f"{path} is the host's own network namespace; meshlet-cni "
+                       "configures only a container's")
+
+
+class Undo:
+    """What an ADD has made so far, undone last first if it fails."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], None]]] = []
+
+    def __repr__(self) -> str:
+        return f"<Undo {[name for name, _ in self.steps]}>"
+
+    def push(self, name: str, step: Callable[[], None]) -> None:
+        self.steps.append((name, step))
+
+    def run(self) -> list[str]:
+        """Undo everything; returns what could not be undone."""
+        failed = []
+        for name, step in reversed(self.steps):
+            try:
+                step()
+            except Exception as exc:  # keep undoing the rest
+                failed.append(f"{name}: {exc}")
+        self.steps.clear()
+        return failed
+
+
+@contextmanager
+def rolled_back_on_failure() -> Iterator[Undo]:
+    undo = Undo()
+    try:
+        yield undo
+    except BaseException as exc:
+        failed = undo.run()
+        if failed and isinstance(exc, CniError):
+            exc.details += "; not undone: " + "; ".join(failed)
+        elif failed and isinstance(exc, MeshletError):
+            exc.message += "; not undone: " + "; ".join(failed)
+        raise
+
+
 def add(req: Request) -> dict[str, Any]:
-    if not os.path.exists(req.netns):
-        raise CniError(CONTAINER_UNKNOWN, "no such network namespace", req.netns)
+    check_namespace(req.netns)
     if has_interface(req.netns, req.ifname):
-        raise CniError(CONFIG_ERROR, "interface exists",
+        raise CniError(INVALID_CONFIG, "interface exists",
                        f"{req.ifname} already exists in {req.netns}")
     info = network_info(req)
-    got = call(req.server, "PUT", address_path(req))
-    prefix = int(info["subnet"].split("/")[1])
-    gateway = got["gateway"]
-    att = bridge.Attachment(req.network, req.owner, req.netns, req.ifname, got["address"],
-                            prefix, gateway)
-    bridge.ensure_bridge(req.network, gateway, prefix)
-    bridge.attach(att)
-    return result(req, att)
+    server = server_of(req)
+    with rolled_back_on_failure() as undo:
+        # Before asking: an answer lost on its way back may still have leased one.
+        undo.push("release the address", lambda: release(req))
+        got = call(server, "PUT", address_path(req))
+        prefix = int(info["subnet"].split("/")[1])
+        gateway = got["gateway"]
+        att = bridge.Attachment(req.network, req.owner, req.netns, req.ifname,
+                                got["address"], prefix, gateway)
+        if not bridge.link_exists(bridge.bridge_name(req.network)):
+            undo.push("remove the bridge", lambda: bridge.remove_bridge_if_unused(
+                req.network))
+        bridge.ensure_bridge(req.network, gateway, prefix)
+        undo.push("remove the veth pair", lambda: bridge.detach(req.network, req.owner))
+        bridge.attach(att)
+        return result(req, att)
+
+
+def release(req: Request) -> None:
+    try:
+        call(server_of(req), "DELETE", address_path(req))
+    except NotFound:
+        pass  # the network is gone, and its addresses with it
 
 
 def result(req: Request, att: bridge.Attachment) -> dict[str, Any]:
@@ -156,7 +191,7 @@ def result(req: Request, att: bridge.Attachment) -> dict[str, Any]:
     if att.gateway is not None:
         ips["gateway"] = att.gateway
         routes.append({"dst": "0.0.0.0/0", "gw": att.gateway})
-    return {"cniVersion": req.config["cniVersion"], "interfaces": [*host, inside],
+    return {"cniVersion": req.version, "interfaces": [*host, inside],
             "ips": [ips], "routes": routes, "dns": {}}
 
 
@@ -177,49 +212,45 @@ def addresses_inside(path: str, ifname: str) -> list[str]:
 def network_info(req: Request) -> dict[str, Any]:
     name = req.network
     try:
-        info: dict[str, Any] = call(req.server, "GET", f"/v1/networks/{quote(name, safe='')}")
+        info: dict[str, Any] = call(server_of(req), "GET",
+                                    f"/v1/networks/{quote(name, safe='')}")
     except NotFound:
-        raise CniError(CONFIG_ERROR, "no such meshlet network",
+        raise CniError(INVALID_CONFIG, "no such meshlet network",
                        f"create it first: meshlet network create {name}") from None
     if info["driver"] != "bridge":
-        raise CniError(CONFIG_ERROR, "unsupported network driver",
+        raise CniError(INVALID_CONFIG, "unsupported network driver",
                        f"network {name!r} uses {info['driver']}; meshlet-cni does bridge")
     return info
 
 
 def delete(req: Request) -> None:
-    """Best effort and idempotent: release the address, remove the veth pair."""
+    """Best effort and idempotent: remove the veth pair, release the address."""
     bridge.detach(req.network, req.owner)
-    try:
-        call(req.server, "DELETE", address_path(req))
-    except NotFound:
-        pass  # the network is gone, and its addresses with it
+    release(req)
 
 
 def check(req: Request) -> None:
-    previous = req.config.get("prevResult")
-    if not isinstance(previous, dict):
-        raise CniError(CONFIG_ERROR, "CHECK needs prevResult")
+    check_namespace(req.netns)
     have = addresses_inside(req.netns, req.ifname)
     if not have:
-        raise CniError(CONTAINER_UNKNOWN, "interface missing",
+        raise CniError(UNKNOWN_CONTAINER, "interface missing",
                        f"{req.ifname} is not in {req.netns}")
-    wanted = [ip["address"] for ip in previous.get("ips", [])]
+    wanted = [ip["address"] for ip in req.config["prevResult"].get("ips", [])]
     missing = [a for a in wanted if a not in have]
     if missing:
-        raise CniError(CONFIG_ERROR, "address missing",
+        raise CniError(INVALID_CONFIG, "address missing",
                        f"{', '.join(missing)} not on {req.ifname}")
     info = network_info(req)
     held = info["addresses"].get(req.owner)
     if held is None or f"{held}/{info['subnet'].split('/')[1]}" not in wanted:
-        raise CniError(CONFIG_ERROR, "address not reserved",
+        raise CniError(INVALID_CONFIG, "address not reserved",
                        f"meshlet holds no address on {req.network!r} for {req.owner}")
 
 
 def run(req: Request) -> dict[str, Any] | None:
+    """Do the request; raises CniError, each foreign failure translated to its code."""
     if req.command == "VERSION":
-        return {"cniVersion": req.config.get("cniVersion", VERSION),
-                "supportedVersions": SUPPORTED}
+        return {"cniVersion": req.version, "supportedVersions": list(SUPPORTED)}
     try:
         if req.command == "ADD":
             return add(req)
@@ -227,25 +258,45 @@ def run(req: Request) -> dict[str, Any] | None:
             delete(req)
         else:
             check(req)
+    except (ConfigError, Conflict) as exc:  # the pool is full, the address is taken
+        raise CniError(IPAM_FAILURE, "meshlet's IPAM refused the address",
+                       exc.message) from None
     except MeshletError as exc:
         raise CniError(TRY_AGAIN, "meshlet refused or could not be reached",
-                       str(exc)) from None
+                       exc.message) from None
+    except NetlinkError as exc:
+        raise CniError(NETLINK_FAILURE, "the kernel refused a network change",
+                       f"netlink error {exc.code}: {os.strerror(exc.code)}") from None
     except OSError as exc:
-        raise CniError(IO_ERROR, "system call failed", str(exc)) from None
+        raise CniError(IO_FAILURE, "system call failed", str(exc)) from None
     return None
 
 
-def main() -> None:
-    stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
+def answer(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
+    """The exit code and what to print, for one invocation; never raises."""
     version = VERSION
     try:
-        req = parse(dict(os.environ), stdin)
-        version = str(req.config.get("cniVersion") or VERSION)
-        out = run(req)
+        req = parse(env, stdin)
+        version = req.version if req.version in SUPPORTED else VERSION
+        return 0, run(req)
     except CniError as exc:
-        json.dump(exc.result(version), sys.stdout)
-        sys.stdout.write("\n")
-        sys.exit(1)
+        return 1, exc.result(version)
+    except Exception as exc:  # a bug: one line for the runtime, never a traceback
+        return 1, CniError(INTERNAL_ERROR, "internal error in meshlet-cni",
+                           f"{type(exc).__name__}: {exc}").result(version)
+
+
+def main() -> None:
+    out: dict[str, Any] | None
+    try:
+        stdin = b"" if sys.stdin is None or sys.stdin.isatty() \
+            else sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        code, out = 1, CniError(IO_FAILURE, "cannot read the network configuration",
+                                str(exc)).result(VERSION)
+    else:
+        code, out = answer(dict(os.environ), stdin)
     if out is not None:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
+    sys.exit(code)

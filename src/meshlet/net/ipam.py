@@ -20,6 +20,18 @@ DEFAULT_POOLS = (
 )
 
 
+# Blocks no network may take: their addresses mean something else to every host, so a
+# bridge or overlay on them would capture or black-hole that traffic.
+SPECIAL_BLOCKS = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (unspecified addresses)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (and broadcast)"),
+)
+SHORTEST_PREFIX = 8
+
+
 @dataclass(frozen=True)
 class Pool:
     subnet: ipaddress.IPv4Network
@@ -30,18 +42,29 @@ class Pool:
         return self.subnet.prefixlen
 
 
-def parse_subnet(text: str) -> ipaddress.IPv4Network:
-    """A CIDR such as ``10.1.0.0/24``; raises ConfigError naming ``subnet``."""
+def parse_subnet(text: str, field: str = "subnet") -> ipaddress.IPv4Network:
+    """A CIDR such as ``10.1.0.0/24``, /8 to /30, clear of loopback, link-local,
+    multicast, unspecified and reserved addresses; raises ConfigError naming ``field``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{field}: expected a network in CIDR form such as 10.1.0.0/24",
+                          field)
     try:
         subnet = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
-        raise ConfigError(f"subnet: {text!r} is not a network in CIDR form ({exc})",
-                          "subnet") from None
+        raise ConfigError(f"{field}: {text[:64]!r} is not a network in CIDR form ({exc})",
+                          field) from None
     if not isinstance(subnet, ipaddress.IPv4Network):
-        raise ConfigError(f"subnet: {text!r}: only IPv4 networks are supported", "subnet")
+        raise ConfigError(f"{field}: {text!r}: only IPv4 networks are supported", field)
     if subnet.prefixlen > 30:
-        raise ConfigError(f"subnet: {text!r} is too small: it needs room for a gateway "
-                          "and at least one address (/30 or larger)", "subnet")
+        raise ConfigError(f"{field}: {text!r} is too small: it needs room for a gateway "
+                          "and at least one address (/30 or larger)", field)
+    if subnet.prefixlen < SHORTEST_PREFIX:
+        raise ConfigError(f"{field}: {text!r} is too large: the shortest prefix allowed "
+                          f"is /{SHORTEST_PREFIX}", field)
+    for block, kind in SPECIAL_BLOCKS:
+        if subnet.overlaps(block):
+            raise ConfigError(f"{field}: {text!r} overlaps {block}, the {kind} "
+                              "addresses, which no network may use", field)
     return subnet
 
 

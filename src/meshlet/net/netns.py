@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ PREFIX = "ml-"
 RUN_DIR = Path("/run/netns")
 RESOLV_DIR = Path("/etc/netns")
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl: which kind of namespace a file is (Linux 4.11)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -93,6 +95,40 @@ def ours() -> list[str]:
 def path_of(name: str) -> Path:
     """A namespace by name (in /run/netns) or by path (as CNI gives it)."""
     return Path(name) if name.startswith("/") else RUN_DIR / name
+
+
+NamespaceId = tuple[int, int]  # (device, inode): the same whatever path names it
+
+
+def network_namespace_id(path: str | Path) -> NamespaceId | None:
+    """Which network namespace the file at ``path`` is; None if it is no network
+    namespace (a plain file, another kind of namespace). Raises OSError (e.g.
+    FileNotFoundError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:  # ENOTTY: not a namespace file
+            return None
+        if kind != CLONE_NEWNET:
+            return None
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(fd)
+
+
+def host_namespace_ids() -> set[NamespaceId]:
+    """The host's network namespace (init's) and this process's own, as far as this
+    process may see them."""
+    found = set()
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
 
 
 def _setns(fd: int) -> None:

@@ -136,8 +136,15 @@ class Cluster:
     def refresh(self) -> None:
         """Recompute which endpoints take traffic and re-feed the balancers."""
         ejected = self.outlier.ejected()
-        self.available = [s for s in self.states.values()
-                          if s.endpoint.healthy and s.weight > 0 and s.key not in ejected]
+        available: list[EndpointState] = []
+        resting: set[Hashable] = set()  # the pool hands no waiter a connection to these
+        for s in self.states.values():
+            if s.endpoint.healthy and s.weight > 0 and s.key not in ejected:
+                available.append(s)
+            else:
+                resting.add(s.key)
+        self.available = available
+        self.pool.resting = resting
         for key, balancer in self.balancers.items():
             self.feed(key, balancer)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError
+from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.proxy.settings import effective
+
+MAX_HEAD_TIMEOUT = 3600.0
 
 
 def cluster_key(direction: str, name: str) -> str:
@@ -61,7 +65,7 @@ MAX_ITEMS = 10_000
 MAX_WEIGHT = 10_000
 ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "healthy",
                            "meta"})
-LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol"})
+LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout"})
 
 
 def _shown(value: object) -> str:
@@ -91,6 +95,15 @@ def _int(d: dict[str, Any], key: str, where: str, low: int, high: int,
     return value
 
 
+def _seconds(d: dict[str, Any], key: str, where: str, high: float, default: float) -> float:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 < value <= high:
+        raise ConfigError(f"{key}: expected a number of seconds in (0, {high:g}], "
+                          f"got {_shown(value)}", where)
+    return float(value)
+
+
 def _bool(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
     value = d.get(key, default)
     if not isinstance(value, bool):
@@ -112,7 +125,8 @@ def listener_from_dict(d: Any) -> ListenerConfig:
                           f"{sorted(LISTENER_KEYS)}, got {_shown(d)}", "listeners")
     lc = ListenerConfig(_text(d, "name", "listeners"), _text(d, "direction", "listeners"),
                         _text(d, "host", "listeners"), _int(d, "port", "listeners", 0, 65535),
-                        _text(d, "protocol", "listeners", "http"))
+                        _text(d, "protocol", "listeners", "http"),
+                        _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT))
     if lc.direction not in ("inbound", "outbound"):
         raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
     if lc.protocol not in ("http", "tcp"):
@@ -147,13 +161,15 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``."""
+    """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``.
+    ``head_timeout``: seconds a client has to send a request head whole (http)."""
 
     name: str
     direction: str
     host: str
     port: int
     protocol: str = "http"
+    head_timeout: float = HEAD_TIMEOUT
 
 
 @dataclass(frozen=True)

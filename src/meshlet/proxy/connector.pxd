@@ -8,6 +8,6 @@ cdef class Connector:
     cdef public object loop
 
     cpdef UpstreamHttp upstream(self, ConnectionPool pool, key)
-    cpdef freed(self, ConnectionPool pool)
-    cpdef lost(self, UpstreamHttp conn, bint was_idle)
+    cpdef failed(self, UpstreamHttp conn)
+    cpdef lost(self, UpstreamHttp conn)
     cpdef release(self, UpstreamHttp conn, double now)

@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from meshlet.proxy import upstream as upstream_module
-from meshlet.proxy.pool import CLOSE, HAND_OFF
+from meshlet.proxy.pool import CLOSE, HAND_OFF, REPLACE
 
 if TYPE_CHECKING:  # cimported by the compiled build (connector.pxd)
     from meshlet.proxy.config import Endpoint
@@ -48,25 +48,34 @@ class Connector:
 
     async def open(self, conn: UpstreamHttp, endpoint: Endpoint, timeout: float) -> str:
         """Open ``conn`` in the slot its pool reserved: "" or why not. A failed or
-        cancelled attempt gives the slot back, which may let a waiting request open one."""
+        cancelled attempt gives the slot back, which may let a waiting request open one.
+        (If asyncio had made the transport, it closes it, and ``lost`` comes again: the
+        pool frees the slot once.)"""
         try:
             reason = await self.dial(conn, endpoint, timeout)
         except asyncio.CancelledError:
-            self.freed(conn.pool)
+            self.failed(conn)
             raise
         if reason:
-            self.freed(conn.pool)
+            self.failed(conn)
         return reason
 
-    def freed(self, pool: ConnectionPool) -> None:
-        """A connection slot of ``pool`` is free again."""
-        waiter: Any = pool.freed()
+    def failed(self, conn: UpstreamHttp) -> None:
+        """Opening ``conn`` failed or was given up: its slot is free again."""
+        conn.closed = True
+        waiter: Any = conn.pool.lost(conn, False)
         if waiter is not None:
             waiter.start_connect()
 
-    def lost(self, conn: UpstreamHttp, was_idle: bool) -> None:
-        """``conn`` closed (after its exchange, if any, was told)."""
-        waiter: Any = conn.pool.lost(conn, was_idle)
+    def lost(self, conn: UpstreamHttp) -> None:
+        """``conn`` closed. Its slot is given back before its exchange, if any, is told,
+        so that a retry of that request finds the room it left; a waiting request given
+        the slot starts its connection last."""
+        ex = conn.exchange
+        conn.exchange = None
+        waiter: Any = conn.pool.lost(conn, ex is None)
+        if ex is not None:
+            ex.upstream_lost(conn)
         if waiter is not None:
             waiter.start_connect()
 
@@ -77,3 +86,6 @@ class Connector:
             waiter.attach(conn)
         elif action == CLOSE:
             conn.close()
+        elif action == REPLACE:  # its endpoint is gone or resting: the waiter opens one
+            conn.close()
+            waiter.start_connect()

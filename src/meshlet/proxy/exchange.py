@@ -233,6 +233,8 @@ class Exchange:
         if action == USE:
             self.attach(conn)
         elif action == OPEN:
+            if conn is not None:  # at the limit: the oldest idle connection makes room
+                conn.close()
             self.start_connect()
         elif action == QUEUED:
             self.waiting = True  # until the pool hands over a connection or a slot

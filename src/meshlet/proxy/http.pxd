@@ -11,16 +11,20 @@ cdef class DownstreamHttp:
     cdef public Exchange parsing
     cdef public bytes url
     cdef public list headers, corked
-    cdef public bint closed, half_closed, write_paused
-    cdef public str peer_ip
-    cdef public int flags
+    cdef public bint closed, half_closed, write_paused, in_head, no_end_yet
+    cdef public str peer_ip, refusal, refusal_detail
+    cdef public int flags, refused
+    cdef public Py_ssize_t head_size, head_raw
+    cdef public double head_deadline
 
     cpdef pause_reading(self, str reason)
     cpdef resume_reading(self, str reason)
     cpdef write(self, bytes data)
     cpdef cork(self)
     cpdef uncork(self)
+    cpdef refuse(self, int status, str reason, str detail)
+    cpdef head_timed_out(self)
     cpdef exchange_finished(self, Exchange ex)
-    cpdef fail_parse(self, int status, str reason)
+    cpdef fail_parse(self, int status, str reason, str detail=*)
     cpdef drain(self)
     cpdef close(self)

@@ -3,6 +3,16 @@
 A downstream connection parses requests and queues one ``Exchange`` per request
 (``exchange.py``); the head of the queue is in flight, later (pipelined) ones wait with
 their bytes buffered. The upstream side is ``upstream.py``.
+
+A connection bounds what a client can make it hold (``meshlet.http_limits``): the
+request target (414), the head's size and header count (431), the time a head may take
+to arrive whole, counted from its first byte or from the connection's start (408, or
+a plain close if nothing came). The sizes are counted in the parser's callbacks, and
+for a head still incomplete, by the bytes read since it began (httptools gathers a
+header line itself before handing it over; a head that begins after another request
+in the same read is counted from the next read). A head with two Host headers, an HTTP/0.9
+request (400) and CONNECT or an Upgrade (501) are refused. Each refusal is answered
+once, with the reason in ``x-meshlet-error``, and the connection is closed.
 """
 
 from __future__ import annotations
@@ -14,14 +24,36 @@ from collections.abc import Callable
 
 import httptools
 
+from meshlet.http_limits import (
+    BAD_REQUEST,
+    HEAD_TIMEOUT_CODE,
+    HEAD_TOO_LARGE,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_URL_BYTES,
+    UPGRADE_UNSUPPORTED,
+    URL_TOO_LONG,
+)
+
 # exchange and http import each other's types in the compiled build: this module may
 # run before exchange's body has, so it imports only classes from there (and from
 # listener, in the same cycle), which exist before a compiled module's body runs.
 from meshlet.proxy.exchange import Exchange
-from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags, unconnected
+from meshlet.proxy.headers import (
+    HAS_HOP_BY_HOP,
+    HAS_HOST,
+    NOTABLE_LENGTHS,
+    header_flags,
+    unconnected,
+)
 from meshlet.proxy.listener import ListenerState
 
 log = logging.getLogger(__name__)
+LINE_OVERHEAD = 4  # ": " and CRLF around a header's name and value
+
+
+class HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a head the connection refuses."""
 
 
 class DownstreamHttp:
@@ -45,6 +77,14 @@ class DownstreamHttp:
         self.peer_ip = ""
         self.corked: list[bytes] | None = None
         self.flags = 0
+        self.in_head = False  # a request's first byte came, its head is not complete
+        self.head_size = 0  # the head's bytes as the callbacks saw them
+        self.head_raw = 0  # bytes of the chunks read while the head was incomplete
+        self.no_end_yet = False  # no message ended in the chunk being parsed
+        self.head_deadline = 0.0  # 0: no head awaited (idle between requests)
+        self.refused = 0  # the status of a refusal a callback decided
+        self.refusal = ""
+        self.refusal_detail = ""
 
     def __repr__(self) -> str:
         return f"<DownstreamHttp queue={len(self.queue)} closed={self.closed}>"
@@ -58,6 +98,7 @@ class DownstreamHttp:
         self.listener.active_gauge.inc()
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else ""
+        self.head_deadline = self.listener.now + self.listener.head_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -68,15 +109,37 @@ class DownstreamHttp:
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        inside = self.in_head
+        if inside:  # this chunk starts inside a head: all of it is head, or after it
+            self.head_raw += len(data)
+        self.no_end_yet = True  # until a message ends in this chunk
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.fail_parse(501, "upgrade_unsupported")
+            self.fail_parse(501, UPGRADE_UNSUPPORTED, "CONNECT and protocol upgrades "
+                                                      "(WebSocket, h2c) are not relayed")
+            return
         except httptools.HttpParserCallbackError:
-            log.exception("sidecar bug while handling a request; closing the connection")
-            self.close()
+            if self.refused:
+                self.fail_parse(self.refused, self.refusal, self.refusal_detail)
+            else:
+                log.exception("sidecar bug while handling a request; closing the connection")
+                self.close()
+            return
         except httptools.HttpParserError:
-            self.fail_parse(400, "bad_request")
+            self.fail_parse(400, BAD_REQUEST)
+            return
+        if self.in_head:  # the rare case: a read ended inside a head
+            if not inside and self.no_end_yet:  # and the head began the read
+                self.head_raw = len(data)
+            if self.head_raw > MAX_HEAD_BYTES:
+                self.fail_parse(431, HEAD_TOO_LARGE,
+                                f"a request head over {MAX_HEAD_BYTES} bytes")
+            elif not self.headers and data[-1:] == b"\n" \
+                    and self.parser.get_http_version() == "0.0":
+                # A request line ended with no version: HTTP/0.9, which llhttp would
+                # take once a blank line follows (and relay as HTTP/1.1).
+                self.fail_parse(400, BAD_REQUEST, "HTTP/0.9 is not served")
 
     def eof_received(self) -> bool | None:
         if self.queue:
@@ -100,19 +163,41 @@ class DownstreamHttp:
         self.url = b""
         self.headers = []
         self.flags = 0
+        self.in_head = True
+        self.head_size = 0
+        self.head_raw = 0
+        self.head_deadline = self.listener.now + self.listener.head_timeout
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.head_size += len(url)  # the target comes before any header
+        if self.head_size > MAX_URL_BYTES:
+            self.refuse(414, URL_TOO_LONG, f"a request target over {MAX_URL_BYTES} bytes")
+        self.url = self.url + url if self.url else url  # split across reads: bounded
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + LINE_OVERHEAD
+        if self.head_size > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
+            self.refuse(431, HEAD_TOO_LARGE, f"a request head over {MAX_HEAD_BYTES} bytes "
+                                             f"or {MAX_HEADERS} headers")
         self.headers.append((name, value))
         if len(name) in NOTABLE_LENGTHS:
-            self.flags |= header_flags(name, value)
+            flags = header_flags(name, value)
+            if flags & self.flags & HAS_HOST:
+                self.refuse(400, BAD_REQUEST, "two Host headers")
+            self.flags |= flags
 
     def on_headers_complete(self) -> None:
         p = self.parser
-        ex = Exchange(self, p.get_method(), self.url, self.headers, p.should_keep_alive(),
-                      p.get_http_version(), self.flags)
+        self.in_head = False
+        self.head_deadline = 0.0
+        method = p.get_method()
+        if (self.flags & HAS_HOP_BY_HOP or method == b"CONNECT") and p.should_upgrade():
+            return  # feed_data raises HttpParserUpgrade next: answered 501 there
+        version = p.get_http_version()
+        if version == "0.9":
+            self.refuse(400, BAD_REQUEST, "HTTP/0.9 is not served")
+        ex = Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
+                      version, self.flags)
         self.parsing = ex
         self.queue.append(ex)
         self.listener.active_requests += 1
@@ -126,9 +211,27 @@ class DownstreamHttp:
             self.parsing.request_body(body)
 
     def on_message_complete(self) -> None:
+        self.no_end_yet = False
         if self.parsing is not None:
             self.parsing.request_done()
             self.parsing = None
+
+    def refuse(self, status: int, reason: str, detail: str) -> None:
+        """Stop parsing: ``data_received`` answers ``status`` once the parser returns."""
+        self.refused = status
+        self.refusal = reason
+        self.refusal_detail = detail
+        raise HeadRefused(reason)
+
+    def head_timed_out(self) -> None:
+        """Called by the listener once ``head_deadline`` has passed with no request in
+        flight: a head begun gets 408, a connection that sent nothing is closed."""
+        self.head_deadline = 0.0
+        if self.in_head:
+            self.fail_parse(408, HEAD_TIMEOUT_CODE,
+                            f"the request head took over {self.listener.head_timeout:g} s")
+        else:
+            self.close()
 
     # -- called by exchanges ----------------------------------------------------------
 
@@ -174,14 +277,18 @@ class DownstreamHttp:
             return
         if self.queue:
             self.queue[0].start()
+        elif self.in_head:  # the next head's time starts now that it is read again
+            self.head_deadline = self.listener.now + self.listener.head_timeout
         if len(self.queue) <= 1:
             self.resume_reading("pipelined")
 
-    def fail_parse(self, status: int, reason: str) -> None:
+    def fail_parse(self, status: int, reason: str, detail: str = "") -> None:
+        self.in_head = False
+        self.head_deadline = 0.0
         if self.queue:
             self.close()
             return
-        body = reason.encode() + b"\n"
+        body = (f"{reason}: {detail}\n" if detail else f"{reason}\n").encode()
         self.write(b"HTTP/1.1 %d %b\r\ncontent-length: %d\r\nx-meshlet-error: %b\r\n"
                    b"connection: close\r\n\r\n%b" % (status, reason.encode(), len(body),
                                                      reason.encode(), body))

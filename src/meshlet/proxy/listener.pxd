@@ -12,7 +12,8 @@ cdef class ListenerState:
     cdef public str direction, destination, log_mode
     cdef public set connections, timed
     cdef public long active_requests
-    cdef public bint draining
+    cdef public bint draining, sweeps_heads
+    cdef public double head_timeout, now, next_head_sweep
     cdef public tuple _labels
     cdef public dict _status_labels, _endpoint_labels
     cdef public HotCounter _requests

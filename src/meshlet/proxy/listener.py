@@ -1,10 +1,12 @@
 """What every connection on one listener shares: its cluster, connector, metrics, rate
-limiter, access log and drain state."""
+limiter, access log and drain state, and the clock its connections' head deadlines
+read (set by the sidecar's ticker, so a request costs no clock call for them)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from meshlet.observe.proxy_metrics import ProxyMetrics
@@ -18,6 +20,7 @@ if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
     from meshlet.proxy.lb.base import EndpointState
 
 access_log = logging.getLogger("meshlet.access")
+HEAD_SWEEP_INTERVAL = 0.25  # how often connections are checked for a late head (s)
 
 
 class ListenerState:
@@ -41,6 +44,10 @@ class ListenerState:
         self.rate_limiter: TokenBucket | None = None
         self.timed: set[Any] = set()  # exchanges with a deadline, checked by the ticker
         self.log_mode = "errors"
+        self.head_timeout = float(config.head_timeout)
+        self.now = time.monotonic()  # the ticker's clock (sidecar.tick), TICK-coarse
+        self.next_head_sweep = 0.0
+        self.sweeps_heads = config.protocol == "http"
         # Label tuples made once, not per request (statuses and endpoints are bounded).
         self._labels = (self.direction, self.destination)
         self._status_labels: dict[int, tuple[str, str, str]] = {}
@@ -112,7 +119,14 @@ class ListenerState:
                 len(ex.tried), seconds * 1000)
 
     def expire(self, now: float) -> None:
-        """Time out every exchange whose overall or per-try deadline has passed."""
+        """Time out every exchange whose overall or per-try deadline has passed, and
+        (every HEAD_SWEEP_INTERVAL) every connection whose head is late."""
+        self.now = now
+        if self.sweeps_heads and now >= self.next_head_sweep:
+            self.next_head_sweep = now + HEAD_SWEEP_INTERVAL
+            for conn in [c for c in self.connections
+                         if 0 < c.head_deadline <= now and not c.queue]:
+                conn.head_timed_out()
         if self.timed:
             for ex in [ex for ex in self.timed if ex.deadline <= now]:
                 ex.on_timeout()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from meshlet.addresses import parse_hostport
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.json_limits import MAX_SNAPSHOT_BYTES, loads
 from meshlet.loop import install_uvloop
 from meshlet.proxy.admin import AdminApi
 from meshlet.proxy.admin_http import AdminServer, Handler, serve
@@ -34,9 +35,17 @@ PROG = "meshlet proxy"
 
 def load_bootstrap(path: str) -> Snapshot:
     try:
-        with open(path) as file:
-            return Snapshot.from_dict(json.loads(file.read()))
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_SNAPSHOT_BYTES + 1)
+        body = loads(raw, "its text", MAX_SNAPSHOT_BYTES)  # bounded, no NaN or Infinity
+    except OSError as exc:
+        raise ConfigError(f"cannot read sidecar bootstrap {path}: {exc}", "config") from None
+    except ConfigError as exc:
+        raise ConfigError(f"cannot read sidecar bootstrap {path}: {exc.message}",
+                          "config") from None
+    try:
+        return Snapshot.from_dict(body)
+    except ValueError as exc:
         raise ConfigError(f"cannot read sidecar bootstrap {path}: {exc}", "config") from None
 
 

@@ -3,7 +3,7 @@
 
 cdef class ConnectionPool:
     cdef public dict idle
-    cdef public object live, pending
+    cdef public object live, resting, pending
     cdef public bint closed
     cdef public long connections, active_requests, active_retries
     cdef public long max_connections, max_pending_requests, max_requests, max_retries
@@ -14,6 +14,7 @@ cdef class ConnectionPool:
     cpdef retry_started(self)
     cpdef retry_done(self)
     cpdef tuple acquire(self, key, waiter, bint reuse=*)
+    cpdef take_oldest_idle(self)
     cpdef cancel(self, waiter)
     cpdef tuple release(self, conn, double now)
     cpdef lost(self, conn, bint was_idle)

@@ -26,6 +26,13 @@ from meshlet.errors import ConfigError
 from meshlet.settings_rules import (
     FIELD_PREFIX,
     LB_POLICIES,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_HEADERS,
+    MAX_RATE,
+    MAX_ROUTES,
+    MAX_SPLITS,
+    MAX_STATUSES,
     at_least,
     at_most,
     check_backoff,
@@ -33,7 +40,12 @@ from meshlet.settings_rules import (
     check_partition,
     check_retry_on,
     check_split,
+    finite_bound,
+    header_map,
+    header_names,
     key_source,
+    limited,
+    method_names,
     shard_names,
     status_list,
 )
@@ -62,18 +74,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _shown(bound: float) -> str:
+    """A bound as pydantic writes it: ``100`` for 100.0, ``0.5`` for 0.5."""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
 def _bounded(value: float, path: list[str], ge: float | None, gt: float | None,
              le: float | None) -> None:
     if gt is not None and not value > gt:
-        raise Invalid(path, f"Input should be greater than {gt:g}")
+        raise Invalid(path, f"Input should be greater than {_shown(gt)}")
     if ge is not None and not value >= ge:
-        raise Invalid(path, f"Input should be greater than or equal to {ge:g}")
+        raise Invalid(path, f"Input should be greater than or equal to {_shown(ge)}")
     if le is not None and not value <= le:
-        raise Invalid(path, f"Input should be less than or equal to {le:g}")
+        raise Invalid(path, f"Input should be less than or equal to {_shown(le)}")
+
+
+def _finite(value: Any, path: list[str]) -> None:
+    _ruled(finite_bound, value, path)
 
 
 def integer(ge: float | None = None, le: float | None = None) -> Check:
     def check(value: Any, path: list[str]) -> int:
+        if isinstance(value, float):  # a huge int is fine here: its bound refuses it
+            _finite(value, path)
         if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
             raise Invalid(path, "Input should be a valid integer")
         _bounded(value, path, ge, None, le)
@@ -86,6 +109,7 @@ def number(ge: float | None = None, gt: float | None = None,
     def check(value: Any, path: list[str]) -> float:
         if not _is_number(value):
             raise Invalid(path, "Input should be a valid number")
+        _finite(value, path)
         _bounded(value, path, ge, gt, le)
         return float(value)
     return check
@@ -97,7 +121,8 @@ def duration(positive: bool) -> Check:
             seconds = parse_duration(value, "duration")
         except ConfigError as exc:
             raise Invalid(path, exc.message.removeprefix("duration: ")) from None
-        _bounded(seconds, path, None if positive else 0, 0 if positive else None, None)
+        _bounded(seconds, path, None if positive else 0, 0 if positive else None,
+                 MAX_DURATION)
         return seconds
     return check
 
@@ -133,24 +158,35 @@ def optional(inner: Check) -> Check:
     return lambda value, path: None if value is None else inner(value, path)
 
 
-def list_of(inner: Check, before: Callable[[Any], Any] | None = None) -> Check:
+def _ruled(rule: Callable[[Any], Any] | None, value: Any, path: list[str]) -> Any:
+    """``value`` through a shared rule (``settings_rules``), its ValueError as Invalid."""
+    if rule is None:
+        return value
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise Invalid(path, str(exc)) from None
+
+
+def list_of(inner: Check, before: Callable[[Any], Any] | None = None,
+            rule: Callable[[Any], Any] | None = None) -> Check:
     def check(value: Any, path: list[str]) -> list[Any]:
-        if before is not None:
-            try:
-                value = before(value)
-            except ValueError as exc:
-                raise Invalid(path, str(exc)) from None
+        value = _ruled(before, value, path)
         if not isinstance(value, (list, tuple)):
             raise Invalid(path, "Input should be a valid list")
-        return [inner(v, [*path, str(i)]) for i, v in enumerate(value)]
+        items: list[Any] = _ruled(rule, [inner(v, [*path, str(i)])
+                                         for i, v in enumerate(value)], path)
+        return items
     return check
 
 
-def mapping_of(inner: Check) -> Check:
+def mapping_of(inner: Check, rule: Callable[[Any], Any] | None = None) -> Check:
     def check(value: Any, path: list[str]) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise Invalid(path, "Input should be a valid dictionary")
-        return {str(k): inner(v, [*path, str(k)]) for k, v in value.items()}
+        items: dict[str, Any] = _ruled(rule, {str(k): inner(v, [*path, str(k)])
+                                              for k, v in value.items()}, path)
+        return items
     return check
 
 
@@ -223,14 +259,32 @@ def dump(value: Any) -> Any:
 # -- the settings -----------------------------------------------------------------------
 
 SECONDS, SECONDS_OR_ZERO = duration(positive=True), duration(positive=False)
+HEADER_MAP = mapping_of(text(), rule=header_map)
+RANGE_BOUND = either(text(), number())
+
+
+def finite(inner: Check) -> Check:
+    """``inner``, after refusing numbers that are not finite (``finite_bound``)."""
+    return lambda value, path: inner(_ruled(finite_bound, value, path), path)
+
+
+range_bound = finite(RANGE_BOUND)
+
+
+def count(ge: int) -> Check:
+    return integer(ge=ge, le=MAX_COUNT)
+
+
+def rate() -> Check:
+    return number(ge=0.0, le=MAX_RATE)
 
 
 @dataclass(frozen=True, slots=True)
 class Range:
     """Keys from ``from`` to ``to`` inclusive (see ``settings_rules.at_most``)."""
 
-    from_: str | float = field(metadata=checked(either(text(), number()), alias="from"))
-    to: str | float = field(metadata=checked(either(text(), number())))
+    from_: str | float = field(metadata=checked(range_bound, alias="from"))
+    to: str | float = field(metadata=checked(range_bound))
     shard: str = field(metadata=checked(text(min_length=1)))
 
 
@@ -239,7 +293,7 @@ class Partition:
     key: str = field(metadata=checked(key_check))
     strategy: str = field(metadata=checked(choice("hash", "range", "random")))
     shards: int | list[str] | None = field(
-        default=None, metadata=checked(optional(either(integer(), list_of(text())))))
+        default=None, metadata=checked(optional(finite(either(integer(), list_of(text()))))))
     hash: str = field(default="consistent", metadata=checked(choice("modulo", "consistent")))
     ranges: list[Range] = field(default_factory=list, metadata=checked(list_of(model(Range))))
     numeric: bool = field(default=False, metadata=checked(boolean))
@@ -255,27 +309,30 @@ class Partition:
 @dataclass(frozen=True, slots=True)
 class Match:
     path_prefix: str = field(default="/", metadata=checked(text()))
-    headers: dict[str, str] = field(default_factory=dict, metadata=checked(mapping_of(text())))
-    methods: list[str] = field(default_factory=list, metadata=checked(list_of(text())))
+    headers: dict[str, str] = field(default_factory=dict, metadata=checked(HEADER_MAP))
+    methods: list[str] = field(default_factory=list, metadata=checked(
+        list_of(text(), rule=method_names)))
 
 
 @dataclass(frozen=True, slots=True)
 class SplitTarget:
-    subset: dict[str, str] = field(default_factory=dict, metadata=checked(mapping_of(text())))
+    subset: dict[str, str] = field(default_factory=dict, metadata=checked(
+        mapping_of(text(), rule=limited(MAX_HEADERS, "labels"))))
     weight: int = field(default=1, metadata=checked(integer(ge=0, le=10000)))
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderRewrite:
-    set: dict[str, str] = field(default_factory=dict, metadata=checked(mapping_of(text())))
-    remove: list[str] = field(default_factory=list, metadata=checked(list_of(text())))
+    set: dict[str, str] = field(default_factory=dict, metadata=checked(HEADER_MAP))
+    remove: list[str] = field(default_factory=list, metadata=checked(
+        list_of(text(), rule=header_names)))
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     match: Match = field(default_factory=Match, metadata=checked(model(Match)))
-    split: list[SplitTarget] = field(default_factory=list,
-                                     metadata=checked(list_of(model(SplitTarget))))
+    split: list[SplitTarget] = field(default_factory=list, metadata=checked(
+        list_of(model(SplitTarget), rule=limited(MAX_SPLITS, "split targets"))))
     request_headers: HeaderRewrite = field(default_factory=HeaderRewrite,
                                            metadata=checked(model(HeaderRewrite)))
     timeout: float | None = field(default=None, metadata=checked(optional(SECONDS)))
@@ -289,11 +346,11 @@ class Settings:
     # load balancing
     lb: str = field(default="round_robin", metadata=checked(choice(*LB_POLICIES)))
     hash_on: str | None = field(default=None, metadata=checked(optional(key_check)))
-    min_ring_size: int = field(default=1024, metadata=checked(integer(ge=16, le=1_000_000)))
+    min_ring_size: int = field(default=1024, metadata=checked(integer(ge=16, le=MAX_COUNT)))
     maglev_table_size: int = field(default=65537, metadata=checked(integer(ge=7, le=1_000_003)))
     ewma_decay: float = field(default=10.0, metadata=checked(SECONDS))
     locality_min_healthy: float = field(default=0.7, metadata=checked(number(ge=0.0, le=1.0)))
-    locality_max_outstanding: int = field(default=100, metadata=checked(integer(ge=1)))
+    locality_max_outstanding: int = field(default=100, metadata=checked(count(ge=1)))
     protocol: str = field(default="http", metadata=checked(choice("http", "tcp")))
     # timeouts
     connect_timeout: float = field(default=1.0, metadata=checked(SECONDS))
@@ -302,29 +359,30 @@ class Settings:
     idle_timeout: float = field(default=60.0, metadata=checked(SECONDS))
     # retries
     retries: int = field(default=2, metadata=checked(integer(ge=0, le=10)))
-    retry_on: list[int] = field(default_factory=list,
-                                metadata=checked(list_of(integer(), before=status_list)))
+    retry_on: list[int] = field(default_factory=list, metadata=checked(
+        list_of(integer(), before=status_list, rule=limited(MAX_STATUSES, "status codes"))))
     retry_non_idempotent: bool = field(default=False, metadata=checked(boolean))
     retry_backoff: float = field(default=0.025, metadata=checked(SECONDS_OR_ZERO))
     retry_backoff_max: float = field(default=0.25, metadata=checked(SECONDS_OR_ZERO))
     retry_budget_percent: float = field(default=20.0, metadata=checked(number(ge=0.0, le=100.0)))
-    retry_budget_min_per_second: float = field(default=10.0, metadata=checked(number(ge=0.0)))
+    retry_budget_min_per_second: float = field(default=10.0, metadata=checked(rate()))
     # circuit breaking
-    max_connections: int = field(default=1024, metadata=checked(integer(ge=1)))
-    max_pending_requests: int = field(default=1024, metadata=checked(integer(ge=1)))
-    max_requests: int = field(default=1024, metadata=checked(integer(ge=1)))
-    max_retries: int = field(default=3, metadata=checked(integer(ge=0)))
+    max_connections: int = field(default=1024, metadata=checked(count(ge=1)))
+    max_pending_requests: int = field(default=1024, metadata=checked(count(ge=1)))
+    max_requests: int = field(default=1024, metadata=checked(count(ge=1)))
+    max_retries: int = field(default=3, metadata=checked(count(ge=0)))
     # outlier detection
-    outlier_consecutive_failures: int = field(default=5, metadata=checked(integer(ge=0)))
+    outlier_consecutive_failures: int = field(default=5, metadata=checked(count(ge=0)))
     outlier_base_ejection_time: float = field(default=30.0, metadata=checked(SECONDS))
     outlier_max_ejection_time: float = field(default=300.0, metadata=checked(SECONDS))
     outlier_max_ejection_percent: float = field(default=50.0,
                                                 metadata=checked(number(ge=0.0, le=100.0)))
     # inbound protection
-    rate_limit_rps: float = field(default=0.0, metadata=checked(number(ge=0.0)))
-    rate_limit_burst: int = field(default=0, metadata=checked(integer(ge=0)))
+    rate_limit_rps: float = field(default=0.0, metadata=checked(rate()))
+    rate_limit_burst: int = field(default=0, metadata=checked(count(ge=0)))
     # routing and sharding
-    routes: list[Route] = field(default_factory=list, metadata=checked(list_of(model(Route))))
+    routes: list[Route] = field(default_factory=list, metadata=checked(
+        list_of(model(Route), rule=limited(MAX_ROUTES, "routes"))))
     partition: Partition | None = field(default=None, metadata=checked(optional(model(Partition))))
     access_log: str = field(default="errors", metadata=checked(choice("all", "errors", "off")))
 

@@ -2,8 +2,9 @@
 feeds the response of the exchange it serves back to it, re-framed or relayed as is.
 
 It belongs to its cluster's ``ConnectionPool`` and is opened, handed over and closed by
-a ``Connector`` (``connector.py``); it keeps no books of its own. When it closes, it
-tells the connector, which asks the pool whether a waiting request may open one now.
+a ``Connector`` (``connector.py``); it keeps no books of its own, but for ``counted``:
+whether it still holds its pool's slot. When it closes, it tells the connector, which
+gives the slot back, then tells the exchange it served, if any.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class UpstreamHttp:
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False
+        self.counted = True  # made in a slot its pool reserved; the pool clears it
         self.reused = False
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -85,11 +87,7 @@ class UpstreamHttp:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        ex = self.exchange
-        if ex is not None:
-            self.exchange = None
-            ex.upstream_lost(self)
-        self.connector.lost(self, ex is None)
+        self.connector.lost(self)
 
     def eof_received(self) -> None:
         return None  # close the transport: the end of a response is found by parsing

@@ -13,10 +13,12 @@ from pathlib import Path
 from aiohttp import web
 
 from meshlet.addresses import parse_hostport, parse_http_url, same_listener
+from meshlet.api.connection_limits import ConnectionGuard, aiohttp_limits, head_limits_middleware
 from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
@@ -38,6 +40,8 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
+    head_timeout: float = HEAD_TIMEOUT  # seconds a client has to send a request head
+    max_connections: int = 0  # client connections at most; 0: from the descriptor limit
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -45,6 +49,11 @@ class ServerOptions:
             raise ConfigError("snapshot_interval: must not be negative", "snapshot_interval")
         if self.node_ttl <= 0:
             raise ConfigError("node_ttl: must be more than 0", "node_ttl")
+        if not 0 < self.head_timeout <= 3600:
+            raise ConfigError("head_timeout: must be more than 0 and at most 3600 seconds",
+                              "head_timeout")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections: must not be negative", "max_connections")
         if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
             raise ConfigError("--peer, --join and --bootstrap-expect need --raft", "raft")
         if self.server_id in self.peers:
@@ -114,11 +123,16 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper)
-        runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
+        app = api.app()
+        app.middlewares.insert(0, head_limits_middleware)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                               **aiohttp_limits(options.head_timeout))
         await runner.setup()
         aiohttp_protocol = runner.server
         assert aiohttp_protocol is not None
         stats = FastLaneStats()
+        stats.guard = ConnectionGuard(options.head_timeout, options.max_connections)
+        stats.guard.start(lambda: len(aiohttp_protocol.connections))
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         reaper.start()
@@ -179,6 +193,7 @@ class Server:
                 await self.finding
         await self.reaper.stop()
         self.listening.close()
+        await self.fast_lane.guard.stop()
         for conn in list(self.fast_lane.connections):
             conn.close()
         await self.runner.cleanup()

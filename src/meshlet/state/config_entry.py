@@ -11,19 +11,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError
 from meshlet.settings_rules import (
     FIELD_PREFIX,
     LB_POLICIES,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_HEADERS,
+    MAX_RATE,
+    MAX_ROUTES,
+    MAX_SPLITS,
+    MAX_STATUSES,
     check_backoff,
     check_maglev_size,
     check_partition,
     check_retry_on,
     check_split,
+    finite_bound,
+    header_map,
+    header_names,
     key_source,
+    limited,
+    method_names,
     shard_names,
     status_list,
 )
@@ -36,22 +56,30 @@ def _duration(value: Any) -> float:
         raise ValueError(exc.message.removeprefix("duration: ")) from None
 
 
-StatusList = Annotated[list[int], BeforeValidator(status_list)]
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+StatusList = Annotated[list[int], BeforeValidator(status_list),
+                      AfterValidator(limited(MAX_STATUSES, "status codes"))]
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=MAX_DURATION)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=MAX_DURATION)]
 KeySource = Annotated[str, BeforeValidator(key_source)]
+HeaderMap = Annotated[dict[str, str], AfterValidator(header_map)]
+HeaderNames = Annotated[list[str], AfterValidator(header_names)]
+Methods = Annotated[list[str], AfterValidator(method_names)]
+Labels = Annotated[dict[str, str], AfterValidator(limited(MAX_HEADERS, "labels"))]
+RangeBound = Annotated[str | float, BeforeValidator(finite_bound)]
+Count = Annotated[int, Field(le=MAX_COUNT)]
+Rate = Annotated[float, Field(le=MAX_RATE)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Range(Strict):
     """Keys from ``from`` to ``to`` inclusive. A string bound also covers keys that
     start with it: ``a``..``f`` holds ``acme`` and ``foo``, not ``g``."""
 
-    from_: str | float = Field(alias="from")
-    to: str | float
+    from_: RangeBound = Field(alias="from")
+    to: RangeBound
     shard: str = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -60,7 +88,7 @@ class Range(Strict):
 class Partition(Strict):
     key: KeySource
     strategy: Literal["hash", "range", "random"]
-    shards: int | list[str] | None = None
+    shards: Annotated[int | list[str] | None, BeforeValidator(finite_bound)] = None
     hash: Literal["modulo", "consistent"] = "consistent"
     ranges: list[Range] = []
     numeric: bool = False
@@ -77,23 +105,26 @@ class Partition(Strict):
 
 class Match(Strict):
     path_prefix: str = "/"
-    headers: dict[str, str] = {}
-    methods: list[str] = []
+    headers: HeaderMap = {}
+    methods: Methods = []
 
 
 class SplitTarget(Strict):
-    subset: dict[str, str] = {}
+    subset: Labels = {}
     weight: int = Field(default=1, ge=0, le=10000)
 
 
 class HeaderRewrite(Strict):
-    set: dict[str, str] = {}
-    remove: list[str] = []
+    """Headers set on (or removed from) the request the sidecar sends to the app."""
+
+    set: HeaderMap = {}
+    remove: HeaderNames = []
 
 
 class Route(Strict):
     match: Match = Match()
-    split: list[SplitTarget] = []
+    split: Annotated[list[SplitTarget], AfterValidator(limited(MAX_SPLITS, "split targets"))
+                     ] = []
     request_headers: HeaderRewrite = HeaderRewrite()
     timeout: PositiveDuration | None = None
 
@@ -107,11 +138,11 @@ class Settings(Strict):
     # load balancing
     lb: Literal[LB_POLICIES] = "round_robin"  # type: ignore[valid-type]
     hash_on: KeySource | None = None
-    min_ring_size: int = Field(default=1024, ge=16, le=1_000_000)
+    min_ring_size: int = Field(default=1024, ge=16, le=MAX_COUNT)
     maglev_table_size: int = Field(default=65537, ge=7, le=1_000_003)
     ewma_decay: PositiveDuration = 10.0
     locality_min_healthy: float = Field(default=0.7, ge=0.0, le=1.0)
-    locality_max_outstanding: int = Field(default=100, ge=1)
+    locality_max_outstanding: Count = Field(default=100, ge=1)
     protocol: Literal["http", "tcp"] = "http"
     # timeouts
     connect_timeout: PositiveDuration = 1.0
@@ -125,22 +156,22 @@ class Settings(Strict):
     retry_backoff: Duration = 0.025
     retry_backoff_max: Duration = 0.25
     retry_budget_percent: float = Field(default=20.0, ge=0.0, le=100.0)
-    retry_budget_min_per_second: float = Field(default=10.0, ge=0.0)
+    retry_budget_min_per_second: Rate = Field(default=10.0, ge=0.0)
     # circuit breaking
-    max_connections: int = Field(default=1024, ge=1)
-    max_pending_requests: int = Field(default=1024, ge=1)
-    max_requests: int = Field(default=1024, ge=1)
-    max_retries: int = Field(default=3, ge=0)
+    max_connections: Count = Field(default=1024, ge=1)
+    max_pending_requests: Count = Field(default=1024, ge=1)
+    max_requests: Count = Field(default=1024, ge=1)
+    max_retries: Count = Field(default=3, ge=0)
     # outlier detection
-    outlier_consecutive_failures: int = Field(default=5, ge=0)
+    outlier_consecutive_failures: Count = Field(default=5, ge=0)
     outlier_base_ejection_time: PositiveDuration = 30.0
     outlier_max_ejection_time: PositiveDuration = 300.0
     outlier_max_ejection_percent: float = Field(default=50.0, ge=0.0, le=100.0)
     # inbound protection
-    rate_limit_rps: float = Field(default=0.0, ge=0.0)
-    rate_limit_burst: int = Field(default=0, ge=0)
+    rate_limit_rps: Rate = Field(default=0.0, ge=0.0)
+    rate_limit_burst: Count = Field(default=0, ge=0)
     # routing and sharding
-    routes: list[Route] = []
+    routes: Annotated[list[Route], AfterValidator(limited(MAX_ROUTES, "routes"))] = []
     partition: Partition | None = None
     access_log: Literal["all", "errors", "off"] = "errors"
 

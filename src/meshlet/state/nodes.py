@@ -1,6 +1,13 @@
 """The nodes table: the hosts running an agent and the address each is reached on.
 Overlay networks are programmed from it: every host tunnels to the others' addresses,
-and a host that leaves is dropped from every other host's forwarding entries. Pure."""
+and a host that leaves is dropped from every other host's forwarding entries. Pure.
+
+A node's address must be a unicast address another host can send to: not unspecified,
+multicast, link-local, reserved or broadcast. Loopback is the one exception, for a
+cluster that lives on one host (``meshlet up``, where the agent reaches the server on
+127.0.0.1 and so registers that): loopback addresses and others never mix, since no
+other host can reach a node at 127.0.0.1, and a host told to tunnel there would send
+its overlay traffic to itself."""
 
 from __future__ import annotations
 
@@ -11,6 +18,19 @@ from typing import Any
 from meshlet.errors import ConfigError, NotFound
 from meshlet.state.commands import NodeDeregister, NodeRegister
 from meshlet.state.networks import OWNER_NAME
+
+
+def unreachable_kind(address: ipaddress.IPv4Address) -> str | None:
+    """What makes ``address`` no host's unicast address, or None if nothing does."""
+    if address in ipaddress.IPv4Network("0.0.0.0/8"):
+        return "an unspecified ('this network')"
+    if address.is_multicast:
+        return "a multicast"
+    if address.is_link_local:
+        return "a link-local"
+    if address.is_reserved:  # 240.0.0.0/4, 255.255.255.255 among them
+        return "a reserved or broadcast"
+    return None
 
 
 @dataclass
@@ -41,8 +61,20 @@ class NodeTable:
         except (ValueError, TypeError):
             raise ConfigError(f"address: {cmd.address!r} is not an IPv4 address",
                               "address") from None
-        if address.is_unspecified or address.is_multicast:
-            raise ConfigError(f"address: {cmd.address} cannot be a tunnel end", "address")
+        kind = unreachable_kind(address)
+        if kind is not None:
+            raise ConfigError(f"address: {cmd.address} is {kind} address, which cannot "
+                              "be a node's (other hosts must be able to send to it)",
+                              "address")
+        for other in self.nodes.values():
+            if other.name == cmd.name:
+                continue
+            if ipaddress.IPv4Address(other.address).is_loopback != address.is_loopback:
+                raise ConfigError(
+                    f"address: {cmd.address} cannot join node {other.name!r} at "
+                    f"{other.address}: a cluster's nodes are either all on one host's "
+                    "loopback or all on addresses other hosts reach (give the agent "
+                    "--advertise IP)", "address")
 
     def register(self, index: int, cmd: NodeRegister) -> dict[str, Any]:
         node = self.nodes.get(cmd.name)

@@ -33,7 +33,7 @@ class VipTable:
 
     def check_cidr(self, cmd: ServiceCidrSet,
                    networks: Iterable[tuple[str, ipaddress.IPv4Network]]) -> None:
-        subnet = ipam.parse_subnet(cmd.cidr)
+        subnet = ipam.parse_subnet(cmd.cidr, "cidr")
         try:
             ipam.check_overlap(subnet, networks)
         except Conflict as exc:
@@ -43,7 +43,7 @@ class VipTable:
                            f"services; {len(self.vips)} have addresses", "cidr")
 
     def set_cidr(self, index: int, cmd: ServiceCidrSet) -> dict[str, Any]:
-        self.cidr = str(ipam.parse_subnet(cmd.cidr))
+        self.cidr = str(ipam.parse_subnet(cmd.cidr, "cidr"))
         services = sorted(self.vips)
         self.vips = {}
         for service in services:

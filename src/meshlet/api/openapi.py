@@ -1,0 +1,175 @@
+"""The API described as an OpenAPI 3.1 document, served at ``/v1/openapi.json``.
+
+One table, ``OPERATIONS``, names every route with its body and query parameters; the
+request schemas come from the pydantic models that validate the bodies, so the
+document cannot drift from what the server accepts. A route the router serves but the
+table does not name fails ``tests/unit/test_openapi.py``, as does a stale entry.
+Clients and fuzzers (``schemathesis`` in CI) read it; nothing in the server reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+import meshlet
+from meshlet.api.schemas import (
+    AddressBody,
+    CidrBody,
+    ContainerBody,
+    ContainerStatusBody,
+    DesiredBody,
+    HealthBody,
+    NetworkBody,
+    NodeBody,
+    PeerBody,
+    RegisterBody,
+)
+
+JSON_OBJECT = "json-object"  # a body that is any JSON object (configuration settings)
+RAW_BYTES = "bytes"  # a body taken as it is (a KV value)
+
+INDEX = ("index", "integer", "a blocking query: answer once the index exceeds this")
+WAIT = ("wait", "string", "how long a blocking query may wait, e.g. 30s (at most 10m)")
+CONSISTENCY = ("consistency", "string", "stale, default or consistent")
+MAX_STALE = ("max_stale", "string", "with stale reads: the staleness allowed, e.g. 5s")
+CAS = ("cas", "integer", "write only if the entry's modify index is this (0: absent)")
+READS = (CONSISTENCY, MAX_STALE)
+BLOCKING = (INDEX, WAIT, *READS)
+Query = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route: what it does, its body and its query parameters."""
+
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | str | None = None
+    query: tuple[Query, ...] = ()
+
+    @property
+    def writes(self) -> bool:
+        return self.method != "GET"
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/v1/status", "This server's view of the cluster"),
+    Operation("GET", "/metrics", "Prometheus metrics of this server"),
+    Operation("GET", "/v1/openapi.json", "This document"),
+    Operation("POST", "/v1/raft/transfer-leader", "Hand leadership to another server",
+              query=(("to", "string", "the server to lead next"),)),
+    Operation("POST", "/v1/raft/peers", "Add a server to the cluster", PeerBody),
+    Operation("DELETE", "/v1/raft/peers/{id}", "Remove a server from the cluster"),
+    Operation("GET", "/v1/raft/self", "This server's id and addresses"),
+    Operation("PUT", "/v1/catalog/register", "Register a service instance", RegisterBody),
+    Operation("PUT", "/v1/catalog/deregister/{id}", "Deregister a service instance"),
+    Operation("PUT", "/v1/health/{id}", "Set an instance's health", HealthBody),
+    Operation("GET", "/v1/services", "Every service", query=BLOCKING),
+    Operation("GET", "/v1/services/{name}/instances", "A service's instances",
+              query=(*BLOCKING, ("passing", "boolean", "only instances that pass"))),
+    Operation("GET", "/v1/kv", "KV entries under a prefix",
+              query=(*BLOCKING, ("prefix", "string", "the keys' common start"))),
+    Operation("GET", "/v1/kv/{key}", "One KV entry",
+              query=(*BLOCKING, ("recurse", "boolean", "every entry under the key"),
+                     ("raw", "boolean", "the value alone, as bytes"))),
+    Operation("PUT", "/v1/kv/{key}", "Write a KV entry", RAW_BYTES, (CAS,)),
+    Operation("DELETE", "/v1/kv/{key}", "Delete a KV entry", query=(CAS,)),
+    Operation("GET", "/v1/config", "Every service's configuration", query=BLOCKING),
+    Operation("GET", "/v1/config/{service}", "A service's configuration", query=BLOCKING),
+    Operation("PUT", "/v1/config/{service}", "Set a service's configuration", JSON_OBJECT,
+              (("replace", "boolean", "replace the settings instead of merging"),)),
+    Operation("DELETE", "/v1/config/{service}", "Delete a service's configuration"),
+    Operation("GET", "/v1/networks", "Every network", query=BLOCKING),
+    Operation("POST", "/v1/networks", "Create a network", NetworkBody),
+    Operation("GET", "/v1/networks/{name}", "One network", query=BLOCKING),
+    Operation("DELETE", "/v1/networks/{name}", "Remove a network"),
+    Operation("PUT", "/v1/networks/{name}/addresses/{owner}",
+              "Lease an address on a network", AddressBody),
+    Operation("DELETE", "/v1/networks/{name}/addresses/{owner}", "Release an address"),
+    Operation("GET", "/v1/containers", "Every container",
+              query=(*BLOCKING, ("node", "string", "only those placed on this node"))),
+    Operation("POST", "/v1/containers", "Create a container", ContainerBody),
+    Operation("GET", "/v1/containers/{name}", "One container", query=BLOCKING),
+    Operation("DELETE", "/v1/containers/{name}", "Remove a container"),
+    Operation("PUT", "/v1/containers/{name}/desired", "Start or stop a container",
+              DesiredBody),
+    Operation("PUT", "/v1/containers/{name}/status", "Report a container's state (agents)",
+              ContainerStatusBody),
+    Operation("PUT", "/v1/containers/{name}/networks/{network}",
+              "Connect a container to a network"),
+    Operation("DELETE", "/v1/containers/{name}/networks/{network}",
+              "Disconnect a container from a network"),
+    Operation("GET", "/v1/nodes", "Every node", query=BLOCKING),
+    Operation("PUT", "/v1/nodes/{name}", "Register a node (agents)", NodeBody),
+    Operation("DELETE", "/v1/nodes/{name}", "Deregister a node"),
+    Operation("GET", "/v1/vips", "Every service's virtual IP", query=BLOCKING),
+    Operation("PUT", "/v1/vips/cidr", "Set the range virtual IPs come from", CidrBody),
+)
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"},
+                                            "message": {"type": "string"},
+                                            "field": {"type": ["string", "null"]}}}},
+}
+
+
+def path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def request_body(body: type[BaseModel] | str) -> dict[str, Any]:
+    if body == RAW_BYTES:
+        content = {"application/octet-stream": {"schema": {"type": "string",
+                                                           "format": "binary"}}}
+    elif body == JSON_OBJECT:
+        content = {"application/json": {"schema": {"type": "object"}}}
+    else:
+        assert isinstance(body, type)
+        content = {"application/json": {"schema": {"$ref":
+                                                   f"#/components/schemas/{body.__name__}"}}}
+    return {"required": True, "content": content}
+
+
+def operation_object(op: Operation) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
+        for name in path_parameters(op.path)]
+    params += [{"name": name, "in": "query", "required": False, "description": text,
+                "schema": {"type": kind, **({"minimum": 0} if kind == "integer" else {})}}
+               for name, kind, text in op.query]
+    error = {"content": {"application/json": {"schema": {"$ref":
+                                                         "#/components/schemas/Error"}}}}
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{op.method.lower()}{op.path.replace('/', '_')}"
+                       .replace("{", "").replace("}", "").replace(".", "_").replace("-", "_"),
+        "parameters": params,
+        "responses": {"200": {"description": "done"},
+                      "4XX": {"description": "refused; nothing changed", **error}},
+    }
+    if op.body is not None:
+        out["requestBody"] = request_body(op.body)
+    return out
+
+
+def document() -> dict[str, Any]:
+    """The whole document; cheap enough to build once per server."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = operation_object(op)
+        if isinstance(op.body, type):
+            schemas[op.body.__name__] = op.body.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+    return {"openapi": "3.1.0",
+            "info": {"title": "meshlet", "version": meshlet.__version__},
+            "paths": paths,
+            "components": {"schemas": schemas}}

@@ -1,0 +1,25 @@
+"""How much of a request head meshlet's HTTP servers read before refusing it.
+
+The sidecar's listeners (``proxy/http.py``) and the API server (``api/fast_lane.py``)
+bound what one client can make them hold or wait for, with the same numbers and the
+same answers. A head is the request line and the header lines up to the blank line.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MAX_HEAD_BYTES: Final = 64 * 1024  # request line and headers → 431
+MAX_HEADERS: Final = 100  # header lines → 431
+MAX_URL_BYTES: Final = 8 * 1024  # the request target → 414
+HEAD_TIMEOUT: Final = 10.0  # seconds for a head to arrive whole → 408
+
+# The refusal codes, as the x-meshlet-error header (sidecar) or the error body's
+# "code" (API) names them, with their statuses.
+HEAD_TOO_LARGE: Final = "head_too_large"
+URL_TOO_LONG: Final = "url_too_long"
+HEAD_TIMEOUT_CODE: Final = "head_timeout"
+BAD_REQUEST: Final = "bad_request"
+UPGRADE_UNSUPPORTED: Final = "upgrade_unsupported"
+STATUS: Final = {HEAD_TOO_LARGE: 431, URL_TOO_LONG: 414, HEAD_TIMEOUT_CODE: 408,
+                 BAD_REQUEST: 400, UPGRADE_UNSUPPORTED: 501}

@@ -1,0 +1,312 @@
+"""Request heads the sidecar's listeners and the API server refuse, over real sockets:
+too large (431), too long a target (414), too slow (408), two Hosts or HTTP/0.9 (400),
+CONNECT or an Upgrade (501); and the API server keeps answering while hundreds of
+connections that never send a head are held open against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from meshlet.http_limits import HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from meshlet.proxy.config import ClusterConfig, ListenerConfig, Snapshot
+from meshlet.proxy.sidecar import Sidecar
+from meshlet.server.main import Server, ServerOptions
+from tests.conftest import wait_until
+from tests.integration.test_durability import free_port, reachable
+from tests.integration.test_proxy_http import endpoint, start_backend
+
+SLOW = 0.3  # the head timeout the tests configure, in seconds
+
+BIG_VALUE = b"v" * (MAX_HEAD_BYTES + 1024)  # one header: a 65 KiB head
+REFUSED = [
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n"
+                 + b"".join(b"x-h%d: v\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n",
+                 431, "head_too_large", id="101-headers"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nx-big: " + BIG_VALUE + b"\r\n\r\n",
+                 431, "head_too_large", id="65KiB-head"),
+    pytest.param(b"GET /" + b"u" * MAX_URL_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                 414, "url_too_long", id="long-url"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request",
+                 id="two-hosts"),
+    pytest.param(b"GET /\r\n", 400, "bad_request", id="http-0.9"),
+    pytest.param(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+                 501, "upgrade_unsupported", id="connect"),
+    pytest.param(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                 b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                 501, "upgrade_unsupported", id="websocket"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+                 501, "upgrade_unsupported", id="h2c"),
+]
+
+
+async def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data``, then read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+# -- the sidecar ---------------------------------------------------------------------
+
+
+async def start_proxy(head_timeout: float) -> tuple[Sidecar, web.AppRunner]:
+    runner, port = await start_backend("b0")
+    snapshot = Snapshot(1, "client", "client-0",
+                        (ListenerConfig("web", "outbound", "127.0.0.1", 0, "http",
+                                        head_timeout=head_timeout),),
+                        {"outbound:web": ClusterConfig("web", (endpoint(port),), {})})
+    proxy = Sidecar(snapshot)
+    await proxy.start()
+    return proxy, runner
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Sidecar]:
+    """A sidecar (default head timeout) whose outbound listener reaches an echo backend."""
+    proxy, runner = await start_proxy(HEAD_TIMEOUT)
+    yield proxy
+    await proxy.stop(1)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def slow_proxy() -> AsyncIterator[Sidecar]:
+    """The same with a head timeout of SLOW seconds."""
+    proxy, runner = await start_proxy(SLOW)
+    yield proxy
+    await proxy.stop(1)
+    await runner.cleanup()
+
+
+def sidecar_port(proxy: Sidecar) -> int:
+    return proxy.ports()["outbound:web"]
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), REFUSED)
+async def test_sidecar_refuses_the_head(proxy: Sidecar,
+                                        request_bytes: bytes, status: int,
+                                        reason: str) -> None:
+    answer = await exchange(sidecar_port(proxy), request_bytes)
+    assert status_of(answer) == status, answer[:200]
+    assert f"x-meshlet-error: {reason}\r\n".encode() in answer
+    # Answered once, then closed (read() ended): nothing of it reached the backend.
+    assert answer.count(b"HTTP/1.1 ") == 1
+    # The same connection's bounds do not leak into the next one.
+    ok = await exchange(sidecar_port(proxy),
+                        b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(ok) == 200 and b"/after" in ok
+
+
+async def test_sidecar_head_exactly_at_the_limits_is_relayed(proxy: Sidecar) -> None:
+    headers = b"".join(b"x-h%d: v\r\n" % i for i in range(MAX_HEADERS - 2))
+    answer = await exchange(sidecar_port(proxy), b"GET /" + b"u" * (MAX_URL_BYTES - 1)
+                            + b" HTTP/1.1\r\nHost: x\r\n" + headers
+                            + b"Connection: close\r\n\r\n")
+    # The sidecar relayed it (the backend, aiohttp, has its own view of long lines).
+    assert answer.startswith(b"HTTP/1.1 ") and b"x-meshlet-error" not in answer
+
+
+async def test_sidecar_head_that_never_ends_is_refused_at_the_limit(proxy: Sidecar) -> None:
+    """A header line with no end: refused as soon as 64 KiB of head have come, not at
+    the head timeout (httptools would gather the line without bound)."""
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nx-endless: "
+    answer = await exchange(sidecar_port(proxy),
+                            start + b"z" * (MAX_HEAD_BYTES + 1 - len(start)))
+    assert status_of(answer) == 431 and b"x-meshlet-error: head_too_large" in answer
+
+
+async def test_sidecar_head_that_never_ends_after_a_request_is_refused(
+        proxy: Sidecar) -> None:
+    """The same after a pipelined request in the same write: counted from its next read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(proxy))
+    try:
+        writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nx-endless: ")
+        first = await asyncio.wait_for(reader.readuntil(b"/first"), 10)
+        assert first.startswith(b"HTTP/1.1 200")
+        for _ in range(MAX_HEAD_BYTES // 4096 + 1):
+            writer.write(b"z" * 4096)
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"HTTP/1.1 431" in rest
+    finally:
+        writer.close()
+
+
+async def test_sidecar_times_out_a_slow_head(slow_proxy: Sidecar) -> None:
+    answer = await exchange(sidecar_port(slow_proxy), b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert status_of(answer) == 408 and b"x-meshlet-error: head_timeout" in answer
+
+
+async def test_sidecar_closes_a_connection_that_sends_nothing(slow_proxy: Sidecar) -> None:
+    assert await exchange(sidecar_port(slow_proxy), b"") == b""
+
+
+async def test_sidecar_keeps_an_idle_connection_between_requests(
+        slow_proxy: Sidecar) -> None:
+    """The head timeout runs from a head's first byte: a kept-alive connection idle
+    after its answer is not cut (it outlives several timeouts)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(slow_proxy))
+    try:
+        writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        listener = slow_proxy.listeners[0]
+        start = listener.now
+        wait_until_now = start + 4 * SLOW
+        while listener.now < wait_until_now:  # the ticker's clock: several sweeps
+            await asyncio.sleep(0.05)
+        assert listener.connections, "the idle connection was closed"
+        writer.write(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"/two" in rest
+    finally:
+        writer.close()
+
+
+def test_listener_head_timeout_is_checked() -> None:
+    from meshlet.errors import ConfigError
+    base = {"version": 1, "listeners": [{"name": "web", "direction": "outbound",
+                                         "host": "127.0.0.1", "port": 0}]}
+    assert Snapshot.from_dict(base).listeners[0].head_timeout == 10.0
+    for bad in (0, -1, float("inf"), float("nan"), 1e400, "10s", True, 7200):
+        listener = {**base["listeners"][0], "head_timeout": bad}  # type: ignore[index]
+        with pytest.raises(ConfigError, match="head_timeout"):
+            Snapshot.from_dict({**base, "listeners": [listener]})
+
+
+# -- the API server ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[int]:
+    server = await Server.start(tmp_path, "127.0.0.1", 0)
+    yield int(server.url.rsplit(":", 1)[1])
+    await server.stop()
+
+
+@pytest.fixture
+async def slow_api(tmp_path: Path) -> AsyncIterator[int]:
+    server = await Server.start(tmp_path, "127.0.0.1", 0, ServerOptions(head_timeout=SLOW))
+    yield int(server.url.rsplit(":", 1)[1])
+    await server.stop()
+
+
+def error_code(answer: bytes) -> str:
+    return str(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"])
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), REFUSED)
+async def test_api_refuses_the_head(api: int, request_bytes: bytes, status: int,
+                                    reason: str) -> None:
+    answer = await exchange(api, request_bytes)
+    assert status_of(answer) == status, answer[:200]
+    assert error_code(answer) == reason
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+LATER = [p for p in REFUSED if p.id not in ("http-0.9", "65KiB-head")]
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head + await reader.readexactly(length)
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), LATER)
+async def test_api_judges_the_later_requests_of_a_connection(
+        api: int, request_bytes: bytes, status: int, reason: str) -> None:
+    """Once aiohttp serves a connection, its next heads are judged by the same rules.
+    Its parser refuses a 65 KiB header line and two Hosts itself (400, in its own
+    words), and waits for a blank line after an HTTP/0.9 one (the head timeout)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", api)
+    try:
+        writer.write(b"GET /v1/raft/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(await read_response(reader)) == 200
+        writer.write(request_bytes)
+        answer = await read_response(reader)
+        assert status_of(answer) == status
+        if reason != "bad_request":
+            assert error_code(answer) == reason
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # then closed
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", [b"/v1/status", b"/v1/kv/a"])
+async def test_api_refuses_two_hosts_on_either_path(api: int, path: bytes) -> None:
+    """A KV put (answered by the fast lane) and any other request (by aiohttp)."""
+    answer = await exchange(api, b"PUT " + path + b" HTTP/1.1\r\nHost: a\r\nHost: b\r\n"
+                                 b"Content-Length: 1\r\n\r\nx")
+    assert status_of(answer) == 400 and error_code(answer) == "bad_request"
+
+
+async def test_api_times_out_a_slow_head(slow_api: int) -> None:
+    answer = await exchange(slow_api, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+    assert status_of(answer) == 408 and error_code(answer) == "head_timeout"
+    assert await exchange(slow_api, b"") == b""  # nothing sent: closed without an answer
+
+
+async def test_api_times_out_an_idle_connection_after_its_answer(slow_api: int) -> None:
+    """Once aiohttp has the connection, its keep-alive timeout is the head timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", slow_api)
+    try:
+        writer.write(b"GET /v1/raft/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+    finally:
+        writer.close()
+
+
+# `meshlet server` with its descriptor limit lowered first (lowering needs no privilege).
+LIMITED_SERVER = ("import resource, runpy, sys; "
+                  "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+                  "sys.argv = ['meshlet', *sys.argv[1:]]; "
+                  "runpy.run_module('meshlet', run_name='__main__')")
+
+
+async def test_api_answers_while_hundreds_of_half_open_connections_are_held(
+        tmp_path: Path) -> None:
+    """A server limited to 256 descriptors, 300 connections that send half a head or
+    nothing: it still answers a real request at once, and still writes its log."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIMITED_SERVER, "server", "--data-dir", str(tmp_path),
+         "--http", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    held: list[asyncio.StreamWriter] = []
+    try:
+        wait_until(lambda: reachable(port), 15, message="the server to listen")
+        for i in range(300):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
+            held.append(writer)
+        answer = await exchange(port, b"PUT /v1/kv/still-here HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+        # 200, or 401/403 where API tokens are required: either way an answer.
+        assert status_of(answer) in (200, 401, 403), answer[:200]
+        assert proc.poll() is None
+    finally:
+        for writer in held:
+            writer.close()
+        proc.terminate()
+        proc.wait(10)
