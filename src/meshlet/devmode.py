@@ -110,7 +110,7 @@ def sweep_stale_temp_dirs() -> None:
 def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
     return [{"service": w.service, "instance": w.id,
              "address": f"{w.app_host}:{w.inbound_port}", "app_port": w.app_port,
-             "admin": w.admin_url} for w in agent.workloads]
+             "admin": w.admin_url, "metrics": w.metrics_url} for w in agent.workloads]
 
 
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,

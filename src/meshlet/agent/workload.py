@@ -311,7 +311,10 @@ class Workload:
         try:
             async with self.admin_http.put(f"{ADMIN}/config", json=body,
                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                await resp.read()
+                reply = await resp.read()
+                if resp.status != 200:  # refused whole: the sidecar keeps its last config
+                    log.warning("%s: sidecar refused config version %s: %s", self.id,
+                                body.get("version"), reply[:500].decode(errors="replace"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.debug("%s: config push failed: %s", self.id, exc)
 
