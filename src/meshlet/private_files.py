@@ -95,4 +95,6 @@ def write_private(path: str | Path, data: bytes | str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open_new(tmp) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())  # a crash leaves the old content or the new, never half
     os.replace(tmp, path)

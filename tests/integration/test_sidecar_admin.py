@@ -25,8 +25,8 @@ from meshlet.observe.exposition import CONTENT_TYPE
 from meshlet.proxy.admin import AdminApi
 from meshlet.proxy.admin_access import require_token
 from meshlet.proxy.admin_http import WRITE_HIGH_WATER, AdminServer, Limits, encode, serve
+from meshlet.proxy.admin_socket import MAX_SOCKET_PATH, socket_address
 from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot
-from meshlet.proxy.private_files import MAX_SOCKET_PATH, socket_address
 from meshlet.proxy.sidecar import Sidecar
 from tests.conftest import async_wait_until
 

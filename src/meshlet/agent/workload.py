@@ -29,7 +29,7 @@ from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
 from meshlet.private_files import write_private
-from meshlet.proxy.private_files import socket_address
+from meshlet.proxy.admin_socket import socket_address
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0

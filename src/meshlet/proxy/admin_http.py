@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 
-from meshlet.proxy.private_files import private_unix_socket
+from meshlet.proxy.admin_socket import private_unix_socket
 
 log = logging.getLogger(__name__)
 

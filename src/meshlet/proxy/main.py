@@ -86,11 +86,13 @@ async def open_admin(sidecar: Sidecar, plan: AdminPlan
     api = AdminApi(sidecar)
     handle: Handler = api.handle
     if plan.token_file is not None:
+        from meshlet.private_files import write_private  # pathlib: only on this path
         from meshlet.proxy.admin_access import new_token, require_token
-        from meshlet.proxy.private_files import write_private_file
+        from meshlet.proxy.admin_socket import check_private_dir
         token = new_token()
         try:
-            write_private_file(plan.token_file, token + "\n")
+            check_private_dir(plan.token_file, "admin token")
+            write_private(plan.token_file, token + "\n")
         except OSError as exc:
             raise OSError(exc.errno, f"cannot write the admin token to {plan.token_file}: "
                                      f"{exc.strerror or exc}") from None

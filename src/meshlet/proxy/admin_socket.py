@@ -1,6 +1,6 @@
-"""Files only the sidecar's owner may use: the admin socket (0600) and the admin token
-(0600), each created with its final mode, never wider for a moment, in a directory
-that no one else can write (else they could swap the socket for their own).
+"""The sidecar's admin socket, which only its owner may use: created 0600, never wider
+for a moment, in a directory that no one else can write (else they could swap the
+socket for their own). Other private files are ``meshlet/private_files.py``'s.
 """
 
 from __future__ import annotations
@@ -87,19 +87,3 @@ def listening(address: str) -> bool:
         except OSError:  # ECONNREFUSED: left by a process that is gone
             return False
     return True
-
-
-def write_private_file(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` (mode 0600 from its creation), replacing it whole."""
-    import tempfile
-    check_private_dir(path, "file")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
