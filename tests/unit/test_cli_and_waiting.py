@@ -112,3 +112,16 @@ def test_every_api_failure_has_one_body() -> None:
     assert error_body(RuntimeError("secret detail")) == (
         500, {"error": {"code": "internal", "message": "internal server error",
                         "field": None}})
+
+
+def test_the_cli_proxy_command_is_the_sidecar_s_own_parser() -> None:
+    """`meshlet proxy` (the console script) and `python -m meshlet proxy` take the same
+    options, because one parser (proxy/main.py) reads them both."""
+    from click.testing import CliRunner
+
+    from meshlet.proxy.main import parser
+    result = CliRunner().invoke(cli, ["proxy", "--help"])
+    assert result.exit_code == 0
+    assert result.output == parser().format_help()
+    refused = CliRunner().invoke(cli, ["proxy", "--bootstrap", "/nonexistent/boot.json"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output

@@ -189,21 +189,16 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
     run_until_signal(run)
 
 
-@cli.command()
-@click.option("--bootstrap", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Initial snapshot (JSON): listeners and clusters.")
-@click.option("--admin", default="127.0.0.1:0", show_default=True,
-              help="Admin API address: HOST:PORT, or unix:PATH for a Unix socket.")
-@click.option("--port-file", type=click.Path(dir_okay=False), default=None,
-              help="Write the bound ports here (JSON) once listening.")
-@click.option("--grace", default=10.0, show_default=True, help="Drain time on SIGTERM (s).")
-def proxy(bootstrap: str, admin: str, port_file: str | None, grace: float) -> None:
+@cli.command(add_help_option=False, context_settings={
+    "ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def proxy(args: tuple[str, ...]) -> None:
     """Run a sidecar proxy (normally started by the agent).
 
-    `python -m meshlet proxy` (as the agent runs it) reaches the sidecar's own entry
-    point without loading this CLI; this command is the same run."""
-    from meshlet.proxy.main import run
-    run(bootstrap, admin, port_file, grace)
+    The sidecar's own entry point parses the options (`python -m meshlet proxy`, as the
+    agent runs it, reaches it without loading this CLI), so both spellings are one."""
+    from meshlet.proxy.main import main as proxy_main
+    sys.exit(proxy_main(list(args)))
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
