@@ -174,3 +174,22 @@ def test_an_unexpected_failure_is_one_line_of_json_not_a_traceback(
                                  "details": "KeyError: 'subnet'"}
     code, out = cni.answer(env(CNI_IFNAME="x" * 16), json.dumps(CONFIG).encode())
     assert code == 1 and out is not None and out["code"] == 4
+
+
+def test_a_failed_add_undoes_last_first_and_names_what_it_could_not() -> None:
+    from meshlet.net import cni
+    done: list[str] = []
+
+    def busy() -> None:
+        raise OSError("device busy")
+    with pytest.raises(KeyError) as caught, cni.rolled_back_on_failure() as undo:
+        undo.push("release the address", lambda: done.append("release"))
+        undo.push("remove the bridge", busy)
+        undo.push("remove the veth pair", lambda: done.append("veth"))
+        raise KeyError("x")
+    assert done == ["veth", "release"]
+    assert cni.with_notes(caught.value, "netlink error 95") == \
+        "netlink error 95; not undone: remove the bridge: device busy"
+    with cni.rolled_back_on_failure() as undo:  # success: nothing is undone
+        undo.push("release the address", lambda: done.append("again"))
+    assert done == ["veth", "release"]

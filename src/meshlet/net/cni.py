@@ -139,11 +139,13 @@ def rolled_back_on_failure() -> Iterator[Undo]:
         yield undo
     except BaseException as exc:
         failed = undo.run()
-        if failed and isinstance(exc, CniError):
-            exc.details += "; not undone: " + "; ".join(failed)
-        elif failed and isinstance(exc, MeshletError):
-            exc.message += "; not undone: " + "; ".join(failed)
+        if failed:  # said in the error's details (``with_notes``)
+            exc.add_note("not undone: " + "; ".join(failed))
         raise
+
+
+def with_notes(exc: BaseException, details: str) -> str:
+    return "; ".join([details, *getattr(exc, "__notes__", [])])
 
 
 def add(req: Request) -> dict[str, Any]:
@@ -258,17 +260,20 @@ def run(req: Request) -> dict[str, Any] | None:
             delete(req)
         else:
             check(req)
+    except CniError as exc:
+        exc.details = with_notes(exc, exc.details)
+        raise
     except (ConfigError, Conflict) as exc:  # the pool is full, the address is taken
         raise CniError(IPAM_FAILURE, "meshlet's IPAM refused the address",
-                       exc.message) from None
+                       with_notes(exc, exc.message)) from None
     except MeshletError as exc:
         raise CniError(TRY_AGAIN, "meshlet refused or could not be reached",
-                       exc.message) from None
+                       with_notes(exc, exc.message)) from None
     except NetlinkError as exc:
-        raise CniError(NETLINK_FAILURE, "the kernel refused a network change",
-                       f"netlink error {exc.code}: {os.strerror(exc.code)}") from None
+        raise CniError(NETLINK_FAILURE, "the kernel refused a network change", with_notes(
+            exc, f"netlink error {exc.code}: {os.strerror(exc.code)}")) from None
     except OSError as exc:
-        raise CniError(IO_FAILURE, "system call failed", str(exc)) from None
+        raise CniError(IO_FAILURE, "system call failed", with_notes(exc, str(exc))) from None
     return None
 
 
