@@ -14,7 +14,7 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/observe/exposition.py src/meshlet/proxy/pool.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
-	src/meshlet/api/kv_put_request.py
+	src/meshlet/api/kv_put_request.py src/meshlet/security/acl.py
 
 .PHONY: demo test lint bench clean setup
 

@@ -52,11 +52,24 @@ def stop_processes(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False
 
 
 def env_for(home: Path) -> dict[str, str]:
+    """The environment of a meshlet command: ``home`` as MESHLET_HOME, the tests' join
+    token, and as MESHLET_TOKEN the management token of a server whose data directory
+    is right under ``home`` (``meshlet up`` keeps its own deeper: the CLI finds that
+    one itself)."""
     env = dict(os.environ)
     env["MESHLET_HOME"] = str(home)
     env["MESHLET_JOIN_TOKEN"] = JOIN_TOKEN
     env.pop("MESHLET_ADDR", None)
+    env.pop("MESHLET_TOKEN", None)
+    for path in sorted(home.glob("*/management.token")):
+        env["MESHLET_TOKEN"] = path.read_text().strip()
     return env
+
+
+def token_header(home: Path) -> dict[str, str]:
+    """The header that carries the token ``env_for(home)`` finds, for raw HTTP calls."""
+    token = env_for(home).get("MESHLET_TOKEN")
+    return {"X-Meshlet-Token": token} if token else {}
 
 
 def meshlet(*args: str, home: Path, check: bool = True,

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_ports, meshlet, meshlet_json, stop_processes, wait_for
+from tests.e2e.helpers import (
+    env_for,
+    free_ports,
+    meshlet,
+    meshlet_json,
+    stop_processes,
+    token_header,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +96,9 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
                       "--consistency", mode, home=cluster.root)
         assert out.stdout == "v3\n"
     import urllib.request
-    with urllib.request.urlopen(f"{cluster.addr(follower)}/v1/kv/k3?stale", timeout=5) as r:
+    req = urllib.request.Request(f"{cluster.addr(follower)}/v1/kv/k3?stale",
+                                 headers=token_header(cluster.root))
+    with urllib.request.urlopen(req, timeout=5) as r:
         assert r.headers["X-Meshlet-Known-Leader"] == "true"
         assert int(r.headers["X-Meshlet-Last-Contact"]) >= 0
 

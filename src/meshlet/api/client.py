@@ -253,6 +253,34 @@ class Client:
         return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
                                   params=params, timeout=wait + 10)
 
+    # -- acl ----------------------------------------------------------------------------
+
+    async def token_create(self, policies: list[str], description: str = "",
+                           management: bool = False) -> dict[str, Any]:
+        """A new token; the answer holds its ``secret``, shown this once."""
+        body = {"policies": policies, "description": description, "management": management}
+        return (await self.request("POST", "/v1/acl/tokens", json=body))[0]
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/acl/tokens"))[0]
+
+    async def token_delete(self, accessor: str) -> None:
+        await self.request("DELETE", f"/v1/acl/tokens/{quote(accessor, safe='')}")
+
+    async def token_self(self) -> dict[str, Any]:
+        return (await self.request("GET", "/v1/acl/token/self"))[0]
+
+    async def policy_create(self, name: str, rules: list[dict[str, str]],
+                            description: str = "") -> dict[str, Any]:
+        body = {"name": name, "rules": rules, "description": description}
+        return (await self.request("POST", "/v1/acl/policies", json=body))[0]
+
+    async def policies(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/acl/policies"))[0]
+
+    async def policy_delete(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/acl/policies/{quote(name, safe='')}")
+
     # -- kv -----------------------------------------------------------------------------
 
     async def kv_get(self, key: str, consistency: str = "default") -> dict[str, Any]:

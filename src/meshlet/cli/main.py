@@ -17,6 +17,7 @@ import click
 import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
+from meshlet.cli.acl import acl
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
@@ -38,16 +39,22 @@ def default_addr() -> str:
 @click.option("--addr", default=None, metavar="URL",
               help="API address (env MESHLET_ADDR; default: the running `up`, else "
                    f"http://{devmode.DEFAULT_HTTP}).")
+@click.option("--token", default=None, metavar="T",
+              help="ACL token (env MESHLET_TOKEN; default: on the machine where `meshlet "
+                   "up` runs, its management token, if this user may read it).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               help="Output format (also accepted after the command).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(meshlet.__version__, prog_name="meshlet")
 @click.pass_context
-def cli(ctx: click.Context, addr: str | None, output: str, verbose: bool) -> None:
+def cli(ctx: click.Context, addr: str | None, token: str | None, output: str,
+        verbose: bool) -> None:
     """meshlet: a light service mesh for Linux."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(addr or default_addr(), output)
+    addr = addr or default_addr()
+    token = token or os.environ.get("MESHLET_TOKEN") or devmode.local_token(addr)
+    ctx.obj = Context(addr, output, token)
 
 
 # -- processes ------------------------------------------------------------------------
@@ -178,8 +185,12 @@ def keygen() -> None:
 @click.option("--advertise", default=None, metavar="IP",
               help="The address other hosts reach this one on: the local end of overlay "
                    "tunnels (default: the address packets to the server leave from).")
+@click.option("--token", "agent_token", envvar="MESHLET_TOKEN", default=None, metavar="T",
+              show_envvar=True,
+              help="The agent's ACL token (node, service, container and network write); "
+                   "prefer the environment variable to the flag, which `ps` shows.")
 def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
-          node: str | None, advertise: str | None) -> None:
+          node: str | None, advertise: str | None, agent_token: str | None) -> None:
     """Run an agent: workloads, health checks and sidecars for one host."""
     from meshlet.agent.agent import Agent
     if advertise is not None:
@@ -189,7 +200,7 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
 
     async def run(stop: asyncio.Event) -> None:
         agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone,
-                      advertise)
+                      advertise, token=agent_token)
         agent.run_containers()
         try:
             if manifest is not None:
@@ -525,6 +536,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 
 cli.add_command(network)
+cli.add_command(acl)
 for command in CONTAINER_COMMANDS:
     cli.add_command(command)
 

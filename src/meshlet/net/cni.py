@@ -8,8 +8,9 @@ Network configuration (standard input)::
      "server": "http://127.0.0.1:8470", "network": "front"}
 
 ``network`` defaults to ``name``; ``server`` to MESHLET_ADDR or the default API
-address. The network must exist (`meshlet network create`). ADD, DEL, CHECK and
-VERSION are implemented; DEL is idempotent and best-effort, as the spec asks.
+address; ``token`` (an ACL token with network write on it) to MESHLET_TOKEN. The
+network must exist (`meshlet network create`). ADD, DEL, CHECK and VERSION are
+implemented; DEL is idempotent and best-effort, as the spec asks.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class Request:
         return f"cni-{self.container}-{self.ifname}"
 
     @property
+    def token(self) -> str | None:
+        token = self.config.get("token") or os.environ.get("MESHLET_TOKEN")
+        return str(token) if token else None
+
+    @property
     def server(self) -> str:
         return str(self.config.get("server") or os.environ.get("MESHLET_ADDR")
                    or "http://127.0.0.1:8470")
@@ -99,10 +105,11 @@ def parse(env: dict[str, str], stdin: str) -> Request:
                    env["CNI_IFNAME"], config)
 
 
-def call(server: str, method: str, path: str) -> Any:
+def call(server: str, method: str, path: str, token: str | None = None) -> Any:
     """One request to the meshlet API, sent once (urllib: no aiohttp to import, which
     would double the plugin's start-up time); raises MeshletError."""
-    req = urllib.request.Request(server.rstrip("/") + path, method=method)
+    req = urllib.request.Request(server.rstrip("/") + path, method=method,
+                                 headers={"X-Meshlet-Token": token} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
@@ -132,7 +139,7 @@ def add(req: Request) -> dict[str, Any]:
         raise CniError(CONFIG_ERROR, "interface exists",
                        f"{req.ifname} already exists in {req.netns}")
     info = network_info(req)
-    got = call(req.server, "PUT", address_path(req))
+    got = call(req.server, "PUT", address_path(req), req.token)
     prefix = int(info["subnet"].split("/")[1])
     gateway = got["gateway"]
     att = bridge.Attachment(req.network, req.owner, req.netns, req.ifname, got["address"],
@@ -177,7 +184,8 @@ def addresses_inside(path: str, ifname: str) -> list[str]:
 def network_info(req: Request) -> dict[str, Any]:
     name = req.network
     try:
-        info: dict[str, Any] = call(req.server, "GET", f"/v1/networks/{quote(name, safe='')}")
+        info: dict[str, Any] = call(req.server, "GET", f"/v1/networks/{quote(name, safe='')}",
+                                     req.token)
     except NotFound:
         raise CniError(CONFIG_ERROR, "no such meshlet network",
                        f"create it first: meshlet network create {name}") from None
@@ -191,7 +199,7 @@ def delete(req: Request) -> None:
     """Best effort and idempotent: release the address, remove the veth pair."""
     bridge.detach(req.network, req.owner)
     try:
-        call(req.server, "DELETE", address_path(req))
+        call(req.server, "DELETE", address_path(req), req.token)
     except NotFound:
         pass  # the network is gone, and its addresses with it
 

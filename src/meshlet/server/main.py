@@ -17,6 +17,7 @@ from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
@@ -42,6 +43,8 @@ class ServerOptions:
     # The cluster's shared secret: servers send it to each other (founding, joining),
     # and a request that carries it may use the Raft membership endpoints.
     join_token: str | None = None
+    # A benchmark's baseline only (bench/acl_bench.py); no command-line flag sets it.
+    enforce_acl: bool = True
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -80,9 +83,10 @@ class Server:
 
     def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str,
                  api: Api, listening: asyncio.Server, fast_lane: FastLaneStats,
-                 reaper: NodeReaper) -> None:
+                 reaper: NodeReaper, acl: AclBootstrapper) -> None:
         self.node = node
         self.reaper = reaper
+        self.acl = acl
         self.runner = runner
         self.url = url
         self.api = api
@@ -124,7 +128,7 @@ class Server:
                 await node.stop()
             raise
         reaper = NodeReaper(node, options.node_ttl)
-        api = Api(node, reaper)
+        api = Api(node, reaper, options.join_token, options.enforce_acl)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         aiohttp_protocol = runner.server
@@ -133,7 +137,9 @@ class Server:
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         reaper.start()
-        server = cls(node, runner, url, api, listening, stats, reaper)
+        acl = AclBootstrapper(node)
+        acl.start()
+        server = cls(node, runner, url, api, listening, stats, reaper, acl)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -192,6 +198,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.finding
         await self.reaper.stop()
+        await self.acl.stop()
         self.listening.close()
         for conn in list(self.fast_lane.connections):
             conn.close()
@@ -219,6 +226,8 @@ async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Even
                         options: ServerOptions | None = None) -> None:
     server = await Server.start(data_dir, host, port, options)
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
+    print(f"meshlet server: the founding server keeps the management token in "
+          f"{server.acl.path}", flush=True)
     try:
         await stop.wait()
     finally:
