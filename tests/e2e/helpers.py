@@ -66,6 +66,13 @@ def env_for(home: Path) -> dict[str, str]:
     return env
 
 
+def up_token(home: Path) -> str:
+    """The management token of the `meshlet up` whose MESHLET_HOME is ``home``, found
+    where the CLI finds it (``up-token.json`` says which file)."""
+    record = json.loads((home / "up-token.json").read_text())
+    return Path(record["token_file"]).read_text().strip()
+
+
 def token_header(home: Path) -> dict[str, str]:
     """The header that carries the token ``env_for(home)`` finds, for raw HTTP calls."""
     token = env_for(home).get("MESHLET_TOKEN")
@@ -182,8 +189,9 @@ class Traffic:
 class HealthHistory:
     """Records every status an instance goes through, via blocking queries on the API."""
 
-    def __init__(self, addr: str, service: str) -> None:
+    def __init__(self, addr: str, service: str, token: str) -> None:
         self.url = f"{addr}/v1/services/{service}/instances"
+        self.headers = {"X-Meshlet-Token": token}
         self.history: list[tuple[str, str, int]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -200,7 +208,9 @@ class HealthHistory:
         import urllib.request
         index = 0
         while not self.stop.is_set():
-            with urllib.request.urlopen(f"{self.url}?index={index}&wait=1s", timeout=10) as r:
+            req = urllib.request.Request(f"{self.url}?index={index}&wait=1s",
+                                         headers=self.headers)
+            with urllib.request.urlopen(req, timeout=10) as r:
                 index = int(r.headers["X-Meshlet-Index"])
                 for inst in json.load(r):
                     entry = (inst["id"], inst["status"], inst["restarts"])
