@@ -94,6 +94,8 @@ class Meshlet(System):
         raft, http = dict(zip(ids, ports[:3], strict=True)), dict(zip(ids, ports[3:], strict=True))
         self.urls = {i: f"http://127.0.0.1:{http[i]}" for i in ids}
         self.procs = {}
+        self.root = root
+        self.headers: dict[str, str] = {}
         for i in ids:
             peers = [f"--peer={p}=127.0.0.1:{raft[p]},127.0.0.1:{http[p]}"
                      for p in ids if p != i]
@@ -104,14 +106,22 @@ class Meshlet(System):
                 env={**os.environ, "MESHLET_JOIN_TOKEN": JOIN_TOKEN},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def auth(self) -> dict[str, str]:
+        """The management token (the founding leader writes it in its data directory)."""
+        if not self.headers:
+            for path in self.root.glob("*/management.token"):
+                self.headers = {"X-Meshlet-Token": path.read_text().strip()}
+        return self.headers
+
     async def put(self, s: aiohttp.ClientSession, url: str, key: str) -> bool:
-        async with s.put(f"{url}/v1/kv/{key}", data=VALUE) as r:
+        async with s.put(f"{url}/v1/kv/{key}", data=VALUE, headers=self.auth()) as r:
             await r.read()
             return r.status == 200
 
     async def get(self, s: aiohttp.ClientSession, url: str, key: str, stale: bool) -> bool:
         mode = "stale" if stale else "consistent"
-        async with s.get(f"{url}/v1/kv/{key}?consistency={mode}") as r:
+        async with s.get(f"{url}/v1/kv/{key}?consistency={mode}",
+                         headers=self.auth()) as r:
             await r.read()
             return r.status == 200
 
@@ -120,8 +130,8 @@ class Meshlet(System):
             if self.procs[node].poll() is not None:
                 continue
             try:
-                async with s.get(f"{url}/v1/status") as r:
-                    if (await r.json())["leader"]:
+                async with s.get(f"{url}/v1/status", headers=self.auth()) as r:
+                    if r.status == 200 and (await r.json())["leader"]:
                         return node
             except (aiohttp.ClientError, OSError, ValueError):
                 continue

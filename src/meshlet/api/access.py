@@ -122,8 +122,7 @@ class Guard:
         token, authorizer = self.resolve(secret)
         if token is None:
             raise unauthenticated(secret)
-        if not authorizer.allows(kind, name, access):
-            raise Forbidden(f"this token may not {access} {kind} {name!r}", kind)
+        check(authorizer, kind, name, access)
 
     def joins(self, request: web.Request) -> bool:
         offered = request.headers.get(JOIN_TOKEN_HEADER)
@@ -152,10 +151,7 @@ class Guard:
                 raise Forbidden(f"this token may not {need.access} any {need.kind}",
                                 need.kind)
         elif need.kind is not None and not need.listing:
-            name = need.name_in(request)
-            if not authorizer.allows(need.kind, name, need.access):
-                raise Forbidden(f"this token may not {need.access} {need.kind} {name!r}",
-                                need.kind)
+            check(authorizer, need.kind, need.name_in(request), need.access)
         request[AUTHORIZER] = authorizer
         request[TOKEN] = token
         return await handler(request)
@@ -169,12 +165,16 @@ def unauthenticated(secret: str | None) -> Unauthenticated:
     return Unauthenticated("the ACL token is not known to this cluster", "token")
 
 
+def check(authorizer: Authorizer, kind: str, name: str, access: str) -> None:
+    """Raise Forbidden unless ``authorizer`` may ``access`` the resource."""
+    if not authorizer.allows(kind, name, access):
+        raise Forbidden(f"this token may not {access} {kind} {name!r}", kind)
+
+
 def require(request: web.Request, kind: str, name: str, access: str) -> None:
     """For a route whose resource is named in its body: raise Forbidden unless the
     request's token may ``access`` it."""
-    authorizer: Authorizer = request.get(AUTHORIZER, DENY_ALL)
-    if not authorizer.allows(kind, name, access):
-        raise Forbidden(f"this token may not {access} {kind} {name!r}", kind)
+    check(request.get(AUTHORIZER, DENY_ALL), kind, name, access)
 
 
 def visible(request: web.Request, kind: str, items: Iterable[T],

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from meshlet.api.access import AUTHORIZER, Need
+from meshlet.api.access import Need, visible
 from meshlet.api.schemas import CidrBody, parse_body, read_json
 from meshlet.state.commands import ServiceCidrSet
 
 if TYPE_CHECKING:
     from meshlet.api.routes import Api, Handler
-    from meshlet.security.acl import Authorizer
     from meshlet.state import StateMachine
 
 
@@ -43,8 +42,7 @@ class VipRoutes:
     async def list(self, request: web.Request) -> web.Response:
         sm = self.api.sm
         index = await self.api.block(request, lambda: max(sm.vips.index, sm.catalog_index))
-        authorizer: Authorizer = request[AUTHORIZER]
-        shown = [v for v in listing(sm) if authorizer.allows("service", v["service"], "read")]
+        shown = visible(request, "service", listing(sm), lambda v: str(v["service"]))
         return self.api.reply({"cidr": sm.vips.cidr, "vips": shown}, index)
 
     async def set_cidr(self, request: web.Request) -> web.Response:

@@ -226,8 +226,8 @@ async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Even
                         options: ServerOptions | None = None) -> None:
     server = await Server.start(data_dir, host, port, options)
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
-    print(f"meshlet server: the founding server keeps the management token in "
-          f"{server.acl.path}", flush=True)
+    print(f"meshlet server: the management token is written to {server.acl.path} "
+          "if this server founds the cluster", flush=True)
     try:
         await stop.wait()
     finally:
