@@ -90,6 +90,20 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
         return True
     wait_for(lambda: everywhere("k9", "v9", cluster.ids), 20, "replication to every server")
 
+    # A token made through one follower works at once through another: a server that
+    # does not know it yet hands the request to the leader, token and all.
+    others = [n for n in cluster.ids if n != leader]
+    meshlet("--addr", cluster.addr(others[0]), "acl", "policy", "create", "k",
+            "--rule", "kv:k:write", home=cluster.root)
+    made = meshlet_json("--addr", cluster.addr(others[0]), "acl", "token", "create",
+                        "--policy", "k", home=cluster.root)
+    as_k = meshlet("--addr", cluster.addr(others[1]), "--token", made["secret"], "kv", "put",
+                   "k-new", "fresh", home=cluster.root, check=False)
+    assert as_k.returncode == 0, as_k.stderr
+    refused = meshlet("--addr", cluster.addr(others[1]), "--token", made["secret"], "kv",
+                      "put", "other", "x", home=cluster.root, check=False)
+    assert "may not write kv 'other'" in refused.stderr
+
     # Reads: consistent and default go to the leader (forwarded), stale stays local.
     for mode in ("consistent", "default", "stale"):
         out = meshlet("--addr", cluster.addr(follower), "kv", "get", "k3",

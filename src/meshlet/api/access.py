@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from meshlet.errors import Forbidden, Unauthenticated
+from meshlet.errors import Forbidden, NotLeader, Unauthenticated
 from meshlet.security.acl import DENY_ALL, MANAGEMENT, Authorizer, Token, hash_secret
 from meshlet.state.acl import AclTable
 
@@ -76,8 +76,10 @@ class Guard:
     ``enforce`` False (a benchmark's baseline only) lets every request through."""
 
     def __init__(self, acl: Callable[[], AclTable], join_token: str | None = None,
-                 enforce: bool = True) -> None:
+                 enforce: bool = True, is_leader: Callable[[], bool] = lambda: True
+                 ) -> None:
         self.acl = acl
+        self.is_leader = is_leader
         self.join_token = join_token
         self.enforce = enforce
         self.needs: dict[tuple[str, str], Need] = {}
@@ -145,6 +147,9 @@ class Guard:
         secret = secret_of(request.headers)
         token, authorizer = self.resolve(secret)
         if token is None:
+            if secret is not None and not self.is_leader():
+                # Perhaps made a moment ago: the leader's state judges it (forwarded).
+                raise NotLeader("this server does not know the token yet")
             raise unauthenticated(secret)
         if need.kind is not None and need.in_body:
             if not authorizer.allows_some(need.kind, need.access):

@@ -105,7 +105,8 @@ class Api:
         self.sm = node.machine
         self.heartbeats = heartbeats
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
-        self.guard = Guard(lambda: self.sm.acl, join_token, enforce_acl)
+        self.guard = Guard(lambda: self.sm.acl, join_token, enforce_acl,
+                           lambda: self.node.is_leader)
 
     def service_of(self, request: web.Request) -> str:
         """The service of the instance a route names ('' if there is none)."""
@@ -205,8 +206,10 @@ class Api:
                                   "have been applied") from None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware, self.guard.middleware,
-                                           self.forward_middleware],
+        # The guard inside the forwarding: a follower that does not know a token yet
+        # hands the request to the leader, whose state judges it.
+        app = web.Application(middlewares=[errors_middleware, self.forward_middleware,
+                                           self.guard.middleware],
                               client_max_size=4 * 1024 * 1024)
         r = app.router
         r.add_get("/metrics", self.metrics_page)  # outside /v1: open, read-only
