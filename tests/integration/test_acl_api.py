@@ -221,3 +221,23 @@ def test_an_unprivileged_user_cannot_read_the_management_token() -> None:
         assert refused.stdout == ""
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_crash_between_commit_and_rename_is_finished_at_the_next_start(
+        tmp_path: Path) -> None:
+    """The secret is written as management.token.pending before it is proposed; if
+    the server dies after the commit and before the rename, the next start sees that
+    the state holds its hash and renames it, without making a second token."""
+    srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    secret = await async_management_token(tmp_path)
+    await srv.stop()
+    (tmp_path / "management.token").rename(tmp_path / "management.token.pending")
+    srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    try:
+        assert await async_management_token(tmp_path) == secret
+        assert not (tmp_path / "management.token.pending").exists()
+        assert len(srv.node.machine.acl.tokens) == 1
+        async with Client(srv.url, token=secret) as client:
+            assert (await client.token_self())["management"] is True
+    finally:
+        await srv.stop()
