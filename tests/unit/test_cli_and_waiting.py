@@ -46,6 +46,12 @@ TOKEN = "a-join-token-of-enough-length"
      ["run", "-d", "--name", "x", "-p", "80:80", "sh", "-c", "echo", "-v"]),
     (["run", "-d", "--name", "x", "--", "sh", "-c", "echo -v"],
      ["run", "-d", "--name", "x", "--", "sh", "-c", "echo -v"]),
+    (["kv", "get", "k", "--token", "T", "--token=U"],
+     ["--token", "T", "--token=U", "kv", "get", "k"]),
+    (["acl", "token", "list", "--token", "T"], ["--token", "T", "acl", "token", "list"]),
+    # the agent's own --token is its own
+    (["agent", "--server", "http://h:1", "--token", "T", "-v"],
+     ["-v", "agent", "--server", "http://h:1", "--token", "T"]),
     # what is not a command is left for click to refuse
     (["nonsense", "-o", "json"], ["-o", "json", "nonsense"]),
 ])
