@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sidecar_footprint.py
 	$(BIN)/python bench/raft_bench.py
 	$(BIN)/python bench/wal_record.py
+	$(BIN)/python bench/acl_bench.py
 	$(BIN)/python bench/network_bench.py
 
 clean:
