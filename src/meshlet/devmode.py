@@ -107,19 +107,30 @@ async def agent_token(api: str, management: str, path: Path) -> str:
     """The agent's token kept in ``path`` if the server still knows it, else a new one
     (with the agent policy, made if missing)."""
     from meshlet.api.client import Client
+    from meshlet.errors import NotFound, NotLeader, Unauthenticated
     from meshlet.security.secret_file import read_secret, write_secret
+    async with Client(api, token=management) as client:
+        deadline = time.monotonic() + 30
+        while True:  # a restarted server leads (and knows its tokens) a moment later
+            try:
+                await client.token_self()
+                break
+            except NotLeader:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
     kept = read_secret(path)
     if kept is not None:
         async with Client(api, token=kept) as client:
             try:
                 await client.token_self()
                 return kept
-            except MeshletError:
-                pass
+            except Unauthenticated:
+                pass  # deleted: make another
     async with Client(api, token=management) as client:
         try:
             await client.request("GET", f"/v1/acl/policies/{AGENT_POLICY}")
-        except MeshletError:
+        except NotFound:
             await client.policy_create(AGENT_POLICY, AGENT_RULES,
                                        "what `meshlet up`'s agent needs")
         made = await client.token_create([AGENT_POLICY], "meshlet up's agent")
