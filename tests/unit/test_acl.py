@@ -4,6 +4,8 @@ state machine (checks that change nothing, one bootstrap only, snapshots)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshlet.errors import ConfigError, Conflict, NotFound
 from meshlet.security.acl import Authorizer, Policy, Rule, Token, hash_secret
@@ -164,3 +166,31 @@ def test_acl_commands_travel_through_the_log_encoding() -> None:
                     AclPolicySet("p", ({"kind": "kv", "prefix": "", "access": "read"},), "x"),
                     AclPolicyDelete("p")]:
         assert COMMANDS.decode(COMMANDS.encode(command)) == command
+
+
+RULES = st.builds(Rule, st.sampled_from(["kv", "service"]),
+                  st.text(alphabet="ab/", max_size=3), st.sampled_from(["read", "write", "deny"]))
+
+
+def reference(rules: list[Rule], kind: str, name: str, access: str) -> bool:
+    """The rules as docs/api.md states them, evaluated the slow way."""
+    matching = [r for r in rules if r.kind == kind and name.startswith(r.prefix)]
+    if not matching:
+        return False
+    longest = max(len(r.prefix) for r in matching)
+    granted = {r.access for r in matching if len(r.prefix) == longest}
+    if "deny" in granted:
+        return False
+    return "write" in granted or access == "read"
+
+
+@given(st.lists(st.lists(RULES, max_size=4), max_size=3),
+       st.sampled_from(["kv", "service"]), st.text(alphabet="ab/", max_size=4),
+       st.sampled_from(["read", "write"]))
+def test_the_authorizer_decides_as_the_rules_are_documented(
+        policies: list[list[Rule]], kind: str, name: str, access: str) -> None:
+    auth = Authorizer([Policy(f"p{i}", tuple(rules)) for i, rules in enumerate(policies)])
+    flat = [r for rules in policies for r in rules]
+    assert auth.allows(kind, name, access) == reference(flat, kind, name, access)
+    if auth.allows(kind, name, access):
+        assert auth.allows_some(kind, access)
