@@ -68,6 +68,10 @@ async def test_every_route_refuses_no_token_and_an_unknown_one(server: Server) -
             assert body["error"]["code"] == "unauthenticated"
             assert set(body["error"]) == {"code", "message", "field"}
     assert server.node.machine.index == index  # nothing was proposed
+    async with aiohttp.ClientSession() as s, s.get(server.url + "/metrics") as resp:
+        metrics = await resp.text()  # open without a token, and counts the refusals
+    assert f'meshlet_acl_refusals_total{{code="unauthenticated"}} ' \
+        f'{float(4 * len(v1_routes(server)))}' in metrics
 
 
 async def test_a_token_without_the_right_gets_403_and_changes_nothing(

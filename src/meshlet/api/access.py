@@ -85,6 +85,7 @@ class Guard:
         self.needs: dict[tuple[str, str], Need] = {}
         self.cache: dict[str, tuple[Token | None, Authorizer]] = {}
         self.cache_index = -1
+        self.refused = {Unauthenticated.code: 0, Forbidden.code: 0}  # for /metrics
 
     def __repr__(self) -> str:
         return f"<Guard {len(self.needs)} routes, {len(self.cache)} tokens cached>"
@@ -122,9 +123,13 @@ class Guard:
         if not self.enforce:
             return
         token, authorizer = self.resolve(secret)
-        if token is None:
-            raise unauthenticated(secret)
-        check(authorizer, kind, name, access)
+        try:
+            if token is None:
+                raise unauthenticated(secret)
+            check(authorizer, kind, name, access)
+        except (Unauthenticated, Forbidden) as refusal:
+            self.refused[refusal.code] += 1
+            raise
 
     def joins(self, request: web.Request) -> bool:
         offered = request.headers.get(JOIN_TOKEN_HEADER)
@@ -134,32 +139,37 @@ class Guard:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler
                          ) -> web.StreamResponse:
-        if not request.path.startswith("/v1/"):
-            return await handler(request)  # /metrics: open, read-only
-        if request.match_info.http_exception is not None:
-            return await handler(request)  # no such route (404/405): aiohttp says so
-        need = self.need_of(request)
-        if need is None:  # a route registered without its rule: default deny
-            raise Forbidden(f"{request.method} {request.path}: no access rule", "route")
-        if not self.enforce or (need.join and self.joins(request)):
-            request[AUTHORIZER] = MANAGEMENT
+        try:
+            if not request.path.startswith("/v1/"):
+                return await handler(request)  # /metrics: open, read-only
+            if request.match_info.http_exception is not None:
+                return await handler(request)  # no such route: aiohttp's 404/405
+            need = self.need_of(request)
+            if need is None:  # a route registered without its rule: default deny
+                raise Forbidden(f"{request.method} {request.path}: no access rule",
+                                "route")
+            if not self.enforce or (need.join and self.joins(request)):
+                request[AUTHORIZER] = MANAGEMENT
+                return await handler(request)
+            secret = secret_of(request.headers)
+            token, authorizer = self.resolve(secret)
+            if token is None:
+                if secret is not None and not self.is_leader():
+                    # Perhaps made a moment ago: the leader's state judges it.
+                    raise NotLeader("this server does not know the token yet")
+                raise unauthenticated(secret)
+            if need.kind is not None and need.in_body:
+                if not authorizer.allows_some(need.kind, need.access):
+                    raise Forbidden(f"this token may not {need.access} any {need.kind}",
+                                    need.kind)
+            elif need.kind is not None and not need.listing:
+                check(authorizer, need.kind, need.name_in(request), need.access)
+            request[AUTHORIZER] = authorizer
+            request[TOKEN] = token
             return await handler(request)
-        secret = secret_of(request.headers)
-        token, authorizer = self.resolve(secret)
-        if token is None:
-            if secret is not None and not self.is_leader():
-                # Perhaps made a moment ago: the leader's state judges it (forwarded).
-                raise NotLeader("this server does not know the token yet")
-            raise unauthenticated(secret)
-        if need.kind is not None and need.in_body:
-            if not authorizer.allows_some(need.kind, need.access):
-                raise Forbidden(f"this token may not {need.access} any {need.kind}",
-                                need.kind)
-        elif need.kind is not None and not need.listing:
-            check(authorizer, need.kind, need.name_in(request), need.access)
-        request[AUTHORIZER] = authorizer
-        request[TOKEN] = token
-        return await handler(request)
+        except (Unauthenticated, Forbidden) as refusal:
+            self.refused[refusal.code] += 1
+            raise
 
 
 def unauthenticated(secret: str | None) -> Unauthenticated:

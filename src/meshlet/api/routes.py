@@ -104,9 +104,10 @@ class Api:
         self.node = node
         self.sm = node.machine
         self.heartbeats = heartbeats
-        self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
         self.guard = Guard(lambda: self.sm.acl, join_token, enforce_acl,
                            lambda: self.node.is_leader)
+        self.metrics = ServerMetrics(node.status, lambda: self.sm.index,
+                                     lambda: self.guard.refused)
 
     def service_of(self, request: web.Request) -> str:
         """The service of the instance a route names ('' if there is none)."""
