@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import wait_until
+from tests.conftest import async_management_token, wait_until
 from tests.netns.hosts import Hosts, in_ns
 
 from meshlet.agent.agent import Agent
@@ -137,13 +137,14 @@ async def main(count: int, seconds: float) -> None:
         shutil.rmtree("/var/lib/cni/networks/benchref", ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix="meshlet-netbench-"))
     server = await Server.start(tmp / "server", "127.0.0.1", 0)
-    agent = Agent(server.url, tmp / "agent", "bench")
+    token = await async_management_token(tmp / "server")
+    agent = Agent(server.url, tmp / "agent", "bench", token=token)
     agent.run_containers()
     try:
-        async with Client(server.url) as client:
+        async with Client(server.url, token=token) as client:
             await client.network_create("benchnet", subnet="10.242.0.0/24")
             ours = {"cniVersion": "1.0.0", "name": "benchnet", "type": "meshlet",
-                    "server": server.url}
+                    "server": server.url, "token": token}
             rows.append(("meshlet-cni ADD", *quantiles(await asyncio.to_thread(
                 time_cni, PLUGIN, ours, count))))
             rows.append(("meshlet run (create to running)",

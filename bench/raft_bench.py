@@ -21,6 +21,7 @@ import base64
 import compileall
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ import aiohttp
 
 VALUE = b"v" * 64
 EXTRA = os.environ.get("BENCH_EXTRA", "").split()
+JOIN_TOKEN = secrets.token_urlsafe(32)  # the benchmark cluster's shared secret
 
 
 def free_ports(n: int) -> list[int]:
@@ -92,6 +94,8 @@ class Meshlet(System):
         raft, http = dict(zip(ids, ports[:3], strict=True)), dict(zip(ids, ports[3:], strict=True))
         self.urls = {i: f"http://127.0.0.1:{http[i]}" for i in ids}
         self.procs = {}
+        self.root = root
+        self.headers: dict[str, str] = {}
         for i in ids:
             peers = [f"--peer={p}=127.0.0.1:{raft[p]},127.0.0.1:{http[p]}"
                      for p in ids if p != i]
@@ -99,16 +103,25 @@ class Meshlet(System):
                 [sys.executable, "-m", "meshlet", "server", "--id", i, "--data-dir",
                  str(root / i), "--http", f"127.0.0.1:{http[i]}",
                  "--raft", f"127.0.0.1:{raft[i]}", *peers, *EXTRA],
+                env={**os.environ, "MESHLET_JOIN_TOKEN": JOIN_TOKEN},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def auth(self) -> dict[str, str]:
+        """The management token (the founding leader writes it in its data directory)."""
+        if not self.headers:
+            for path in self.root.glob("*/management.token"):
+                self.headers = {"X-Meshlet-Token": path.read_text().strip()}
+        return self.headers
+
     async def put(self, s: aiohttp.ClientSession, url: str, key: str) -> bool:
-        async with s.put(f"{url}/v1/kv/{key}", data=VALUE) as r:
+        async with s.put(f"{url}/v1/kv/{key}", data=VALUE, headers=self.auth()) as r:
             await r.read()
             return r.status == 200
 
     async def get(self, s: aiohttp.ClientSession, url: str, key: str, stale: bool) -> bool:
         mode = "stale" if stale else "consistent"
-        async with s.get(f"{url}/v1/kv/{key}?consistency={mode}") as r:
+        async with s.get(f"{url}/v1/kv/{key}?consistency={mode}",
+                         headers=self.auth()) as r:
             await r.read()
             return r.status == 200
 
@@ -117,8 +130,8 @@ class Meshlet(System):
             if self.procs[node].poll() is not None:
                 continue
             try:
-                async with s.get(f"{url}/v1/status") as r:
-                    if (await r.json())["leader"]:
+                async with s.get(f"{url}/v1/status", headers=self.auth()) as r:
+                    if r.status == 200 and (await r.json())["leader"]:
                         return node
             except (aiohttp.ClientError, OSError, ValueError):
                 continue

@@ -1,10 +1,12 @@
-"""Shared helpers: waiting on conditions with deadlines (never bare sleeps)."""
+"""Shared helpers: waiting on conditions with deadlines (never bare sleeps), and the
+management token a test's server writes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,3 +35,19 @@ async def async_wait_until(predicate: Callable[[], Awaitable[T]], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+def management_token(data_dir: Path, timeout: float = 30.0) -> str:
+    """The management token a server that founded its cluster keeps in ``data_dir``
+    (written once its first leader has committed the ACL bootstrap)."""
+    path = data_dir / "management.token"
+    return wait_until(lambda: path.exists() and path.read_text().strip(), timeout,
+                      f"the management token in {path}")
+
+
+async def async_management_token(data_dir: Path, timeout: float = 30.0) -> str:
+    path = data_dir / "management.token"
+
+    async def read() -> str:
+        return path.read_text().strip() if path.exists() else ""
+    return await async_wait_until(read, timeout, f"the management token in {path}")

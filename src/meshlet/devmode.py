@@ -6,6 +6,12 @@ command in the background and records it in ``$MESHLET_HOME/up.json`` for ``down
 its pid with the start time and command line that make it that process (``down``
 signals it only while they still match, through a pidfd), its API and its agent's
 directory. ``$MESHLET_HOME`` and the data directories are 0700, what is in them 0600.
+command in the background and records it in ``$MESHLET_HOME/up.json`` for ``down``.
+
+Access control: the embedded server founds its cluster and writes its management
+token (0600) in its data directory; ``$MESHLET_HOME/up-token.json`` (0600) says where,
+so the CLI of the same user (root, usually) finds it without ``--token``. The agent
+runs with a token of its own (policy ``agent``), handed to it in memory.
 """
 
 from __future__ import annotations
@@ -92,6 +98,74 @@ def agent_dir() -> Path:
 
 
 TEMP_PREFIX = "meshlet-up-"
+AGENT_POLICY = "agent"
+# What an agent does: registers its node, its services' instances and their health,
+# reports its containers, creates and addresses networks, and reads config.
+AGENT_RULES = [{"kind": kind, "prefix": "", "access": "write"}
+               for kind in ("node", "service", "container", "network")] + [
+    {"kind": "config", "prefix": "", "access": "read"}]
+
+
+def token_record() -> Path:
+    return meshlet_home() / "up-token.json"
+
+
+def local_token(addr: str) -> str | None:
+    """The management token of the ``meshlet up`` serving ``addr`` on this machine, if
+    this user may read it; else None (the request then gets a 401 that says why)."""
+    from meshlet.addresses import to_url
+    from meshlet.security.secret_file import read_secret
+    try:
+        record = json.loads(token_record().read_text())
+        if not pid_alive(int(record["pid"])) or to_url(record["api"]) != to_url(addr):
+            return None
+        return read_secret(Path(record["token_file"]))
+    except (OSError, ValueError, KeyError, TypeError, MeshletError):
+        return None
+
+
+async def wait_for_file(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the server wrote no management token to {path} in "
+                              f"{timeout:.0f}s; is it the leader?")
+        await asyncio.sleep(0.02)
+
+
+async def agent_token(api: str, management: str, path: Path) -> str:
+    """The agent's token kept in ``path`` if the server still knows it, else a new one
+    (with the agent policy, made if missing)."""
+    from meshlet.api.client import Client
+    from meshlet.errors import NotFound, NotLeader, Unauthenticated
+    from meshlet.security.secret_file import read_secret, write_secret
+    async with Client(api, token=management) as client:
+        deadline = time.monotonic() + 30
+        while True:  # a restarted server leads (and knows its tokens) a moment later
+            try:
+                await client.token_self()
+                break
+            except NotLeader:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+    kept = read_secret(path)
+    if kept is not None:
+        async with Client(api, token=kept) as client:
+            try:
+                await client.token_self()
+                return kept
+            except Unauthenticated:
+                pass  # deleted: make another
+    async with Client(api, token=management) as client:
+        try:
+            await client.request("GET", f"/v1/acl/policies/{AGENT_POLICY}")
+        except NotFound:
+            await client.policy_create(AGENT_POLICY, AGENT_RULES,
+                                       "what `meshlet up`'s agent needs")
+        made = await client.token_create([AGENT_POLICY], "meshlet up's agent")
+    write_secret(path, made["secret"])
+    return str(made["secret"])
 
 
 def sweep_stale_temp_dirs() -> None:
@@ -118,7 +192,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  on_ready: Callable[[str, list[dict[str, Any]], Path], None]) -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
-    from meshlet.server.main import Server
+    from meshlet.security.secret_file import read_or_create_secret, write_secret
+    from meshlet.server.main import Server, ServerOptions
     temp_dir = None
     if data_dir is None:
         sweep_stale_temp_dirs()
@@ -133,12 +208,20 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
     server = agent = None
     try:
         try:
-            server = await Server.start(data_dir / "server", host, port)
+            # A cluster of one still has its own join token, ready for a second server.
+            join_token = read_or_create_secret(data_dir / "join.token")
+            server = await Server.start(data_dir / "server", host, port,
+                                        ServerOptions(join_token=join_token))
         except OSError as exc:
             raise Unavailable(f"cannot serve the API on {host}:{port}: {exc.strerror}; "
                               "is another meshlet running? (use --http to pick a port)"
                               ) from None
-        agent = Agent(server.url, data_dir / "agent", os.uname().nodename)
+        await wait_for_file(server.acl.path)
+        write_secret(token_record(), json.dumps({
+            "pid": os.getpid(), "api": server.url, "token_file": str(server.acl.path)}))
+        token = await agent_token(server.url, server.acl.path.read_text().strip(),
+                                  data_dir / "agent.token")
+        agent = Agent(server.url, data_dir / "agent", os.uname().nodename, token=token)
         agent.run_containers()
         if manifest is not None:
             start = loop.create_task(agent.start(manifest, cwd))
@@ -160,6 +243,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
             await agent.stop()
         if server is not None:
             await server.stop()
+        clear_token_record()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -211,6 +295,15 @@ def clear_state() -> None:
         return
     if state.get("pid") == os.getpid():
         state_file().unlink(missing_ok=True)
+
+
+def clear_token_record() -> None:
+    try:
+        record = json.loads(token_record().read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and record.get("pid") == os.getpid():
+        token_record().unlink(missing_ok=True)
 
 
 def down(timeout: float = 60.0) -> int | None:

@@ -40,6 +40,20 @@ class Conflict(MeshletError):
     http_status = 409
 
 
+class Unauthenticated(MeshletError):
+    """No token, or one the cluster does not know."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(MeshletError):
+    """A known token without the right the request needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class NotLeader(MeshletError):
     code = "not_leader"
     http_status = 503
@@ -67,7 +81,7 @@ class StorageError(MeshletError):
 ERROR_TYPES: dict[str, type[MeshletError]] = {
     cls.code: cls
     for cls in (MeshletError, ConfigError, NotFound, Conflict, NotLeader, Unavailable,
-                NetworkError, StorageError)
+                NetworkError, StorageError, Unauthenticated, Forbidden)
 }
 
 

@@ -19,6 +19,8 @@ from tests.conftest import wait_until as wait_for
 __all__ = ["wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
+# Every server a test starts shares this cluster secret (`meshlet keygen` makes real ones).
+JOIN_TOKEN = "test-join-token-0123456789abcdef"
 SHOP = REPO / "examples" / "shop" / "meshlet.yaml"
 
 
@@ -78,10 +80,31 @@ def stop_processes(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False
 
 
 def env_for(home: Path) -> dict[str, str]:
+    """The environment of a meshlet command: ``home`` as MESHLET_HOME, the tests' join
+    token, and as MESHLET_TOKEN the management token of a server whose data directory
+    is right under ``home`` (``meshlet up`` keeps its own deeper: the CLI finds that
+    one itself)."""
     env = dict(os.environ)
     env["MESHLET_HOME"] = str(home)
+    env["MESHLET_JOIN_TOKEN"] = JOIN_TOKEN
     env.pop("MESHLET_ADDR", None)
+    env.pop("MESHLET_TOKEN", None)
+    for path in sorted(home.glob("*/management.token")):
+        env["MESHLET_TOKEN"] = path.read_text().strip()
     return env
+
+
+def up_token(home: Path) -> str:
+    """The management token of the `meshlet up` whose MESHLET_HOME is ``home``, found
+    where the CLI finds it (``up-token.json`` says which file)."""
+    record = json.loads((home / "up-token.json").read_text())
+    return Path(record["token_file"]).read_text().strip()
+
+
+def token_header(home: Path) -> dict[str, str]:
+    """The header that carries the token ``env_for(home)`` finds, for raw HTTP calls."""
+    token = env_for(home).get("MESHLET_TOKEN")
+    return {"X-Meshlet-Token": token} if token else {}
 
 
 def meshlet(*args: str, home: Path, check: bool = True,
@@ -212,8 +235,9 @@ class Traffic:
 class HealthHistory:
     """Records every status an instance goes through, via blocking queries on the API."""
 
-    def __init__(self, addr: str, service: str) -> None:
+    def __init__(self, addr: str, service: str, token: str) -> None:
         self.url = f"{addr}/v1/services/{service}/instances"
+        self.headers = {"X-Meshlet-Token": token}
         self.history: list[tuple[str, str, int]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -230,7 +254,9 @@ class HealthHistory:
         import urllib.request
         index = 0
         while not self.stop.is_set():
-            with urllib.request.urlopen(f"{self.url}?index={index}&wait=1s", timeout=10) as r:
+            req = urllib.request.Request(f"{self.url}?index={index}&wait=1s",
+                                         headers=self.headers)
+            with urllib.request.urlopen(req, timeout=10) as r:
                 index = int(r.headers["X-Meshlet-Index"])
                 for inst in json.load(r):
                     entry = (inst["id"], inst["status"], inst["restarts"])

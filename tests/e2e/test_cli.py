@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import management_token
 from tests.e2e.helpers import (
     env_for,
     free_port,
@@ -26,6 +27,41 @@ from tests.e2e.helpers import (
 def server(tmp_path: Path) -> Iterator[str]:
     with lone_server(tmp_path) as addr:
         yield addr
+
+
+def test_acl_tokens_and_policies_through_the_cli(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
+    made = run("acl", "policy", "create", "app", "--rule", "kv:app/:write",
+               "--rule", "service::read", "--description", "the app").stdout
+    assert made.strip() == "policy app: 2 rules"
+    assert "kv:app/:write service::read" in run("acl", "policy", "list").stdout
+    token = meshlet_json("--addr", server, "acl", "token", "create", "--policy", "app",
+                         home=tmp_path)
+    assert token["policies"] == ["app"] and len(token["secret"]) >= 43
+    listed = run("acl", "token", "list").stdout
+    assert token["accessor"] in listed and token["secret"] not in listed
+    as_app = lambda *a: meshlet("--addr", server, "--token", token["secret"], *a,
+                                home=tmp_path, check=False)
+    assert as_app("kv", "put", "app/x", "1").returncode == 0
+    refused = as_app("kv", "put", "db/x", "1")
+    assert refused.returncode == 1
+    assert refused.stderr == "meshlet: error: this token may not write kv 'db/x'\n"
+    after = as_app("kv", "get", "app/x")  # the token goes after the command too
+    assert after.stdout == "1\n"
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "MESHLET_TOKEN"}
+    anonymous = subprocess.run([sys.executable, "-m", "meshlet", "--addr", server, "kv",
+                                "get", "app/x"], capture_output=True, text=True, env=env,
+                               timeout=60, check=False)
+    assert anonymous.returncode == 1
+    assert anonymous.stderr.startswith("meshlet: error: this request needs an ACL token")
+    in_use = run("acl", "policy", "delete", "app", check=False)
+    assert in_use.returncode == 1 and "used by 1 token" in in_use.stderr
+    run("acl", "token", "delete", token["accessor"])
+    assert as_app("kv", "get", "app/x").stderr == (
+        "meshlet: error: the ACL token is not known to this cluster\n")
+    assert run("acl", "policy", "delete", "app").stdout == "deleted policy app\n"
+    bad = run("acl", "policy", "create", "p", "--rule", "kv-write", check=False)
+    assert bad.returncode == 1 and "expected KIND:PREFIX:ACCESS" in bad.stderr
 
 
 def test_kv_round_trip(server: str, tmp_path: Path) -> None:
@@ -83,7 +119,7 @@ def test_services_and_instances_output(server: str, tmp_path: Path) -> None:
     from meshlet.api.client import Client
 
     async def register() -> None:
-        async with Client(server) as c:
+        async with Client(server, token=management_token(tmp_path / "data")) as c:
             await c.register(service="web", id="web-1", port=8080)
             await c.set_health("web-1", "passing", "ok", restarts=2)
     asyncio.run(register())
@@ -175,6 +211,24 @@ def test_join_without_a_scheme_is_refused(tmp_path: Path) -> None:
     assert refused.stderr == (f"meshlet: error: --join: '127.0.0.1:{port}' is not an HTTP "
                               "URL; give a server's API address as http://HOST:PORT\n")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_server_with_raft_and_no_join_token_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "MESHLET_JOIN_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "meshlet", "server", "--data-dir", str(tmp_path / "d"),
+         "--http", f"127.0.0.1:{free_port()}", "--raft", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("meshlet: error: --raft needs the cluster's join token")
+    assert "meshlet keygen" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_keygen_prints_a_new_secret_each_time(tmp_path: Path) -> None:
+    first = meshlet("keygen", home=tmp_path).stdout.strip()
+    second = meshlet("keygen", home=tmp_path).stdout.strip()
+    assert first != second and len(first) >= 43 and "\n" not in first
 
 
 def test_join_through_a_raft_port_says_what_it_waits_for(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_ports, stop_processes, wait_for
+from tests.e2e.helpers import env_for, free_ports, stop_processes, token_header, wait_for
 from tests.linearizability import Op, check
 
 pytestmark = pytest.mark.e2e
@@ -131,8 +131,11 @@ class NotApplied(Exception):
     """The request certainly changed nothing (refused, or rejected before proposing)."""
 
 
+AUTH: dict[str, str] = {}  # the cluster's management token header, once it has one
+
+
 def request(method: str, url: str, body: bytes | None = None) -> tuple[int, dict | None]:  # type: ignore[type-arg]
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=AUTH)
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:
             return resp.status, json.loads(resp.read())
@@ -240,6 +243,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def test_linearizable_under_kills_and_cuts(cluster: Cluster) -> None:
     def has_leader() -> bool:
+        AUTH.update(token_header(cluster.root))
+        if not AUTH:  # the first leader has not made the management token yet
+            return False
         for node in IDS:
             try:
                 status, body = request("GET", cluster.url(node) + "/v1/status")

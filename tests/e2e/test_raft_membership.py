@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_ports, meshlet, meshlet_json, stop_processes, wait_for
+from tests.e2e.helpers import (
+    env_for,
+    free_ports,
+    meshlet,
+    meshlet_json,
+    stop_processes,
+    token_header,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 IDS = ["s1", "s2", "s3", "s4", "s5"]
@@ -52,7 +60,9 @@ class Servers:
 
     def get(self, node: str, path: str) -> Any:
         try:
-            with urllib.request.urlopen(self.url(node) + path, timeout=5) as resp:
+            req = urllib.request.Request(self.url(node) + path,
+                                         headers=token_header(self.root))
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 return json.loads(resp.read())
         except (OSError, ValueError):
             return None
@@ -63,7 +73,7 @@ class Servers:
 
     def put(self, node: str, key: str, value: str) -> None:
         req = urllib.request.Request(f"{self.url(node)}/v1/kv/{key}", data=value.encode(),
-                                     method="PUT")
+                                     method="PUT", headers=token_header(self.root))
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
 
@@ -93,6 +103,11 @@ def test_found_grow_shrink_and_replace_a_wiped_server(servers: Servers) -> None:
         servers.found(node)
     wait_for(lambda: agreed(servers, FOUNDERS, FOUNDERS), 30,
              "the three founders to agree on one cluster")
+    # One management token, and only the server whose proposal committed has its secret.
+    assert [t["management"] for t in servers.get("s2", "/v1/acl/tokens")] == [True]
+    assert len(list(servers.root.glob("*/management.token"))) == 1
+    wait_for(lambda: not list(servers.root.glob("*/management.token.pending")), 30,
+             "the others to drop their own proposals' secrets")
     for i in range(100):  # enough for snapshots (every 40 entries) and compaction
         servers.put(FOUNDERS[i % 3], f"k{i}", f"v{i}")
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_ports, meshlet, meshlet_json, stop_processes, wait_for
+from tests.e2e.helpers import (
+    env_for,
+    free_ports,
+    meshlet,
+    meshlet_json,
+    stop_processes,
+    token_header,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,13 +90,29 @@ def test_three_servers_replicate_and_survive_the_leaders_death(cluster: Cluster)
         return True
     wait_for(lambda: everywhere("k9", "v9", cluster.ids), 20, "replication to every server")
 
+    # A token made through one follower works at once through another: a server that
+    # does not know it yet hands the request to the leader, token and all.
+    others = [n for n in cluster.ids if n != leader]
+    meshlet("--addr", cluster.addr(others[0]), "acl", "policy", "create", "k",
+            "--rule", "kv:k:write", home=cluster.root)
+    made = meshlet_json("--addr", cluster.addr(others[0]), "acl", "token", "create",
+                        "--policy", "k", home=cluster.root)
+    as_k = meshlet("--addr", cluster.addr(others[1]), "--token", made["secret"], "kv", "put",
+                   "k-new", "fresh", home=cluster.root, check=False)
+    assert as_k.returncode == 0, as_k.stderr
+    refused = meshlet("--addr", cluster.addr(others[1]), "--token", made["secret"], "kv",
+                      "put", "other", "x", home=cluster.root, check=False)
+    assert "may not write kv 'other'" in refused.stderr
+
     # Reads: consistent and default go to the leader (forwarded), stale stays local.
     for mode in ("consistent", "default", "stale"):
         out = meshlet("--addr", cluster.addr(follower), "kv", "get", "k3",
                       "--consistency", mode, home=cluster.root)
         assert out.stdout == "v3\n"
     import urllib.request
-    with urllib.request.urlopen(f"{cluster.addr(follower)}/v1/kv/k3?stale", timeout=5) as r:
+    req = urllib.request.Request(f"{cluster.addr(follower)}/v1/kv/k3?stale",
+                                 headers=token_header(cluster.root))
+    with urllib.request.urlopen(req, timeout=5) as r:
         assert r.headers["X-Meshlet-Known-Leader"] == "true"
         assert int(r.headers["X-Meshlet-Last-Contact"]) >= 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from tests.e2e.helpers import (
     free_port,
     meshlet,
     meshlet_json,
+    up_token,
     wait_for,
 )
 
@@ -67,7 +69,7 @@ def test_kill_a_replica_restarts_it_and_traffic_keeps_flowing(up: Up) -> None:
     frontend = up.json("instances", "frontend")[0]
     victim = up.json("instances", "catalog")[1]
     with Traffic(f"127.0.0.1:{frontend['port']}") as traffic, \
-            HealthHistory(up.addr, "catalog") as health:
+            HealthHistory(up.addr, "catalog", up_token(up.home)) as health:
         wait_for(lambda: traffic.ok >= 100, 30, "traffic through the frontend")
         os.kill(victim["pid"], signal.SIGKILL)
         wait_for(lambda: ("passing", 1) in health.of(victim["id"]), 30,
@@ -155,3 +157,22 @@ def test_detach_status_and_down(tmp_path: Path) -> None:
         assert alive(children | {pid}) == set()
         gone = meshlet("down", home=tmp_path, check=False)
         assert gone.returncode == 1 and "nothing to stop" in gone.stderr
+
+
+def test_up_keeps_its_tokens_private_and_runs_its_agent_with_its_own(up: Up) -> None:
+    """The CLI found up's management token itself (every call above had no --token);
+    the files that hold it are 0600, and the agent works with a token of policy agent."""
+    record = json.loads((up.home / "up-token.json").read_text())
+    token_file = Path(record["token_file"])
+    assert (up.home / "up-token.json").stat().st_mode & 0o777 == 0o600
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    data_dir = token_file.parent.parent
+    for name in ("agent.token", "join.token"):
+        assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
+    tokens = up.json("acl", "token", "list")
+    assert sorted((t["management"], t["policies"]) for t in tokens) == [
+        (False, ["agent"]), (True, [])]
+    agent_secret = (data_dir / "agent.token").read_text().strip()
+    as_agent = meshlet("--addr", up.addr, "--token", agent_secret, "acl", "token", "list",
+                       home=up.home, check=False)
+    assert as_agent.returncode == 1 and "may not read acl" in as_agent.stderr

@@ -14,18 +14,21 @@ import pytest
 from meshlet.api.client import Client
 from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.server.main import Server
+from tests.conftest import async_management_token
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    await async_management_token(tmp_path)
     yield srv
     await srv.stop()
 
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[Any]:
-    async with aiohttp.ClientSession(server.url) as session:
+    async with aiohttp.ClientSession(server.url, headers={
+            "X-Meshlet-Token": server.acl.token() or ""}) as session:
         yield session
 
 
@@ -33,7 +36,7 @@ REG = {"service": "web", "id": "web-1", "address": "127.0.0.1", "port": 8080}
 
 
 async def test_register_health_and_listing(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         inst = await c.register(**REG, tags=["v1"], meta={"version": "1"})
         assert inst["status"] == "critical"
         await c.register(**{**REG, "id": "web-2", "port": 8081})
@@ -50,7 +53,7 @@ async def test_register_health_and_listing(server: Server) -> None:
 
 
 async def test_kv_and_cas_through_client(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         first = await c.kv_put("app/colour", b"blue", cas=0)
         assert await c.kv_get_raw("app/colour") == b"blue"
         with pytest.raises(Conflict):
@@ -63,7 +66,7 @@ async def test_kv_and_cas_through_client(server: Server) -> None:
 
 
 async def test_config_entries(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         body = await c.config_set("web", {"retries": "3", "request_timeout": "2s"})
         assert body["settings"] == {"retries": 3, "request_timeout": 2.0}
         assert body["effective"]["lb"] == "round_robin"
@@ -103,7 +106,7 @@ def contents(server: Server) -> Any:
 async def test_bad_input_gets_4xx_and_changes_nothing(
         server: Server, http: Any, method: str, path: str, body: Any, status: int,
         code: str, field: str | None) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.register(**REG)
     before = contents(server)
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
@@ -117,7 +120,7 @@ async def test_bad_input_gets_4xx_and_changes_nothing(
 
 
 async def test_blocking_query_wakes_on_change(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.register(**REG)
         _, index = await c.instances("web")
         loop = asyncio.get_running_loop()
@@ -130,7 +133,7 @@ async def test_blocking_query_wakes_on_change(server: Server) -> None:
 
 
 async def test_blocking_query_times_out_with_same_index(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.register(**REG)
         _, index = await c.instances("web")
         found, same = await c.instances("web", index=index, wait=0.2)
@@ -144,7 +147,7 @@ async def test_unreachable_server_is_a_clear_error() -> None:
 
 
 async def test_server_metrics(server: Server, http: Any) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.kv_put("m", b"1")
     async with http.get("/metrics") as resp:
         text = await resp.text()
@@ -153,7 +156,7 @@ async def test_server_metrics(server: Server, http: Any) -> None:
 
 
 async def test_networks_and_addresses(server: Server, http: Any) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         net = await c.network_create("front", subnet="10.60.0.0/24")
         assert (net["subnet"], net["gateway"]) == ("10.60.0.0/24", "10.60.0.1")
         await c.network_create("hostnet", driver="host")

@@ -15,7 +15,7 @@ from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.raft.storage import decode_snapshot
 from meshlet.raft.wal import SnapshotStore
-from tests.conftest import wait_until
+from tests.conftest import management_token, wait_until
 
 
 def free_port() -> int:
@@ -59,9 +59,9 @@ async def writer(client: Client, worker: int, acked: dict[str, bytes],
 
 
 async def write_until_killed(port: int, proc: subprocess.Popen[bytes],
-                             acked: dict[str, bytes], writes: int) -> None:
+                             acked: dict[str, bytes], writes: int, token: str) -> None:
     stop = asyncio.Event()
-    async with Client(f"127.0.0.1:{port}", timeout=5) as client:
+    async with Client(f"127.0.0.1:{port}", timeout=5, token=token) as client:
         tasks = [asyncio.create_task(writer(client, w, acked, stop)) for w in range(8)]
         while len(acked) < writes:
             await asyncio.sleep(0.005)
@@ -75,12 +75,13 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     acked: dict[str, bytes] = {}
     for round_ in range(3):  # kill it three times, through snapshots and log segments
         proc = start_server(tmp_path, port)
-        asyncio.run(write_until_killed(port, proc, acked, 400 * (round_ + 1)))
+        asyncio.run(write_until_killed(port, proc, acked, 400 * (round_ + 1),
+                                       management_token(tmp_path)))
         proc.wait(10)
     proc = start_server(tmp_path, port)
     try:
         async def read_all() -> dict[str, bytes]:
-            async with Client(f"127.0.0.1:{port}") as c:
+            async with Client(f"127.0.0.1:{port}", token=management_token(tmp_path)) as c:
                 entries = await c.kv_list("")
                 return {e["key"]: base64.b64decode(e["value"]) for e in entries}
         stored = asyncio.run(read_all())

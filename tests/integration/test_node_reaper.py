@@ -10,7 +10,7 @@ from pathlib import Path
 from meshlet.api.client import Client
 from meshlet.server.main import Server, ServerOptions
 from meshlet.server.node_reaper import expired
-from tests.conftest import async_wait_until
+from tests.conftest import async_management_token, async_wait_until
 
 
 def test_expiry_counts_from_the_later_of_last_heartbeat_and_taking_over() -> None:
@@ -24,7 +24,8 @@ def test_expiry_counts_from_the_later_of_last_heartbeat_and_taking_over() -> Non
 async def test_silent_nodes_are_reaped_and_live_ones_kept(tmp_path: Path) -> None:
     server = await Server.start(tmp_path, "127.0.0.1", 0, ServerOptions(node_ttl=1.0))
     try:
-        async with Client(server.url) as client:
+        token = await async_management_token(tmp_path)
+        async with Client(server.url, token=token) as client:
             assert (await client.node_register("ghost", "192.0.2.9"))["ttl"] == 1.0
 
             async def beat() -> None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.conftest import wait_until
+from tests.conftest import management_token, wait_until
 
 UNDERLAY = "10.250.0"
 SERVER = f"{UNDERLAY}.254"
@@ -46,6 +46,8 @@ class Hosts:
         self.under = NS_PREFIX + "under"
         self.names = [f"host{i}" for i in range(1, count + 1)]
         self.server: subprocess.Popen[bytes] | None = None
+        self.token = ""  # the server's management token, once it has made it
+        self.agent_token = ""  # what the agents run with (policy agent)
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
 
     def ns(self, host: str) -> str:
@@ -85,9 +87,13 @@ class Hosts:
             sh("ip", "-n", ns, "addr", "add", f"{self.address(host)}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
 
-    def spawn(self, namespace: str, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, namespace: str, name: str, *args: str,
+              token: str = "") -> subprocess.Popen[bytes]:
         env = {**os.environ, "MESHLET_HOME": str(self.tmp / name)}
         env.pop("MESHLET_ADDR", None)
+        env.pop("MESHLET_TOKEN", None)
+        if token:
+            env["MESHLET_TOKEN"] = token
         with open(self.tmp / f"{name}.log", "wb") as log:
             return subprocess.Popen(in_ns(namespace, sys.executable, "-m", "meshlet", *args),
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -96,14 +102,20 @@ class Hosts:
         self.server = self.spawn(self.under, "server", "server", "--data-dir",
                                  str(self.tmp / "server-data"), "--http",
                                  f"{SERVER}:{self.port}", "--node-ttl", self.node_ttl)
+        self.token = management_token(self.tmp / "server-data")
         wait_until(lambda: self.cli_ok("status"), 30, "the server to answer")
+        self.cli("acl", "policy", "create", "agent", "--rule=config::read", *[
+            f"--rule={kind}::write" for kind in ("node", "service", "container", "network")])
+        import json
+        self.agent_token = json.loads(self.cli("-o", "json", "acl", "token", "create",
+                                               "--policy", "agent"))["secret"]
 
     def start_agent(self, host: str, file: Path | None = None) -> None:
         """Start ``host``'s agent (with ``file``'s services, if given)."""
         extra = ["--file", str(file)] if file is not None else []
         self.agents[host] = self.spawn(
             self.ns(host), host, "-v", "agent", "--server", self.url, "--node", host,
-            "--data-dir", str(self.tmp / f"{host}-data"), *extra)
+            "--data-dir", str(self.tmp / f"{host}-data"), *extra, token=self.agent_token)
         wait_until(lambda: host in self.nodes(), 30, f"{host} to register")
 
     def stop_agent(self, host: str, kill: bool = False) -> None:
@@ -121,7 +133,7 @@ class Hosts:
     def cli(self, *args: str) -> str:
         """`meshlet ARGS` against the cluster (from the underlay); fails on error."""
         return sh(*in_ns(self.under, sys.executable, "-m", "meshlet", "--addr", self.url,
-                         *args))
+                         "--token", self.token, *args))
 
     def cli_ok(self, *args: str) -> bool:
         try:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from meshlet.net import bridge, netns
+from tests.conftest import management_token
 from tests.e2e.helpers import free_port, meshlet, wait_for
 from tests.netns.helpers import leftovers
 
@@ -86,8 +87,15 @@ def shape(result: dict[str, Any]) -> Any:
             "routes": [r["dst"] for r in result["routes"]]}
 
 
-def test_meshlet_cni_matches_the_reference_bridge_plugin(server: str) -> None:
-    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+@pytest.fixture
+def token(server: str, tmp_path: Path) -> str:
+    """The server's management token, which the plugin's configuration carries."""
+    return management_token(tmp_path / "data")
+
+
+def test_meshlet_cni_matches_the_reference_bridge_plugin(server: str, token: str) -> None:
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
+            "token": token}
     ref = {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge",
            "bridge": "mlcniref0", "isGateway": True,
            "ipam": {"type": "host-local", "subnet": "10.232.0.0/24",
@@ -128,15 +136,16 @@ def test_meshlet_cni_matches_the_reference_bridge_plugin(server: str) -> None:
         assert code == 0, out
     assert "eth0" not in inside("ml-cni-ours", "link")
     assert "eth0" not in inside("ml-cni-ref", "link")
-    net = json.loads(meshlet("--addr", server, "-o", "json", "network", "inspect",
-                             "cninet", home=Path("/tmp")).stdout)
+    net = json.loads(meshlet("--addr", server, "--token", token, "-o", "json", "network",
+                             "inspect", "cninet", home=Path("/tmp")).stdout)
     assert net["addresses"] == {}  # the address went back to the pool
     code, out = invoke(PLUGIN, "DEL", ours, None)  # no namespace at all: still fine
     assert code == 0, out
 
 
-def test_version_and_errors(server: str, tmp_path: Path) -> None:
-    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+def test_version_and_errors(server: str, token: str, tmp_path: Path) -> None:
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
+            "token": token}
     code, version = invoke(PLUGIN, "VERSION", {"cniVersion": "1.0.0"}, None)
     _, reference = invoke(REFERENCE / "bridge", "VERSION", {"cniVersion": "1.0.0"}, None)
     assert code == 0 and sorted(version) == sorted(reference) == ["cniVersion",

@@ -21,7 +21,7 @@ from meshlet.agent.agent import Agent
 from meshlet.api.client import Client
 from meshlet.net import netns
 from meshlet.server.main import Server, ServerOptions
-from tests.conftest import async_wait_until
+from tests.conftest import async_management_token, async_wait_until
 from tests.e2e.helpers import downed, free_port, meshlet, wait_for
 from tests.netns.helpers import clean_daemon, leftovers
 
@@ -130,10 +130,11 @@ async def test_a_hundred_create_remove_cycles_leak_nothing(tmp_path: Path) -> No
     assert await asyncio.to_thread(leftovers) == []
     server = await Server.start(tmp_path / "server", "127.0.0.1", 0,
                                 ServerOptions(node_ttl=3600.0))
-    agent = Agent(server.url, tmp_path / "agent", "cycle-node")
+    token = await async_management_token(tmp_path / "server")
+    agent = Agent(server.url, tmp_path / "agent", "cycle-node", token=token)
     agent.run_containers()
     try:
-        async with Client(server.url) as client:
+        async with Client(server.url, token=token) as client:
             await client.network_create("cycle", subnet="10.223.0.0/24")
 
             async def one_cycle(i: int) -> None:

@@ -71,3 +71,18 @@ def test_anything_else_goes_to_aiohttp() -> None:
 def test_a_head_that_never_ends_goes_to_aiohttp() -> None:
     raw = b"PUT /v1/kv/a HTTP/1.1\r\n" + b"X-Filler: " + b"y" * 20000
     assert parse(raw) is None
+
+
+def test_the_token_is_read_from_either_header_as_the_routes_read_it() -> None:
+    def token(headers: str) -> object:
+        request = parse(put(headers=headers))
+        return request.token if isinstance(request, KvPut) else request
+    assert token("") is None
+    assert token("X-Meshlet-Token: abc\r\n") == "abc"
+    assert token("authorization: Bearer  xyz \r\n") == "xyz"
+    assert token("X-Meshlet-Token: abc\r\nAuthorization: Bearer xyz\r\n") == "abc"
+    # Forms whose meaning the fast lane does not judge go to aiohttp.
+    assert parse(put(headers="Authorization: Basic dXNlcjpw\r\n")) is None
+    assert parse(put(headers="X-Meshlet-Token: a\r\nX-Meshlet-Token: b\r\n")) is None
+    assert parse(put(headers="X-Meshlet-Token: caf\u00e9\r\n".encode().decode("latin-1"))) \
+        is None

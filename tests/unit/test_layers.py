@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
      "private_files", "process_identity", "settings_rules"},
-    {"net"},
+    {"net", "security"},
     {"state", "raft"},
     {"api", "deploy"},
     {"server", "proxy"},

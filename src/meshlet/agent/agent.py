@@ -45,8 +45,11 @@ class Agent:
     """Implements ``WorkloadHost`` for its workloads."""
 
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
-                 zone: str = "", advertise: str | None = None) -> None:
-        self.client = Client(server_url)
+                 zone: str = "", advertise: str | None = None,
+                 token: str | None = None) -> None:
+        """``token``: the agent's ACL token (rights on nodes, services, containers and
+        networks), sent with every call to the server."""
+        self.client = Client(server_url, token=token)
         self.data_dir = private_dir(data_dir)
         self.node = node
         self.zone = zone

@@ -16,6 +16,8 @@ from meshlet import errors
 from meshlet.addresses import to_url
 
 INDEX_HEADER = "X-Meshlet-Index"
+TOKEN_HEADER = "X-Meshlet-Token"
+JOIN_TOKEN_HEADER = "X-Meshlet-Join-Token"
 
 
 def session_without_retries() -> aiohttp.ClientSession:
@@ -30,9 +32,18 @@ def session_without_retries() -> aiohttp.ClientSession:
 
 
 class Client:
-    def __init__(self, addr: str, timeout: float = 10.0) -> None:
+    """``token`` is an ACL token's secret, sent with every request; ``join_token`` the
+    cluster's join token, which servers send each other to found or join a cluster."""
+
+    def __init__(self, addr: str, timeout: float = 10.0, token: str | None = None,
+                 join_token: str | None = None) -> None:
         self.base = to_url(addr)
         self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        if token:
+            self.headers[TOKEN_HEADER] = token
+        if join_token:
+            self.headers[JOIN_TOKEN_HEADER] = join_token
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -62,7 +73,7 @@ class Client:
         url = self.base + path
         try:
             async with self.session().request(
-                    method, url, json=json, data=data, params=params,
+                    method, url, json=json, data=data, params=params, headers=self.headers,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
                 if resp.status >= 400:
@@ -241,6 +252,34 @@ class Client:
             params.update(index=str(index), wait=f"{wait}s")
         return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
                                   params=params, timeout=wait + 10)
+
+    # -- acl ----------------------------------------------------------------------------
+
+    async def token_create(self, policies: list[str], description: str = "",
+                           management: bool = False) -> dict[str, Any]:
+        """A new token; the answer holds its ``secret``, shown this once."""
+        body = {"policies": policies, "description": description, "management": management}
+        return (await self.request("POST", "/v1/acl/tokens", json=body))[0]
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/acl/tokens"))[0]
+
+    async def token_delete(self, accessor: str) -> None:
+        await self.request("DELETE", f"/v1/acl/tokens/{quote(accessor, safe='')}")
+
+    async def token_self(self) -> dict[str, Any]:
+        return (await self.request("GET", "/v1/acl/token/self"))[0]
+
+    async def policy_create(self, name: str, rules: list[dict[str, str]],
+                            description: str = "") -> dict[str, Any]:
+        body = {"name": name, "rules": rules, "description": description}
+        return (await self.request("POST", "/v1/acl/policies", json=body))[0]
+
+    async def policies(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/acl/policies"))[0]
+
+    async def policy_delete(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/acl/policies/{quote(name, safe='')}")
 
     # -- kv -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from meshlet.api.access import Need, require, visible
 from meshlet.api.schemas import (
     ContainerBody,
     ContainerStatusBody,
@@ -23,28 +24,35 @@ from meshlet.state.commands import (
 )
 
 if TYPE_CHECKING:
-    from meshlet.api.routes import Api
+    from meshlet.api.routes import Api, Handler
 
 
 class ContainerRoutes:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/containers", self.list)
-        router.add_post("/v1/containers", self.create)
-        router.add_get("/v1/containers/{name}", self.inspect)
-        router.add_delete("/v1/containers/{name}", self.delete)
-        router.add_put("/v1/containers/{name}/desired", self.desire)
-        router.add_put("/v1/containers/{name}/status", self.report)
-        router.add_put("/v1/containers/{name}/networks/{network}", self.connect)
-        router.add_delete("/v1/containers/{name}/networks/{network}", self.disconnect)
+    def routes(self) -> list[tuple[str, str, Handler, Need]]:
+        """Every route with what it needs (``access.py``). Writing a container is
+        running a command as root on its node's agent."""
+        write = Need("container", "write", "name")
+        return [
+            ("GET", "/v1/containers", self.list, Need("container", listing=True)),
+            ("POST", "/v1/containers", self.create,
+             Need("container", "write", in_body=True)),
+            ("GET", "/v1/containers/{name}", self.inspect, Need("container", name="name")),
+            ("DELETE", "/v1/containers/{name}", self.delete, write),
+            ("PUT", "/v1/containers/{name}/desired", self.desire, write),
+            ("PUT", "/v1/containers/{name}/status", self.report, write),
+            ("PUT", "/v1/containers/{name}/networks/{network}", self.connect, write),
+            ("DELETE", "/v1/containers/{name}/networks/{network}", self.disconnect, write),
+        ]
 
     async def list(self, request: web.Request) -> web.Response:
         table = self.api.sm.containers
         index = await self.api.block(request, lambda: table.index)
         node = request.query.get("node")
-        found = [c.to_dict() for name, c in sorted(table.containers.items())
+        found = [c.to_dict() for name, c in visible(
+                     request, "container", sorted(table.containers.items()), lambda i: i[0])
                  if node is None or c.node == node]
         return self.api.reply(found, index)
 
@@ -55,6 +63,7 @@ class ContainerRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         body = parse_body(ContainerBody, await read_json(request))
+        require(request, "container", body.name, "write")
         result = await self.api.propose(ContainerCreate(
             body.name, body.node, tuple(body.command), body.env, tuple(body.networks),
             tuple(body.ports)))

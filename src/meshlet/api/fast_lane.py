@@ -4,8 +4,9 @@ A write costs the leader about as much in aiohttp's request machinery (request a
 response objects, routing, middlewares) as in Raft itself, and the leader's event
 loop is what limits write throughput. So each connection starts here. While its
 requests are plain ``PUT /v1/kv/KEY`` (``kv_put_request.py``) and this server leads,
-they are parsed from the raw bytes, proposed through ``Api.propose`` and answered with
-the same status, body and headers aiohttp would give. The first request that is
+they are parsed from the raw bytes, their token checked (``Api.guard``, as the routes
+check it), proposed through ``Api.propose`` and answered with the same status, body
+and headers aiohttp would give. The first request that is
 anything else (another route, a follower's write to forward, an unusual form) hands
 the connection, with every byte not yet answered, to aiohttp's protocol for good.
 Each head is read whole and judged first, and connections are bounded in number and
@@ -144,6 +145,8 @@ class FastLane(asyncio.Protocol):
     async def serve(self, request: KvPut, raw: bytes) -> None:
         command = KVPut(request.key, raw[request.body_start:request.end], request.cas)
         try:
+            # The same check aiohttp's routes make (api/access.py), from a cache.
+            self.api.guard.authorize(request.token, "kv", request.key, "write")
             result = await self.api.propose(command)
         except NotLeader:
             # It certainly did not commit: aiohttp runs it again and forwards it.

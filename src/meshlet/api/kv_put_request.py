@@ -22,6 +22,8 @@ KEY_BYTES: Final = frozenset(
 # Headers that change how the message is framed or answered: the fast lane leaves
 # requests carrying them to aiohttp.
 FRAMING: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# Headers that carry the caller's ACL token (``api/access.py`` reads the same two).
+TOKEN_HEADERS: Final = frozenset({b"x-meshlet-token", b"authorization"})
 
 
 class Incomplete:
@@ -38,6 +40,7 @@ class KvPut:
     body_start: int  # offset of the body in the buffer
     end: int  # offset just past the body
     keep_alive: bool
+    token: str | None = None  # the ACL token's secret the request carries
 
 
 def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
@@ -55,6 +58,7 @@ def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
     key, cas = target
     length: int | None = None
     keep_alive = True
+    credentials: dict[bytes, bytes] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip() or name[:1] in b" \t":
@@ -67,14 +71,32 @@ def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
             length = int(value)
         elif lower == b"connection":
             keep_alive = b"close" not in value.lower()
+        elif lower in TOKEN_HEADERS:
+            if lower in credentials:  # sent twice: aiohttp judges it
+                return None
+            credentials[lower] = value
         elif lower in FRAMING:
             return None
     if length is None or length > MAX_BODY:
         return None
+    token = token_of(credentials.get(b"x-meshlet-token"), credentials.get(b"authorization"))
+    if token is None and credentials:
+        return None
     body_start = head_end + 4
     if len(buffer) < body_start + length:
         return INCOMPLETE
-    return KvPut(key, cas, body_start, body_start + length, keep_alive)
+    return KvPut(key, cas, body_start, body_start + length, keep_alive, token)
+
+
+def token_of(header: bytes | None, authorization: bytes | None) -> str | None:
+    """The token's secret from ``X-Meshlet-Token`` or ``Authorization: Bearer``
+    (the first wins, as in ``api/access.py``), if plain ASCII."""
+    if header is None and authorization is not None:
+        scheme, _, rest = authorization.partition(b" ")
+        header = rest.strip() if scheme.lower() == b"bearer" else None
+    if not header or not header.isascii():
+        return None
+    return header.decode()
 
 
 def request_target(line: bytes) -> tuple[str, int | None] | None:

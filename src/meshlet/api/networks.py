@@ -7,30 +7,36 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from meshlet.api.access import Need, require, visible
 from meshlet.api.schemas import AddressBody, NetworkBody, parse_body, read_json
 from meshlet.state.commands import AddressAssign, AddressRelease, NetworkCreate, NetworkDelete
 
 if TYPE_CHECKING:
-    from meshlet.api.routes import Api
+    from meshlet.api.routes import Api, Handler
 
 
 class NetworkRoutes:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/networks", self.list)
-        router.add_post("/v1/networks", self.create)
-        router.add_get("/v1/networks/{name}", self.inspect)
-        router.add_delete("/v1/networks/{name}", self.delete)
-        router.add_put("/v1/networks/{name}/addresses/{owner}", self.assign)
-        router.add_delete("/v1/networks/{name}/addresses/{owner}", self.release)
+    def routes(self) -> list[tuple[str, str, Handler, Need]]:
+        """Every route with what it needs (``access.py``)."""
+        return [
+            ("GET", "/v1/networks", self.list, Need("network", listing=True)),
+            ("POST", "/v1/networks", self.create, Need("network", "write", in_body=True)),
+            ("GET", "/v1/networks/{name}", self.inspect, Need("network", name="name")),
+            ("DELETE", "/v1/networks/{name}", self.delete, Need("network", "write", "name")),
+            ("PUT", "/v1/networks/{name}/addresses/{owner}", self.assign,
+             Need("network", "write", "name")),
+            ("DELETE", "/v1/networks/{name}/addresses/{owner}", self.release,
+             Need("network", "write", "name")),
+        ]
 
     async def list(self, request: web.Request) -> web.Response:
         table = self.api.sm.networks
         index = await self.api.block(request, lambda: table.index)
-        return self.api.reply([table.networks[n].to_dict() for n in sorted(table.networks)],
-                              index)
+        names = visible(request, "network", sorted(table.networks), str)
+        return self.api.reply([table.networks[n].to_dict() for n in names], index)
 
     async def inspect(self, request: web.Request) -> web.Response:
         table = self.api.sm.networks
@@ -39,6 +45,7 @@ class NetworkRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         body = parse_body(NetworkBody, await read_json(request))
+        require(request, "network", body.name, "write")
         result = await self.api.propose(NetworkCreate(
             body.name, body.driver, body.subnet, body.gateway, body.internal))
         return self.api.reply(result.value, result.index, status=201)

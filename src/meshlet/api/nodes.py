@@ -7,27 +7,31 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from meshlet.api.access import Need, visible
 from meshlet.api.schemas import NodeBody, parse_body, read_json
 from meshlet.state.commands import NodeDeregister, NodeRegister
 
 if TYPE_CHECKING:
-    from meshlet.api.routes import Api
+    from meshlet.api.routes import Api, Handler
 
 
 class NodeRoutes:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/nodes", self.list)
-        router.add_put("/v1/nodes/{name}", self.register)
-        router.add_delete("/v1/nodes/{name}", self.deregister)
+    def routes(self) -> list[tuple[str, str, Handler, Need]]:
+        """Every route with what it needs (``access.py``)."""
+        return [
+            ("GET", "/v1/nodes", self.list, Need("node", listing=True)),
+            ("PUT", "/v1/nodes/{name}", self.register, Need("node", "write", "name")),
+            ("DELETE", "/v1/nodes/{name}", self.deregister, Need("node", "write", "name")),
+        ]
 
     async def list(self, request: web.Request) -> web.Response:
         table = self.api.sm.nodes
         index = await self.api.block(request, lambda: table.index)
-        return self.api.reply([table.nodes[n].to_dict() for n in sorted(table.nodes)],
-                              index)
+        names = visible(request, "node", sorted(table.nodes), str)
+        return self.api.reply([table.nodes[n].to_dict() for n in names], index)
 
     async def register(self, request: web.Request) -> web.Response:
         """Also the agent's heartbeat: the answer's ``ttl`` says how long the node may

@@ -22,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
 from meshlet.api import openapi
+from meshlet.api.access import CREDENTIAL_HEADERS, Guard, Need, require, visible
+from meshlet.api.acl import AclRoutes
 from meshlet.api.client import session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
@@ -95,14 +97,57 @@ def query_flag(request: web.Request, name: str) -> bool:
 
 class Api:
     """The server's HTTP API over ``node``; ``heartbeats`` notes agents' node
-    heartbeats. Both are built by the server and handed in."""
+    heartbeats. Both are built by the server and handed in. ``join_token`` is the
+    cluster's secret, which lets another server found or join (``access.py``);
+    ``enforce_acl`` False is for a benchmark's baseline only."""
 
-    def __init__(self, node: ControlPlane, heartbeats: Heartbeats) -> None:
+    def __init__(self, node: ControlPlane, heartbeats: Heartbeats,
+                 join_token: str | None = None, enforce_acl: bool = True) -> None:
         self.node = node
         self.sm = node.machine
         self.heartbeats = heartbeats
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
+        self.guard = Guard(lambda: self.sm.acl, join_token, enforce_acl,
+                           lambda: self.node.is_leader)
+        self.metrics = ServerMetrics(node.status, lambda: self.sm.index,
+                                     lambda: self.guard.refused)
         self.openapi_body: bytes | None = None
+
+    def service_of(self, request: web.Request) -> str:
+        """The service of the instance a route names ('' if there is none)."""
+        inst = self.sm.instances.get(request.match_info["id"])
+        return inst.service if inst is not None else ""
+
+    def routes(self) -> list[tuple[str, str, Handler, Need]]:
+        """Every route of this module with what it needs (``access.py``)."""
+        service_of = self.service_of
+        return [
+            ("GET", "/v1/status", self.status, Need("operator")),
+            ("GET", "/v1/openapi.json", self.openapi_page, Need(None)),
+            ("POST", "/v1/raft/transfer-leader", self.transfer_leader,
+             Need("operator", "write")),
+            ("POST", "/v1/raft/peers", self.add_peer, Need("operator", "write", join=True)),
+            ("DELETE", "/v1/raft/peers/{id}", self.remove_peer, Need("operator", "write")),
+            ("GET", "/v1/raft/self", self.raft_self, Need("operator", join=True)),
+            ("PUT", "/v1/catalog/register", self.register,
+             Need("service", "write", in_body=True)),
+            ("PUT", "/v1/catalog/deregister/{id}", self.deregister,
+             Need("service", "write", service_of)),
+            ("PUT", "/v1/health/{id}", self.set_health, Need("service", "write", service_of)),
+            ("GET", "/v1/services", self.services, Need("service", listing=True)),
+            ("GET", "/v1/services/{name}/instances", self.instances,
+             Need("service", name="name")),
+            ("GET", "/v1/kv", self.kv_list, Need("kv", listing=True)),
+            ("GET", "/v1/kv/{key:.+}", self.kv_get, Need("kv", name="key")),
+            ("PUT", "/v1/kv/{key:.+}", self.kv_put, Need("kv", "write", "key")),
+            ("DELETE", "/v1/kv/{key:.+}", self.kv_delete, Need("kv", "write", "key")),
+            ("GET", "/v1/config", self.config_list, Need("config", listing=True)),
+            ("GET", "/v1/config/{service}", self.config_get, Need("config", name="service")),
+            ("PUT", "/v1/config/{service}", self.config_set,
+             Need("config", "write", "service")),
+            ("DELETE", "/v1/config/{service}", self.config_delete,
+             Need("config", "write", "service")),
+        ]
 
     async def propose(self, command: Any) -> Any:
         """Every write goes through here, so its latency is measured once."""
@@ -149,6 +194,9 @@ class Api:
                 raise
             body = await request.read()
             headers = {FORWARDED_HEADER: "1"}
+            for name in CREDENTIAL_HEADERS:  # the leader judges the caller again
+                if name in request.headers:
+                    headers[name] = request.headers[name]
             if request.content_type:
                 headers["Content-Type"] = request.content_type
             try:
@@ -169,33 +217,18 @@ class Api:
                                   "have been applied") from None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware, self.forward_middleware],
+        # The guard inside the forwarding: a follower that does not know a token yet
+        # hands the request to the leader, whose state judges it.
+        app = web.Application(middlewares=[errors_middleware, self.forward_middleware,
+                                           self.guard.middleware],
                               client_max_size=4 * 1024 * 1024)
         r = app.router
-        r.add_get("/v1/status", self.status)
-        r.add_get("/metrics", self.metrics_page)
-        r.add_get("/v1/openapi.json", self.openapi_page)
-        r.add_post("/v1/raft/transfer-leader", self.transfer_leader)
-        r.add_post("/v1/raft/peers", self.add_peer)
-        r.add_delete("/v1/raft/peers/{id}", self.remove_peer)
-        r.add_get("/v1/raft/self", self.raft_self)
-        r.add_put("/v1/catalog/register", self.register)
-        r.add_put("/v1/catalog/deregister/{id}", self.deregister)
-        r.add_put("/v1/health/{id}", self.set_health)
-        r.add_get("/v1/services", self.services)
-        r.add_get("/v1/services/{name}/instances", self.instances)
-        r.add_get("/v1/kv", self.kv_list)
-        r.add_get("/v1/kv/{key:.+}", self.kv_get)
-        r.add_put("/v1/kv/{key:.+}", self.kv_put)
-        r.add_delete("/v1/kv/{key:.+}", self.kv_delete)
-        r.add_get("/v1/config", self.config_list)
-        r.add_get("/v1/config/{service}", self.config_get)
-        r.add_put("/v1/config/{service}", self.config_set)
-        r.add_delete("/v1/config/{service}", self.config_delete)
-        NetworkRoutes(self).add_to(r)
-        ContainerRoutes(self).add_to(r)
-        NodeRoutes(self).add_to(r)
-        VipRoutes(self).add_to(r)
+        r.add_get("/metrics", self.metrics_page)  # outside /v1: open, read-only
+        for group in (self.routes(), NetworkRoutes(self).routes(),
+                      ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
+                      VipRoutes(self).routes(), AclRoutes(self).routes()):
+            for method, path, handler, need in group:
+                self.guard.add(r, method, path, handler, need)
         return app
 
     async def read_barrier(self, request: web.Request) -> None:
@@ -234,6 +267,7 @@ class Api:
 
     async def register(self, request: web.Request) -> web.Response:
         body = parse_body(RegisterBody, await read_json(request))
+        require(request, "service", body.service, "write")
         instance_id = body.id or f"{body.service}-{uuid.uuid4().hex[:8]}"
         result = await self.propose(RegisterInstance(
             id=instance_id, service=body.service, address=body.address, port=body.port,
@@ -253,7 +287,8 @@ class Api:
 
     async def services(self, request: web.Request) -> web.Response:
         index = await self.block(request, lambda: self.sm.catalog_index)
-        return self.reply(list(self.sm.services().values()), index)
+        return self.reply(visible(request, "service", self.sm.services().values(),
+                                  lambda s: str(s["name"])), index)
 
     async def instances(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -267,13 +302,16 @@ class Api:
     async def kv_list(self, request: web.Request) -> web.Response:
         prefix = request.query.get("prefix", "")
         index = await self.block(request, lambda: self.sm.kv_index)
-        return self.reply([kv_to_dict(e) for e in self.sm.kv_list(prefix)], index)
+        return self.reply([kv_to_dict(e) for e in self.kv_visible(request, prefix)], index)
+
+    def kv_visible(self, request: web.Request, prefix: str) -> list[Any]:
+        return visible(request, "kv", self.sm.kv_list(prefix), lambda e: e.key)
 
     async def kv_get(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         if query_flag(request, "recurse"):
             index = await self.block(request, lambda: self.sm.kv_index)
-            return self.reply([kv_to_dict(e) for e in self.sm.kv_list(key)], index)
+            return self.reply([kv_to_dict(e) for e in self.kv_visible(request, key)], index)
         await self.read_barrier(request)
         entry = self.sm.kv.get(key)
         if entry is None:
@@ -303,7 +341,8 @@ class Api:
 
     async def config_list(self, request: web.Request) -> web.Response:
         index = await self.block(request, lambda: self.sm.config_index)
-        return self.reply([self.config_body(s) for s in sorted(self.sm.config)], index)
+        return self.reply([self.config_body(s) for s in visible(
+            request, "config", sorted(self.sm.config), str)], index)
 
     async def config_get(self, request: web.Request) -> web.Response:
         service = request.match_info["service"]

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from meshlet.api.access import Need, visible
 from meshlet.api.schemas import CidrBody, parse_body, read_json
 from meshlet.state.commands import ServiceCidrSet
 
 if TYPE_CHECKING:
-    from meshlet.api.routes import Api
+    from meshlet.api.routes import Api, Handler
     from meshlet.state import StateMachine
 
 
@@ -31,14 +32,18 @@ class VipRoutes:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/v1/vips", self.list)
-        router.add_put("/v1/vips/cidr", self.set_cidr)
+    def routes(self) -> list[tuple[str, str, Handler, Need]]:
+        """Every route with what it needs (``access.py``)."""
+        return [
+            ("GET", "/v1/vips", self.list, Need("service", listing=True)),
+            ("PUT", "/v1/vips/cidr", self.set_cidr, Need("operator", "write")),
+        ]
 
     async def list(self, request: web.Request) -> web.Response:
         sm = self.api.sm
         index = await self.api.block(request, lambda: max(sm.vips.index, sm.catalog_index))
-        return self.api.reply({"cidr": sm.vips.cidr, "vips": listing(sm)}, index)
+        shown = visible(request, "service", listing(sm), lambda v: str(v["service"]))
+        return self.api.reply({"cidr": sm.vips.cidr, "vips": shown}, index)
 
     async def set_cidr(self, request: web.Request) -> web.Response:
         body = parse_body(CidrBody, await read_json(request))

@@ -1,4 +1,4 @@
-"""What every command gets: the API address and the output format."""
+"""What every command gets: the API address, the ACL token and the output format."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ T = TypeVar("T")
 
 
 class Context:
-    def __init__(self, addr: str, output: str) -> None:
+    def __init__(self, addr: str, output: str, token: str | None = None) -> None:
         self.addr = addr
         self.output = output
+        self.token = token
 
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def run() -> T:
-            async with Client(self.addr) as client:
+            async with Client(self.addr, token=self.token) as client:
                 return await fn(client)
         return asyncio.run(run())
 

@@ -17,6 +17,7 @@ import click
 import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
+from meshlet.cli.acl import acl
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
@@ -38,16 +39,22 @@ def default_addr() -> str:
 @click.option("--addr", default=None, metavar="URL",
               help="API address (env MESHLET_ADDR; default: the running `up`, else "
                    f"http://{devmode.DEFAULT_HTTP}).")
+@click.option("--token", default=None, metavar="T",
+              help="ACL token (env MESHLET_TOKEN; default: on the machine where `meshlet "
+                   "up` runs, its management token, if this user may read it).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               help="Output format (also accepted after the command).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(meshlet.__version__, prog_name="meshlet")
 @click.pass_context
-def cli(ctx: click.Context, addr: str | None, output: str, verbose: bool) -> None:
+def cli(ctx: click.Context, addr: str | None, token: str | None, output: str,
+        verbose: bool) -> None:
     """meshlet: a light service mesh for Linux."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(addr or default_addr(), output)
+    addr = addr or default_addr()
+    token = token or os.environ.get("MESHLET_TOKEN") or devmode.local_token(addr)
+    ctx.obj = Context(addr, output, token)
 
 
 # -- processes ------------------------------------------------------------------------
@@ -129,10 +136,14 @@ def down() -> None:
 @click.option("--bootstrap-expect", type=click.IntRange(1), default=None,
               help="Found a new cluster once this many servers (found through --join) "
                    "are up.")
+@click.option("--join-token", envvar="MESHLET_JOIN_TOKEN", default=None, metavar="T",
+              show_envvar=True,
+              help="The cluster's shared secret, the same on every server (needed with "
+                   "--raft; make one with `meshlet keygen`).")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
            snapshot_interval: str,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
-           node_ttl: str, bootstrap_expect: int | None) -> None:
+           node_ttl: str, bootstrap_expect: int | None, join_token: str | None) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
 
     The data directory wins over the flags: a server that already has a cluster
@@ -149,11 +160,19 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         bootstrap_expect=bootstrap_expect,
         snapshot_every=snapshot_every,
         snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
-        node_ttl=parse_duration(node_ttl, "node_ttl"))
+        node_ttl=parse_duration(node_ttl, "node_ttl"),
+        join_token=join_token or None)
     options.check()
     from meshlet.loop import install_uvloop
     install_uvloop()  # a faster event loop: much of a server's time is in it
     run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop, options))
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new random join token for a cluster's servers (as `consul keygen`)."""
+    from meshlet.security.secret_file import new_secret
+    click.echo(new_secret())
 
 
 @cli.command()
@@ -166,8 +185,12 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
 @click.option("--advertise", default=None, metavar="IP",
               help="The address other hosts reach this one on: the local end of overlay "
                    "tunnels (default: the address packets to the server leave from).")
+@click.option("--token", "agent_token", envvar="MESHLET_TOKEN", default=None, metavar="T",
+              show_envvar=True,
+              help="The agent's ACL token (node, service, container and network write); "
+                   "prefer the environment variable to the flag, which `ps` shows.")
 def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
-          node: str | None, advertise: str | None) -> None:
+          node: str | None, advertise: str | None, agent_token: str | None) -> None:
     """Run an agent: workloads, health checks and sidecars for one host."""
     from meshlet.agent.agent import Agent
     if advertise is not None:
@@ -177,7 +200,7 @@ def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
 
     async def run(stop: asyncio.Event) -> None:
         agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone,
-                      advertise)
+                      advertise, token=agent_token)
         agent.run_containers()
         try:
             if manifest is not None:
@@ -508,6 +531,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 
 cli.add_command(network)
+cli.add_command(acl)
 for command in CONTAINER_COMMANDS:
     cli.add_command(command)
 

@@ -8,8 +8,9 @@ Network configuration (standard input)::
      "server": "http://127.0.0.1:8470", "network": "front"}
 
 ``network`` defaults to ``name``; ``server`` to MESHLET_ADDR or the default API
-address. The network must exist (`meshlet network create`). ADD, DEL, CHECK and
-VERSION are implemented; DEL is idempotent and best-effort, as the spec asks.
+address; ``token`` (an ACL token with network write on it) to MESHLET_TOKEN. The
+network must exist (`meshlet network create`). ADD, DEL, CHECK and VERSION are
+implemented; DEL is idempotent and best-effort, as the spec asks.
 
 The request is checked whole first (``cni_request``: names, sizes, the error codes);
 then the namespace: it must be a network namespace, and not the host's own. An ADD that
@@ -61,10 +62,17 @@ def server_of(req: Request) -> str:
     return req.server(os.environ.get("MESHLET_ADDR") or DEFAULT_SERVER)
 
 
-def call(server: str, method: str, path: str) -> Any:
+def token_of(req: Request) -> str | None:
+    """The ACL token (network write) from the configuration, else MESHLET_TOKEN."""
+    token = req.config.get("token") or os.environ.get("MESHLET_TOKEN")
+    return str(token) if token else None
+
+
+def call(server: str, method: str, path: str, token: str | None = None) -> Any:
     """One request to the meshlet API, sent once (urllib: no aiohttp to import, which
     would double the plugin's start-up time); raises MeshletError."""
-    req = urllib.request.Request(server.rstrip("/") + path, method=method)
+    req = urllib.request.Request(server.rstrip("/") + path, method=method,
+                                 headers={"X-Meshlet-Token": token} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read(MAX_ANSWER_BYTES) or b"null")
@@ -158,7 +166,7 @@ def add(req: Request) -> dict[str, Any]:
     with rolled_back_on_failure() as undo:
         # Before asking: an answer lost on its way back may still have leased one.
         undo.push("release the address", lambda: release(req))
-        got = call(server, "PUT", address_path(req))
+        got = call(server, "PUT", address_path(req), token_of(req))
         prefix = int(info["subnet"].split("/")[1])
         gateway = got["gateway"]
         att = bridge.Attachment(req.network, req.owner, req.netns, req.ifname,
@@ -174,7 +182,7 @@ def add(req: Request) -> dict[str, Any]:
 
 def release(req: Request) -> None:
     try:
-        call(server_of(req), "DELETE", address_path(req))
+        call(server_of(req), "DELETE", address_path(req), token_of(req))
     except NotFound:
         pass  # the network is gone, and its addresses with it
 
@@ -215,7 +223,7 @@ def network_info(req: Request) -> dict[str, Any]:
     name = req.network
     try:
         info: dict[str, Any] = call(server_of(req), "GET",
-                                    f"/v1/networks/{quote(name, safe='')}")
+                                    f"/v1/networks/{quote(name, safe='')}", token_of(req))
     except NotFound:
         raise CniError(INVALID_CONFIG, "no such meshlet network",
                        f"create it first: meshlet network create {name}") from None

@@ -175,6 +175,11 @@ def check_config(command: str, config: Mapping[str, Any]) -> None:
     if server is not None and not is_http_url(server):
         raise CniError(INVALID_CONFIG, "invalid network configuration",
                        "server: an http:// or https:// URL of the meshlet API")
+    token = config.get("token")
+    if token is not None and (not isinstance(token, str) or not 0 < len(token) <= 512
+                              or not token.isprintable() or not token.isascii()):
+        raise CniError(INVALID_CONFIG, "invalid network configuration",
+                       "token: an ACL token, printable ASCII, at most 512 characters")
     if "ipam" in config:
         raise CniError(UNSUPPORTED_FIELD, "unsupported field in the network configuration",
                        "ipam: meshlet-cni takes addresses from the meshlet network's pool; "

@@ -57,8 +57,24 @@ class NodeCollector(Collector):
             sum_value=info["snapshot_seconds"])
 
 
+class RefusalCollector(Collector):
+    """Requests the ACLs refused, by code (unauthenticated, forbidden)."""
+
+    def __init__(self, refused: Callable[[], dict[str, int]]) -> None:
+        self.refused = refused
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("meshlet_acl_refusals",
+                                     "API requests refused by access control.",
+                                     labels=["code"])
+        for code, count in sorted(self.refused().items()):
+            family.add_metric([code], count)
+        yield family
+
+
 class ServerMetrics:
-    def __init__(self, status: Callable[[], dict[str, Any]], index: Callable[[], int]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any]], index: Callable[[], int],
+                 refused: Callable[[], dict[str, int]] = dict) -> None:
         disable_created_metrics()
         self.registry = CollectorRegistry()
         self.commit_latency = Histogram(
@@ -66,3 +82,4 @@ class ServerMetrics:
             "From a write's arrival to its acknowledgement (durable, applied).",
             buckets=COMMIT_BUCKETS, registry=self.registry)
         self.registry.register(NodeCollector(status, index))
+        self.registry.register(RefusalCollector(refused))

@@ -20,11 +20,13 @@ from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.private_files import private_tree
+from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
+MIN_JOIN_TOKEN = 16
 
 
 @dataclass
@@ -43,6 +45,11 @@ class ServerOptions:
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
     head_timeout: float = HEAD_TIMEOUT  # seconds a client has to send a request head
     max_connections: int = 0  # client connections at most; 0: from the descriptor limit
+    # The cluster's shared secret: servers send it to each other (founding, joining),
+    # and a request that carries it may use the Raft membership endpoints.
+    join_token: str | None = None
+    # A benchmark's baseline only (bench/acl_bench.py); no command-line flag sets it.
+    enforce_acl: bool = True
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -55,6 +62,13 @@ class ServerOptions:
                               "head_timeout")
         if self.max_connections < 0:
             raise ConfigError("max_connections: must not be negative", "max_connections")
+        if self.raft is not None and not self.join_token:
+            raise ConfigError("--raft needs the cluster's join token: give --join-token or "
+                              "MESHLET_JOIN_TOKEN, the same on every server (make one "
+                              "with `meshlet keygen`)", "join_token")
+        if self.join_token is not None and len(self.join_token) < MIN_JOIN_TOKEN:
+            raise ConfigError(f"--join-token: must be at least {MIN_JOIN_TOKEN} characters "
+                              "(make one with `meshlet keygen`)", "join_token")
         if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
             raise ConfigError("--peer, --join and --bootstrap-expect need --raft", "raft")
         if self.server_id in self.peers:
@@ -79,9 +93,10 @@ class Server:
 
     def __init__(self, node: RaftServerNode, runner: web.AppRunner, url: str,
                  api: Api, listening: asyncio.Server, fast_lane: FastLaneStats,
-                 reaper: NodeReaper) -> None:
+                 reaper: NodeReaper, acl: AclBootstrapper) -> None:
         self.node = node
         self.reaper = reaper
+        self.acl = acl
         self.runner = runner
         self.url = url
         self.api = api
@@ -124,7 +139,7 @@ class Server:
                 await node.stop()
             raise
         reaper = NodeReaper(node, options.node_ttl)
-        api = Api(node, reaper)
+        api = Api(node, reaper, options.join_token, options.enforce_acl)
         app = api.app()
         app.middlewares.insert(0, head_limits_middleware)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
@@ -138,7 +153,9 @@ class Server:
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         reaper.start()
-        server = cls(node, runner, url, api, listening, stats, reaper)
+        acl = AclBootstrapper(node)
+        acl.start()
+        server = cls(node, runner, url, api, listening, stats, reaper, acl)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -150,16 +167,18 @@ class Server:
         found one as soon as N servers that have none can see each other."""
         try:
             if options.bootstrap_expect:
-                await self.bootstrap(options.join, options.bootstrap_expect)
+                await self.bootstrap(options)
             else:
-                await self.node.join(options.join)
+                await self.node.join(options.join, join_token=options.join_token)
         except MeshletError as exc:
             log.error("could not find a cluster: %s", exc)
 
-    async def bootstrap(self, urls: list[str], expect: int) -> None:
-        """Found a cluster once ``expect`` servers without one answer (this one among
-        them), or join one that the others already have; says whom it has found."""
+    async def bootstrap(self, options: ServerOptions) -> None:
+        """Found a cluster once ``bootstrap_expect`` servers without one answer (this
+        one among them), or join one that the others already have; says whom it has
+        found."""
         from meshlet.api.client import Client
+        urls, expect = options.join, options.bootstrap_expect or 1
         node = self.node
         backoff = Backoff(base=0.1, cap=2.0)
         report = WaitReport(log)
@@ -169,7 +188,8 @@ class Server:
             silent = []
             for url in urls:
                 try:
-                    async with Client(url, timeout=2.0) as client:
+                    async with Client(url, timeout=2.0,
+                                      join_token=options.join_token) as client:
                         other = await client.raft_self()
                 except MeshletError as exc:
                     silent.append(f"{url}: {exc}")
@@ -179,7 +199,7 @@ class Server:
                 elif other["id"] != node.id:
                     found[other["id"]] = {"raft": other["raft"], "http": other["http"]}
             if established:
-                await node.join(urls)
+                await node.join(urls, join_token=options.join_token)
                 return
             if len(found) == expect:
                 if node.driver.found(found):
@@ -194,6 +214,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.finding
         await self.reaper.stop()
+        await self.acl.stop()
         self.listening.close()
         await self.fast_lane.guard.stop()
         for conn in list(self.fast_lane.connections):
@@ -222,6 +243,8 @@ async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Even
                         options: ServerOptions | None = None) -> None:
     server = await Server.start(data_dir, host, port, options)
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
+    print(f"meshlet server: the management token is written to {server.acl.path} "
+          "if this server founds the cluster", flush=True)
     try:
         await stop.wait()
     finally:

@@ -193,8 +193,51 @@ class ServiceCidrSet:
     cidr: str
 
 
+@dataclass(frozen=True)
+class AclBootstrap:
+    """The cluster's first management token; refused once there has been one. The
+    state keeps the secret's SHA-256 only: the proposing server alone knows it."""
+
+    TYPE: ClassVar[str] = "acl_bootstrap"
+    accessor: str
+    secret_hash: str
+
+
+@dataclass(frozen=True)
+class AclTokenCreate:
+    TYPE: ClassVar[str] = "acl_token_create"
+    accessor: str
+    secret_hash: str
+    description: str = ""
+    policies: tuple[str, ...] = ()
+    management: bool = False
+
+
+@dataclass(frozen=True)
+class AclTokenDelete:
+    TYPE: ClassVar[str] = "acl_token_delete"
+    accessor: str
+
+
+@dataclass(frozen=True)
+class AclPolicySet:
+    """Create a policy, or replace its rules."""
+
+    TYPE: ClassVar[str] = "acl_policy_set"
+    name: str
+    rules: tuple[dict[str, str], ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AclPolicyDelete:
+    TYPE: ClassVar[str] = "acl_policy_delete"
+    name: str
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
-           | ServiceCidrSet)
+           | ServiceCidrSet | AclBootstrap | AclTokenCreate | AclTokenDelete | AclPolicySet
+           | AclPolicyDelete)

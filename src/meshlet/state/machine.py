@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
+from meshlet.state.acl import AclTable
 from meshlet.state.commands import (
     HEALTH_STATES,
+    AclBootstrap,
+    AclPolicyDelete,
+    AclPolicySet,
+    AclTokenCreate,
+    AclTokenDelete,
     AddressAssign,
     AddressRelease,
     Command,
@@ -78,6 +84,7 @@ class StateMachine:
         self.networks = NetworkTable(self.vips)
         self.containers = ContainerTable(self.networks)
         self.nodes = NodeTable()
+        self.acl = AclTable()
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -204,6 +211,7 @@ class StateMachine:
             "containers": self.containers.dump(),
             "nodes": self.nodes.dump(),
             "vips": self.vips.dump(),
+            "acl": self.acl.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -225,6 +233,7 @@ class StateMachine:
         self.containers.load(body.get("containers"))
         self.nodes.load(body.get("nodes"))
         self.vips.load(body.get("vips"))
+        self.acl.load(body.get("acl"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -337,7 +346,7 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 # -- the registry: each command once, with its check and its apply ---------------------
 
 TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
-                                "nodes": NodeTable}
+                                "nodes": NodeTable, "acl": AclTable}
 
 
 def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
@@ -375,7 +384,12 @@ for cls, table, check, apply in [
         (ContainerDelete, "containers", "check_delete", "delete"),
         (ContainerConnect, "containers", "check_connect", "connect"),
         (NodeRegister, "nodes", "check_register", "register"),
-        (NodeDeregister, "nodes", "check_deregister", "deregister")]:
+        (NodeDeregister, "nodes", "check_deregister", "deregister"),
+        (AclBootstrap, "acl", "check_bootstrap", "bootstrap"),
+        (AclTokenCreate, "acl", "check_token_create", "token_create"),
+        (AclTokenDelete, "acl", "check_token_delete", "token_delete"),
+        (AclPolicySet, "acl", "check_policy_set", "policy_set"),
+        (AclPolicyDelete, "acl", "check_policy_delete", "policy_delete")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
