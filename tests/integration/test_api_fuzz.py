@@ -2,7 +2,9 @@
 process: no answer may be a 5xx, and whatever the fuzz wrote must survive a kill -9
 and a restart unchanged.
 
-Bounded: a few examples per operation (``MESHLET_FUZZ_EXAMPLES``, default 12) and no
+The fuzz carries the management token, so it reaches every handler; a second pass
+without a token must get 401 from every /v1 operation, changing nothing. Bounded: a
+few examples per operation (``MESHLET_FUZZ_EXAMPLES``, default 12) and no
 shrinking. A blocking query is sent with ``wait=0s`` so a fuzzed ``index`` cannot
 hold a request for the default five minutes. The three Raft membership operations
 are left out: a fuzzed peer joining a one-server cluster takes away its quorum, which
@@ -26,6 +28,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
 from meshlet.api import openapi
+from tests.conftest import management_token
 from tests.e2e.helpers import free_port, wait_for
 
 EXAMPLES = int(os.environ.get("MESHLET_FUZZ_EXAMPLES", "12"))
@@ -44,12 +47,14 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshlet", "server", "--data-dir", str(self.data),
              "--http", f"127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=open(self.data / "fuzz-server.log", "ab"))
+        self.token = management_token(self.data)
         wait_for(self.leads, 20, "the fuzzed server to lead")
 
     def leads(self) -> bool:
@@ -59,7 +64,9 @@ class ServerProcess:
             return False
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+        request = urllib.request.Request(self.url + path,
+                                         headers={"X-Meshlet-Token": self.token})
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return json.load(resp)
 
     def kill(self) -> None:
@@ -91,10 +98,28 @@ def test_served_document_is_the_code_s(fuzzed: ServerProcess) -> None:
 def test_no_operation_answers_5xx(case: schemathesis.Case, fuzzed: ServerProcess) -> None:
     if isinstance(case.query, dict) and "index" in case.query:
         case.query["wait"] = "0s"
-    response = case.call(base_url=fuzzed.url, timeout=20)
+    response = case.call(base_url=fuzzed.url, timeout=20,
+                         headers={"X-Meshlet-Token": fuzzed.token})
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} answered {response.status_code}: "
         f"{response.text[:500]}")
+
+
+@schema.exclude(path="/metrics").parametrize()
+@settings(max_examples=2, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+def test_without_a_token_every_v1_operation_is_401(case: schemathesis.Case,
+                                                    fuzzed: ServerProcess) -> None:
+    if isinstance(case.query, dict) and "index" in case.query:
+        case.query["wait"] = "0s"
+    index = fuzzed.get("/v1/status")["index"]
+    response = case.call(base_url=fuzzed.url, timeout=20)
+    served = case.method.upper() == case.operation.method.upper()
+    assert response.status_code == 401 or (not served and response.status_code == 405), (
+        f"{case.method} {case.formatted_path} without a token answered "
+        f"{response.status_code}: {response.text[:300]}")
+    assert fuzzed.get("/v1/status")["index"] == index
 
 
 def test_fuzzed_state_survives_kill_and_restart(fuzzed: ServerProcess) -> None:

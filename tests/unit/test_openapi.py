@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from meshlet.api import openapi
 from meshlet.api.routes import Api
+from meshlet.state import StateMachine
+
+
+class StubNode:
+    """Just enough of a ControlPlane to build the router."""
+
+    def __init__(self) -> None:
+        self.machine = StateMachine()
+        self.is_leader = True
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class StubHeartbeats:
+    ttl = 30.0
+
+    def heard_from(self, name: str) -> None:
+        pass
 
 
 def served_routes() -> set[tuple[str, str]]:
-    api = Api.__new__(Api)  # the router only needs bound methods
-    app = api.app()
+    app = Api(StubNode(), StubHeartbeats()).app()  # type: ignore[arg-type]
     return {(route.method, route.resource.canonical)
             for route in app.router.routes()
             if route.method != "HEAD" and route.resource is not None}

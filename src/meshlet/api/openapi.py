@@ -27,6 +27,15 @@ from meshlet.api.schemas import (
     PeerBody,
     RegisterBody,
 )
+from meshlet.security.acl import (
+    ACCESS,
+    KINDS,
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    MAX_POLICIES,
+    MAX_PREFIX,
+    MAX_RULES,
+)
 
 JSON_OBJECT = "json-object"  # a body that is any JSON object (configuration settings)
 RAW_BYTES = "bytes"  # a body taken as it is (a KV value)
@@ -39,6 +48,29 @@ CAS = ("cas", "integer", "write only if the entry's modify index is this (0: abs
 READS = (CONSISTENCY, MAX_STALE)
 BLOCKING = (INDEX, WAIT, *READS)
 Query = tuple[str, str, str]
+
+# Bodies parsed without a pydantic model (security/acl.py checks them by hand), described
+# from the same bounds.
+NAME_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+               "maxLength": MAX_NAME}
+DESCRIPTION_SCHEMA = {"type": "string", "maxLength": MAX_DESCRIPTION}
+HAND_CHECKED: dict[str, dict[str, Any]] = {
+    "TokenBody": {"type": "object", "additionalProperties": False, "properties": {
+        "description": DESCRIPTION_SCHEMA,
+        "policies": {"type": "array", "items": NAME_SCHEMA, "maxItems": MAX_POLICIES,
+                     "uniqueItems": True},
+        "management": {"type": "boolean"}}},
+    "PolicyBody": {"type": "object", "additionalProperties": False, "required": ["name"],
+                   "properties": {
+        "name": NAME_SCHEMA,
+        "description": DESCRIPTION_SCHEMA,
+        "rules": {"type": "array", "maxItems": MAX_RULES, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["kind", "access"], "properties": {
+                "kind": {"enum": list(KINDS)},
+                "prefix": {"type": "string", "maxLength": MAX_PREFIX},
+                "access": {"enum": list(ACCESS)}}}}}},
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DELETE", "/v1/nodes/{name}", "Deregister a node"),
     Operation("GET", "/v1/vips", "Every service's virtual IP", query=BLOCKING),
     Operation("PUT", "/v1/vips/cidr", "Set the range virtual IPs come from", CidrBody),
+    Operation("GET", "/v1/acl/tokens", "Every ACL token (without secrets)", query=BLOCKING),
+    Operation("POST", "/v1/acl/tokens", "Create a token; its secret is shown this once",
+              "TokenBody"),
+    Operation("GET", "/v1/acl/tokens/{accessor}", "One token", query=BLOCKING),
+    Operation("DELETE", "/v1/acl/tokens/{accessor}", "Delete a token"),
+    Operation("GET", "/v1/acl/token/self", "The token this request carries"),
+    Operation("GET", "/v1/acl/policies", "Every ACL policy", query=BLOCKING),
+    Operation("POST", "/v1/acl/policies", "Create or replace a policy", "PolicyBody"),
+    Operation("GET", "/v1/acl/policies/{name}", "One policy", query=BLOCKING),
+    Operation("DELETE", "/v1/acl/policies/{name}", "Delete a policy"),
 )
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -130,6 +172,8 @@ def request_body(body: type[BaseModel] | str) -> dict[str, Any]:
                                                            "format": "binary"}}}
     elif body == JSON_OBJECT:
         content = {"application/json": {"schema": {"type": "object"}}}
+    elif isinstance(body, str):
+        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}
     else:
         assert isinstance(body, type)
         content = {"application/json": {"schema": {"$ref":
@@ -163,7 +207,7 @@ def operation_object(op: Operation) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The whole document; cheap enough to build once per server."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, **HAND_CHECKED}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = operation_object(op)
         if isinstance(op.body, type):
@@ -172,4 +216,7 @@ def document() -> dict[str, Any]:
     return {"openapi": "3.1.0",
             "info": {"title": "meshlet", "version": meshlet.__version__},
             "paths": paths,
-            "components": {"schemas": schemas}}
+            "security": [{"token": []}, {"bearer": []}],
+            "components": {"schemas": schemas, "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "X-Meshlet-Token"},
+                "bearer": {"type": "http", "scheme": "bearer"}}}}

@@ -106,7 +106,6 @@ class Api:
         self.node = node
         self.sm = node.machine
         self.heartbeats = heartbeats
-        self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
         self.guard = Guard(lambda: self.sm.acl, join_token, enforce_acl,
                            lambda: self.node.is_leader)
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index,
