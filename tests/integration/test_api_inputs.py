@@ -16,18 +16,21 @@ import pytest
 from meshlet.api.client import Client
 from meshlet.errors import ConfigError
 from meshlet.server.main import Server
+from tests.conftest import async_management_token
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    await async_management_token(tmp_path)
     yield srv
     await srv.stop()
 
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[Any]:
-    async with aiohttp.ClientSession(server.url) as session:
+    async with aiohttp.ClientSession(server.url, headers={
+            "X-Meshlet-Token": server.acl.token() or ""}) as session:
         yield session
 
 
@@ -88,7 +91,7 @@ BIG = json.dumps({"routes": [{"match": {"headers": {"x": "y" * 4096}}}] * 300}).
 async def test_bad_input_gets_400_naming_the_field_and_changes_nothing(
         server: Server, http: Any, method: str, path: str, body: Any, field: str,
         message: str) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.config_set("web", {"retries": 1})
         await c.network_create("front", subnet="10.60.0.0/24")
     before = state(server)
@@ -117,7 +120,7 @@ async def test_a_body_declared_larger_than_1_mib_is_refused_unread(
 
 
 async def test_good_bounded_settings_are_kept(server: Server) -> None:
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         body = await c.config_set("web", {
             "request_timeout": "24h", "max_connections": 1_000_000,
             "routes": [{"request_headers": {"set": {"X-Forwarded-Proto": "https",
@@ -129,7 +132,7 @@ async def test_good_bounded_settings_are_kept(server: Server) -> None:
 async def test_loopback_nodes_only_among_loopback_nodes(server: Server) -> None:
     """One host's cluster (``meshlet up``) registers 127.0.0.1; a node other hosts can
     reach cannot join it, nor the other way round, and nothing changes."""
-    async with Client(server.url) as c:
+    async with Client(server.url, token=server.acl.token()) as c:
         await c.node_register("local", "127.0.0.1")
         await c.node_register("local", "127.0.0.1")  # the heartbeat
         await c.node_register("local-2", "127.0.0.2")

@@ -238,7 +238,7 @@ async def test_api_judges_the_later_requests_of_a_connection(
     words), and waits for a blank line after an HTTP/0.9 one (the head timeout)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", api)
     try:
-        writer.write(b"GET /v1/raft/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # open: no token
         assert status_of(await read_response(reader)) == 200
         writer.write(request_bytes)
         answer = await read_response(reader)
@@ -268,7 +268,7 @@ async def test_api_times_out_an_idle_connection_after_its_answer(slow_api: int) 
     """Once aiohttp has the connection, its keep-alive timeout is the head timeout."""
     reader, writer = await asyncio.open_connection("127.0.0.1", slow_api)
     try:
-        writer.write(b"GET /v1/raft/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # open: no token
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
