@@ -35,7 +35,7 @@ MAX_METHODS = 16
 MAX_STATUSES = 101           # 429 and 500..599
 MAX_RANGES = 4096            # as many as shards
 MAX_SHARDS = 4096
-MAX_HEADER_NAME = 256        # characters
+MAX_HEADER_NAME = 256        # bytes on the wire (HEADER_CHARSET)
 MAX_HEADER_VALUE = 8192
 # RFC 9110 5.6.2: a field name, like a method, is a token of these characters.
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # used with fullmatch: no "\n" at the end
@@ -43,6 +43,13 @@ TOKEN_HINT = "letters, digits and !#$%&'*+-.^_`|~"
 # A field value may hold visible characters, spaces and tabs (RFC 9110 5.5); CR, LF and
 # NUL above all must never reach a request the sidecar writes.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# The sidecar writes header names and values in Latin-1, the charset it reads request
+# heads in (proxy/request_view.py): a configured value then matches the bytes a client
+# sends. A value holds visible ASCII, space, tab and RFC 9110's obs-text (0x80-0xFF)
+# without the C1 controls (0x80-0x9F): visible Latin-1. Anything else (a lone UTF-16
+# surrogate, a character beyond U+00FF) has no bytes to write and is refused.
+HEADER_CHARSET = "latin-1"
+FIELD_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")
 
 
 S = TypeVar("S", bound=Sized)
@@ -66,21 +73,34 @@ def shown(text: str, limit: int = 64) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
 
 
+def header_bytes(text: str) -> bytes:
+    """A header name or value as the sidecar writes it; only for text that passed
+    ``header_name`` or ``header_value`` (others raise UnicodeEncodeError)."""
+    return text.encode(HEADER_CHARSET)
+
+
 def header_name(name: str) -> None:
-    if len(name) > MAX_HEADER_NAME:
-        raise ValueError(f"header name {shown(name)} is longer than {MAX_HEADER_NAME} "
-                         "characters")
+    """An HTTP token (ASCII, so its characters are its bytes) of at most MAX_HEADER_NAME."""
     if not TOKEN.fullmatch(name):
         raise ValueError(f"{shown(name)} is not a header name: an HTTP token ({TOKEN_HINT})")
+    if len(header_bytes(name)) > MAX_HEADER_NAME:
+        raise ValueError(f"header name {shown(name)} is longer than {MAX_HEADER_NAME} "
+                         "bytes")
 
 
 def header_value(name: str, value: str) -> None:
+    """Visible Latin-1, spaces and tabs (see FIELD_VALUE), at most MAX_HEADER_VALUE bytes."""
     if CONTROL.search(value):
         raise ValueError(f"header {shown(name)}: the value holds CR, LF, NUL or another "
                          "control character")
-    if len(value) > MAX_HEADER_VALUE:
+    if not FIELD_VALUE.fullmatch(value):
+        bad = next(c for c in value if not FIELD_VALUE.fullmatch(c))
+        raise ValueError(f"header {shown(name)}: the value holds {bad!r} (U+{ord(bad):04X}); "
+                         "a header value may hold visible Latin-1 characters (up to U+00FF, "
+                         "no control characters), spaces and tabs")
+    if len(header_bytes(value)) > MAX_HEADER_VALUE:
         raise ValueError(f"header {shown(name)}: the value is longer than {MAX_HEADER_VALUE} "
-                         "characters")
+                         "bytes")
 
 
 def limited(limit: int, what: str) -> Callable[[S], S]:
@@ -93,7 +113,7 @@ def limited(limit: int, what: str) -> Callable[[S], S]:
 
 
 def header_map(headers: dict[str, str]) -> dict[str, str]:
-    """Header names that are HTTP tokens, values free of CR, LF and NUL."""
+    """Header names that are HTTP tokens, values of visible Latin-1 (no CR, LF or NUL)."""
     limited(MAX_HEADERS, "headers")(headers)
     for name, value in headers.items():
         header_name(name)

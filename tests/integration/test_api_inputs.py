@@ -54,6 +54,8 @@ BIG = json.dumps({"routes": [{"match": {"headers": {"x": "y" * 4096}}}] * 300}).
      "routes.0.request_headers.remove", "not a header name"),
     ("PUT", "/v1/config/web", {"routes": [{"match": {"headers": {"x": "\x00"}}}]},
      "routes.0.match.headers", "CR, LF, NUL"),
+    ("PUT", "/v1/config/web", {"routes": [{"request_headers": {"set": {"x": "\ud800"}}}]},
+     "routes.0.request_headers.set", "visible Latin-1"),
     ("PUT", "/v1/config/web", b'{"request_timeout": Infinity}', "body",
      "Infinity is not a JSON number"),
     ("PUT", "/v1/config/web", b'{"rate_limit_rps": NaN}', "body", "NaN is not a JSON number"),

@@ -1,16 +1,19 @@
 """A header value holding CRLF cannot smuggle a second request into the app behind a
 sidecar: a snapshot carrying one is refused whole, and the app keeps receiving exactly
-the requests that were sent, with the rewrite in force before."""
+the requests that were sent, with the rewrite in force before. A value with no bytes to
+write (a lone surrogate) is refused alike; one of visible Latin-1 is written in it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from meshlet.errors import ConfigError
+from meshlet.proxy import sidecar as sidecar_module
 from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot
 from meshlet.proxy.sidecar import Sidecar
 
@@ -87,3 +90,46 @@ async def test_a_sidecar_given_one_at_start_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="CR, LF, NUL"):
         await sidecar.start()
     assert sidecar.listeners == []  # nothing bound, nothing to clean up
+
+
+async def test_a_value_with_no_bytes_to_write_is_refused_and_latin1_is_written(
+        app: RecordingApp) -> None:
+    """A lone surrogate once passed the rules and then broke every push (a 500) and the
+    start of every new sidecar; now it is refused like CRLF, and the rewrite in force is
+    written in Latin-1, the charset the sidecar reads heads in."""
+    assert app.server is not None
+    port = int(app.server.sockets[0].getsockname()[1])
+    sidecar = Sidecar(snapshot(1, port, "caf\xe9"))
+    await sidecar.start()
+    try:
+        for value in ("\ud800", "x\udfff", "\u20ac"):
+            with pytest.raises(ConfigError, match="visible Latin-1") as info:
+                sidecar.apply(snapshot(2, port, value))
+            assert info.value.field == "routes.0.request_headers.set"
+            assert sidecar.snapshot.version == 1
+        address = f"http://127.0.0.1:{sidecar.ports()['outbound:web']}/orders"
+        async with aiohttp.ClientSession() as session, session.get(address) as resp:
+            assert resp.status == 200 and await resp.read() == b"ok"
+        assert b"\r\nx-user: caf\xe9\r\n" in app.heads[-1]
+    finally:
+        await sidecar.stop()
+    with pytest.raises(ConfigError, match="visible Latin-1"):
+        await Sidecar(snapshot(1, port, "\ud800")).start()
+
+
+async def test_any_failure_building_a_cluster_is_a_config_error(monkeypatch: Any) -> None:
+    """A fault the readers miss (simulated here: none is known) refuses the snapshot
+    with a ConfigError naming the cluster, never an exception that becomes a 500."""
+    sidecar = Sidecar(snapshot(1, 9, "alice"))
+    await sidecar.start()
+    try:
+        def broken(*args: Any) -> Any:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        monkeypatch.setattr(sidecar_module, "Cluster", broken)
+        with pytest.raises(ConfigError, match="cluster 'web': cannot be built: "
+                                              "UnicodeEncodeError") as info:
+            sidecar.apply(snapshot(2, 9, "bob"))
+        assert info.value.field == "clusters"
+        assert sidecar.snapshot.version == 1
+    finally:
+        await sidecar.stop()

@@ -110,6 +110,10 @@ async def test_put_config_applies_newer_versions_only(admin: str, sidecar: Sidec
     (json.dumps({**snapshot(3).to_dict(), "listeners": []}).encode(), "listeners"),
     (json.dumps(snapshot(3, lb="fastest").to_dict()).encode(), "lb"),
     (json.dumps(snapshot(3, retries=99).to_dict()).encode(), "retries"),
+    (json.dumps(snapshot(3, routes=[{"request_headers": {"set": {"x": "\ud800"}}}])
+                .to_dict()).encode(), "routes.0.request_headers.set"),
+    (json.dumps(snapshot(3, routes=[{"match": {"headers": {"x": "\ud800"}}}])
+                .to_dict()).encode(), "routes.0.match.headers"),
 ])
 async def test_bad_config_is_refused_and_changes_nothing(admin: str, sidecar: Sidecar,
                                                          body: bytes, field: str) -> None:

@@ -178,6 +178,17 @@ def test_command_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert last_line(result.stderr).startswith("meshlet: error: cannot read sidecar bootstrap")
     assert "Traceback" not in result.stderr
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text(json.dumps({
+        "version": 1, "listeners": [{"name": "web", "direction": "outbound",
+                                     "host": "127.0.0.1", "port": 0}],
+        "clusters": {"outbound:web": {"name": "web", "settings": {"routes": [
+            {"request_headers": {"set": {"x": "\ud800"}}}]}}}}))
+    result = run("--bootstrap", str(surrogate))
+    assert result.returncode == 1
+    assert last_line(result.stderr).startswith(
+        "meshlet: error: routes.0.request_headers.set: header 'x': the value holds")
+    assert "Traceback" not in result.stderr
     good = bootstrap(tmp_path, 9)
     result = run("--bootstrap", str(good), "--admin", "nowhere")
     assert result.returncode == 1

@@ -104,6 +104,9 @@ INPUT_CASES: list[dict[str, Any]] = [
     route(request_headers={"remove": ["Cookie", "x-secret"]}),
     route(match={"methods": ["GET", "PURGE"], "headers": {"X-V": "2 or 3"}}),
     headers_set({f"h{i}": "v" for i in range(MAX_HEADERS)}),
+    headers_set({"x-latin": "caf\xe9 \xa0\xff", "x-long": "\xe9" * 8192,
+                 "h" * 256: "v"}),
+    route(match={"headers": {"x-v": "caf\xe9"}}),
     {"request_timeout": "24h", "outlier_max_ejection_time": MAX_DURATION},
     {"max_connections": MAX_COUNT, "rate_limit_rps": MAX_RATE, "rate_limit_burst": MAX_COUNT},
     {"routes": [{}] * 256}, route(split=[{"weight": 1}] * 64),
@@ -120,6 +123,12 @@ INPUT_CASES: list[dict[str, Any]] = [
     route(request_headers={"remove": ["x a"]}), route(request_headers={"remove": ["x\n"]}),
     route(request_headers={"remove": ["h"] * (MAX_HEADERS + 1)}),
     route(match={"headers": {"x-v": "2\r\n"}}), route(match={"headers": {"x v": "2"}}),
+    # refused: what has no Latin-1 bytes to write (a lone surrogate broke every push)
+    headers_set({"x": "\ud800"}), headers_set({"x": "a\udfffb"}), headers_set({"\ud800": "1"}),
+    headers_set({"x": "\u20ac"}), headers_set({"x": "\u65e5\u672c"}),
+    headers_set({"x": "c1 \x85"}), headers_set({"x": "\x9f"}),
+    route(match={"headers": {"x-v": "\ud800"}}), route(match={"headers": {"x-v": "\u0100"}}),
+    headers_set({"x": "\xe9" * 8193}),
     route(match={"methods": ["GET\r\n"]}), route(match={"methods": ["G ET"]}),
     route(match={"methods": [""]}), route(match={"methods": ["GET"] * 17}),
     route(split=[{"subset": {str(i): "v" for i in range(MAX_HEADERS + 1)}}]),
@@ -215,6 +224,11 @@ def test_the_new_rules_say_what_is_wrong() -> None:
     cases = {
         "routes.0.request_headers.set: header 'x-a': the value holds CR, LF, NUL or "
         "another control character": headers_set({"x-a": "1\r\nGET / HTTP/1.1"}),
+        "routes.0.request_headers.set: header 'x': the value holds '\\ud800' (U+D800); a "
+        "header value may hold visible Latin-1 characters (up to U+00FF, no control "
+        "characters), spaces and tabs": headers_set({"x": "\ud800"}),
+        "routes.0.request_headers.set: header 'x': the value is longer than 8192 bytes":
+            headers_set({"x": "\xe9" * 8193}),
         "routes.0.request_headers.set: 'x a' is not a header name: an HTTP token "
         "(letters, digits and !#$%&'*+-.^_`|~)": headers_set({"x a": "1"}),
         "routes.0.match.methods: 'G ET' is not an HTTP method (a token of letters, digits "

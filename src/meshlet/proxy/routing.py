@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshlet.proxy.request_view import RequestView
+from meshlet.settings_rules import header_bytes
 
 if TYPE_CHECKING:
     import random
@@ -57,8 +58,10 @@ class RouteTable:
     @staticmethod
     def _compile(route: Route) -> CompiledRoute:
         rewrite = route.request_headers
-        set_headers = tuple((k.lower().encode(), v.encode()) for k, v in rewrite.set.items())
-        removed = frozenset(k.lower().encode() for k in [*rewrite.remove, *rewrite.set])
+        # In the charset the rules checked them against (settings_rules.header_value).
+        set_headers = tuple((header_bytes(k.lower()), header_bytes(v))
+                            for k, v in rewrite.set.items())
+        removed = frozenset(header_bytes(k.lower()) for k in [*rewrite.remove, *rewrite.set])
         subsets = [subset_key(t.subset) for t in route.split] or [()]
         choices = [RouteChoice(subset, route.timeout, set_headers, removed)
                    for subset in subsets]

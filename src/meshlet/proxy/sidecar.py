@@ -40,7 +40,9 @@ class Sidecar:
         return f"<Sidecar {self.snapshot.instance} v{self.snapshot.version} {self.listeners}>"
 
     async def start(self) -> None:
-        """Bind every listener; raises OSError naming the address on failure."""
+        """Bind every listener; raises OSError naming the address on failure, and
+        ConfigError, before binding any, for a cluster that cannot be built."""
+        self.check_clusters(self.snapshot)
         loop = asyncio.get_running_loop()
         for lc in self.snapshot.listeners:
             cluster = self.cluster_for(cluster_key(lc.direction, lc.name), create=True)
@@ -77,8 +79,23 @@ class Sidecar:
                 cluster.sweep_idle(now)
 
     def new_cluster(self, config: ClusterConfig) -> Cluster:
-        return Cluster(config, time.monotonic, random.Random(), self.snapshot.zone,
-                       self.snapshot.node)
+        """A cluster built from ``config``; raises ConfigError for any failure, so a
+        snapshot the readers let through by mistake is refused (a 400 to the agent, a
+        one-line error at start), never a 500 or a crash."""
+        try:
+            return Cluster(config, time.monotonic, random.Random(), self.snapshot.zone,
+                           self.snapshot.node)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.debug("cannot build cluster %s", config.name, exc_info=True)
+            raise ConfigError(f"cluster {config.name!r}: cannot be built: "
+                              f"{type(exc).__name__}: {exc}", "clusters") from None
+
+    def check_clusters(self, snapshot: Snapshot) -> None:
+        """Build every cluster of ``snapshot`` on scratch; raise ConfigError if one fails."""
+        for config in snapshot.clusters.values():
+            self.new_cluster(config).close()
 
     def cluster_for(self, name: str, create: bool = False) -> Cluster | None:
         cluster = self.clusters.get(name)
@@ -108,8 +125,7 @@ class Sidecar:
         if snapshot.listeners != self.snapshot.listeners:
             raise ConfigError("listeners cannot change while the sidecar runs; restart it",
                               "listeners")
-        for config in snapshot.clusters.values():
-            self.new_cluster(config).close()  # raises ConfigError for what it refuses
+        self.check_clusters(snapshot)
         self.snapshot = snapshot
         for name, config in snapshot.clusters.items():
             cluster = self.clusters.get(name)
