@@ -106,6 +106,9 @@ async def test_put_config_applies_newer_versions_only(admin: str, sidecar: Sidec
 
 @pytest.mark.parametrize(("body", "field"), [
     (b"{not json", "body"), (b"", "snapshot"), (b"[1, 2]", "snapshot"),
+    (b"[" * 10_000 + b"]" * 10_000, "body"),  # was a RecursionError, a 500
+    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "body"),
+    (b'{"version": Infinity}', "body"), (b'{"version": 1e400}', "body"),
     (json.dumps({"version": "x"}).encode(), "version"),
     (json.dumps({**snapshot(3).to_dict(), "listeners": []}).encode(), "listeners"),
     (json.dumps(snapshot(3, lb="fastest").to_dict()).encode(), "lb"),

@@ -12,12 +12,12 @@ an unknown path 404, a known path with another method 405 (with ``Allow``), and 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 from meshlet import proxy
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.json_limits import MAX_SNAPSHOT_BYTES, loads
 from meshlet.observe.exposition import CONTENT_TYPE, render
 from meshlet.proxy.admin_http import Request, Response, error_response, json_response
 from meshlet.proxy.config import Snapshot
@@ -87,7 +87,7 @@ class AdminApi:
         return json_response(body)
 
     def put_config(self, request: Request) -> Response:
-        snapshot = Snapshot.from_dict(read_json(request.body))
+        snapshot = Snapshot.from_dict(loads(request.body, max_bytes=MAX_SNAPSHOT_BYTES))
         applied = self.sidecar.apply(snapshot)
         return json_response({"applied": applied, "version": self.sidecar.snapshot.version})
 
@@ -101,10 +101,3 @@ class AdminApi:
         self.sidecar.drain(direction)
         return json_response({"active_requests": self.sidecar.active_requests})
 
-
-def read_json(raw: bytes) -> object:
-    """A request body as JSON (an empty body is ``null``); raise ConfigError."""
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"request body is not valid JSON: {exc}", "body") from None
