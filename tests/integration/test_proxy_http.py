@@ -216,6 +216,58 @@ async def test_pipelined_requests_answered_in_order_and_connection_close(
         await sidecar.stop(1)
 
 
+async def start_recording_backend() -> tuple[web.AppRunner, int, list[tuple[str, Any, bytes]]]:
+    """A backend that records each request's path, head headers and body."""
+    seen: list[tuple[str, Any, bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.path, request.raw_headers, await request.read()))
+        return web.Response(text=request.path)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1], seen  # type: ignore[union-attr]
+
+
+INJECTED = b"X-Injected-Trailer: yes\r\nX-Forwarded-For: 10.9.9.9\r\n"
+
+
+@pytest.mark.parametrize("trailers", [
+    pytest.param(INJECTED, id="injected"), pytest.param(INJECTED + b"Host: evil\r\n", id="host")])
+@pytest.mark.parametrize("first", [
+    pytest.param(b"GET /first HTTP/1.1\r\nHost: web\r\n\r\n", id="queued-behind-another"),
+    pytest.param(b"", id="first-on-the-connection")])
+async def test_trailers_of_a_chunked_request_never_become_headers(first: bytes,
+                                                                 trailers: bytes) -> None:
+    """httptools reports trailers through on_header: they were appended to the head of a
+    request still queued (built later), and a trailing Host made a 'two Host headers'
+    400 mid-body. Now trailers are dropped; the body arrives whole."""
+    runner, port, seen = await start_recording_backend()
+    sidecar = await start_sidecar(port)
+    try:
+        out = await raw_exchange(sidecar.ports()["outbound:web"], first + (
+            b"POST /second HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n"
+            b"GET /third HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"))
+        assert out.count(b"HTTP/1.1 200") == (3 if first else 2), out
+        assert [path for path, _, _ in seen] == (["/first"] if first else []) + \
+            ["/second", "/third"]
+        for path, headers, body in seen:
+            names = [name.lower() for name, _ in headers]
+            assert b"x-injected-trailer" not in names, path
+            assert b"10.9.9.9" not in b" ".join(value for _, value in headers), path
+            assert names.count(b"host") == 1 and (b"host", b"web") in [
+                (n.lower(), v) for n, v in headers], path
+            assert body == (b"abc" if path == "/second" else b"")
+    finally:
+        await sidecar.stop(1)
+        await runner.cleanup()
+
+
 async def test_http10_and_head(backends: list[int]) -> None:
     sidecar = await start_sidecar(backends[0])
     port = sidecar.ports()["outbound:web"]

@@ -164,7 +164,8 @@ class DownstreamHttp:
 
     def on_message_begin(self) -> None:
         self.url = b""
-        self.headers = []
+        if self.headers:  # a head refused midway (its connection closes): not reused
+            self.headers = []
         self.flags = 0
         self.in_head = True
         self.head_size = 0
@@ -178,6 +179,11 @@ class DownstreamHttp:
         self.url = self.url + url if self.url else url  # split across reads: bounded
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            # A trailer, after a chunked body: httptools reports it as a header. Dropped,
+            # never added to a head (an exchange still queued builds its head later);
+            # trailers are not relayed to HTTP/1.1 upstreams.
+            return
         self.head_size += len(name) + len(value) + LINE_OVERHEAD
         if self.head_size > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
             self.refuse(431, HEAD_TOO_LARGE, f"a request head over {MAX_HEAD_BYTES} bytes "
@@ -201,6 +207,7 @@ class DownstreamHttp:
             self.refuse(400, BAD_REQUEST, "HTTP/0.9 is not served")
         ex = Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
                       version, self.flags)
+        self.headers = []  # the list is the exchange's now; the next head gets its own
         self.parsing = ex
         self.queue.append(ex)
         self.listener.active_requests += 1
