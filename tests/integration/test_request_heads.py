@@ -9,17 +9,17 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from meshlet.http_limits import HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
-from meshlet.proxy.config import ClusterConfig, ListenerConfig, Snapshot
+from meshlet.proxy.config import IDLE_TIMEOUT, ClusterConfig, ListenerConfig, Snapshot
 from meshlet.proxy.sidecar import Sidecar
 from meshlet.server.main import Server, ServerOptions
-from tests.conftest import wait_until
+from tests.conftest import async_wait_until, wait_until
 from tests.integration.test_durability import free_port, reachable
 from tests.integration.test_proxy_http import endpoint, start_backend
 
@@ -67,11 +67,13 @@ def status_of(answer: bytes) -> int:
 # -- the sidecar ---------------------------------------------------------------------
 
 
-async def start_proxy(head_timeout: float) -> tuple[Sidecar, web.AppRunner]:
-    runner, port = await start_backend("b0")
+async def start_proxy(head_timeout: float, idle_timeout: float = IDLE_TIMEOUT,
+                      backend: int | None = None) -> tuple[Sidecar, web.AppRunner | None]:
+    runner, port = await start_backend("b0") if backend is None else (None, backend)
     snapshot = Snapshot(1, "client", "client-0",
                         (ListenerConfig("web", "outbound", "127.0.0.1", 0, "http",
-                                        head_timeout=head_timeout),),
+                                        head_timeout=head_timeout,
+                                        idle_timeout=idle_timeout),),
                         {"outbound:web": ClusterConfig("web", (endpoint(port),), {})})
     proxy = Sidecar(snapshot)
     await proxy.start()
@@ -84,6 +86,7 @@ async def proxy() -> AsyncIterator[Sidecar]:
     proxy, runner = await start_proxy(HEAD_TIMEOUT)
     yield proxy
     await proxy.stop(1)
+    assert runner is not None
     await runner.cleanup()
 
 
@@ -93,6 +96,17 @@ async def slow_proxy() -> AsyncIterator[Sidecar]:
     proxy, runner = await start_proxy(SLOW)
     yield proxy
     await proxy.stop(1)
+    assert runner is not None
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def idle_proxy() -> AsyncIterator[Sidecar]:
+    """The same with an idle timeout of SLOW seconds (the head timeout left at 10 s)."""
+    proxy, runner = await start_proxy(HEAD_TIMEOUT, idle_timeout=SLOW)
+    yield proxy
+    await proxy.stop(1)
+    assert runner is not None
     await runner.cleanup()
 
 
@@ -162,7 +176,7 @@ async def test_sidecar_closes_a_connection_that_sends_nothing(slow_proxy: Sideca
 async def test_sidecar_keeps_an_idle_connection_between_requests(
         slow_proxy: Sidecar) -> None:
     """The head timeout runs from a head's first byte: a kept-alive connection idle
-    after its answer is not cut (it outlives several timeouts)."""
+    after its answer is not cut by it (it outlives several), only by the idle timeout."""
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(slow_proxy))
     try:
         writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -180,6 +194,65 @@ async def test_sidecar_keeps_an_idle_connection_between_requests(
         writer.close()
 
 
+async def eventually(predicate: Callable[[], bool]) -> None:
+    async def check() -> bool:
+        return predicate()
+    await async_wait_until(check, 10)
+
+
+async def test_sidecar_closes_connections_idle_between_requests(idle_proxy: Sidecar) -> None:
+    """Connections that each sent one request and then sat idle were held for ever
+    (1100 of them, past any head timeout): each is closed once idle_timeout passes."""
+    port = sidecar_port(idle_proxy)
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(50)]
+    try:
+        for i, (_, writer) in enumerate(clients):
+            writer.write(b"GET /one-%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        for i, (reader, _) in enumerate(clients):
+            answer = await asyncio.wait_for(reader.readuntil(b"/one-%d" % i), 10)
+            assert answer.startswith(b"HTTP/1.1 200")
+        for reader, _ in clients:  # the sidecar closes: the rest of the stream is empty
+            rest = await asyncio.wait_for(reader.read(), 10)
+            assert b"HTTP/1.1" not in rest
+        await eventually(lambda: not idle_proxy.listeners[0].connections)
+    finally:
+        for _, writer in clients:
+            writer.close()
+
+
+async def test_the_idle_timeout_does_not_cut_a_request_in_flight() -> None:
+    """A request whose answer takes longer than the idle timeout is not idle: it is
+    answered, and the connection's idle time starts from that answer."""
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    backend = await asyncio.start_server(held, "127.0.0.1", 0)
+    proxy, _ = await start_proxy(HEAD_TIMEOUT, idle_timeout=SLOW,
+                                 backend=backend.sockets[0].getsockname()[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(proxy))
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        listener = proxy.listeners[0]
+        await eventually(lambda: listener.active_requests == 1)
+        until = listener.now + 4 * SLOW
+        await eventually(lambda: listener.now >= until)  # several sweeps
+        assert listener.connections, "the connection was closed mid-request"
+        release.set()
+        answer = await asyncio.wait_for(reader.read(), 10)  # then closed once idle
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"held")
+        writer.close()
+    finally:
+        await proxy.stop(1)
+        backend.close()
+
+
 def test_listener_head_timeout_is_checked() -> None:
     from meshlet.errors import ConfigError
     base = {"version": 1, "listeners": [{"name": "web", "direction": "outbound",
@@ -188,6 +261,11 @@ def test_listener_head_timeout_is_checked() -> None:
     for bad in (0, -1, float("inf"), float("nan"), 1e400, "10s", True, 7200):
         listener = {**base["listeners"][0], "head_timeout": bad}  # type: ignore[index]
         with pytest.raises(ConfigError, match="head_timeout"):
+            Snapshot.from_dict({**base, "listeners": [listener]})
+    assert Snapshot.from_dict(base).listeners[0].idle_timeout == IDLE_TIMEOUT == 75.0
+    for bad in (0, -1, float("inf"), float("nan"), 1e400, "75s", True, 7200):
+        listener = {**base["listeners"][0], "idle_timeout": bad}  # type: ignore[index]
+        with pytest.raises(ConfigError, match="idle_timeout"):
             Snapshot.from_dict({**base, "listeners": [listener]})
 
 

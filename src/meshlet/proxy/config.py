@@ -10,7 +10,11 @@ from meshlet.errors import ConfigError
 from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.proxy.settings import effective
 
-MAX_HEAD_TIMEOUT = 3600.0
+MAX_HEAD_TIMEOUT = 3600.0  # and for idle_timeout
+# Seconds a kept-alive client connection may sit idle between requests, as nginx's
+# keepalive_timeout (75 s): longer than a pool's default idle_timeout (60 s), so a peer
+# sidecar's pool lets its connections go before this side closes them.
+IDLE_TIMEOUT = 75.0
 
 
 def cluster_key(direction: str, name: str) -> str:
@@ -65,7 +69,8 @@ MAX_ITEMS = 10_000
 MAX_WEIGHT = 10_000
 ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "healthy",
                            "meta"})
-LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout"})
+LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout",
+                           "idle_timeout"})
 
 
 def _shown(value: object) -> str:
@@ -126,7 +131,8 @@ def listener_from_dict(d: Any) -> ListenerConfig:
     lc = ListenerConfig(_text(d, "name", "listeners"), _text(d, "direction", "listeners"),
                         _text(d, "host", "listeners"), _int(d, "port", "listeners", 0, 65535),
                         _text(d, "protocol", "listeners", "http"),
-                        _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT))
+                        _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT),
+                        _seconds(d, "idle_timeout", "listeners", MAX_HEAD_TIMEOUT, IDLE_TIMEOUT))
     if lc.direction not in ("inbound", "outbound"):
         raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
     if lc.protocol not in ("http", "tcp"):
@@ -162,7 +168,8 @@ class ClusterConfig:
 @dataclass(frozen=True)
 class ListenerConfig:
     """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``.
-    ``head_timeout``: seconds a client has to send a request head whole (http)."""
+    ``head_timeout``: seconds a client has to send a request head whole (http);
+    ``idle_timeout``: seconds a kept-alive connection may wait for its next request (http)."""
 
     name: str
     direction: str
@@ -170,6 +177,7 @@ class ListenerConfig:
     port: int
     protocol: str = "http"
     head_timeout: float = HEAD_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
 
 
 @dataclass(frozen=True)

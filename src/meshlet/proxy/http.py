@@ -7,13 +7,14 @@ their bytes buffered. The upstream side is ``upstream.py``.
 A connection bounds what a client can make it hold (``meshlet.http_limits``): the
 request target (414), the head's size and header count (431), the time a head may take
 to arrive whole, counted from its first byte or from the connection's start (408, or
-a plain close if nothing came). The sizes are counted in the parser's callbacks, and
-for a head still incomplete, by the bytes read since it began (httptools gathers a
-header line itself before handing it over; a head that begins after another request
-in the same read is counted from the next read). A head with two Host headers, an HTTP/0.9
-request (400) and CONNECT or an Upgrade (501) are refused. Each refusal is answered
-once, with the reason in ``x-meshlet-error``, and the connection is closed.
-"""
+a plain close if nothing came), and the time a kept-alive connection may wait idle for
+its next request (the listener's ``idle_timeout``; then it is closed). The sizes are
+counted in the parser's callbacks, and for a head still incomplete, by the bytes read
+since it began (httptools gathers a header line itself before handing it over; a head
+that begins after another request in the same read is counted from the next read).
+A head with two Host headers, an HTTP/0.9 request (400) and CONNECT or an Upgrade (501)
+are refused. Each refusal is answered once, with the reason in ``x-meshlet-error``, and
+the connection is closed. Trailers after a chunked body are dropped."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class DownstreamHttp:
         self.head_size = 0  # the head's bytes as the callbacks saw them
         self.head_raw = 0  # bytes of the chunks read while the head was incomplete
         self.no_end_yet = False  # no message ended in the chunk being parsed
-        self.head_deadline = 0.0  # 0: no head awaited (idle between requests)
+        self.head_deadline = 0.0  # 0: a request in flight; else its head's or idle limit
         self.refused = 0  # the status of a refusal a callback decided
         self.refusal = ""
         self.refusal_detail = ""
@@ -235,7 +236,8 @@ class DownstreamHttp:
 
     def head_timed_out(self) -> None:
         """Called by the listener once ``head_deadline`` has passed with no request in
-        flight: a head begun gets 408, a connection that sent nothing is closed."""
+        flight: a head begun gets 408; a connection that sent nothing since it opened or
+        since its last answer (idle) is closed."""
         self.head_deadline = 0.0
         if self.in_head:
             self.fail_parse(408, HEAD_TIMEOUT_CODE,
@@ -287,8 +289,9 @@ class DownstreamHttp:
             return
         if self.queue:
             self.queue[0].start()
-        elif self.in_head:  # the next head's time starts now that it is read again
-            self.head_deadline = self.listener.now + self.listener.head_timeout
+        else:  # the next head's time starts now that it is read again, or the idle time
+            self.head_deadline = self.listener.now + (
+                self.listener.head_timeout if self.in_head else self.listener.idle_timeout)
         if len(self.queue) <= 1:
             self.resume_reading("pipelined")
 

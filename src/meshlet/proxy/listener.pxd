@@ -13,7 +13,7 @@ cdef class ListenerState:
     cdef public set connections, timed
     cdef public long active_requests
     cdef public bint draining, sweeps_heads
-    cdef public double head_timeout, now, next_head_sweep
+    cdef public double head_timeout, idle_timeout, now, next_head_sweep
     cdef public tuple _labels
     cdef public dict _status_labels, _endpoint_labels
     cdef public HotCounter _requests

@@ -45,6 +45,7 @@ class ListenerState:
         self.timed: set[Any] = set()  # exchanges with a deadline, checked by the ticker
         self.log_mode = "errors"
         self.head_timeout = float(config.head_timeout)
+        self.idle_timeout = float(config.idle_timeout)
         self.now = time.monotonic()  # the ticker's clock (sidecar.tick), TICK-coarse
         self.next_head_sweep = 0.0
         self.sweeps_heads = config.protocol == "http"
@@ -120,7 +121,8 @@ class ListenerState:
 
     def expire(self, now: float) -> None:
         """Time out every exchange whose overall or per-try deadline has passed, and
-        (every HEAD_SWEEP_INTERVAL) every connection whose head is late."""
+        (every HEAD_SWEEP_INTERVAL) every connection whose head is late or that sat idle
+        between requests past its idle_timeout (both are its ``head_deadline``)."""
         self.now = now
         if self.sweeps_heads and now >= self.next_head_sweep:
             self.next_head_sweep = now + HEAD_SWEEP_INTERVAL
