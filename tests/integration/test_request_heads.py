@@ -16,7 +16,13 @@ import pytest
 from aiohttp import web
 
 from meshlet.http_limits import HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
-from meshlet.proxy.config import IDLE_TIMEOUT, ClusterConfig, ListenerConfig, Snapshot
+from meshlet.proxy.config import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    ClusterConfig,
+    ListenerConfig,
+    Snapshot,
+)
 from meshlet.proxy.sidecar import Sidecar
 from meshlet.server.main import Server, ServerOptions
 from tests.conftest import async_wait_until, wait_until
@@ -68,12 +74,14 @@ def status_of(answer: bytes) -> int:
 
 
 async def start_proxy(head_timeout: float, idle_timeout: float = IDLE_TIMEOUT,
-                      backend: int | None = None) -> tuple[Sidecar, web.AppRunner | None]:
+                      backend: int | None = None, max_connections: int = MAX_CONNECTIONS
+                      ) -> tuple[Sidecar, web.AppRunner | None]:
     runner, port = await start_backend("b0") if backend is None else (None, backend)
     snapshot = Snapshot(1, "client", "client-0",
                         (ListenerConfig("web", "outbound", "127.0.0.1", 0, "http",
                                         head_timeout=head_timeout,
-                                        idle_timeout=idle_timeout),),
+                                        idle_timeout=idle_timeout,
+                                        max_connections=max_connections),),
                         {"outbound:web": ClusterConfig("web", (endpoint(port),), {})})
     proxy = Sidecar(snapshot)
     await proxy.start()
@@ -253,6 +261,35 @@ async def test_the_idle_timeout_does_not_cut_a_request_in_flight() -> None:
         backend.close()
 
 
+async def test_a_listener_holds_at_most_max_connections() -> None:
+    """One connection beyond the cap is closed on arrival (and counted); once one of
+    those held closes, a new one is served again."""
+    proxy, runner = await start_proxy(HEAD_TIMEOUT, max_connections=3)
+    port = sidecar_port(proxy)
+    listener = proxy.listeners[0]
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        for i, (reader, writer) in enumerate(held):
+            writer.write(b"GET /held-%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            await asyncio.wait_for(reader.readuntil(b"/held-%d" % i), 10)
+        assert len(listener.connections) == 3
+        assert await exchange(port, b"GET /over HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+        refused = proxy.metrics.connections_refused.labels("outbound", "web")
+        assert refused.value == 1
+        assert listener.active_gauge.value == 3  # the refused one never counted
+        held.pop()[1].close()
+        await eventually(lambda: len(listener.connections) == 2)
+        answer = await exchange(port, b"GET /again HTTP/1.1\r\nHost: x\r\n"
+                                      b"Connection: close\r\n\r\n")
+        assert status_of(answer) == 200 and b"/again" in answer
+    finally:
+        for _, writer in held:
+            writer.close()
+        await proxy.stop(1)
+        assert runner is not None
+        await runner.cleanup()
+
+
 def test_listener_head_timeout_is_checked() -> None:
     from meshlet.errors import ConfigError
     base = {"version": 1, "listeners": [{"name": "web", "direction": "outbound",
@@ -266,6 +303,11 @@ def test_listener_head_timeout_is_checked() -> None:
     for bad in (0, -1, float("inf"), float("nan"), 1e400, "75s", True, 7200):
         listener = {**base["listeners"][0], "idle_timeout": bad}  # type: ignore[index]
         with pytest.raises(ConfigError, match="idle_timeout"):
+            Snapshot.from_dict({**base, "listeners": [listener]})
+    assert Snapshot.from_dict(base).listeners[0].max_connections == MAX_CONNECTIONS
+    for bad in (0, -1, 1.5, "10", True, 10 ** 7):
+        listener = {**base["listeners"][0], "max_connections": bad}  # type: ignore[index]
+        with pytest.raises(ConfigError, match="max_connections"):
             Snapshot.from_dict({**base, "listeners": [listener]})
 
 

@@ -15,6 +15,11 @@ MAX_HEAD_TIMEOUT = 3600.0  # and for idle_timeout
 # keepalive_timeout (75 s): longer than a pool's default idle_timeout (60 s), so a peer
 # sidecar's pool lets its connections go before this side closes them.
 IDLE_TIMEOUT = 75.0
+# Client connections one HTTP listener holds at once; one more is closed on arrival.
+# Below the descriptor limit the agent gives a sidecar, so the admin socket and the
+# upstream connections still get theirs when clients open too many.
+MAX_CONNECTIONS = 4096
+MAX_MAX_CONNECTIONS = 1_000_000
 
 
 def cluster_key(direction: str, name: str) -> str:
@@ -70,7 +75,7 @@ MAX_WEIGHT = 10_000
 ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "healthy",
                            "meta"})
 LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout",
-                           "idle_timeout"})
+                           "idle_timeout", "max_connections"})
 
 
 def _shown(value: object) -> str:
@@ -132,7 +137,9 @@ def listener_from_dict(d: Any) -> ListenerConfig:
                         _text(d, "host", "listeners"), _int(d, "port", "listeners", 0, 65535),
                         _text(d, "protocol", "listeners", "http"),
                         _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT),
-                        _seconds(d, "idle_timeout", "listeners", MAX_HEAD_TIMEOUT, IDLE_TIMEOUT))
+                        _seconds(d, "idle_timeout", "listeners", MAX_HEAD_TIMEOUT, IDLE_TIMEOUT),
+                        _int(d, "max_connections", "listeners", 1, MAX_MAX_CONNECTIONS,
+                             MAX_CONNECTIONS))
     if lc.direction not in ("inbound", "outbound"):
         raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
     if lc.protocol not in ("http", "tcp"):
@@ -169,7 +176,8 @@ class ClusterConfig:
 class ListenerConfig:
     """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``.
     ``head_timeout``: seconds a client has to send a request head whole (http);
-    ``idle_timeout``: seconds a kept-alive connection may wait for its next request (http)."""
+    ``idle_timeout``: seconds a kept-alive connection may wait for its next request;
+    ``max_connections``: client connections held at once (both http)."""
 
     name: str
     direction: str
@@ -178,6 +186,7 @@ class ListenerConfig:
     protocol: str = "http"
     head_timeout: float = HEAD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
 
 
 @dataclass(frozen=True)

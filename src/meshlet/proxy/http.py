@@ -94,6 +94,12 @@ class DownstreamHttp:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.listener.connections) >= self.listener.max_connections:
+            self.closed = True  # not counted among the connections: no answer, no gauge
+            self.listener.metrics.connections_refused.labels(
+                self.listener.direction, self.listener.destination).inc()
+            transport.close()
+            return
         self.send = self.transport.write  # type: ignore[union-attr]
         self.listener.connections.add(self)
         self.listener.active_gauge.inc()
@@ -103,6 +109,8 @@ class DownstreamHttp:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self not in self.listener.connections:
+            return  # refused at max_connections (connection_made)
         self.listener.connections.discard(self)
         self.listener.active_gauge.dec()
         for ex in list(self.queue):

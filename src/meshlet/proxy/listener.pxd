@@ -11,7 +11,7 @@ cdef class ListenerState:
     cdef public Connector connector
     cdef public str direction, destination, log_mode
     cdef public set connections, timed
-    cdef public long active_requests
+    cdef public long active_requests, max_connections
     cdef public bint draining, sweeps_heads
     cdef public double head_timeout, idle_timeout, now, next_head_sweep
     cdef public tuple _labels
