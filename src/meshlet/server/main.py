@@ -18,7 +18,7 @@ from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
-from meshlet.http_limits import HEAD_TIMEOUT
+from meshlet.http_limits import API_HEAD_TIMEOUT
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
@@ -40,7 +40,7 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
-    head_timeout: float = HEAD_TIMEOUT  # seconds a client has to send a request head
+    head_timeout: float = API_HEAD_TIMEOUT  # seconds a client has to send a request head
     max_connections: int = 0  # client connections at most; 0: from the descriptor limit
 
     def check(self) -> None:
