@@ -125,6 +125,7 @@ def start_meshlet(work: Path, backend: int, settings: dict[str, object], tag: st
     port_file = work / f"ports-{tag}.json"
     proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, sys.executable, "-m", "meshlet",
                              "proxy", "--bootstrap", str(work / name),
+                             "--admin", f"unix:{work / f'admin-{tag}.sock'}",
                              "--port-file", str(port_file)], env=env)
     deadline = time.monotonic() + 15
     while not port_file.exists():

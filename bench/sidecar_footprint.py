@@ -2,7 +2,7 @@
 
 Setup: a backend (nginx, or a small Python server) as ``proxy_bench.py`` starts it, and a
 sidecar started as the agent starts one on the host (``python -m meshlet proxy
---bootstrap FILE --admin 127.0.0.1:0 --port-file FILE``). wrk (1 thread) sends
+--bootstrap FILE --admin unix:PATH --port-file FILE``). wrk (1 thread) sends
 --requests requests (10,000) on --connections keep-alive connections (50); a Lua
 counter stops it at the count. Then VmRSS (now) and VmHWM (peak) come from /proc.
 

@@ -2,15 +2,20 @@
 
 Foreground: runs until SIGINT/SIGTERM, then stops workloads (callers first), the agent,
 the server, and removes its temporary data directory. ``--detach`` re-runs the same
-command in the background and records it in ``$MESHLET_HOME/up.json`` for ``down``.
+command in the background and records it in ``$MESHLET_HOME/up.json`` for ``down``:
+its pid with the start time and command line that make it that process (``down``
+signals it only while they still match, through a pidfd), its API and its agent's
+directory. ``$MESHLET_HOME`` and the data directories are 0700, what is in them 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshlet.errors import ConfigError, MeshletError, Unavailable
+from meshlet.private_files import open_new, private_dir, write_private
+from meshlet.process_identity import identity, matches, own_identity
 
 if TYPE_CHECKING:  # imported where used: every CLI command loads this module
     from meshlet.agent.agent import Agent
@@ -49,6 +56,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_meshlet_up(cmdline: list[str] | tuple[str, ...]) -> bool:
+    """``python -m meshlet up …``, as ``detach`` starts it."""
+    return list(cmdline[1:4]) == ["-m", "meshlet", "up"]
+
+
+def is_running_up(state: dict[str, Any]) -> bool:
+    """Whether the record's process still runs and is the ``meshlet up`` recorded (a
+    pid alone could have been reused by any process since)."""
+    pid = state.get("pid")
+    return isinstance(pid, int) and matches(state, identity(pid)) \
+        and is_meshlet_up(state.get("cmdline", []))
+
+
 def read_state() -> dict[str, Any] | None:
     """The running ``up --detach`` record, or None; a stale record is removed."""
     path = state_file()
@@ -56,10 +76,19 @@ def read_state() -> dict[str, Any] | None:
         state: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not pid_alive(int(state.get("pid", 0))):
+    if not isinstance(state, dict) or not is_running_up(state):
         path.unlink(missing_ok=True)
         return None
     return state
+
+
+def agent_dir() -> Path:
+    """Where this machine's agent keeps its data: the running ``up``'s, else the
+    default of ``meshlet agent``."""
+    state = read_state()
+    if state is not None and isinstance(state.get("agent_dir"), str):
+        return Path(state["agent_dir"])
+    return meshlet_home() / "agent"
 
 
 TEMP_PREFIX = "meshlet-up-"
@@ -81,21 +110,22 @@ def sweep_stale_temp_dirs() -> None:
 def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
     return [{"service": w.service, "instance": w.id,
              "address": f"{w.app_host}:{w.inbound_port}", "app_port": w.app_port,
-             "admin": w.admin_url} for w in agent.workloads]
+             "admin": w.admin_url, "metrics": w.metrics_url} for w in agent.workloads]
 
 
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
-                 data_dir: Path | None, on_ready: Callable[[str, list[dict[str, Any]]], None]
-                 ) -> None:
+                 data_dir: Path | None,
+                 on_ready: Callable[[str, list[dict[str, Any]], Path], None]) -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
     from meshlet.server.main import Server
     temp_dir = None
     if data_dir is None:
         sweep_stale_temp_dirs()
-        temp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-        (temp_dir / "owner.pid").write_text(str(os.getpid()))
+        temp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))  # 0700
+        write_private(temp_dir / "owner.pid", str(os.getpid()))
         data_dir = temp_dir
+    private_dir(data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,7 +153,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                                       f"{data_dir / 'agent' / 'workloads'}")
                 raise failure
         if not stop.is_set():
-            on_ready(server.url, summary(agent, server.url))
+            on_ready(server.url, summary(agent, server.url), data_dir / "agent")
             await stop.wait()
     finally:
         if agent is not None:
@@ -147,10 +177,9 @@ def detach(argv: list[str], timeout: float = 60.0) -> dict[str, Any]:
     if read_state() is not None:
         raise ConfigError(f"meshlet is already running (see {state_file()}); "
                           "run 'meshlet down' first")
-    home = meshlet_home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(meshlet_home())
     log_path = home / "up.log"
-    with open(log_path, "wb") as log_file:
+    with open_new(log_path) as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "meshlet", *argv],
                                 stdin=subprocess.DEVNULL, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -168,12 +197,11 @@ def detach(argv: list[str], timeout: float = 60.0) -> dict[str, Any]:
     raise Unavailable(f"meshlet up did not become ready in {timeout:.0f}s; see {log_path}")
 
 
-def write_state(api: str, workloads: list[dict[str, Any]]) -> None:
-    home = meshlet_home()
-    home.mkdir(parents=True, exist_ok=True)
-    tmp = home / "up.json.tmp"
-    tmp.write_text(json.dumps({"pid": os.getpid(), "api": api, "workloads": workloads}))
-    os.replace(tmp, state_file())
+def write_state(api: str, workloads: list[dict[str, Any]], agent: Path) -> None:
+    private_dir(meshlet_home())
+    write_private(state_file(), json.dumps({**own_identity().to_dict(), "api": api,
+                                            "workloads": workloads,
+                                            "agent_dir": str(agent.resolve())}))
 
 
 def clear_state() -> None:
@@ -186,17 +214,29 @@ def clear_state() -> None:
 
 
 def down(timeout: float = 60.0) -> int | None:
-    """Stop the background ``up``; returns its pid, or None if nothing was running."""
+    """Stop the background ``up``; returns its pid, or None if nothing was running
+    (a record whose pid is now another process is removed, that process untouched)."""
     state = read_state()
     if state is None:
         return None
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-        raise MeshletError(f"meshlet up (pid {pid}) did not stop in {timeout:.0f}s; killed")
+    try:
+        pidfd = os.pidfd_open(pid)  # pins the process: checked below, then signalled
+    except ProcessLookupError:
+        state_file().unlink(missing_ok=True)
+        return None
+    try:
+        if not is_running_up(state):  # it exited between reading and pinning
+            state_file().unlink(missing_ok=True)
+            return None
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not select.select([pidfd], [], [], timeout)[0]:  # readable once it exits
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # its group (the leader's id)
+                os.killpg(pid, signal.SIGKILL)
+            raise MeshletError(f"meshlet up (pid {pid}) did not stop in {timeout:.0f}s; "
+                               "killed")
+    finally:
+        os.close(pidfd)
     state_file().unlink(missing_ok=True)
     return pid

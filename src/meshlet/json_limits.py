@@ -24,8 +24,10 @@ MAX_DEPTH = 32
 # (the admin API's own body limit is the same, proxy/admin_http.Limits.max_body).
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 
-# A JSON string: quote, then runs of plain characters and escapes, then quote.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A JSON string: quote, then runs of plain characters and escapes, then quote, or the
+# end of the text for one never closed: each character is read once, so a text of
+# escaped quotes (\"\"\"…) does not send the search back to every one of them.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*\\?(?:"|\Z)', re.S)
 # Opening brackets become "(", closing ones ")"; all else is deleted.
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")

@@ -22,6 +22,34 @@ REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop" / "meshlet.yaml"
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the Unix socket at ``path`` (a sidecar's admin API)."""
+
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        super().__init__("sidecar", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def admin_get(admin: str, path: str) -> Any:
+    """GET ``path`` from the admin API at ``admin`` (``unix:PATH``, as in an instance's
+    ``meta.admin``): the JSON body."""
+    assert admin.startswith("unix:"), admin
+    conn = UnixHTTPConnection(admin[5:])
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status in (200, 503), (resp.status, body)
+        return json.loads(body)
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,6 +101,24 @@ def downed(home: Path) -> Iterator[Path]:
         yield home
     finally:
         meshlet("down", home=home, check=False)
+
+
+@contextlib.contextmanager
+def lone_server(home: Path) -> Iterator[str]:
+    """A `meshlet server` process of its own, its data under ``home``; yields its API."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "meshlet", "server", "--data-dir",
+                             str(home / "data"), "--http", f"127.0.0.1:{port}"],
+                            env=env_for(home), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    addr = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: meshlet("--addr", addr, "status", home=home,
+                                 check=False).returncode == 0, 20, "the server")
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def meshlet_json(*args: str, home: Path) -> Any:

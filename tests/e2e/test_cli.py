@@ -14,6 +14,7 @@ from tests.e2e.helpers import (
     env_for,
     free_port,
     free_ports,
+    lone_server,
     meshlet,
     meshlet_json,
     stop_processes,
@@ -23,21 +24,8 @@ from tests.e2e.helpers import (
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "meshlet", "server", "--data-dir",
-                             str(tmp_path / "data"), "--http", f"127.0.0.1:{port}"],
-                            env=env_for(tmp_path), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    addr = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        return meshlet("--addr", addr, "status", home=tmp_path, check=False).returncode == 0
-    try:
-        wait_for(ready, 20, "the server")
+    with lone_server(tmp_path) as addr:
         yield addr
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_kv_round_trip(server: str, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import env_for, free_port, meshlet, meshlet_json, wait_for
+from tests.e2e.helpers import admin_get, env_for, free_port, meshlet, meshlet_json, wait_for
 
 pytestmark = pytest.mark.e2e
 MESH = Path(__file__).parent / "apps" / "mesh.yaml"
@@ -49,13 +49,13 @@ class Mesh:
         admin = self.json("instances", "caller")[0]["meta"]["admin"]
 
         def applied() -> bool:
-            body = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+            body = admin_get(admin, "/config")
             return bool(body["clusters"]["outbound:echo"]["effective"] == wanted)
         wait_for(applied, 15, f"the caller's sidecar to apply {pairs}")
 
     def echo_port(self) -> int:
         admin = self.json("instances", "caller")[0]["meta"]["admin"]
-        body = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+        body = admin_get(admin, "/config")
         return int(body["ports"]["outbound:echo"])
 
     def control(self, instance: dict[str, Any], **state: Any) -> None:
@@ -176,7 +176,7 @@ def test_retry_budget_caps_retries_when_every_replica_fails(clean: Mesh) -> None
 def inbound_requests(replicas: list[dict[str, Any]]) -> int:
     total = 0
     for inst in replicas:
-        text = urllib.request.urlopen(f"{inst['meta']['admin']}/metrics", timeout=5).read()
+        text = urllib.request.urlopen(f"{inst['meta']['metrics']}/metrics", timeout=5).read()
         for line in text.decode().splitlines():
             if line.startswith("meshlet_proxy_requests_total{") and 'direction="inbound"' in line:
                 total += int(float(line.rsplit(" ", 1)[1]))
@@ -202,7 +202,7 @@ def test_breaker_overflow_returns_503_at_once(clean: Mesh) -> None:
     admin = clean.json("instances", "caller")[0]["meta"]["admin"]
 
     def two_active() -> bool:
-        body = json.load(urllib.request.urlopen(f"{admin}/ready", timeout=5))
+        body = admin_get(admin, "/ready")
         return body["active_requests"] >= 2
     wait_for(two_active, 10, "two slow requests in flight")
     for _ in range(3):

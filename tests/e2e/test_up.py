@@ -16,6 +16,7 @@ from tests.e2e.helpers import (
     SHOP,
     HealthHistory,
     Traffic,
+    admin_get,
     alive,
     descendants,
     downed,
@@ -99,11 +100,16 @@ def test_sigterm_stops_everything(up: Up) -> None:
 
 
 def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
-    import json
+    import stat
+    import urllib.error
     import urllib.request
     frontend = up.json("instances", "frontend")[0]
     admin = frontend["meta"]["admin"]
-    config = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+    # The admin API is a Unix socket, 0600, in the workload's directory, 0700.
+    sock = Path(admin.removeprefix("unix:"))
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    config = admin_get(admin, "/config")
     catalog = config["clusters"]["outbound:catalog"]
     assert len(catalog["endpoints"]) == 3 and catalog["effective"]["lb"] == "round_robin"
     assert config["version"] >= 1
@@ -111,15 +117,23 @@ def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     if os.environ.get("MESHLET_EXPECT_COMPILED"):
         assert config["relay"]["build"] == "compiled", config["relay"]
     urllib.request.urlopen(f"http://127.0.0.1:{frontend['port']}/", timeout=5).read()
-    metrics = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
+    scrape = frontend["meta"]["metrics"]
+    metrics = urllib.request.urlopen(f"{scrape}/metrics", timeout=5).read().decode()
     assert 'meshlet_proxy_requests_total{code="200",destination="catalog",' \
            'direction="outbound"}' in metrics
+    # The metrics listener is read-only: it has no /config to read or write.
+    for method in ("GET", "PUT"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{scrape}/config", data=b"{}" if method == "PUT" else None,
+                method=method), timeout=5)
+        assert refused.value.code == 404
     # A config change reaches the sidecar without a restart.
     meshlet("--addr", up.addr, "config", "set", "catalog", "request_timeout=3s",
             home=up.home)
 
     def updated() -> bool:
-        body = json.load(urllib.request.urlopen(f"{admin}/config", timeout=5))
+        body = admin_get(admin, "/config")
         return body["clusters"]["outbound:catalog"]["effective"]["request_timeout"] == 3.0
     wait_for(updated, 15, "the new setting to reach the sidecar")
 

@@ -81,6 +81,9 @@ BIG = json.dumps({"routes": [{"match": {"headers": {"x": "y" * 4096}}}] * 300}).
     ("PUT", "/v1/nodes/h1", {"address": "255.255.255.255"}, "address", "broadcast"),
     ("PUT", "/v1/nodes/h1", {"address": "0.0.0.0"}, "address", "unspecified"),
     ("PUT", "/v1/nodes/h1", {"address": "0.1.2.3"}, "address", "unspecified"),
+    ("PUT", "/v1/config/web%0A", {"retries": 1}, "service", "not a valid"),
+    ("POST", "/v1/networks", {"name": "front2\n"}, "name", "not a valid network name"),
+    ("PUT", "/v1/nodes/h1%0A", {"address": "10.0.0.1"}, "name", "not a valid node name"),
 ], ids=lambda v: v[:40] if isinstance(v, str) else None)
 async def test_bad_input_gets_400_naming_the_field_and_changes_nothing(
         server: Server, http: Any, method: str, path: str, body: Any, field: str,

@@ -163,8 +163,10 @@ async def test_a_stale_pooled_connection_is_replaced_even_when_the_queue_is_full
         # waits for (or opens) a connection instead of being refused by a full queue.
         assert await asyncio.wait_for(second, 10) == b"200 ok"
         assert await asyncio.wait_for(third, 10) == b"200 ok"
-        await async_wait_until(lambda: asyncio.sleep(0, pool.active_requests == 0))
-        assert pool.connections <= 1 and not pool.pending
+        await async_wait_until(  # the last connection kept idle, each other one freed
+            lambda: asyncio.sleep(0, (pool.active_requests, pool.connections) == (0, 1)),
+            message="one connection left, idle")
+        assert not pool.pending
     finally:
         await backend.stop()
 

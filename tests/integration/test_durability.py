@@ -50,7 +50,10 @@ async def writer(client: Client, worker: int, acked: dict[str, bytes],
         try:
             await client.kv_put(key, value)
         except MeshletError:
-            return  # the server died under us: this write was never acknowledged
+            if stop.is_set():
+                return  # the server died under us: this write was never acknowledged
+            await asyncio.sleep(0.05)  # not leading yet, or busy: try again
+            continue
         acked[key] = value
         i += 1
 
@@ -62,6 +65,7 @@ async def write_until_killed(port: int, proc: subprocess.Popen[bytes],
         tasks = [asyncio.create_task(writer(client, w, acked, stop)) for w in range(8)]
         while len(acked) < writes:
             await asyncio.sleep(0.005)
+        stop.set()
         os.kill(proc.pid, signal.SIGKILL)  # mid-stream: some writes are in flight
         await asyncio.gather(*tasks)
 

@@ -420,3 +420,21 @@ async def test_response_delimited_by_close_is_relayed_whole() -> None:
     finally:
         await sidecar.stop(1)
         server.close()
+
+
+async def test_client_cut_off_mid_body_is_dropped_not_timed_out(backends: list[int]) -> None:
+    """A client that half-closes before its body is whole never finishes its request:
+    the sidecar closes at once (and drops the upstream side) rather than holding both
+    until the request timeout answers 504 (found by tests/integration/test_sidecar_fuzz)."""
+    sidecar = await start_sidecar(backends[0], request_timeout="60s")
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sidecar.ports()["outbound:web"])
+        writer.write(b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nab")
+        await writer.drain()
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert b"504" not in answer and sidecar.active_requests == 0
+    finally:
+        await sidecar.stop(grace=1.0)

@@ -1,6 +1,7 @@
 """The bridge driver on real namespaces, links and sockets (needs root): workloads on
 one network reach each other, networks are isolated unless a workload joins both, an
-internal network has no way out, and removal leaves nothing behind."""
+internal network has no way out, removal leaves nothing behind, and a bridge that
+fails part way is not left half made."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from meshlet.agent.kernel import LinuxKernel
+from meshlet.agent.network_plan import EnsureBridge
+from meshlet.errors import NetworkError
 from meshlet.net import bridge, netns
 from meshlet.state import StateMachine
 from meshlet.state.commands import AddressAssign, Command, NetworkCreate
@@ -139,3 +143,20 @@ def test_reachability_isolation_and_internal(lab: Lab) -> None:
     assert "lo    inet 127.0.0.1/8" in inside
     default = ip("-n", "ml-t-a", "route", "show", "default")
     assert "via 10.201.0.1 dev eth0" in default
+
+
+def test_a_bridge_that_fails_part_way_is_removed_again() -> None:
+    name = bridge.bridge_name("t-half")
+    try:
+        # The kernel makes the bridge, then refuses the gateway's /33 (EINVAL).
+        with pytest.raises(NetworkError, match="cannot make the bridge of network 't-half'"):
+            LinuxKernel().apply(EnsureBridge("t-half", "10.204.0.1", 33))
+        assert name not in bridge.ours()  # not left behind, half made
+        # A bridge that was there already is kept when a step fails on it.
+        bridge.ensure_bridge("t-half", None, 24)
+        with pytest.raises(NetworkError):
+            LinuxKernel().apply(EnsureBridge("t-half", "10.204.0.1", 33))
+        assert name in bridge.ours()
+    finally:
+        bridge.remove_bridge("t-half")
+    assert leftovers() == []

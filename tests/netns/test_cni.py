@@ -135,13 +135,14 @@ def test_meshlet_cni_matches_the_reference_bridge_plugin(server: str) -> None:
     assert code == 0, out
 
 
-def test_version_and_errors(server: str) -> None:
+def test_version_and_errors(server: str, tmp_path: Path) -> None:
     ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
     code, version = invoke(PLUGIN, "VERSION", {"cniVersion": "1.0.0"}, None)
     _, reference = invoke(REFERENCE / "bridge", "VERSION", {"cniVersion": "1.0.0"}, None)
     assert code == 0 and sorted(version) == sorted(reference) == ["cniVersion",
                                                                   "supportedVersions"]
     assert "1.0.0" in version["supportedVersions"]
+    os.mkfifo(tmp_path / "fifo")
     cases = [
         ({**ours, "cniVersion": "9.9.9"}, "ml-cni-ours", "eth0", 1),
         ({**ours, "name": "nowhere"}, "ml-cni-ours", "eth0", 7),
@@ -151,6 +152,9 @@ def test_version_and_errors(server: str) -> None:
         (ours, "ml-cni-ours", "a" * 16, 4),    # longer than IFNAMSIZ - 1
         (ours, "ml-cni-ours", "../x", 4),
         (ours, "/etc/hostname", "eth0", 4),    # a file, not a network namespace
+        (ours, "/dev/null", "eth0", 4),        # a device
+        (ours, str(tmp_path / "fifo"), "eth0", 4),  # would block an open for reading
+        (ours, "/proc/self/ns/uts", "eth0", 4),  # a namespace, but not a network one
         ({**ours, "server": "http://127.0.0.1:1"}, "ml-cni-ours", "eth0", 11),
     ]
     for config, ns, ifname, expected in cases:

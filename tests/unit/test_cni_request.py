@@ -158,3 +158,19 @@ def test_errors_render_as_the_specification_asks() -> None:
                                      "msg": "invalid CNI_IFNAME",
                                      "details": f"interface name {'a' * 16!r} is longer "
                                                 "than 15 characters"}
+
+
+def test_an_unexpected_failure_is_one_line_of_json_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (a fault no input can cause on purpose) still answers as the spec asks."""
+    from meshlet.net import cni
+
+    def broken(req: cni_request.Request) -> None:
+        raise KeyError("subnet")
+    monkeypatch.setattr(cni, "run", broken)
+    code, out = cni.answer(env(), json.dumps(CONFIG).encode())
+    assert code == 1 and out == {"cniVersion": "1.0.0", "code": cni_request.INTERNAL_ERROR,
+                                 "msg": "internal error in meshlet-cni",
+                                 "details": "KeyError: 'subnet'"}
+    code, out = cni.answer(env(CNI_IFNAME="x" * 16), json.dumps(CONFIG).encode())
+    assert code == 1 and out is not None and out["code"] == 4

@@ -1,10 +1,13 @@
 """The connection pool's decisions (meshlet/proxy/pool.py), with no sockets: fake
-connections and waiters, and times passed in as numbers."""
+connections and waiters, and times passed in as numbers; and what the cluster tells
+its pool."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshlet.proxy.cluster import Cluster
+from meshlet.proxy.config import ClusterConfig, Endpoint
 from meshlet.proxy.pool import (
     CLOSE,
     HAND_OFF,
@@ -266,3 +269,19 @@ def test_no_waiter_left_then_a_connection_to_a_resting_endpoint_is_kept() -> Non
     p.resting = {A}
     assert p.release(conn, 5.0) == (KEEP, None)
     assert conn.counted and p.connections == 1
+
+
+def test_the_cluster_tells_its_pool_which_endpoints_take_no_traffic() -> None:
+    a, b = Endpoint("a", *A), Endpoint("b", *B)
+    sick = Endpoint("c", *C, healthy=False)
+    cluster = Cluster(ClusterConfig("svc", (a, b, sick), {
+        "outlier_consecutive_failures": 1, "outlier_max_ejection_percent": 100,
+        "max_connections": 1}), clock=lambda: 0.0)
+    p = cluster.pool
+    assert p.resting == {C}
+    assert cluster.record_outcome(cluster.states[A], True)  # ejected
+    assert p.resting == {A, C}
+    waiting = Waiter("waiting")
+    p.acquire(A, Waiter("holder"))
+    p.acquire(B, waiting)
+    assert p.release(Conn(A), 1.0) == (REPLACE, waiting)

@@ -54,6 +54,9 @@ def test_create_assigns_addresses_and_delete_releases_them() -> None:
 @pytest.mark.parametrize(("command", "error", "field", "words"), [
     (ContainerCreate("web", "local", ("x",)), Conflict, "name", "already exists"),
     (ContainerCreate("-bad", "local", ("x",)), ConfigError, "name", "not a valid"),
+    (ContainerCreate("c\n", "local", ("x",)), ConfigError, "name", "not a valid"),
+    (ContainerCreate("c", "local", ("x",), env={"X\n": "y"}), ConfigError, "env",
+     "names are"),
     (ContainerCreate("c", "local", ()), ConfigError, "command", "give the command"),
     (ContainerCreate("c", "local", ("x",), networks=("nowhere",)), NotFound, "network",
      "no network"),

@@ -1,11 +1,17 @@
 """``HostNetworks`` against an in-memory kernel: sandboxes share a network's bridge
 while either is on it, a failed open leaves nothing behind, rewiring and overlays
-follow the plan. (tests/netns runs the same against the real kernel.)"""
+follow the plan, a failed step is made again by the next call, a cancelled call waits
+for the kernel call it started, and a host whose preparation failed says so to those
+waiting for it. (tests/netns runs the same against the real kernel.)"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +29,7 @@ from meshlet.agent.network_plan import (
 from meshlet.errors import NetworkError
 from meshlet.net.dns import Lookup, Records
 from meshlet.net.overlay_plan import Remote, mac_for
+from tests.conftest import async_wait_until
 from tests.unit.test_network_plan import NETWORKS
 
 
@@ -38,7 +45,10 @@ class Dns:
 @dataclass
 class MemoryKernel:
     """The kernel's state as ``Kernel``'s calls leave it. Attaching to network
-    ``fail_attach`` fails after it half happened (a veth made, its address refused)."""
+    ``fail_attach`` fails after it half happened (a veth made, its address refused);
+    ``complete`` holds the attachments that fully happened. Detaching from
+    ``fail_detach`` and making the tunnel of ``fail_tunnel`` fail; attaching to ``hold``
+    waits for ``gate``. ``overlapped`` says whether two calls ever ran at once."""
 
     namespaces: dict[str, set[str]] = field(default_factory=dict)  # -> loopback
     bridges: set[str] = field(default_factory=set)
@@ -47,6 +57,16 @@ class MemoryKernel:
     dns: dict[str, Lookup] = field(default_factory=dict)
     entries: dict[str, set[Remote]] = field(default_factory=dict)
     fail_attach: str | None = None
+    fail_detach: str | None = None
+    fail_tunnel: str | None = None
+    fail_leftovers: bool = False
+    complete: set[tuple[str, str]] = field(default_factory=set)
+    hold: str | None = None
+    holding: bool = False
+    gate: threading.Event = field(default_factory=threading.Event)
+    running: int = 0
+    overlapped: bool = False
+    guard: threading.Lock = field(default_factory=threading.Lock)
 
     def create_namespace(self, name: str, loopback: Sequence[str]) -> None:
         self.namespaces.setdefault(name, set()).update(loopback)
@@ -56,6 +76,23 @@ class MemoryKernel:
         self.links = {k: a for k, a in self.links.items() if a.namespace != name}
 
     def apply(self, op: Op) -> None:
+        with self.guard:
+            self.overlapped = self.overlapped or self.running > 0
+            self.running += 1
+        try:
+            if isinstance(op, Attach) and op.network == self.hold:
+                self.holding = True
+                self.gate.wait()
+            self.change(op)
+        finally:
+            with self.guard:
+                self.running -= 1
+
+    def change(self, op: Op) -> None:
+        if isinstance(op, Detach) and op.network == self.fail_detach:
+            raise NetworkError(f"cannot {describe(op)}: injected")
+        if isinstance(op, EnsureTunnel) and op.network == self.fail_tunnel:
+            raise NetworkError(f"cannot {describe(op)}: injected")
         if isinstance(op, EnsureBridge):
             self.bridges.add(op.network)
         elif isinstance(op, EnsureTunnel):
@@ -64,8 +101,11 @@ class MemoryKernel:
         elif isinstance(op, Attach):
             assert op.network in self.bridges and op.namespace in self.namespaces
             self.links[op.network, op.owner] = op
+            if op.network != self.fail_attach:
+                self.complete.add((op.network, op.owner))
         elif isinstance(op, Detach):
             self.links.pop((op.network, op.owner), None)
+            self.complete.discard((op.network, op.owner))
         elif isinstance(op, RemoveNetwork):
             self.bridges.discard(op.network)
             self.tunnels.pop(op.network, None)
@@ -80,6 +120,8 @@ class MemoryKernel:
         self.entries[network] = set(wanted)
 
     def remove_leftovers(self, prefix: str) -> None:
+        if self.fail_leftovers:
+            raise NetworkError("cannot remove leftover bridge 'mlb1': injected")
         self.namespaces = {n: lo for n, lo in self.namespaces.items()
                            if not n.startswith(prefix)}
         self.bridges.clear()
@@ -168,3 +210,114 @@ async def test_leftovers_of_this_node_are_removed() -> None:
     kernel.bridges = {"front"}
     await networks.clean_leftovers()
     assert kernel.namespaces == {"ml-other-x": set()} and kernel.bridges == set()
+
+
+async def test_a_failed_attach_is_made_again_by_the_next_connect() -> None:
+    networks, kernel = host()
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    want = {"front": "10.40.0.2", "back": "10.41.0.2"}
+    kernel.fail_attach = "back"
+    with pytest.raises(NetworkError, match="cannot attach 'web' to network 'back'"):
+        await networks.connect("web", want, NETWORKS)
+    # A reconcile comparing networks sees that back is missing, and connects again.
+    assert networks.networks_of("web") == ["front"]
+    assert "back" in networks.in_use()  # the half-made one still holds its bridge
+    kernel.fail_attach = None
+    await networks.connect("web", want, NETWORKS)
+    assert networks.networks_of("web") == ["front", "back"]
+    assert kernel.complete == {("front", "web"), ("back", "web")}
+    assert kernel.links["back", "web"].interface.ifname == "eth1"
+    await networks.close("web")
+    assert kernel.empty()
+
+
+async def closed_in_vain() -> tuple[HostNetworks, MemoryKernel]:
+    """Sandbox web on front, whose close failed: its detach is refused."""
+    networks, kernel = host()
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    kernel.fail_detach = "front"
+    with pytest.raises(NetworkError, match="cannot detach 'web' from network 'front'"):
+        await networks.close("web")
+    return networks, kernel
+
+
+async def test_a_failed_close_keeps_the_record_and_is_finished_by_the_next_call() -> None:
+    networks, kernel = await closed_in_vain()
+    assert "web" in networks.sandboxes  # what it names is still in the kernel
+    assert networks.networks_of("web") == []  # closing: on no network any more
+    assert kernel.bridges == {"front"} and "ml-a-web" in kernel.namespaces
+    kernel.fail_detach = None
+    await networks.open("db", "ml-a-db", {"back": "10.41.0.9"}, NETWORKS, nobody)
+    assert set(networks.sandboxes) == {"db"}  # the other's open finished the close first
+    assert "ml-a-web" not in kernel.namespaces and kernel.bridges == {"back"}
+    await networks.close("db")
+    assert kernel.empty()
+
+
+async def test_an_owner_closing_in_vain_is_closed_before_it_opens_again() -> None:
+    networks, kernel = await closed_in_vain()
+    with pytest.raises(NetworkError, match="cannot detach 'web'"):  # still failing
+        await networks.open("web", "ml-a-web", {"back": "10.41.0.2"}, NETWORKS, nobody)
+    kernel.fail_detach = None
+    await networks.open("web", "ml-a-web", {"back": "10.41.0.2"}, NETWORKS, nobody)
+    assert networks.networks_of("web") == ["back"] and kernel.bridges == {"back"}
+    await networks.close("web")
+    assert kernel.empty()
+
+
+async def test_a_failed_tunnel_rolls_back_the_bridge_made_for_it() -> None:
+    networks, kernel = host("192.168.1.5")
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    kernel.fail_tunnel = "wide"
+    with pytest.raises(NetworkError, match="cannot make the tunnel of network 'wide'"):
+        await networks.connect("web", {"front": "10.40.0.2", "wide": "10.50.0.2"},
+                               NETWORKS)
+    assert kernel.bridges == {"front"} and networks.in_use() == {"front"}
+    await networks.close("web")
+    assert kernel.empty()
+
+
+async def test_a_cancelled_open_waits_for_the_kernel_call_it_started(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="meshlet.agent.kernel")
+    networks, kernel = host()
+    kernel.hold = "front"
+    task = asyncio.ensure_future(
+        networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody))
+    await async_wait_until(lambda: asyncio.sleep(0, kernel.holding),
+                           message="the attach to be running")
+    task.cancel()  # a workload stopping while its sandbox is being made
+    # The attach cannot be stopped: either the rollback starts beside it (the bug) or
+    # the cancelled open says it waits for it to end.
+    await async_wait_until(lambda: asyncio.sleep(0, kernel.overlapped
+                                                 or "waiting for it to end" in caplog.text))
+    kernel.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not kernel.overlapped  # nothing undid it while it ran
+    assert kernel.empty() and networks.sandboxes == {}  # then everything was removed
+
+
+async def test_a_host_whose_preparation_failed_says_so_to_every_waiter(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from meshlet.agent.agent import Agent
+    agent = Agent("http://127.0.0.1:9", tmp_path, advertise="127.0.0.1")
+    kernel = MemoryKernel(fail_leftovers=True)
+    agent.networks.kernel = kernel
+    try:
+        waiters = [asyncio.ensure_future(agent.networks.wait_ready()) for _ in range(2)]
+        await agent.prepare_host()
+        for waiter in waiters:  # bounded: they fail, not hang
+            with pytest.raises(NetworkError, match="cannot remove leftover bridge"):
+                await asyncio.wait_for(waiter, 10)
+        with pytest.raises(NetworkError, match="this host's networks are not ready"):
+            await networks_open(agent.networks)
+        assert kernel.namespaces == {}  # nothing was made
+        failures = [r for r in caplog.records if "preparing this host" in r.getMessage()]
+        assert len(failures) == 1  # logged once, however many wait
+    finally:
+        await agent.client.close()
+
+
+async def networks_open(networks: HostNetworks) -> None:
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)

@@ -42,6 +42,15 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert loads(text)["a"] == "[" * 1000
 
 
+def test_an_unclosed_string_of_escaped_quotes_is_scanned_once() -> None:
+    """Each escaped quote looks like a string's start to a naive search, which would
+    then rescan the rest of the text from each: hours for this body, not milliseconds."""
+    raw = b'["' + b'\\"' * 300_000 + b"[" * 40
+    assert not too_deep(raw)  # the brackets are inside the (unclosed) string
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        loads(raw)
+
+
 def test_many_shallow_values_are_not_deep() -> None:
     raw = b"[" + b",".join([b"[[1]]"] * 50_000) + b"]"
     assert not too_deep(raw)

@@ -20,7 +20,7 @@ SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
-     "settings_rules"},
+     "private_files", "process_identity", "settings_rules"},
     {"net"},
     {"state", "raft"},
     {"api", "deploy"},

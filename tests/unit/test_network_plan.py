@@ -165,3 +165,15 @@ def test_the_plan_and_the_view_do_no_io() -> None:
     for module in (network_plan, cluster_view):
         assert module.__file__ is not None
         assert imported_modules(Path(module.__file__)) & {*BANNED, "pyroute2"} == set()
+
+
+def test_an_attach_that_failed_part_way_is_detached_and_made_again() -> None:
+    have = [Interface("front", "eth0"), Interface("back", "eth1")]
+    ops = plan("web", "ml-x-web", have, {"front": "10.40.0.2", "back": "10.41.0.2"},
+               NETWORKS, set(), None, unfinished={"back"})
+    assert ops[0] == Detach("back", "web")
+    assert not any(isinstance(op, RemoveNetwork) for op in ops)  # still wanted: kept
+    assert attached(ops, have) == have  # eth1 again, after eth0
+    gone = plan("web", "ml-x-web", have, {"front": "10.40.0.2"}, NETWORKS, set(), None,
+                unfinished={"back"})
+    assert gone == [Detach("back", "web"), RemoveNetwork("back")]

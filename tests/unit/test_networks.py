@@ -100,6 +100,8 @@ def test_default_subnets_never_overlap() -> None:
     (NetworkCreate("x", driver="host", subnet="10.0.0.0/24"), ConfigError, "subnet",
      "no addresses"),
     (NetworkCreate("-x"), ConfigError, "name", "not a valid network name"),
+    (NetworkCreate("x\n"), ConfigError, "name", "not a valid network name"),
+    (AddressAssign("taken", "w\n"), ConfigError, "owner", "not a valid"),
     (NetworkCreate("taken"), Conflict, "name", "already exists"),
     (NetworkCreate("x", subnet="10.1.128.0/17"), Conflict, "subnet", "overlaps"),
     (NetworkDelete("nowhere"), NotFound, "name", "no network"),

@@ -56,6 +56,7 @@ def test_nodes_register_update_and_leave() -> None:
     (NodeRegister("h1", "0.0.0.1"), ConfigError),
     (NodeRegister("h1", "127.0.0.1"), ConfigError),  # h0 is at 192.0.2.1: no mixing
     (NodeRegister("bad name", "192.0.2.1"), ConfigError),
+    (NodeRegister("h1\n", "192.0.2.1"), ConfigError),
     (NodeDeregister("nobody"), NotFound),
 ])
 def test_bad_node_commands_change_nothing(command: object, error: type) -> None:

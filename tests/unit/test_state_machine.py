@@ -99,6 +99,7 @@ def test_deregister(apply: Applier) -> None:
     (ConfigSet("web", {"retries": 99}), ConfigError, "retries"),
     (ConfigSet("web", {"request_timeout": "soon"}), ConfigError, "request_timeout"),
     (ConfigSet("web", {"colour": "red"}), ConfigError, "colour"),
+    (ConfigSet("web\n", {"retries": 1}), ConfigError, "service"),
     (ConfigDelete("nothing"), NotFound, "service"),
 ])
 def test_invalid_commands_fail_and_change_nothing(apply: Applier, command: object,

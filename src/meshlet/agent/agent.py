@@ -34,6 +34,7 @@ from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
 from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.net import netns
+from meshlet.private_files import private_dir
 from meshlet.proxy.config import Snapshot
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Agent:
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
                  zone: str = "", advertise: str | None = None) -> None:
         self.client = Client(server_url)
-        self.data_dir = data_dir
+        self.data_dir = private_dir(data_dir)
         self.node = node
         self.zone = zone
         self.workloads: list[Workload] = []
@@ -188,11 +189,22 @@ class Agent:
 
     async def prepare_host(self) -> None:
         """Remove what an earlier run of this node left (namespaces, links, mesh
-        workloads' addresses) before any sandbox is made."""
-        await self.networks.clean_leftovers()
-        await answered("releasing addresses of an earlier run",
-                       self.sandboxes.release_leftover_addresses)
-        self.networks.ready.set()
+        workloads' addresses) before any sandbox is made. If that fails, the host's
+        networks say so to whoever waits for them (a sandbox cannot be made on a host
+        that may hold an earlier run's links)."""
+        try:
+            await self.networks.clean_leftovers()
+            await answered("releasing addresses of an earlier run",
+                           self.sandboxes.release_leftover_addresses)
+        except asyncio.CancelledError:
+            self.networks.prepared("the agent stopped before the host was prepared")
+            raise
+        except Exception as exc:  # anything: those waiting must not wait forever
+            log.error("preparing this host failed, so no sandbox can be made on it: %s",
+                      exc)
+            self.networks.prepared(str(exc) or type(exc).__name__)
+            return
+        self.networks.prepared()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop workloads, callers first (reverse start order); containers; watches."""

@@ -8,7 +8,8 @@ embedded DNS; its process runs there through `ip netns exec`, which also gives i
 ``/etc/netns/<ns>/resolv.conf``. What the agent sees (running with a pid, exited with a
 code, failed with a reason) is reported back. Reconciling waits until the host's
 networks have removed what an earlier run left (``HostNetworks.ready``), then starts
-again what should run.
+again what should run (if that removal failed, a container on its own network is
+reported failed, with the reason).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.net import netns
 from meshlet.net.ports import PortForwarder
+from meshlet.private_files import private_dir
 from meshlet.state.containers import parse_port
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,7 @@ class ContainerRunner:
             else:
                 argv = list(spec["command"])
             workdir = self.dir / name
-            workdir.mkdir(parents=True, exist_ok=True)
+            private_dir(workdir)
             run.process = await spawn(argv, {**os.environ, **spec["env"]}, workdir, log_path)
             target = next(iter(spec["addresses"].values()), None)
             for text in spec["ports"]:

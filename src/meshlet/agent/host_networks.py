@@ -7,31 +7,49 @@ The container runner and the mesh workloads' sandboxes both go through one
 ``HostNetworks``, under its lock, so neither undoes the other's links: a network's
 bridge lives while a sandbox of this host is on it. Interfaces are planned
 (``network_plan.plan``, pure), then applied through the ``Kernel``
-(``agent/kernel.py``), whose every operation is idempotent. An interface is recorded
-before it is made, so closing a sandbox after a partial failure removes what was half
-made; ``open`` rolls back by itself when it fails.
+(``agent/kernel.py``), whose every operation is idempotent.
+
+What failed is made again by the next call: an interface is recorded before it is
+made and marked done after, so an attach that failed is planned again (detached, then
+attached) by the next ``connect`` and removed by ``close``; a sandbox whose close
+failed keeps its record, and every later call finishes that close first; a bridge or
+tunnel made for a network that then got no interface is removed again. ``open`` rolls
+back by itself when it fails. A blocking kernel call runs in a worker thread, which
+cannot be stopped: a call cancelled meanwhile waits for it to end and records what it
+did before the cancellation goes on, so nothing else touches those links while it runs.
+
+The host is usable once ``prepared``: ``wait_ready`` returns then, or raises if
+preparing it failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshlet.agent.cluster_view import ClusterView, Record
-from meshlet.agent.kernel import Closable, Kernel, LinuxKernel
+from meshlet.agent.kernel import Closable, Kernel, LinuxKernel, in_thread, run_to_end
 from meshlet.agent.network_plan import (
     Attach,
     Detach,
+    EnsureBridge,
+    EnsureTunnel,
     Interface,
     Network,
     Op,
+    RemoveNetwork,
     Underlay,
+    describe,
     needs_tunnel,
     plan,
 )
+from meshlet.errors import MeshletError, NetworkError
 from meshlet.net import netns
+
+log = logging.getLogger(__name__)
 
 
 def namespace_prefix(node: str) -> str:
@@ -47,6 +65,8 @@ class Plumbed:
     namespace: str
     interfaces: list[Interface] = field(default_factory=list)  # in the order made
     dns: Closable | None = None
+    unfinished: set[str] = field(default_factory=set)  # networks whose attach may be half
+    closing: bool = False  # a close failed part way: finished by the next call
 
 
 class HostNetworks:
@@ -59,7 +79,8 @@ class HostNetworks:
         self.view = ClusterView(node)
         self.sandboxes: dict[str, Plumbed] = {}   # by owner
         self.lock = asyncio.Lock()
-        self.ready = asyncio.Event()  # an earlier run's leftovers are gone: open may make
+        self.ready = asyncio.Event()  # prepared (or that failed, and ``failure`` says why)
+        self.failure: str | None = None
 
     def __repr__(self) -> str:
         return f"<HostNetworks {self.node} sandboxes={sorted(self.sandboxes)}>"
@@ -70,19 +91,40 @@ class HostNetworks:
         return not self.address.startswith("127.")
 
     def networks_of(self, owner: str) -> list[str]:
-        """The networks sandbox ``owner`` is on, in interface order ([] if none)."""
+        """The networks sandbox ``owner`` is fully on, in interface order ([] if none,
+        or closing): a reconcile that finds one missing connects again."""
         box = self.sandboxes.get(owner)
-        return [i.network for i in box.interfaces] if box is not None else []
+        if box is None or box.closing:
+            return []
+        return [i.network for i in box.interfaces if i.network not in box.unfinished]
 
     def in_use(self, but: str = "") -> set[str]:
-        """The networks this host's sandboxes are on (but ``but``'s)."""
+        """The networks this host's sandboxes are on, even half (but ``but``'s)."""
         return {i.network for owner, box in self.sandboxes.items() if owner != but
                 for i in box.interfaces}
 
+    # -- preparing the host -------------------------------------------------------------
+
     async def clean_leftovers(self) -> None:
         """Remove this node's namespaces from an earlier run (their veths go with them)
-        and every meshlet bridge and tunnel (made again as sandboxes need them)."""
-        await asyncio.to_thread(self.kernel.remove_leftovers, self.prefix)
+        and every meshlet bridge and tunnel (made again as sandboxes need them). Raises
+        NetworkError."""
+        await in_thread("remove an earlier run's leftovers", self.kernel.remove_leftovers,
+                        self.prefix)
+
+    def prepared(self, failure: str | None = None) -> None:
+        """The host is ready for sandboxes, or (``failure``: why) never will be."""
+        self.failure = failure
+        self.ready.set()
+
+    async def wait_ready(self) -> None:
+        """Until the host is prepared. Raises NetworkError if preparing it failed."""
+        await self.ready.wait()
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise NetworkError(f"this host's networks are not ready: {self.failure}")
 
     # -- a sandbox: ADD, change, DEL ----------------------------------------------------
 
@@ -93,58 +135,110 @@ class HostNetworks:
         interface on each network of ``want`` (network -> address, in interface order)
         and the embedded DNS, answering names as the workload whose record ``me()``
         gives sees them. On failure or cancellation, what was made is removed again.
-        Raises MeshletError, OSError."""
+        An earlier close of ``owner`` that failed is finished first. Raises
+        MeshletError, OSError."""
         async with self.lock:
-            assert owner not in self.sandboxes, f"sandbox {owner!r} is open already"
+            self.raise_if_failed()
+            earlier = self.sandboxes.get(owner)
+            if earlier is not None:
+                assert earlier.closing, f"sandbox {owner!r} is open already"
+                await self.close_locked(earlier)
+            await self.finish_closing_locked()
             box = self.sandboxes[owner] = Plumbed(owner, namespace)
             try:
-                await asyncio.to_thread(self.kernel.create_namespace, namespace, loopback)
+                await in_thread(f"make namespace {namespace!r}",
+                                self.kernel.create_namespace, namespace, loopback)
                 await self.connect_locked(box, want, networks)
                 box.dns = await self.kernel.serve_dns(namespace, self.view.lookup(me))
             except BaseException:
-                await self.close_locked(owner)
+                try:
+                    await self.close_locked(box)
+                except (MeshletError, OSError) as exc:  # kept: the next call retries it
+                    log.warning("could not yet remove the half-made sandbox %s: %s",
+                                owner, exc)
                 raise
 
     async def connect(self, owner: str, want: Mapping[str, str],
                       networks: Mapping[str, Network]) -> None:
-        """Give open sandbox ``owner`` interfaces on exactly the networks of ``want``."""
+        """Give open sandbox ``owner`` interfaces on exactly the networks of ``want``
+        (an attach that failed before is made again). Raises MeshletError."""
         async with self.lock:
+            await self.finish_closing_locked()
             await self.connect_locked(self.sandboxes[owner], want, networks)
 
     async def connect_locked(self, box: Plumbed, want: Mapping[str, str],
                              networks: Mapping[str, Network]) -> None:
         underlay = None
         if self.tunnels and needs_tunnel(want, networks):
-            underlay = Underlay(self.address, await asyncio.to_thread(
-                self.kernel.underlay_mtu, self.address))
+            underlay = Underlay(self.address, await in_thread(
+                "read the underlay's MTU", self.kernel.underlay_mtu, self.address))
         ops = plan(box.owner, box.namespace, box.interfaces, want, networks,
-                   self.in_use(but=box.owner), underlay)
+                   self.in_use(but=box.owner), underlay, box.unfinished)
         await self.apply_locked(box, ops)
 
     async def close(self, owner: str) -> None:
         """Remove sandbox ``owner``: DNS, interfaces, namespace, and the bridges (and
-        tunnels) no other sandbox is on. One not open is fine."""
+        tunnels) no other sandbox is on. One not open is fine. If this fails, the
+        sandbox stays on record, closing, and the next call of any kind retries it.
+        Raises MeshletError, OSError."""
         async with self.lock:
-            await self.close_locked(owner)
+            box = self.sandboxes.get(owner)
+            if box is not None:
+                await self.close_locked(box)
+            await self.finish_closing_locked()
 
-    async def close_locked(self, owner: str) -> None:
-        box = self.sandboxes.pop(owner, None)
-        if box is None:
-            return
+    async def close_locked(self, box: Plumbed) -> None:
+        """Undo ``box``; its record goes only once all of it is gone."""
+        box.closing = True
         if box.dns is not None:
             box.dns.close()
             box.dns = None
-        await self.apply_locked(box, plan(owner, box.namespace, box.interfaces, {}, {},
-                                          self.in_use(), None))
-        await asyncio.to_thread(self.kernel.remove_namespace, box.namespace)
+        await self.apply_locked(box, plan(box.owner, box.namespace, box.interfaces, {}, {},
+                                          self.in_use(but=box.owner), None))
+        _, cancelled = await run_to_end(f"remove namespace {box.namespace!r}",
+                                        self.kernel.remove_namespace, box.namespace)
+        del self.sandboxes[box.owner]
+        if cancelled:
+            raise asyncio.CancelledError()
+
+    async def finish_closing_locked(self) -> None:
+        """Retry the closes that failed; one failing again waits for the next call."""
+        for box in [b for b in self.sandboxes.values() if b.closing]:
+            try:
+                await self.close_locked(box)
+            except (MeshletError, OSError) as exc:
+                log.info("sandbox %s is still not removed (retried later): %s",
+                         box.owner, exc)
 
     async def apply_locked(self, box: Plumbed, ops: list[Op]) -> None:
         for op in ops:
             if isinstance(op, Attach):  # recorded first: a half-made one is removed too
                 box.interfaces.append(op.interface)
-            await asyncio.to_thread(self.kernel.apply, op)
-            if isinstance(op, Detach):
+                box.unfinished.add(op.network)
+            try:
+                _, cancelled = await run_to_end(describe(op), self.kernel.apply, op)
+            except BaseException:  # failed (a cancellation meanwhile raised instead)
+                if isinstance(op, EnsureBridge | EnsureTunnel):
+                    await self.roll_back_locked(op.network)
+                raise
+            if isinstance(op, Attach):
+                box.unfinished.discard(op.network)
+            elif isinstance(op, Detach):
                 box.interfaces = [i for i in box.interfaces if i.network != op.network]
+                box.unfinished.discard(op.network)
+            if cancelled:
+                raise asyncio.CancelledError()
+
+    async def roll_back_locked(self, network: str) -> None:
+        """A bridge or tunnel failed part way: if no sandbox here is on ``network``,
+        remove what was made of it (its tunnel, its bridge)."""
+        if network in self.in_use():
+            return
+        op = RemoveNetwork(network)
+        try:
+            await in_thread(describe(op), self.kernel.apply, op)
+        except (MeshletError, OSError) as exc:
+            log.warning("could not roll back network %r: %s", network, exc)
 
     # -- overlays -----------------------------------------------------------------------
 
@@ -152,8 +246,10 @@ class HostNetworks:
         """Set each local overlay's forwarding and neighbour entries from the view: the
         workloads on other hosts, through those hosts' tunnel ends. Raises
         NetworkError."""
-        if not self.tunnels:
-            return
         async with self.lock:
+            await self.finish_closing_locked()
+            if not self.tunnels:
+                return
             for network, wanted in self.view.overlays(self.in_use()).items():
-                await asyncio.to_thread(self.kernel.program, network, wanted)
+                await in_thread(f"program the tunnel of network {network!r}",
+                                self.kernel.program, network, wanted)

@@ -6,7 +6,8 @@ network it is on. To attach one, the network's bridge must exist (with the gatew
 address unless the network is internal), then, on an overlay that reaches other
 hosts, its VXLAN device on the bridge, then the veth pair. Detaching removes the veth
 pair; a network that no other sandbox of this host uses then loses its tunnel and its
-bridge. ``plan`` writes that order once; ``agent/host_networks.py`` applies the
+bridge. An attach that failed part way is detached and made again, as CNI's DEL then
+ADD. ``plan`` writes that order once; ``agent/host_networks.py`` applies the
 operations, each of which is idempotent (what exists is kept, what is gone is fine).
 """
 
@@ -115,23 +116,26 @@ def describe(op: Op) -> str:
 
 def plan(owner: str, namespace: str, have: Sequence[Interface],
          want: Mapping[str, str], networks: Mapping[str, Network],
-         used_by_others: Collection[str], underlay: Underlay | None) -> list[Op]:
+         used_by_others: Collection[str], underlay: Underlay | None,
+         unfinished: Collection[str] = ()) -> list[Op]:
     """The operations that give sandbox ``owner`` (in ``namespace``) an interface on
     each network of ``want`` (network -> address, in interface order) and none other.
 
     ``have``: its interfaces now; ``networks``: the records of the networks in
     ``want``; ``used_by_others``: the networks other sandboxes of this host are on;
     ``underlay``: where tunnels start, or None when this host makes none (it is on
-    loopback only).
+    loopback only); ``unfinished``: the networks of ``have`` whose attach may have
+    failed part way (detached, then attached again if still wanted).
     A new interface takes the lowest free ``ethN``; the sandbox's first interface
     gives its default route (none if that network is internal). Raises KeyError for a
     network of ``want`` missing from ``networks``.
     """
     ops: list[Op] = []
-    kept = [i for i in have if i.network in want]
-    gone = [i.network for i in have if i.network not in want]
+    kept = [i for i in have if i.network in want and i.network not in unfinished]
+    gone = [i.network for i in have if i.network not in want or i.network in unfinished]
     ops += [Detach(network, owner) for network in gone]
-    ops += [RemoveNetwork(network) for network in gone if network not in used_by_others]
+    ops += [RemoveNetwork(network) for network in gone
+            if network not in used_by_others and network not in want]
     names = {i.ifname for i in kept}
     attached = {i.network for i in kept}
     for name, address in want.items():

@@ -12,6 +12,8 @@ import os
 import signal
 from pathlib import Path
 
+from meshlet.private_files import open_append, private_dir
+
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -22,9 +24,10 @@ def _die_with_parent() -> None:
 
 async def spawn(argv: list[str], env: dict[str, str], cwd: str | Path,
                 log_path: Path) -> asyncio.subprocess.Process:
-    """Start ``argv`` with output appended to ``log_path``; raises OSError."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
+    """Start ``argv`` with output appended to ``log_path`` (0600, in a 0700
+    directory); raises OSError."""
+    private_dir(log_path.parent)
+    with open_append(log_path) as log_file:
         return await asyncio.create_subprocess_exec(
             *argv, env=env, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file, stderr=asyncio.subprocess.STDOUT,

@@ -40,7 +40,7 @@ class Sandboxes:
         host = self.host
         netns.require_root(f"{instance} on network {network!r}")
         owner = mesh_owner(host.node, instance)
-        await host.ready.wait()
+        await host.wait_ready()
         info = await self.client.network(network)
         if info["driver"] not in ("bridge", "overlay") or info["internal"]:
             raise ConfigError(f"network: {network!r} ({info['driver']}"

@@ -28,12 +28,15 @@ from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.private_files import write_private
+from meshlet.proxy.admin_socket import socket_address
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
 RESYNC_INTERVAL = 10.0
 NAMESPACE_APP_PORT = 80   # where an app in its own namespace listens unless `port` says
 UPSTREAM_VIP_TIMEOUT = 30.0
+ADMIN = "http://sidecar"  # any host: the admin session's connector is the Unix socket
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,15 @@ class Workload:
         self.sandbox: Sandbox | None = None
         self.upstream_ends: dict[str, tuple[str, int]] = {}  # upstream -> (VIP, port)
         self._admin_http: aiohttp.ClientSession | None = None
+        self._admin_dir: int | None = None  # a handle that keeps a long socket path short
         self.run_dir = host.data_dir / "workloads" / self.id
         self.status = "critical"
         self.output = "starting"
         self.restarts = 0
         self.pid: int | None = None
         self.ports: dict[str, int] = {}
-        self.admin_url = ""
+        self.admin_url = ""     # unix:PATH of the sidecar's admin socket, once it runs
+        self.metrics_url = ""   # http://HOST:PORT of its read-only metrics listener
         self.app: asyncio.subprocess.Process | None = None
         self.sidecar: asyncio.subprocess.Process | None = None
         self.started = asyncio.Event()
@@ -225,16 +230,32 @@ class Workload:
 
     # -- sidecar ------------------------------------------------------------------------
 
+    @property
+    def admin_socket(self) -> Path:
+        return self.run_dir / "admin.sock"
+
+    def make_run_dir(self) -> None:
+        """The workload's directory, 0700: it holds the sidecar's admin socket, which
+        must be out of other users' reach (and their power to replace it)."""
+        workloads = self.run_dir.parent
+        workloads.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in (workloads, self.run_dir):
+            path.mkdir(mode=0o700, exist_ok=True)
+        for path in (workloads, self.run_dir):
+            os.chmod(path, 0o700)  # mkdir's mode is masked, and the directory may be old
+
     async def start_sidecar(self) -> None:
-        """Start the sidecar, push its first config and wait until it is ready."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Start the sidecar, push its first config and wait until it is ready. Its
+        admin API is a Unix socket (0600) in the workload's directory (0700), always;
+        metrics are served read-only on TCP where the agent reaches the app."""
+        self.make_run_dir()
         bootstrap_path = self.run_dir / "bootstrap.json"
         port_file = self.run_dir / "sidecar.ports"
         port_file.unlink(missing_ok=True)
-        bootstrap_path.write_text(json.dumps(self.bootstrap.to_dict()))
-        admin = f"unix:{self.run_dir / 'admin.sock'}" if self.sandbox else f"{LOOPBACK}:0"
+        write_private(bootstrap_path, json.dumps(self.bootstrap.to_dict()))  # 0600
         argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
-                "--admin", admin, "--port-file", str(port_file)]
+                "--admin", f"unix:{self.admin_socket}", "--metrics", f"{self.app_host}:0",
+                "--port-file", str(port_file)]
         try:
             self.sidecar = await spawn(self.wrap(argv), dict(os.environ), self.cwd,
                                        self.run_dir / "sidecar.log")
@@ -250,8 +271,8 @@ class Workload:
             await asyncio.sleep(0.01)
         info = json.loads(port_file.read_text())
         self.ports = info["listeners"]
-        self.admin_url = "http://sidecar" if self.sandbox else \
-            f"http://{LOOPBACK}:{info['admin']}"
+        self.admin_url = info["admin"]
+        self.metrics_url = f"http://{self.app_host}:{info['metrics']}"
         await self.push()
         while not await self.sidecar_ready():
             if self.sidecar.returncode is not None or loop.time() > deadline:
@@ -264,18 +285,16 @@ class Workload:
 
     @property
     def admin_http(self) -> aiohttp.ClientSession:
-        """The session that reaches the sidecar's admin API: over a Unix socket when the
-        sidecar is in a namespace of its own, else the agent's."""
-        if self.sandbox is None:
-            return self.host.http
+        """The session that reaches the sidecar's admin API, over its Unix socket."""
         if self._admin_http is None:
+            address, self._admin_dir = socket_address(str(self.admin_socket))
             self._admin_http = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(str(self.run_dir / "admin.sock")))
+                connector=aiohttp.UnixConnector(address))
         return self._admin_http
 
     async def sidecar_ready(self) -> bool:
         try:
-            async with self.admin_http.get(f"{self.admin_url}/ready",
+            async with self.admin_http.get(f"{ADMIN}/ready",
                                            timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
@@ -290,9 +309,12 @@ class Workload:
         if not self.admin_url:
             return
         try:
-            async with self.admin_http.put(f"{self.admin_url}/config", json=body,
+            async with self.admin_http.put(f"{ADMIN}/config", json=body,
                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                await resp.read()
+                reply = await resp.read()
+                if resp.status != 200:  # refused whole: the sidecar keeps its last config
+                    log.warning("%s: sidecar refused config version %s: %s", self.id,
+                                body.get("version"), reply[:500].decode(errors="replace"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.debug("%s: config push failed: %s", self.id, exc)
 
@@ -358,7 +380,7 @@ class Workload:
         await self.host.client.register(
             id=self.id, service=self.service, address=self.app_host, port=self.inbound_port,
             tags=spec.tags, meta={**spec.meta, "app_port": str(self.app_port),
-                                  "admin": self.admin_url},
+                                  "admin": self.admin_url, "metrics": self.metrics_url},
             weight=spec.weight, zone=self.host.zone, node=self.host.node,
             status=self.status)
         self.registered = True
@@ -381,6 +403,9 @@ class Workload:
             await terminate(self.sidecar, grace)
         if self._admin_http is not None:
             await self._admin_http.close()
+        if self._admin_dir is not None:
+            os.close(self._admin_dir)
+            self._admin_dir = None
         if self.sandbox is not None:
             await self.host.close_sandbox(self.sandbox)
             self.sandbox = None
@@ -391,12 +416,12 @@ class Workload:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         try:
-            async with self.admin_http.post(f"{self.admin_url}/drain?direction=inbound",
+            async with self.admin_http.post(f"{ADMIN}/drain?direction=inbound",
                                             timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 body = await resp.json()
             while body.get("active_requests", 0) > 0 and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-                async with self.admin_http.get(f"{self.admin_url}/ready",
+                async with self.admin_http.get(f"{ADMIN}/ready",
                                                timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     body = await resp.json()
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):

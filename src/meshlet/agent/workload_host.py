@@ -61,7 +61,8 @@ class WorkloadHost(Protocol):
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """A session for health checks, and for sidecars' admin APIs on loopback."""
+        """A session for health checks (sidecars' admin APIs have their own, on their
+        Unix sockets)."""
 
     def snapshot(self, bootstrap: Snapshot) -> Snapshot:
         """The config a sidecar started from ``bootstrap`` should run now (a newer

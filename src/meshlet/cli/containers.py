@@ -1,16 +1,27 @@
 """`meshlet run`, `ps`, `logs`, `exec`, `stop` and `rm`: containers as `docker` runs
-them, each in its own network namespace on the networks it names."""
+them, each in its own network namespace on the networks it names.
+
+A container's output is read from the file this machine's agent writes,
+``AGENT_DIR/containers/NAME.log``, named here from the container's name: the ``log``
+path in the API is not trusted (whoever can write to the API could point it at any
+file, and `meshlet logs` often runs as root). The file must resolve inside that
+directory and is opened without following a symlink.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
+from meshlet import devmode
 from meshlet.api.client import Client
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.render import emit_json, table
@@ -51,8 +62,41 @@ def run(ctx: Context, detach: bool, name: str, networks: tuple[str, ...],
     if detach:
         click.echo(name)
         return
-    code = follow(ctx, name, Path(body["log"]))
+    code = follow(ctx, name, log_path(name))
     sys.exit(code or 0)
+
+
+def log_path(name: str, data_dir: str | None = None) -> Path:
+    """Where this machine's agent writes container ``name``'s output."""
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ConfigError(f"{name!r} is not a container name", "name")
+    agent = Path(data_dir) if data_dir else devmode.agent_dir()
+    return agent / "containers" / f"{name}.log"
+
+
+def within(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
+@contextmanager
+def open_log(log: Path) -> Iterator[BinaryIO | None]:
+    """The log opened for reading, or None if there is none (yet). Raises ConfigError
+    for one that resolves outside its directory, is a symlink or is not a file."""
+    real, directory = os.path.realpath(log), os.path.realpath(log.parent)
+    if not within(real, directory):
+        raise ConfigError(f"refusing to read {log}: it resolves to {real}, outside the "
+                          f"agent's containers directory {directory}", "name")
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as exc:  # ELOOP: a symlink in the last place
+        raise ConfigError(f"refusing to read {log}: {exc.strerror}", "name") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"refusing to read {log}: not a regular file", "name")
+        yield f
 
 
 def follow(ctx: Context, name: str, log: Path) -> int | None:
@@ -68,12 +112,11 @@ def follow(ctx: Context, name: str, log: Path) -> int | None:
 
 
 def print_from(log: Path, offset: int) -> int:
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return offset
+    with open_log(log) as f:
+        if f is None:
+            return offset
+        f.seek(offset)
+        data = f.read()
     sys.stdout.write(data.decode(errors="replace"))
     sys.stdout.flush()
     return offset + len(data)
@@ -107,15 +150,19 @@ def describe(container: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("-f", "--follow", "keep", is_flag=True, help="Keep printing until it exits.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="The agent's data directory (default: the running `up`'s, else "
+                   "~/.meshlet/agent).")
 @click.argument("name")
 @pass_ctx
-def logs(ctx: Context, keep: bool, name: str) -> None:
+def logs(ctx: Context, keep: bool, data_dir: str | None, name: str) -> None:
     """Print a container's output (on the host where it runs)."""
     body, _ = ctx.call(lambda c: c.container(name))
-    log = Path(body["log"]) if body["log"] else None
-    if log is None or not log.exists():
-        raise ConfigError(f"no output of {name!r} on this host (it runs on node "
-                          f"{body['node']!r})", "name")
+    log = log_path(name, data_dir)
+    with open_log(log) as f:
+        if f is None:
+            raise ConfigError(f"no output of {name!r} on this host (it runs on node "
+                              f"{body['node']!r}; looked for {log})", "name")
     if keep:
         follow(ctx, name, log)
     else:

@@ -21,7 +21,7 @@ from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
 from meshlet.cli.network import network
-from meshlet.cli.render import emit_json, table
+from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.errors import ConfigError, MeshletError, NotFound
 
 
@@ -74,9 +74,9 @@ def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
         click.echo("stop with: meshlet down", err=True)
         return
 
-    def on_ready(api: str, workloads: list[dict[str, Any]]) -> None:
+    def on_ready(api: str, workloads: list[dict[str, Any]], agent_dir: Path) -> None:
         if os.environ.get("MESHLET_DETACHED"):
-            devmode.write_state(api, workloads)
+            devmode.write_state(api, workloads, agent_dir)
         print_ready(ctx, api, workloads)
         click.echo("press Ctrl-C to stop", err=True)
 
@@ -92,7 +92,7 @@ def print_ready(ctx: Context, api: str, workloads: list[dict[str, Any]]) -> None
     if ctx.json:
         emit_json({"api": api, "workloads": workloads})
         return
-    click.echo(f"meshlet API: {api}")
+    echo(f"meshlet API: {api}")
     if workloads:
         table([(w["service"], w["instance"], w["address"], w["app_port"]) for w in workloads],
               ["SERVICE", "INSTANCE", "LISTENING (sidecar)", "APP PORT"])
@@ -298,7 +298,7 @@ def show_members(ctx: Context, members: dict[str, Any], done: str) -> None:
     if ctx.json:
         emit_json(members)
         return
-    click.echo(f"{done}; the cluster is now: {', '.join(sorted(members))}")
+    echo(f"{done}; the cluster is now: {', '.join(sorted(members))}")
 
 
 @raft.command("transfer-leader")
@@ -310,7 +310,7 @@ def raft_transfer_leader(ctx: Context, to: str | None) -> None:
     if ctx.json:
         emit_json({"leader": leader})
     else:
-        click.echo(f"leadership handed to {leader}")
+        echo(f"leadership handed to {leader}")
 
 
 @cli.command()
@@ -348,7 +348,7 @@ def vips(ctx: Context, cidr: str | None) -> None:
     if ctx.json:
         emit_json(body)
         return
-    click.echo(f"service CIDR {body['cidr']}")
+    echo(f"service CIDR {body['cidr']}")
     table([(v["service"], v["vip"], ",".join(map(str, v["ports"]))) for v in body["vips"]],
           ["SERVICE", "VIP", "PORTS"])
 
@@ -408,7 +408,7 @@ def kv_put(ctx: Context, key: str, value: str | None, cas: int | None) -> None:
     if ctx.json:
         emit_json(body)
     else:
-        click.echo(f"Success! Data written to: {key} (index {body['modify_index']})")
+        echo(f"Success! Data written to: {key} (index {body['modify_index']})")
 
 
 @kv.command("delete")
@@ -421,7 +421,7 @@ def kv_delete(ctx: Context, key: str, cas: int | None) -> None:
     if ctx.json:
         emit_json({"deleted": deleted})
     else:
-        click.echo(f"Success! Deleted key: {key}" if deleted else f"No such key: {key}")
+        echo(f"Success! Deleted key: {key}" if deleted else f"No such key: {key}")
 
 
 @kv.command("list")
@@ -484,7 +484,7 @@ def config_set(ctx: Context, service: str, pairs: tuple[str, ...], file: str | N
     if ctx.json:
         emit_json(body)
     else:
-        click.echo(f"Success! {service}: " + ", ".join(
+        echo(f"Success! {service}: " + ", ".join(
             f"{k}={v}" for k, v in sorted(body["settings"].items())))
 
 
@@ -529,7 +529,7 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except MeshletError as exc:
-        click.echo(f"meshlet: error: {exc.message}", err=True)
+        click.echo(f"meshlet: error: {clean(exc.message)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -542,7 +542,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so in one line; details only when asked
         if os.environ.get("MESHLET_DEBUG"):
             raise
-        click.echo(f"meshlet: internal error: {type(exc).__name__}: {exc} "
+        click.echo(f"meshlet: internal error: {type(exc).__name__}: {clean(exc)} "
                    "(set MESHLET_DEBUG=1 for details)", err=True)
         sys.exit(70)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from meshlet.cli.context import Context, pass_ctx
-from meshlet.cli.render import emit_json, table
+from meshlet.cli.render import echo, emit_json, table
 
 
 @click.group()
@@ -31,7 +31,7 @@ def network_create(ctx: Context, name: str, driver: str, subnet: str | None,
     if ctx.json:
         emit_json(body)
     else:
-        click.echo(body["name"])
+        echo(body["name"])
 
 
 @network.command("ls")
@@ -56,7 +56,7 @@ def network_inspect(ctx: Context, name: str) -> None:
     if ctx.json:
         emit_json(body)
         return
-    click.echo(f"name:     {body['name']}\ndriver:   {body['driver']}\n"
+    echo(f"name:     {body['name']}\ndriver:   {body['driver']}\n"
                f"subnet:   {body['subnet'] or '-'}\ngateway:  {body['gateway'] or '-'}\n"
                f"internal: {'yes' if body['internal'] else 'no'}")
     if body["addresses"]:
@@ -85,7 +85,7 @@ def remove(ctx: Context, name: str) -> None:
 def network_connect(ctx: Context, name: str, container: str) -> None:
     """Join CONTAINER to network NAME (a new interface, a new address)."""
     body = ctx.call(lambda c: c.container_connect(container, name))
-    click.echo(f"{container} {name}={body['addresses'][name]}")
+    echo(f"{container} {name}={body['addresses'][name]}")
 
 
 @network.command("disconnect")

@@ -11,6 +11,7 @@ and its workloads get no default route.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -59,20 +60,29 @@ def set_forwarding(ifname: str, enabled: bool) -> None:
 
 
 def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
-    """Create the network's bridge (idempotent); returns its name."""
+    """Create the network's bridge (idempotent); returns its name. A bridge made here
+    is removed again if a later step fails (a half-made one would pass for made).
+    Raises NetlinkError, OSError."""
     name = bridge_name(network)
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=name)
-        if not found:
+        made = not found
+        if made:
             ip.link("add", ifname=name, kind="bridge")
             found = ip.link_lookup(ifname=name)
         index = found[0]
-        if gateway is not None:
-            have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)}
-            if gateway not in have:
-                ip.addr("add", index=index, address=gateway, prefixlen=prefix)
-        ip.link("set", index=index, state="up")
-    set_forwarding(name, False)
+        try:
+            if gateway is not None:
+                have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)}
+                if gateway not in have:
+                    ip.addr("add", index=index, address=gateway, prefixlen=prefix)
+            ip.link("set", index=index, state="up")
+            set_forwarding(name, False)
+        except BaseException:
+            if made:
+                with contextlib.suppress(NetlinkError):
+                    ip.link("del", index=index)
+            raise
     return name
 
 

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,7 +105,9 @@ def network_namespace_id(path: str | Path) -> NamespaceId | None:
     """Which network namespace the file at ``path`` is; None if it is no network
     namespace (a plain file, another kind of namespace). Raises OSError (e.g.
     FileNotFoundError)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # nsfs files are; a FIFO or device is not
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         try:
             kind = fcntl.ioctl(fd, NS_GET_NSTYPE)

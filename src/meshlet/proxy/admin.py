@@ -1,5 +1,9 @@
 """The sidecar's admin API: readiness, config (read and push), metrics, drain.
 
+``handle`` serves all of it (to the agent, on the private admin socket); ``handle_public``
+only ``GET /metrics`` and ``GET /ready``, for the read-only ``--metrics`` listener that
+Prometheus scrapes.
+
 Routes over ``admin_http``'s requests. Every failure is an answer, never an exception:
 a ``MeshletError`` becomes its status with ``{"error": {"code", "message", "field"}}``,
 an unknown path 404, a known path with another method 405 (with ``Allow``), and a bug
@@ -34,12 +38,20 @@ class AdminApi:
             "/metrics": {"GET": self.metrics},
             "/drain": {"POST": self.drain},
         }
+        self.public_routes: dict[str, dict[str, Route]] = {
+            "/ready": {"GET": self.ready}, "/metrics": {"GET": self.metrics}}
 
     def __repr__(self) -> str:
         return f"<AdminApi {self.sidecar!r}>"
 
     def handle(self, request: Request) -> Response:
-        methods = self.routes.get(request.path)
+        return self.dispatch(self.routes, request)
+
+    def handle_public(self, request: Request) -> Response:
+        return self.dispatch(self.public_routes, request)
+
+    def dispatch(self, routes: dict[str, dict[str, Route]], request: Request) -> Response:
+        methods = routes.get(request.path)
         if methods is None:
             return error_response(404, "not_found",
                                   f"{request.method} {request.path}: Not Found")

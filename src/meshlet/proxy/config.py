@@ -41,8 +41,109 @@ def endpoint_to_dict(e: Endpoint) -> dict[str, Any]:
     return {**vars(e), "meta": dict(e.meta)}
 
 
-def endpoint_from_dict(d: dict[str, Any]) -> Endpoint:
-    return Endpoint(**{**d, "meta": tuple(sorted(dict(d.get("meta", {})).items()))})
+def endpoint_from_dict(d: Any) -> Endpoint:
+    """Raise ConfigError (field ``endpoints``) unless ``d`` is a well-formed endpoint."""
+    if not isinstance(d, dict) or not set(d) <= ENDPOINT_KEYS:
+        raise ConfigError(f"endpoint: expected an object with keys from "
+                          f"{sorted(ENDPOINT_KEYS)}, got {_shown(d)}", "endpoints")
+    meta = d.get("meta", {})
+    if not isinstance(meta, dict) or len(meta) > MAX_ITEMS or not all(
+            _is_text(k) and _is_text(v) for k, v in meta.items()):
+        raise ConfigError("endpoint meta: expected an object of short strings", "endpoints")
+    return Endpoint(_text(d, "id", "endpoints"), _text(d, "address", "endpoints"),
+                    _int(d, "port", "endpoints", 1, 65535),
+                    _int(d, "weight", "endpoints", 0, MAX_WEIGHT, 1),
+                    _text(d, "zone", "endpoints", ""), _text(d, "node", "endpoints", ""),
+                    _bool(d, "healthy", "endpoints", True), tuple(sorted(meta.items())))
+
+
+# What a snapshot may hold: the version is a JSON-safe integer (a float above 2**53
+# would round, and it is a Prometheus gauge), strings and lists are short.
+MAX_VERSION = 2**53 - 1
+MAX_TEXT = 1024
+MAX_ITEMS = 10_000
+MAX_WEIGHT = 10_000
+ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "healthy",
+                           "meta"})
+LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout"})
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT
+
+
+def _text(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = d.get(key, default)
+    if not _is_text(value):
+        raise ConfigError(f"{key}: expected a string of at most {MAX_TEXT} characters, "
+                          f"got {_shown(value)}", where)
+    assert isinstance(value, str)
+    return value
+
+
+def _int(d: dict[str, Any], key: str, where: str, low: int, high: int,
+         default: int | None = None) -> int:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: expected an integer from {low} to {high}, "
+                          f"got {_shown(value)}", where)
+    return value
+
+
+def _seconds(d: dict[str, Any], key: str, where: str, high: float, default: float) -> float:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 < value <= high:
+        raise ConfigError(f"{key}: expected a number of seconds in (0, {high:g}], "
+                          f"got {_shown(value)}", where)
+    return float(value)
+
+
+def _bool(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = d.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {_shown(value)}", where)
+    return value
+
+
+def _items(value: Any, kind: type[list[Any]] | type[dict[str, Any]], key: str) -> Any:
+    if not isinstance(value, (list, dict)) or not isinstance(value, kind) \
+            or len(value) > MAX_ITEMS:
+        raise ConfigError(f"{key}: expected {'a list' if kind is list else 'an object'} "
+                          f"of at most {MAX_ITEMS} items, got {_shown(value)}", key)
+    return value
+
+
+def listener_from_dict(d: Any) -> ListenerConfig:
+    if not isinstance(d, dict) or not set(d) <= LISTENER_KEYS:
+        raise ConfigError(f"listener: expected an object with keys from "
+                          f"{sorted(LISTENER_KEYS)}, got {_shown(d)}", "listeners")
+    lc = ListenerConfig(_text(d, "name", "listeners"), _text(d, "direction", "listeners"),
+                        _text(d, "host", "listeners"), _int(d, "port", "listeners", 0, 65535),
+                        _text(d, "protocol", "listeners", "http"),
+                        _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT))
+    if lc.direction not in ("inbound", "outbound"):
+        raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
+    if lc.protocol not in ("http", "tcp"):
+        raise ConfigError(f"listener {lc.name}: bad protocol {lc.protocol!r}", "listeners")
+    return lc
+
+
+def cluster_from_dict(name: str, c: Any) -> ClusterConfig:
+    if not isinstance(c, dict):
+        raise ConfigError(f"cluster {_shown(name)}: expected an object", "clusters")
+    settings = c.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ConfigError(f"cluster {name}: settings: expected an object", "settings")
+    return ClusterConfig(_text(c, "name", "clusters", name),
+                         tuple(endpoint_from_dict(e)
+                               for e in _items(c.get("endpoints", []), list, "endpoints")),
+                         dict(settings))
 
 
 @dataclass(frozen=True)
@@ -94,31 +195,17 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, d: Any) -> Snapshot:
-        """Raise ConfigError if ``d`` is not a well-formed snapshot."""
-        try:
-            listeners = tuple(ListenerConfig(**lc) for lc in d.get("listeners", ()))
-            clusters = {
-                name: ClusterConfig(
-                    str(c.get("name", name)),
-                    tuple(endpoint_from_dict(e) for e in c.get("endpoints", ())),
-                    dict(c.get("settings", {})))
-                for name, c in d.get("clusters", {}).items()}
-            snapshot = cls(int(d["version"]), str(d.get("service", "")),
-                           str(d.get("instance", "")), listeners, clusters,
-                           str(d.get("zone", "")), str(d.get("node", "")))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"malformed sidecar snapshot: {exc}", "snapshot") from None
-        for lc in listeners:
-            if lc.direction not in ("inbound", "outbound"):
-                raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}",
-                                  "listeners")
-            if lc.protocol not in ("http", "tcp"):
-                raise ConfigError(f"listener {lc.name}: bad protocol {lc.protocol!r}",
-                                  "listeners")
-            timeout = lc.head_timeout
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                    or not math.isfinite(timeout) or not 0 < timeout <= MAX_HEAD_TIMEOUT:
-                raise ConfigError(f"listener {lc.name}: head_timeout must be a number of "
-                                  f"seconds in (0, {MAX_HEAD_TIMEOUT:g}], not {timeout!r}",
-                                  "listeners")
-        return snapshot
+        """Raise ConfigError if ``d`` is not a well-formed snapshot. ``version`` orders
+        snapshots (0 is the bootstrap's; see ``Sidecar.apply``)."""
+        if not isinstance(d, dict) or "version" not in d:
+            raise ConfigError(f"malformed sidecar snapshot: expected an object with a "
+                              f"version, got {_shown(d)}", "snapshot")
+        version = _int(d, "version", "version", 0, MAX_VERSION)
+        listeners = tuple(listener_from_dict(lc)
+                          for lc in _items(d.get("listeners", []), list, "listeners"))
+        clusters = _items(d.get("clusters", {}), dict, "clusters")
+        return cls(version, _text(d, "service", "snapshot", ""),
+                   _text(d, "instance", "snapshot", ""), listeners,
+                   {_text({"name": n}, "name", "clusters"): cluster_from_dict(n, c)
+                    for n, c in clusters.items()},
+                   _text(d, "zone", "snapshot", ""), _text(d, "node", "snapshot", ""))

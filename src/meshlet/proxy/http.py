@@ -143,6 +143,9 @@ class DownstreamHttp:
                 self.fail_parse(400, BAD_REQUEST, "HTTP/0.9 is not served")
 
     def eof_received(self) -> bool | None:
+        if self.parsing is not None:  # cut off mid-body: that request can never finish,
+            self.close()              # so its upstream side goes now, not at its timeout
+            return None
         if self.queue:
             self.half_closed = True
             return True

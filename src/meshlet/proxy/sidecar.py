@@ -19,7 +19,6 @@ from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
 from meshlet.proxy.http import DownstreamHttp
 from meshlet.proxy.listener import ListenerState
-from meshlet.proxy.settings import validate_settings
 from meshlet.proxy.tcp import DownstreamTcp
 
 log = logging.getLogger(__name__)
@@ -92,16 +91,25 @@ class Sidecar:
         return {f"{s.direction}:{s.destination}": s.port for s in self.listeners}
 
     def apply(self, snapshot: Snapshot) -> bool:
-        """Swap in a newer snapshot; an older or equal version is ignored (returns False).
-        A snapshot with bad settings raises ConfigError and changes nothing."""
-        if snapshot.version <= self.snapshot.version and self.snapshot.version > 0:
+        """Swap in a newer snapshot whole, or change nothing.
+
+        ``version`` orders one agent's pushes, which may arrive out of order: a snapshot
+        applies only if its version is above the one in force (the bootstrap's is 0), and
+        one at or below it is ignored (returns False). Versions are integers up to 2**53-1;
+        only the agent can reach the admin socket, so no one else can push a version high
+        enough to make its later pushes look old.
+
+        Everything is checked before anything changes: the listeners must be those bound,
+        and every cluster (settings, routes, partitions, endpoints) is first built on a
+        scratch ``Cluster``. A refusal raises ConfigError and leaves the old snapshot in
+        force, whole."""
+        if snapshot.version <= self.snapshot.version:
             return False
-        if [(lc.name, lc.direction) for lc in snapshot.listeners] != \
-                [(lc.name, lc.direction) for lc in self.snapshot.listeners]:
+        if snapshot.listeners != self.snapshot.listeners:
             raise ConfigError("listeners cannot change while the sidecar runs; restart it",
                               "listeners")
         for config in snapshot.clusters.values():
-            validate_settings(config.settings)
+            self.new_cluster(config).close()  # raises ConfigError for what it refuses
         self.snapshot = snapshot
         for name, config in snapshot.clusters.items():
             cluster = self.clusters.get(name)

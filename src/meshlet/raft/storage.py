@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from meshlet.errors import StorageError
+from meshlet.private_files import private_dir
 from meshlet.raft.core import Entry, HardState, Snapshot
 from meshlet.raft.wal import CommandLog, LogRecord, SnapshotStore, fsync_dir
 
@@ -43,8 +44,7 @@ def decode_snapshot(raw: bytes) -> Snapshot:
 
 class RaftStorage:
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.hard = HardState()
         self.records = CommandLog(directory / "raft-log")
         self.snapshots = SnapshotStore(directory)

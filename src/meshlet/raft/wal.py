@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlet.errors import StorageError
+from meshlet.private_files import open_append, open_new, private_dir
 
 HEADER = struct.Struct(">II")
 ENTRY = struct.Struct(">BQQQB")   # marker 0, record index, entry term, entry index, kind
@@ -105,8 +106,7 @@ class CommandLog:
     ``sync`` alone may run on another thread while nothing is appended)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self._file: Any = None
         self.last_index = 0
 
@@ -136,7 +136,7 @@ class CommandLog:
                 self.last_index = record.index
                 yield record
         if segments:
-            self._file = open(segments[-1], "ab")
+            self._file = open_append(segments[-1])
         else:
             self.start_segment(1)
 
@@ -144,7 +144,7 @@ class CommandLog:
         if self._file is not None:
             self._file.close()
         path = self.directory / f"log-{first_index:020d}.wal"
-        self._file = open(path, "ab")
+        self._file = open_append(path)
         fsync_dir(self.directory)
         return path
 
@@ -177,7 +177,7 @@ class SnapshotStore:
 
     def save(self, data: bytes) -> None:
         tmp = self.directory / "snapshot.bin.tmp"
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:
             f.write(HEADER.pack(len(data), zlib.crc32(data)) + data)
             f.flush()
             os.fsync(f.fileno())

@@ -19,6 +19,7 @@ from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import API_HEAD_TIMEOUT
+from meshlet.private_files import private_tree
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
@@ -98,6 +99,7 @@ class Server:
         ConfigError for options that cannot work."""
         options = options or ServerOptions()
         options.check()
+        private_tree(data_dir)  # 0700/0600, tightened where an older version made it wider
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

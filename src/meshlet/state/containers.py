@@ -22,8 +22,9 @@ from meshlet.state.commands import (
 )
 from meshlet.state.networks import ADDRESSED, NetworkTable
 
-CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final "\n".
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 BUILTIN = ("host", "none")       # network names that need no `network create`
 DESIRED = ("running", "stopped")
 STATUSES = ("created", "running", "exited", "failed", "removed")

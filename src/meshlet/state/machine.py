@@ -46,7 +46,7 @@ from meshlet.state.nodes import NodeTable
 from meshlet.state.registry import Apply, Check, CommandRegistry
 from meshlet.state.vips import VipTable
 
-SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z, not $: "web\n" matched
 MAX_KEY_LENGTH = 512
 MAX_VALUE_BYTES = 512 * 1024
 

@@ -16,8 +16,9 @@ from meshlet.state.vips import VipTable
 
 DRIVERS = ("bridge", "overlay", "host", "none")
 ADDRESSED = ("bridge", "overlay")  # the drivers that give workloads their own address
-NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# \Z, not $: "$" also matches before a final "\n".
+NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 FIRST_VNI = 4096   # overlay networks' VXLAN ids: the lowest free from here
 MAX_VNI = 2**24 - 1
 
