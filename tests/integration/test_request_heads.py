@@ -37,6 +37,7 @@ REFUSED = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request",
                  id="two-hosts"),
     pytest.param(b"GET /\r\n", 400, "bad_request", id="http-0.9"),
+    pytest.param(b"GET /\r\nHost: x\r\n\r\n", 400, "bad_request", id="http-0.9-headers"),
     pytest.param(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                  501, "upgrade_unsupported", id="connect"),
     pytest.param(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
@@ -180,6 +181,24 @@ async def test_sidecar_keeps_an_idle_connection_between_requests(
         writer.close()
 
 
+async def test_sidecar_does_not_time_a_head_behind_a_request_in_flight() -> None:
+    """A pipelined head that is incomplete while the request before it is answered
+    slowly (longer than the head timeout) is timed only from that answer on."""
+    proxy, runner = await start_proxy(1.0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(proxy))
+        writer.write(b"GET /?sleep=2.5 HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo")
+        first = await asyncio.wait_for(reader.readuntil(b"sleep=2.5"), 10)
+        assert first.startswith(b"HTTP/1.1 200")
+        writer.write(b"st: x\r\nConnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"HTTP/1.1 200" in rest and b"/second" in rest
+        writer.close()
+    finally:
+        await proxy.stop(1)
+        await runner.cleanup()
+
+
 def test_listener_head_timeout_is_checked() -> None:
     from meshlet.errors import ConfigError
     base = {"version": 1, "listeners": [{"name": "web", "direction": "outbound",
@@ -221,7 +240,7 @@ async def test_api_refuses_the_head(api: int, request_bytes: bytes, status: int,
     assert answer.count(b"HTTP/1.1 ") == 1
 
 
-LATER = [p for p in REFUSED if p.id not in ("http-0.9", "65KiB-head")]
+LATER = [p for p in REFUSED if p.id not in ("http-0.9", "http-0.9-headers", "65KiB-head")]
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:

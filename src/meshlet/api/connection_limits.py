@@ -34,8 +34,8 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from meshlet.http_limits import (
+    API_HEAD_TIMEOUT,
     BAD_REQUEST,
-    HEAD_TIMEOUT,
     HEAD_TIMEOUT_CODE,
     HEAD_TOO_LARGE,
     MAX_HEAD_BYTES,
@@ -155,7 +155,7 @@ def connection_budget(descriptors: int | None = None) -> int:
     return max(8, min(MAX_CONNECTIONS, descriptors // DESCRIPTOR_SHARE))
 
 
-def aiohttp_limits(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
+def aiohttp_limits(head_timeout: float = API_HEAD_TIMEOUT) -> dict[str, Any]:
     """aiohttp's own bounds (``web.AppRunner`` arguments), for handed-over connections."""
     return {"keepalive_timeout": head_timeout, "max_headers": AIOHTTP_MAX_HEADERS,
             "max_line_size": MAX_URL_BYTES + LONGEST_METHOD_AND_VERSION,
@@ -176,7 +176,7 @@ class ConnectionGuard:
     """The fast lane's connections that await a head, by deadline, and the count of
     every open connection. ``start`` runs the sweeper; ``stop`` ends it."""
 
-    def __init__(self, head_timeout: float = HEAD_TIMEOUT, max_connections: int = 0,
+    def __init__(self, head_timeout: float = API_HEAD_TIMEOUT, max_connections: int = 0,
                  clock: Callable[[], float] | None = None) -> None:
         self.head_timeout = head_timeout
         self.max_connections = max_connections or connection_budget()

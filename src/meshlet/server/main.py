@@ -18,7 +18,7 @@ from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
-from meshlet.http_limits import HEAD_TIMEOUT
+from meshlet.http_limits import API_HEAD_TIMEOUT
 from meshlet.private_files import private_tree
 from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
@@ -43,7 +43,7 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
-    head_timeout: float = HEAD_TIMEOUT  # seconds a client has to send a request head
+    head_timeout: float = API_HEAD_TIMEOUT  # seconds a client has to send a request head
     max_connections: int = 0  # client connections at most; 0: from the descriptor limit
     # The cluster's shared secret: servers send it to each other (founding, joining),
     # and a request that carries it may use the Raft membership endpoints.
