@@ -1,14 +1,23 @@
 """Raft messages over TCP: one outbound connection per peer, reconnected with backoff,
 behind a bounded queue (Raft tolerates loss, so a full queue drops the oldest). The
-peer set follows the cluster's membership (``set_peers``)."""
+peer set follows the cluster's membership (``set_peers``).
+
+Between servers the connections are mutual TLS (``TransportTls``): each side shows a
+certificate from the cluster's root and checks the other's; a connection without a
+valid one is refused before a byte of it is read, and every frame on an accepted one
+must come from the server its certificate names. Without ``tls`` the frames travel in
+the clear: only tests and the benchmark's baseline do that.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import ssl
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError
@@ -17,13 +26,29 @@ from meshlet.raft.core import Message, NodeId
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
+HANDSHAKE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class TransportTls:
+    """Mutual TLS between servers: ``server`` accepts and ``client`` connects (each
+    requires the other's certificate), ``server_name`` is the name every server's
+    certificate holds, and ``peer_id`` reads the server id out of a peer's certificate
+    (as ``SSLObject.getpeercert()`` gives it), or None if it names none."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_name: str
+    peer_id: Callable[[object], NodeId | None]
 
 
 class Peer:
-    def __init__(self, node_id: NodeId, host: str, port: int) -> None:
+    def __init__(self, node_id: NodeId, host: str, port: int,
+                 tls: TransportTls | None = None) -> None:
         self.id = node_id
         self.host = host
         self.port = port
+        self.tls = tls
         self.queue: deque[bytes] = deque(maxlen=QUEUE_LIMIT)
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -35,8 +60,10 @@ class Peer:
         backoff = Backoff(base=0.05, cap=1.0)
         while True:
             try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
+                writer = await self.connect()
+            except (OSError, TimeoutError) as exc:
+                log.debug("cannot reach raft peer %s at %s:%d: %s", self.id, self.host,
+                          self.port, exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
@@ -54,12 +81,34 @@ class Peer:
             finally:
                 writer.close()
 
+    async def connect(self) -> asyncio.StreamWriter:
+        """A connection to the peer; over TLS, only to the server this peer is.
+        Raises OSError (ssl.SSLError among them) or TimeoutError."""
+        tls = self.tls
+        if tls is None:
+            _, writer = await asyncio.open_connection(self.host, self.port)
+            return writer
+        _, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=tls.client, server_hostname=tls.server_name,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        named = tls.peer_id(writer.get_extra_info("peercert"))
+        if named != self.id:
+            writer.close()
+            raise ConnectionError(f"its certificate is for server {named!r}, not {self.id!r}")
+        return writer
+
 
 class TcpTransport:
     """The driver's ``Transport`` between servers."""
 
-    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None) -> None:
+    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None,
+                 dropped: Counter[str] | None = None, tls: TransportTls | None = None
+                 ) -> None:
+        """``dropped`` counts what is refused (a connection without a valid
+        certificate, a frame that is malformed or claims another sender), by reason."""
         self.id = node_id
+        self.tls = tls
+        self.dropped: Counter[str] = dropped if dropped is not None else Counter()
         self.listen = listen
         self.peers: dict[NodeId, Peer] = {}
         self.on_message: Callable[[Message], None] = lambda m: None
@@ -67,7 +116,9 @@ class TcpTransport:
         self.readers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     def __repr__(self) -> str:
-        return f"<TcpTransport {self.id} listen={self.listen} peers={sorted(self.peers)}>"
+        tls = "mtls" if self.tls is not None else "plaintext"
+        return (f"<TcpTransport {self.id} {tls} listen={self.listen} "
+                f"peers={sorted(self.peers)}>")
 
     async def start(self, deliver: Callable[[Message], None]) -> None:
         """Listen for peers (unless this is a server alone, with no address); every
@@ -87,7 +138,7 @@ class TcpTransport:
                 del self.peers[node_id]
         for node_id, (host, port) in peers.items():
             if node_id != self.id and node_id not in self.peers:
-                peer = Peer(node_id, host, port)
+                peer = Peer(node_id, host, port, self.tls)
                 peer.task = asyncio.get_running_loop().create_task(peer.run())
                 self.peers[node_id] = peer
 
@@ -102,19 +153,51 @@ class TcpTransport:
         if task is not None:
             self.readers[task] = writer
         try:
+            sender = await self.authenticate(writer)
+            if sender == "":
+                return
             while True:
                 header = await reader.readexactly(FRAME.size)
                 (length,) = FRAME.unpack(header)
                 if length > MAX_FRAME:
                     raise ConfigError(f"raft frame of {length} bytes is too large")
-                self.on_message(decode(await reader.readexactly(length)))
-        except (asyncio.IncompleteReadError, ConnectionError, ConfigError) as exc:
+                m = decode(await reader.readexactly(length))
+                if sender is not None and m.frm != sender:
+                    self.refuse("wrong_sender", f"a frame from {m.frm[:64]!r} on the "
+                                f"connection of server {sender!r}")
+                    continue
+                self.on_message(m)
+        except (asyncio.IncompleteReadError, OSError, ConfigError) as exc:
             if isinstance(exc, ConfigError):
-                log.warning("dropping raft connection: %s", exc)
+                self.refuse("malformed", f"a connection from {peer_name(writer)}: {exc}")
         finally:
             writer.close()
             if task is not None:
                 self.readers.pop(task, None)
+
+    async def authenticate(self, writer: asyncio.StreamWriter) -> NodeId | None:
+        """Over TLS, the handshake: the id of the server whose certificate the peer
+        showed, or "" when it showed no valid one (counted). None in the clear."""
+        if self.tls is None:
+            return None
+        try:
+            await writer.start_tls(self.tls.server, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self.refuse("bad_certificate", f"a connection from {peer_name(writer)} without "
+                        f"a valid certificate of this cluster ({exc})")
+            return ""
+        sender = self.tls.peer_id(writer.get_extra_info("peercert"))
+        if not sender:
+            self.refuse("bad_certificate", f"a connection from {peer_name(writer)} whose "
+                        "certificate names no server of this cluster")
+            return ""
+        return sender
+
+    def refuse(self, reason: str, what: str) -> None:
+        self.dropped[reason] += 1
+        count = self.dropped[reason]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th...: bounded log volume
+            log.warning("raft: refused %s (%d so far)", what, count)
 
     async def stop(self) -> None:
         """Close every connection. Readers end at the closed socket rather than being
@@ -129,3 +212,8 @@ class TcpTransport:
         for task in [*senders, *self.readers]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "an unknown address"

@@ -78,6 +78,7 @@ class Server:
         self.listening = listening
         self.fast_lane = fast_lane
         self.finding: asyncio.Task[None] | None = None
+        self.refreshing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Server {self.url} {self.node!r}>"
@@ -123,6 +124,9 @@ class Server:
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         reaper.start()
         server = cls(node, runner, url, api, listening, stats, reaper)
+        if options.raft is not None:
+            server.refreshing = asyncio.get_running_loop().create_task(
+                node.refresh_members())
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -173,10 +177,11 @@ class Server:
             await asyncio.sleep(backoff.next_delay())
 
     async def stop(self) -> None:
-        if self.finding is not None:
-            self.finding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.finding
+        for task in (self.finding, self.refreshing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reaper.stop()
         self.listening.close()
         for conn in list(self.fast_lane.connections):

@@ -63,7 +63,40 @@ class RaftServerNode:
         return self.driver.is_leader
 
     def self_info(self) -> dict[str, Any]:
-        return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members)}
+        return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members),
+                "members": self.driver.members}
+
+    async def refresh_members(self, interval: float = 1.0) -> None:
+        """Runs while the server does. The driver drops frames from servers that are not
+        members; when it has dropped some since the last look, this server's log may
+        lag behind the cluster's membership (it missed the addition of the server that
+        now leads). Ask the servers it trusts for the members they know, and trust
+        those too: they come from the cluster's own log."""
+        from meshlet.api.client import Client
+        seen = 0
+        while True:
+            await asyncio.sleep(interval)
+            if self.driver.strangers() == seen:
+                continue
+            seen = self.driver.strangers()
+            known = {**self.driver.hints, **self.driver.members}
+            learnt: dict[str, Any] = {}
+            for node_id in sorted(self.driver.trusted()):
+                url = known.get(node_id, {}).get("http")
+                if not url:
+                    continue
+                try:
+                    async with Client(url, timeout=2.0) as client:
+                        other = await client.raft_self()
+                except MeshletError as exc:
+                    log.debug("cannot ask %s for its members: %s", node_id, exc)
+                    continue
+                members = other.get("members")
+                if isinstance(members, dict):
+                    learnt.update({k: v for k, v in members.items() if isinstance(v, dict)})
+            if set(learnt) - set(known):
+                log.info("learnt of servers %s from the members", sorted(set(learnt) - set(known)))
+                self.driver.learn(learnt, keep=True)
 
     async def open(self) -> None:
         """Load the snapshot and log; committed entries are re-applied as it starts."""
@@ -246,7 +279,8 @@ class RaftServerNode:
                          "snapshots_taken": snaps.taken,
                          "snapshots_installed": snaps.installed,
                          "snapshot_seconds": round(snaps.seconds, 6),
-                         "snapshot_bytes": snaps.last_bytes},
+                         "snapshot_bytes": snaps.last_bytes,
+                         "frames_dropped": dict(self.driver.dropped)},
                 "members": members}
 
 
