@@ -20,7 +20,7 @@ SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "loop", "observe", "settings_rules"},
-    {"net"},
+    {"net", "security"},
     {"state", "raft"},
     {"api", "deploy"},
     {"server", "proxy"},

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from meshlet.state.ca import CaRootSet
+
 HEALTH_STATES = ("passing", "warning", "critical")
 
 
@@ -197,4 +199,4 @@ Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
-           | ServiceCidrSet)
+           | ServiceCidrSet | CaRootSet)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
+from meshlet.state.ca import CaRootSet, CaTable
 from meshlet.state.commands import (
     HEALTH_STATES,
     AddressAssign,
@@ -78,6 +79,7 @@ class StateMachine:
         self.networks = NetworkTable(self.vips)
         self.containers = ContainerTable(self.networks)
         self.nodes = NodeTable()
+        self.ca = CaTable()
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -204,6 +206,7 @@ class StateMachine:
             "containers": self.containers.dump(),
             "nodes": self.nodes.dump(),
             "vips": self.vips.dump(),
+            "ca": self.ca.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -225,6 +228,7 @@ class StateMachine:
         self.containers.load(body.get("containers"))
         self.nodes.load(body.get("nodes"))
         self.vips.load(body.get("vips"))
+        self.ca.load(body.get("ca"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -337,7 +341,7 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 # -- the registry: each command once, with its check and its apply ---------------------
 
 TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
-                                "nodes": NodeTable}
+                                "nodes": NodeTable, "ca": CaTable}
 
 
 def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
@@ -375,7 +379,8 @@ for cls, table, check, apply in [
         (ContainerDelete, "containers", "check_delete", "delete"),
         (ContainerConnect, "containers", "check_connect", "connect"),
         (NodeRegister, "nodes", "check_register", "register"),
-        (NodeDeregister, "nodes", "check_deregister", "deregister")]:
+        (NodeDeregister, "nodes", "check_deregister", "deregister"),
+        (CaRootSet, "ca", "check_set", "set")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
