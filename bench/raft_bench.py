@@ -21,6 +21,7 @@ import base64
 import compileall
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ import aiohttp
 
 VALUE = b"v" * 64
 EXTRA = os.environ.get("BENCH_EXTRA", "").split()
+JOIN_TOKEN = secrets.token_urlsafe(32)  # the benchmark cluster's shared secret
 
 
 def free_ports(n: int) -> list[int]:
@@ -99,6 +101,7 @@ class Meshlet(System):
                 [sys.executable, "-m", "meshlet", "server", "--id", i, "--data-dir",
                  str(root / i), "--http", f"127.0.0.1:{http[i]}",
                  "--raft", f"127.0.0.1:{raft[i]}", *peers, *EXTRA],
+                env={**os.environ, "MESHLET_JOIN_TOKEN": JOIN_TOKEN},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def put(self, s: aiohttp.ClientSession, url: str, key: str) -> bool:

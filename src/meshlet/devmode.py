@@ -89,7 +89,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  ) -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
-    from meshlet.server.main import Server
+    from meshlet.security.secret_file import read_or_create_secret
+    from meshlet.server.main import Server, ServerOptions
     temp_dir = None
     if data_dir is None:
         sweep_stale_temp_dirs()
@@ -103,7 +104,10 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
     server = agent = None
     try:
         try:
-            server = await Server.start(data_dir / "server", host, port)
+            # A cluster of one still has its own join token, ready for a second server.
+            join_token = read_or_create_secret(data_dir / "join.token")
+            server = await Server.start(data_dir / "server", host, port,
+                                        ServerOptions(join_token=join_token))
         except OSError as exc:
             raise Unavailable(f"cannot serve the API on {host}:{port}: {exc.strerror}; "
                               "is another meshlet running? (use --http to pick a port)"

@@ -19,6 +19,8 @@ from tests.conftest import wait_until as wait_for
 __all__ = ["wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
+# Every server a test starts shares this cluster secret (`meshlet keygen` makes real ones).
+JOIN_TOKEN = "test-join-token-0123456789abcdef"
 SHOP = REPO / "examples" / "shop" / "meshlet.yaml"
 
 
@@ -52,6 +54,7 @@ def stop_processes(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False
 def env_for(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["MESHLET_HOME"] = str(home)
+    env["MESHLET_JOIN_TOKEN"] = JOIN_TOKEN
     env.pop("MESHLET_ADDR", None)
     return env
 

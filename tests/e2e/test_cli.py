@@ -189,6 +189,24 @@ def test_join_without_a_scheme_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_a_server_with_raft_and_no_join_token_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "MESHLET_JOIN_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "meshlet", "server", "--data-dir", str(tmp_path / "d"),
+         "--http", f"127.0.0.1:{free_port()}", "--raft", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("meshlet: error: --raft needs the cluster's join token")
+    assert "meshlet keygen" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_keygen_prints_a_new_secret_each_time(tmp_path: Path) -> None:
+    first = meshlet("keygen", home=tmp_path).stdout.strip()
+    second = meshlet("keygen", home=tmp_path).stdout.strip()
+    assert first != second and len(first) >= 43 and "\n" not in first
+
+
 def test_join_through_a_raft_port_says_what_it_waits_for(tmp_path: Path) -> None:
     """A server given another server's Raft port logs, at the default level, that it is
     waiting, through which address, and why that address may be wrong."""

@@ -17,6 +17,8 @@ from meshlet.errors import ConfigError, NotFound
 from meshlet.server.main import ServerOptions, bootstrap_wait_text
 from meshlet.server.waiting import WaitReport
 
+TOKEN = "a-join-token-of-enough-length"
+
 
 @pytest.mark.parametrize(("given", "parsed"), [
     (["services", "-o", "json"], ["-o", "json", "services"]),
@@ -65,15 +67,25 @@ def test_join_takes_only_http_urls() -> None:
 
 
 def test_server_options_refuse_joining_its_own_raft_address() -> None:
-    options = ServerOptions(raft=("127.0.0.1", 7001), join=["http://127.0.0.1:7001"])
+    options = ServerOptions(raft=("127.0.0.1", 7001), join_token=TOKEN, join=["http://127.0.0.1:7001"])
     with pytest.raises(ConfigError, match="own Raft address"):
         options.check()
-    ServerOptions(raft=("127.0.0.1", 7001), join=["http://127.0.0.1:8500"]).check()
+    ServerOptions(raft=("127.0.0.1", 7001), join_token=TOKEN, join=["http://127.0.0.1:8500"]).check()
     with pytest.raises(ConfigError, match="own Raft address"):
-        ServerOptions(raft=("0.0.0.0", 7001), join=["http://localhost:7001"]).check()
-    ServerOptions(raft=("0.0.0.0", 7001), join=["http://127.0.0.1:7002"]).check()
+        ServerOptions(raft=("0.0.0.0", 7001), join_token=TOKEN, join=["http://localhost:7001"]).check()
+    ServerOptions(raft=("0.0.0.0", 7001), join_token=TOKEN, join=["http://127.0.0.1:7002"]).check()
     with pytest.raises(ConfigError, match="not an HTTP URL"):
-        ServerOptions(raft=("127.0.0.1", 7001), join=["127.0.0.1:8500"]).check()
+        ServerOptions(raft=("127.0.0.1", 7001), join_token=TOKEN, join=["127.0.0.1:8500"]).check()
+
+
+def test_a_server_with_raft_needs_a_join_token() -> None:
+    with pytest.raises(ConfigError, match="--raft needs the cluster's join token") as caught:
+        ServerOptions(raft=("127.0.0.1", 7001)).check()
+    assert caught.value.field == "join_token"
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        ServerOptions(raft=("127.0.0.1", 7001), join_token="short").check()
+    ServerOptions(raft=("127.0.0.1", 7001), join_token=TOKEN).check()
+    ServerOptions().check()  # alone, without --raft: no other server to prove itself to
 
 
 def test_a_wait_is_reported_when_it_changes_or_after_a_while() -> None:

@@ -16,6 +16,8 @@ from meshlet import errors
 from meshlet.addresses import to_url
 
 INDEX_HEADER = "X-Meshlet-Index"
+TOKEN_HEADER = "X-Meshlet-Token"
+JOIN_TOKEN_HEADER = "X-Meshlet-Join-Token"
 
 
 def session_without_retries() -> aiohttp.ClientSession:
@@ -30,9 +32,18 @@ def session_without_retries() -> aiohttp.ClientSession:
 
 
 class Client:
-    def __init__(self, addr: str, timeout: float = 10.0) -> None:
+    """``token`` is an ACL token's secret, sent with every request; ``join_token`` the
+    cluster's join token, which servers send each other to found or join a cluster."""
+
+    def __init__(self, addr: str, timeout: float = 10.0, token: str | None = None,
+                 join_token: str | None = None) -> None:
         self.base = to_url(addr)
         self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        if token:
+            self.headers[TOKEN_HEADER] = token
+        if join_token:
+            self.headers[JOIN_TOKEN_HEADER] = join_token
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -62,7 +73,7 @@ class Client:
         url = self.base + path
         try:
             async with self.session().request(
-                    method, url, json=json, data=data, params=params,
+                    method, url, json=json, data=data, params=params, headers=self.headers,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
                 if resp.status >= 400:

@@ -129,10 +129,14 @@ def down() -> None:
 @click.option("--bootstrap-expect", type=click.IntRange(1), default=None,
               help="Found a new cluster once this many servers (found through --join) "
                    "are up.")
+@click.option("--join-token", envvar="MESHLET_JOIN_TOKEN", default=None, metavar="T",
+              show_envvar=True,
+              help="The cluster's shared secret, the same on every server (needed with "
+                   "--raft; make one with `meshlet keygen`).")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
            snapshot_interval: str,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
-           node_ttl: str, bootstrap_expect: int | None) -> None:
+           node_ttl: str, bootstrap_expect: int | None, join_token: str | None) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
 
     The data directory wins over the flags: a server that already has a cluster
@@ -149,11 +153,19 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         bootstrap_expect=bootstrap_expect,
         snapshot_every=snapshot_every,
         snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
-        node_ttl=parse_duration(node_ttl, "node_ttl"))
+        node_ttl=parse_duration(node_ttl, "node_ttl"),
+        join_token=join_token or None)
     options.check()
     from meshlet.loop import install_uvloop
     install_uvloop()  # a faster event loop: much of a server's time is in it
     run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop, options))
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new random join token for a cluster's servers (as `consul keygen`)."""
+    from meshlet.security.secret_file import new_secret
+    click.echo(new_secret())
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
+MIN_JOIN_TOKEN = 16
 
 
 @dataclass
@@ -38,6 +39,9 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
+    # The cluster's shared secret: servers send it to each other (founding, joining),
+    # and a request that carries it may use the Raft membership endpoints.
+    join_token: str | None = None
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -45,6 +49,13 @@ class ServerOptions:
             raise ConfigError("snapshot_interval: must not be negative", "snapshot_interval")
         if self.node_ttl <= 0:
             raise ConfigError("node_ttl: must be more than 0", "node_ttl")
+        if self.raft is not None and not self.join_token:
+            raise ConfigError("--raft needs the cluster's join token: give --join-token or "
+                              "MESHLET_JOIN_TOKEN, the same on every server (make one "
+                              "with `meshlet keygen`)", "join_token")
+        if self.join_token is not None and len(self.join_token) < MIN_JOIN_TOKEN:
+            raise ConfigError(f"--join-token: must be at least {MIN_JOIN_TOKEN} characters "
+                              "(make one with `meshlet keygen`)", "join_token")
         if (self.peers or self.join or self.bootstrap_expect) and self.raft is None:
             raise ConfigError("--peer, --join and --bootstrap-expect need --raft", "raft")
         if self.server_id in self.peers:
@@ -138,16 +149,18 @@ class Server:
         found one as soon as N servers that have none can see each other."""
         try:
             if options.bootstrap_expect:
-                await self.bootstrap(options.join, options.bootstrap_expect)
+                await self.bootstrap(options)
             else:
-                await self.node.join(options.join)
+                await self.node.join(options.join, join_token=options.join_token)
         except MeshletError as exc:
             log.error("could not find a cluster: %s", exc)
 
-    async def bootstrap(self, urls: list[str], expect: int) -> None:
-        """Found a cluster once ``expect`` servers without one answer (this one among
-        them), or join one that the others already have; says whom it has found."""
+    async def bootstrap(self, options: ServerOptions) -> None:
+        """Found a cluster once ``bootstrap_expect`` servers without one answer (this
+        one among them), or join one that the others already have; says whom it has
+        found."""
         from meshlet.api.client import Client
+        urls, expect = options.join, options.bootstrap_expect or 1
         node = self.node
         backoff = Backoff(base=0.1, cap=2.0)
         report = WaitReport(log)
@@ -157,7 +170,8 @@ class Server:
             silent = []
             for url in urls:
                 try:
-                    async with Client(url, timeout=2.0) as client:
+                    async with Client(url, timeout=2.0,
+                                      join_token=options.join_token) as client:
                         other = await client.raft_self()
                 except MeshletError as exc:
                     silent.append(f"{url}: {exc}")
@@ -167,7 +181,7 @@ class Server:
                 elif other["id"] != node.id:
                     found[other["id"]] = {"raft": other["raft"], "http": other["http"]}
             if established:
-                await node.join(urls)
+                await node.join(urls, join_token=options.join_token)
                 return
             if len(found) == expect:
                 if node.driver.found(found):

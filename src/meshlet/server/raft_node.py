@@ -218,9 +218,11 @@ class RaftServerNode:
         await self.driver.change_members({k: v for k, v in members.items() if k != node_id})
         return self.driver.members
 
-    async def join(self, urls: list[str], attempts: int | None = None) -> None:
-        """Ask the servers at ``urls`` to add this one, until one of them does; says
-        what it is waiting for while none will."""
+    async def join(self, urls: list[str], attempts: int | None = None,
+                   join_token: str | None = None) -> None:
+        """Ask the servers at ``urls`` to add this one (proving it may with the
+        cluster's ``join_token``), until one of them does; says what it is waiting for
+        while none will."""
         from meshlet.api.client import Client
         backoff = Backoff(base=0.2, cap=5.0)
         report = WaitReport(log)
@@ -229,7 +231,7 @@ class RaftServerNode:
             failures = []
             for url in urls:
                 try:
-                    async with Client(url) as client:
+                    async with Client(url, join_token=join_token) as client:
                         info = self.address.info()
                         members = await client.add_peer(self.id, info["raft"],
                                                         info["http"])
