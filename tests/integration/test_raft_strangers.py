@@ -1,11 +1,16 @@
-"""A server's Raft port against frames from strangers: a forged SNAPSHOT from an id
-that is not a member, sent over a real socket, changes neither the state nor the term
-(before and after a restart), and is counted in the server's metrics."""
+"""A server's Raft port against strangers, over real sockets. A connection without a
+certificate of the cluster's CA (in the clear, or from another cluster) is refused
+before a frame is read; a forged SNAPSHOT from a server that holds a certificate but
+is not a member, or one that claims to come from another server than its certificate
+names, changes neither the state nor the term, before or after a restart. Each is
+counted in the server's metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -14,9 +19,12 @@ from meshlet.api.client import Client
 from meshlet.raft.codec import encode
 from meshlet.raft.core import Message, MsgType, Snapshot, encode_config
 from meshlet.raft.storage import RaftStorage
+from meshlet.security.credentials import ensure_server_credentials
 from meshlet.server.main import Server, ServerOptions
 from meshlet.state import StateMachine
 from tests.conftest import async_wait_until
+
+TOKEN = "t" * 43
 
 
 def free_port() -> int:
@@ -25,21 +33,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def forged_snapshot(to: str) -> bytes:
+def forged_snapshot(frm: str, to: str) -> bytes:
     """What an attacker would send: an empty state, a huge term, itself as the only
     member."""
-    snap = Snapshot(10_000, 999, encode_config({"intruder": {"raft": "127.0.0.1:1"}}),
+    snap = Snapshot(10_000, 999, encode_config({frm: {"raft": "127.0.0.1:1"}}),
                     StateMachine().snapshot())
-    return encode(Message(MsgType.SNAPSHOT, "intruder", to, 999, log_term=999,
-                          index=10_000, snapshot=snap))
+    return encode(Message(MsgType.SNAPSHOT, frm, to, 999, log_term=999, index=10_000,
+                          snapshot=snap))
 
 
-async def send_raw(address: tuple[str, int], frame: bytes) -> None:
-    _, writer = await asyncio.open_connection(*address)
-    writer.write(frame)
-    await writer.drain()
-    writer.close()
-    await writer.wait_closed()
+def credentials(root: Path, server_id: str, token: str = TOKEN) -> tuple[ssl.SSLContext, str]:
+    """A client context holding a certificate for ``server_id`` from ``token``'s CA
+    (which checks the server's certificate only if it is the same CA)."""
+    creds = ensure_server_credentials(root / f"{server_id}-{token[0]}", token, server_id,
+                                      ["127.0.0.1"])
+    context = creds.client_context()
+    if token != TOKEN:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context, creds.server_name
+
+
+async def send(address: tuple[str, int], frame: bytes,
+               tls: tuple[ssl.SSLContext, str] | None = None) -> None:
+    if tls is None:
+        _, writer = await asyncio.open_connection(*address)
+    else:
+        _, writer = await asyncio.open_connection(*address, ssl=tls[0],
+                                                  server_hostname=tls[1])
+    with contextlib.suppress(ConnectionError, ssl.SSLError):  # the server may hang up
+        writer.write(frame)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
 
 
 async def dropped(url: str, reason: str) -> float:
@@ -49,32 +75,46 @@ async def dropped(url: str, reason: str) -> float:
     return next(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
 
 
+async def counted(url: str, reason: str, n: int) -> None:
+    async def enough() -> bool:
+        return await dropped(url, reason) >= n
+    await async_wait_until(enough, 10, f"{n} frames dropped as {reason}")
+
+
 def options(raft: tuple[str, int]) -> ServerOptions:
-    return ServerOptions(server_id="s1", raft=raft)
+    return ServerOptions(server_id="s1", raft=raft, join_token=TOKEN)
 
 
-async def test_a_forged_snapshot_from_a_stranger_changes_nothing(tmp_path: Path) -> None:
+async def test_strangers_change_nothing_and_are_counted(tmp_path: Path) -> None:
+    data = tmp_path / "s1"
     raft = ("127.0.0.1", free_port())
-    server = await Server.start(tmp_path, "127.0.0.1", 0, options(raft))
+    server = await Server.start(data, "127.0.0.1", 0, options(raft))
     try:
         async with Client(server.url) as client:
             await client.kv_put("app/colour", b"blue")
         term = server.node.status()["raft"]["term"]
-        assert await dropped(server.url, "not_member") == 0
-        await send_raw(raft, forged_snapshot("s1"))
-
-        async def counted() -> bool:
-            return await dropped(server.url, "not_member") >= 1
-        await async_wait_until(counted, 10, "the forged frame to be counted")
+        for reason in ("not_member", "bad_certificate", "wrong_sender"):
+            assert await dropped(server.url, reason) == 0
+        # In the clear, and with a certificate of another cluster: no handshake.
+        await send(raft, forged_snapshot("intruder", "s1"))
+        await send(raft, forged_snapshot("intruder", "s1"),
+                   credentials(tmp_path, "intruder", "o" * 43))
+        await counted(server.url, "bad_certificate", 2)
+        # A certificate of this cluster, for a server that is not a member.
+        await send(raft, forged_snapshot("intruder", "s1"), credentials(tmp_path, "intruder"))
+        await counted(server.url, "not_member", 1)
+        # A certificate for one server, frames that claim another.
+        await send(raft, forged_snapshot("s1", "s1"), credentials(tmp_path, "s2"))
+        await counted(server.url, "wrong_sender", 1)
         status = server.node.status()["raft"]
         assert status["term"] == term and status["snapshots_installed"] == 0
         async with Client(server.url) as client:
             assert await client.kv_get_raw("app/colour") == b"blue"
     finally:
         await server.stop()
-    hard, snapshot, _ = RaftStorage(tmp_path / "raft").load()  # what a restart reads
+    hard, snapshot, _ = RaftStorage(data / "raft").load()  # what a restart reads
     assert hard.term == term and snapshot is None
-    server = await Server.start(tmp_path, "127.0.0.1", 0, options(raft))
+    server = await Server.start(data, "127.0.0.1", 0, options(raft))
     try:
         assert server.node.status()["raft"]["term"] < 999
         assert server.node.driver.members.keys() == {"s1"}

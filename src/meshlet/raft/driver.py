@@ -48,7 +48,7 @@ from meshlet.raft.core import (
 )
 from meshlet.raft.interfaces import Storage, Transport, forkable
 from meshlet.raft.storage import RaftStorage
-from meshlet.raft.transport import TcpTransport
+from meshlet.raft.transport import TcpTransport, TransportTls
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,14 @@ class RaftDriver:
                 apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
                 take_snapshot: Callable[[], bytes], founders: dict[str, Any] | None = None,
                 snapshot_every: int = 8192, tick_interval: float = 0.05,
-                election_ticks: int = 10, snapshot_interval: float = 0.0) -> RaftDriver:
+                election_ticks: int = 10, snapshot_interval: float = 0.0,
+                tls: TransportTls | None = None) -> RaftDriver:
         """A server's driver: its log and snapshot in ``directory``, its messages over
-        TCP on ``listen`` (None: a server alone, which listens for no one)."""
+        TCP on ``listen`` (None: a server alone, which listens for no one), in mutual
+        TLS with ``tls`` (without it, in the clear: tests and benchmarks only)."""
         dropped: Counter[str] = Counter()
-        return cls(node_id, RaftStorage(directory), TcpTransport(node_id, listen, dropped),
+        transport = TcpTransport(node_id, listen, dropped, tls)
+        return cls(node_id, RaftStorage(directory), transport,
                    apply, restore, take_snapshot, founders=founders,
                    snapshot_every=snapshot_every, tick_interval=tick_interval,
                    election_ticks=election_ticks, snapshot_interval=snapshot_interval,

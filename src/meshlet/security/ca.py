@@ -110,12 +110,17 @@ def issue_server(root: Root, public: ec.EllipticCurvePublicKey, server_id: str,
                  ips: list[str], now: datetime.datetime,
                  lifetime: datetime.timedelta = SERVER_LIFETIME) -> x509.Certificate:
     """A certificate for server ``server_id`` (its key's public half ``public``),
-    valid from a little before ``now`` for ``lifetime``; also names ``ips``."""
+    valid from a little before ``now`` for ``lifetime``; also names ``ips`` (the
+    addresses it serves on; a host name among them is named as one)."""
     names: list[x509.GeneralName] = [
         x509.DNSName(server_dns_name(root.cluster)),
         x509.UniformResourceIdentifier(server_uri(root.cluster, server_id))]
-    for ip in sorted(set(ips)):
-        address = ipaddress.ip_address(ip)
+    for host in sorted(set(ips)):
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a host name
+            names.append(x509.DNSName(host))
+            continue
         if not address.is_unspecified:
             names.append(x509.IPAddress(address))
     return (x509.CertificateBuilder()

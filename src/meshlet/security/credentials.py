@@ -149,4 +149,5 @@ def current(path: Path, root: ca.Root, key: ec.EllipticCurvePrivateKey, server_i
         return False
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    named.update(sans.get_values_for_type(x509.DNSName))
     return {ip for ip in ips if ip not in ("0.0.0.0", "::")} <= named

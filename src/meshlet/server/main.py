@@ -17,8 +17,10 @@ from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.security.credentials import ensure_server_credentials
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
+from meshlet.server.tls import check_root, raft_tls, record_root
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class Server:
         self.listening = listening
         self.fast_lane = fast_lane
         self.finding: asyncio.Task[None] | None = None
-        self.refreshing: asyncio.Task[None] | None = None
+        self.background: list[asyncio.Task[None]] = []  # run while the server does
 
     def __repr__(self) -> str:
         return f"<Server {self.url} {self.node!r}>"
@@ -115,10 +117,17 @@ class Server:
             founders = {**options.peers, options.server_id: address}
         elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
             founders = {options.server_id: address}
+        creds = None
+        if options.raft is not None and options.join_token:
+            creds = ensure_server_credentials(data_dir, options.join_token, options.server_id,
+                                              [options.raft[0], host])
         node = RaftServerNode(data_dir, options.server_id, address, founders,
-                              options.snapshot_every, options.snapshot_interval)
+                              options.snapshot_every, options.snapshot_interval,
+                              raft_tls(creds) if creds is not None else None)
         try:
             await node.open()
+            if creds is not None and options.join_token:
+                check_root(node, options.join_token)
         except BaseException:
             sock.close()
             with contextlib.suppress(Exception):
@@ -135,9 +144,11 @@ class Server:
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
         reaper.start()
         server = cls(node, runner, url, api, listening, stats, reaper)
+        loop = asyncio.get_running_loop()
         if options.raft is not None:
-            server.refreshing = asyncio.get_running_loop().create_task(
-                node.refresh_members())
+            server.background.append(loop.create_task(node.refresh_members()))
+        if creds is not None and options.join_token:
+            server.background.append(loop.create_task(record_root(node, options.join_token)))
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -191,7 +202,7 @@ class Server:
             await asyncio.sleep(backoff.next_delay())
 
     async def stop(self) -> None:
-        for task in (self.finding, self.refreshing):
+        for task in (self.finding, *self.background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -20,6 +20,7 @@ from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError, NotLeader, StorageError, Unavailable
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
+from meshlet.raft.transport import TransportTls
 from meshlet.server.blocking import wait_for_index
 from meshlet.server.waiting import WaitReport
 from meshlet.state import COMMANDS, Command, Result, StateMachine
@@ -41,9 +42,11 @@ class PeerAddress:
 class RaftServerNode:
     def __init__(self, data_dir: Path, node_id: str, address: PeerAddress,
                  founders: dict[str, PeerAddress] | None = None,
-                 snapshot_every: int = 8192, snapshot_interval: float = 0.0) -> None:
+                 snapshot_every: int = 8192, snapshot_interval: float = 0.0,
+                 tls: TransportTls | None = None) -> None:
         """``founders`` bootstraps a new cluster (ignored once the data directory holds
-        one); without it the server waits to be added to a cluster."""
+        one); without it the server waits to be added to a cluster. ``tls``: Raft
+        between servers in mutual TLS (a server with a Raft address always has it)."""
         self.data_dir = data_dir
         self.id = node_id
         self.address = address
@@ -53,7 +56,7 @@ class RaftServerNode:
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
             self.machine.snapshot,
             {i: a.info() for i, a in founders.items()} if founders is not None else None,
-            snapshot_every, snapshot_interval=snapshot_interval)
+            snapshot_every, snapshot_interval=snapshot_interval, tls=tls)
 
     def __repr__(self) -> str:
         return f"<RaftServerNode {self.id} {self.driver!r} index={self.machine.index}>"
