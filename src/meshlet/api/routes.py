@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import meshlet
 from meshlet.addresses import parse_hostport, to_url
-from meshlet.api.client import session_without_retries
+from meshlet.api.client import client_tls, session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
 from meshlet.api.error_body import error_body, http_error_body
@@ -100,6 +100,7 @@ class Api:
         self.sm = node.machine
         self.heartbeats = heartbeats
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index)
+        self.ca_file: str | None = None  # the cluster's root: the leader's HTTPS is checked
 
     async def propose(self, command: Any) -> Any:
         """Every write goes through here, so its latency is measured once."""
@@ -144,7 +145,8 @@ class Api:
             if request.content_type:
                 headers["Content-Type"] = request.content_type
             try:
-                async with session_without_retries() as session, session.request(
+                tls = client_tls(self.ca_file) if leader.startswith("https:") else None
+                async with session_without_retries(tls) as session, session.request(
                         request.method, leader + request.path_qs, data=body, headers=headers,
                         timeout=aiohttp.ClientTimeout(total=30)) as resp:
                     payload = await resp.read()

@@ -12,15 +12,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from meshlet.addresses import parse_hostport, parse_http_url, same_listener
+from meshlet.addresses import is_loopback, parse_hostport, parse_http_url, same_listener
 from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
-from meshlet.security.credentials import ensure_server_credentials
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
-from meshlet.server.tls import check_root, raft_tls, record_root
+from meshlet.server.tls import check_root, credentials, raft_tls, record_root
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ class ServerOptions:
     # The cluster's shared secret: servers send it to each other (founding, joining),
     # and a request that carries it may use the Raft membership endpoints.
     join_token: str | None = None
+    https: bool = False  # the API over HTTPS on loopback too (beyond it, always)
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -110,24 +110,23 @@ class Server:
         except OSError:
             sock.close()
             raise
-        url = f"http://{host}:{sock.getsockname()[1]}"
+        https = options.https or not is_loopback(host)
+        url = f"{'https' if https else 'http'}://{host}:{sock.getsockname()[1]}"
         address = PeerAddress(options.raft, url)
         founders = None
         if options.peers:
             founders = {**options.peers, options.server_id: address}
         elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
             founders = {options.server_id: address}
-        creds = None
-        if options.raft is not None and options.join_token:
-            creds = ensure_server_credentials(data_dir, options.join_token, options.server_id,
-                                              [options.raft[0], host])
+        creds, join_token = credentials(data_dir, options.server_id, host, options.raft,
+                                        options.join_token, https)
         node = RaftServerNode(data_dir, options.server_id, address, founders,
                               options.snapshot_every, options.snapshot_interval,
                               raft_tls(creds) if creds is not None else None)
         try:
             await node.open()
-            if creds is not None and options.join_token:
-                check_root(node, options.join_token)
+            if creds is not None and join_token:
+                check_root(node, join_token)
         except BaseException:
             sock.close()
             with contextlib.suppress(Exception):
@@ -135,20 +134,23 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper)
+        if creds is not None:
+            node.ca_file = api.ca_file = str(creds.ca_file)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         aiohttp_protocol = runner.server
         assert aiohttp_protocol is not None
         stats = FastLaneStats()
         listening = await asyncio.get_running_loop().create_server(
-            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
+            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
+            ssl=creds.api_context() if https and creds is not None else None)
         reaper.start()
         server = cls(node, runner, url, api, listening, stats, reaper)
         loop = asyncio.get_running_loop()
         if options.raft is not None:
-            server.background.append(loop.create_task(node.refresh_members()))
-        if creds is not None and options.join_token:
-            server.background.append(loop.create_task(record_root(node, options.join_token)))
+            server.background.append(loop.create_task(node.refresh_members(join_token)))
+        if creds is not None and join_token:
+            server.background.append(loop.create_task(record_root(node, join_token)))
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -181,8 +183,8 @@ class Server:
             silent = []
             for url in urls:
                 try:
-                    async with Client(url, timeout=2.0,
-                                      join_token=options.join_token) as client:
+                    async with Client(url, timeout=2.0, join_token=options.join_token,
+                                      ca_file=node.ca_file) as client:
                         other = await client.raft_self()
                 except MeshletError as exc:
                     silent.append(f"{url}: {exc}")

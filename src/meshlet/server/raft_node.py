@@ -51,6 +51,7 @@ class RaftServerNode:
         self.id = node_id
         self.address = address
         self.machine = StateMachine()
+        self.ca_file: str | None = None  # the cluster's root, to check other servers' HTTPS
         self._changed = asyncio.Event()
         self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
@@ -69,7 +70,7 @@ class RaftServerNode:
         return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members),
                 "members": self.driver.members}
 
-    async def refresh_members(self, interval: float = 1.0) -> None:
+    async def refresh_members(self, join_token: str | None, interval: float = 1.0) -> None:
         """Runs while the server does. The driver drops frames from servers that are not
         members; when it has dropped some since the last look, this server's log may
         lag behind the cluster's membership (it missed the addition of the server that
@@ -89,7 +90,8 @@ class RaftServerNode:
                 if not url:
                     continue
                 try:
-                    async with Client(url, timeout=2.0) as client:
+                    async with Client(url, timeout=2.0, join_token=join_token,
+                                      ca_file=self.ca_file) as client:
                         other = await client.raft_self()
                 except MeshletError as exc:
                     log.debug("cannot ask %s for its members: %s", node_id, exc)
@@ -234,7 +236,14 @@ class RaftServerNode:
             failures = []
             for url in urls:
                 try:
-                    async with Client(url, join_token=join_token) as client:
+                    async with Client(url, join_token=join_token,
+                                      ca_file=self.ca_file) as client:
+                        # Trust the cluster's servers before they are asked to add
+                        # this one: the leader's first appends must not be dropped
+                        # (with one server, its change commits only once we answer).
+                        known = (await client.raft_self()).get("members")
+                        if isinstance(known, dict) and known:
+                            self.driver.learn({**self.driver.hints, **known})
                         info = self.address.info()
                         members = await client.add_peer(self.id, info["raft"],
                                                         info["http"])
