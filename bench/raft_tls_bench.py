@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 from meshlet.raft.driver import RaftDriver
-from meshlet.security.credentials import ensure_server_credentials
-from meshlet.server.tls import raft_tls
+from meshlet.server.tls import ServerTls
 
 TOKEN = "bench-join-token-0123456789abcdef"
 VALUE = b"v" * 64
@@ -46,8 +45,7 @@ async def member(node_id: str, ports: dict[str, int], data: Path, tls: bool,
     """One server: run the driver; if it leads, measure and print the writes/s."""
     tls_config = None
     if tls:
-        creds = ensure_server_credentials(data, TOKEN, node_id, ["127.0.0.1"])
-        tls_config = raft_tls(creds)
+        tls_config = ServerTls(data, TOKEN, node_id, ["127.0.0.1"]).raft()
     founders = {i: {"raft": f"127.0.0.1:{p}"} for i, p in ports.items()}
     driver = RaftDriver.on_disk(node_id, ("127.0.0.1", ports[node_id]), data / "raft",
                                 lambda e: e.index, lambda d: None, lambda: b"",

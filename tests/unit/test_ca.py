@@ -5,6 +5,7 @@ the replicated state, and a server's credentials on disk."""
 from __future__ import annotations
 
 import datetime
+import ssl
 import stat
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography import x509
 from meshlet.errors import ConfigError, Conflict
 from meshlet.security import ca
 from meshlet.security.credentials import ensure_server_credentials
+from meshlet.server.tls import ServerTls
 from meshlet.state import StateMachine
 from meshlet.state.ca import CaRootSet
 
@@ -84,3 +86,36 @@ def test_credentials_on_disk_are_private_kept_and_renewed(tmp_path: Path) -> Non
     renewed = x509.load_pem_x509_certificate(creds.cert_file.read_bytes())
     assert renewed.not_valid_after_utc > later + ca.SERVER_LIFETIME / 2
     assert creds.key_file.read_bytes() == key  # the key stays the server's own
+
+
+def test_a_running_server_renews_its_certificate_into_its_contexts(tmp_path: Path) -> None:
+    tls = ServerTls(tmp_path, TOKEN, "s1", ["127.0.0.1"])
+    contexts = [tls.api(), tls.raft().server]
+    first = x509.load_pem_x509_certificate(tls.creds.cert_file.read_bytes())
+    assert not tls.renew()  # not due yet
+    assert handshake(contexts[0], tls) == first
+    # The certificate on disk as it would be 70 days on: due for renewal.
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=70)
+    ensure_server_credentials(tmp_path, TOKEN, "s1", ["127.0.0.1"], old)
+    assert tls.renew()
+    renewed = x509.load_pem_x509_certificate(tls.creds.cert_file.read_bytes())
+    assert renewed.serial_number != first.serial_number
+    assert handshake(contexts[0], tls) == renewed  # what a new connection is shown
+
+
+def handshake(server_context: ssl.SSLContext, tls: ServerTls) -> x509.Certificate:
+    """A TLS handshake in memory; the certificate the server showed."""
+    bios = [(ssl.MemoryBIO(), ssl.MemoryBIO()) for _ in range(2)]  # (incoming, outgoing)
+    client = tls.creds.client_context().wrap_bio(*bios[0],
+                                                 server_hostname=tls.creds.server_name)
+    server = server_context.wrap_bio(*bios[1], server_side=True)
+    for _ in range(10):
+        for side, mine, theirs in ((client, bios[0], bios[1]), (server, bios[1], bios[0])):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            theirs[0].write(mine[1].read())
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)

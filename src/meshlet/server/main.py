@@ -19,7 +19,7 @@ from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
-from meshlet.server.tls import check_root, credentials, raft_tls, record_root
+from meshlet.server.tls import ServerTls, check_root, record_root
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,16 @@ class Server:
             founders = {**options.peers, options.server_id: address}
         elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
             founders = {options.server_id: address}
-        creds, join_token = credentials(data_dir, options.server_id, host, options.raft,
-                                        options.join_token, https)
+        tls = ServerTls.make(data_dir, options.server_id, host, options.raft,
+                             options.join_token, https)
+        join_token = tls.join_token if tls is not None else options.join_token
         node = RaftServerNode(data_dir, options.server_id, address, founders,
                               options.snapshot_every, options.snapshot_interval,
-                              raft_tls(creds) if creds is not None else None)
+                              tls.raft() if tls is not None else None)
         try:
             await node.open()
-            if creds is not None and join_token:
-                check_root(node, join_token)
+            if tls is not None:
+                check_root(node, tls.join_token)
         except BaseException:
             sock.close()
             with contextlib.suppress(Exception):
@@ -134,8 +135,8 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper)
-        if creds is not None:
-            node.ca_file = api.ca_file = str(creds.ca_file)
+        if tls is not None:
+            node.ca_file = api.ca_file = str(tls.creds.ca_file)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         aiohttp_protocol = runner.server
@@ -143,14 +144,15 @@ class Server:
         stats = FastLaneStats()
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
-            ssl=creds.api_context() if https and creds is not None else None)
+            ssl=tls.api() if https and tls is not None else None)
         reaper.start()
         server = cls(node, runner, url, api, listening, stats, reaper)
         loop = asyncio.get_running_loop()
         if options.raft is not None:
             server.background.append(loop.create_task(node.refresh_members(join_token)))
-        if creds is not None and join_token:
-            server.background.append(loop.create_task(record_root(node, join_token)))
+        if tls is not None:
+            server.background += [loop.create_task(record_root(node, tls.join_token)),
+                                  loop.create_task(tls.renew_forever())]
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
