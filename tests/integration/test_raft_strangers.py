@@ -14,6 +14,7 @@ import ssl
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from meshlet.api.client import Client
 from meshlet.raft.codec import encode
@@ -122,3 +123,40 @@ async def test_strangers_change_nothing_and_are_counted(tmp_path: Path) -> None:
             assert await client.kv_get_raw("app/colour") == b"blue"
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_two_transports_speak_mutual_tls_on_either_loop(tmp_path: Path, loop: str) -> None:
+    """Servers run on uvloop (``meshlet server``), tests on asyncio's loop: the
+    handshake must complete on both, and a frame arrive from the server it names."""
+    import uvloop
+
+    from meshlet.raft.transport import TcpTransport
+    from meshlet.server.tls import ServerTls
+
+    async def exchange() -> list[Message]:
+        ports = {"a": free_port(), "b": free_port()}
+        got: list[Message] = []
+        a = TcpTransport("a", ("127.0.0.1", ports["a"]),
+                         tls=ServerTls(tmp_path / "a", TOKEN, "a", ["127.0.0.1"]).raft())
+        b = TcpTransport("b", ("127.0.0.1", ports["b"]),
+                         tls=ServerTls(tmp_path / "b", TOKEN, "b", ["127.0.0.1"]).raft())
+        await a.start(got.append)
+        await b.start(lambda m: None)
+        try:
+            b.set_peers({"a": ("127.0.0.1", ports["a"])})
+            b.send(Message(MsgType.APPEND, "b", "a", 7))
+
+            async def arrived() -> bool:
+                return bool(got)
+            await async_wait_until(arrived, 10, "a frame over mutual TLS")
+            assert not a.dropped and not b.dropped
+        finally:
+            await a.stop()
+            await b.stop()
+        return got
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        got = runner.run(exchange())
+    assert [(m.frm, m.term) for m in got] == [("b", 7)]

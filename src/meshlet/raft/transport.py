@@ -20,13 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshlet.backoff import Backoff
-from meshlet.errors import ConfigError
-from meshlet.raft.codec import FRAME, MAX_FRAME, decode, encode
+from meshlet.raft.codec import encode
 from meshlet.raft.core import Message, NodeId
+from meshlet.raft.inbound import HANDSHAKE_TIMEOUT, Inbound
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
-HANDSHAKE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,8 @@ class TcpTransport:
         self.listen = listen
         self.peers: dict[NodeId, Peer] = {}
         self.on_message: Callable[[Message], None] = lambda m: None
-        self.server: asyncio.Server | None = None
-        self.readers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[Inbound] = set()
 
     def __repr__(self) -> str:
         tls = "mtls" if self.tls is not None else "plaintext"
@@ -125,8 +124,9 @@ class TcpTransport:
         message read is handed to ``deliver``."""
         self.on_message = deliver
         if self.listen is not None:
-            self.server = await asyncio.start_server(self.accept, *self.listen,
-                                                     reuse_address=True)
+            self.server = await asyncio.get_running_loop().create_server(
+                lambda: Inbound(self.tls, self.on_message, self.refuse, self.connections),
+                *self.listen, reuse_address=True)
 
     def set_peers(self, peers: dict[NodeId, tuple[str, int]]) -> None:
         """Connect to new or moved peers, disconnect from departed ones."""
@@ -148,51 +148,6 @@ class TcpTransport:
             peer.queue.append(encode(m))
             peer.wakeup.set()
 
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.readers[task] = writer
-        try:
-            sender = await self.authenticate(writer)
-            if sender == "":
-                return
-            while True:
-                header = await reader.readexactly(FRAME.size)
-                (length,) = FRAME.unpack(header)
-                if length > MAX_FRAME:
-                    raise ConfigError(f"raft frame of {length} bytes is too large")
-                m = decode(await reader.readexactly(length))
-                if sender is not None and m.frm != sender:
-                    self.refuse("wrong_sender", f"a frame from {m.frm[:64]!r} on the "
-                                f"connection of server {sender!r}")
-                    continue
-                self.on_message(m)
-        except (asyncio.IncompleteReadError, OSError, ConfigError) as exc:
-            if isinstance(exc, ConfigError):
-                self.refuse("malformed", f"a connection from {peer_name(writer)}: {exc}")
-        finally:
-            writer.close()
-            if task is not None:
-                self.readers.pop(task, None)
-
-    async def authenticate(self, writer: asyncio.StreamWriter) -> NodeId | None:
-        """Over TLS, the handshake: the id of the server whose certificate the peer
-        showed, or "" when it showed no valid one (counted). None in the clear."""
-        if self.tls is None:
-            return None
-        try:
-            await writer.start_tls(self.tls.server, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            self.refuse("bad_certificate", f"a connection from {peer_name(writer)} without "
-                        f"a valid certificate of this cluster ({exc})")
-            return ""
-        sender = self.tls.peer_id(writer.get_extra_info("peercert"))
-        if not sender:
-            self.refuse("bad_certificate", f"a connection from {peer_name(writer)} whose "
-                        "certificate names no server of this cluster")
-            return ""
-        return sender
-
     def refuse(self, reason: str, what: str) -> None:
         self.dropped[reason] += 1
         count = self.dropped[reason]
@@ -200,20 +155,14 @@ class TcpTransport:
             log.warning("raft: refused %s (%d so far)", what, count)
 
     async def stop(self) -> None:
-        """Close every connection. Readers end at the closed socket rather than being
-        cancelled: asyncio reports a cancelled connection handler as an error."""
+        """Close every connection."""
         if self.server is not None:
             self.server.close()
-        for writer in self.readers.values():
-            writer.close()
+        for connection in list(self.connections):
+            connection.close()
         senders = [p.task for p in self.peers.values() if p.task]
         for task in senders:
             task.cancel()
-        for task in [*senders, *self.readers]:
+        for task in senders:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "an unknown address"
