@@ -17,7 +17,7 @@ from meshlet.addresses import to_url
 from meshlet.api.client import Client
 from meshlet.errors import Unavailable
 from meshlet.server.main import Server, ServerOptions
-from tests.conftest import async_wait_until
+from tests.conftest import async_management_token, async_wait_until
 
 TOKEN = "h" * 43
 
@@ -42,7 +42,8 @@ async def test_a_server_alone_serves_https_that_clients_check(tmp_path: Path) ->
         ca_file = tmp_path / "ca.pem"
         assert stat.S_IMODE((tmp_path / "tls" / "server.key").stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / "join.token").stat().st_mode) == 0o600
-        async with Client(server.url, ca_file=ca_file) as client:
+        token = await async_management_token(tmp_path)
+        async with Client(server.url, ca_file=ca_file, token=token) as client:
             await client.kv_put("app/colour", b"blue")
             assert await client.kv_get_raw("app/colour") == b"blue"
         with pytest.raises(Unavailable, match="certificate"):  # the system's roots
@@ -72,7 +73,8 @@ async def test_servers_join_and_forward_over_https(tmp_path: Path) -> None:
         assert first.node.machine.ca.root == (tmp_path / "s1" / "ca.pem").read_text()
         ca_file = tmp_path / "s2" / "ca.pem"
         follower = second if first.node.is_leader else first
-        async with Client(follower.url, ca_file=ca_file) as client:  # forwarded
+        token = await async_management_token(tmp_path / "s1")
+        async with Client(follower.url, ca_file=ca_file, token=token) as client:  # forwarded
             await client.kv_put("app/colour", b"green")
             assert await client.kv_get_raw("app/colour", consistency="consistent") == b"green"
     finally:
