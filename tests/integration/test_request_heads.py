@@ -19,7 +19,7 @@ from meshlet.http_limits import HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS, MAX_U
 from meshlet.proxy.config import ClusterConfig, ListenerConfig, Snapshot
 from meshlet.proxy.sidecar import Sidecar
 from meshlet.server.main import Server, ServerOptions
-from tests.conftest import wait_until
+from tests.conftest import async_management_token, wait_until
 from tests.integration.test_durability import free_port, reachable
 from tests.integration.test_proxy_http import endpoint, start_backend
 
@@ -310,3 +310,53 @@ async def test_api_answers_while_hundreds_of_half_open_connections_are_held(
             writer.close()
         proc.terminate()
         proc.wait(10)
+
+
+# -- bodies, idle connections and the connection limit (the API server) -------------
+
+
+async def token_server(tmp_path: Path, options: ServerOptions) -> tuple[Server, int, bytes]:
+    """A started server, its port, and its management token as a header line."""
+    server = await Server.start(tmp_path, "127.0.0.1", 0, options)
+    await async_management_token(tmp_path)
+    header = b"X-Meshlet-Token: " + (server.acl.token() or "").encode() + b"\r\n"
+    return server, int(server.url.rsplit(":", 1)[1]), header
+
+
+def put_head(token: bytes, length: int, key: bytes = b"k") -> bytes:
+    return (b"PUT /v1/kv/" + key + b" HTTP/1.1\r\nHost: x\r\n" + token
+            + b"Content-Length: %d\r\n\r\n" % length)
+
+
+def post_head(token: bytes, length: int) -> bytes:
+    return (b"POST /v1/containers HTTP/1.1\r\nHost: x\r\n" + token
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{" % length)
+
+
+SMUGGLED = (b"PUT /v1/kv/k HTTP/1.1\r\nHost: a\r\n%bX: y\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 4\r\nConnection: close\r\n\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("path", ["fast-lane", "aiohttp"])
+async def test_api_refuses_a_bare_lf_in_a_head(tmp_path: Path, path: str) -> None:
+    """``X: y\\nTransfer-Encoding: chunked`` is refused on either path; nothing stored."""
+    server, port, token = await token_server(tmp_path, ServerOptions())
+    try:
+        request = SMUGGLED % token
+        if path == "fast-lane":
+            answer = await exchange(port, request)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # to aiohttp
+                assert status_of(await read_response(reader)) == 200
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+        assert status_of(answer) == 400, answer[:200]
+        stored = await exchange(port, b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n" + token
+                                + b"Connection: close\r\n\r\n")
+        assert status_of(stored) == 404
+    finally:
+        await server.stop()

@@ -48,6 +48,17 @@ def test_refused_heads(data: bytes, expected: str) -> None:
     assert code(head_verdict(data)) == expected
 
 
+@pytest.mark.parametrize("head", [
+    b"PUT /v1/kv/k HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: y\rz\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+])
+def test_a_cr_or_lf_outside_a_crlf_is_refused(head: bytes) -> None:
+    """Split on CRLF only, ``X: y\nTransfer-Encoding: chunked`` would be one header
+    here and two to a parser that takes a bare LF as a line end."""
+    assert code(head_verdict(head + b"0\r\n\r\n")) == "400 bad_request"
+
+
 def test_an_upgrade_header_alone_is_not_an_upgrade() -> None:
     head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
     assert head_verdict(head) == len(head)

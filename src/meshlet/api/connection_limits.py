@@ -5,7 +5,8 @@ head whole before it serves it or hands the connection to aiohttp. Here:
 
 - ``head_verdict`` judges the bytes of a head as they arrive (pure): wait for more, go
   on, or a ``Refusal`` — a target over 8 KiB (414), a head over 64 KiB or 100 headers
-  (431), two Host headers or HTTP/0.9 (400), CONNECT or an Upgrade (501);
+  (431), two Host headers, HTTP/0.9 or a CR or LF not part of a CRLF (400), CONNECT or
+  an Upgrade (501);
 - ``ConnectionGuard`` keeps the connections the fast lane holds that await a head,
   oldest first: one that has no head ``head_timeout`` seconds after it connected or
   was last answered is closed (408 if a head had begun), and past ``max_connections``
@@ -92,7 +93,12 @@ def head_verdict(buffer: bytes | bytearray) -> int | Refusal:
         if buffer.count(b"\n", line_end + 1, MAX_HEAD_BYTES) > MAX_HEADERS:
             return Refusal(431, HEAD_TOO_LARGE, f"more than {MAX_HEADERS} headers")
         return WAIT
-    lines = bytes(buffer[line_end + 1:end]).split(b"\r\n") if end > line_end else []
+    head = bytes(buffer[:end + 4])
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        # aiohttp's parser refuses these; read as one line here they could hide a header.
+        return Refusal(400, BAD_REQUEST, "a CR or LF in the request head that is not a CRLF")
+    lines = head[line_end + 1:end].split(b"\r\n") if end > line_end else []
     headers = [(name.strip(), value.strip()) for name, _, value in
                (line.partition(b":") for line in lines[:MAX_HEADERS + 1])]
     return judge(method, len(target), 1, headers, end) or end + 4
