@@ -88,7 +88,9 @@ class Conn:
     def __repr__(self) -> str:
         return self.name
 
-    def head_timed_out(self) -> None:
+    closed = False
+
+    def timed_out(self) -> None:
         self.log.append(f"{self.name} timed out")
 
     def refuse_connection(self) -> None:
@@ -112,7 +114,7 @@ def test_full_guard_closes_the_connection_that_waited_longest() -> None:
     guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=clock)
     a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
     assert guard.admit(a) and guard.admit(b)
-    guard.head_arrived(a)
+    guard.busy(a)
     guard.await_head(a)  # answered: a waits again, now after b
     assert guard.admit(c)
     assert log == ["b closed"] and guard.evicted == 1
@@ -124,8 +126,8 @@ def test_full_guard_with_no_one_waiting_refuses_the_new_connection() -> None:
     guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=Clock())
     a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
     assert guard.admit(a) and guard.admit(b)
-    guard.head_arrived(a)
-    guard.head_arrived(b)
+    guard.busy(a)
+    guard.busy(b)
     assert not guard.admit(c)
     assert log == ["c refused"] and guard.refused == 1 and guard.open == {a, b}
 
@@ -166,3 +168,34 @@ def test_a_connection_that_left_is_forgotten() -> None:
     clock.now += 5
     guard.expire(clock.now)
     assert log == [] and not guard.open and not guard.waiting
+
+
+def test_a_connection_awaiting_its_body_times_out_and_can_be_evicted() -> None:
+    """A head alone does not take a connection off the clock: its body has the same
+    time again, and at the limit it may be closed to make room like one awaiting a head."""
+    log: list[str] = []
+    clock = Clock()
+    guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=clock)
+    a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
+    assert guard.admit(a) and guard.admit(b)
+    clock.now += 5
+    guard.await_body(a)  # a's head came; its body has not
+    guard.busy(b)  # b's whole request came: being answered
+    assert guard.admit(c)
+    assert log == ["a closed"] and guard.open == {b, c}
+    guard.await_body(c)
+    clock.now += 10
+    guard.expire(clock.now)
+    assert log == ["a closed", "c timed out"]
+
+
+def test_a_connection_closed_elsewhere_makes_no_room() -> None:
+    """aiohttp's connections wait in the same list; one it has closed is passed over."""
+    log: list[str] = []
+    guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=Clock())
+    gone, a = Conn("gone", log), Conn("a", log)
+    gone.closed = True
+    guard.waiting[gone] = 0.0
+    guard.others = lambda: 2
+    assert not guard.admit(a)
+    assert log == ["a refused"] and not guard.waiting and guard.evicted == 0
