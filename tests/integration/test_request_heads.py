@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -430,5 +431,21 @@ async def test_api_refuses_a_bare_lf_in_a_head(tmp_path: Path, path: str) -> Non
         stored = await exchange(port, b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n" + token
                                 + b"Connection: close\r\n\r\n")
         assert status_of(stored) == 404
+    finally:
+        await server.stop()
+
+
+async def test_api_does_not_log_an_error_for_a_client_gone_mid_body(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="meshlet.api.routes")
+    server, port, token = await token_server(tmp_path, ServerOptions())
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post_head(token, 1000))
+        await until(lambda: owing_bodies(server) == 1, "the POST to owe its body")
+        writer.transport.abort()  # gone, mid-body
+        await until(lambda: any(r.name == "meshlet.api.routes" for r in caplog.records),
+                    "the API to notice the client is gone")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     finally:
         await server.stop()
