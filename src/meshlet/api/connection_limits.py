@@ -346,7 +346,7 @@ class ConnectionGuard:
         finally:
             conn.body = None
             idle = HandedOver(protocol)
-            if not idle.closed:
+            if request.keep_alive and not idle.closed:  # else aiohttp closes it now
                 self.await_head(idle)
         if conn.late:
             response.force_close()  # the rest of its body is not read as a request
