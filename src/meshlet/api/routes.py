@@ -72,6 +72,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         return web.json_response(http_error_body(exc.status, request.method, request.path,
                                                  exc.reason), status=exc.status)
+    except ConnectionResetError as exc:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(exc)
+        # The client went away (mid-body, say): no fault here, and no one to answer.
+        log.debug("client gone during %s %s: %s", request.method, request.path, exc)
+        response = web.Response(status=400)
+        response.force_close()
+        return response
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(exc)

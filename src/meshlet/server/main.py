@@ -44,7 +44,9 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
-    head_timeout: float = API_HEAD_TIMEOUT  # seconds a client has to send a request head
+    # Seconds a client has to send a request head (from its connection's start or its
+    # last answer), and again for the body, from the head's end.
+    head_timeout: float = API_HEAD_TIMEOUT
     max_connections: int = 0  # client connections at most; 0: from the descriptor limit
     # The cluster's shared secret: servers send it to each other (founding, joining),
     # and a request that carries it may use the Raft membership endpoints.
@@ -153,14 +155,15 @@ class Server:
         if tls is not None:
             node.ca_file = api.ca_file = str(tls.creds.ca_file)
         app = api.app()
-        app.middlewares.insert(0, head_limits_middleware)
+        guard = ConnectionGuard(options.head_timeout, options.max_connections)
+        app.middlewares[:0] = [head_limits_middleware, guard.middleware]
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
                                **aiohttp_limits(options.head_timeout))
         await runner.setup()
         aiohttp_protocol = runner.server
         assert aiohttp_protocol is not None
         stats = FastLaneStats()
-        stats.guard = ConnectionGuard(options.head_timeout, options.max_connections)
+        stats.guard = guard
         stats.guard.start(lambda: len(aiohttp_protocol.connections))
         listening = await asyncio.get_running_loop().create_server(
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
