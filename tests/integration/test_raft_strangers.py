@@ -23,7 +23,7 @@ from meshlet.raft.storage import RaftStorage
 from meshlet.security.credentials import ensure_server_credentials
 from meshlet.server.main import Server, ServerOptions
 from meshlet.state import StateMachine
-from tests.conftest import async_wait_until
+from tests.conftest import async_management_token, async_wait_until
 
 TOKEN = "t" * 43
 
@@ -91,7 +91,7 @@ async def test_strangers_change_nothing_and_are_counted(tmp_path: Path) -> None:
     raft = ("127.0.0.1", free_port())
     server = await Server.start(data, "127.0.0.1", 0, options(raft))
     try:
-        async with Client(server.url) as client:
+        async with Client(server.url, token=await async_management_token(data)) as client:
             await client.kv_put("app/colour", b"blue")
         term = server.node.status()["raft"]["term"]
         for reason in ("not_member", "bad_certificate", "wrong_sender"):
@@ -109,7 +109,7 @@ async def test_strangers_change_nothing_and_are_counted(tmp_path: Path) -> None:
         await counted(server.url, "wrong_sender", 1)
         status = server.node.status()["raft"]
         assert status["term"] == term and status["snapshots_installed"] == 0
-        async with Client(server.url) as client:
+        async with Client(server.url, token=await async_management_token(data)) as client:
             assert await client.kv_get_raw("app/colour") == b"blue"
     finally:
         await server.stop()
@@ -119,7 +119,7 @@ async def test_strangers_change_nothing_and_are_counted(tmp_path: Path) -> None:
     try:
         assert server.node.status()["raft"]["term"] < 999
         assert server.node.driver.members.keys() == {"s1"}
-        async with Client(server.url) as client:
+        async with Client(server.url, token=await async_management_token(data)) as client:
             assert await client.kv_get_raw("app/colour") == b"blue"
     finally:
         await server.stop()
