@@ -51,9 +51,30 @@ def same_listener(address: tuple[str, int], other: tuple[str, int]) -> bool:
 
 
 def to_url(value: str) -> str:
+    """An API URL: ``http://`` added to a bare HOST:PORT, and made ``https://`` when
+    the host is beyond loopback, where a server's API speaks only HTTPS."""
     if "://" not in value:
         value = "http://" + value
-    return value.rstrip("/")
+    value = value.rstrip("/")
+    if value[:7].lower() == "http://":
+        try:
+            host = parse_hostport(value)[0]
+        except ConfigError:
+            return value  # not HOST:PORT: left for the request to fail on
+        if not is_loopback(host):
+            value = "https://" + value[7:]
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is this machine's loopback."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def source_address_towards(url: str) -> str:

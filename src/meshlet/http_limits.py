@@ -12,7 +12,11 @@ from typing import Final
 MAX_HEAD_BYTES: Final = 64 * 1024  # request line and headers → 431
 MAX_HEADERS: Final = 100  # header lines → 431
 MAX_URL_BYTES: Final = 8 * 1024  # the request target → 414
-HEAD_TIMEOUT: Final = 10.0  # seconds for a head to arrive whole → 408
+HEAD_TIMEOUT: Final = 10.0  # seconds for a head to arrive whole → 408 (sidecar)
+# The API server's, which also closes a connection idle after an answer: longer than the
+# 15 s an aiohttp client keeps an idle connection for reuse, so the server does not
+# close one a client is about to send a request on.
+API_HEAD_TIMEOUT: Final = 30.0
 
 # The refusal codes, as the x-meshlet-error header (sidecar) or the error body's
 # "code" (API) names them, with their statuses.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from meshlet.process_identity import identity
-from tests.e2e.helpers import lone_server, meshlet, wait_for
+from tests.e2e.helpers import lone_server, meshlet, token_header, wait_for
 
 
 def test_down_leaves_a_process_that_is_not_the_recorded_up_alone(tmp_path: Path) -> None:
@@ -52,9 +52,11 @@ def server(tmp_path: Path) -> Iterator[str]:
         yield addr
 
 
-def api(addr: str, method: str, path: str, body: dict[str, Any]) -> None:
+def api(addr: str, home: Path, method: str, path: str, body: dict[str, Any]) -> None:
+    """A request with the management token of lone_server's data under ``home``."""
     req = urllib.request.Request(f"{addr}{path}", data=json.dumps(body).encode(),
-                                 method=method, headers={"Content-Type": "application/json"})
+                                 method=method, headers={"Content-Type": "application/json",
+                                                         **token_header(home)})
     urllib.request.urlopen(req, timeout=10).close()
 
 
@@ -63,9 +65,9 @@ def test_logs_reads_the_agents_own_file_and_nothing_the_api_points_at(
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET\n")
     # A caller of the API registers a container whose log is someone else's file.
-    api(server, "POST", "/v1/containers", {"name": "web", "node": os.uname().nodename,
+    api(server, tmp_path, "POST", "/v1/containers", {"name": "web", "node": os.uname().nodename,
                                            "command": ["true"]})
-    api(server, "PUT", "/v1/containers/web/status",
+    api(server, tmp_path, "PUT", "/v1/containers/web/status",
         {"status": "exited", "exit_code": 0, "log": str(secret)})
     run = lambda *a: meshlet("--addr", server, *a, home=tmp_path, check=False)
 
@@ -95,7 +97,7 @@ def test_logs_reads_the_agents_own_file_and_nothing_the_api_points_at(
 def test_server_strings_reach_the_terminal_without_escapes(server: str,
                                                            tmp_path: Path) -> None:
     key = "app/\x1b[2J\x1b]0;owned\x07name"
-    api(server, "PUT", "/v1/kv/" + urllib.request.quote(key, safe="/"), {})
+    api(server, tmp_path, "PUT", "/v1/kv/" + urllib.request.quote(key, safe="/"), {})
     listing = meshlet("--addr", server, "kv", "list", "app/", home=tmp_path)
     assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
     assert "app/name" in listing.stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import management_token
 from tests.e2e.helpers import downed, env_for, free_port, meshlet, wait_for
 
 
@@ -63,9 +64,16 @@ def start_server(data: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
                                 env=env_for(home), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     addr = f"http://127.0.0.1:{port}"
-    wait_for(lambda: meshlet("--addr", addr, "status", home=home,
-                             check=False).returncode == 0, 20, "the server")
+    wait_for(lambda: cli(addr, data, home, "status", check=False).returncode == 0, 20,
+             "the server")
     return proc, addr
+
+
+def cli(addr: str, data: Path, home: Path, *args: str,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The CLI against the server on ``data``, with its management token."""
+    return meshlet("--addr", addr, "--token", management_token(data), *args, home=home,
+                   check=check)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -79,7 +87,7 @@ def test_a_servers_log_and_snapshot_are_private_and_old_modes_are_tightened(
     proc, addr = start_server(data, home)
     try:
         for i in range(20):
-            meshlet("--addr", addr, "kv", "put", f"k{i}", "secret", home=home)
+            cli(addr, data, home, "kv", "put", f"k{i}", "secret")
         wait_for(lambda: list(data.rglob("snapshot.bin")), 20, "a snapshot")
     finally:
         stop(proc)
@@ -92,7 +100,7 @@ def test_a_servers_log_and_snapshot_are_private_and_old_modes_are_tightened(
     proc, addr = start_server(data, home)
     try:
         assert wide(data) == {}
-        assert meshlet("--addr", addr, "kv", "get", "k19", home=home).stdout == "secret\n"
+        assert cli(addr, data, home, "kv", "get", "k19").stdout == "secret\n"
     finally:
         stop(proc)
 
@@ -102,7 +110,7 @@ def test_an_unprivileged_user_cannot_read_the_log(base: Path) -> None:
     data, home = base / "data", base / "home"
     proc, addr = start_server(data, home)
     try:
-        meshlet("--addr", addr, "kv", "put", "password", "hunter2", home=home)
+        cli(addr, data, home, "kv", "put", "password", "hunter2")
     finally:
         stop(proc)
     control = base / "public.txt"

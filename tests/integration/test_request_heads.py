@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from meshlet.proxy.config import (
 )
 from meshlet.proxy.sidecar import Sidecar
 from meshlet.server.main import Server, ServerOptions
-from tests.conftest import async_wait_until, wait_until
+from tests.conftest import async_management_token, async_wait_until, wait_until
 from tests.integration.test_durability import free_port, reachable
 from tests.integration.test_proxy_http import endpoint, start_backend
 
@@ -43,6 +44,7 @@ REFUSED = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request",
                  id="two-hosts"),
     pytest.param(b"GET /\r\n", 400, "bad_request", id="http-0.9"),
+    pytest.param(b"GET /\r\nHost: x\r\n\r\n", 400, "bad_request", id="http-0.9-headers"),
     pytest.param(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                  501, "upgrade_unsupported", id="connect"),
     pytest.param(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
@@ -290,6 +292,25 @@ async def test_a_listener_holds_at_most_max_connections() -> None:
         await runner.cleanup()
 
 
+async def test_sidecar_does_not_time_a_head_behind_a_request_in_flight() -> None:
+    """A pipelined head that is incomplete while the request before it is answered
+    slowly (longer than the head timeout) is timed only from that answer on."""
+    proxy, runner = await start_proxy(1.0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar_port(proxy))
+        writer.write(b"GET /?sleep=2.5 HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo")
+        first = await asyncio.wait_for(reader.readuntil(b"sleep=2.5"), 10)
+        assert first.startswith(b"HTTP/1.1 200")
+        writer.write(b"st: x\r\nConnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"HTTP/1.1 200" in rest and b"/second" in rest
+        writer.close()
+    finally:
+        await proxy.stop(1)
+        assert runner is not None
+        await runner.cleanup()
+
+
 def test_listener_head_timeout_is_checked() -> None:
     from meshlet.errors import ConfigError
     base = {"version": 1, "listeners": [{"name": "web", "direction": "outbound",
@@ -341,7 +362,7 @@ async def test_api_refuses_the_head(api: int, request_bytes: bytes, status: int,
     assert answer.count(b"HTTP/1.1 ") == 1
 
 
-LATER = [p for p in REFUSED if p.id not in ("http-0.9", "65KiB-head")]
+LATER = [p for p in REFUSED if p.id not in ("http-0.9", "http-0.9-headers", "65KiB-head")]
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:
@@ -430,3 +451,141 @@ async def test_api_answers_while_hundreds_of_half_open_connections_are_held(
             writer.close()
         proc.terminate()
         proc.wait(10)
+
+
+# -- bodies, idle connections and the connection limit (the API server) -------------
+
+
+async def token_server(tmp_path: Path, options: ServerOptions) -> tuple[Server, int, bytes]:
+    """A started server, its port, and its management token as a header line."""
+    server = await Server.start(tmp_path, "127.0.0.1", 0, options)
+    await async_management_token(tmp_path)
+    header = b"X-Meshlet-Token: " + (server.acl.token() or "").encode() + b"\r\n"
+    return server, int(server.url.rsplit(":", 1)[1]), header
+
+
+def put_head(token: bytes, length: int, key: bytes = b"k") -> bytes:
+    return (b"PUT /v1/kv/" + key + b" HTTP/1.1\r\nHost: x\r\n" + token
+            + b"Content-Length: %d\r\n\r\n" % length)
+
+
+def post_head(token: bytes, length: int) -> bytes:
+    return (b"POST /v1/containers HTTP/1.1\r\nHost: x\r\n" + token
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{" % length)
+
+
+async def until(predicate: Callable[[], object], message: str) -> None:
+    async def check() -> object:
+        return predicate()
+    await async_wait_until(check, message=message)
+
+
+def owing_bodies(server: Server) -> int:
+    """Connections, on either path, whose head has come and whose body has not."""
+    return sum(1 for conn in server.fast_lane.guard.waiting
+               if getattr(conn, "in_body", False) or getattr(conn, "body", None) is not None)
+
+
+async def test_api_bodies_that_never_end_cannot_fill_the_connection_limit(
+        tmp_path: Path) -> None:
+    """16 connections, the limit, each sending a head and never its body (half a KV put
+    on the fast lane, half a POST aiohttp reads): a new client is still answered, by
+    closing the one that has waited longest."""
+    server, port, token = await token_server(
+        tmp_path, ServerOptions(head_timeout=60, max_connections=16))
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for i in range(16):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(put_head(token, 1000) if i % 2 else post_head(token, 1000))
+            held.append(writer)
+        await until(lambda: owing_bodies(server) == 16, "16 connections to owe their body")
+        answer = await exchange(port, put_head(token, 2, b"probe").replace(
+            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + b"ok")
+        assert status_of(answer) == 200, answer[:200]
+        assert server.fast_lane.guard.evicted == 1
+    finally:
+        for writer in held:
+            writer.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("head", ["fast-lane", "aiohttp"])
+async def test_api_times_out_a_body_that_never_ends(tmp_path: Path, head: str) -> None:
+    server, port, token = await token_server(tmp_path, ServerOptions(head_timeout=SLOW))
+    try:
+        request = put_head(token, 1000) + b"x" if head == "fast-lane" else post_head(token, 1000)
+        answer = await exchange(port, request)
+        assert status_of(answer) == 408 and error_code(answer) == "body_timeout", answer
+        stored = await exchange(port, b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n" + token
+                                + b"Connection: close\r\n\r\n")
+        assert status_of(stored) == 404
+    finally:
+        await server.stop()
+
+
+async def test_api_closes_an_idle_aiohttp_connection_to_make_room(tmp_path: Path) -> None:
+    """Connections aiohttp serves, idle after their answer, wait for a head as the fast
+    lane's do: at the limit the one idle longest is closed for a new client."""
+    server, port, _ = await token_server(
+        tmp_path, ServerOptions(head_timeout=60, max_connections=2))
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status_of(await read_response(reader)) == 200
+            idle.append((reader, writer))
+        answer = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                                      b"Connection: close\r\n\r\n")
+        assert status_of(answer) == 200, answer[:200]
+        assert await asyncio.wait_for(idle[0][0].read(), 10) == b""  # the oldest, closed
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await server.stop()
+
+
+SMUGGLED = (b"PUT /v1/kv/k HTTP/1.1\r\nHost: a\r\n%bX: y\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 4\r\nConnection: close\r\n\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("path", ["fast-lane", "aiohttp"])
+async def test_api_refuses_a_bare_lf_in_a_head(tmp_path: Path, path: str) -> None:
+    """``X: y\\nTransfer-Encoding: chunked`` is refused on either path; nothing stored."""
+    server, port, token = await token_server(tmp_path, ServerOptions())
+    try:
+        request = SMUGGLED % token
+        if path == "fast-lane":
+            answer = await exchange(port, request)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # to aiohttp
+                assert status_of(await read_response(reader)) == 200
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+        assert status_of(answer) == 400, answer[:200]
+        stored = await exchange(port, b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n" + token
+                                + b"Connection: close\r\n\r\n")
+        assert status_of(stored) == 404
+    finally:
+        await server.stop()
+
+
+async def test_api_does_not_log_an_error_for_a_client_gone_mid_body(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="meshlet.api.routes")
+    server, port, token = await token_server(tmp_path, ServerOptions())
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post_head(token, 1000))
+        await until(lambda: owing_bodies(server) == 1, "the POST to owe its body")
+        writer.transport.abort()  # gone, mid-body
+        await until(lambda: any(r.name == "meshlet.api.routes" for r in caplog.records),
+                    "the API to notice the client is gone")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        await server.stop()

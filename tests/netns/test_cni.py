@@ -171,12 +171,14 @@ def test_version_and_errors(server: str, token: str, tmp_path: Path) -> None:
         assert code != 0 and error["code"] == expected, error
         assert sorted(error) == ["cniVersion", "code", "details", "msg"]
     assert "eth0" not in inside("ml-cni-ours", "link")
-    assert leases(server) == {}
+    assert leases(server, tmp_path) == {}
 
 
-def leases(server: str) -> dict[str, str]:
+def leases(server: str, home: Path) -> dict[str, str]:
+    """The network's leases, read with the token of the server whose data is in
+    ``home`` (the fixture's tmp_path)."""
     net = json.loads(meshlet("--addr", server, "-o", "json", "network", "inspect",
-                             "cninet", home=Path("/tmp")).stdout)
+                             "cninet", home=home).stdout)
     return dict(net["addresses"])
 
 
@@ -190,8 +192,9 @@ def link_names(ns: str | None = None) -> list[str]:
     return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
 
 
-def test_the_hosts_own_namespace_is_refused(server: str) -> None:
-    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+def test_the_hosts_own_namespace_is_refused(server: str, token: str, tmp_path: Path) -> None:
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
+            "token": token}
     # A name in /run/netns for this process's namespace, the host's, as a runtime
     # might be handed one by mistake (`ip netns attach NAME PID`).
     subprocess.run(["ip", "netns", "attach", "ml-cni-host", str(os.getpid())], check=True)
@@ -205,16 +208,18 @@ def test_the_hosts_own_namespace_is_refused(server: str) -> None:
             assert "host's own network namespace" in error["details"]
             code, error = invoke(PLUGIN, "CHECK", {**ours, "prevResult": {"ips": []}}, path)
             assert code != 0 and error["code"] == 4, error
-        assert link_names() == before and leases(server) == {}
+        assert link_names() == before and leases(server, tmp_path) == {}
     finally:
         subprocess.run(["ip", "netns", "delete", "ml-cni-host"], check=True)  # the name only
 
 
-def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str) -> None:
+def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: str,
+                                                            tmp_path: Path) -> None:
     """Two real refusals by the kernel: a link of the veth peer's name already in the
     namespace (the pair cannot be made), and a link of the bridge's name that is no
     bridge but a veth (the pair is made, then cannot be plugged into it)."""
-    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server}
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
+            "token": token}
     peer = bridge.short("mlp", "cninet", "cni-c1-eth0")
     fake_bridge = bridge.bridge_name("cninet")
     subprocess.run(["ip", "-n", "ml-cni-ours", "link", "add", peer, "type", "veth", "peer",
@@ -224,7 +229,7 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str) -> None
     assert code != 0 and error["code"] == 100, error
     assert "not undone" not in error["details"]
     assert leftovers() == host_before and bridge.ours() == []  # its bridge is gone too
-    assert link_names("ml-cni-ours") == ns_before and leases(server) == {}
+    assert link_names("ml-cni-ours") == ns_before and leases(server, tmp_path) == {}
     subprocess.run(["ip", "-n", "ml-cni-ours", "link", "del", peer], check=True)
 
     subprocess.run(["ip", "link", "add", fake_bridge, "type", "veth", "peer", "name",
@@ -236,7 +241,7 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str) -> None
         code, error = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
         assert code != 0 and error["code"] == 100, error
         assert link_names() == host_before   # the veth pair made is gone
-        assert link_names("ml-cni-ours") == ns_before and leases(server) == {}
+        assert link_names("ml-cni-ours") == ns_before and leases(server, tmp_path) == {}
     finally:
         bridge.delete_link(fake_bridge)
 
@@ -244,4 +249,4 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str) -> None
     code, result = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
     assert code == 0 and result["ips"][0]["address"] == "10.231.0.2/24", result
     code, _ = invoke(PLUGIN, "DEL", ours, "ml-cni-ours")
-    assert code == 0 and leases(server) == {}
+    assert code == 0 and leases(server, tmp_path) == {}

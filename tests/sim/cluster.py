@@ -66,6 +66,7 @@ class SimCluster:
         self.down: set[str] = set()
         self.proposed = 0
         self.proposals: list[tuple[bytes | None, asyncio.Future[Any]]] = []
+        self.strangers = dict.fromkeys(self.ids, 0)  # frames dropped, when last asked
 
     @classmethod
     async def start(cls, ids: list[str], seed: int, spares: int = 0) -> SimCluster:
@@ -82,6 +83,7 @@ class SimCluster:
             lambda: self.take_snapshot(driver), founders, snapshot_every=NEVER,
             tick_interval=None, rng=random.Random(self.rng.random()))
         self.drivers[node_id] = driver
+        self.strangers[node_id] = 0
         with suppress(Crashed):  # right after a send in its first process()
             await driver.start()
 
@@ -208,6 +210,7 @@ class SimCluster:
         self.applied[node_id] = []
         self.applied_index[node_id] = 0
         await self.boot(node_id)
+        self.rejoin(node_id)
         self.process(node_id)
 
     def compact(self, node_id: str) -> None:
@@ -231,11 +234,45 @@ class SimCluster:
         return future
 
     def change_members(self, node_id: str, members: dict[str, Any]) -> asyncio.Future[Any]:
-        """Propose a configuration through the driver (raises NotLeader, ConfigError)."""
+        """Propose a configuration through the driver (raises NotLeader, ConfigError).
+        A server it adds learns the members, as a server's ``--join`` does once the
+        leader has added it: until then it drops every frame from a stranger."""
+        before = config_members(self.node(node_id).config)
         future = self.drivers[node_id].submit_members(members)
         self.proposals.append((None, future))
+        for added in set(members) - set(before):
+            if added not in self.down:
+                self.drivers[added].learn(members)
         self.process(node_id)
         return future
+
+    def ask_for_members(self) -> None:
+        """A server that dropped frames from strangers asks the servers it trusts for
+        their members, as a server does (``RaftServerNode.refresh_members``)."""
+        for node_id, driver in self.drivers.items():
+            if node_id in self.down or driver.strangers() == self.strangers[node_id]:
+                continue
+            self.strangers[node_id] = driver.strangers()
+            learnt: dict[str, Any] = {}
+            for source in sorted(driver.trusted()):
+                if source not in self.down and source in self.drivers and \
+                        frozenset((node_id, source)) not in self.cut:
+                    learnt.update(config_members(self.node(source).config))
+            if learnt:
+                driver.learn(learnt, keep=True)
+
+    def rejoin(self, node_id: str) -> None:
+        """A restarted server that its own log does not name asks to join again, as a
+        server does at start: the answer is the newest configuration that names it."""
+        if node_id in config_members(self.node(node_id).config):
+            return
+        configs = [(n.config_index, n.config) for i, n in self.nodes.items()
+                   if i not in self.down and i != node_id]
+        for _, config in sorted(configs, reverse=True):
+            members = config_members(config)
+            if node_id in members:
+                self.drivers[node_id].learn(members)
+                return
 
     def reconfigure(self) -> None:
         """The leader adds a server from outside its configuration or removes one."""
@@ -292,6 +329,7 @@ class SimCluster:
                 self.doomed = (victim, self.rng.randrange(1, 4))
         elif self.down:
             await self.restart(self.rng.choice(sorted(self.down)))
+        self.ask_for_members()
         self.check()
 
     # -- invariants (§5.2, §5.3, §5.4) ---------------------------------------------------
@@ -348,6 +386,7 @@ class SimCluster:
             else:
                 for node_id in self.ids:
                     self.tick(node_id)
+            self.ask_for_members()
             self.check()
             leader = self.leader()
             if leader is not None and target is None:

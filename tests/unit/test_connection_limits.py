@@ -48,6 +48,17 @@ def test_refused_heads(data: bytes, expected: str) -> None:
     assert code(head_verdict(data)) == expected
 
 
+@pytest.mark.parametrize("head", [
+    b"PUT /v1/kv/k HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: y\rz\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+])
+def test_a_cr_or_lf_outside_a_crlf_is_refused(head: bytes) -> None:
+    """Split on CRLF only, ``X: y\nTransfer-Encoding: chunked`` would be one header
+    here and two to a parser that takes a bare LF as a line end."""
+    assert code(head_verdict(head + b"0\r\n\r\n")) == "400 bad_request"
+
+
 def test_an_upgrade_header_alone_is_not_an_upgrade() -> None:
     head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
     assert head_verdict(head) == len(head)
@@ -77,7 +88,9 @@ class Conn:
     def __repr__(self) -> str:
         return self.name
 
-    def head_timed_out(self) -> None:
+    closed = False
+
+    def timed_out(self) -> None:
         self.log.append(f"{self.name} timed out")
 
     def refuse_connection(self) -> None:
@@ -101,7 +114,7 @@ def test_full_guard_closes_the_connection_that_waited_longest() -> None:
     guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=clock)
     a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
     assert guard.admit(a) and guard.admit(b)
-    guard.head_arrived(a)
+    guard.busy(a)
     guard.await_head(a)  # answered: a waits again, now after b
     assert guard.admit(c)
     assert log == ["b closed"] and guard.evicted == 1
@@ -113,8 +126,8 @@ def test_full_guard_with_no_one_waiting_refuses_the_new_connection() -> None:
     guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=Clock())
     a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
     assert guard.admit(a) and guard.admit(b)
-    guard.head_arrived(a)
-    guard.head_arrived(b)
+    guard.busy(a)
+    guard.busy(b)
     assert not guard.admit(c)
     assert log == ["c refused"] and guard.refused == 1 and guard.open == {a, b}
 
@@ -155,3 +168,34 @@ def test_a_connection_that_left_is_forgotten() -> None:
     clock.now += 5
     guard.expire(clock.now)
     assert log == [] and not guard.open and not guard.waiting
+
+
+def test_a_connection_awaiting_its_body_times_out_and_can_be_evicted() -> None:
+    """A head alone does not take a connection off the clock: its body has the same
+    time again, and at the limit it may be closed to make room like one awaiting a head."""
+    log: list[str] = []
+    clock = Clock()
+    guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=clock)
+    a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
+    assert guard.admit(a) and guard.admit(b)
+    clock.now += 5
+    guard.await_body(a)  # a's head came; its body has not
+    guard.busy(b)  # b's whole request came: being answered
+    assert guard.admit(c)
+    assert log == ["a closed"] and guard.open == {b, c}
+    guard.await_body(c)
+    clock.now += 10
+    guard.expire(clock.now)
+    assert log == ["a closed", "c timed out"]
+
+
+def test_a_connection_closed_elsewhere_makes_no_room() -> None:
+    """aiohttp's connections wait in the same list; one it has closed is passed over."""
+    log: list[str] = []
+    guard = ConnectionGuard(head_timeout=10, max_connections=2, clock=Clock())
+    gone, a = Conn("gone", log), Conn("a", log)
+    gone.closed = True
+    guard.waiting[gone] = 0.0
+    guard.others = lambda: 2
+    assert not guard.admit(a)
+    assert log == ["a refused"] and not guard.waiting and guard.evicted == 0

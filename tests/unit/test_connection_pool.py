@@ -112,13 +112,19 @@ def test_a_cancelled_waiter_leaves_the_queue() -> None:
     assert p.acquire(A, Waiter("next")) == (QUEUED, None)
 
 
-def test_a_lost_connection_frees_its_slot_for_a_waiter() -> None:
+def full_with_waiters(key: tuple[str, int]) -> tuple[ConnectionPool, Conn, Waiter]:
+    """A pool at its one connection (to A), a finished and a live waiter for ``key``."""
     p = pool(max_connections=1, max_pending=2)
     conn, finished, waiting = Conn(A), Waiter("finished"), Waiter("waiting")
     p.acquire(A, Waiter("holder"))
-    p.acquire(A, finished)
-    p.acquire(A, waiting)
+    p.acquire(key, finished)
+    p.acquire(key, waiting)
     finished.finished = True
+    return p, conn, waiting
+
+
+def test_a_lost_connection_frees_its_slot_for_a_waiter() -> None:
+    p, conn, waiting = full_with_waiters(A)
     assert p.lost(conn, was_idle=False) is waiting
     assert p.connections == 1  # the slot is reserved for the waiter's new connection
     assert p.freed() is None and p.connections == 0
@@ -234,12 +240,7 @@ def test_a_slot_is_given_back_once_however_often_its_loss_is_reported() -> None:
 
 
 def test_a_waiter_is_not_handed_a_connection_to_an_endpoint_that_left() -> None:
-    p = pool(max_connections=1, max_pending=2)
-    conn, finished, waiting = Conn(A), Waiter("finished"), Waiter("waiting")
-    p.acquire(A, Waiter("holder"))
-    p.acquire(B, finished)
-    p.acquire(B, waiting)
-    finished.finished = True
+    p, conn, waiting = full_with_waiters(B)
     p.set_endpoints({B})
     # Closed instead, and its slot goes to the waiter, which opens its own connection.
     assert p.release(conn, 5.0) == (REPLACE, waiting)

@@ -86,3 +86,11 @@ def test_the_token_is_read_from_either_header_as_the_routes_read_it() -> None:
     assert parse(put(headers="X-Meshlet-Token: a\r\nX-Meshlet-Token: b\r\n")) is None
     assert parse(put(headers="X-Meshlet-Token: caf\u00e9\r\n".encode().decode("latin-1"))) \
         is None
+
+
+def test_a_cr_or_lf_inside_a_header_line_goes_to_aiohttp() -> None:
+    """``X: y\nTransfer-Encoding: chunked`` is two headers to a parser that ends lines
+    at a bare LF: never read here as one."""
+    assert parse(put(headers="X: y\nTransfer-Encoding: chunked\r\n")) is None
+    assert parse(put(headers="X: y\rz\r\n")) is None
+    assert parse(put(headers="X: y\n\r\n")) is None

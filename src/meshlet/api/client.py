@@ -6,6 +6,9 @@ the server cannot be reached, so callers never see aiohttp exceptions.
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 import time
 from typing import Any
 from urllib.parse import quote
@@ -20,12 +23,30 @@ TOKEN_HEADER = "X-Meshlet-Token"
 JOIN_TOKEN_HEADER = "X-Meshlet-Join-Token"
 
 
-def session_without_retries() -> aiohttp.ClientSession:
+def client_tls(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """How clients check a server's HTTPS: against the cluster's root in ``ca_file``
+    (default: ``MESHLET_CA_FILE``; a server writes it as ``ca.pem`` in its data
+    directory), or, with neither, the system's trusted roots."""
+    return _context(str(ca_file or os.environ.get("MESHLET_CA_FILE") or ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ConfigError(f"--ca-file {ca_file}: cannot read the cluster's CA "
+                                 f"certificate: {exc}", "ca_file") from None
+
+
+def session_without_retries(tls: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
     """A session that sends each request once. aiohttp resends a PUT or DELETE whose
     connection dropped before the answer; against meshlet that can apply a write twice,
     or report a check-and-set that succeeded as a conflict. aiohttp has no public
-    switch for it; its own test client turns it off the same way."""
-    session = aiohttp.ClientSession()
+    switch for it; its own test client turns it off the same way. ``tls`` checks
+    HTTPS servers (default: aiohttp's, the system's roots)."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None)
     if hasattr(session, "_retry_connection"):
         session._retry_connection = False
     return session
@@ -36,9 +57,13 @@ class Client:
     cluster's join token, which servers send each other to found or join a cluster."""
 
     def __init__(self, addr: str, timeout: float = 10.0, token: str | None = None,
-                 join_token: str | None = None) -> None:
+                 join_token: str | None = None,
+                 ca_file: str | os.PathLike[str] | None = None) -> None:
+        """``ca_file``: the cluster's root, to check the server's HTTPS (default:
+        ``MESHLET_CA_FILE``)."""
         self.base = to_url(addr)
         self.timeout = timeout
+        self.ca_file = ca_file
         self.headers: dict[str, str] = {}
         if token:
             self.headers[TOKEN_HEADER] = token
@@ -62,7 +87,8 @@ class Client:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = session_without_retries()
+            self._session = session_without_retries(
+                client_tls(self.ca_file) if self.base.startswith("https:") else None)
         return self._session
 
     async def request(self, method: str, path: str, *, json: Any = None,

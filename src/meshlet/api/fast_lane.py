@@ -10,7 +10,7 @@ and headers aiohttp would give. The first request that is
 anything else (another route, a follower's write to forward, an unusual form) hands
 the connection, with every byte not yet answered, to aiohttp's protocol for good.
 Each head is read whole and judged first, and connections are bounded in number and
-in the time their heads take (``connection_limits.py``).
+in the time their heads and bodies take (``connection_limits.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from http import HTTPStatus
 from typing import Any
 
 from meshlet.api import connection_limits, kv_put_request
-from meshlet.api.connection_limits import WAIT, ConnectionGuard, Refusal
+from meshlet.api.connection_limits import WAIT, ConnectionGuard, HandedOver, Refusal
 from meshlet.api.error_body import error_body
 from meshlet.api.kv_put_request import INCOMPLETE, KvPut
 from meshlet.errors import MeshletError, NotLeader
@@ -88,6 +88,7 @@ class FastLane(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.eof = False  # the client has sent all it will
+        self.in_body = False  # a head came, not yet all of its body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -129,12 +130,16 @@ class FastLane(asyncio.Protocol):
         if isinstance(verdict, Refusal):
             self.refuse(verdict)
             return
-        self.stats.guard.head_arrived(self)
         request = kv_put_request.parse(self.buffer)
         if request is INCOMPLETE:
             if self.eof:  # the rest will never come
                 self.close()
+            elif not self.in_body:  # the body's deadline runs from its head
+                self.in_body = True
+                self.stats.guard.await_body(self)
             return
+        self.in_body = False
+        self.stats.guard.busy(self)
         if not isinstance(request, KvPut) or not self.api.node.is_leader:
             self.hand_over(bytes(self.buffer))
             return
@@ -188,6 +193,7 @@ class FastLane(asyncio.Protocol):
         protocol = self.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        self.stats.guard.await_head(HandedOver(protocol))  # until its middleware runs
         if pending:
             protocol.data_received(pending)
 
@@ -197,9 +203,13 @@ class FastLane(asyncio.Protocol):
         self.buffer = bytearray()
         self.answer_and_close(refusal.status, refusal.code, refusal.message)
 
-    def head_timed_out(self) -> None:
-        """The guard's verdict: no whole head in time (408 if one had begun)."""
-        if self.buffer:
+    def timed_out(self) -> None:
+        """The guard's verdict: no whole head in time (408 if one had begun), or no
+        whole body in time from its head (408)."""
+        if self.in_body:
+            self.answer_and_close(408, connection_limits.BODY_TIMEOUT_CODE,
+                                  f"no whole request body in {self.stats.guard.head_timeout:g} s")
+        elif self.buffer:
             self.answer_and_close(408, connection_limits.HEAD_TIMEOUT_CODE,
                                   f"no whole request head in {self.stats.guard.head_timeout:g} s")
         else:

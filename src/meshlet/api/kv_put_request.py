@@ -51,7 +51,11 @@ def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
     head_end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if head_end < 0:
         return INCOMPLETE if len(buffer) < MAX_HEAD else None
-    lines = bytes(buffer[:head_end]).split(b"\r\n")
+    head = bytes(buffer[:head_end])
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        return None  # a CR or LF outside a CRLF: aiohttp refuses it
+    lines = head.split(b"\r\n")
     target = request_target(lines[0])
     if target is None:
         return None

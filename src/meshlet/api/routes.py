@@ -24,7 +24,7 @@ from meshlet.addresses import parse_hostport, to_url
 from meshlet.api import openapi
 from meshlet.api.access import CREDENTIAL_HEADERS, Guard, Need, require, visible
 from meshlet.api.acl import AclRoutes
-from meshlet.api.client import session_without_retries
+from meshlet.api.client import client_tls, session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
 from meshlet.api.error_body import error_body, http_error_body
@@ -72,6 +72,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         return web.json_response(http_error_body(exc.status, request.method, request.path,
                                                  exc.reason), status=exc.status)
+    except ConnectionResetError as exc:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(exc)
+        # The client went away (mid-body, say): no fault here, and no one to answer.
+        log.debug("client gone during %s %s: %s", request.method, request.path, exc)
+        response = web.Response(status=400)
+        response.force_close()
+        return response
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(exc)
@@ -111,6 +121,7 @@ class Api:
         self.metrics = ServerMetrics(node.status, lambda: self.sm.index,
                                      lambda: self.guard.refused)
         self.openapi_body: bytes | None = None
+        self.ca_file: str | None = None  # the cluster's root: the leader's HTTPS is checked
 
     def service_of(self, request: web.Request) -> str:
         """The service of the instance a route names ('' if there is none)."""
@@ -199,7 +210,8 @@ class Api:
             if request.content_type:
                 headers["Content-Type"] = request.content_type
             try:
-                async with session_without_retries() as session, session.request(
+                tls = client_tls(self.ca_file) if leader.startswith("https:") else None
+                async with session_without_retries(tls) as session, session.request(
                         request.method, leader + request.path_qs, data=body, headers=headers,
                         timeout=aiohttp.ClientTimeout(total=30)) as resp:
                     payload = await resp.read()

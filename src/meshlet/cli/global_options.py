@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import click
 
-WITH_VALUE = ("--addr", "--token", "--output", "-o")
+WITH_VALUE = ("--addr", "--token", "--output", "-o", "--ca-file")
 FLAGS = ("--verbose", "-v")
 PASSTHROUGH = "command"  # a variadic argument of this name is a workload's command line
 
@@ -39,7 +39,7 @@ def global_option_length(args: Sequence[str], i: int) -> int:
         return 1
     if word in WITH_VALUE:
         return 2 if i + 1 < len(args) else 1
-    if word.startswith(("--addr=", "--token=", "--output=")) or (
+    if word.startswith(("--addr=", "--token=", "--output=", "--ca-file=")) or (
             word.startswith("-o") and len(word) > 2 and not word.startswith("--")):
         return 1
     return 0

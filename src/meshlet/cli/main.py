@@ -45,11 +45,16 @@ def default_addr() -> str:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               help="Output format (also accepted after the command).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.option("--ca-file", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="The cluster's CA certificate, to check a server's HTTPS (env "
+                   "MESHLET_CA_FILE; a server writes it as ca.pem in its data directory).")
 @click.version_option(meshlet.__version__, prog_name="meshlet")
 @click.pass_context
 def cli(ctx: click.Context, addr: str | None, token: str | None, output: str,
-        verbose: bool) -> None:
+        verbose: bool, ca_file: str | None) -> None:
     """meshlet: a light service mesh for Linux."""
+    if ca_file:  # every client this process makes (CLI, agent) checks against it
+        os.environ["MESHLET_CA_FILE"] = os.path.abspath(ca_file)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     addr = addr or default_addr()

@@ -18,6 +18,11 @@ from prometheus_client.registry import Collector
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                   2.5, 5.0)
 ROLES = ("follower", "pre-candidate", "candidate", "leader")
+# Why a Raft frame is dropped: its sender is not a member, it names another server,
+# it is malformed, or the connection it came on has no valid cluster certificate (or
+# one for another server than the frame claims to come from).
+DROP_REASONS = ("not_member", "wrong_recipient", "malformed", "bad_certificate",
+                "wrong_sender")
 
 
 class NodeCollector(Collector):
@@ -47,6 +52,14 @@ class NodeCollector(Collector):
         yield CounterMetricFamily("meshlet_raft_elections",
                                   "Elections this server started as a candidate.",
                                   info["elections"])
+        dropped = CounterMetricFamily(
+            "meshlet_raft_frames_dropped",
+            "Raft frames (or connections, for bad_certificate) refused, by reason.",
+            labels=["reason"])
+        counts = info.get("frames_dropped", {})
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], counts.get(reason, 0))
+        yield dropped
         yield GaugeMetricFamily("meshlet_raft_snapshot_bytes",
                                 "Size of the last snapshot taken or installed.",
                                 info["snapshot_bytes"])

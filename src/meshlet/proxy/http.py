@@ -6,15 +6,17 @@ their bytes buffered. The upstream side is ``upstream.py``.
 
 A connection bounds what a client can make it hold (``meshlet.http_limits``): the
 request target (414), the head's size and header count (431), the time a head may take
-to arrive whole, counted from its first byte or from the connection's start (408, or
-a plain close if nothing came), and the time a kept-alive connection may wait idle for
-its next request (the listener's ``idle_timeout``; then it is closed). The sizes are
-counted in the parser's callbacks, and for a head still incomplete, by the bytes read
-since it began (httptools gathers a header line itself before handing it over; a head
-that begins after another request in the same read is counted from the next read).
-A head with two Host headers, an HTTP/0.9 request (400) and CONNECT or an Upgrade (501)
-are refused. Each refusal is answered once, with the reason in ``x-meshlet-error``, and
-the connection is closed. Trailers after a chunked body are dropped."""
+to arrive whole, from its first byte or from the connection's start (408, or a plain
+close if nothing came), and the time a kept-alive connection may wait idle for its next
+request (the listener's ``idle_timeout``; then it is closed). Sizes are counted in the
+parser's callbacks and, for a head still incomplete when a read ends, by the bytes read
+since it began: httptools gathers a header line before handing it over, so a line that
+never ends is bounded here (a head that begins after another request in the same read
+is counted from the next read on). Two Host headers and HTTP/0.9 (400), CONNECT and
+Upgrade (501) are refused too. A refusal is answered once, its reason in
+``x-meshlet-error``, and the connection closed. Trailers after a chunked body are
+dropped, never added to a head.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,7 +48,7 @@ from meshlet.raft.core import (
 )
 from meshlet.raft.interfaces import Storage, Transport, forkable
 from meshlet.raft.storage import RaftStorage
-from meshlet.raft.transport import TcpTransport
+from meshlet.raft.transport import TcpTransport, TransportTls
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,14 @@ class RaftDriver:
                  take_snapshot: Callable[[], bytes],
                  founders: dict[str, Any] | None = None, snapshot_every: int = 8192,
                  tick_interval: float | None = 0.05, election_ticks: int = 10,
-                 snapshot_interval: float = 0.0, rng: random.Random | None = None) -> None:
+                 snapshot_interval: float = 0.0, rng: random.Random | None = None,
+                 dropped: Counter[str] | None = None) -> None:
         """``founders`` (id -> member info) bootstraps a new cluster when the storage
         is empty; without it an empty server waits to be added to one. With
         ``tick_interval`` None the caller ticks (``tick()``), as a simulator does;
         such a driver knows no time, so it holds no lease and reports no contact age.
-        ``rng`` (default: a fresh ``random.Random``) draws the election timeouts."""
+        ``rng`` (default: a fresh ``random.Random``) draws the election timeouts.
+        ``dropped`` counts the frames refused, by reason; the transport may share it."""
         self.id = node_id
         self.founders = founders
         self.storage = storage
@@ -124,6 +126,9 @@ class RaftDriver:
         self.transport = transport
         self.known_config = b""
         self.hints: dict[str, Any] = {}  # addresses learnt while joining
+        self.senders: frozenset[str] = frozenset()  # whose frames are stepped in
+        self.senders_key: tuple[int, bool, bytes] | None = None  # what they come from
+        self.dropped: Counter[str] = dropped if dropped is not None else Counter()
         self.tick_times: deque[float] = deque(maxlen=4 * election_ticks)
         self.snapshots = SnapshotStats()
         self.waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
@@ -146,13 +151,18 @@ class RaftDriver:
                 apply: Callable[[Entry], Any], restore: Callable[[bytes], None],
                 take_snapshot: Callable[[], bytes], founders: dict[str, Any] | None = None,
                 snapshot_every: int = 8192, tick_interval: float = 0.05,
-                election_ticks: int = 10, snapshot_interval: float = 0.0) -> RaftDriver:
+                election_ticks: int = 10, snapshot_interval: float = 0.0,
+                tls: TransportTls | None = None) -> RaftDriver:
         """A server's driver: its log and snapshot in ``directory``, its messages over
-        TCP on ``listen`` (None: a server alone, which listens for no one)."""
-        return cls(node_id, RaftStorage(directory), TcpTransport(node_id, listen), apply,
-                   restore, take_snapshot, founders=founders, snapshot_every=snapshot_every,
-                   tick_interval=tick_interval, election_ticks=election_ticks,
-                   snapshot_interval=snapshot_interval)
+        TCP on ``listen`` (None: a server alone, which listens for no one), in mutual
+        TLS with ``tls`` (without it, in the clear: tests and benchmarks only)."""
+        dropped: Counter[str] = Counter()
+        transport = TcpTransport(node_id, listen, dropped, tls)
+        return cls(node_id, RaftStorage(directory), transport,
+                   apply, restore, take_snapshot, founders=founders,
+                   snapshot_every=snapshot_every, tick_interval=tick_interval,
+                   election_ticks=election_ticks, snapshot_interval=snapshot_interval,
+                   dropped=dropped)
 
     def __repr__(self) -> str:
         return f"<RaftDriver {self.node!r}>"
@@ -203,10 +213,19 @@ class RaftDriver:
         self.follow_config()
         return True
 
-    def learn(self, members: dict[str, Any]) -> None:
-        """Addresses of a cluster this empty server is joining, until its log has them."""
-        self.hints = dict(members)
+    def learn(self, members: dict[str, Any], keep: bool = False) -> None:
+        """Addresses of a cluster this empty server is joining, until its log has them;
+        with ``keep``, added to those it knows. A server whose log lags behind the
+        cluster's membership (it missed a server's addition, and that server now
+        leads) learns the newer members this way from the servers it trusts, since it
+        drops the frames of any server it does not know."""
+        self.hints = {**self.hints, **members} if keep else dict(members)
+        self.senders_key = None  # the senders are worked out again
         self.follow_config()
+
+    def strangers(self) -> int:
+        """How many frames from servers that are not members were dropped so far."""
+        return self.dropped["not_member"]
 
     async def hand_over(self, timeout: float = 2.0, to: str | None = None) -> str | None:
         """Pass leadership to ``to`` (default: the most caught-up follower), e.g. on a
@@ -286,10 +305,53 @@ class RaftDriver:
 
     def receive(self, m: Message) -> None:
         """Step a message in; the Ready comes once this turn of the loop is done, so the
-        frames of one read (and the proposals of the same turn) share one fsync."""
-        if self.node is not None:
-            self.node.step(m)
-            self.process_soon()
+        frames of one read (and the proposals of the same turn) share one fsync.
+        A message from a server that is not a member of the configuration in force
+        (nor of the cluster this server is being added to), or addressed to another
+        server, is dropped and counted: one forged SNAPSHOT would otherwise replace
+        the whole state and the term."""
+        node = self.node
+        if node is None:
+            return
+        reason = self.refusal(m)
+        if reason is not None:
+            self.drop(reason, m)
+            return
+        node.step(m)
+        self.process_soon()
+
+    def refusal(self, m: Message) -> str | None:
+        """Why ``m`` may not be stepped in, or None."""
+        assert self.node is not None
+        if m.to != self.id:
+            return "wrong_recipient"
+        node = self.node
+        key = (node.config_index, node.config_index <= node.commit, node.config)
+        if key != self.senders_key:
+            self.senders_key = key
+            self.senders = self.trusted()
+        return None if m.frm in self.senders else "not_member"
+
+    def trusted(self) -> frozenset[str]:
+        """Whose frames are stepped in: the members of the configuration in force,
+        and while it is not yet committed those of the committed one too (a leader
+        that removes itself leads until the change commits, thesis §4.2.2), and the
+        members of the cluster this server was told it is joining."""
+        node = self.node
+        assert node is not None
+        ids = {*self.hints, *config_members(node.config)}
+        if node.config_index > node.commit:
+            ids.update(config_members(node.config_at(min(node.commit,
+                                                          node.config_index - 1))))
+        return frozenset(ids - {self.id})
+
+    def drop(self, reason: str, m: Message) -> None:
+        self.dropped[reason] += 1
+        count = self.dropped[reason]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th...: bounded log volume
+            log.warning("dropped a raft %s frame from %r to %r: %s (%d so far)",
+                        m.type.value, m.frm[:64], m.to[:64], reason.replace("_", " "),
+                        count)
 
     async def propose(self, data: bytes) -> Any:
         """Commit ``data`` through Raft; returns what ``apply`` returned for it."""

@@ -1,29 +1,53 @@
 """Raft messages over TCP: one outbound connection per peer, reconnected with backoff,
 behind a bounded queue (Raft tolerates loss, so a full queue drops the oldest). The
-peer set follows the cluster's membership (``set_peers``)."""
+peer set follows the cluster's membership (``set_peers``).
+
+Between servers the connections are mutual TLS (``TransportTls``): each side shows a
+certificate from the cluster's root and checks the other's; a connection without a
+valid one is refused before a byte of it is read, and every frame on an accepted one
+must come from the server its certificate names. Without ``tls`` the frames travel in
+the clear: only tests and the benchmark's baseline do that.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import ssl
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from meshlet.backoff import Backoff
-from meshlet.errors import ConfigError
-from meshlet.raft.codec import FRAME, MAX_FRAME, decode, encode
+from meshlet.raft.codec import encode
 from meshlet.raft.core import Message, NodeId
+from meshlet.raft.inbound import HANDSHAKE_TIMEOUT, Inbound
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
 
 
+@dataclass(frozen=True)
+class TransportTls:
+    """Mutual TLS between servers: ``server`` accepts and ``client`` connects (each
+    requires the other's certificate), ``server_name`` is the name every server's
+    certificate holds, and ``peer_id`` reads the server id out of a peer's certificate
+    (as ``SSLObject.getpeercert()`` gives it), or None if it names none."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_name: str
+    peer_id: Callable[[object], NodeId | None]
+
+
 class Peer:
-    def __init__(self, node_id: NodeId, host: str, port: int) -> None:
+    def __init__(self, node_id: NodeId, host: str, port: int,
+                 tls: TransportTls | None = None) -> None:
         self.id = node_id
         self.host = host
         self.port = port
+        self.tls = tls
         self.queue: deque[bytes] = deque(maxlen=QUEUE_LIMIT)
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -35,8 +59,10 @@ class Peer:
         backoff = Backoff(base=0.05, cap=1.0)
         while True:
             try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
+                writer = await self.connect()
+            except (OSError, TimeoutError) as exc:
+                log.debug("cannot reach raft peer %s at %s:%d: %s", self.id, self.host,
+                          self.port, exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
@@ -54,28 +80,53 @@ class Peer:
             finally:
                 writer.close()
 
+    async def connect(self) -> asyncio.StreamWriter:
+        """A connection to the peer; over TLS, only to the server this peer is.
+        Raises OSError (ssl.SSLError among them) or TimeoutError."""
+        tls = self.tls
+        if tls is None:
+            _, writer = await asyncio.open_connection(self.host, self.port)
+            return writer
+        _, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=tls.client, server_hostname=tls.server_name,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        named = tls.peer_id(writer.get_extra_info("peercert"))
+        if named != self.id:
+            writer.close()
+            raise ConnectionError(f"its certificate is for server {named!r}, not {self.id!r}")
+        return writer
+
 
 class TcpTransport:
     """The driver's ``Transport`` between servers."""
 
-    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None) -> None:
+    def __init__(self, node_id: NodeId, listen: tuple[str, int] | None,
+                 dropped: Counter[str] | None = None, tls: TransportTls | None = None
+                 ) -> None:
+        """``dropped`` counts what is refused (a connection without a valid
+        certificate, a frame that is malformed or claims another sender), by reason."""
         self.id = node_id
+        self.tls = tls
+        self.dropped: Counter[str] = dropped if dropped is not None else Counter()
         self.listen = listen
         self.peers: dict[NodeId, Peer] = {}
         self.on_message: Callable[[Message], None] = lambda m: None
-        self.server: asyncio.Server | None = None
-        self.readers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[Inbound] = set()
 
     def __repr__(self) -> str:
-        return f"<TcpTransport {self.id} listen={self.listen} peers={sorted(self.peers)}>"
+        tls = "mtls" if self.tls is not None else "plaintext"
+        return (f"<TcpTransport {self.id} {tls} listen={self.listen} "
+                f"peers={sorted(self.peers)}>")
 
     async def start(self, deliver: Callable[[Message], None]) -> None:
         """Listen for peers (unless this is a server alone, with no address); every
         message read is handed to ``deliver``."""
         self.on_message = deliver
         if self.listen is not None:
-            self.server = await asyncio.start_server(self.accept, *self.listen,
-                                                     reuse_address=True)
+            self.server = await asyncio.get_running_loop().create_server(
+                lambda: Inbound(self.tls, self.on_message, self.refuse, self.connections),
+                *self.listen, reuse_address=True)
 
     def set_peers(self, peers: dict[NodeId, tuple[str, int]]) -> None:
         """Connect to new or moved peers, disconnect from departed ones."""
@@ -87,7 +138,7 @@ class TcpTransport:
                 del self.peers[node_id]
         for node_id, (host, port) in peers.items():
             if node_id != self.id and node_id not in self.peers:
-                peer = Peer(node_id, host, port)
+                peer = Peer(node_id, host, port, self.tls)
                 peer.task = asyncio.get_running_loop().create_task(peer.run())
                 self.peers[node_id] = peer
 
@@ -97,35 +148,21 @@ class TcpTransport:
             peer.queue.append(encode(m))
             peer.wakeup.set()
 
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.readers[task] = writer
-        try:
-            while True:
-                header = await reader.readexactly(FRAME.size)
-                (length,) = FRAME.unpack(header)
-                if length > MAX_FRAME:
-                    raise ConfigError(f"raft frame of {length} bytes is too large")
-                self.on_message(decode(await reader.readexactly(length)))
-        except (asyncio.IncompleteReadError, ConnectionError, ConfigError) as exc:
-            if isinstance(exc, ConfigError):
-                log.warning("dropping raft connection: %s", exc)
-        finally:
-            writer.close()
-            if task is not None:
-                self.readers.pop(task, None)
+    def refuse(self, reason: str, what: str) -> None:
+        self.dropped[reason] += 1
+        count = self.dropped[reason]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th...: bounded log volume
+            log.warning("raft: refused %s (%d so far)", what, count)
 
     async def stop(self) -> None:
-        """Close every connection. Readers end at the closed socket rather than being
-        cancelled: asyncio reports a cancelled connection handler as an error."""
+        """Close every connection."""
         if self.server is not None:
             self.server.close()
-        for writer in self.readers.values():
-            writer.close()
+        for connection in list(self.connections):
+            connection.close()
         senders = [p.task for p in self.peers.values() if p.task]
         for task in senders:
             task.cancel()
-        for task in [*senders, *self.readers]:
+        for task in senders:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

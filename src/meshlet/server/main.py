@@ -12,17 +12,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from meshlet.addresses import parse_hostport, parse_http_url, same_listener
+from meshlet.addresses import is_loopback, parse_hostport, parse_http_url, same_listener
 from meshlet.api.connection_limits import ConnectionGuard, aiohttp_limits, head_limits_middleware
 from meshlet.api.fast_lane import FastLane, FastLaneStats
 from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
-from meshlet.http_limits import HEAD_TIMEOUT
+from meshlet.http_limits import API_HEAD_TIMEOUT
 from meshlet.private_files import private_tree
 from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
+from meshlet.server.tls import ServerTls, check_root, record_root
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,16 @@ class ServerOptions:
     snapshot_every: int = 8192
     snapshot_interval: float = 30.0  # at most one snapshot per this many seconds
     node_ttl: float = DEFAULT_TTL  # a node silent this long is deregistered
-    head_timeout: float = HEAD_TIMEOUT  # seconds a client has to send a request head
+    # Seconds a client has to send a request head (from its connection's start or its
+    # last answer), and again for the body, from the head's end.
+    head_timeout: float = API_HEAD_TIMEOUT
     max_connections: int = 0  # client connections at most; 0: from the descriptor limit
     # The cluster's shared secret: servers send it to each other (founding, joining),
     # and a request that carries it may use the Raft membership endpoints.
     join_token: str | None = None
     # A benchmark's baseline only (bench/acl_bench.py); no command-line flag sets it.
     enforce_acl: bool = True
+    https: bool = False  # the API over HTTPS on loopback too (beyond it, always)
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -103,6 +107,7 @@ class Server:
         self.listening = listening
         self.fast_lane = fast_lane
         self.finding: asyncio.Task[None] | None = None
+        self.background: list[asyncio.Task[None]] = []  # run while the server does
 
     def __repr__(self) -> str:
         return f"<Server {self.url} {self.node!r}>"
@@ -122,17 +127,24 @@ class Server:
         except OSError:
             sock.close()
             raise
-        url = f"http://{host}:{sock.getsockname()[1]}"
+        https = options.https or not is_loopback(host)
+        url = f"{'https' if https else 'http'}://{host}:{sock.getsockname()[1]}"
         address = PeerAddress(options.raft, url)
         founders = None
         if options.peers:
             founders = {**options.peers, options.server_id: address}
         elif options.bootstrap_expect == 1 or not (options.join or options.bootstrap_expect):
             founders = {options.server_id: address}
+        tls = ServerTls.make(data_dir, options.server_id, host, options.raft,
+                             options.join_token, https)
+        join_token = tls.join_token if tls is not None else options.join_token
         node = RaftServerNode(data_dir, options.server_id, address, founders,
-                              options.snapshot_every, options.snapshot_interval)
+                              options.snapshot_every, options.snapshot_interval,
+                              tls.raft() if tls is not None else None)
         try:
             await node.open()
+            if tls is not None:
+                check_root(node, tls.join_token)
         except BaseException:
             sock.close()
             with contextlib.suppress(Exception):
@@ -140,22 +152,32 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper, options.join_token, options.enforce_acl)
+        if tls is not None:
+            node.ca_file = api.ca_file = str(tls.creds.ca_file)
         app = api.app()
-        app.middlewares.insert(0, head_limits_middleware)
+        guard = ConnectionGuard(options.head_timeout, options.max_connections)
+        app.middlewares[:0] = [head_limits_middleware, guard.middleware]
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
                                **aiohttp_limits(options.head_timeout))
         await runner.setup()
         aiohttp_protocol = runner.server
         assert aiohttp_protocol is not None
         stats = FastLaneStats()
-        stats.guard = ConnectionGuard(options.head_timeout, options.max_connections)
+        stats.guard = guard
         stats.guard.start(lambda: len(aiohttp_protocol.connections))
         listening = await asyncio.get_running_loop().create_server(
-            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128)
+            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
+            ssl=tls.api() if https and tls is not None else None)
         reaper.start()
         acl = AclBootstrapper(node)
         acl.start()
         server = cls(node, runner, url, api, listening, stats, reaper, acl)
+        loop = asyncio.get_running_loop()
+        if options.raft is not None:
+            server.background.append(loop.create_task(node.refresh_members(join_token)))
+        if tls is not None:
+            server.background += [loop.create_task(record_root(node, tls.join_token)),
+                                  loop.create_task(tls.renew_forever())]
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
@@ -188,8 +210,8 @@ class Server:
             silent = []
             for url in urls:
                 try:
-                    async with Client(url, timeout=2.0,
-                                      join_token=options.join_token) as client:
+                    async with Client(url, timeout=2.0, join_token=options.join_token,
+                                      ca_file=node.ca_file) as client:
                         other = await client.raft_self()
                 except MeshletError as exc:
                     silent.append(f"{url}: {exc}")
@@ -209,10 +231,11 @@ class Server:
             await asyncio.sleep(backoff.next_delay())
 
     async def stop(self) -> None:
-        if self.finding is not None:
-            self.finding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.finding
+        for task in (self.finding, *self.background):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reaper.stop()
         await self.acl.stop()
         self.listening.close()

@@ -20,6 +20,7 @@ from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError, NotLeader, StorageError, Unavailable
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
+from meshlet.raft.transport import TransportTls
 from meshlet.server.blocking import wait_for_index
 from meshlet.server.waiting import WaitReport
 from meshlet.state import COMMANDS, Command, Result, StateMachine
@@ -41,19 +42,22 @@ class PeerAddress:
 class RaftServerNode:
     def __init__(self, data_dir: Path, node_id: str, address: PeerAddress,
                  founders: dict[str, PeerAddress] | None = None,
-                 snapshot_every: int = 8192, snapshot_interval: float = 0.0) -> None:
+                 snapshot_every: int = 8192, snapshot_interval: float = 0.0,
+                 tls: TransportTls | None = None) -> None:
         """``founders`` bootstraps a new cluster (ignored once the data directory holds
-        one); without it the server waits to be added to a cluster."""
+        one); without it the server waits to be added to a cluster. ``tls``: Raft
+        between servers in mutual TLS (a server with a Raft address always has it)."""
         self.data_dir = data_dir
         self.id = node_id
         self.address = address
         self.machine = StateMachine()
+        self.ca_file: str | None = None  # the cluster's root, to check other servers' HTTPS
         self._changed = asyncio.Event()
         self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
             self.machine.snapshot,
             {i: a.info() for i, a in founders.items()} if founders is not None else None,
-            snapshot_every, snapshot_interval=snapshot_interval)
+            snapshot_every, snapshot_interval=snapshot_interval, tls=tls)
 
     def __repr__(self) -> str:
         return f"<RaftServerNode {self.id} {self.driver!r} index={self.machine.index}>"
@@ -63,7 +67,41 @@ class RaftServerNode:
         return self.driver.is_leader
 
     def self_info(self) -> dict[str, Any]:
-        return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members)}
+        return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members),
+                "members": self.driver.members}
+
+    async def refresh_members(self, join_token: str | None, interval: float = 1.0) -> None:
+        """Runs while the server does. The driver drops frames from servers that are not
+        members; when it has dropped some since the last look, this server's log may
+        lag behind the cluster's membership (it missed the addition of the server that
+        now leads). Ask the servers it trusts for the members they know, and trust
+        those too: they come from the cluster's own log."""
+        from meshlet.api.client import Client
+        seen = 0
+        while True:
+            await asyncio.sleep(interval)
+            if self.driver.strangers() == seen:
+                continue
+            seen = self.driver.strangers()
+            known = {**self.driver.hints, **self.driver.members}
+            learnt: dict[str, Any] = {}
+            for node_id in sorted(self.driver.trusted()):
+                url = known.get(node_id, {}).get("http")
+                if not url:
+                    continue
+                try:
+                    async with Client(url, timeout=2.0, join_token=join_token,
+                                      ca_file=self.ca_file) as client:
+                        other = await client.raft_self()
+                except MeshletError as exc:
+                    log.debug("cannot ask %s for its members: %s", node_id, exc)
+                    continue
+                members = other.get("members")
+                if isinstance(members, dict):
+                    learnt.update({k: v for k, v in members.items() if isinstance(v, dict)})
+            if set(learnt) - set(known):
+                log.info("learnt of servers %s from the members", sorted(set(learnt) - set(known)))
+                self.driver.learn(learnt, keep=True)
 
     async def open(self) -> None:
         """Load the snapshot and log; committed entries are re-applied as it starts."""
@@ -198,7 +236,14 @@ class RaftServerNode:
             failures = []
             for url in urls:
                 try:
-                    async with Client(url, join_token=join_token) as client:
+                    async with Client(url, join_token=join_token,
+                                      ca_file=self.ca_file) as client:
+                        # Trust the cluster's servers before they are asked to add
+                        # this one: the leader's first appends must not be dropped
+                        # (with one server, its change commits only once we answer).
+                        known = (await client.raft_self()).get("members")
+                        if isinstance(known, dict) and known:
+                            self.driver.learn({**self.driver.hints, **known})
                         info = self.address.info()
                         members = await client.add_peer(self.id, info["raft"],
                                                         info["http"])
@@ -248,7 +293,8 @@ class RaftServerNode:
                          "snapshots_taken": snaps.taken,
                          "snapshots_installed": snaps.installed,
                          "snapshot_seconds": round(snaps.seconds, 6),
-                         "snapshot_bytes": snaps.last_bytes},
+                         "snapshot_bytes": snaps.last_bytes,
+                         "frames_dropped": dict(self.driver.dropped)},
                 "members": members}
 
 

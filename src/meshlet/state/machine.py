@@ -16,6 +16,7 @@ from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
 from meshlet.state.acl import AclTable
+from meshlet.state.ca import CaRootSet, CaTable
 from meshlet.state.commands import (
     HEALTH_STATES,
     AclBootstrap,
@@ -85,6 +86,7 @@ class StateMachine:
         self.containers = ContainerTable(self.networks)
         self.nodes = NodeTable()
         self.acl = AclTable()
+        self.ca = CaTable()
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -212,6 +214,7 @@ class StateMachine:
             "nodes": self.nodes.dump(),
             "vips": self.vips.dump(),
             "acl": self.acl.dump(),
+            "ca": self.ca.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -234,6 +237,7 @@ class StateMachine:
         self.nodes.load(body.get("nodes"))
         self.vips.load(body.get("vips"))
         self.acl.load(body.get("acl"))
+        self.ca.load(body.get("ca"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -346,7 +350,7 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 # -- the registry: each command once, with its check and its apply ---------------------
 
 TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
-                                "nodes": NodeTable, "acl": AclTable}
+                                "nodes": NodeTable, "acl": AclTable, "ca": CaTable}
 
 
 def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
@@ -389,7 +393,8 @@ for cls, table, check, apply in [
         (AclTokenCreate, "acl", "check_token_create", "token_create"),
         (AclTokenDelete, "acl", "check_token_delete", "token_delete"),
         (AclPolicySet, "acl", "check_policy_set", "policy_set"),
-        (AclPolicyDelete, "acl", "check_policy_delete", "policy_delete")]:
+        (AclPolicyDelete, "acl", "check_policy_delete", "policy_delete"),
+        (CaRootSet, "ca", "check_set", "set")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),

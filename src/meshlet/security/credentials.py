@@ -1,0 +1,153 @@
+"""A server's TLS credentials in its data directory, kept current: ``tls/server.key``
+(its own key, 0600, made once), ``tls/server.pem`` (its certificate from the cluster's
+CA, issued again when it nears its end, when the CA or the addresses it names change)
+and ``ca.pem`` (the cluster's root, which the CLI and other clients verify against).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshlet.errors import ConfigError
+from meshlet.security import ca
+
+TLS_DIR = "tls"
+CA_FILE = "ca.pem"
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """Where a server's key, certificate and the cluster root are, and for whom."""
+
+    server_id: str
+    cluster: str
+    key_file: Path
+    cert_file: Path
+    ca_file: Path
+
+    def __repr__(self) -> str:
+        return f"<ServerCredentials {self.server_id} of {self.cluster}>"
+
+    @property
+    def server_name(self) -> str:
+        """The name every server's certificate holds, checked as TLS's hostname."""
+        return ca.server_dns_name(self.cluster)
+
+    def server_context(self) -> ssl.SSLContext:
+        """For a listener that requires a cluster certificate of whoever connects
+        (mutual TLS, TLS 1.3)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._configure(context)
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def api_context(self) -> ssl.SSLContext:
+        """For the HTTPS API: a client certificate is not asked for (clients prove
+        themselves with tokens)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._configure(context)
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """For connecting to another server: its certificate must come from the
+        cluster's root and name the cluster's servers; this one shows its own."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._configure(context)
+        return context
+
+    def _configure(self, context: ssl.SSLContext) -> None:
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(self.cert_file, self.key_file)
+        context.load_verify_locations(cafile=str(self.ca_file))
+
+
+def peer_server_id(peercert: object, cluster: str) -> str | None:
+    """The server id in a peer's certificate as ``ssl`` decodes it (its URI name)."""
+    if not isinstance(peercert, dict):
+        return None
+    prefix = ca.server_uri(cluster, "")
+    for kind, value in peercert.get("subjectAltName", ()):
+        if kind == "URI" and isinstance(value, str) and value.startswith(prefix):
+            return value[len(prefix):] or None
+    return None
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` whole (a temporary file, then a rename), readable per ``mode``."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """This server's key, made (and written 0600) the first time."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except FileNotFoundError:
+        key = ca.new_key()
+        write_private(path, key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        return key
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a private key this server can read: {exc}",
+                          "tls") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{path}: not an EC private key", "tls")
+    os.chmod(path, 0o600)
+    return key
+
+
+def ensure_server_credentials(data_dir: Path, join_token: str, server_id: str,
+                              ips: list[str], now: datetime.datetime | None = None
+                              ) -> ServerCredentials:
+    """Make sure ``data_dir`` holds this server's key, a current certificate naming
+    ``server_id`` and ``ips``, and the cluster's root; returns where they are.
+    Raises ConfigError (a key that cannot be read), OSError."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    root = ca.derive_root(join_token)
+    tls = data_dir / TLS_DIR
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(tls, 0o700)
+    creds = ServerCredentials(server_id, root.cluster, tls / "server.key",
+                              tls / "server.pem", data_dir / CA_FILE)
+    key = load_key(creds.key_file)
+    if not current(creds.cert_file, root, key, server_id, ips, now):
+        cert = ca.issue_server(root, key.public_key(), server_id, ips, now)
+        write_private(creds.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    if not creds.ca_file.exists() or creds.ca_file.read_bytes() != root.pem:
+        write_private(creds.ca_file, root.pem, 0o644)
+    return creds
+
+
+def current(path: Path, root: ca.Root, key: ec.EllipticCurvePrivateKey, server_id: str,
+            ips: list[str], now: datetime.datetime) -> bool:
+    """Whether the certificate at ``path`` may go on being used."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if ca.verify_server(cert, root, now) != server_id or ca.needs_renewal(cert, now):
+            return False
+    except (FileNotFoundError, ValueError, ConfigError):
+        return False
+    if cert.public_key() != key.public_key():
+        return False
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    named.update(sans.get_values_for_type(x509.DNSName))
+    return {ip for ip in ips if ip not in ("0.0.0.0", "::")} <= named
