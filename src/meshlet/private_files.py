@@ -7,15 +7,25 @@ mode (never written first and chmod-ed after, which leaves a window), directorie
 made with wider modes is tightened when it is opened or named again, so a restart
 repairs it. A directory shared with others (sticky, as /tmp) is never tightened: what
 meshlet keeps in it lives in private directories of its own.
+
+Nothing is adopted from another user, root included: a directory or file that the
+effective user does not own is refused (its owner could widen its mode again and read
+it, or write entries into it), and so is a directory on the way to it that someone
+else could rename things in (owned by another user than root or us, or writable by
+others without the sticky bit). Files are opened without following a symlink, and
+their owner is checked on the open descriptor, so nothing can be swapped in between.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import stat
 from pathlib import Path
 from typing import BinaryIO
+
+from meshlet.errors import StorageError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -30,10 +40,48 @@ def tighten(path: str | Path, limit: int) -> None:
         os.chmod(path, stat.S_IMODE(mode) & limit)
 
 
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def check_owner(path: str | Path, info: os.stat_result, what: str) -> None:
+    """Raise StorageError unless the effective user owns ``path`` (whose ``info``)."""
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise StorageError(
+            f"refusing {what} {path}: it is owned by {user_name(info.st_uid)} "
+            f"(uid {info.st_uid}), not by {user_name(me)}; remove it, or give it to "
+            f"{user_name(me)} if its content is to be trusted")
+
+
+def check_on_the_way(directory: Path) -> None:
+    """Raise StorageError if someone other than root or us could rename what is in
+    ``directory`` (a sticky one shared by all, as /tmp, is fine)."""
+    info = os.stat(directory)
+    if info.st_uid not in (0, os.geteuid()):
+        check_owner(directory, info, "directory")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise StorageError(
+            f"refusing directory {directory}: others may write in it "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}) and could swap what meshlet keeps "
+            "there; make it 0755 or give it the sticky bit")
+
+
 def private_dir(path: str | Path) -> Path:
     """``path`` as a directory only its owner may enter, made with any missing parents
-    (each 0700); an existing one is tightened. Returns it. Raises OSError."""
+    (each 0700); an existing one is tightened. Returns it. Raises StorageError for one
+    that another user owns or could swap, OSError otherwise."""
     path = Path(path)
+    real = Path(os.path.realpath(path))
+    existing = real
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    for directory in reversed([existing, *existing.parents]):
+        if directory != real:
+            check_on_the_way(directory)
     missing = []
     here = path
     while not here.exists():
@@ -45,34 +93,63 @@ def private_dir(path: str | Path) -> Path:
         try:
             os.mkdir(directory, DIR_MODE)
         except FileExistsError:
-            pass  # made meanwhile; tightened below if it is ours to tighten
-    if not path.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
-    tighten(path, DIR_MODE)
+            pass  # made meanwhile; checked below like any existing one
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
+    try:
+        info = os.fstat(fd)
+        if info.st_mode & stat.S_ISVTX:
+            check_on_the_way(path)  # shared, never tightened; its owner still matters
+        else:
+            check_owner(path, info, "directory")
+            if info.st_mode & SHARED:
+                os.fchmod(fd, stat.S_IMODE(info.st_mode) & DIR_MODE)
+    finally:
+        os.close(fd)
     return path
 
 
 def private_tree(path: str | Path) -> Path:
     """``private_dir``, and every directory and file below it tightened too (what an
-    older version wrote 0755/0644); symlinks are not followed."""
+    older version wrote 0755/0644). Raises StorageError for anything below that another
+    user owns, or a symlink (meshlet makes none; one could send the reads and the
+    truncation of a torn log's recovery to a file elsewhere)."""
     path = private_dir(path)
     for top, dirs, files in os.walk(path):
         for name in dirs + files:
             entry = os.path.join(top, name)
-            mode = os.lstat(entry).st_mode
-            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+            info = os.lstat(entry)
+            if stat.S_ISLNK(info.st_mode):
+                raise StorageError(f"refusing {entry}: a symbolic link in a data directory "
+                                   f"(to {os.readlink(entry)}); remove it")
+            if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
+                check_owner(entry, info, "directory" if stat.S_ISDIR(info.st_mode) else "file")
                 tighten(entry, DIR_MODE)
     return path
 
 
 def open_fd(path: str | Path, flags: int) -> int:
-    """``os.open`` creating the file 0600 (an existing one is tightened)."""
-    fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+    """``os.open`` creating the file 0600 (an existing one is tightened). Raises
+    StorageError for a symlink, or a file that is not a regular one or not ours: it
+    is refused before anything in it changes (``O_TRUNC`` waits until it is checked)."""
     try:
-        mode = os.fstat(fd).st_mode
-        if mode & SHARED and stat.S_ISREG(mode):
-            os.fchmod(fd, stat.S_IMODE(mode) & DIR_MODE)
-    except OSError:
+        fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"refusing file {path}: it is a symbolic link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"refusing file {path}: it is not a regular file")
+        check_owner(path, info, "file")
+        if info.st_mode & SHARED:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & DIR_MODE)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+    except BaseException:
         os.close(fd)
         raise
     return fd

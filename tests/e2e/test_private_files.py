@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -83,7 +84,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def test_a_servers_log_and_snapshot_are_private_and_old_modes_are_tightened(
         base: Path) -> None:
-    data, home = base / "data", base / "home"
+    home = base / "home"
+    data = home / "data"  # where env_for finds its management token
     proc, addr = start_server(data, home)
     try:
         for i in range(20):
@@ -107,7 +109,8 @@ def test_a_servers_log_and_snapshot_are_private_and_old_modes_are_tightened(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs a command as `nobody`")
 def test_an_unprivileged_user_cannot_read_the_log(base: Path) -> None:
-    data, home = base / "data", base / "home"
+    home = base / "home"
+    data = home / "data"  # where env_for finds its management token
     proc, addr = start_server(data, home)
     try:
         cli(addr, data, home, "kv", "put", "password", "hunter2")
@@ -144,3 +147,51 @@ def test_meshlet_up_keeps_its_home_data_and_container_logs_private(base: Path) -
         assert (data / "agent" / "containers" / "hello.log").exists()
         assert (home / "up.json").exists() and (home / "up.log").exists()
         assert wide(home) == {} and wide(data) == {}
+
+
+def refused_start(data: Path, home: Path) -> str:
+    """``meshlet server`` on ``data``, which must refuse to start: its stderr."""
+    proc = subprocess.run([sys.executable, "-m", "meshlet", "server", "--data-dir", str(data),
+                           "--http", f"127.0.0.1:{free_port()}"], env=env_for(home),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    return proc.stderr
+
+
+def as_nobody(*argv: str) -> None:
+    subprocess.run(argv, user="nobody", group="nogroup", check=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files made by `nobody`")
+def test_the_server_refuses_a_data_dir_or_a_log_another_user_made(base: Path) -> None:
+    home = base / "home"
+    theirs = base / "theirs"
+    log = theirs / "raft" / "raft-log" / "log-00000000000000000001.wal"
+    theirs.mkdir()
+    os.chown(theirs, pwd.getpwnam("nobody").pw_uid, -1)  # as if nobody made it in /tmp
+    as_nobody("mkdir", "-p", "-m", "777", str(log.parent))
+    as_nobody("sh", "-c", f"chmod 777 {theirs} {theirs}/raft && touch {log} && chmod 666 {log}")
+    assert f"directory {theirs}: it is owned by nobody" in refused_start(theirs, home)
+    assert os.stat(log).st_uid != 0 and log.read_bytes() == b"" and mode(log) == 0o666
+
+    ours = base / "ours"  # root's own directory, with nobody's log planted in it
+    (ours / "raft" / "raft-log").mkdir(parents=True)
+    shutil.copy2(log, ours / "raft" / "raft-log" / log.name)
+    os.chown(ours / "raft" / "raft-log" / log.name, os.stat(log).st_uid, -1)
+    assert f"{log.name}: it is owned by nobody" in refused_start(ours, home)
+    assert (ours / "raft" / "raft-log" / log.name).read_bytes() == b""
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_the_server_refuses_a_symlinked_log(base: Path) -> None:
+    home, data = base / "home", base / "data"
+    (data / "raft" / "raft-log").mkdir(parents=True)
+    target = base / "elsewhere"
+    target.write_bytes(b"not a log")
+    (data / "raft" / "raft-log" / "log-00000000000000000001.wal").symlink_to(target)
+    assert "wal: a symbolic link in a data directory" in refused_start(data, home)
+    assert target.read_bytes() == b"not a log"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from meshlet.net import bridge, netns
+from meshlet.net.cni import call
 from tests.conftest import management_token
 from tests.e2e.helpers import free_port, meshlet, wait_for
 from tests.netns.helpers import leftovers
@@ -59,7 +60,7 @@ def server(tmp_path: Path) -> Iterator[str]:
                              str(tmp_path / "data"), "--http", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     addr = f"http://127.0.0.1:{port}"
-    namespaces = ["ml-cni-ours", "ml-cni-ref"]
+    namespaces = ["ml-cni-ours", "ml-cni-ref", "ml-cni-other"]
     try:
         wait_for(lambda: meshlet("--addr", addr, "status", home=tmp_path,
                                  check=False).returncode == 0, 20, "the server")
@@ -171,14 +172,12 @@ def test_version_and_errors(server: str, token: str, tmp_path: Path) -> None:
         assert code != 0 and error["code"] == expected, error
         assert sorted(error) == ["cniVersion", "code", "details", "msg"]
     assert "eth0" not in inside("ml-cni-ours", "link")
-    assert leases(server, tmp_path) == {}
+    assert leases(server, token) == {}
 
 
-def leases(server: str, home: Path) -> dict[str, str]:
-    """The network's leases, read with the token of the server whose data is in
-    ``home`` (the fixture's tmp_path)."""
-    net = json.loads(meshlet("--addr", server, "-o", "json", "network", "inspect",
-                             "cninet", home=home).stdout)
+def leases(server: str, token: str) -> dict[str, str]:
+    net = json.loads(meshlet("--addr", server, "--token", token, "-o", "json", "network",
+                             "inspect", "cninet", home=Path("/tmp")).stdout)
     return dict(net["addresses"])
 
 
@@ -192,7 +191,7 @@ def link_names(ns: str | None = None) -> list[str]:
     return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
 
 
-def test_the_hosts_own_namespace_is_refused(server: str, token: str, tmp_path: Path) -> None:
+def test_the_hosts_own_namespace_is_refused(server: str, token: str) -> None:
     ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
             "token": token}
     # A name in /run/netns for this process's namespace, the host's, as a runtime
@@ -208,13 +207,12 @@ def test_the_hosts_own_namespace_is_refused(server: str, token: str, tmp_path: P
             assert "host's own network namespace" in error["details"]
             code, error = invoke(PLUGIN, "CHECK", {**ours, "prevResult": {"ips": []}}, path)
             assert code != 0 and error["code"] == 4, error
-        assert link_names() == before and leases(server, tmp_path) == {}
+        assert link_names() == before and leases(server, token) == {}
     finally:
         subprocess.run(["ip", "netns", "delete", "ml-cni-host"], check=True)  # the name only
 
 
-def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: str,
-                                                            tmp_path: Path) -> None:
+def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: str) -> None:
     """Two real refusals by the kernel: a link of the veth peer's name already in the
     namespace (the pair cannot be made), and a link of the bridge's name that is no
     bridge but a veth (the pair is made, then cannot be plugged into it)."""
@@ -229,7 +227,7 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: 
     assert code != 0 and error["code"] == 100, error
     assert "not undone" not in error["details"]
     assert leftovers() == host_before and bridge.ours() == []  # its bridge is gone too
-    assert link_names("ml-cni-ours") == ns_before and leases(server, tmp_path) == {}
+    assert link_names("ml-cni-ours") == ns_before and leases(server, token) == {}
     subprocess.run(["ip", "-n", "ml-cni-ours", "link", "del", peer], check=True)
 
     subprocess.run(["ip", "link", "add", fake_bridge, "type", "veth", "peer", "name",
@@ -241,7 +239,7 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: 
         code, error = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
         assert code != 0 and error["code"] == 100, error
         assert link_names() == host_before   # the veth pair made is gone
-        assert link_names("ml-cni-ours") == ns_before and leases(server, tmp_path) == {}
+        assert link_names("ml-cni-ours") == ns_before and leases(server, token) == {}
     finally:
         bridge.delete_link(fake_bridge)
 
@@ -249,4 +247,38 @@ def test_a_failed_add_leaves_no_link_no_change_and_no_lease(server: str, token: 
     code, result = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
     assert code == 0 and result["ips"][0]["address"] == "10.231.0.2/24", result
     code, _ = invoke(PLUGIN, "DEL", ours, "ml-cni-ours")
-    assert code == 0 and leases(server, tmp_path) == {}
+    assert code == 0 and leases(server, token) == {}
+
+
+def test_a_second_add_of_an_attached_interface_is_refused_and_undoes_nothing(
+        server: str, token: str) -> None:
+    """ADD c1/eth0 into one namespace, then c1/eth0 again into another: refused (103)
+    before anything is made, and the first keeps its interface and its lease, both
+    while the lease is held and once only its host-side veth is left."""
+    ours = {"cniVersion": "1.0.0", "name": "cninet", "type": "meshlet", "server": server,
+            "token": token}
+    code, first = invoke(PLUGIN, "ADD", ours, "ml-cni-ours")
+    assert code == 0, first
+    held = leases(server, token)
+    assert held == {"cni-c1-eth0": "10.231.0.2"}
+    host_before, other_before = link_names(), link_names("ml-cni-other")
+
+    def refused_and_first_intact(lease: dict[str, str], why: str) -> None:
+        code, error = invoke(PLUGIN, "ADD", ours, "ml-cni-other")
+        assert code != 0 and error["code"] == 103 and error["msg"] == "already attached"
+        assert why in error["details"] and sorted(error) == ["cniVersion", "code",
+                                                             "details", "msg"]
+        assert "inet 10.231.0.2/24" in inside("ml-cni-ours", "-4", "-o", "addr", "show",
+                                              "eth0")
+        assert link_names() == host_before and link_names("ml-cni-other") == other_before
+        assert leases(server, token) == lease
+
+    refused_and_first_intact(held, "already holds 10.231.0.2")
+    # The lease released behind the plugin's back (an operator, a lost DEL answer):
+    # the veth still tells the interface is attached.
+    call(server, "DELETE", "/v1/networks/cninet/addresses/cni-c1-eth0", token)
+    refused_and_first_intact({}, "exists already")
+
+    code, out = invoke(PLUGIN, "DEL", ours, "ml-cni-ours")
+    assert code == 0, out
+    assert "eth0" not in inside("ml-cni-ours", "link") and leases(server, token) == {}

@@ -4,15 +4,21 @@ what an older version made wider is tightened; shared directories are left alone
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from meshlet.errors import StorageError
 from meshlet.private_files import open_append, open_new, private_dir, private_tree, write_private
+from meshlet.proxy.admin_socket import check_private_dir
 from meshlet.raft.storage import RaftStorage
 from meshlet.raft.wal import CommandLog, LogRecord, SnapshotStore
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: gives files to `nobody` (chown)")
 
 
 def mode(path: Path) -> int:
@@ -90,13 +96,22 @@ def test_private_tree_tightens_everything_below(tmp_path: Path) -> None:
         d.chmod(0o755)
     (root / "raft" / "snapshot.bin").write_bytes(b"s")
     (root / "raft" / "snapshot.bin").chmod(0o644)
-    (root / "link").symlink_to("/etc/hostname")
     private_tree(root)
-    assert {str(p.relative_to(root)): mode(p) for p in root.rglob("*")
-            if not p.is_symlink()} == {"raft": 0o700, "raft/raft-log": 0o700,
-                                        "raft/snapshot.bin": 0o600}
+    assert {str(p.relative_to(root)): mode(p) for p in root.rglob("*")} == {
+        "raft": 0o700, "raft/raft-log": 0o700, "raft/snapshot.bin": 0o600}
     assert mode(root) == 0o700
-    assert mode(Path("/etc/hostname")) & 0o044  # the link's target untouched
+
+
+def test_private_tree_refuses_a_symlink_below(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "raft").mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"untouched")
+    target.chmod(0o644)
+    (root / "raft" / "log-00000000000000000001.wal").symlink_to(target)
+    with pytest.raises(StorageError, match="wal: a symbolic link in a data directory"):
+        private_tree(root)
+    assert target.read_bytes() == b"untouched" and mode(target) == 0o644
 
 
 def test_the_raft_log_and_snapshot_are_private(tmp_path: Path) -> None:
@@ -110,3 +125,85 @@ def test_the_raft_log_and_snapshot_are_private(tmp_path: Path) -> None:
     assert found and all(m == (0o700 if (tmp_path / p).is_dir() else 0o600)
                          for p, m in found.items()), found
     assert "raft/snapshot.bin" in found and storage.directory.is_dir()
+
+
+def nobody() -> int:
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def given_to_nobody(path: Path) -> Path:
+    os.chown(path, nobody(), -1)
+    return path
+
+
+@needs_root
+def test_a_directory_another_user_owns_is_refused_not_tightened(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    given_to_nobody(theirs)
+    with pytest.raises(StorageError, match=f"directory {theirs}: it is owned by nobody"):
+        private_dir(theirs)
+    assert mode(theirs) == 0o777 and os.stat(theirs).st_uid == nobody()
+    with pytest.raises(StorageError, match="owned by nobody"):
+        private_dir(theirs / "below")  # nor used as a parent: they could swap it
+    assert not (theirs / "below").exists()
+
+
+@needs_root
+def test_a_file_another_user_owns_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    log = tmp_path / "log-00000000000000000001.wal"
+    log.write_bytes(b"theirs\n")
+    log.chmod(0o666)
+    given_to_nobody(log)
+    for opener in (open_append, open_new):
+        with pytest.raises(StorageError, match=f"file {log}: it is owned by nobody"):
+            opener(log)
+    planted = tmp_path / "state.json.tmp"  # write_private's temp file, planted
+    planted.write_bytes(b"")
+    given_to_nobody(planted)
+    with pytest.raises(StorageError, match="owned by nobody"):
+        write_private(tmp_path / "state.json", "secret")
+    assert not (tmp_path / "state.json").exists()
+    assert log.read_bytes() == b"theirs\n" and mode(log) == 0o666  # not truncated
+
+
+@needs_root
+def test_private_tree_refuses_what_another_user_owns_below(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "raft").mkdir(parents=True)
+    given_to_nobody(root / "raft")
+    with pytest.raises(StorageError, match="raft: it is owned by nobody"):
+        private_tree(root)
+
+
+@needs_root
+def test_the_admin_socket_refuses_a_directory_another_user_owns(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(0o700)
+    given_to_nobody(theirs)
+    with pytest.raises(PermissionError, match="owned by uid"):
+        check_private_dir(str(theirs / "admin.sock"), "admin socket")
+
+
+def test_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"untouched")
+    target.chmod(0o644)
+    link = tmp_path / "log"
+    link.symlink_to(target)
+    for opener in (open_append, open_new):
+        with pytest.raises(StorageError, match=f"file {link}: it is a symbolic link"):
+            opener(link)
+    assert target.read_bytes() == b"untouched" and mode(target) == 0o644
+
+
+def test_a_parent_others_may_write_is_refused_a_sticky_one_is_not(tmp_path: Path) -> None:
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(StorageError, match=f"directory {open_to_all}: others may write"):
+        private_dir(open_to_all / "data")
+    assert not (open_to_all / "data").exists()
+    open_to_all.chmod(0o1777)  # as /tmp: others cannot rename what is ours
+    assert mode(private_dir(open_to_all / "data")) == 0o700

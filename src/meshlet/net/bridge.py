@@ -20,6 +20,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from meshlet.errors import NetworkError
 from meshlet.net import netns
 
 BRIDGE_PREFIX = "mlb"
@@ -126,8 +127,17 @@ def delete_link(name: str) -> None:
                     raise
 
 
+def one_link(ip: IPRoute, name: str, missing: str) -> int:
+    """The index of link ``name``; raises NetworkError(``missing``) if there is none."""
+    found = ip.link_lookup(ifname=name)
+    if not found:
+        raise NetworkError(missing)
+    return int(found[0])
+
+
 def attach(att: Attachment) -> None:
-    """Plug the workload's namespace into the network's bridge (idempotent)."""
+    """Plug the workload's namespace into the network's bridge (idempotent). Raises
+    NetworkError if a link it needs is missing or elsewhere, NetlinkError."""
     host_end = veth_name(att.network, att.workload)
     peer = short("mlp", att.network, att.workload)  # renamed once inside
     bridge = bridge_name(att.network)
@@ -139,12 +149,17 @@ def attach(att: Attachment) -> None:
                         peer={"ifname": peer, "net_ns_fd": fd})
             finally:
                 os.close(fd)
-        index = ip.link_lookup(ifname=host_end)[0]
+        index = one_link(ip, host_end, f"cannot attach veth {host_end!r}: it vanished")
         if att.mtu is not None:
             ip.link("set", index=index, mtu=att.mtu)
-        ip.link("set", index=index, master=ip.link_lookup(ifname=bridge)[0], state="up")
+        master = one_link(ip, bridge, f"cannot attach veth {host_end!r} to bridge "
+                                      f"{bridge!r}: no such bridge")
+        ip.link("set", index=index, master=master, state="up")
     with netns.inside(att.namespace), IPRoute() as ns:
         found = ns.link_lookup(ifname=peer) or ns.link_lookup(ifname=att.ifname)
+        if not found:  # the pair existed already, with its other end elsewhere
+            raise NetworkError(f"cannot attach veth {host_end!r}: its peer is not in "
+                               f"namespace {att.namespace}")
         index = found[0]
         ns.link("set", index=index, state="down")
         ns.link("set", index=index, ifname=att.ifname)

@@ -13,9 +13,12 @@ network must exist (`meshlet network create`). ADD, DEL, CHECK and VERSION are
 implemented; DEL is idempotent and best-effort, as the spec asks.
 
 The request is checked whole first (``cni_request``: names, sizes, the error codes);
-then the namespace: it must be a network namespace, and not the host's own. An ADD that
-fails part-way undoes what it made, last first: the veth pair, a bridge it created,
-the address lease. Every failure is answered as the specification's error JSON on
+then the namespace: it must be a network namespace, and not the host's own. An ADD for
+a container interface (``cni-CONTAINER-IFNAME``) that already holds an address lease on
+the network, or whose host-side veth exists, is refused before anything is made (code
+103): those belong to an earlier ADD, maybe into another namespace. An ADD that fails
+part-way undoes what it made, and only that, last first: the veth pair, a bridge it
+created, the address lease. Every failure is answered as the specification's error JSON on
 standard output with a non-zero exit, never as a traceback.
 """
 
@@ -35,9 +38,10 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshlet import errors
-from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound, Unavailable
+from meshlet.errors import ConfigError, Conflict, MeshletError, NetworkError, NotFound, Unavailable
 from meshlet.net import bridge, netns
 from meshlet.net.cni_request import (
+    ALREADY_ATTACHED,
     INTERNAL_ERROR,
     INVALID_CONFIG,
     INVALID_ENVIRONMENT,
@@ -162,9 +166,11 @@ def add(req: Request) -> dict[str, Any]:
         raise CniError(INVALID_CONFIG, "interface exists",
                        f"{req.ifname} already exists in {req.netns}")
     info = network_info(req)
+    refuse_if_attached(req, info)
     server = server_of(req)
     with rolled_back_on_failure() as undo:
-        # Before asking: an answer lost on its way back may still have leased one.
+        # Before asking: an answer lost on its way back may still have leased one, and
+        # it is ours (the owner held none a moment ago, see refuse_if_attached).
         undo.push("release the address", lambda: release(req))
         got = call(server, "PUT", address_path(req), token_of(req))
         prefix = int(info["subnet"].split("/")[1])
@@ -178,6 +184,22 @@ def add(req: Request) -> dict[str, Any]:
         undo.push("remove the veth pair", lambda: bridge.detach(req.network, req.owner))
         bridge.attach(att)
         return result(req, att)
+
+
+def refuse_if_attached(req: Request, info: dict[str, Any]) -> None:
+    """Raise CniError (103) if this container's interface already holds a lease on the
+    network or its host-side veth exists: an earlier ADD made them (maybe into another
+    namespace), and this one must neither reuse them nor undo them when it fails."""
+    held = info["addresses"].get(req.owner)
+    if held is not None:
+        raise CniError(ALREADY_ATTACHED, "already attached",
+                       f"{req.owner} already holds {held} on network {req.network!r}; "
+                       "DEL it first")
+    host_end = bridge.veth_name(req.network, req.owner)
+    if bridge.link_exists(host_end):
+        raise CniError(ALREADY_ATTACHED, "already attached",
+                       f"veth {host_end} of {req.owner} on network {req.network!r} "
+                       "exists already; DEL it first")
 
 
 def release(req: Request) -> None:
@@ -273,6 +295,9 @@ def run(req: Request) -> dict[str, Any] | None:
         raise
     except (ConfigError, Conflict) as exc:  # the pool is full, the address is taken
         raise CniError(IPAM_FAILURE, "meshlet's IPAM refused the address",
+                       with_notes(exc, exc.message)) from None
+    except NetworkError as exc:  # a link missing or misplaced (bridge.attach)
+        raise CniError(NETLINK_FAILURE, "the kernel refused a network change",
                        with_notes(exc, exc.message)) from None
     except MeshletError as exc:
         raise CniError(TRY_AGAIN, "meshlet refused or could not be reached",

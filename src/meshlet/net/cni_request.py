@@ -34,6 +34,7 @@ TRY_AGAIN = 11
 NETLINK_FAILURE = 100   # the kernel refused a link, address or route
 IPAM_FAILURE = 101      # meshlet's IPAM refused the address (e.g. the pool is full)
 INTERNAL_ERROR = 102    # a bug: reported in one line, never as a traceback
+ALREADY_ATTACHED = 103  # this container's interface holds a lease or a veth already
 
 MAX_CONFIG_BYTES = 1 << 20   # far above any real network configuration
 MAX_DEPTH = 32               # nesting of objects and arrays in it

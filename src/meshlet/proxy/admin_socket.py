@@ -28,11 +28,16 @@ def socket_address(path: str) -> tuple[str, int | None]:
 
 
 def check_private_dir(path: str, what: str) -> None:
-    """Raise OSError unless ``path`` is a directory that only its owner can write."""
+    """Raise OSError unless ``path`` is in a directory that we own and only we can
+    write (one of another user's, root's included, could have the socket swapped)."""
     directory = os.path.dirname(os.path.abspath(path))
     info = os.stat(directory)  # FileNotFoundError names it
     if not stat.S_ISDIR(info.st_mode):
         raise NotADirectoryError(f"{directory} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{what} {path}: directory {directory} is owned by uid {info.st_uid}, "
+            f"not by this user (uid {os.geteuid()}); use a directory of your own")
     if info.st_mode & 0o022:
         raise PermissionError(
             f"{what} {path}: directory {directory} is writable by others "
