@@ -41,7 +41,7 @@ class Hosts:
         self.count = count
         self.port = port
         self.node_ttl = node_ttl
-        self.url = f"http://{SERVER}:{port}"
+        self.url = f"https://{SERVER}:{port}"  # beyond loopback: HTTPS, always
         self.tmp = Path(tempfile.mkdtemp(prefix="meshlet-hosts-"))
         self.under = NS_PREFIX + "under"
         self.names = [f"host{i}" for i in range(1, count + 1)]
@@ -92,11 +92,17 @@ class Hosts:
         env = {**os.environ, "MESHLET_HOME": str(self.tmp / name)}
         env.pop("MESHLET_ADDR", None)
         env.pop("MESHLET_TOKEN", None)
+        env["MESHLET_CA_FILE"] = str(self.ca_file)  # the agents check the server's HTTPS
         if token:
             env["MESHLET_TOKEN"] = token
         with open(self.tmp / f"{name}.log", "wb") as log:
             return subprocess.Popen(in_ns(namespace, sys.executable, "-m", "meshlet", *args),
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA's certificate, which the server writes into its data."""
+        return self.tmp / "server-data" / "ca.pem"
 
     def start_server(self) -> None:
         self.server = self.spawn(self.under, "server", "server", "--data-dir",
@@ -133,7 +139,7 @@ class Hosts:
     def cli(self, *args: str) -> str:
         """`meshlet ARGS` against the cluster (from the underlay); fails on error."""
         return sh(*in_ns(self.under, sys.executable, "-m", "meshlet", "--addr", self.url,
-                         "--token", self.token, *args))
+                         "--token", self.token, "--ca-file", str(self.ca_file), *args))
 
     def cli_ok(self, *args: str) -> bool:
         try:
