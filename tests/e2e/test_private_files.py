@@ -65,8 +65,12 @@ def start_server(data: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
                                 env=env_for(home), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     addr = f"http://127.0.0.1:{port}"
-    wait_for(lambda: cli(addr, data, home, "status", check=False).returncode == 0, 20,
-             "the server")
+    try:
+        wait_for(lambda: cli(addr, data, home, "status", check=False).returncode == 0, 20,
+                 "the server")
+    except BaseException:
+        stop(proc)  # a server that never answered is not left running
+        raise
     return proc, addr
 
 

@@ -30,7 +30,12 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
          "--http", f"127.0.0.1:{port}", "--snapshot-every", "150",
          "--snapshot-interval", "0s"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: reachable(port), 15, message="the server to listen")
+    try:
+        wait_until(lambda: reachable(port), 15, message="the server to listen")
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
     return proc
 
 
@@ -75,9 +80,13 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     acked: dict[str, bytes] = {}
     for round_ in range(3):  # kill it three times, through snapshots and log segments
         proc = start_server(tmp_path, port)
-        asyncio.run(write_until_killed(port, proc, acked, 400 * (round_ + 1),
-                                       management_token(tmp_path)))
-        proc.wait(10)
+        try:
+            asyncio.run(write_until_killed(port, proc, acked, 400 * (round_ + 1),
+                                           management_token(tmp_path)))
+        finally:  # killed by the writers, or, if they failed, here
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
     proc = start_server(tmp_path, port)
     try:
         async def read_all() -> dict[str, bytes]:
