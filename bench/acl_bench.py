@@ -35,15 +35,17 @@ def serve(enforce: bool) -> None:
     from meshlet.server.main import Server, ServerOptions
     install_uvloop()
 
-    async def run() -> None:
-        data = Path(tempfile.mkdtemp(prefix="meshlet-acl-bench-"))
+    async def run(data: Path) -> None:
         server = await Server.start(data, "127.0.0.1", 0, ServerOptions(enforce_acl=enforce))
-        while server.acl.token() is None:
-            await asyncio.sleep(0.01)
-        print(json.dumps({"url": server.url, "token": server.acl.token()}), flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await server.stop()
-    asyncio.run(run())
+        try:
+            while server.acl.token() is None:
+                await asyncio.sleep(0.01)
+            print(json.dumps({"url": server.url, "token": server.acl.token()}), flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        finally:
+            await server.stop()
+    with tempfile.TemporaryDirectory(prefix="meshlet-acl-bench-") as data:
+        asyncio.run(run(Path(data)))
 
 
 async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
