@@ -1,7 +1,8 @@
 """Request heads the sidecar's listeners and the API server refuse, over real sockets:
 too large (431), too long a target (414), too slow (408), two Hosts or HTTP/0.9 (400),
-CONNECT or an Upgrade (501); and the API server keeps answering while hundreds of
-connections that never send a head are held open against it."""
+CONNECT or an Upgrade (501); a chunked body's trailers and chunk lines, bounded as a
+head is, both ways through the sidecar; and the API server keeps answering while
+hundreds of connections that never send a head are held open against it."""
 
 from __future__ import annotations
 
@@ -28,7 +29,14 @@ from meshlet.proxy.sidecar import Sidecar
 from meshlet.server.main import Server, ServerOptions
 from tests.conftest import async_management_token, async_wait_until, wait_until
 from tests.integration.test_durability import free_port, reachable
-from tests.integration.test_proxy_http import endpoint, start_backend
+from tests.integration.test_proxy_http import (
+    endpoint,
+    fetch_metrics,
+    start_backend,
+    start_raw_backend,
+    start_recording_backend,
+    start_sidecar,
+)
 
 SLOW = 0.3  # the head timeout the tests configure, in seconds
 
@@ -309,6 +317,116 @@ async def test_sidecar_does_not_time_a_head_behind_a_request_in_flight() -> None
         await proxy.stop(1)
         assert runner is not None
         await runner.cleanup()
+
+
+# What follows a chunked body's first chunk ("3\r\nabc\r\n") and the filler that never
+# ends it: one trailer line, trailers one after another, one chunk's extension.
+ENDLESS_FRAMING = [
+    pytest.param(b"0\r\nx-endless: ", b"z", id="trailer-line"),
+    pytest.param(b"0\r\n", b"x-t: v\r\n", id="trailers"),
+    pytest.param(b"5;ext=", b"e", id="chunk-extension"),
+]
+
+
+def past_the_limit(filler: bytes) -> bytes:
+    return filler * (MAX_HEAD_BYTES // len(filler) + 1)
+
+
+@pytest.mark.parametrize(("start", "filler"), ENDLESS_FRAMING)
+async def test_sidecar_refuses_a_request_body_framing_that_never_ends(
+        start: bytes, filler: bytes) -> None:
+    """httptools gathers a trailer line until it ends (and llhttp skips a chunk's
+    extensions, for ever): over 64 KiB, the request is answered 431 and closed, and
+    the upstream never sees the request end."""
+    got_body, upstream_done = asyncio.Event(), asyncio.Event()
+    received = bytearray()
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            received.extend(await reader.readuntil(b"abc"))
+            got_body.set()
+            received.extend(await reader.read())  # until the sidecar lets the request go
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            upstream_done.set()
+
+    server, port = await start_raw_backend(backend)
+    sidecar = await start_sidecar(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports()["outbound:web"])
+    try:
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"\r\n3\r\nabc\r\n" + start)
+        await asyncio.wait_for(got_body.wait(), 10)  # so the filler comes in reads of its own
+        writer.write(past_the_limit(filler))
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert status_of(answer) == 431, answer[:200]
+        assert b"x-meshlet-error: head_too_large\r\n" in answer
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"connection: close" in answer
+        await asyncio.wait_for(upstream_done.wait(), 10)
+        assert b"0\r\n\r\n" not in received
+    finally:
+        writer.close()
+        await sidecar.stop(1)
+        server.close()
+
+
+async def test_sidecar_relays_a_request_with_trailers_under_the_limit() -> None:
+    runner, port, seen = await start_recording_backend()
+    sidecar = await start_sidecar(port)
+    try:
+        answer = await exchange(sidecar.ports()["outbound:web"], (
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n3;ext=" + b"e" * 4000 + b"\r\nabc\r\n0\r\n"
+            + b"x-t: v\r\n" * ((MAX_HEAD_BYTES - 1024) // 8) + b"\r\n"))
+        assert status_of(answer) == 200, answer[:200]
+        assert [(path, body) for path, _, body in seen] == [("/upload", b"abc")]
+    finally:
+        await sidecar.stop(1)
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(("start", "filler"), ENDLESS_FRAMING)
+async def test_sidecar_fails_an_upstream_whose_response_framing_never_ends(
+        start: bytes, filler: bytes) -> None:
+    """The same from an upstream, in a response the sidecar parses (the client's
+    connection closes after it, so it is re-framed, not relayed): the upstream counts
+    as failed, and the response, begun, is cut off (the 502 path)."""
+    relayed = asyncio.Event()
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n" + start)
+            await writer.drain()
+            await relayed.wait()  # so the filler comes in reads of its own
+            writer.write(past_the_limit(filler))
+            await writer.drain()
+            await reader.read()  # until the sidecar closes the connection
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server, port = await start_raw_backend(backend)
+    sidecar = await start_sidecar(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports()["outbound:web"])
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"abc"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        relayed.set()
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"0\r\n\r\n" not in rest  # never ended: cut off
+        text = await fetch_metrics(sidecar)
+        assert 'meshlet_proxy_requests_total{code="502",destination="web",' \
+               'direction="outbound"} 1.0' in text
+    finally:
+        writer.close()
+        await sidecar.stop(1)
+        server.close()
 
 
 def test_listener_head_timeout_is_checked() -> None:

@@ -15,7 +15,11 @@ never ends is bounded here (a head that begins after another request in the same
 is counted from the next read on). Two Host headers and HTTP/0.9 (400), CONNECT and
 Upgrade (501) are refused too. A refusal is answered once, its reason in
 ``x-meshlet-error``, and the connection closed. Trailers after a chunked body are
-dropped, never added to a head.
+dropped, never added to a head. They are bounded as a head is (431, answered by the
+request unless its response has begun): by their callbacks' sizes, and, with the lines
+of a chunked body (a chunk's size and extensions), by the bytes of the reads in a body
+that held none of it, so a trailer or extension that never ends is refused at 64 KiB
+(counted from the read after the last body bytes).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class DownstreamHttp:
         self.head_size = 0  # the head's bytes as the callbacks saw them
         self.head_raw = 0  # bytes of the chunks read while the head was incomplete
         self.no_end_yet = False  # no message ended in the chunk being parsed
+        self.body_seen = False  # the chunk being parsed held body bytes
+        self.framing_raw = 0  # bytes of the reads in a body that held none of it
         self.head_deadline = 0.0  # 0: a request in flight; else its head's or idle limit
         self.refused = 0  # the status of a refusal a callback decided
         self.refusal = ""
@@ -123,7 +129,9 @@ class DownstreamHttp:
         inside = self.in_head
         if inside:  # this chunk starts inside a head: all of it is head, or after it
             self.head_raw += len(data)
+        body_of = self.parsing  # the request whose body this chunk goes on with, if any
         self.no_end_yet = True  # until a message ends in this chunk
+        self.body_seen = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -151,6 +159,15 @@ class DownstreamHttp:
                 # A request line ended with no version: HTTP/0.9, which llhttp would
                 # take once a blank line follows (and relay as HTTP/1.1).
                 self.fail_parse(400, BAD_REQUEST, "HTTP/0.9 is not served")
+        elif self.body_seen:
+            self.framing_raw = 0
+        elif body_of is not None and self.parsing is body_of:
+            # All of it chunk lines or trailers (llhttp gathers neither; httptools
+            # gathers a trailer line until it ends).
+            self.framing_raw += len(data)
+            if self.framing_raw > MAX_HEAD_BYTES:
+                self.fail_parse(431, HEAD_TOO_LARGE, f"a chunk line or trailers over "
+                                                     f"{MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
         if self.parsing is not None:  # cut off mid-body: that request can never finish,
@@ -193,7 +210,10 @@ class DownstreamHttp:
         if not self.in_head:
             # A trailer, after a chunked body: httptools reports it as a header. Dropped,
             # never added to a head (an exchange still queued builds its head later);
-            # trailers are not relayed to HTTP/1.1 upstreams.
+            # trailers are not relayed to HTTP/1.1 upstreams. Bounded as a head is.
+            self.head_size += len(name) + len(value) + LINE_OVERHEAD
+            if self.head_size > MAX_HEAD_BYTES:
+                self.refuse(431, HEAD_TOO_LARGE, f"trailers over {MAX_HEAD_BYTES} bytes")
             return
         self.head_size += len(name) + len(value) + LINE_OVERHEAD
         if self.head_size > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
@@ -210,6 +230,8 @@ class DownstreamHttp:
         p = self.parser
         self.in_head = False
         self.head_deadline = 0.0
+        self.head_size = 0  # from here on, the trailers'
+        self.framing_raw = 0
         method = p.get_method()
         if (self.flags & HAS_HOP_BY_HOP or method == b"CONNECT") and p.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next: answered 501 there
@@ -228,6 +250,7 @@ class DownstreamHttp:
             self.pause_reading("pipelined")
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen = True
         if self.parsing is not None:
             self.parsing.request_body(body)
 
@@ -308,7 +331,11 @@ class DownstreamHttp:
     def fail_parse(self, status: int, reason: str, detail: str = "") -> None:
         self.in_head = False
         self.head_deadline = 0.0
-        if self.queue:
+        if self.queue:  # a body refused: its request answers, if it is the one in flight
+            ex = self.parsing
+            if ex is not None and ex is self.queue[0]:
+                ex.keep_alive = False
+                ex.local_reply(status, reason, detail)  # or cuts a response begun
             self.close()
             return
         body = (f"{reason}: {detail}\n" if detail else f"{reason}\n").encode()

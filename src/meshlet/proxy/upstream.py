@@ -5,6 +5,12 @@ It belongs to its cluster's ``ConnectionPool`` and is opened, handed over and cl
 a ``Connector`` (``connector.py``); it keeps no books of its own, but for ``counted``:
 whether it still holds its pool's slot. When it closes, it tells the connector, which
 gives the slot back, then tells the exchange it served, if any.
+
+A response it parses (not one relayed, whose bytes it passes on as they come) has its
+trailers dropped and bounded as a request's are (``http.py``): over 64 KiB of trailers,
+or of reads in a chunked body that held no body bytes (a chunk line or a trailer that
+never ends), and the upstream counts as failed: the connection is closed, so the client
+gets the 502 path (a response begun is cut off).
 """
 
 from __future__ import annotations
@@ -15,12 +21,19 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from meshlet.http_limits import MAX_HEAD_BYTES
 from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags, unconnected
 
 if TYPE_CHECKING:  # cimported by the compiled build (upstream.pxd)
     from meshlet.proxy.connector import Connector
     from meshlet.proxy.exchange import Exchange
     from meshlet.proxy.pool import ConnectionPool
+
+LINE_OVERHEAD = 4  # ": " and CRLF around a trailer's name and value
+
+
+class TrailersRefused(Exception):
+    """Raised in a parser callback to stop parsing a response whose trailers are too large."""
 
 
 class _RelayedResponse:
@@ -71,6 +84,10 @@ class UpstreamHttp:
         self.reset_parser = False
         self.idle_since = 0.0
         self.flags = 0
+        self.in_body = False  # the head of the response being parsed is complete
+        self.body_seen = False  # the chunk being parsed held body bytes
+        self.framing_raw = 0  # bytes of the reads in a body that held none of it
+        self.trailer_size = 0
         self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
 
     def __repr__(self) -> str:
@@ -102,6 +119,8 @@ class UpstreamHttp:
         if ex.relay:
             self.relay(ex, data)
             return
+        body_began = self.in_body
+        self.body_seen = False
         down.cork()
         try:
             self.parser.feed_data(data)
@@ -110,8 +129,16 @@ class UpstreamHttp:
             return
         finally:
             down.uncork()
+        if self.body_seen:
+            self.framing_raw = 0
+        elif body_began and self.in_body:  # all of it chunk lines or trailers
+            self.framing_raw += len(data)
+            if self.framing_raw > MAX_HEAD_BYTES:
+                self.close()
+                return
         if self.reset_parser:
             self.reset_parser = False
+            self.in_body = False
             self.parser = httptools.HttpResponseParser(self)
 
     def relay(self, ex: Exchange, data: bytes) -> None:
@@ -162,24 +189,35 @@ class UpstreamHttp:
         self.reason = b""
         self.headers = []
         self.flags = 0
+        self.in_body = False
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:  # a trailer, after a chunked body: dropped
+            self.trailer_size += len(name) + len(value) + LINE_OVERHEAD
+            if self.trailer_size > MAX_HEAD_BYTES:
+                raise TrailersRefused(f"trailers over {MAX_HEAD_BYTES} bytes")
+            return
         self.headers.append((name, value))
         if len(name) in NOTABLE_LENGTHS:
             self.flags |= header_flags(name, value)
 
     def on_headers_complete(self) -> None:
+        self.in_body = True
+        self.framing_raw = 0
+        self.trailer_size = 0
         if self.exchange is not None:
             self.exchange.response_head(self.parser.get_status_code(), self.reason,
                                         self.headers, self.flags)
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen = True
         if self.exchange is not None:
             self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         if self.exchange is not None:
             self.exchange.response_done(self.parser.should_keep_alive())
