@@ -139,6 +139,8 @@ def open_fd(path: str | Path, flags: int) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise StorageError(f"refusing file {path}: it is a symbolic link") from None
+        if exc.errno == errno.EISDIR:
+            raise StorageError(f"refusing file {path}: it is not a regular file") from None
         raise
     try:
         info = os.fstat(fd)

@@ -1,8 +1,11 @@
-"""The command log and snapshot store: torn tails, corruption, compaction, recovery."""
+"""The command log and snapshot store: torn tails, corruption, compaction, recovery,
+and segments or a snapshot that are not regular files of ours."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -79,6 +82,57 @@ def test_snapshot_store_atomic_and_checked(tmp_path: Path) -> None:
     raw[-1] ^= 0xFF
     store.path.write_bytes(bytes(raw))
     with pytest.raises(StorageError):
+        store.load()
+
+
+@pytest.mark.parametrize("which", ["last", "earlier"])
+def test_a_symlinked_segment_is_refused_and_its_target_left_as_it_was(
+        tmp_path: Path, which: str) -> None:
+    """Recovery read segments by path and truncated a torn last one by path: a link
+    planted in the directory sent both to a file elsewhere."""
+    log_dir = tmp_path / "raft-log"
+    first = write(log_dir, 3)
+    log = CommandLog(log_dir)
+    list(log.recover())
+    later = log.start_segment(4)
+    log.append([LogRecord(4, COMMANDS.to_dict(KVPut("k4", b"v")))])
+    log.close()
+    segment = later if which == "last" else first
+    target = tmp_path / "elsewhere.wal"
+    target.write_bytes(segment.read_bytes() + b"torn")  # recovery would cut "torn" off
+    before = target.read_bytes()
+    segment.unlink()
+    segment.symlink_to(target)
+    with pytest.raises(StorageError, match=f"refusing file {segment}: it is a symbolic link"):
+        recover(log_dir)
+    assert target.read_bytes() == before
+
+
+def test_a_segment_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, 2)
+    (tmp_path / "log-00000000000000000003.wal").mkdir()
+    with pytest.raises(StorageError, match=r"log-00000000000000000003\.wal: it is not a regular"):
+        recover(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives a file to `nobody`")
+def test_a_segment_another_user_owns_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    segment = write(tmp_path, 2)
+    segment.write_bytes(segment.read_bytes() + b"torn")
+    before = segment.read_bytes()
+    os.chown(segment, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(StorageError, match=f"file {segment}: it is owned by nobody"):
+        recover(tmp_path)
+    assert segment.read_bytes() == before
+
+
+def test_a_symlinked_snapshot_is_refused(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.save(b"state-1")
+    target = tmp_path / "elsewhere.bin"
+    store.path.rename(target)
+    store.path.symlink_to(target)
+    with pytest.raises(StorageError, match=r"snapshot\.bin: it is a symbolic link"):
         store.load()
 
 

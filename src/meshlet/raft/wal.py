@@ -13,7 +13,10 @@ valid data after it: that is corruption, and silently dropping acknowledged writ
 behind it would be worse.
 
 Segments are named ``log-<first index>.wal``; after a snapshot the Raft storage starts a
-new segment and deletes the older ones.
+new segment and deletes the older ones. Recovery opens each segment, and the snapshot,
+without following a symlink and refuses one that is not a regular file of ours
+(``private_files.open_fd``): a link planted in the data directory would otherwise send
+the reads and a torn tail's truncation to a file elsewhere.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlet.errors import StorageError
-from meshlet.private_files import open_append, open_new, private_dir
+from meshlet.private_files import open_append, open_fd, open_new, private_dir
 
 HEADER = struct.Struct(">II")
 ENTRY = struct.Struct(">BQQQB")   # marker 0, record index, entry term, entry index, kind
@@ -69,13 +72,13 @@ def decode_payload(payload: bytes) -> LogRecord:
     return LogRecord(body["index"], body["cmd"])
 
 
-def read_segment(path: Path, is_last: bool) -> tuple[list[LogRecord], int]:
-    """Records of one segment and the byte length of its valid prefix.
+def read_segment(path: Path, data: bytes, is_last: bool) -> tuple[list[LogRecord], int]:
+    """Records of one segment (``data``, read from ``path``) and the byte length of its
+    valid prefix.
 
     A damaged record at the very end of the last segment is a torn write and ends the
     valid prefix; anywhere else it raises StorageError naming the file and offset.
     """
-    data = path.read_bytes()
     records: list[LogRecord] = []
     offset = 0
     while offset < len(data):
@@ -122,9 +125,11 @@ class CommandLog:
         segments = self.segments()
         for i, path in enumerate(segments):
             is_last = i == len(segments) - 1
-            records, valid_length = read_segment(path, is_last)
-            if is_last and valid_length != path.stat().st_size:
-                with open(path, "r+b") as f:
+            with os.fdopen(open_fd(path, os.O_RDWR if is_last else os.O_RDONLY),
+                           "r+b" if is_last else "rb") as f:
+                data = f.read()
+                records, valid_length = read_segment(path, data, is_last)
+                if valid_length != len(data):  # a torn tail, in the last segment only
                     f.truncate(valid_length)
                     f.flush()
                     os.fsync(f.fileno())
@@ -193,9 +198,12 @@ class SnapshotStore:
         return self.read()
 
     def read(self) -> bytes | None:
-        if not self.path.exists():
+        try:
+            fd = open_fd(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return None
-        raw = self.path.read_bytes()
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
         if len(raw) < HEADER.size:
             raise StorageError(f"snapshot {self.path} is truncated")
         length, crc = HEADER.unpack_from(raw)
