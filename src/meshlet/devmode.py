@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshlet.errors import ConfigError, MeshletError, Unavailable
-from meshlet.private_files import open_new, private_dir, write_private
+from meshlet.private_files import (
+    open_new,
+    private_dir,
+    read_or_create_secret,
+    read_secret,
+    write_private,
+    write_secret,
+)
 from meshlet.process_identity import identity, matches, own_identity
 
 if TYPE_CHECKING:  # imported where used: every CLI command loads this module
@@ -117,7 +124,6 @@ def local_token(addr: str) -> str | None:
     """The management token of the ``meshlet up`` serving ``addr`` on this machine, if
     this user may read it; else None (the request then gets a 401 that says why)."""
     from meshlet.addresses import to_url
-    from meshlet.security.secret_file import read_secret
     try:
         record = json.loads(token_record().read_text())
         if not pid_alive(int(record["pid"])) or to_url(record["api"]) != to_url(addr):
@@ -141,7 +147,6 @@ async def agent_token(api: str, management: str, path: Path, node: str) -> str:
     for ``node``, else a new one, with the agent policy (made, or brought up to date)."""
     from meshlet.api.client import Client
     from meshlet.errors import NotLeader, Unauthenticated
-    from meshlet.security.secret_file import read_secret, write_secret
     async with Client(api, token=management) as client:
         deadline = time.monotonic() + 30
         while True:  # a restarted server leads (and knows its tokens) a moment later
@@ -198,7 +203,6 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  on_ready: Callable[[str, list[dict[str, Any]], Path], None]) -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
-    from meshlet.security.secret_file import read_or_create_secret, write_secret
     from meshlet.server.main import Server, ServerOptions
     temp_dir = None
     if data_dir is None:

@@ -14,6 +14,11 @@ it, or write entries into it), and so is a directory on the way to it that someo
 else could rename things in (owned by another user than root or us, or writable by
 others without the sticky bit). Files are opened without following a symlink, and
 their owner is checked on the open descriptor, so nothing can be swapped in between.
+
+Every file meshlet writes whole (state, tokens, keys, certificates) goes through
+``write_private``: a temp file, fsynced, renamed over the old one, the directory fsynced,
+so a crash leaves the old content or the new, never half. Secrets (tokens) are one line
+of text: ``write_secret`` / ``read_secret``.
 """
 
 from __future__ import annotations
@@ -167,9 +172,19 @@ def open_new(path: str | Path) -> BinaryIO:
     return os.fdopen(open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Make the names in directory ``path`` (a file made, renamed or removed) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_private(path: str | Path, data: bytes | str) -> None:
     """Replace ``path``'s content with ``data`` (a temp file renamed over it, so a
-    reader never sees half of it), 0600 throughout."""
+    reader never sees half of it), 0600 throughout. Raises StorageError (the temp file
+    is a symlink or not ours), OSError."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open_new(tmp) as f:
@@ -177,3 +192,37 @@ def write_private(path: str | Path, data: bytes | str) -> None:
         f.flush()
         os.fsync(f.fileno())  # a crash leaves the old content or the new, never half
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # and the rename survives it
+
+
+def new_secret() -> str:
+    """A fresh random secret: 32 bytes, URL-safe text."""
+    import secrets  # here: a sidecar, which writes files here too, makes none
+    return secrets.token_urlsafe(32)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` as one line to ``path`` (``write_private``), its directory made
+    0700 if missing. Raises StorageError, OSError."""
+    private_dir(path.parent)
+    write_private(path, secret + "\n")
+
+
+def read_secret(path: Path) -> str | None:
+    """The secret in ``path``, or None if there is none; raises PermissionError when
+    the file is someone else's."""
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text or None
+
+
+def read_or_create_secret(path: Path) -> str:
+    """The secret kept in ``path``, made and written first if there is none."""
+    found = read_secret(path)
+    if found is not None:
+        return found
+    secret = new_secret()
+    write_secret(path, secret)
+    return secret

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from meshlet.errors import StorageError
-from meshlet.private_files import open_append, open_new, private_dir, private_tree, write_private
+from meshlet.private_files import (
+    open_append,
+    open_new,
+    private_dir,
+    private_tree,
+    read_or_create_secret,
+    read_secret,
+    write_private,
+    write_secret,
+)
 from meshlet.proxy.admin_socket import check_private_dir
 from meshlet.raft.storage import RaftStorage
 from meshlet.raft.wal import CommandLog, LogRecord, SnapshotStore
@@ -78,6 +87,38 @@ def test_files_are_created_0600(tmp_path: Path) -> None:
     assert (tmp_path / "state.json").read_text() == "{}"
     assert [mode(tmp_path / n) for n in ("log", "new", "state.json")] == [0o600] * 3
     assert not (tmp_path / "state.json.tmp").exists()
+
+
+def test_secrets_are_one_line_0600_in_a_0700_directory_made_for_them(
+        tmp_path: Path) -> None:
+    path = tmp_path / "made" / "join.token"
+    assert read_secret(path) is None
+    secret = read_or_create_secret(path)
+    assert read_or_create_secret(path) == secret == read_secret(path)
+    assert path.read_text() == secret + "\n"
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    write_secret(path, "another")
+    assert read_secret(path) == "another" and mode(path) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["join.token"]
+
+
+def test_a_symlink_planted_as_the_temp_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("kept")
+    (tmp_path / "join.token.tmp").symlink_to(target)
+    with pytest.raises(StorageError, match="symbolic link"):
+        write_secret(tmp_path / "join.token", "secret")
+    assert target.read_text() == "kept" and not (tmp_path / "join.token").exists()
+
+
+def test_server_credentials_are_0600_in_a_0700_directory(tmp_path: Path) -> None:
+    from meshlet.security.credentials import ensure_server_credentials
+    creds = ensure_server_credentials(tmp_path, "join-token-for-the-test", "s1",
+                                      ["127.0.0.1"])
+    for path in (creds.key_file, creds.cert_file, creds.ca_file):
+        assert mode(path) == 0o600, path
+    assert mode(creds.key_file.parent) == 0o700
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
 
 
 def test_an_existing_wide_file_is_tightened_when_opened(tmp_path: Path) -> None:

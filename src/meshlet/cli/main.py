@@ -176,7 +176,7 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
 @cli.command()
 def keygen() -> None:
     """Print a new random join token for a cluster's servers (as `consul keygen`)."""
-    from meshlet.security.secret_file import new_secret
+    from meshlet.private_files import new_secret
     click.echo(new_secret())
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlet.errors import StorageError
-from meshlet.private_files import open_append, open_fd, open_new, private_dir
+from meshlet.private_files import fsync_dir, open_append, open_fd, open_new, private_dir
 
 HEADER = struct.Struct(">II")
 ENTRY = struct.Struct(">BQQQB")   # marker 0, record index, entry term, entry index, kind
@@ -42,14 +42,6 @@ MAX_RECORD = 64 * 1024 * 1024
 class LogRecord:
     index: int
     command: dict[str, Any]
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encode_record(record: LogRecord) -> bytes:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlet.errors import ConfigError
+from meshlet.private_files import private_dir, write_private
 from meshlet.security import ca
 
 TLS_DIR = "tls"
@@ -81,20 +82,6 @@ def peer_server_id(peercert: object, cluster: str) -> str | None:
     return None
 
 
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` whole (a temporary file, then a rename), readable per ``mode``."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """This server's key, made (and written 0600) the first time."""
     try:
@@ -119,20 +106,18 @@ def ensure_server_credentials(data_dir: Path, join_token: str, server_id: str,
                               ) -> ServerCredentials:
     """Make sure ``data_dir`` holds this server's key, a current certificate naming
     ``server_id`` and ``ips``, and the cluster's root; returns where they are.
-    Raises ConfigError (a key that cannot be read), OSError."""
+    Raises ConfigError (a key that cannot be read), StorageError, OSError."""
     now = now or datetime.datetime.now(datetime.UTC)
     root = ca.derive_root(join_token)
-    tls = data_dir / TLS_DIR
-    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(tls, 0o700)
+    tls = private_dir(data_dir / TLS_DIR)
     creds = ServerCredentials(server_id, root.cluster, tls / "server.key",
                               tls / "server.pem", data_dir / CA_FILE)
     key = load_key(creds.key_file)
     if not current(creds.cert_file, root, key, server_id, ips, now):
         cert = ca.issue_server(root, key.public_key(), server_id, ips, now)
-        write_private(creds.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(creds.cert_file, cert.public_bytes(serialization.Encoding.PEM))
     if not creds.ca_file.exists() or creds.ca_file.read_bytes() != root.pem:
-        write_private(creds.ca_file, root.pem, 0o644)
+        write_private(creds.ca_file, root.pem)
     return creds
 
 

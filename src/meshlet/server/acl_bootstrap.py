@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 
 from meshlet.errors import MeshletError
+from meshlet.private_files import new_secret, read_secret, write_secret
 from meshlet.security.acl import hash_secret
-from meshlet.security.secret_file import new_secret, read_secret, write_secret
 from meshlet.server.raft_node import RaftServerNode
 from meshlet.state.commands import AclBootstrap
 

@@ -12,6 +12,7 @@ import ssl
 from pathlib import Path
 
 from meshlet.errors import ConfigError, MeshletError
+from meshlet.private_files import read_or_create_secret
 from meshlet.raft.transport import TransportTls
 from meshlet.security import ca
 from meshlet.security.credentials import (
@@ -19,7 +20,6 @@ from meshlet.security.credentials import (
     ensure_server_credentials,
     peer_server_id,
 )
-from meshlet.security.secret_file import read_or_create_secret
 from meshlet.server.raft_node import RaftServerNode
 from meshlet.state.ca import CaRootSet
 
