@@ -2,7 +2,12 @@
 127.0.0.11:53 inside the container's own namespace (as Docker's embedded DNS is
 reached), served by the agent's event loop. Binding inside the namespace needs no
 iptables and works on internal networks, which have no gateway to listen on. TCP
-carries the answers too big for a UDP datagram (the resolver retries there on TC)."""
+carries the answers too big for a UDP datagram (the resolver retries there on TC).
+
+``serve`` closes what it opened when it fails or is cancelled at any of its awaits
+(a workload stopping while its sandbox opens): the sockets bound in a worker thread,
+which cannot be stopped, are closed when it ends; the UDP transport and the TCP server,
+made before the TCP server starts serving, are closed with them."""
 
 from __future__ import annotations
 
@@ -80,6 +85,23 @@ def bind_inside(namespace: str, kind: socket.SocketKind) -> socket.socket:
     return sock
 
 
+def bind_both(namespace: str) -> tuple[socket.socket, socket.socket]:
+    """The UDP and the TCP socket, in one trip into the namespace (a worker thread)."""
+    udp = bind_inside(namespace, socket.SOCK_DGRAM)
+    try:
+        return udp, bind_inside(namespace, socket.SOCK_STREAM)
+    except BaseException:
+        udp.close()
+        raise
+
+
+def close_bound(binding: asyncio.Future[tuple[socket.socket, socket.socket]]) -> None:
+    """Close the sockets of a ``bind_both`` whose await was cancelled, once it ends."""
+    if not binding.cancelled() and binding.exception() is None:
+        for sock in binding.result():
+            sock.close()
+
+
 def write_resolv_conf(namespace: str) -> None:
     """Point the namespace's resolver at the embedded DNS (`ip netns exec` mounts
     /etc/netns/NAME/resolv.conf over /etc/resolv.conf for what it runs)."""
@@ -89,14 +111,32 @@ def write_resolv_conf(namespace: str) -> None:
 
 
 async def serve(namespace: str, lookup: Lookup) -> DnsEndpoint:
-    udp_sock = await asyncio.to_thread(bind_inside, namespace, socket.SOCK_DGRAM)
+    """``namespace``'s DNS sockets, serving; nothing of them is left open if this fails
+    or is cancelled. Raises OSError, MeshletError."""
+    loop = asyncio.get_running_loop()
+    binding = loop.run_in_executor(None, bind_both, namespace)
     try:
-        tcp_sock = await asyncio.to_thread(bind_inside, namespace, socket.SOCK_STREAM)
-    except OSError:
-        udp_sock.close()
+        udp_sock, tcp_sock = await asyncio.shield(binding)
+    except asyncio.CancelledError:
+        binding.add_done_callback(close_bound)
         raise
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: DnsProtocol(lookup), sock=udp_sock)
-    server = await asyncio.start_server(
-        lambda r, w: serve_tcp_client(r, w, lookup), sock=tcp_sock)
+    transport: asyncio.DatagramTransport | None = None
+    server: asyncio.Server | None = None
+    try:
+        # The UDP socket is the loop's now: a transport whose await fails, it closes.
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: DnsProtocol(lookup), sock=udp_sock)
+        # Made, then started: start_server would start serving before an await of its
+        # own, and a cancellation there would leave it serving, unseen.
+        server = await asyncio.start_server(
+            lambda r, w: serve_tcp_client(r, w, lookup), sock=tcp_sock, start_serving=False)
+        await server.start_serving()
+    except BaseException:
+        if server is not None:
+            server.close()  # and its socket
+        else:
+            tcp_sock.close()
+        if transport is not None:
+            transport.close()
+        raise
     return DnsEndpoint(transport, server)
