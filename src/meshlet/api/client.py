@@ -279,6 +279,26 @@ class Client:
         return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
                                   params=params, timeout=wait + 10)
 
+    # -- ca -----------------------------------------------------------------------------
+
+    async def ca_roots(self, index: int | None = None, wait: float = 30.0
+                       ) -> tuple[dict[str, Any], int]:
+        """``{trust_domain, active_generation, roots: [...], bundle}``, blocking from
+        ``index``."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/ca/roots", params=params,
+                                  timeout=self.timeout + wait)
+
+    async def ca_sign(self, csr: str, service: str, namespace: str = "default"
+                      ) -> dict[str, Any]:
+        """A leaf for the CSR's key: ``{spiffe_id, generation, cert, chain, not_after,
+        roots}``."""
+        body = {"csr": csr, "service": service, "namespace": namespace}
+        return (await self.request("POST", "/v1/ca/sign", json=body))[0]
+
+    async def ca_rotate(self) -> dict[str, Any]:
+        return (await self.request("POST", "/v1/ca/rotate"))[0]
+
     # -- acl ----------------------------------------------------------------------------
 
     async def token_create(self, policies: list[str], description: str = "",

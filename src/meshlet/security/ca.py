@@ -50,6 +50,7 @@ SERVER_LIFETIME = datetime.timedelta(days=90)
 BACKDATE = datetime.timedelta(minutes=5)  # tolerate clocks a little behind the issuer's
 SALT = b"meshlet cluster ca v1"
 MAX_GENERATION = 1 << 20
+CHAIN_LINKS = 6  # cross-signed certificates sent after a leaf, at most
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,7 @@ def chain_to(join_token: str, generation: int, oldest: int) -> list[x509.Certifi
     ``generation`` by ``generation - 1``, ..., ``oldest + 1`` by ``oldest`` (none when
     they are the same). Sent after a leaf, they let one who trusts only ``oldest``
     verify it."""
-    chain = []
-    new = derive_root(join_token, generation)
-    for older in range(generation - 1, oldest - 1, -1):
-        old = derive_root(join_token, older)
-        chain.append(cross_sign(new, old))
-        new = old
-    return chain
+    return Roots(join_token).chain(generation, oldest)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -243,3 +238,43 @@ def needs_renewal(cert: x509.Certificate, now: datetime.datetime,
     not valid yet (the clock went back)."""
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     return now >= start + (end - start) * at or now < start
+
+
+class Roots:
+    """Every generation's root of one join token, derived once each (a derivation
+    costs a key and a signature) and kept."""
+
+    def __init__(self, join_token: str) -> None:
+        """Raises ConfigError without a token."""
+        self.join_token = join_token
+        self.cluster = cluster_name(join_token) if join_token else ""
+        self.derived: dict[int, Root] = {0: derive_root(join_token)}
+        self.crossed: dict[int, x509.Certificate] = {}
+
+    def __repr__(self) -> str:
+        return f"<Roots {self.cluster} derived={sorted(self.derived)}>"
+
+    def get(self, generation: int) -> Root:
+        if generation not in self.derived:
+            self.derived[generation] = derive_root(self.join_token, generation)
+        return self.derived[generation]
+
+    def cross_signed(self, generation: int) -> x509.Certificate:
+        """``generation`` (at least 1) as issued by the one before."""
+        if generation not in self.crossed:
+            self.crossed[generation] = cross_sign(self.get(generation),
+                                                  self.get(generation - 1))
+        return self.crossed[generation]
+
+    def chain(self, generation: int, oldest: int) -> list[x509.Certificate]:
+        """As ``chain_to``, from the cache."""
+        return [self.cross_signed(g) for g in range(generation, oldest, -1)]
+
+    def presented(self, generation: int) -> list[x509.Certificate]:
+        """What is sent after a leaf of ``generation``: the cross-signed certificates
+        down to generation 0 (at most ``CHAIN_LINKS``), so a peer or client that has
+        not heard of the newer roots, even one that knows only the founding root (a
+        server joining with nothing but the token), verifies it. A pruned root among
+        them changes nothing for those who no longer trust it: they stop at a root
+        they trust."""
+        return self.chain(generation, max(0, generation - CHAIN_LINKS))
