@@ -18,6 +18,7 @@ import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
 from meshlet.cli.acl import acl
+from meshlet.cli.ca import ca
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
@@ -537,6 +538,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 cli.add_command(network)
 cli.add_command(acl)
+cli.add_command(ca)
 for command in CONTAINER_COMMANDS:
     cli.add_command(command)
 
