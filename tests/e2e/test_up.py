@@ -176,3 +176,27 @@ def test_up_keeps_its_tokens_private_and_runs_its_agent_with_its_own(up: Up) -> 
     as_agent = meshlet("--addr", up.addr, "--token", agent_secret, "acl", "token", "list",
                        home=up.home, check=False)
     assert as_agent.returncode == 1 and "may not read acl" in as_agent.stderr
+
+
+def test_every_workload_gets_its_identity_in_private_files(up: Up) -> None:
+    """Each replica's key, certificate and trust bundle: 0600 in its own 0700
+    directory, the certificate naming the replica's service."""
+    from cryptography import x509
+
+    record = json.loads((up.home / "up-token.json").read_text())
+    workloads = Path(record["token_file"]).parent.parent / "agent" / "workloads"
+
+    def identities() -> list[Path]:
+        found = sorted(workloads.glob("*/identity"))
+        return found if found and all((d / "cert.pem").exists() for d in found) else []
+    found = wait_for(identities, 30, "every workload's certificate")
+    services = {d.parent.name.rsplit("-", 1)[0] for d in found}
+    assert len(services) == 3
+    for directory in found:
+        assert directory.stat().st_mode & 0o777 == 0o700
+        for name in ("key.pem", "cert.pem", "roots.pem"):
+            assert (directory / name).stat().st_mode & 0o777 == 0o600, directory / name
+        leaf = x509.load_pem_x509_certificates((directory / "cert.pem").read_bytes())[0]
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        [uri] = sans.get_values_for_type(x509.UniformResourceIdentifier)
+        assert uri.endswith(f"/ns/default/svc/{directory.parent.name.rsplit('-', 1)[0]}")

@@ -47,7 +47,7 @@ def test_a_spiffe_id_names_cluster_namespace_and_service() -> None:
     assert str(sid) == "spiffe://c1234.meshlet/ns/default/svc/web"
     assert SpiffeId.parse(str(sid)) == sid
     assert str(workload_id("c1234", "api", "shop")) == "spiffe://c1234.meshlet/ns/shop/svc/api"
-    for bad in ("Web", "-web", "web-", "a" * 64, "we/b", "", "web.x"):
+    for bad in ("Web", "-web", "web-", "a" * 64, "we/b", "", "web.x", "web\n"):
         with pytest.raises(ConfigError, match="service"):
             workload_id("c1234", bad)
     with pytest.raises(ConfigError, match="namespace"):

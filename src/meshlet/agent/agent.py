@@ -25,7 +25,9 @@ from meshlet.addresses import source_address_towards
 from meshlet.agent.containers import ContainerRunner
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.host_watches import HostWatches
+from meshlet.agent.identity import WorkloadIdentity
 from meshlet.agent.retry import answered
+from meshlet.agent.roots_watch import RootsWatch
 from meshlet.agent.sandboxes import Sandboxes
 from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
@@ -63,6 +65,7 @@ class Agent:
         self.host_watches = HostWatches(self.client, self.networks)
         self.sandboxes = Sandboxes(self.client, self.networks)
         self.containers = ContainerRunner(self.client, node, data_dir, self.networks)
+        self.roots = RootsWatch(self.client)
         self.host_started = False
 
     def __repr__(self) -> str:
@@ -139,6 +142,10 @@ class Agent:
 
     async def close_sandbox(self, box: Sandbox) -> None:
         await self.sandboxes.close(box)
+
+    def identity(self, service: str, directory: Path) -> WorkloadIdentity:
+        self.roots.start()  # one watch of the trust bundle for all workloads
+        return WorkloadIdentity(self.client, self.roots, service, directory)
 
     async def push_where(self, service: str | None) -> None:
         """Push to every sidecar that calls ``service`` (all sidecars if None)."""
@@ -218,6 +225,7 @@ class Agent:
             await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
         await self.containers.stop()
         await self.host_watches.stop()
+        await self.roots.stop()
         for task in self.watches.values():
             task.cancel()
         await asyncio.gather(*self.watches.values(), return_exceptions=True)

@@ -101,6 +101,9 @@ class Workload:
         self.tracker = (HealthTracker(spec.check.healthy_threshold,
                                       spec.check.unhealthy_threshold)
                         if spec.check else None)
+        # Its key, certificate and trust bundle (``agent/identity.py``), in a directory
+        # of its own; the sidecar's TLS loads them from ``identity.paths()``.
+        self.identity = host.identity(service, self.run_dir / "identity")
 
     def __repr__(self) -> str:
         return (f"<Workload {self.id} {self.status} restarts={self.restarts} "
@@ -116,6 +119,8 @@ class Workload:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self.run()), loop.create_task(self.reporter())]
+        if self.identity is not None:
+            self.tasks.append(loop.create_task(self.identity.run()))
 
     # -- main loop ----------------------------------------------------------------------
 

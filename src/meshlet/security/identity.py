@@ -33,7 +33,7 @@ DEFAULT_NAMESPACE = "default"
 MAX_CSR = 4096   # bytes of PEM: a P-256 CSR is ~500, an RSA-4096 one ~1700
 MAX_CHAIN = 8    # certificates in a chain that is verified (leaf and intermediates)
 MIN_RSA_BITS = 2048
-LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # RFC 1123 label
+LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label
 SPIFFE = re.compile(r"^spiffe://(?P<domain>[a-z0-9.-]+)/ns/(?P<ns>[^/]+)/svc/(?P<svc>[^/]+)$")
 
 
@@ -66,7 +66,7 @@ def trust_domain(cluster: str) -> str:
 def check_label(value: object, field: str) -> str:
     """``value`` if it is a DNS label (lower case, digits, '-', at most 63); raises
     ConfigError naming ``field``."""
-    if not isinstance(value, str) or not LABEL.match(value):
+    if not isinstance(value, str) or not LABEL.fullmatch(value):
         raise ConfigError(f"{field}: {str(value)[:80]!r} is not a valid name (lower-case "
                           "letters, digits and '-', starting and ending with a letter or "
                           "digit, at most 63 characters)", field)
