@@ -56,7 +56,7 @@ class Due:
     wait: float = 0.0
 
 
-def issued_by(leaf: x509.Certificate, root_pem: str) -> bool:
+def names_issuer(leaf: x509.Certificate, root_pem: str) -> bool:
     """Whether ``leaf`` names the root of ``root_pem`` as its issuer's key."""
     try:
         aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
@@ -78,7 +78,7 @@ def due(leaf: x509.Certificate | None, roots: dict[str, Any] | None,
         return Due(True, "half its life has passed")
     if roots is not None:
         active = next((r for r in roots.get("roots", ()) if r.get("active")), None)
-        if active is not None and not issued_by(leaf, active["cert"]):
+        if active is not None and not names_issuer(leaf, active["cert"]):
             return Due(True, f"root generation {active['generation']} is now active")
     start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     at = start + (end - start) * identity.WORKLOAD_RENEWAL

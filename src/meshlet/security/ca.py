@@ -197,6 +197,18 @@ def issue_server(root: Root, public: ec.EllipticCurvePublicKey, server_id: str,
             .sign(root.key, hashes.SHA256()))
 
 
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` issued ``cert``: its subject is ``cert``'s issuer, and its key
+    verifies ``cert``'s signature."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
 def server_id_of(cert: x509.Certificate, cluster: str) -> str | None:
     """The server a certificate names for ``cluster``, or None."""
     try:

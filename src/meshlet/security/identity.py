@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshlet.errors import ConfigError
-from meshlet.security.ca import BACKDATE, Root
+from meshlet.security.ca import BACKDATE, Root, signed_by
 
 WORKLOAD_LIFETIME = datetime.timedelta(hours=72)
 WORKLOAD_RENEWAL = 1 / 2  # renew at half-life
@@ -155,16 +154,6 @@ def _valid_at(cert: x509.Certificate, now: datetime.datetime, what: str) -> None
                           f"to {cert.not_valid_after_utc}", "cert")
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
-
-
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -204,9 +193,9 @@ def verify_workload(chain: Sequence[x509.Certificate],
     spiffe = spiffe_id_of(leaf)
     current, rest = leaf, list(chain[1:])
     for _ in range(MAX_CHAIN):
-        if any(_issued_by(current, root) for root in trusted_roots):
+        if any(signed_by(current, root) for root in trusted_roots):
             return spiffe
-        issuer = next((c for c in rest if _is_ca(c) and _issued_by(current, c)), None)
+        issuer = next((c for c in rest if _is_ca(c) and signed_by(current, c)), None)
         if issuer is None:
             raise ConfigError("the certificate was not issued by a trusted root of this "
                               "cluster", "cert")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from meshlet.errors import ConfigError, Conflict, NotFound
+from meshlet.security.ca import signed_by
 
 MAX_PEM = 8192
 MAX_ROOTS = 8  # trusted at once; a rotation beyond waits for the leader to prune
@@ -91,14 +91,6 @@ def _ca_cert(pem: object, field: str) -> x509.Certificate:
     if not constraints.value.ca:
         raise ConfigError(f"{field}: not a CA certificate", field)
     return cert
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 def parse_time(text: str, field: str) -> datetime.datetime:
@@ -179,14 +171,14 @@ class CaTable:
         new = _ca_cert(cmd.cert, "cert")
         cross = _ca_cert(cmd.cross_signed, "cross_signed")
         old = x509.load_pem_x509_certificate(active.cert.encode())
-        if not _signed_by(new, new):
+        if not signed_by(new, new):
             raise ConfigError("cert: the new root is not self-signed", "cert")
         if new.subject != old.subject or cross.subject != old.subject:
             raise ConfigError("cert: a new root has the same subject as the active one",
                               "cert")
         if cross.public_key() != new.public_key():
             raise ConfigError("cross_signed: not for the new root's key", "cross_signed")
-        if not _signed_by(cross, old):
+        if not signed_by(cross, old):
             raise ConfigError("cross_signed: not signed by the active root", "cross_signed")
 
     def rotate(self, index: int, cmd: CaRootRotate) -> dict[str, Any]:
