@@ -23,6 +23,7 @@ from meshlet.api.client import Client
 from meshlet.errors import ConfigError, Forbidden, Unauthenticated
 from meshlet.security import ca, identity
 from meshlet.server.main import Server, ServerOptions
+from meshlet.server.tls import prune_roots
 from meshlet.state.ca import CaRootPrune
 from tests.conftest import async_management_token, async_wait_until
 
@@ -120,6 +121,28 @@ async def test_rotate_adds_the_active_root_and_keeps_the_old_trusted(server: Ser
     ca_pem = server.node.data_dir / "ca.pem"
     assert not ca_pem.exists() or "PRIVATE" not in ca_pem.read_text()
     assert b"PRIVATE KEY" not in server.node.machine.snapshot()
+
+
+async def test_the_leader_prunes_a_root_whose_leaves_have_all_expired(
+        server: Server) -> None:
+    async with Client(server.url, token=server.acl.token()) as client:
+        await client.ca_rotate()
+    assert server.node.machine.ca.generations() == (1, (0, 1))
+    # As the leader does once the longest leaf lifetime has passed since the rotation.
+    task = asyncio.get_running_loop().create_task(prune_roots(
+        server.node, interval=0.05, longest_leaf=datetime.timedelta(0)))
+    try:
+        async def pruned() -> bool:
+            return server.node.machine.ca.generations() == (1, (1,))
+        await async_wait_until(pruned, 10, "the old root pruned")
+        async with Client(server.url, token=server.acl.token()) as client:
+            roots, _ = await client.ca_roots()
+            assert [r["generation"] for r in roots["roots"]] == [1]
+            answer = await client.ca_sign(csr_pem(), "web")
+        assert verified(answer, roots["bundle"]) == answer["spiffe_id"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def free_port() -> int:

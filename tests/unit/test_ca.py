@@ -141,3 +141,17 @@ def test_a_server_follows_the_roots_forward_and_remembers_them(tmp_path: Path) -
     again = ServerTls(tmp_path, TOKEN, "s1", ["127.0.0.1"])  # a restart
     assert (again.generation, again.trusted) == (1, (1,))
     assert x509.load_pem_x509_certificates(again.creds.cert_file.read_bytes()) == chain
+
+
+def test_a_client_context_is_made_again_when_the_bundle_changes(tmp_path: Path) -> None:
+    import os
+
+    from meshlet.api.client import client_tls
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.derive_root(TOKEN).pem)
+    first = client_tls(bundle)
+    assert client_tls(bundle) is first  # kept while the file is the same
+    bundle.write_bytes(ca.derive_root(TOKEN).pem + ca.derive_root(TOKEN, 1).pem)
+    os.utime(bundle, ns=(1, 1))  # a rewrite, whatever the clock's resolution
+    again = client_tls(bundle)
+    assert again is not first and len(again.get_ca_certs()) == 2

@@ -24,14 +24,20 @@ JOIN_TOKEN_HEADER = "X-Meshlet-Join-Token"
 
 
 def client_tls(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
-    """How clients check a server's HTTPS: against the cluster's root in ``ca_file``
-    (default: ``MESHLET_CA_FILE``; a server writes it as ``ca.pem`` in its data
-    directory), or, with neither, the system's trusted roots."""
-    return _context(str(ca_file or os.environ.get("MESHLET_CA_FILE") or ""))
+    """How clients check a server's HTTPS: against the cluster's trust bundle in
+    ``ca_file`` (default: ``MESHLET_CA_FILE``; a server writes it as ``ca.pem`` in its
+    data directory, and again when the CA's roots change: the context is made again
+    then), or, with neither, the system's trusted roots."""
+    path = str(ca_file or os.environ.get("MESHLET_CA_FILE") or "")
+    try:
+        changed = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        changed = 0  # _context says what is wrong with it
+    return _context(path, changed)
 
 
 @functools.lru_cache(maxsize=8)
-def _context(ca_file: str) -> ssl.SSLContext:
+def _context(ca_file: str, changed: int = 0) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=ca_file or None)
     except (OSError, ssl.SSLError) as exc:
