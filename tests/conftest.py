@@ -37,6 +37,13 @@ async def async_wait_until(predicate: Callable[[], Awaitable[T]], timeout: float
         await asyncio.sleep(interval)
 
 
+def agent_rule_args() -> list[str]:
+    """`meshlet acl policy create agent` options for the rules `meshlet up` gives its
+    agent (the recipe docs/api.md shows for an agent on another machine)."""
+    from meshlet.devmode import AGENT_RULES
+    return [f"--rule={r['kind']}:{r['prefix']}:{r['access']}" for r in AGENT_RULES]
+
+
 def management_token(data_dir: Path, timeout: float = 30.0) -> str:
     """The management token a server that founded its cluster keeps in ``data_dir``
     (written once its first leader has committed the ACL bootstrap)."""

@@ -99,11 +99,14 @@ def agent_dir() -> Path:
 
 TEMP_PREFIX = "meshlet-up-"
 AGENT_POLICY = "agent"
-# What an agent does: registers its node, its services' instances and their health,
-# reports its containers, creates and addresses networks, and reads config.
+# What an agent does besides acting for its own node (its token's node identity:
+# registering the node, reading and reporting the containers placed on it): registers
+# its services' instances and their health, creates and addresses networks, and reads
+# the nodes, containers (for names and overlay peers) and config. Not `container`
+# write: that would let one agent start a command on every node.
 AGENT_RULES = [{"kind": kind, "prefix": "", "access": "write"}
-               for kind in ("node", "service", "container", "network")] + [
-    {"kind": "config", "prefix": "", "access": "read"}]
+               for kind in ("service", "network")] + [
+    {"kind": kind, "prefix": "", "access": "read"} for kind in ("node", "container", "config")]
 
 
 def token_record() -> Path:
@@ -133,11 +136,11 @@ async def wait_for_file(path: Path, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def agent_token(api: str, management: str, path: Path) -> str:
-    """The agent's token kept in ``path`` if the server still knows it, else a new one
-    (with the agent policy, made if missing)."""
+async def agent_token(api: str, management: str, path: Path, node: str) -> str:
+    """The agent's token kept in ``path`` if the server still knows it as one acting
+    for ``node``, else a new one, with the agent policy (made, or brought up to date)."""
     from meshlet.api.client import Client
-    from meshlet.errors import NotFound, NotLeader, Unauthenticated
+    from meshlet.errors import NotLeader, Unauthenticated
     from meshlet.security.secret_file import read_secret, write_secret
     async with Client(api, token=management) as client:
         deadline = time.monotonic() + 30
@@ -149,21 +152,24 @@ async def agent_token(api: str, management: str, path: Path) -> str:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.02)
+        await client.policy_create(AGENT_POLICY, AGENT_RULES,
+                                   "what `meshlet up`'s agent needs")
     kept = read_secret(path)
+    stale = None
     if kept is not None:
         async with Client(api, token=kept) as client:
             try:
-                await client.token_self()
-                return kept
+                found = await client.token_self()
+                if found.get("node_identities") == [node]:
+                    return kept
+                stale = found["accessor"]  # another node's, or an older version's
             except Unauthenticated:
                 pass  # deleted: make another
     async with Client(api, token=management) as client:
-        try:
-            await client.request("GET", f"/v1/acl/policies/{AGENT_POLICY}")
-        except NotFound:
-            await client.policy_create(AGENT_POLICY, AGENT_RULES,
-                                       "what `meshlet up`'s agent needs")
-        made = await client.token_create([AGENT_POLICY], "meshlet up's agent")
+        if stale is not None:
+            await client.token_delete(stale)
+        made = await client.token_create([AGENT_POLICY], "meshlet up's agent",
+                                         node_identities=[node])
     write_secret(path, made["secret"])
     return str(made["secret"])
 
@@ -219,9 +225,10 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
         await wait_for_file(server.acl.path)
         write_secret(token_record(), json.dumps({
             "pid": os.getpid(), "api": server.url, "token_file": str(server.acl.path)}))
+        node = os.uname().nodename
         token = await agent_token(server.url, server.acl.path.read_text().strip(),
-                                  data_dir / "agent.token")
-        agent = Agent(server.url, data_dir / "agent", os.uname().nodename, token=token)
+                                  data_dir / "agent.token", node)
+        agent = Agent(server.url, data_dir / "agent", node, token=token)
         agent.run_containers()
         if manifest is not None:
             start = loop.create_task(agent.start(manifest, cwd))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import management_token
+from tests.conftest import agent_rule_args, management_token
 from tests.e2e.helpers import (
     SHOP,
     Traffic,
@@ -40,14 +40,13 @@ def test_server_outage_and_reconnect(tmp_path: Path) -> None:
     server = start_server(tmp_path, port)
     management_token(tmp_path / "server")
     # The agent runs with a token of its own, as an operator would give it one.
-    meshlet("--addr", addr, "acl", "policy", "create", "agent", *[
-        f"--rule={kind}::write" for kind in ("node", "service", "container", "network")],
-        "--rule=config::read", home=tmp_path)
+    meshlet("--addr", addr, "acl", "policy", "create", "agent", *agent_rule_args(),
+            home=tmp_path)
     secret = meshlet_json("--addr", addr, "acl", "token", "create", "--policy", "agent",
-                          home=tmp_path)["secret"]
+                          "--node-identity", "shop-node", home=tmp_path)["secret"]
     agent = subprocess.Popen(
         [sys.executable, "-m", "meshlet", "agent", "--server", addr, "--file", str(SHOP),
-         "--data-dir", str(tmp_path / "agent")],
+         "--node", "shop-node", "--data-dir", str(tmp_path / "agent")],
         env={**env_for(tmp_path), "MESHLET_TOKEN": secret},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -129,6 +129,62 @@ async def test_rules_grant_what_they_say(server: Server) -> None:
     assert server.node.machine.kv["app/locked/k"].value == b"x"
 
 
+async def test_an_agent_token_acts_for_its_own_node_and_runs_nothing(
+        server: Server, tmp_path: Path) -> None:
+    """The token `meshlet up` gives its agent (the agent policy and the node's
+    identity): it registers its node and reports the containers placed there, reads
+    the rest, and can neither start a container anywhere nor speak for another node."""
+    from meshlet.devmode import agent_token
+    admin_secret = server.acl.token() or ""
+    async with Client(server.url, token=admin_secret) as admin:
+        await admin.container_create("mine", ["true"], "n1")
+        await admin.container_create("theirs", ["true"], "n2")
+    secret = await agent_token(server.url, admin_secret, tmp_path / "agent.token", "n1")
+    assert await agent_token(server.url, admin_secret, tmp_path / "agent.token",
+                             "n1") == secret  # kept while the server knows it
+    index = server.node.machine.index
+    async with Client(server.url, token=secret) as agent:
+        assert (await agent.token_self())["node_identities"] == ["n1"]
+        await agent.node_register("n1", "127.0.0.1")
+        await agent.container_report("mine", status="running", pid=1)
+        assert (await agent.container("mine"))[0]["status"] == "running"
+        assert {c["name"] for c in (await agent.containers())[0]} == {"mine", "theirs"}
+        with pytest.raises(Forbidden):
+            await agent.node_register("n2", "127.0.0.2")
+        with pytest.raises(Forbidden):
+            await agent.container_report("theirs", status="running", pid=1)
+        with pytest.raises(Forbidden):
+            await agent.container_create("evil", ["id"], "n1")
+        with pytest.raises(Forbidden):
+            await agent.container_desire("theirs", "stopped")
+        with pytest.raises(Forbidden):
+            await agent.container_delete("mine")
+    state = server.node.machine
+    assert state.containers.get("theirs").status != "running"
+    assert "evil" not in state.containers.containers and "n2" not in state.nodes.nodes
+    assert state.index == index + 2  # the node and the one report, nothing else
+    # Moved to another node, it gets a token of its own and the old one is deleted.
+    other = await agent_token(server.url, admin_secret, tmp_path / "agent.token", "n2")
+    async with Client(server.url, token=admin_secret) as admin:
+        agents = [t for t in await admin.tokens() if t["node_identities"]]
+    assert other != secret and [t["node_identities"] for t in agents] == [["n2"]]
+
+
+async def test_a_token_with_only_a_node_identity_sees_only_its_node(
+        server: Server) -> None:
+    async with Client(server.url, token=server.acl.token()) as admin:
+        await admin.container_create("mine", ["true"], "n1")
+        await admin.container_create("theirs", ["true"], "n2")
+        made = await admin.token_create([], "n1 only", node_identities=["n1"])
+    async with Client(server.url, token=made["secret"]) as node:
+        assert [c["name"] for c in (await node.containers())[0]] == ["mine"]
+        assert (await node.container("mine"))[0]["node"] == "n1"
+        with pytest.raises(Forbidden):
+            await node.container("theirs")
+        with pytest.raises(Forbidden):
+            await node.container("absent")  # no such container: not this node's
+
+
 async def test_the_join_token_opens_the_raft_routes_only(server: Server) -> None:
     join = {"X-Meshlet-Join-Token": JOIN}
     status, body = await call(server, "GET", "/v1/raft/self", join)

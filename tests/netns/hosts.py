@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.conftest import management_token, wait_until
+from tests.conftest import agent_rule_args, management_token, wait_until
 
 UNDERLAY = "10.250.0"
 SERVER = f"{UNDERLAY}.254"
@@ -47,7 +47,6 @@ class Hosts:
         self.names = [f"host{i}" for i in range(1, count + 1)]
         self.server: subprocess.Popen[bytes] | None = None
         self.token = ""  # the server's management token, once it has made it
-        self.agent_token = ""  # what the agents run with (policy agent)
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
 
     def ns(self, host: str) -> str:
@@ -110,18 +109,21 @@ class Hosts:
                                  f"{SERVER}:{self.port}", "--node-ttl", self.node_ttl)
         self.token = management_token(self.tmp / "server-data")
         wait_until(lambda: self.cli_ok("status"), 30, "the server to answer")
-        self.cli("acl", "policy", "create", "agent", "--rule=config::read", *[
-            f"--rule={kind}::write" for kind in ("node", "service", "container", "network")])
+        self.cli("acl", "policy", "create", "agent", *agent_rule_args())
+
+    def agent_token(self, host: str) -> str:
+        """A token for ``host``'s agent: the agent policy, acting for that node."""
         import json
-        self.agent_token = json.loads(self.cli("-o", "json", "acl", "token", "create",
-                                               "--policy", "agent"))["secret"]
+        return str(json.loads(self.cli("-o", "json", "acl", "token", "create", "--policy",
+                                       "agent", "--node-identity", host))["secret"])
 
     def start_agent(self, host: str, file: Path | None = None) -> None:
         """Start ``host``'s agent (with ``file``'s services, if given)."""
         extra = ["--file", str(file)] if file is not None else []
         self.agents[host] = self.spawn(
             self.ns(host), host, "-v", "agent", "--server", self.url, "--node", host,
-            "--data-dir", str(self.tmp / f"{host}-data"), *extra, token=self.agent_token)
+            "--data-dir", str(self.tmp / f"{host}-data"), *extra,
+            token=self.agent_token(host))
         wait_until(lambda: host in self.nodes(), 30, f"{host} to register")
 
     def stop_agent(self, host: str, kill: bool = False) -> None:

@@ -118,6 +118,38 @@ def test_tokens_name_existing_policies_and_grant_their_rules() -> None:
     assert sm.acl.policies == {}
 
 
+def test_a_node_identity_acts_for_its_node_only() -> None:
+    """An agent's token: its node, and what is placed there; no other node."""
+    auth = Authorizer([policy(("service", "", "write"))], nodes=("n1",))
+    assert auth.allows("node", "n1", "write") and auth.allows("node", "n1", "read")
+    assert not auth.allows("node", "n2", "write") and not auth.allows("node", "n2", "read")
+    assert auth.acts_for("n1") and not auth.acts_for("n2") and not auth.acts_for(None)
+    assert not auth.allows("container", "c", "read")  # only as placed on n1 (the API)
+    assert Authorizer([], management=True).acts_for("any")
+    assert not Authorizer([]).acts_for("n1")
+
+
+def test_a_token_may_carry_node_identities_instead_of_policies() -> None:
+    sm = StateMachine()
+    apply(sm, AclTokenCreate(A1, hash_secret("agent"), "n1's agent",
+                             node_identities=("n1",)))
+    token = sm.acl.resolve(hash_secret("agent"))
+    assert token is not None and token.to_dict()["node_identities"] == ["n1"]
+    assert sm.acl.authorizer(token).allows("node", "n1", "write")
+    for bad, message in ((("n1", "n1"), "named twice"), (("bad name",), "not a name"),
+                         (tuple(f"n{i}" for i in range(17)), "at most 16")):
+        with pytest.raises(ConfigError, match=message):
+            apply(sm, AclTokenCreate(A2, hash_secret("x"), node_identities=bad))
+    assert list(sm.acl.tokens) == [A1]
+    # A snapshot keeps them; an older one without the field loads with none.
+    again = StateMachine()
+    again.restore(sm.snapshot())
+    assert again.acl.tokens[A1].node_identities == ("n1",)
+    old = Token.from_dict({"accessor": A2, "secret_hash": hash_secret("o"),
+                           "policies": ["p"]})
+    assert old.node_identities == ()
+
+
 def test_the_last_management_token_cannot_be_deleted() -> None:
     sm = StateMachine()
     apply(sm, AclBootstrap(A1, hash_secret("m")))

@@ -36,6 +36,7 @@ CACHE_SIZE = 1024
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NameOf = Callable[[web.Request], str]
+NodeOf = Callable[[web.Request], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Need:
     ``name`` (a path parameter, or a function of the request). ``kind`` None: any
     known token. ``listing``: any known token, the handler shows only what it may read.
     ``in_body``: the handler names the resource and calls ``require``. ``join``: the
-    cluster's join token suffices."""
+    cluster's join token suffices. ``node_of``: the node the resource is placed on
+    (None: none, or no such resource); a token acting for that node suffices."""
 
     kind: str | None
     access: str = "read"
@@ -52,6 +54,7 @@ class Need:
     listing: bool = False
     in_body: bool = False
     join: bool = False
+    node_of: NodeOf | None = None
 
     def name_in(self, request: web.Request) -> str:
         if callable(self.name):
@@ -162,7 +165,9 @@ class Guard:
                 if not authorizer.allows_some(need.kind, need.access):
                     raise Forbidden(f"this token may not {need.access} any {need.kind}",
                                     need.kind)
-            elif need.kind is not None and not need.listing:
+            elif need.kind is not None and not need.listing and not (
+                    need.node_of is not None and authorizer.nodes
+                    and authorizer.acts_for(need.node_of(request))):
                 check(authorizer, need.kind, need.name_in(request), need.access)
             request[AUTHORIZER] = authorizer
             request[TOKEN] = token
@@ -193,9 +198,12 @@ def require(request: web.Request, kind: str, name: str, access: str) -> None:
 
 
 def visible(request: web.Request, kind: str, items: Iterable[T],
-            name_of: Callable[[T], str]) -> list[T]:
-    """The items of a list the request's token may read."""
+            name_of: Callable[[T], str],
+            node_of: Callable[[T], str] | None = None) -> list[T]:
+    """The items of a list the request's token may read (or, given ``node_of``, that
+    are placed on a node it acts for)."""
     authorizer: Authorizer = request.get(AUTHORIZER, DENY_ALL)
     if authorizer.management:
         return list(items)
-    return [i for i in items if authorizer.allows(kind, name_of(i), "read")]
+    return [i for i in items if authorizer.allows(kind, name_of(i), "read")
+            or (node_of is not None and authorizer.acts_for(node_of(i)))]

@@ -67,7 +67,7 @@ class AclRoutes:
         if not isinstance(body, Mapping):
             raise ConfigError("body: expected an object with policies (or management)",
                               "body")
-        unknown = set(body) - {"description", "policies", "management"}
+        unknown = set(body) - {"description", "policies", "management", "node_identities"}
         if unknown:
             name = sorted(unknown)[0]
             raise ConfigError(f"{name}: unknown field", name)
@@ -75,7 +75,7 @@ class AclRoutes:
         secret = secrets.token_urlsafe(32)
         result = await self.api.propose(AclTokenCreate(
             uuid.uuid4().hex, hash_secret(secret), fields["description"],
-            fields["policies"], fields["management"]))
+            fields["policies"], fields["management"], fields["node_identities"]))
         return self.api.reply({**result.value, "secret": secret}, result.index, status=201)
 
     async def token_delete(self, request: web.Request) -> web.Response:

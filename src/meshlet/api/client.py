@@ -308,9 +308,11 @@ class Client:
     # -- acl ----------------------------------------------------------------------------
 
     async def token_create(self, policies: list[str], description: str = "",
-                           management: bool = False) -> dict[str, Any]:
+                           management: bool = False,
+                           node_identities: list[str] | None = None) -> dict[str, Any]:
         """A new token; the answer holds its ``secret``, shown this once."""
-        body = {"policies": policies, "description": description, "management": management}
+        body = {"policies": policies, "description": description, "management": management,
+                "node_identities": node_identities or []}
         return (await self.request("POST", "/v1/acl/tokens", json=body))[0]
 
     async def tokens(self) -> list[dict[str, Any]]:

@@ -33,26 +33,36 @@ class ContainerRoutes:
 
     def routes(self) -> list[tuple[str, str, Handler, Need]]:
         """Every route with what it needs (``access.py``). Writing a container is
-        running a command as root on its node's agent."""
+        running a command as root on its node's agent. The agent's token, acting for
+        its node, may read and report the containers placed there, and nothing else."""
         write = Need("container", "write", "name")
+        on_node = self.node_of
         return [
             ("GET", "/v1/containers", self.list, Need("container", listing=True)),
             ("POST", "/v1/containers", self.create,
              Need("container", "write", in_body=True)),
-            ("GET", "/v1/containers/{name}", self.inspect, Need("container", name="name")),
+            ("GET", "/v1/containers/{name}", self.inspect,
+             Need("container", name="name", node_of=on_node)),
             ("DELETE", "/v1/containers/{name}", self.delete, write),
             ("PUT", "/v1/containers/{name}/desired", self.desire, write),
-            ("PUT", "/v1/containers/{name}/status", self.report, write),
+            ("PUT", "/v1/containers/{name}/status", self.report,
+             Need("container", "write", "name", node_of=on_node)),
             ("PUT", "/v1/containers/{name}/networks/{network}", self.connect, write),
             ("DELETE", "/v1/containers/{name}/networks/{network}", self.disconnect, write),
         ]
+
+    def node_of(self, request: web.Request) -> str | None:
+        """The node the request's container is placed on (None: no such container)."""
+        found = self.api.sm.containers.containers.get(request.match_info["name"])
+        return None if found is None else found.node
 
     async def list(self, request: web.Request) -> web.Response:
         table = self.api.sm.containers
         index = await self.api.block(request, lambda: table.index)
         node = request.query.get("node")
         found = [c.to_dict() for name, c in visible(
-                     request, "container", sorted(table.containers.items()), lambda i: i[0])
+                     request, "container", sorted(table.containers.items()),
+                     lambda i: i[0], lambda i: i[1].node)
                  if node is None or c.node == node]
         return self.api.reply(found, index)
 

@@ -33,6 +33,7 @@ from meshlet.security.acl import (
     KINDS,
     MAX_DESCRIPTION,
     MAX_NAME,
+    MAX_NODE_IDENTITIES,
     MAX_POLICIES,
     MAX_PREFIX,
     MAX_RULES,
@@ -60,7 +61,9 @@ HAND_CHECKED: dict[str, dict[str, Any]] = {
         "description": DESCRIPTION_SCHEMA,
         "policies": {"type": "array", "items": NAME_SCHEMA, "maxItems": MAX_POLICIES,
                      "uniqueItems": True},
-        "management": {"type": "boolean"}}},
+        "management": {"type": "boolean"},
+        "node_identities": {"type": "array", "items": NAME_SCHEMA,
+                            "maxItems": MAX_NODE_IDENTITIES, "uniqueItems": True}}},
     "PolicyBody": {"type": "object", "additionalProperties": False, "required": ["name"],
                    "properties": {
         "name": NAME_SCHEMA,

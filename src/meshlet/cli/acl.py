@@ -29,16 +29,22 @@ def policy() -> None:
               help="A policy the token grants (repeat for several).")
 @click.option("--description", default="", help="What the token is for.")
 @click.option("--management", is_flag=True, help="May do everything.")
+@click.option("--node-identity", "nodes", multiple=True, metavar="NODE",
+              help="Act for NODE: register it, read and report the containers placed "
+                   "on it (an agent's token; repeat for several).")
 @pass_ctx
 def token_create(ctx: Context, policies: tuple[str, ...], description: str,
-                 management: bool) -> None:
+                 management: bool, nodes: tuple[str, ...]) -> None:
     """Create a token; its secret is shown this once."""
-    body = ctx.call(lambda c: c.token_create(list(policies), description, management))
+    body = ctx.call(lambda c: c.token_create(list(policies), description, management,
+                                             list(nodes)))
     if ctx.json:
         emit_json(body)
         return
     click.echo(f"accessor: {body['accessor']}\nsecret:   {body['secret']}\n"
                f"policies: {', '.join(body['policies']) or '-'}"
+               + (f"\nnodes:    {', '.join(body['node_identities'])}"
+                  if body["node_identities"] else "")
                + ("\nmanagement: yes" if body["management"] else ""))
 
 
@@ -51,8 +57,9 @@ def token_list(ctx: Context) -> None:
         emit_json(rows)
         return
     table([(t["accessor"], "yes" if t["management"] else "no",
-            ",".join(t["policies"]) or "-", t["description"]) for t in rows],
-          ["ACCESSOR", "MANAGEMENT", "POLICIES", "DESCRIPTION"])
+            ",".join(t["policies"]) or "-", ",".join(t["node_identities"]) or "-",
+            t["description"]) for t in rows],
+          ["ACCESSOR", "MANAGEMENT", "POLICIES", "NODES", "DESCRIPTION"])
 
 
 @token.command("delete")

@@ -7,6 +7,11 @@ decides; among rules of the same prefix (from several policies) deny beats write
 write beats read. Write implies read. No matching rule: denied (default deny). A
 management token may do everything.
 
+A token may also carry node identities, as Consul's do: a token with the identity of
+node N may write node N (register and deregister it) and act for N on what the state
+places there (report its containers). That is what an agent's token needs, and no more:
+unlike ``container`` write, it cannot make a container run anywhere.
+
 Pure: no I/O, no clock. Secrets never reach this module's state: a token holds the
 SHA-256 of its secret (``hash_secret``), so the replicated state cannot leak them.
 """
@@ -29,6 +34,7 @@ MAX_POLICIES = 64
 MAX_NAME = 128
 MAX_PREFIX = 512
 MAX_DESCRIPTION = 512
+MAX_NODE_IDENTITIES = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ACCESSOR = re.compile(r"[0-9a-f]{32}")
 
@@ -118,6 +124,7 @@ class Token:
     description: str = ""
     policies: tuple[str, ...] = ()
     management: bool = False
+    node_identities: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Token:
@@ -134,15 +141,16 @@ class Token:
     def to_dict(self) -> dict[str, Any]:
         """The public form: never the secret, nor its hash."""
         return {"accessor": self.accessor, "description": self.description,
-                "policies": list(self.policies), "management": self.management}
+                "policies": list(self.policies), "management": self.management,
+                "node_identities": list(self.node_identities)}
 
     def to_state(self) -> dict[str, Any]:
         return {**self.to_dict(), "secret_hash": self.secret_hash}
 
 
 def token_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a client may choose for a token: description, policies, management;
-    raises ConfigError."""
+    """The fields a client may choose for a token: description, policies, management,
+    node_identities; raises ConfigError."""
     policies = raw.get("policies", [])
     if not isinstance(policies, list) or len(policies) > MAX_POLICIES:
         raise ConfigError(f"policies: expected a list of at most {MAX_POLICIES} policy "
@@ -153,16 +161,25 @@ def token_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     names = tuple(check_name(p, f"policies[{i}]") for i, p in enumerate(policies))
     if len(set(names)) != len(names):
         raise ConfigError("policies: a policy is named twice", "policies")
+    nodes = raw.get("node_identities", [])
+    if not isinstance(nodes, list) or len(nodes) > MAX_NODE_IDENTITIES:
+        raise ConfigError(f"node_identities: expected a list of at most "
+                          f"{MAX_NODE_IDENTITIES} node names", "node_identities")
+    identities = tuple(check_name(n, f"node_identities[{i}]") for i, n in enumerate(nodes))
+    if len(set(identities)) != len(identities):
+        raise ConfigError("node_identities: a node is named twice", "node_identities")
     return {"description": check_text(raw.get("description", ""), "description",
                                       MAX_DESCRIPTION),
-            "policies": names, "management": management}
+            "policies": names, "management": management, "node_identities": identities}
 
 
 class Authorizer:
     """What one token may do, compiled from its policies once."""
 
-    def __init__(self, policies: Iterable[Policy], management: bool = False) -> None:
+    def __init__(self, policies: Iterable[Policy], management: bool = False,
+                 nodes: Iterable[str] = ()) -> None:
         self.management = management
+        self.nodes = frozenset(nodes)  # the node identities: what it may act for
         best: dict[tuple[str, str], str] = {}
         for policy in policies:
             for rule in policy.rules:
@@ -180,11 +197,17 @@ class Authorizer:
         if self.management:
             return "<Authorizer management>"
         count = sum(len(r) for r in self.rules.values())
-        return f"<Authorizer {count} rules over {', '.join(sorted(self.rules)) or 'nothing'}>"
+        nodes = f", acting for {', '.join(sorted(self.nodes))}" if self.nodes else ""
+        return (f"<Authorizer {count} rules over "
+                f"{', '.join(sorted(self.rules)) or 'nothing'}{nodes}>")
+
+    def acts_for(self, node: str | None) -> bool:
+        """May this token act for ``node`` (its node identity, or management)?"""
+        return self.management or (node is not None and node in self.nodes)
 
     def allows(self, kind: str, name: str, access: str) -> bool:
         """May this token ``access`` (read or write) the ``kind`` resource ``name``?"""
-        if self.management:
+        if self.management or (kind == "node" and name in self.nodes):
             return True
         for prefix, granted in self.rules.get(kind, ()):
             if name.startswith(prefix):

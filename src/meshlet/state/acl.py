@@ -49,7 +49,7 @@ class AclTable:
         if token is None:
             return DENY_ALL
         return Authorizer((self.policies[p] for p in token.policies if p in self.policies),
-                          token.management)
+                          token.management, token.node_identities)
 
     def get_token(self, accessor: str) -> Token:
         token = self.tokens.get(accessor)
@@ -75,11 +75,15 @@ class AclTable:
         self._check_new(cmd.accessor, cmd.secret_hash)
         if not isinstance(cmd.policies, tuple):
             raise ConfigError("policies: expected a list of policy names", "policies")
+        if not isinstance(cmd.node_identities, tuple):
+            raise ConfigError("node_identities: expected a list of node names",
+                              "node_identities")
         token_fields({"description": cmd.description, "policies": list(cmd.policies),
-                      "management": cmd.management})
-        if not cmd.management and not cmd.policies:
-            raise ConfigError("policies: a token needs at least one policy (or "
-                              "management: true)", "policies")
+                      "management": cmd.management,
+                      "node_identities": list(cmd.node_identities)})
+        if not cmd.management and not cmd.policies and not cmd.node_identities:
+            raise ConfigError("policies: a token needs at least one policy or node "
+                              "identity (or management: true)", "policies")
         for name in cmd.policies:
             if name not in self.policies:
                 raise NotFound(f"policies: no policy named {name!r}", "policies")
@@ -126,7 +130,7 @@ class AclTable:
 
     def token_create(self, index: int, cmd: AclTokenCreate) -> dict[str, Any]:
         return self._add(index, Token(cmd.accessor, cmd.secret_hash, cmd.description,
-                                      cmd.policies, cmd.management))
+                                      cmd.policies, cmd.management, cmd.node_identities))
 
     def _add(self, index: int, token: Token) -> dict[str, Any]:
         self.tokens[token.accessor] = token

@@ -213,6 +213,7 @@ class AclTokenCreate:
     description: str = ""
     policies: tuple[str, ...] = ()
     management: bool = False
+    node_identities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
