@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from meshlet.agent.roots_watch import CaCalls, RootsWatch
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.private_files import private_dir, write_private
+from meshlet.proxy.config import TlsConfig
 from meshlet.security import ca, identity
 from meshlet.security.identity import DEFAULT_NAMESPACE, SpiffeId
 
@@ -101,6 +103,9 @@ class WorkloadIdentity:
         self.spiffe_id: SpiffeId | None = None
         self.issued = 0    # certificates issued, and
         self.failures = 0  # attempts that failed (for logs and tests)
+        # Called whenever the files change (a certificate issued, a bundle rewritten):
+        # the sidecar is told to load them.
+        self.on_change: Callable[[], None] = lambda: None
 
     def __repr__(self) -> str:
         return (f"<WorkloadIdentity {self.spiffe_id or self.service} issued={self.issued} "
@@ -122,6 +127,25 @@ class WorkloadIdentity:
         """Where the sidecar finds the files (its TLS settings, next)."""
         return {"key": str(self.key_file), "cert": str(self.cert_file),
                 "roots": str(self.roots_file)}
+
+    def tls(self) -> TlsConfig:
+        """The sidecar's ``tls`` block for the files on disk (once ``ready``): their
+        paths, the trust domain the certificate names, and a serial that changes with
+        the certificate or the bundle."""
+        leaf = self.leaf()
+        if leaf is None:
+            raise ConfigError(f"{self.service}: no certificate on disk yet", "tls")
+        try:
+            sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            sid = SpiffeId.parse(sans.value.get_values_for_type(
+                x509.UniformResourceIdentifier)[0])
+        except (x509.ExtensionNotFound, IndexError):
+            raise ConfigError(f"{self.service}: the certificate names no SPIFFE ID",
+                              "tls") from None
+        bundle = hashlib.sha256(self.roots_file.read_bytes()).hexdigest()[:16]
+        return TlsConfig(str(self.cert_file), str(self.key_file), str(self.roots_file),
+                         sid.trust_domain, sid.namespace,
+                         f"{leaf.serial_number:x}/{bundle}")
 
     def key(self) -> ec.EllipticCurvePrivateKey:
         """The workload's key, made (0600) the first time."""
@@ -173,6 +197,7 @@ class WorkloadIdentity:
         write_private(self.cert_file, answer["cert"] + "".join(answer["chain"]))
         self.spiffe_id = sid
         self.issued += 1
+        self.on_change()
         log.info("%s: certificate issued for %s by root generation %s, valid until %s",
                  self.service, sid, answer["generation"], answer["not_after"])
 
@@ -188,6 +213,7 @@ class WorkloadIdentity:
         except FileNotFoundError:
             pass
         write_private(self.roots_file, body["bundle"])
+        self.on_change()
 
     async def run(self) -> None:
         """Runs while the workload does."""

@@ -107,8 +107,12 @@ def print_ready(ctx: Context, api: str, workloads: list[dict[str, Any]]) -> None
         return
     echo(f"meshlet API: {api}")
     if workloads:
-        table([(w["service"], w["instance"], w["address"], w["app_port"]) for w in workloads],
+        table([(w["service"], w["instance"], w["address"], w["app_port"] or "-")
+               for w in workloads],
               ["SERVICE", "INSTANCE", "LISTENING (sidecar)", "APP PORT"])
+        if any(w.get("ingress") for w in workloads):
+            echo("Inside the mesh every hop is mutual TLS: call a published service on "
+                 "its ingress-gateway address.")
 
 
 @cli.command()
