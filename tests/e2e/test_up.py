@@ -150,6 +150,29 @@ def test_every_hop_inside_the_mesh_is_mutual_tls(up: Up) -> None:
     assert config["tls"]["cert"] == str(identity / "cert.pem")
 
 
+def test_a_root_rotation_under_load_drops_no_request(up: Up) -> None:
+    """`meshlet ca rotate` while traffic flows through the gateway and every hop: each
+    workload gets a certificate from the new root and its sidecar loads it, and not
+    one request fails."""
+    workloads = [i for s in ("frontend", "catalog", "pricing")
+                 for i in up.json("instances", s)]
+    serials = {i["id"]: admin_get(i["meta"]["admin"], "/config")["tls"]["serial"]
+               for i in workloads}
+    with Traffic(up.ingress("frontend")) as traffic:
+        wait_for(lambda: traffic.ok >= 50, 30, "traffic through the mesh")
+        meshlet("--addr", up.addr, "ca", "rotate", home=up.home)
+
+        def all_renewed() -> bool:
+            return all(admin_get(i["meta"]["admin"], "/config")["tls"]["serial"]
+                       != serials[i["id"]] for i in workloads)
+        wait_for(all_renewed, 60, "every sidecar to load a certificate of the new root")
+        after = traffic.ok
+        wait_for(lambda: traffic.ok >= after + 100, 30, "traffic after the rotation")
+    assert traffic.failed == []
+    roots = up.json("ca", "roots")
+    assert [r["active"] for r in roots["roots"]] == [False, True]
+
+
 def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     import stat
     import urllib.error
