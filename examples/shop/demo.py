@@ -72,7 +72,10 @@ def main() -> int:
     info = json.loads(meshlet("-o", "json", "up", str(HERE / "meshlet.yaml"), "--detach"))
     try:
         api = info["api"]
-        frontend = next(w for w in info["workloads"] if w["service"] == "frontend")
+        # Every hop inside the mesh is mutual TLS; outside clients come in through the
+        # agent's ingress gateway, which publishes the frontend in plaintext.
+        frontend = next(w for w in info["workloads"]
+                        if w["service"] == "frontend" and w.get("ingress"))
         host, port = frontend["address"].rsplit(":", 1)
         deadline = time.monotonic() + 30
         while True:  # wait until every instance passes its health check

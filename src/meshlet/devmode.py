@@ -193,9 +193,17 @@ def sweep_stale_temp_dirs() -> None:
 
 
 def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
-    return [{"service": w.service, "instance": w.id,
+    """Each workload, then each service the ingress gateway publishes (``ingress``:
+    where a client outside the mesh calls it, in plaintext)."""
+    rows = [{"service": w.service, "instance": w.id,
              "address": f"{w.app_host}:{w.inbound_port}", "app_port": w.app_port,
-             "admin": w.admin_url, "metrics": w.metrics_url} for w in agent.workloads]
+             "admin": w.admin_url, "metrics": w.metrics_url, "ingress": False}
+            for w in agent.workloads]
+    if agent.ingress is not None:
+        rows += [{"service": name, "instance": "ingress-gateway", "address": address,
+                  "app_port": None, "admin": None, "metrics": None, "ingress": True}
+                 for name, address in sorted(agent.ingress.addresses().items())]
+    return rows
 
 
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,

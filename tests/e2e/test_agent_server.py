@@ -4,7 +4,9 @@ agent reconnects by itself when it returns."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,14 @@ from tests.e2e.helpers import (
 pytestmark = pytest.mark.e2e
 
 
+def connectable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def start_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "meshlet", "server", "--data-dir", str(tmp_path / "server"),
@@ -44,8 +54,15 @@ def test_server_outage_and_reconnect(tmp_path: Path) -> None:
             home=tmp_path)
     secret = meshlet_json("--addr", addr, "acl", "token", "create", "--policy", "agent",
                           "--node-identity", "shop-node", home=tmp_path)["secret"]
+    # The shop, with the frontend published on a known port of the agent's gateway.
+    shop = tmp_path / "shop"
+    shutil.copytree(SHOP.parent, shop)
+    gateway = free_port()
+    (shop / SHOP.name).write_text(SHOP.read_text().replace("ingress: true",
+                                                           f"ingress: {gateway}"))
     agent = subprocess.Popen(
-        [sys.executable, "-m", "meshlet", "agent", "--server", addr, "--file", str(SHOP),
+        [sys.executable, "-m", "meshlet", "agent", "--server", addr, "--file",
+         str(shop / SHOP.name),
          "--node", "shop-node", "--data-dir", str(tmp_path / "agent")],
         env={**env_for(tmp_path), "MESHLET_TOKEN": secret},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -60,12 +77,12 @@ def test_server_outage_and_reconnect(tmp_path: Path) -> None:
             return len(services) == 3 and all(s["passing"] == s["instances"]
                                                for s in services)
         wait_for(passing, 60, "the shop to be healthy")
-        frontend = meshlet_json("--addr", addr, "instances", "frontend", home=tmp_path)[0]
+        wait_for(lambda: connectable(gateway), 30, "the ingress gateway to listen")
         victim = meshlet_json("--addr", addr, "instances", "catalog", home=tmp_path)[0]
 
         server.kill()
         server.wait(10)
-        with Traffic(f"127.0.0.1:{frontend['port']}") as traffic:
+        with Traffic(f"127.0.0.1:{gateway}") as traffic:
             wait_for(lambda: traffic.ok >= 200, 30, "traffic while the server is down")
         assert traffic.failed == []
         assert len(traffic.catalogs) == 3  # still balanced on the last known endpoints

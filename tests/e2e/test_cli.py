@@ -29,6 +29,22 @@ def server(tmp_path: Path) -> Iterator[str]:
         yield addr
 
 
+def test_ca_roots_and_rotation_through_the_cli(server: str, tmp_path: Path) -> None:
+    run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
+    listed = run("ca", "roots").stdout.splitlines()
+    assert listed[0].startswith("trust domain: c") and listed[0].endswith(".meshlet")
+    assert listed[1].split() == ["GENERATION", "ACTIVE", "ACTIVE", "SINCE", "NOT", "AFTER",
+                                 "FINGERPRINT"]
+    assert listed[2].split()[:3] == ["0", "yes", "-"] and len(listed) == 3
+    assert run("ca", "rotate").stdout == "root generation 1 is active; trusted: 0, 1\n"
+    rows = run("ca", "roots").stdout.splitlines()[2:]
+    assert [r.split()[:2] for r in rows] == [["0", "no"], ["1", "yes"]]
+    bundle = run("ca", "roots", "--pem").stdout
+    assert bundle.count("-----BEGIN CERTIFICATE-----") == 2 and "PRIVATE" not in bundle
+    body = meshlet_json("--addr", server, "ca", "roots", home=tmp_path)
+    assert body["active_generation"] == 1 and len(body["roots"]) == 2
+
+
 def test_acl_tokens_and_policies_through_the_cli(server: str, tmp_path: Path) -> None:
     run = lambda *a, **kw: meshlet("--addr", server, *a, home=tmp_path, **kw)
     made = run("acl", "policy", "create", "app", "--rule", "kv:app/:write",

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,22 @@ class Up:
             [sys.executable, "-m", "meshlet", "up", str(SHOP), "--http",
              f"127.0.0.1:{self.port}"], env=env_for(home), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []  # what it printed, read as it goes
+        threading.Thread(target=self.read_output, daemon=True).start()
+
+    def read_output(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.append(line)
+
+    def ingress(self, service: str) -> str:
+        """Where the ingress gateway publishes ``service`` (its row in up's table)."""
+        def row() -> str | None:
+            for line in list(self.lines):
+                cells = line.split()
+                if cells[:2] == [service, "ingress-gateway"]:
+                    return cells[2]
+            return None
+        return wait_for(row, 30, f"up to print {service}'s ingress address")
 
     def json(self, *args: str) -> Any:
         return meshlet_json("--addr", self.addr, *args, home=self.home)
@@ -66,9 +83,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 
 def test_kill_a_replica_restarts_it_and_traffic_keeps_flowing(up: Up) -> None:
-    frontend = up.json("instances", "frontend")[0]
     victim = up.json("instances", "catalog")[1]
-    with Traffic(f"127.0.0.1:{frontend['port']}") as traffic, \
+    with Traffic(up.ingress("frontend")) as traffic, \
             HealthHistory(up.addr, "catalog", up_token(up.home)) as health:
         wait_for(lambda: traffic.ok >= 100, 30, "traffic through the frontend")
         os.kill(victim["pid"], signal.SIGKILL)
@@ -98,7 +114,63 @@ def test_sigterm_stops_everything(up: Up) -> None:
     up.proc.wait(60)
     assert up.proc.returncode == 0
     assert alive(children) == set()
-    assert "meshlet API" in up.proc.stdout.read()  # type: ignore[union-attr]
+    wait_for(lambda: any("meshlet API" in line for line in up.lines), 10, "up's output")
+
+
+def test_every_hop_inside_the_mesh_is_mutual_tls(up: Up) -> None:
+    """The quick start, encrypted: the frontend answers through the ingress gateway;
+    its inbound port refuses plain HTTP, and shows a caller with a certificate of the
+    cluster the frontend's SPIFFE ID; the catalog's calls are counted as TLS too."""
+    import socket
+    import ssl
+    import urllib.request
+    answer = urllib.request.urlopen(f"http://{up.ingress('frontend')}/", timeout=5)
+    assert answer.status == 200
+    frontend = up.json("instances", "frontend")[0]
+    with socket.create_connection(("127.0.0.1", frontend["port"]), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: frontend\r\n\r\n")
+        try:
+            assert plain.recv(100) == b""  # closed, no HTTP answer
+        except ConnectionResetError:
+            pass
+    identity = Path(frontend["meta"]["admin"].removeprefix("unix:")).parent / "identity"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(identity / "roots.pem")
+    context.load_cert_chain(identity / "cert.pem", identity / "key.pem")
+    with socket.create_connection(("127.0.0.1", frontend["port"]), timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:
+        assert tls.version() == "TLSv1.3" and tls.selected_alpn_protocol() is None
+        names = dict(tls.getpeercert()["subjectAltName"])  # type: ignore[index]
+        assert names["URI"].endswith(".meshlet/ns/default/svc/frontend")
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n")
+        assert tls.recv(100).startswith(b"HTTP/1.1 200")
+    config = admin_get(frontend["meta"]["admin"], "/config")
+    assert config["tls"]["trust_domain"].endswith(".meshlet")
+    assert config["tls"]["cert"] == str(identity / "cert.pem")
+
+
+def test_a_root_rotation_under_load_drops_no_request(up: Up) -> None:
+    """`meshlet ca rotate` while traffic flows through the gateway and every hop: each
+    workload gets a certificate from the new root and its sidecar loads it, and not
+    one request fails."""
+    workloads = [i for s in ("frontend", "catalog", "pricing")
+                 for i in up.json("instances", s)]
+    serials = {i["id"]: admin_get(i["meta"]["admin"], "/config")["tls"]["serial"]
+               for i in workloads}
+    with Traffic(up.ingress("frontend")) as traffic:
+        wait_for(lambda: traffic.ok >= 50, 30, "traffic through the mesh")
+        meshlet("--addr", up.addr, "ca", "rotate", home=up.home)
+
+        def all_renewed() -> bool:
+            return all(admin_get(i["meta"]["admin"], "/config")["tls"]["serial"]
+                       != serials[i["id"]] for i in workloads)
+        wait_for(all_renewed, 60, "every sidecar to load a certificate of the new root")
+        after = traffic.ok
+        wait_for(lambda: traffic.ok >= after + 100, 30, "traffic after the rotation")
+    assert traffic.failed == []
+    roots = up.json("ca", "roots")
+    assert [r["active"] for r in roots["roots"]] == [False, True]
 
 
 def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
@@ -118,7 +190,7 @@ def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     assert config["relay"]["build"] in ("compiled", "python") and config["relay"]["why"]
     if os.environ.get("MESHLET_EXPECT_COMPILED"):
         assert config["relay"]["build"] == "compiled", config["relay"]
-    urllib.request.urlopen(f"http://127.0.0.1:{frontend['port']}/", timeout=5).read()
+    urllib.request.urlopen(f"http://{up.ingress('frontend')}/", timeout=5).read()
     scrape = frontend["meta"]["metrics"]
     metrics = urllib.request.urlopen(f"{scrape}/metrics", timeout=5).read().decode()
     assert 'meshlet_proxy_requests_total{code="200",destination="catalog",' \
@@ -176,3 +248,27 @@ def test_up_keeps_its_tokens_private_and_runs_its_agent_with_its_own(up: Up) -> 
     as_agent = meshlet("--addr", up.addr, "--token", agent_secret, "acl", "token", "list",
                        home=up.home, check=False)
     assert as_agent.returncode == 1 and "may not read acl" in as_agent.stderr
+
+
+def test_every_workload_gets_its_identity_in_private_files(up: Up) -> None:
+    """Each replica's key, certificate and trust bundle: 0600 in its own 0700
+    directory, the certificate naming the replica's service."""
+    from cryptography import x509
+
+    record = json.loads((up.home / "up-token.json").read_text())
+    workloads = Path(record["token_file"]).parent.parent / "agent" / "workloads"
+
+    def identities() -> list[Path]:
+        found = sorted(workloads.glob("*/identity"))
+        return found if found and all((d / "cert.pem").exists() for d in found) else []
+    found = wait_for(identities, 30, "every workload's certificate")
+    services = {d.parent.name.rsplit("-", 1)[0] for d in found}
+    assert len(services) == 3
+    for directory in found:
+        assert directory.stat().st_mode & 0o777 == 0o700
+        for name in ("key.pem", "cert.pem", "roots.pem"):
+            assert (directory / name).stat().st_mode & 0o777 == 0o600, directory / name
+        leaf = x509.load_pem_x509_certificates((directory / "cert.pem").read_bytes())[0]
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        [uri] = sans.get_values_for_type(x509.UniformResourceIdentifier)
+        assert uri.endswith(f"/ns/default/svc/{directory.parent.name.rsplit('-', 1)[0]}")

@@ -77,7 +77,8 @@ async def test_every_route_refuses_no_token_and_an_unknown_one(server: Server) -
 async def test_a_token_without_the_right_gets_403_and_changes_nothing(
         server: Server) -> None:
     """A token whose only rule is on another kind's name: each route refuses it, but
-    lists (filtered, as Consul's), the token's own description and the API document."""
+    lists (filtered, as Consul's), the token's own description, the API document and
+    the CA's trust bundle."""
     async with Client(server.url, token=server.acl.token()) as admin:
         await admin.kv_put("secret/a", b"1")
         await admin.policy_create("elsewhere", [
@@ -85,7 +86,8 @@ async def test_a_token_without_the_right_gets_403_and_changes_nothing(
         weak = await admin.token_create(["elsewhere"], "kv under elsewhere/ only")
     index = server.node.machine.index
     headers = {"X-Meshlet-Token": weak["secret"]}
-    open_to_any = {("GET", "/v1/acl/token/self"), ("GET", "/v1/openapi.json")}
+    open_to_any = {("GET", "/v1/acl/token/self"), ("GET", "/v1/openapi.json"),
+                   ("GET", "/v1/ca/roots")}  # the trust bundle: public certificates
     listings = {(m, p) for (m, p), need in (
         ((m, re.sub(r"\{[^}]+\}", "x", c)), n) for (m, c), n in
         server.api.guard.needs.items()) if need.listing}

@@ -75,11 +75,21 @@ def test_services_in_namespaces_reach_each_other_by_virtual_ip(home: Path) -> No
     served = inside("frontend-0", sys.executable, "-c", GET_SERVED_BY, "http://catalog/items", "30")
     assert set(served.split()) == {"catalog-0", "catalog-1", "catalog-2"}
 
-    # The frontend app itself finds catalog by name, through the same path.
-    front = meshlet_json("instances", "frontend", home=home)[0]["address"]
+    # The frontend app itself finds catalog by name, through the same path (asked on
+    # its own port, beside it: only its sidecar speaks plaintext to it).
+    front = meshlet_json("instances", "frontend", home=home)[0]
+    app = f"{front['address']}:{front['meta']['app_port']}"
     page = json.loads(inside("frontend-0", sys.executable, "-c",
                              "import urllib.request; print(urllib.request.urlopen("
-                             f"'http://{front}/', timeout=5).read().decode())"))
+                             f"'http://{app}/', timeout=5).read().decode())"))
+    assert page["frontend"] == "frontend-0" and page["catalog"].startswith("catalog-")
+
+    # From the host, the frontend is reached through the ingress gateway, which calls
+    # its sidecar in the namespace in mutual TLS.
+    import urllib.request
+    rows = json.loads((home / "up.json").read_text())["workloads"]
+    gateway = next(r["address"] for r in rows if r["ingress"] and r["service"] == "frontend")
+    page = json.loads(urllib.request.urlopen(f"http://{gateway}/", timeout=5).read())
     assert page["frontend"] == "frontend-0" and page["catalog"].startswith("catalog-")
 
     # Nothing listens on the VIP where no sidecar put it: pricing has no upstreams.

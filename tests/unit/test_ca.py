@@ -119,3 +119,39 @@ def handshake(server_context: ssl.SSLContext, tls: ServerTls) -> x509.Certificat
     der = client.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
+
+
+def test_a_server_follows_the_roots_forward_and_remembers_them(tmp_path: Path) -> None:
+    """Its certificate from the active generation, followed by the cross-signed one;
+    every trusted root in ca.pem; a pruned root dropped from new Raft contexts; an
+    older state (a log replayed after a restart) not followed back."""
+    tls = ServerTls(tmp_path, TOKEN, "s1", ["127.0.0.1"])
+    transport = tls.raft()
+    r0, r1 = ca.derive_root(TOKEN), ca.derive_root(TOKEN, 1)
+    assert tls.adopt((1, (0, 1)))
+    chain = x509.load_pem_x509_certificates(tls.creds.cert_file.read_bytes())
+    assert ca.verify_server(chain[0], r1, datetime.datetime.now(datetime.UTC)) == "s1"
+    assert chain[1:] == [ca.cross_sign(r1, r0)]
+    assert tls.creds.ca_file.read_bytes() == r0.pem + r1.pem
+    assert handshake(transport.server, tls) == chain[0]  # loaded into the Raft context
+    before = transport.server
+    assert tls.adopt((1, (1,)))  # generation 0 pruned: contexts made again
+    assert transport.server is not before and tls.creds.ca_file.read_bytes() == r1.pem
+    assert not tls.adopt((0, (0,)))  # behind: not followed
+    again = ServerTls(tmp_path, TOKEN, "s1", ["127.0.0.1"])  # a restart
+    assert (again.generation, again.trusted) == (1, (1,))
+    assert x509.load_pem_x509_certificates(again.creds.cert_file.read_bytes()) == chain
+
+
+def test_a_client_context_is_made_again_when_the_bundle_changes(tmp_path: Path) -> None:
+    import os
+
+    from meshlet.api.client import client_tls
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.derive_root(TOKEN).pem)
+    first = client_tls(bundle)
+    assert client_tls(bundle) is first  # kept while the file is the same
+    bundle.write_bytes(ca.derive_root(TOKEN).pem + ca.derive_root(TOKEN, 1).pem)
+    os.utime(bundle, ns=(1, 1))  # a rewrite, whatever the clock's resolution
+    again = client_tls(bundle)
+    assert again is not first and len(again.get_ca_certs()) == 2

@@ -23,7 +23,8 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",
         SRC / "net" / "overlay_plan.py", SRC / "net" / "names.py", SRC / "net" / "dns.py",
         SRC / "net" / "cni_request.py",
-        SRC / "api" / "kv_put_request.py", SRC / "security" / "acl.py"]
+        SRC / "api" / "kv_put_request.py", SRC / "security" / "acl.py",
+        SRC / "security" / "ca.py", SRC / "security" / "identity.py"]
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:

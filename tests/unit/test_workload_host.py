@@ -69,6 +69,9 @@ class FakeHost:
     async def close_sandbox(self, box: Sandbox) -> None:
         self.closed.append(box)
 
+    def identity(self, service: str, directory: Path) -> None:
+        return None  # no CA here
+
 
 def workload(tmp_path: Path, catalog: FakeCatalog | None = None,
              **spec: Any) -> tuple[Workload, FakeHost]:

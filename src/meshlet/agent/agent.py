@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,11 @@ from meshlet.addresses import source_address_towards
 from meshlet.agent.containers import ContainerRunner
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.host_watches import HostWatches
+from meshlet.agent.identity import WorkloadIdentity
+from meshlet.agent.ingress import SERVICE as INGRESS_SERVICE
+from meshlet.agent.ingress import IngressGateway
 from meshlet.agent.retry import answered
+from meshlet.agent.roots_watch import RootsWatch
 from meshlet.agent.sandboxes import Sandboxes
 from meshlet.agent.sidecar_config import build_snapshot
 from meshlet.agent.workload import Workload
@@ -63,7 +68,9 @@ class Agent:
         self.host_watches = HostWatches(self.client, self.networks)
         self.sandboxes = Sandboxes(self.client, self.networks)
         self.containers = ContainerRunner(self.client, node, data_dir, self.networks)
+        self.roots = RootsWatch(self.client)
         self.host_started = False
+        self.ingress: IngressGateway | None = None
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
@@ -98,6 +105,37 @@ class Agent:
                 workload.start()
             await asyncio.wait_for(
                 asyncio.gather(*(w.started.wait() for w in batch)), ready_timeout)
+        published: dict[str, tuple[int, str]] = {
+            name: (spec.ingress, str(spec.protocol))
+            for name, spec in manifest.services.items() if spec.ingress is not None}
+        if published:
+            await self.start_ingress(published)
+
+    async def start_ingress(self, published: dict[str, tuple[int, str]]) -> None:
+        """The ingress gateway for the services the file publishes, with an identity
+        of its own; raises Unavailable or OSError (its port is taken)."""
+        loop = asyncio.get_running_loop()
+        for name in published:
+            if name not in self.watches:
+                self.watches[name] = loop.create_task(self.watch_service(name))
+        identity = self.identity(INGRESS_SERVICE, self.data_dir / "ingress" / "identity")
+        self.watches["ingress-identity"] = loop.create_task(identity.run())
+        gateway = IngressGateway(published, self.node, self.zone, identity)
+        await gateway.start()
+        self.ingress = gateway
+        identity.on_change = self.ingress_renewed
+        self.push_ingress()
+
+    def push_ingress(self) -> None:
+        if self.ingress is not None:
+            self.ingress.apply(self.snapshot(self.ingress.bootstrap))
+
+    def ingress_renewed(self) -> None:
+        gateway = self.ingress
+        tls = gateway.renewed_tls() if gateway is not None else None
+        if gateway is not None and tls is not None:
+            gateway.bootstrap = replace(gateway.bootstrap, tls=tls)
+            self.push_ingress()
 
     async def ensure_networks(self, names: set[str]) -> None:
         """Create the networks a file's services name that do not exist yet (bridge
@@ -140,10 +178,16 @@ class Agent:
     async def close_sandbox(self, box: Sandbox) -> None:
         await self.sandboxes.close(box)
 
+    def identity(self, service: str, directory: Path) -> WorkloadIdentity:
+        self.roots.start()  # one watch of the trust bundle for all workloads
+        return WorkloadIdentity(self.client, self.roots, service, directory)
+
     async def push_where(self, service: str | None) -> None:
         """Push to every sidecar that calls ``service`` (all sidecars if None)."""
         targets = [w for w in self.workloads if w.admin_url and (
             service is None or service in w.spec.upstreams or service == w.service)]
+        if self.ingress is not None and (service is None or service in self.ingress.published):
+            self.push_ingress()
         await asyncio.gather(*(w.push() for w in targets))
 
     async def watch_service(self, service: str) -> None:
@@ -210,7 +254,11 @@ class Agent:
         self.networks.prepared()
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop workloads, callers first (reverse start order); containers; watches."""
+        """Stop the ingress gateway and workloads, callers first (reverse start order);
+        containers; watches."""
+        if self.ingress is not None:
+            await self.ingress.stop(grace)
+            self.ingress = None
         by_service: dict[str, list[Workload]] = {}
         for w in self.workloads:
             by_service.setdefault(w.service, []).append(w)
@@ -218,6 +266,7 @@ class Agent:
             await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
         await self.containers.stop()
         await self.host_watches.stop()
+        await self.roots.stop()
         for task in self.watches.values():
             task.cancel()
         await asyncio.gather(*self.watches.values(), return_exceptions=True)

@@ -81,10 +81,10 @@ class ContainerRunner:
 
     async def watch(self) -> None:
         await self.host.ready.wait()
-        index = 0
+        index: int | None = None  # None: answer now; then block past the index (even 0)
         while True:
             found, index = await answered(
-                "watching containers", partial(self.client.containers, None, index or None))
+                "watching containers", partial(self.client.containers, None, index))
             async with self.lock:
                 try:
                     self.host.view.set_containers(found)
@@ -94,7 +94,7 @@ class ContainerRunner:
                 except Exception:  # a bug here must not stop every container's care
                     log.exception("reconciling containers failed; retrying")
                     await asyncio.sleep(1.0)
-                    index = 0
+                    index = None
 
     async def reconcile(self, wanted: dict[str, dict[str, Any]]) -> None:
         for name in [n for n in self.running if n not in wanted]:

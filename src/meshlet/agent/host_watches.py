@@ -46,10 +46,12 @@ class HostWatches:
 
     async def follow(self, what: str, fetch: Callable[[int | None], Awaitable[tuple[T, int]]],
                      take: Callable[[T], None], reprogram: bool = True) -> None:
-        """Blocking queries with ``fetch(index)``, each answer given to ``take``."""
-        index = 0
+        """Blocking queries with ``fetch(index)``, each answer given to ``take``. The
+        first asks for an answer now; each later one waits past the index it was given,
+        0 included (a table never written yet), so an empty table is not polled."""
+        index: int | None = None
         while True:
-            found, index = await answered(what, partial(fetch, index or None))
+            found, index = await answered(what, partial(fetch, index))
             take(found)
             if reprogram:
                 await self.reprogram()

@@ -77,4 +77,4 @@ def build_snapshot(version: int, bootstrap: Snapshot,
         clusters[inbound] = ClusterConfig(local.name, local.endpoints,
                                           {**local.settings, **inherited})
     return Snapshot(version, bootstrap.service, bootstrap.instance, bootstrap.listeners,
-                    clusters, bootstrap.zone, bootstrap.node)
+                    clusters, bootstrap.zone, bootstrap.node, bootstrap.tls)

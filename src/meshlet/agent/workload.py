@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,13 @@ from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespace
 from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
-from meshlet.errors import MeshletError, NotFound, Unavailable
+from meshlet.errors import ConfigError, MeshletError, NotFound, Unavailable
 from meshlet.private_files import write_private
 from meshlet.proxy.admin_socket import socket_address
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
+IDENTITY_TIMEOUT = 30.0  # for the workload's first certificate
 RESYNC_INTERVAL = 10.0
 NAMESPACE_APP_PORT = 80   # where an app in its own namespace listens unless `port` says
 UPSTREAM_VIP_TIMEOUT = 30.0
@@ -101,6 +102,10 @@ class Workload:
         self.tracker = (HealthTracker(spec.check.healthy_threshold,
                                       spec.check.unhealthy_threshold)
                         if spec.check else None)
+        # Its key, certificate and trust bundle (``agent/identity.py``), in a directory
+        # of its own; the sidecar's TLS loads them from ``identity.paths()``.
+        self.identity = host.identity(service, self.run_dir / "identity")
+        self.pushes: set[asyncio.Task[None]] = set()  # pushes of a renewed certificate
 
     def __repr__(self) -> str:
         return (f"<Workload {self.id} {self.status} restarts={self.restarts} "
@@ -116,6 +121,8 @@ class Workload:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self.run()), loop.create_task(self.reporter())]
+        if self.identity is not None:
+            self.tasks.append(loop.create_task(self.identity.run()))
 
     # -- main loop ----------------------------------------------------------------------
 
@@ -244,10 +251,37 @@ class Workload:
         for path in (workloads, self.run_dir):
             os.chmod(path, 0o700)  # mkdir's mode is masked, and the directory may be old
 
+    async def with_identity(self) -> None:
+        """With a cluster CA: wait for the workload's first certificate and name it in
+        the sidecar's bootstrap, so it speaks mutual TLS from its first connection;
+        each renewal is pushed to it after."""
+        if self.identity is None:
+            return
+        try:
+            await asyncio.wait_for(self.identity.ready.wait(), IDENTITY_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable(f"{self.id}: no certificate from the cluster CA after "
+                              f"{IDENTITY_TIMEOUT:.0f}s; see the agent's log") from None
+        self.bootstrap = replace(self.bootstrap, tls=self.identity.tls())
+        self.identity.on_change = self.certificate_changed
+
+    def certificate_changed(self) -> None:
+        if self.identity is None or self.bootstrap.tls is None:
+            return
+        try:
+            self.bootstrap = replace(self.bootstrap, tls=self.identity.tls())
+        except (ConfigError, OSError) as exc:
+            log.warning("%s: renewed certificate not readable yet: %s", self.id, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self.push())
+        self.pushes.add(task)
+        task.add_done_callback(self.pushes.discard)
+
     async def start_sidecar(self) -> None:
         """Start the sidecar, push its first config and wait until it is ready. Its
         admin API is a Unix socket (0600) in the workload's directory (0700), always;
         metrics are served read-only on TCP where the agent reaches the app."""
+        await self.with_identity()
         self.make_run_dir()
         bootstrap_path = self.run_dir / "bootstrap.json"
         port_file = self.run_dir / "sidecar.ports"

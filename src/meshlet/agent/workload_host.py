@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from meshlet.agent.identity import WorkloadIdentity
 from meshlet.proxy.config import Snapshot
 
 
@@ -78,3 +79,7 @@ class WorkloadHost(Protocol):
         loopback; raises MeshletError."""
 
     async def close_sandbox(self, box: Sandbox) -> None: ...
+
+    def identity(self, service: str, directory: Path) -> WorkloadIdentity | None:
+        """The workload's identity (key, certificate, trust bundle) kept in
+        ``directory``, or None where there is no CA to ask."""

@@ -24,14 +24,20 @@ JOIN_TOKEN_HEADER = "X-Meshlet-Join-Token"
 
 
 def client_tls(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
-    """How clients check a server's HTTPS: against the cluster's root in ``ca_file``
-    (default: ``MESHLET_CA_FILE``; a server writes it as ``ca.pem`` in its data
-    directory), or, with neither, the system's trusted roots."""
-    return _context(str(ca_file or os.environ.get("MESHLET_CA_FILE") or ""))
+    """How clients check a server's HTTPS: against the cluster's trust bundle in
+    ``ca_file`` (default: ``MESHLET_CA_FILE``; a server writes it as ``ca.pem`` in its
+    data directory, and again when the CA's roots change: the context is made again
+    then), or, with neither, the system's trusted roots."""
+    path = str(ca_file or os.environ.get("MESHLET_CA_FILE") or "")
+    try:
+        changed = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        changed = 0  # _context says what is wrong with it
+    return _context(path, changed)
 
 
 @functools.lru_cache(maxsize=8)
-def _context(ca_file: str) -> ssl.SSLContext:
+def _context(ca_file: str, changed: int = 0) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=ca_file or None)
     except (OSError, ssl.SSLError) as exc:
@@ -278,6 +284,26 @@ class Client:
             params.update(index=str(index), wait=f"{wait}s")
         return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
                                   params=params, timeout=wait + 10)
+
+    # -- ca -----------------------------------------------------------------------------
+
+    async def ca_roots(self, index: int | None = None, wait: float = 30.0
+                       ) -> tuple[dict[str, Any], int]:
+        """``{trust_domain, active_generation, roots: [...], bundle}``, blocking from
+        ``index``."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/ca/roots", params=params,
+                                  timeout=self.timeout + wait)
+
+    async def ca_sign(self, csr: str, service: str, namespace: str = "default"
+                      ) -> dict[str, Any]:
+        """A leaf for the CSR's key: ``{spiffe_id, generation, cert, chain, not_after,
+        roots}``."""
+        body = {"csr": csr, "service": service, "namespace": namespace}
+        return (await self.request("POST", "/v1/ca/sign", json=body))[0]
+
+    async def ca_rotate(self) -> dict[str, Any]:
+        return (await self.request("POST", "/v1/ca/rotate"))[0]
 
     # -- acl ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import meshlet
+from meshlet.api.ca import SignBody
 from meshlet.api.schemas import (
     AddressBody,
     CidrBody,
@@ -153,6 +154,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/acl/policies", "Create or replace a policy", "PolicyBody"),
     Operation("GET", "/v1/acl/policies/{name}", "One policy", query=BLOCKING),
     Operation("DELETE", "/v1/acl/policies/{name}", "Delete a policy"),
+    Operation("GET", "/v1/ca/roots", "The CA's trusted roots (the trust bundle)",
+              query=BLOCKING),
+    Operation("POST", "/v1/ca/sign", "A workload certificate for a CSR", SignBody),
+    Operation("POST", "/v1/ca/rotate", "Make the next root generation the active one"),
 )
 
 ERROR_SCHEMA: dict[str, Any] = {

@@ -24,6 +24,7 @@ from meshlet.addresses import parse_hostport, to_url
 from meshlet.api import openapi
 from meshlet.api.access import CREDENTIAL_HEADERS, Guard, Need, require, visible
 from meshlet.api.acl import AclRoutes
+from meshlet.api.ca import CaRoutes
 from meshlet.api.client import client_tls, session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
@@ -122,6 +123,7 @@ class Api:
                                      lambda: self.guard.refused)
         self.openapi_body: bytes | None = None
         self.ca_file: str | None = None  # the cluster's root: the leader's HTTPS is checked
+        self.ca_token: str | None = None  # what the CA's roots are derived from
 
     def service_of(self, request: web.Request) -> str:
         """The service of the instance a route names ('' if there is none)."""
@@ -237,7 +239,8 @@ class Api:
         r.add_get("/metrics", self.metrics_page)  # outside /v1: open, read-only
         for group in (self.routes(), NetworkRoutes(self).routes(),
                       ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
-                      VipRoutes(self).routes(), AclRoutes(self).routes()):
+                      VipRoutes(self).routes(), AclRoutes(self).routes(),
+                      CaRoutes(self).routes()):
             for method, path, handler, need in group:
                 self.guard.add(r, method, path, handler, need)
         return app

@@ -18,6 +18,7 @@ import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
 from meshlet.cli.acl import acl
+from meshlet.cli.ca import ca
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
@@ -106,8 +107,12 @@ def print_ready(ctx: Context, api: str, workloads: list[dict[str, Any]]) -> None
         return
     echo(f"meshlet API: {api}")
     if workloads:
-        table([(w["service"], w["instance"], w["address"], w["app_port"]) for w in workloads],
+        table([(w["service"], w["instance"], w["address"], w["app_port"] or "-")
+               for w in workloads],
               ["SERVICE", "INSTANCE", "LISTENING (sidecar)", "APP PORT"])
+        if any(w.get("ingress") for w in workloads):
+            echo("Inside the mesh every hop is mutual TLS: call a published service on "
+                 "its ingress-gateway address.")
 
 
 @cli.command()
@@ -537,6 +542,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 cli.add_command(network)
 cli.add_command(acl)
+cli.add_command(ca)
 for command in CONTAINER_COMMANDS:
     cli.add_command(command)
 

@@ -72,6 +72,18 @@ class ServiceSpec(Strict):
     tags: list[str] = []
     meta: dict[str, str] = {}
     network: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # Published on the agent's ingress gateway (plaintext on the host's loopback, mutual
+    # TLS onward): a port, or true for one the kernel chooses.
+    ingress: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("ingress", mode="before")
+    @classmethod
+    def _ingress(cls, value: Any) -> Any:
+        if value is True:
+            return 0
+        if value is False:
+            return None
+        return value
 
     @property
     def in_namespace(self) -> bool:

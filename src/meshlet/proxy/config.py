@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,9 @@ ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "h
                            "meta"})
 LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout",
                            "idle_timeout", "max_connections"})
+TLS_KEYS = frozenset({"cert", "key", "roots", "trust_domain", "namespace", "serial"})
+TRUST_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _shown(value: object) -> str:
@@ -147,6 +151,28 @@ def listener_from_dict(d: Any) -> ListenerConfig:
     return lc
 
 
+def tls_from_dict(d: Any) -> TlsConfig | None:
+    """The ``tls`` block (None when absent or null); raise ConfigError (field ``tls``)
+    unless well formed. Files are read by the sidecar (``proxy/mesh_tls.py``)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not set(d) <= TLS_KEYS:
+        raise ConfigError(f"tls: expected an object with keys from {sorted(TLS_KEYS)}, "
+                          f"got {_shown(d)}", "tls")
+    tls = TlsConfig(_text(d, "cert", "tls"), _text(d, "key", "tls"), _text(d, "roots", "tls"),
+                    _text(d, "trust_domain", "tls"), _text(d, "namespace", "tls", "default"),
+                    _text(d, "serial", "tls", ""))
+    for path in (tls.cert, tls.key, tls.roots):
+        if not path.startswith("/"):
+            raise ConfigError(f"tls: {path!r} is not an absolute path", "tls")
+    if not TRUST_DOMAIN.fullmatch(tls.trust_domain):
+        raise ConfigError(f"tls: trust_domain {tls.trust_domain!r} is not a DNS name",
+                          "tls")
+    if not NAMESPACE.fullmatch(tls.namespace):
+        raise ConfigError(f"tls: namespace {tls.namespace!r} is not a DNS label", "tls")
+    return tls
+
+
 def cluster_from_dict(name: str, c: Any) -> ClusterConfig:
     if not isinstance(c, dict):
         raise ConfigError(f"cluster {_shown(name)}: expected an object", "clusters")
@@ -190,6 +216,24 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Mutual TLS between sidecars: the workload's certificate, key and trust bundle
+    (PEM files the agent keeps), and what names identities: a service's SPIFFE ID is
+    ``spiffe://<trust_domain>/ns/<namespace>/svc/<service>``. ``serial`` changes when
+    the files do, so a snapshot that only renews them still differs."""
+
+    cert: str
+    key: str
+    roots: str
+    trust_domain: str
+    namespace: str = "default"
+    serial: str = ""
+
+    def identity(self, service: str) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/svc/{service}"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     version: int
     service: str
@@ -198,11 +242,13 @@ class Snapshot:
     clusters: dict[str, ClusterConfig]
     zone: str = ""
     node: str = ""
+    tls: TlsConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "service": self.service, "instance": self.instance,
             "zone": self.zone, "node": self.node,
+            "tls": None if self.tls is None else vars(self.tls),
             "listeners": [vars(lc) for lc in self.listeners],
             "clusters": {
                 name: {"name": c.name, "endpoints": [endpoint_to_dict(e) for e in c.endpoints],
@@ -225,4 +271,5 @@ class Snapshot:
                    _text(d, "instance", "snapshot", ""), listeners,
                    {_text({"name": n}, "name", "clusters"): cluster_from_dict(n, c)
                     for n, c in clusters.items()},
-                   _text(d, "zone", "snapshot", ""), _text(d, "node", "snapshot", ""))
+                   _text(d, "zone", "snapshot", ""), _text(d, "node", "snapshot", ""),
+                   tls_from_dict(d.get("tls")))

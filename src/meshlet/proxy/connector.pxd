@@ -5,7 +5,8 @@ from meshlet.proxy.upstream cimport UpstreamHttp
 
 
 cdef class Connector:
-    cdef public object loop
+    cdef public object loop, tls
+    cdef public str identity
 
     cpdef UpstreamHttp upstream(self, ConnectionPool pool, key)
     cpdef failed(self, UpstreamHttp conn)

@@ -3,15 +3,19 @@ connect timeout and attaches their protocol, hands released ones to waiting requ
 starts the connection a waiting request has a slot for, closes.
 
 Nothing here decides: each method asks the pool, then performs its answer. One
-connector serves a listener; the pool it acts for is the connection's own.
+connector serves a listener; the pool it acts for is the connection's own. An outbound
+listener's connector speaks mutual TLS when the sidecar has a certificate (``tls``),
+and accepts a destination only if it proves ``identity`` (``proxy/mesh_tls.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING, Any, cast
 
 from meshlet.proxy import upstream as upstream_module
+from meshlet.proxy.mesh_tls import peer_identity
 from meshlet.proxy.pool import CLOSE, HAND_OFF, REPLACE
 
 if TYPE_CHECKING:  # cimported by the compiled build (connector.pxd)
@@ -23,23 +27,43 @@ if TYPE_CHECKING:  # cimported by the compiled build (connector.pxd)
 class Connector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.tls: Any = None  # a MeshTls: mutual TLS to every endpoint
+        self.identity = ""    # the SPIFFE ID every endpoint must prove, with tls
 
     def __repr__(self) -> str:
-        return f"<Connector on {type(self.loop).__name__}>"
+        mode = f"mTLS to {self.identity}" if self.tls is not None else "plaintext"
+        return f"<Connector on {type(self.loop).__name__}, {mode}>"
 
     async def dial(self, protocol: object, endpoint: Endpoint, timeout: float) -> str:
         """Connect ``protocol`` (an asyncio protocol by its methods) to ``endpoint``: ""
-        once connected, else why not (``connect_timeout``, ``connect_refused``)."""
+        once connected, else why not (``connect_timeout``, ``connect_refused``; with
+        TLS ``tls_handshake``, or ``tls_identity`` for a peer that is not the service
+        meant)."""
         protocol = cast(asyncio.BaseProtocol, protocol)
+        tls = self.tls
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: protocol, endpoint.address,
-                                            endpoint.port),
+            if tls is None:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: protocol, endpoint.address,
+                                                endpoint.port),
+                    timeout)
+                return ""
+            transport, _ = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: protocol, endpoint.address, endpoint.port, ssl=tls.client,
+                    server_hostname="", ssl_handshake_timeout=max(timeout, 0.001)),
                 timeout)
         except TimeoutError:
             return "connect_timeout"
+        except (ssl.SSLError, ssl.CertificateError):
+            return "tls_handshake"
+        except ConnectionResetError:  # refused in its handshake, or reset
+            return "tls_handshake" if tls is not None else "connect_refused"
         except OSError:
             return "connect_refused"
+        if peer_identity(transport) != self.identity:
+            transport.close()
+            return "tls_identity"
         return ""
 
     def upstream(self, pool: ConnectionPool, key: tuple[str, int]) -> UpstreamHttp:

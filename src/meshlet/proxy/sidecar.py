@@ -1,8 +1,12 @@
 """The sidecar process: listeners from the bootstrap snapshot, config swaps, drain.
 
 Listeners are bound once, from the first snapshot; later snapshots swap clusters
-(endpoints and settings) in place, between requests. ``stop()`` drains: listeners stop
-accepting, idle connections close, in-flight requests finish (up to a deadline).
+(endpoints and settings) in place, between requests, and the workload's certificate
+(``tls``) for the next handshakes. ``stop()`` drains: listeners stop accepting, idle
+connections close, in-flight requests finish (up to a deadline).
+
+With ``tls``, inbound listeners accept mutual TLS only and outbound connections speak
+it; without, both are plaintext (a sidecar started by hand, or a test's).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
 from meshlet.proxy.http import DownstreamHttp
 from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.mesh_tls import MeshTls
 from meshlet.proxy.tcp import DownstreamTcp
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,7 @@ class Sidecar:
         self.listeners: list[ListenerState] = []
         self.sweeper: asyncio.Task[None] | None = None
         self.ticker: asyncio.Task[None] | None = None
+        self.tls: MeshTls | None = None
         self.metrics.config_version.set(snapshot.version)
 
     def __repr__(self) -> str:
@@ -43,15 +49,24 @@ class Sidecar:
         """Bind every listener; raises OSError naming the address on failure, and
         ConfigError, before binding any, for a cluster that cannot be built."""
         self.check_clusters(self.snapshot)
+        if self.snapshot.tls is not None:
+            self.tls = MeshTls(self.snapshot.tls)
         loop = asyncio.get_running_loop()
         for lc in self.snapshot.listeners:
             cluster = self.cluster_for(cluster_key(lc.direction, lc.name), create=True)
             state = ListenerState(lc, cluster, self.metrics, loop)
             factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
                 else (lambda s=state: DownstreamTcp(s))
+            tls: dict[str, Any] = {}
+            if self.tls is not None and lc.direction == "inbound":
+                tls = {"ssl": self.tls.listening, "ssl_handshake_timeout": lc.head_timeout}
+            elif self.tls is not None:
+                state.connector.tls = self.tls
+                state.connector.identity = self.tls.config.identity(lc.name)
             try:
                 state.server = await loop.create_server(factory, lc.host, lc.port,
-                                                        reuse_address=True, backlog=1024)
+                                                        reuse_address=True, backlog=1024,
+                                                        **tls)
             except OSError as exc:
                 await self.stop(0)
                 raise OSError(exc.errno, f"cannot listen on {lc.host}:{lc.port} for "
@@ -125,8 +140,20 @@ class Sidecar:
         if snapshot.listeners != self.snapshot.listeners:
             raise ConfigError("listeners cannot change while the sidecar runs; restart it",
                               "listeners")
+        if (snapshot.tls is None) != (self.snapshot.tls is None):
+            raise ConfigError("tls cannot be turned on or off while the sidecar runs; "
+                              "restart it", "tls")
         self.check_clusters(snapshot)
+        renewed = None
+        if snapshot.tls is not None and snapshot.tls != self.snapshot.tls:
+            renewed = MeshTls.prepare(snapshot.tls)  # raises before anything changes
         self.snapshot = snapshot
+        if renewed is not None and snapshot.tls is not None and self.tls is not None:
+            self.tls.install(snapshot.tls, renewed)
+            for state in self.listeners:
+                if state.connector.tls is not None:
+                    state.connector.identity = snapshot.tls.identity(state.destination)
+            log.info("workload certificate %s in use", snapshot.tls.serial or "(renewed)")
         for name, config in snapshot.clusters.items():
             cluster = self.clusters.get(name)
             if cluster is None:

@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
 
 
-@dataclass(frozen=True)
+@dataclass
 class TransportTls:
     """Mutual TLS between servers: ``server`` accepts and ``client`` connects (each
     requires the other's certificate), ``server_name`` is the name every server's
     certificate holds, and ``peer_id`` reads the server id out of a peer's certificate
-    (as ``SSLObject.getpeercert()`` gives it), or None if it names none."""
+    (as ``SSLObject.getpeercert()`` gives it), or None if it names none. The contexts
+    are read at each connection, so the server may replace them (a pruned root)."""
 
     server: ssl.SSLContext
     client: ssl.SSLContext

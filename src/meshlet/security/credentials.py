@@ -1,7 +1,9 @@
 """A server's TLS credentials in its data directory, kept current: ``tls/server.key``
 (its own key, 0600, made once), ``tls/server.pem`` (its certificate from the cluster's
 CA, issued again when it nears its end, when the CA or the addresses it names change)
-and ``ca.pem`` (the cluster's root, which the CLI and other clients verify against).
+and ``ca.pem`` (the cluster's trust bundle: every root it trusts, which the CLI and
+other clients verify against). The certificate comes from the active root generation,
+and is issued again when that changes (``server/tls.py`` follows the state).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,37 +105,50 @@ def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def ensure_server_credentials(data_dir: Path, join_token: str, server_id: str,
-                              ips: list[str], now: datetime.datetime | None = None
-                              ) -> ServerCredentials:
-    """Make sure ``data_dir`` holds this server's key, a current certificate naming
-    ``server_id`` and ``ips``, and the cluster's root; returns where they are.
-    Raises ConfigError (a key that cannot be read), StorageError, OSError."""
+                              ips: list[str], now: datetime.datetime | None = None,
+                              generation: int = 0, trusted: Sequence[int] = (0,),
+                              roots: ca.Roots | None = None) -> ServerCredentials:
+    """Make sure ``data_dir`` holds this server's key, a current certificate from root
+    ``generation`` naming ``server_id`` and ``ips`` (followed by the cross-signed
+    certificates down to generation 0, so a peer that trusts only an older root
+    verifies it), and the trust bundle (every ``trusted`` root) as
+    ``ca.pem``; returns where they are. Raises ConfigError (a key that cannot be read),
+    StorageError, OSError."""
     now = now or datetime.datetime.now(datetime.UTC)
-    root = ca.derive_root(join_token)
+    roots = roots or ca.Roots(join_token)
+    root = roots.get(generation)
     tls = private_dir(data_dir / TLS_DIR)
     creds = ServerCredentials(server_id, root.cluster, tls / "server.key",
                               tls / "server.pem", data_dir / CA_FILE)
     key = load_key(creds.key_file)
-    if not current(creds.cert_file, root, key, server_id, ips, now):
-        cert = ca.issue_server(root, key.public_key(), server_id, ips, now)
-        write_private(creds.cert_file, cert.public_bytes(serialization.Encoding.PEM))
-    if not creds.ca_file.exists() or creds.ca_file.read_bytes() != root.pem:
-        write_private(creds.ca_file, root.pem)
+    tail = b"".join(c.public_bytes(serialization.Encoding.PEM)
+                    for c in roots.presented(generation))
+    leaf = current(creds.cert_file, root, key, server_id, ips, now)
+    if leaf is None:
+        leaf = ca.issue_server(root, key.public_key(), server_id, ips, now
+                               ).public_bytes(serialization.Encoding.PEM)
+    if not creds.cert_file.exists() or creds.cert_file.read_bytes() != leaf + tail:
+        write_private(creds.cert_file, leaf + tail)
+    bundle = b"".join(roots.get(g).pem for g in sorted(set(trusted) | {generation}))
+    if not creds.ca_file.exists() or creds.ca_file.read_bytes() != bundle:
+        write_private(creds.ca_file, bundle)
     return creds
 
 
 def current(path: Path, root: ca.Root, key: ec.EllipticCurvePrivateKey, server_id: str,
-            ips: list[str], now: datetime.datetime) -> bool:
-    """Whether the certificate at ``path`` may go on being used."""
+            ips: list[str], now: datetime.datetime) -> bytes | None:
+    """The certificate at ``path`` (its first, PEM) if it may go on being used."""
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
         if ca.verify_server(cert, root, now) != server_id or ca.needs_renewal(cert, now):
-            return False
+            return None
     except (FileNotFoundError, ValueError, ConfigError):
-        return False
+        return None
     if cert.public_key() != key.public_key():
-        return False
+        return None
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     named.update(sans.get_values_for_type(x509.DNSName))
-    return {ip for ip in ips if ip not in ("0.0.0.0", "::")} <= named
+    if not {ip for ip in ips if ip not in ("0.0.0.0", "::")} <= named:
+        return None
+    return cert.public_bytes(serialization.Encoding.PEM)

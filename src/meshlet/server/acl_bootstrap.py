@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from meshlet.errors import MeshletError
@@ -31,8 +32,12 @@ POLL = 0.1  # seconds between looks at leadership (a new leader changes no index
 
 
 class AclBootstrapper:
-    def __init__(self, node: RaftServerNode) -> None:
+    def __init__(self, node: RaftServerNode,
+                 after: Callable[[], bool] = lambda: True) -> None:
+        """``after``: what must hold before the token is made (the CA's root recorded,
+        so that a cluster whose management token exists has its CA too)."""
         self.node = node
+        self.after = after
         self.path = node.data_dir / TOKEN_FILE
         self.pending = node.data_dir / (TOKEN_FILE + ".pending")
         self.task: asyncio.Task[None] | None = None
@@ -56,10 +61,10 @@ class AclBootstrapper:
     async def run(self) -> None:
         sm = self.node.machine
         while not sm.acl.bootstrapped:
-            if self.node.is_leader:
+            if self.node.is_leader and self.after():
                 await self.attempt()
             if not sm.acl.bootstrapped:
-                await self.node.wait_for_change(lambda: sm.acl.index, sm.acl.index, POLL)
+                await self.node.wait_for_change(lambda: sm.index, sm.index, POLL)
         self.settle()
 
     async def attempt(self) -> None:

@@ -19,11 +19,11 @@ from meshlet.api.routes import Api
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import API_HEAD_TIMEOUT
-from meshlet.private_files import private_tree
+from meshlet.private_files import private_tree, read_or_create_secret
 from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
-from meshlet.server.tls import ServerTls, check_root, record_root
+from meshlet.server.tls import ServerTls, check_root, prune_roots, record_root
 from meshlet.server.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,17 @@ class Server:
         tls = ServerTls.make(data_dir, options.server_id, host, options.raft,
                              options.join_token, https)
         join_token = tls.join_token if tls is not None else options.join_token
+        # The CA's roots are derived from the join token; a server alone without one
+        # keeps one of its own, as it does for HTTPS.
+        ca_token = join_token or read_or_create_secret(data_dir / "join.token")
         node = RaftServerNode(data_dir, options.server_id, address, founders,
                               options.snapshot_every, options.snapshot_interval,
                               tls.raft() if tls is not None else None)
         try:
             await node.open()
+            check_root(node, ca_token)
             if tls is not None:
-                check_root(node, tls.join_token)
+                node.adopt_roots = tls.adopt
         except BaseException:
             sock.close()
             with contextlib.suppress(Exception):
@@ -152,6 +156,7 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper, options.join_token, options.enforce_acl)
+        api.ca_token = ca_token
         if tls is not None:
             node.ca_file = api.ca_file = str(tls.creds.ca_file)
         app = api.app()
@@ -169,15 +174,17 @@ class Server:
             lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
             ssl=tls.api() if https and tls is not None else None)
         reaper.start()
-        acl = AclBootstrapper(node)
+        acl = AclBootstrapper(node, lambda: bool(node.machine.ca.root))
         acl.start()
         server = cls(node, runner, url, api, listening, stats, reaper, acl)
         loop = asyncio.get_running_loop()
         if options.raft is not None:
             server.background.append(loop.create_task(node.refresh_members(join_token)))
+        server.background.append(loop.create_task(record_root(node, ca_token)))
         if tls is not None:
-            server.background += [loop.create_task(record_root(node, tls.join_token)),
-                                  loop.create_task(tls.renew_forever())]
+            server.background += [loop.create_task(tls.renew_forever()),
+                                  loop.create_task(tls.follow_roots(node))]
+        server.background.append(loop.create_task(prune_roots(node)))
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))

@@ -24,6 +24,7 @@ from meshlet.raft.transport import TransportTls
 from meshlet.server.blocking import wait_for_index
 from meshlet.server.waiting import WaitReport
 from meshlet.state import COMMANDS, Command, Result, StateMachine
+from meshlet.state.ca import MAX_ROOTS
 
 log = logging.getLogger(__name__)
 EMPTY_STATE = StateMachine().snapshot()
@@ -52,6 +53,9 @@ class RaftServerNode:
         self.address = address
         self.machine = StateMachine()
         self.ca_file: str | None = None  # the cluster's root, to check other servers' HTTPS
+        # Told the CA's root generations a cluster it joins is at (``ServerTls.adopt``),
+        # so that it shows a certificate the cluster trusts, its old roots pruned.
+        self.adopt_roots: Callable[[tuple[int, tuple[int, ...]]], object] | None = None
         self._changed = asyncio.Event()
         self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
@@ -67,8 +71,10 @@ class RaftServerNode:
         return self.driver.is_leader
 
     def self_info(self) -> dict[str, Any]:
+        active, trusted = self.machine.ca.generations()
         return {"id": self.id, **self.address.info(), "bootstrapped": bool(self.driver.members),
-                "members": self.driver.members}
+                "members": self.driver.members,
+                "ca": {"active": active, "trusted": list(trusted)}}
 
     async def refresh_members(self, join_token: str | None, interval: float = 1.0) -> None:
         """Runs while the server does. The driver drops frames from servers that are not
@@ -241,9 +247,11 @@ class RaftServerNode:
                         # Trust the cluster's servers before they are asked to add
                         # this one: the leader's first appends must not be dropped
                         # (with one server, its change commits only once we answer).
-                        known = (await client.raft_self()).get("members")
+                        answer = await client.raft_self()
+                        known = answer.get("members")
                         if isinstance(known, dict) and known:
                             self.driver.learn({**self.driver.hints, **known})
+                        self.follow_cluster_roots(answer.get("ca"))
                         info = self.address.info()
                         members = await client.add_peer(self.id, info["raft"],
                                                         info["http"])
@@ -258,6 +266,18 @@ class RaftServerNode:
             if attempts is not None and attempt >= attempts:
                 raise Unavailable(f"could not join through {', '.join(urls)}")
             await asyncio.sleep(backoff.next_delay())
+
+    def follow_cluster_roots(self, roots: object) -> None:
+        """Adopt the root generations another server of the cluster says it is at."""
+        if self.adopt_roots is None or not isinstance(roots, dict):
+            return
+        try:
+            active = int(roots["active"])
+            trusted = tuple(sorted(int(g) for g in roots["trusted"]))
+        except (KeyError, TypeError, ValueError):
+            return
+        if 0 < len(trusted) <= MAX_ROOTS:
+            self.adopt_roots((active, trusted))
 
     def leader_url(self) -> str | None:
         node = self.driver.node

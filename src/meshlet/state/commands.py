@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from meshlet.state.ca import CaRootSet
+from meshlet.state.ca import CaRootPrune, CaRootRotate, CaRootSet
 
 HEALTH_STATES = ("passing", "warning", "critical")
 
@@ -243,4 +243,4 @@ Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
            | ServiceCidrSet | AclBootstrap | AclTokenCreate | AclTokenDelete | AclPolicySet
-           | AclPolicyDelete | CaRootSet)
+           | AclPolicyDelete | CaRootSet | CaRootRotate | CaRootPrune)

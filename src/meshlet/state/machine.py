@@ -16,7 +16,7 @@ from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
 from meshlet.state.acl import AclTable
-from meshlet.state.ca import CaRootSet, CaTable
+from meshlet.state.ca import CaRootPrune, CaRootRotate, CaRootSet, CaTable
 from meshlet.state.commands import (
     HEALTH_STATES,
     AclBootstrap,
@@ -394,7 +394,9 @@ for cls, table, check, apply in [
         (AclTokenDelete, "acl", "check_token_delete", "token_delete"),
         (AclPolicySet, "acl", "check_policy_set", "policy_set"),
         (AclPolicyDelete, "acl", "check_policy_delete", "policy_delete"),
-        (CaRootSet, "ca", "check_set", "set")]:
+        (CaRootSet, "ca", "check_set", "set"),
+        (CaRootRotate, "ca", "check_rotate", "rotate"),
+        (CaRootPrune, "ca", "check_prune", "prune")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
