@@ -20,7 +20,7 @@ SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
-     "private_files", "process_identity", "settings_rules"},
+     "private_files", "process_identity", "settings_rules", "intention_rules"},
     {"net", "security"},
     {"state", "raft"},
     {"api", "deploy"},
