@@ -173,6 +173,40 @@ def test_a_root_rotation_under_load_drops_no_request(up: Up) -> None:
     assert [r["active"] for r in roots["roots"]] == [False, True]
 
 
+def test_a_live_deny_stops_a_caller_and_an_allow_restores_it(up: Up) -> None:
+    """`meshlet intention create frontend catalog --action deny` while traffic flows:
+    the catalogs' sidecars refuse the frontend's next requests (403 intention_denied,
+    counted), and deleting it lets them through again."""
+    import urllib.error
+    import urllib.request
+    gateway = f"http://{up.ingress('frontend')}/"
+    assert urllib.request.urlopen(gateway, timeout=5).status == 200
+
+    def status() -> int:
+        try:
+            return int(urllib.request.urlopen(gateway, timeout=5).status)
+        except urllib.error.HTTPError as refused:
+            return refused.code
+    meshlet("--addr", up.addr, "intention", "create", "frontend", "catalog",
+            "--action", "deny", home=up.home)
+    wait_for(lambda: status() != 200, 30, "the deny to reach the catalogs' sidecars")
+    catalog = up.json("instances", "catalog")
+    denied = 0.0
+    for inst in catalog:
+        scrape = urllib.request.urlopen(f"{inst['meta']['metrics']}/metrics",
+                                        timeout=5).read().decode()
+        for line in scrape.splitlines():
+            if line.startswith("meshlet_proxy_intention_denied_total{") and \
+                    'source="frontend"' in line:
+                denied += float(line.rsplit(" ", 1)[1])
+    assert denied >= 1
+    check = meshlet("--addr", up.addr, "intention", "check", "frontend", "catalog",
+                    home=up.home, check=False)
+    assert check.returncode == 2 and "denied" in check.stdout
+    meshlet("--addr", up.addr, "intention", "delete", "frontend", "catalog", home=up.home)
+    wait_for(lambda: status() == 200, 30, "the delete to let the frontend through")
+
+
 def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     import stat
     import urllib.error

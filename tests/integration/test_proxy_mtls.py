@@ -18,7 +18,16 @@ import pytest
 from aiohttp import web
 
 from meshlet.errors import ConfigError
-from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot, TlsConfig
+from meshlet.intention_rules import Intention
+from meshlet.observe.exposition import render
+from meshlet.proxy.config import (
+    ClusterConfig,
+    Endpoint,
+    IntentionsConfig,
+    ListenerConfig,
+    Snapshot,
+    TlsConfig,
+)
 from meshlet.proxy.sidecar import Sidecar
 from tests.integration.test_proxy_http import start_backend
 from tests.mesh_certs import NOW, MeshCa, spiffe
@@ -216,3 +225,98 @@ def test_the_tls_block_is_validated() -> None:
         with pytest.raises(ConfigError) as info:
             Snapshot.from_dict({**base, "tls": bad})
         assert info.value.field == "tls"
+
+
+def with_intentions(snapshot: Snapshot, version: int, default: str,
+                    *rules: dict[str, object]) -> Snapshot:
+    return replace(snapshot, version=version, intentions=IntentionsConfig(
+        default, tuple(Intention.from_dict(r) for r in rules)))
+
+
+async def get(session: aiohttp.ClientSession, url: str, method: str = "GET"
+              ) -> tuple[int, str, str]:
+    async with session.request(method, url) as resp:
+        return resp.status, resp.headers.get("x-meshlet-error", ""), await resp.text()
+
+
+async def test_a_live_deny_takes_effect_on_the_next_request_and_an_allow_restores_it(
+        mesh: Mesh) -> None:
+    base = mesh.destination.snapshot
+    async with aiohttp.ClientSession() as session:  # one kept-alive connection
+        assert (await get(session, mesh.url))[0] == 200
+        mesh.destination.apply(with_intentions(
+            base, 1, "allow", {"source": "client", "destination": "web", "action": "deny"}))
+        status, reason, body = await get(session, mesh.url)
+        assert (status, reason) == (403, "intention_denied")
+        assert "client may not call web: client => web deny" in body
+        mesh.destination.apply(with_intentions(
+            base, 2, "deny", {"source": "*", "destination": "web", "action": "allow"}))
+        assert (await get(session, mesh.url))[0] == 200
+        mesh.destination.apply(with_intentions(base, 3, "deny"))  # no intention: default
+        assert (await get(session, mesh.url))[:2] == (403, "intention_denied")
+    metrics = render(mesh.destination.metrics.registry).decode()
+    assert 'meshlet_proxy_intention_denied_total{destination="web",direction="inbound",' \
+        'source="client"} 2.0' in metrics
+
+
+async def test_l7_intentions_match_path_methods_and_headers(mesh: Mesh) -> None:
+    mesh.destination.apply(with_intentions(
+        mesh.destination.snapshot, 1, "deny",
+        {"source": "client", "destination": "web", "permissions": [
+            {"action": "deny", "http": {"path_prefix": "/admin"}},
+            {"action": "allow", "http": {"path_prefix": "/v1/", "methods": ["GET"]}}]}))
+    root = mesh.url.rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        assert (await get(session, root + "/v1/items"))[0] == 200
+        assert (await get(session, root + "/v1/items", "POST"))[:2] == (
+            403, "intention_denied")
+        assert (await get(session, root + "/admin/v1/"))[0] == 403
+        status, _, body = await get(session, root + "/other")
+        assert status == 403 and "no permission matched, default deny" in body
+
+
+async def test_tcp_intentions_refuse_a_connection_and_close_one_a_deny_names(
+        tmp_path: Path) -> None:
+    ca = MeshCa.make(tmp_path)
+    echo = await asyncio.start_server(echo_back, "127.0.0.1", 0)
+    app_port = echo.sockets[0].getsockname()[1]
+    snapshot = Snapshot(0, "db", "db-0", (ListenerConfig("db", "inbound", "127.0.0.1", 0,
+                                                         "tcp"),),
+                        {"inbound:db": ClusterConfig("db", (Endpoint("db-0", "127.0.0.1",
+                                                                      app_port),))},
+                        tls=ca.tls("db"))
+    db = Sidecar(snapshot)
+    await db.start()
+    port = db.ports()["inbound:db"]
+    context = client_context(ca.roots_file, ca.leaf("client"))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        db.apply(with_intentions(snapshot, 1, "allow",
+                                 {"source": "client", "destination": "db", "action": "deny"}))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the open one is closed
+        writer.close()
+        assert await raw_echo(port, context) == b""  # and a new one refused
+        db.apply(with_intentions(snapshot, 2, "allow"))
+        assert await raw_echo(port, context) == b"ping"
+    finally:
+        await db.stop(0)
+        echo.close()
+
+
+async def echo_back(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(100):
+        writer.write(data)
+    writer.close()
+
+
+async def raw_echo(port: int, context: ssl.SSLContext) -> bytes:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        writer.write(b"ping")
+        got = await asyncio.wait_for(reader.read(4), 5)
+        writer.close()
+        return got
+    except (ssl.SSLError, ConnectionError):
+        return b""

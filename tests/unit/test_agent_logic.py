@@ -51,3 +51,18 @@ def test_snapshot_from_catalog() -> None:
     assert snap.clusters["inbound:frontend"].endpoints[0].port == 5000
     # What /config shows parses back to the same snapshot.
     assert Snapshot.from_dict(snap.to_dict()) == snap
+
+
+def test_each_sidecar_gets_the_intentions_that_name_its_service() -> None:
+    boot = bootstrap_snapshot("db", "db-0", "http", 9000, [])
+    body = {"default_policy": "deny", "intentions": [
+        {"source": "web", "destination": "db", "action": "allow", "precedence": 4},
+        {"source": "*", "destination": "*", "action": "deny", "precedence": 1},
+        {"source": "web", "destination": "cache", "action": "allow", "precedence": 4}]}
+    snap = build_snapshot(3, boot, {}, {}, body)
+    assert snap.intentions is not None and snap.intentions.default_policy == "deny"
+    assert [(i.source, i.destination) for i in snap.intentions.intentions] == [
+        ("web", "db"), ("*", "*")]
+    again = Snapshot.from_dict(snap.to_dict())
+    assert again.intentions == snap.intentions  # what travels to the sidecar
+    assert build_snapshot(4, boot, {}, {}).intentions is None  # none known: none

@@ -57,6 +57,9 @@ class FakeHost:
     def snapshot(self, bootstrap: Snapshot) -> Snapshot:
         return bootstrap
 
+    def guarded(self, bootstrap: Snapshot) -> Snapshot:
+        return bootstrap
+
     async def upstream_ends(self, upstreams: Sequence[str], timeout: float
                             ) -> dict[str, tuple[str, int]]:
         return {u: ("10.99.0.2", 8080) for u in upstreams}

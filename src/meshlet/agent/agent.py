@@ -32,7 +32,7 @@ from meshlet.agent.ingress import IngressGateway
 from meshlet.agent.retry import answered
 from meshlet.agent.roots_watch import RootsWatch
 from meshlet.agent.sandboxes import Sandboxes
-from meshlet.agent.sidecar_config import build_snapshot
+from meshlet.agent.sidecar_config import build_snapshot, intentions_for
 from meshlet.agent.workload import Workload
 from meshlet.agent.workload_host import Sandbox
 from meshlet.api.client import Client
@@ -61,6 +61,7 @@ class Agent:
         self.workloads: list[Workload] = []
         self.instances: dict[str, list[dict[str, Any]]] = {}
         self.settings: dict[str, dict[str, Any]] = {}
+        self.intentions: dict[str, Any] | None = None  # the /v1/intentions answer
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
@@ -85,6 +86,10 @@ class Agent:
         """Start every service in dependency order; wait until each app has started."""
         loop = asyncio.get_running_loop()
         self.watches["config"] = loop.create_task(self.watch_config())
+        # Known before any sidecar starts, so none serves a moment unguarded.
+        self.intentions, index = await answered(
+            "reading intentions", partial(self.client.intentions, None))
+        self.watches["intentions"] = loop.create_task(self.watch_intentions(index))
         protocols = {name: spec.protocol for name, spec in manifest.services.items()}
         networked = {name: s.network for name, s in manifest.services.items()
                      if s.in_namespace and s.network is not None}
@@ -169,7 +174,12 @@ class Agent:
         return self.version
 
     def snapshot(self, bootstrap: Snapshot) -> Snapshot:
-        return build_snapshot(self.next_version(), bootstrap, self.instances, self.settings)
+        return build_snapshot(self.next_version(), bootstrap, self.instances, self.settings,
+                              self.intentions)
+
+    def guarded(self, bootstrap: Snapshot) -> Snapshot:
+        return replace(bootstrap, intentions=intentions_for(bootstrap.service,
+                                                            self.intentions))
 
     async def open_sandbox(self, instance: str, network: str, loopback: Sequence[str]
                            ) -> Sandbox:
@@ -219,6 +229,18 @@ class Agent:
                 if settings != self.settings:
                     self.settings = settings
                     await self.push_where(None)
+
+    async def watch_intentions(self, index: int) -> None:
+        """Every change to the intentions reaches every sidecar (each enforces those
+        that name its service): a deny takes effect on the next request."""
+        while True:
+            body, new_index = await answered(
+                "intentions watch failed; sidecars keep the last ones",
+                partial(self.client.intentions, index, WATCH_WAIT))
+            index = 0 if new_index < index else new_index  # a reset server: start over
+            if body != self.intentions:
+                self.intentions = body
+                await self.push_where(None)
 
     def run_containers(self) -> None:
         """Start running this node's containers (`meshlet run`)."""

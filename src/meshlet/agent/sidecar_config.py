@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot, cluster_key
+from meshlet.proxy.config import (
+    ClusterConfig,
+    Endpoint,
+    IntentionsConfig,
+    ListenerConfig,
+    Snapshot,
+    cluster_key,
+    intentions_from_dict,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -50,15 +58,29 @@ def endpoint_from_instance(inst: Mapping[str, Any]) -> Endpoint:
                     tuple(sorted(inst.get("meta", {}).items())))
 
 
+def intentions_for(service: str, body: Mapping[str, Any] | None) -> IntentionsConfig | None:
+    """What ``service``'s inbound sidecar enforces, from the ``/v1/intentions`` answer
+    ``body`` (None before the first: nothing): the intentions naming it or ``*``."""
+    if body is None:
+        return None
+    return intentions_from_dict({
+        "default_policy": body.get("default_policy", "allow"),
+        "intentions": [i for i in body.get("intentions", ())
+                       if i.get("destination") in (service, "*")]})
+
+
 def build_snapshot(version: int, bootstrap: Snapshot,
                    instances: Mapping[str, Sequence[Mapping[str, Any]]],
-                   settings: Mapping[str, Mapping[str, Any]]) -> Snapshot:
+                   settings: Mapping[str, Mapping[str, Any]],
+                   intentions: Mapping[str, Any] | None = None) -> Snapshot:
     """The bootstrap's listeners with current endpoints and settings for each upstream.
 
     ``instances`` maps an upstream service to all its instances (those not passing are
     kept, marked unhealthy, so locality can tell how much of a zone is down);
     ``settings`` maps a service to its config entry. The inbound listener takes the
-    service's own request timeout, rate limit and access-log settings.
+    service's own request timeout, rate limit and access-log settings, and its
+    inbound listener the intentions that name it (``intentions``: the
+    ``/v1/intentions`` answer; None keeps the bootstrap's).
     """
     clusters = dict(bootstrap.clusters)
     for lc in bootstrap.listeners:
@@ -76,5 +98,7 @@ def build_snapshot(version: int, bootstrap: Snapshot,
         local = clusters[inbound]
         clusters[inbound] = ClusterConfig(local.name, local.endpoints,
                                           {**local.settings, **inherited})
+    enforced = bootstrap.intentions if intentions is None else \
+        intentions_for(bootstrap.service, intentions)
     return Snapshot(version, bootstrap.service, bootstrap.instance, bootstrap.listeners,
-                    clusters, bootstrap.zone, bootstrap.node, bootstrap.tls)
+                    clusters, bootstrap.zone, bootstrap.node, bootstrap.tls, enforced)

@@ -286,7 +286,8 @@ class Workload:
         bootstrap_path = self.run_dir / "bootstrap.json"
         port_file = self.run_dir / "sidecar.ports"
         port_file.unlink(missing_ok=True)
-        write_private(bootstrap_path, json.dumps(self.bootstrap.to_dict()))  # 0600
+        boot = self.host.guarded(self.bootstrap)
+        write_private(bootstrap_path, json.dumps(boot.to_dict()))  # 0600
         argv = [sys.executable, "-m", "meshlet", "proxy", "--bootstrap", str(bootstrap_path),
                 "--admin", f"unix:{self.admin_socket}", "--metrics", f"{self.app_host}:0",
                 "--port-file", str(port_file)]

@@ -69,6 +69,10 @@ class WorkloadHost(Protocol):
         """The config a sidecar started from ``bootstrap`` should run now (a newer
         version each call)."""
 
+    def guarded(self, bootstrap: Snapshot) -> Snapshot:
+        """``bootstrap`` with the intentions its service enforces now, so a sidecar
+        starts guarded."""
+
     async def upstream_ends(self, upstreams: Sequence[str], timeout: float
                             ) -> dict[str, tuple[str, int]]:
         """Each upstream's virtual IP and port; raises Unavailable after ``timeout``."""

@@ -33,6 +33,10 @@ class ProxyMetrics:
             "meshlet_proxy_upstream_connect_errors",
             "Failed connection attempts to an upstream endpoint.",
             ["direction", "destination", "reason"], registry=r)
+        self.intention_denied = Counter(
+            "meshlet_proxy_intention_denied",
+            "Requests (HTTP) or connections (TCP) refused by an intention, by caller.",
+            ["direction", "destination", "source"], registry=r)
         self.connections_refused = Counter(
             "meshlet_proxy_connections_refused",
             "Client connections closed at once: the listener held max_connections.",

@@ -9,6 +9,7 @@ from typing import Any
 
 from meshlet.errors import ConfigError
 from meshlet.http_limits import HEAD_TIMEOUT
+from meshlet.intention_rules import ACTIONS, Intention, IntentionError
 from meshlet.proxy.settings import effective
 
 MAX_HEAD_TIMEOUT = 3600.0  # and for idle_timeout
@@ -173,6 +174,28 @@ def tls_from_dict(d: Any) -> TlsConfig | None:
     return tls
 
 
+def intentions_from_dict(d: Any) -> IntentionsConfig | None:
+    """The ``intentions`` block (None when absent or null: nothing enforced); raise
+    ConfigError (field ``intentions``) unless well formed."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not set(d) <= {"default_policy", "intentions"}:
+        raise ConfigError(f"intentions: expected an object with default_policy and "
+                          f"intentions, got {_shown(d)}", "intentions")
+    default = d.get("default_policy", "allow")
+    if default not in ACTIONS:
+        raise ConfigError("intentions: default_policy must be allow or deny", "intentions")
+    rules = []
+    for n, raw in enumerate(_items(d.get("intentions", []), list, "intentions")):
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k != "precedence"}  # as the API shows
+        try:
+            rules.append(Intention.from_dict(raw))
+        except IntentionError as exc:
+            raise ConfigError(f"intentions[{n}]: {exc}", "intentions") from None
+    return IntentionsConfig(str(default), tuple(rules))
+
+
 def cluster_from_dict(name: str, c: Any) -> ClusterConfig:
     if not isinstance(c, dict):
         raise ConfigError(f"cluster {_shown(name)}: expected an object", "clusters")
@@ -234,6 +257,19 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class IntentionsConfig:
+    """Who may call this sidecar's service: the intentions that name it (or ``*``),
+    and the cluster's default policy; enforced by the inbound listener."""
+
+    default_policy: str = "allow"
+    intentions: tuple[Intention, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"default_policy": self.default_policy,
+                "intentions": [i.to_dict() for i in self.intentions]}
+
+
+@dataclass(frozen=True)
 class Snapshot:
     version: int
     service: str
@@ -243,12 +279,14 @@ class Snapshot:
     zone: str = ""
     node: str = ""
     tls: TlsConfig | None = None
+    intentions: IntentionsConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "service": self.service, "instance": self.instance,
             "zone": self.zone, "node": self.node,
             "tls": None if self.tls is None else vars(self.tls),
+            "intentions": None if self.intentions is None else self.intentions.to_dict(),
             "listeners": [vars(lc) for lc in self.listeners],
             "clusters": {
                 name: {"name": c.name, "endpoints": [endpoint_to_dict(e) for e in c.endpoints],
@@ -272,4 +310,4 @@ class Snapshot:
                    {_text({"name": n}, "name", "clusters"): cluster_from_dict(n, c)
                     for n, c in clusters.items()},
                    _text(d, "zone", "snapshot", ""), _text(d, "node", "snapshot", ""),
-                   tls_from_dict(d.get("tls")))
+                   tls_from_dict(d.get("tls")), intentions_from_dict(d.get("intentions")))

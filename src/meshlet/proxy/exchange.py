@@ -168,6 +168,11 @@ class Exchange:
         if cluster is None:
             self.local_reply(503, "no_route")
             return
+        if listener.intentions is not None:
+            why = listener.denied(self.down.source, self)
+            if why:
+                self.local_reply(403, "intention_denied", why)
+                return
         now = cluster.clock()
         limiter = listener.rate_limiter
         if limiter is not None and not limiter.take(now):

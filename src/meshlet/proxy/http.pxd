@@ -12,7 +12,7 @@ cdef class DownstreamHttp:
     cdef public bytes url
     cdef public list headers, corked
     cdef public bint closed, half_closed, write_paused, in_head, no_end_yet, body_seen
-    cdef public str peer_ip, refusal, refusal_detail
+    cdef public str peer_ip, refusal, refusal_detail, source
     cdef public int flags, refused
     cdef public Py_ssize_t head_size, head_raw, framing_raw
     cdef public double head_deadline

@@ -54,6 +54,7 @@ from meshlet.proxy.headers import (
     unconnected,
 )
 from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.mesh_tls import caller_service
 
 log = logging.getLogger(__name__)
 LINE_OVERHEAD = 4  # ": " and CRLF around a header's name and value
@@ -82,6 +83,7 @@ class DownstreamHttp:
         self.write_paused = False
         self.send: Callable[[bytes], None] = unconnected  # transport.write, looked up once
         self.peer_ip = ""
+        self.source = ""  # the caller's service, from its certificate ("": none)
         self.corked: list[bytes] | None = None
         self.flags = 0
         self.in_head = False  # a request's first byte came, its head is not complete
@@ -113,6 +115,8 @@ class DownstreamHttp:
         self.listener.active_gauge.inc()
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else ""
+        if self.listener.tls is not None:  # inbound in mutual TLS: who is calling
+            self.source = caller_service(transport, self.listener.tls)
         self.head_deadline = self.listener.now + self.listener.head_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -7,7 +7,8 @@ from meshlet.proxy.lb.base cimport EndpointState
 
 cdef class ListenerState:
     cdef public object config, cluster, metrics, loop, server, port, active_gauge
-    cdef public object rate_limiter
+    cdef public object rate_limiter, intentions, tls
+    cdef public dict decisions
     cdef public Connector connector
     cdef public str direction, destination, log_mode
     cdef public set connections, timed
@@ -22,3 +23,4 @@ cdef class ListenerState:
 
     cpdef observe_endpoint(self, EndpointState state, long status, double seconds)
     cpdef finished(self, ex, double seconds)
+    cpdef str denied(self, str source, ex=*)

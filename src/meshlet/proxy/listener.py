@@ -9,10 +9,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from meshlet.intention_rules import Intentions
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy import connector as connector_module
 from meshlet.proxy.cluster import Cluster
-from meshlet.proxy.config import ListenerConfig
+from meshlet.proxy.config import IntentionsConfig, ListenerConfig
+from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.token_bucket import TokenBucket
 
 if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
@@ -42,6 +44,11 @@ class ListenerState:
         self.port = config.port
         self.active_gauge = metrics.active_connections.labels(config.direction, config.name)
         self.rate_limiter: TokenBucket | None = None
+        # Inbound: who may call (None: everyone), decisions by caller for L4 rules,
+        # and the sidecar's TLS settings, which say how a caller's identity reads.
+        self.intentions: Intentions | None = None
+        self.decisions: dict[str, Any] = {}
+        self.tls: Any = None
         self.timed: set[Any] = set()  # exchanges with a deadline, checked by the ticker
         self.log_mode = "errors"
         self.head_timeout = float(config.head_timeout)
@@ -79,6 +86,33 @@ class ListenerState:
                 self.rate_limiter = TokenBucket(s.rate_limit_rps, burst, self.cluster.clock())
         else:
             self.rate_limiter = None
+
+    def set_intentions(self, config: IntentionsConfig | None) -> None:
+        """Enforce ``config`` from the next request (HTTP) or connection (TCP)."""
+        self.intentions = None if config is None else Intentions(
+            self.destination, config.intentions, config.default_policy)
+        self.decisions = {}
+
+    def denied(self, source: str, ex: Any = None) -> str:
+        """"" if ``source`` (a service, or "" for a caller without an identity) may make
+        ``ex`` (a request; None: a connection), else why not; a refusal is counted."""
+        rules = self.intentions
+        if rules is None:
+            return ""
+        if rules.l7 and ex is not None:
+            view = RequestView.from_raw(ex.method, ex.url, ex.headers, ex.down.peer_ip)
+            decision = rules.decide(source, view.method, view.path, view.headers)
+        else:
+            cached = self.decisions.get(source)
+            if cached is None:
+                cached = self.decisions[source] = rules.decide(source)
+            decision = cached
+        if decision.allowed:
+            return ""
+        self.metrics.intention_denied.labels(self.direction, self.destination,
+                                             source or "-").inc()
+        return (f"{source or 'a caller without an identity'} may not call "
+                f"{self.destination}: {decision.why}")
 
     # -- metrics ----------------------------------------------------------------------
 

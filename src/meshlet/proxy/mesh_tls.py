@@ -49,6 +49,17 @@ def peer_identity(transport: Any) -> str | None:
     return None
 
 
+def caller_service(transport: Any, tls: TlsConfig) -> str:
+    """The service a verified caller's certificate names in this trust domain and
+    namespace, or "" (none, or another's): only a ``*`` source names such a caller."""
+    uri = peer_identity(transport)
+    prefix = f"spiffe://{tls.trust_domain}/ns/{tls.namespace}/svc/"
+    if uri is None or not uri.startswith(prefix):
+        return ""
+    service = uri[len(prefix):]
+    return service if service and "/" not in service else ""
+
+
 class MeshTls:
     """The current server and client contexts of one sidecar."""
 

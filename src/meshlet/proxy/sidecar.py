@@ -58,8 +58,11 @@ class Sidecar:
             factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
                 else (lambda s=state: DownstreamTcp(s))
             tls: dict[str, Any] = {}
+            if lc.direction == "inbound":
+                state.set_intentions(self.snapshot.intentions)
             if self.tls is not None and lc.direction == "inbound":
                 tls = {"ssl": self.tls.listening, "ssl_handshake_timeout": lc.head_timeout}
+                state.tls = self.snapshot.tls
             elif self.tls is not None:
                 state.connector.tls = self.tls
                 state.connector.identity = self.tls.config.identity(lc.name)
@@ -163,12 +166,26 @@ class Sidecar:
         for state in self.listeners:
             state.cluster = self.clusters.get(cluster_key(state.direction, state.destination))
             state.configure()
+            self.enforce(state, snapshot)
             if state.cluster is not None:
                 self.metrics.forget_endpoints(state.direction, state.destination,
                                               {e.id for e in state.cluster.config.endpoints})
         self.metrics.config_version.set(snapshot.version)
         log.info("config version %d applied", snapshot.version)
         return True
+
+    @staticmethod
+    def enforce(state: ListenerState, snapshot: Snapshot) -> None:
+        """An inbound listener's intentions, from the next request; a TCP connection
+        whose caller they now deny is closed (an HTTP one is refused its next request)."""
+        if state.direction != "inbound":
+            return
+        state.set_intentions(snapshot.intentions)
+        if snapshot.tls is not None:
+            state.tls = snapshot.tls
+        if state.config.protocol == "tcp":
+            for conn in [c for c in state.connections if state.denied(c.source)]:
+                conn.close()
 
     @property
     def active_requests(self) -> int:

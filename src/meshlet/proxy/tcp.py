@@ -10,6 +10,7 @@ import asyncio
 
 from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.listener import ListenerState
+from meshlet.proxy.mesh_tls import caller_service
 from meshlet.proxy.partition import Refusal
 
 
@@ -63,9 +64,17 @@ class DownstreamTcp(_Relay):
         self.tried: list[EndpointState] = []
         self.task: asyncio.Task[None] | None = None
         self.started = listener.loop.time()
+        self.source = ""  # the caller's service, from its certificate ("": none)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        listener = self.listener
+        if listener.tls is not None:
+            self.source = caller_service(transport, listener.tls)
+        if listener.intentions is not None and listener.denied(self.source):
+            self.closed = True  # refused by an intention: never counted as open
+            transport.close()
+            return
         self.listener.connections.add(self)
         self.listener.active_gauge.inc()
         self.listener.active_requests += 1
@@ -86,6 +95,8 @@ class DownstreamTcp(_Relay):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self not in self.listener.connections:
+            return  # refused by an intention (connection_made)
         self.listener.connections.discard(self)
         self.listener.active_gauge.dec()
         self.listener.active_requests -= 1
