@@ -208,7 +208,8 @@ def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
 
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  data_dir: Path | None,
-                 on_ready: Callable[[str, list[dict[str, Any]], Path], None]) -> None:
+                 on_ready: Callable[[str, list[dict[str, Any]], Path], None],
+                 default_intention: str = "allow") -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
     from meshlet.server.main import Server, ServerOptions
@@ -229,7 +230,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
             # A cluster of one still has its own join token, ready for a second server.
             join_token = read_or_create_secret(data_dir / "join.token")
             server = await Server.start(data_dir / "server", host, port,
-                                        ServerOptions(join_token=join_token))
+                                        ServerOptions(join_token=join_token,
+                                                      default_intention=default_intention))
         except OSError as exc:
             raise Unavailable(f"cannot serve the API on {host}:{port}: {exc.strerror}; "
                               "is another meshlet running? (use --http to pick a port)"

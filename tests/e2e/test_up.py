@@ -189,6 +189,10 @@ def test_a_live_deny_stops_a_caller_and_an_allow_restores_it(up: Up) -> None:
             return refused.code
     meshlet("--addr", up.addr, "intention", "create", "frontend", "catalog",
             "--action", "deny", home=up.home)
+    listed = meshlet("--addr", up.addr, "intention", "list", home=up.home).stdout
+    assert "default policy: allow" in listed
+    assert ["frontend", "catalog", "deny", "4"] in [line.split()[:4]
+                                                    for line in listed.splitlines()]
     wait_for(lambda: status() != 200, 30, "the deny to reach the catalogs' sidecars")
     catalog = up.json("instances", "catalog")
     denied = 0.0

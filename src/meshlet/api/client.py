@@ -324,6 +324,27 @@ class Client:
     async def token_self(self) -> dict[str, Any]:
         return (await self.request("GET", "/v1/acl/token/self"))[0]
 
+    async def intentions(self, index: int | None = None, wait: float = 30.0
+                         ) -> tuple[dict[str, Any], int]:
+        """The default policy and every intention this token may read (a blocking
+        query past ``index``; None: now)."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/intentions", params=params,
+                                  timeout=self.timeout + wait)
+
+    async def intention_set(self, intention: dict[str, Any]) -> dict[str, Any]:
+        return (await self.request("PUT", "/v1/intentions", json=intention))[0]
+
+    async def intention_delete(self, source: str, destination: str) -> None:
+        await self.request("DELETE", f"/v1/intentions/{quote(source, safe='')}/"
+                                     f"{quote(destination, safe='')}")
+
+    async def intention_check(self, source: str, destination: str, method: str = "",
+                              path: str = "") -> dict[str, Any]:
+        params = {"source": source, "destination": destination}
+        params.update({k: v for k, v in (("method", method), ("path", path)) if v})
+        return (await self.request("GET", "/v1/intentions/check", params=params))[0]
+
     async def policy_create(self, name: str, rules: list[dict[str, str]],
                             description: str = "") -> dict[str, Any]:
         body = {"name": name, "rules": rules, "description": description}

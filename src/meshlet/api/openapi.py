@@ -56,7 +56,15 @@ Query = tuple[str, str, str]
 NAME_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                "maxLength": MAX_NAME}
 DESCRIPTION_SCHEMA = {"type": "string", "maxLength": MAX_DESCRIPTION}
+SERVICE_OR_ANY = {"type": "string", "maxLength": 63,
+                  "pattern": "^([a-z0-9]([a-z0-9-]*[a-z0-9])?|[*])$"}
 HAND_CHECKED: dict[str, dict[str, Any]] = {
+    "IntentionBody": {"type": "object", "additionalProperties": False,
+                      "required": ["source", "destination"], "properties": {
+        "source": SERVICE_OR_ANY, "destination": SERVICE_OR_ANY,
+        "action": {"enum": ["allow", "deny"]},
+        "description": DESCRIPTION_SCHEMA,
+        "permissions": {"type": "array", "maxItems": 64, "items": {"type": "object"}}}},
     "TokenBody": {"type": "object", "additionalProperties": False, "properties": {
         "description": DESCRIPTION_SCHEMA,
         "policies": {"type": "array", "items": NAME_SCHEMA, "maxItems": MAX_POLICIES,
@@ -158,6 +166,15 @@ OPERATIONS: tuple[Operation, ...] = (
               query=BLOCKING),
     Operation("POST", "/v1/ca/sign", "A workload certificate for a CSR", SignBody),
     Operation("POST", "/v1/ca/rotate", "Make the next root generation the active one"),
+    Operation("GET", "/v1/intentions", "Every intention and the default policy",
+              query=BLOCKING),
+    Operation("PUT", "/v1/intentions", "Create or replace an intention", "IntentionBody"),
+    Operation("DELETE", "/v1/intentions/{source}/{destination}", "Delete an intention"),
+    Operation("GET", "/v1/intentions/check", "Whether a source may call a destination",
+              query=(("source", "string", "the calling service"),
+                     ("destination", "string", "the service called"),
+                     ("method", "string", "an HTTP method, for L7 intentions"),
+                     ("path", "string", "a path, for L7 intentions"))),
 )
 
 ERROR_SCHEMA: dict[str, Any] = {

@@ -29,6 +29,7 @@ from meshlet.api.client import client_tls, session_without_retries
 from meshlet.api.containers import ContainerRoutes
 from meshlet.api.control_plane import ControlPlane, Heartbeats
 from meshlet.api.error_body import error_body, http_error_body
+from meshlet.api.intentions import IntentionRoutes
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.nodes import NodeRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
@@ -240,7 +241,7 @@ class Api:
         for group in (self.routes(), NetworkRoutes(self).routes(),
                       ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
                       VipRoutes(self).routes(), AclRoutes(self).routes(),
-                      CaRoutes(self).routes()):
+                      CaRoutes(self).routes(), IntentionRoutes(self).routes()):
             for method, path, handler, need in group:
                 self.guard.add(r, method, path, handler, need)
         return app

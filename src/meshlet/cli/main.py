@@ -22,6 +22,7 @@ from meshlet.cli.ca import ca
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
+from meshlet.cli.intention import intention
 from meshlet.cli.network import network
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.errors import ConfigError, MeshletError, NotFound
@@ -73,14 +74,19 @@ def cli(ctx: click.Context, addr: str | None, token: str | None, output: str,
               help="Where the embedded server's API listens.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Keep server and agent data here (default: a temporary directory).")
+@click.option("--default-intention", type=click.Choice(["allow", "deny"]), default="allow",
+              show_default=True,
+              help="Whether a caller no intention names may call a service; recorded "
+                   "when the cluster is founded.")
 @pass_ctx
 def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
-       data_dir: str | None) -> None:
+       data_dir: str | None, default_intention: str) -> None:
     """Start an embedded server and agent, and FILE's services with their sidecars."""
     manifest, cwd = devmode.load(file)  # validate before detaching
     host, port = parse_hostport(http_addr, "--http")
     if detach:
         argv = ["up", *([file] if file else []), "--http", http_addr,
+                "--default-intention", default_intention,
                 *(["--data-dir", data_dir] if data_dir else [])]
         state = devmode.detach(argv)
         print_ready(ctx, state["api"], state["workloads"])
@@ -95,7 +101,8 @@ def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
 
     try:
         asyncio.run(devmode.run_up(manifest, cwd, host, port,
-                                   Path(data_dir) if data_dir else None, on_ready))
+                                   Path(data_dir) if data_dir else None, on_ready,
+                                   default_intention))
     finally:
         devmode.clear_state()
     click.echo("meshlet: stopped", err=True)
@@ -150,10 +157,15 @@ def down() -> None:
               show_envvar=True,
               help="The cluster's shared secret, the same on every server (needed with "
                    "--raft; make one with `meshlet keygen`).")
+@click.option("--default-intention", type=click.Choice(["allow", "deny"]), default="allow",
+              show_default=True,
+              help="Whether a caller no intention names may call a service; recorded "
+                   "when the cluster is founded.")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
            snapshot_interval: str,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
-           node_ttl: str, bootstrap_expect: int | None, join_token: str | None) -> None:
+           node_ttl: str, bootstrap_expect: int | None, join_token: str | None,
+           default_intention: str) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
 
     The data directory wins over the flags: a server that already has a cluster
@@ -171,7 +183,7 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         snapshot_every=snapshot_every,
         snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
         node_ttl=parse_duration(node_ttl, "node_ttl"),
-        join_token=join_token or None)
+        join_token=join_token or None, default_intention=default_intention)
     options.check()
     from meshlet.loop import install_uvloop
     install_uvloop()  # a faster event loop: much of a server's time is in it
@@ -543,6 +555,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 cli.add_command(network)
 cli.add_command(acl)
 cli.add_command(ca)
+cli.add_command(intention)
 for command in CONTAINER_COMMANDS:
     cli.add_command(command)
 

@@ -25,9 +25,29 @@ from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.tls import ServerTls, check_root, prune_roots, record_root
 from meshlet.server.waiting import WaitReport
+from meshlet.state.intentions import IntentionDefaultSet
 
 log = logging.getLogger(__name__)
 MIN_JOIN_TOKEN = 16
+
+
+async def record_default_intention(node: RaftServerNode, policy: str,
+                                   interval: float = 0.1) -> None:
+    """Runs until the default intention policy is in the state: the founding leader
+    records ``policy``. A server started later with another one keeps the recorded
+    policy, and says so."""
+    while not node.machine.intentions.recorded:
+        if node.is_leader:
+            try:
+                await node.propose(IntentionDefaultSet(policy))
+            except MeshletError as exc:
+                log.debug("cannot record the default intention policy yet: %s", exc)
+        await node.wait_for_change(lambda: node.machine.index, node.machine.index,
+                                   interval)
+    recorded = node.machine.intentions.default_policy
+    if recorded != policy:
+        log.warning("the cluster's default intention policy is %s (recorded when it was "
+                    "founded); --default-intention %s is ignored", recorded, policy)
 
 
 @dataclass
@@ -54,6 +74,8 @@ class ServerOptions:
     # A benchmark's baseline only (bench/acl_bench.py); no command-line flag sets it.
     enforce_acl: bool = True
     https: bool = False  # the API over HTTPS on loopback too (beyond it, always)
+    # The intention policy where none decides, recorded when the cluster is founded.
+    default_intention: str = "allow"
 
     def check(self) -> None:
         """Raise ConfigError for combinations that cannot work."""
@@ -181,6 +203,8 @@ class Server:
         if options.raft is not None:
             server.background.append(loop.create_task(node.refresh_members(join_token)))
         server.background.append(loop.create_task(record_root(node, ca_token)))
+        server.background.append(loop.create_task(
+            record_default_intention(node, options.default_intention)))
         if tls is not None:
             server.background += [loop.create_task(tls.renew_forever()),
                                   loop.create_task(tls.follow_roots(node))]

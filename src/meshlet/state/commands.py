@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from meshlet.state.ca import CaRootPrune, CaRootRotate, CaRootSet
+from meshlet.state.intentions import IntentionDefaultSet, IntentionDelete, IntentionSet
 
 HEALTH_STATES = ("passing", "warning", "critical")
 
@@ -243,4 +244,5 @@ Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
            | ServiceCidrSet | AclBootstrap | AclTokenCreate | AclTokenDelete | AclPolicySet
-           | AclPolicyDelete | CaRootSet | CaRootRotate | CaRootPrune)
+           | AclPolicyDelete | CaRootSet | CaRootRotate | CaRootPrune | IntentionSet
+           | IntentionDelete | IntentionDefaultSet)

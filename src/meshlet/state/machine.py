@@ -47,6 +47,12 @@ from meshlet.state.commands import (
 )
 from meshlet.state.config_entry import validate_settings
 from meshlet.state.containers import ContainerTable
+from meshlet.state.intentions import (
+    IntentionDefaultSet,
+    IntentionDelete,
+    IntentionSet,
+    IntentionTable,
+)
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 from meshlet.state.nodes import NodeTable
@@ -87,6 +93,7 @@ class StateMachine:
         self.nodes = NodeTable()
         self.acl = AclTable()
         self.ca = CaTable()
+        self.intentions = IntentionTable()
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -215,6 +222,7 @@ class StateMachine:
             "vips": self.vips.dump(),
             "acl": self.acl.dump(),
             "ca": self.ca.dump(),
+            "intentions": self.intentions.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -238,6 +246,7 @@ class StateMachine:
         self.vips.load(body.get("vips"))
         self.acl.load(body.get("acl"))
         self.ca.load(body.get("ca"))
+        self.intentions.load(body.get("intentions"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -350,7 +359,8 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 # -- the registry: each command once, with its check and its apply ---------------------
 
 TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
-                                "nodes": NodeTable, "acl": AclTable, "ca": CaTable}
+                                "nodes": NodeTable, "acl": AclTable, "ca": CaTable,
+                                "intentions": IntentionTable}
 
 
 def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
@@ -396,7 +406,10 @@ for cls, table, check, apply in [
         (AclPolicyDelete, "acl", "check_policy_delete", "policy_delete"),
         (CaRootSet, "ca", "check_set", "set"),
         (CaRootRotate, "ca", "check_rotate", "rotate"),
-        (CaRootPrune, "ca", "check_prune", "prune")]:
+        (CaRootPrune, "ca", "check_prune", "prune"),
+        (IntentionSet, "intentions", "check_set", "set"),
+        (IntentionDelete, "intentions", "check_delete", "delete"),
+        (IntentionDefaultSet, "intentions", "check_default", "set_default")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),
