@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -240,7 +241,8 @@ async def get(session: aiohttp.ClientSession, url: str, method: str = "GET"
 
 
 async def test_a_live_deny_takes_effect_on_the_next_request_and_an_allow_restores_it(
-        mesh: Mesh) -> None:
+        mesh: Mesh, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="meshlet.access")
     base = mesh.destination.snapshot
     async with aiohttp.ClientSession() as session:  # one kept-alive connection
         assert (await get(session, mesh.url))[0] == 200
@@ -249,6 +251,8 @@ async def test_a_live_deny_takes_effect_on_the_next_request_and_an_allow_restore
         status, reason, body = await get(session, mesh.url)
         assert (status, reason) == (403, "intention_denied")
         assert "client may not call web: client => web deny" in body
+        assert any("inbound web" in r.getMessage() and "403 intention_denied" in
+                   r.getMessage() for r in caplog.records)  # the access-log line
         mesh.destination.apply(with_intentions(
             base, 2, "deny", {"source": "*", "destination": "web", "action": "allow"}))
         assert (await get(session, mesh.url))[0] == 200
