@@ -247,6 +247,30 @@ def ranked(intentions: Sequence[Intention]) -> list[Intention]:
                                              i.source, i.destination))
 
 
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def normalize_path(path: str) -> str:
+    """The path an app would see, for matching (as Envoy's ``normalize_path`` and
+    ``merge_slashes`` do for RBAC): escapes of unreserved characters decoded (``%61``
+    is ``a``), other escapes upper-cased, repeated slashes merged and ``.`` and ``..``
+    segments resolved, so ``//x/../%61dmin`` cannot slip past a rule on ``/admin``."""
+    decoded = ESCAPE.sub(lambda m: chr(int(m[1], 16)) if chr(int(m[1], 16)) in UNRESERVED
+                         else m[0].upper(), path)
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    trailing = "/" if decoded.endswith(("/", "/.", "/..")) and segments else ""
+    return "/" + "/".join(segments) + trailing
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -287,6 +311,7 @@ class Intentions:
         label = f"{intention.source} => {intention.destination}"
         if not intention.permissions:
             return Decision(intention.action == "allow", f"{label} {intention.action}")
+        path = normalize_path(path)
         for n, permission in enumerate(intention.permissions):
             if permission.http.matches(method, path, headers or {}):
                 return Decision(permission.action == "allow",

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from meshlet.intention_rules import Intention, IntentionError, Intentions, precedence
+from meshlet.intention_rules import (
+    Intention,
+    IntentionError,
+    Intentions,
+    normalize_path,
+    precedence,
+)
 
 
 def make(source: str, destination: str, action: str = "", **extra: object) -> Intention:
@@ -80,6 +86,16 @@ def test_malformed_intentions_are_refused_naming_the_field(raw: dict, field: str
     with pytest.raises(IntentionError) as info:
         Intention.from_dict(raw)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("path", ["/admin", "//admin", "/x/../admin", "/./admin/",
+                                  "/%61dmin", "/%61%64min/x", "/v1/../../admin"])
+def test_a_path_is_matched_as_the_app_would_read_it(path: str) -> None:
+    rule = make("web", "api", permissions=[
+        {"action": "deny", "http": {"path_prefix": "/admin"}},
+        {"action": "allow", "http": {"path_prefix": "/"}}])
+    assert not Intentions("api", [rule], "allow").decide("web", "GET", path).allowed
+    assert normalize_path("/a/%2f/b%7e") == "/a/%2F/b~"
 
 
 def test_round_trip() -> None:
