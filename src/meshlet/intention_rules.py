@@ -242,7 +242,8 @@ def precedence(intention: Intention) -> int:
 
 
 def ranked(intentions: Sequence[Intention]) -> list[Intention]:
-    """Highest precedence first; at equal precedence deny (or L7) before allow."""
+    """Highest precedence first; at equal precedence deny before allow (an L7
+    intention with the allows: its permissions decide)."""
     return sorted(intentions, key=lambda i: (-precedence(i), i.action != "deny",
                                              i.source, i.destination))
 

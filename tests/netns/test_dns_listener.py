@@ -9,6 +9,7 @@ import errno
 import itertools
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,15 +58,28 @@ def no_records(name: str) -> Records | None:
     return None
 
 
-async def test_serve_cancelled_at_any_await_leaves_no_socket(namespace: str) -> None:
+async def test_serve_cancelled_at_any_await_leaves_no_socket(
+        namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cancelled after ``turns`` turns of the loop, counted from the end of the thread
     that binds the sockets (the loop is held until then), for ever more turns until
     ``serve`` is done: it stopped at each of its awaits once, and each time both sockets
     were closed (before, a cancellation while the TCP server started left it serving)."""
     suspended_at = set()
+    bound = threading.Event()  # set by the real bind_both once it has both sockets
+    real_bind_both = dns_listener.bind_both
+
+    def bind_both(name: str) -> tuple[socket.socket, socket.socket]:
+        found = real_bind_both(name)
+        bound.set()
+        return found
+    monkeypatch.setattr(dns_listener, "bind_both", bind_both)
     for turns in itertools.count(1):
+        bound.clear()
         task = asyncio.create_task(dns_listener.serve(namespace, no_records))
         await asyncio.sleep(0)  # serve runs to its first await: the thread binding
+        # Waited for here, holding the loop, without probing the port (a probe's own
+        # bind could take it first).
+        assert bound.wait(10), "the sockets were not bound within 10 s"
         wait_until(lambda: taken(namespace) == (True, True), 10, "both sockets bound")
         for _ in range(turns - 1):
             await asyncio.sleep(0)
