@@ -91,3 +91,47 @@ def test_an_exhausted_network_refuses_the_next_container_whole() -> None:
     with pytest.raises(Conflict, match="no free address"):
         m.apply(ContainerCreate("two", "local", ("x",), networks=("front", "tiny")))
     assert contents(m.sm) == before  # not even the front address was taken
+
+
+def test_image_containers_keep_their_image_limits_and_policy() -> None:
+    m = lab()
+    made = m.apply(ContainerCreate(
+        "box", "local", (), networks=("front",), image="busybox:1", image_id="sha256:"
+        + "a" * 64, user="web", workdir="/www", restart="on-failure:3",
+        memory=64 << 20, cpus=0.5, stop_timeout=2))
+    assert made["image"] == "busybox:1" and made["command"] == []
+    assert (made["restart"], made["memory"], made["cpus"], made["stop_timeout"]) == \
+        ("on-failure:3", 64 << 20, 0.5, 2)
+    m.apply(ContainerReport("box", "restarting", exit_code=3, restart_count=1))
+    assert m.sm.containers.get("box").to_dict()["restart_count"] == 1
+    m.apply(ContainerDesire("box", "stopped", stop_timeout=0))
+    assert m.sm.containers.get("box").stop_timeout == 0
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    ({"command": ()}, "command", "give the command"),
+    ({"user": "web"}, "image", "need an image"),
+    ({"image": "bad image"}, "image", "not an image reference"),
+    ({"image": "b", "image_id": "sha256:xyz"}, "image_id", "sha256"),
+    ({"image": "b", "workdir": "www"}, "workdir", "absolute"),
+    ({"image": "b", "user": "a\nb"}, "user", "printable"),
+    ({"restart": "sometimes"}, "restart", "on-failure"),
+    ({"memory": 1024}, "memory", "6 MiB"),
+    ({"cpus": float("nan")}, "cpus", "no limit"),
+    ({"cpus": 2000.0}, "cpus", "no limit"),
+    ({"stop_timeout": -1}, "stop_timeout", "seconds"),
+])
+def test_bad_image_fields_are_refused_and_change_nothing(changes: dict[str, object],
+                                                         field: str, words: str) -> None:
+    fields: dict[str, object] = {"name": "box", "node": "local", "command": ("sh",)}
+    fields.update(changes)
+    assert_refused(lab(), ContainerCreate(**fields), ConfigError, field,  # type: ignore[arg-type]
+                   words)
+
+
+def test_a_bad_stop_timeout_or_restart_count_is_refused() -> None:
+    m = lab()
+    assert_refused(m, ContainerDesire("web", "stopped", stop_timeout=99999), ConfigError,
+                   "stop_timeout", "seconds")
+    assert_refused(m, ContainerReport("web", "running", restart_count=-1), ConfigError,
+                   "restart_count", "count")

@@ -41,6 +41,7 @@ from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.net import netns
 from meshlet.private_files import private_dir
 from meshlet.proxy.config import Snapshot
+from meshlet.runtime.runc import ContainerProcess
 
 log = logging.getLogger(__name__)
 WATCH_WAIT = 30.0
@@ -184,6 +185,15 @@ class Agent:
     async def open_sandbox(self, instance: str, network: str, loopback: Sequence[str]
                            ) -> Sandbox:
         return await self.sandboxes.open(instance, network, loopback)
+
+    async def start_image(self, record: dict[str, Any], container_dir: Path,
+                          namespace: str | None, addresses: Sequence[str],
+                          log_path: Path) -> ContainerProcess:
+        return await self.containers.images.start(record, container_dir, namespace,
+                                                  addresses, log_path)
+
+    def release_image(self, container_dir: Path) -> None:
+        self.containers.images.remove(container_dir)
 
     async def close_sandbox(self, box: Sandbox) -> None:
         await self.sandboxes.close(box)

@@ -10,6 +10,11 @@ code, failed with a reason) is reported back. Reconciling waits until the host's
 networks have removed what an earlier run left (``HostNetworks.ready``), then starts
 again what should run (if that removal failed, a container on its own network is
 reported failed, with the reason).
+
+A container with an ``image`` runs under runc (``ImageRunner``) in that namespace,
+with its own rootfs, PID, mount, UTS and IPC namespaces. Either kind is started
+again after it exits as its restart policy says, with a growing delay that a stable
+run forgives; one stopped by a user never is.
 """
 
 from __future__ import annotations
@@ -18,23 +23,28 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.host_networks import HostNetworks
+from meshlet.agent.image_runner import ImageRunner
 from meshlet.agent.network_plan import Network
-from meshlet.agent.process import spawn, terminate
+from meshlet.agent.process import spawn
 from meshlet.agent.retry import answered
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.net import netns
 from meshlet.net.ports import PortForwarder
 from meshlet.private_files import private_dir
+from meshlet.restart_policy import parse_restart
+from meshlet.runtime.runc import ContainerProcess, stop_process
 from meshlet.state.containers import parse_port
+
+Process = asyncio.subprocess.Process | ContainerProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +66,18 @@ class Running:
 
     name: str
     namespace: str | None
-    process: asyncio.subprocess.Process | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    process: Process | None = None
     forwarders: list[PortForwarder] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
     stopping: bool = False
+    restarts: int = 0
+    backoff: RestartBackoff = field(default_factory=lambda: RestartBackoff(base=0.1))
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def image(self) -> bool:
+        return bool(self.spec.get("image"))
 
 
 class ContainerRunner:
@@ -72,6 +90,7 @@ class ContainerRunner:
         self.running: dict[str, Running] = {}
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
+        self.images = ImageRunner(data_dir, node, host.prefix)
 
     def __repr__(self) -> str:
         return f"<ContainerRunner {self.node} running={sorted(self.running)}>"
@@ -81,6 +100,10 @@ class ContainerRunner:
 
     async def watch(self) -> None:
         await self.host.ready.wait()
+        try:
+            await self.images.sweep(self.dir)
+        except OSError as exc:
+            log.warning("could not remove containers left by an earlier run: %s", exc)
         index: int | None = None  # None: answer now; then block past the index (even 0)
         while True:
             found, index = await answered(
@@ -104,7 +127,8 @@ class ContainerRunner:
             alive = run is not None and run.process is not None \
                 and run.process.returncode is None
             if spec["desired"] == "running" and not alive:
-                if run is None and spec["status"] in ("created", "running"):
+                if run is None and (spec["status"] in ("created", "running", "restarting")
+                                    or parse_restart(spec["restart"]).name == "always"):
                     await self.launch(spec)
             elif spec["desired"] == "stopped" and alive and run is not None:
                 await self.halt(run)
@@ -123,21 +147,15 @@ class ContainerRunner:
         addresses = addressed(spec)
         namespace = self.host.prefix + name if addresses or spec["networks"] == ["none"] \
             else None
-        run = Running(name, namespace)
+        run = Running(name, namespace, spec)
         self.running[name] = run
-        log_path = self.dir / f"{name}.log"
         try:
             if namespace is not None:
                 netns.require_root(f"container {name!r} on its own network")
                 view = self.host.view
                 await self.host.open(name, namespace, addresses, await self.networks(),
                                      lambda: view.containers.get(name))
-                argv = ["ip", "netns", "exec", namespace, *spec["command"]]
-            else:
-                argv = list(spec["command"])
-            workdir = self.dir / name
-            private_dir(workdir)
-            run.process = await spawn(argv, {**os.environ, **spec["env"]}, workdir, log_path)
+            await self.start_process(run)
             target = next(iter(spec["addresses"].values()), None)
             for text in spec["ports"]:
                 port = parse_port(text)
@@ -148,11 +166,39 @@ class ContainerRunner:
         except (MeshletError, OSError) as exc:
             log.warning("container %s failed to start: %s", name, exc)
             await self.teardown(run, keep_record=True)
-            await self.report(name, status="failed", detail=str(exc), log=str(log_path))
+            await self.report(name, status="failed", detail=str(exc),
+                              log=str(self.log_path(name)))
             return
         run.waiter = asyncio.get_running_loop().create_task(self.wait_exit(run))
-        await self.report(name, status="running", pid=run.process.pid,
-                          namespace=namespace or "", log=str(log_path))
+        await self.report_running(run)
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / f"{name}.log"
+
+    async def start_process(self, run: Running) -> None:
+        """Start the container's process (again, on a restart); raises MeshletError,
+        OSError."""
+        spec, workdir = run.spec, self.dir / run.name
+        private_dir(workdir)
+        if run.image:
+            run.process = await self.images.start(
+                spec, workdir, run.namespace, list(addressed(spec).values()),
+                self.log_path(run.name))
+            return
+        argv = list(spec["command"])
+        if run.namespace is not None:
+            argv = ["ip", "netns", "exec", run.namespace, *argv]
+        run.process = await spawn(argv, {**os.environ, **spec["env"]}, workdir,
+                                  self.log_path(run.name))
+
+    async def report_running(self, run: Running) -> None:
+        process = run.process
+        assert process is not None
+        pid = await self.images.pid_of(process) if isinstance(process, ContainerProcess) \
+            else process.pid
+        await self.report(run.name, status="running", pid=pid,
+                          namespace=run.namespace or "", log=str(self.log_path(run.name)),
+                          restart_count=run.restarts)
 
     async def rewire(self, run: Running, spec: dict[str, Any]) -> None:
         """Attach the networks the spec names and detach the others."""
@@ -160,25 +206,63 @@ class ContainerRunner:
             await self.host.connect(run.name, addressed(spec), await self.networks())
 
     async def wait_exit(self, run: Running) -> None:
-        assert run.process is not None
-        code = exit_status(await run.process.wait())
+        """Wait for the process; start it again while the restart policy says so."""
+        policy = parse_restart(run.spec["restart"])
+        loop = asyncio.get_running_loop()
+        while True:
+            assert run.process is not None
+            started = loop.time()
+            code = exit_status(await run.process.wait())
+            if isinstance(run.process, ContainerProcess):
+                await asyncio.to_thread(self.images.release, self.dir / run.name)
+            if run.stopping:
+                return
+            if not policy.should_restart(code, run.restarts):
+                break
+            run.restarts += 1
+            delay = run.backoff.next_delay(loop.time() - started)
+            await self.report(run.name, status="restarting", exit_code=code,
+                              namespace=run.namespace or "",
+                              log=str(self.log_path(run.name)),
+                              restart_count=run.restarts,
+                              detail=f"exited with {code}; restart {run.restarts} in "
+                                     f"{delay:.1f}s")
+            try:
+                await asyncio.wait_for(run.stopped.wait(), delay)
+                return  # stopped or removed meanwhile
+            except TimeoutError:
+                pass
+            try:
+                await self.start_process(run)
+            except (MeshletError, OSError) as exc:
+                log.warning("container %s failed to restart: %s", run.name, exc)
+                await self.report(run.name, status="failed", detail=str(exc),
+                                  log=str(self.log_path(run.name)),
+                                  restart_count=run.restarts)
+                run.process = None
+                return
+            await self.report_running(run)
         for forwarder in run.forwarders:
             await forwarder.stop()
         run.forwarders.clear()
-        if not run.stopping:
-            await self.report(run.name, status="exited", exit_code=code,
-                              namespace=run.namespace or "",
-                              log=str(self.dir / f"{run.name}.log"))
+        await self.report(run.name, status="exited", exit_code=code,
+                          namespace=run.namespace or "", log=str(self.log_path(run.name)),
+                          restart_count=run.restarts)
+
+    def grace(self, run: Running) -> float:
+        found = self.host.view.containers.get(run.name) or run.spec
+        return float(found.get("stop_timeout", 10))
 
     async def halt(self, run: Running) -> None:
         run.stopping = True
-        code = exit_status(await terminate(run.process)) if run.process is not None \
-            else None
+        run.stopped.set()
+        code = exit_status(await stop_process(run.process, self.grace(run))) \
+            if run.process is not None else None
         if run.waiter is not None:
             await run.waiter
         await self.report(run.name, status="exited", exit_code=code,
                           namespace=run.namespace or "",
-                          log=str(self.dir / f"{run.name}.log"))
+                          log=str(self.log_path(run.name)), restart_count=run.restarts)
 
     async def remove(self, name: str) -> None:
         run = self.running.pop(name)
@@ -187,8 +271,11 @@ class ContainerRunner:
     async def teardown(self, run: Running, keep_record: bool) -> None:
         """Stop the process and forwarders; remove the sandbox."""
         run.stopping = True
+        run.stopped.set()
         if run.process is not None and run.process.returncode is None:
-            await terminate(run.process)
+            await stop_process(run.process, self.grace(run))
+        if run.image:
+            await asyncio.to_thread(self.images.release, self.dir / run.name)
         if run.waiter is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await run.waiter
@@ -197,8 +284,8 @@ class ContainerRunner:
         if run.namespace is not None:
             await self.host.close(run.name)
         if not keep_record:
-            (self.dir / f"{run.name}.log").unlink(missing_ok=True)
-            shutil.rmtree(self.dir / run.name, ignore_errors=True)
+            self.log_path(run.name).unlink(missing_ok=True)
+            await asyncio.to_thread(self.images.remove, self.dir / run.name)
         else:
             self.running.pop(run.name, None)
 
@@ -218,3 +305,4 @@ class ContainerRunner:
             for name in list(self.running):
                 run = self.running.pop(name)
                 await self.teardown(run, keep_record=True)
+            self.images.close()

@@ -30,6 +30,7 @@ from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import ConfigError, MeshletError, NotFound, Unavailable
 from meshlet.private_files import write_private
 from meshlet.proxy.admin_socket import socket_address
+from meshlet.runtime.runc import ContainerProcess, stop_process
 
 log = logging.getLogger(__name__)
 SIDECAR_START_TIMEOUT = 15.0
@@ -92,7 +93,7 @@ class Workload:
         self.ports: dict[str, int] = {}
         self.admin_url = ""     # unix:PATH of the sidecar's admin socket, once it runs
         self.metrics_url = ""   # http://HOST:PORT of its read-only metrics listener
-        self.app: asyncio.subprocess.Process | None = None
+        self.app: asyncio.subprocess.Process | ContainerProcess | None = None
         self.sidecar: asyncio.subprocess.Process | None = None
         self.started = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -147,7 +148,7 @@ class Workload:
                 if ended.sidecar:
                     self.set_status("critical", "sidecar exited; restarting it")
                     if self.app is not None:
-                        await terminate(self.app, 2.0)
+                        await stop_process(self.app, 2.0)
                     break
                 delay = backoff.next_delay(ended.ran_for)
                 self.set_status("critical", f"{ended.reason}; restart "
@@ -165,13 +166,14 @@ class Workload:
 
     async def run_app_once(self) -> Ended | None:
         """Run the app until it or the sidecar exits; None if asked to stop."""
-        env = self.app_env()
         loop = asyncio.get_running_loop()
         try:
-            self.app = await spawn(self.wrap(self.spec.command), env, self.cwd,
-                                   self.run_dir / "app.log")
+            self.app = await self.start_app()
         except OSError as exc:
-            return Ended(f"cannot start {self.spec.command[0]}: {exc.strerror}", 0.0)
+            return Ended(f"cannot start {(self.spec.command or [''])[0]}: {exc.strerror}",
+                         0.0)
+        except MeshletError as exc:
+            return Ended(f"cannot start {self.spec.image}: {exc}", 0.0)
         started_at = loop.time()
         self.pid = self.app.pid
         if self.tracker is not None:
@@ -197,10 +199,25 @@ class Workload:
         return Ended(f"process exited with code {self.app.returncode}",
                      loop.time() - started_at)
 
-    def app_env(self) -> dict[str, str]:
+    async def start_app(self) -> asyncio.subprocess.Process | ContainerProcess:
+        """The app's process: the command, or the image under runc in the workload's
+        namespace (its environment is then only the image's and the workload's)."""
+        if self.spec.image is None:
+            return await spawn(self.wrap(self.spec.command), self.app_env(dict(os.environ)),
+                               self.cwd, self.run_dir / "app.log")
+        record = {"name": f"svc.{self.id}", "hostname": self.id, "image": self.spec.image,
+                  "image_id": "", "command": list(self.spec.command), "entrypoint": [],
+                  "user": "", "workdir": "", "env": self.app_env({}),
+                  "memory": self.spec.memory or 0, "cpus": self.spec.cpus or 0.0}
+        return await self.host.start_image(
+            record, self.run_dir / "container",
+            self.sandbox.namespace if self.sandbox else None,
+            [self.sandbox.address] if self.sandbox else [], self.run_dir / "app.log")
+
+    def app_env(self, base: dict[str, str]) -> dict[str, str]:
         """In its own namespace the app listens on the workload's address (its sidecar
         and health checks reach it there) and finds an upstream by name: ``catalog:80``."""
-        env = dict(os.environ)
+        env = base
         env.update({"PORT": str(self.app_port), "HOST": self.app_host,
                     "MESHLET_SERVICE": self.service, "MESHLET_INSTANCE": self.id,
                     "PYTHONUNBUFFERED": "1"})
@@ -367,9 +384,12 @@ class Workload:
                 ok, output = await probes.tcp_probe(self.app_host, self.app_port,
                                                     check.timeout)
             else:
-                ok, output = await probes.command_probe(self.wrap(check.command or []),
-                                                        self.app_env(), str(self.cwd),
-                                                        check.timeout)
+                app, argv = self.app, check.command or []
+                # An image's probe runs inside its container, as a Kubernetes exec probe.
+                argv = app.runc.exec_argv(app.id, argv) \
+                    if isinstance(app, ContainerProcess) else self.wrap(argv)
+                ok, output = await probes.command_probe(argv, self.app_env(dict(os.environ)),
+                                                        str(self.cwd), check.timeout)
             if self.tracker.record(ok):
                 self.set_status(self.tracker.status, output)
             await asyncio.sleep(check.interval)
@@ -433,7 +453,9 @@ class Workload:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.app is not None:
-            await terminate(self.app, 5.0)
+            await stop_process(self.app, 5.0)
+            if isinstance(self.app, ContainerProcess):
+                self.host.release_image(self.run_dir / "container")
         if self.sidecar is not None:
             await terminate(self.sidecar, grace)
         if self._admin_http is not None:

@@ -14,6 +14,7 @@ import aiohttp
 
 from meshlet.agent.identity import WorkloadIdentity
 from meshlet.proxy.config import Snapshot
+from meshlet.runtime.runc import ContainerProcess
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,12 @@ class WorkloadHost(Protocol):
     def identity(self, service: str, directory: Path) -> WorkloadIdentity | None:
         """The workload's identity (key, certificate, trust bundle) kept in
         ``directory``, or None where there is no CA to ask."""
+
+    async def start_image(self, record: dict[str, Any], container_dir: Path,
+                          namespace: str | None, addresses: Sequence[str],
+                          log_path: Path) -> ContainerProcess:
+        """Run an image container (``record`` shaped as a container's); raises
+        MeshletError, OSError."""
+
+    def release_image(self, container_dir: Path) -> None:
+        """Unmount what ``start_image`` mounted there."""

@@ -201,9 +201,12 @@ class Client:
     async def container_create(self, name: str, command: list[str], node: str,
                                env: dict[str, str] | None = None,
                                networks: list[str] | None = None,
-                               ports: list[str] | None = None) -> dict[str, Any]:
+                               ports: list[str] | None = None, **image: Any
+                               ) -> dict[str, Any]:
+        """``image`` holds the image fields of ContainerBody (image, image_id,
+        entrypoint, user, workdir, restart, memory, cpus, stop_timeout)."""
         body = {"name": name, "node": node, "command": command, "env": env or {},
-                "networks": networks or [], "ports": ports or []}
+                "networks": networks or [], "ports": ports or [], **image}
         return (await self.request("POST", "/v1/containers", json=body))[0]
 
     async def containers(self, node: str | None = None, index: int | None = None,
@@ -238,9 +241,11 @@ class Client:
     async def container_delete(self, name: str) -> None:
         await self.request("DELETE", f"/v1/containers/{quote(name, safe='')}")
 
-    async def container_desire(self, name: str, desired: str) -> dict[str, Any]:
+    async def container_desire(self, name: str, desired: str, stop_timeout: int = -1
+                               ) -> dict[str, Any]:
         return (await self.request("PUT", f"/v1/containers/{quote(name, safe='')}/desired",
-                                   json={"desired": desired}))[0]
+                                   json={"desired": desired,
+                                         "stop_timeout": stop_timeout}))[0]
 
     async def container_report(self, name: str, **status: Any) -> dict[str, Any]:
         return (await self.request("PUT", f"/v1/containers/{quote(name, safe='')}/status",

@@ -76,7 +76,9 @@ class ContainerRoutes:
         require(request, "container", body.name, "write")
         result = await self.api.propose(ContainerCreate(
             body.name, body.node, tuple(body.command), body.env, tuple(body.networks),
-            tuple(body.ports)))
+            tuple(body.ports), body.image, body.image_id, tuple(body.entrypoint),
+            body.user, body.workdir, body.restart, body.memory, body.cpus,
+            body.stop_timeout))
         return self.api.reply(result.value, result.index, status=201)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -87,14 +89,14 @@ class ContainerRoutes:
     async def desire(self, request: web.Request) -> web.Response:
         body = parse_body(DesiredBody, await read_json(request))
         result = await self.api.propose(ContainerDesire(request.match_info["name"],
-                                                        body.desired))
+                                                        body.desired, body.stop_timeout))
         return self.api.reply(result.value, result.index)
 
     async def report(self, request: web.Request) -> web.Response:
         body = parse_body(ContainerStatusBody, await read_json(request))
         result = await self.api.propose(ContainerReport(
             request.match_info["name"], body.status, body.pid, body.exit_code,
-            body.namespace, body.log, body.detail))
+            body.namespace, body.log, body.detail, body.restart_count))
         return self.api.reply(result.value, result.index)
 
     async def connect(self, request: web.Request) -> web.Response:

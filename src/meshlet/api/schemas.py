@@ -52,14 +52,24 @@ class NetworkBody(Body):
 class ContainerBody(Body):
     name: str
     node: str
-    command: list[str] = Field(min_length=1)
+    command: list[str] = []
     env: dict[str, str] = {}
     networks: list[str] = []
     ports: list[str] = []
+    image: str = ""
+    image_id: str = ""
+    entrypoint: list[str] = []
+    user: str = ""
+    workdir: str = ""
+    restart: str = "no"
+    memory: int = 0
+    cpus: float = 0.0
+    stop_timeout: int = 10
 
 
 class DesiredBody(Body):
     desired: Literal["running", "stopped"]
+    stop_timeout: int = -1
 
 
 class ContainerStatusBody(Body):
@@ -69,6 +79,7 @@ class ContainerStatusBody(Body):
     namespace: str = ""
     log: str = ""
     detail: str = ""
+    restart_count: int = 0
 
 
 class NodeBody(Body):

@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from meshlet.durations import parse_duration
-from meshlet.errors import ConfigError
+from meshlet.errors import ConfigError, MeshletError
+from meshlet.quantities import parse_cpus, parse_memory
 from meshlet.state.machine import SERVICE_NAME
 
 
@@ -61,7 +62,12 @@ class CheckSpec(Strict):
 
 
 class ServiceSpec(Strict):
-    command: list[str]
+    # With an image (from `meshlet image import`), the command is the image's
+    # arguments (none: its Cmd) and each replica runs under runc.
+    command: list[str] = []
+    image: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+    memory: int | None = None
+    cpus: float | None = None
     replicas: int = Field(default=1, ge=0, le=100)
     port: int | None = Field(default=None, ge=1, le=65535)
     upstreams: list[str] = []
@@ -90,6 +96,30 @@ class ServiceSpec(Strict):
         """Replicas get namespaces of their own on ``network`` (not the host's)."""
         return self.network not in (None, "host")
 
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        try:
+            return None if value is None else parse_memory(value)
+        except MeshletError as exc:
+            raise ValueError(str(exc).removeprefix("memory: ")) from None
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> Any:
+        try:
+            return None if value is None else parse_cpus(value)
+        except MeshletError as exc:
+            raise ValueError(str(exc).removeprefix("cpus: ")) from None
+
+    @model_validator(mode="after")
+    def _command_or_image(self) -> ServiceSpec:
+        if not self.command and self.image is None:
+            raise ValueError("give a command, or an image")
+        if (self.memory or self.cpus) and self.image is None:
+            raise ValueError("memory and cpus limit an image's containers: give an image")
+        return self
+
     @field_validator("network")
     @classmethod
     def _network(cls, value: str | None) -> str | None:
@@ -102,8 +132,8 @@ class ServiceSpec(Strict):
     def _argv(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = shlex.split(value)
-        if isinstance(value, list) and not value:
-            raise ValueError("must not be empty")
+            if not value:
+                raise ValueError("must not be empty")
         return value
 
     @field_validator("env", mode="before")

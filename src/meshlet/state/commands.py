@@ -118,7 +118,9 @@ class AddressRelease:
 @dataclass(frozen=True)
 class ContainerCreate:
     """A workload run by the agent on ``node`` in its own network namespace, joined to
-    ``networks`` (addresses are assigned as this applies), or on the host's network."""
+    ``networks`` (addresses are assigned as this applies), or on the host's network.
+    With an ``image`` it runs under runc in a root filesystem of its own, ``command``
+    being the arguments given after the image (none: the image's Cmd)."""
 
     TYPE: ClassVar[str] = "container_create"
     name: str
@@ -127,6 +129,15 @@ class ContainerCreate:
     env: dict[str, str] = field(default_factory=dict)
     networks: tuple[str, ...] = ()
     ports: tuple[str, ...] = ()       # "HOSTPORT:PORT" or "IP:HOSTPORT:PORT"
+    image: str = ""                   # NAME[:TAG] as given
+    image_id: str = ""                # sha256:..., resolved where the image is known
+    entrypoint: tuple[str, ...] = ()  # () keeps the image's
+    user: str = ""
+    workdir: str = ""
+    restart: str = "no"
+    memory: int = 0                   # bytes; 0 is no limit
+    cpus: float = 0.0                 # 0 is no limit
+    stop_timeout: int = 10            # seconds between SIGTERM and SIGKILL
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,7 @@ class ContainerDesire:
     TYPE: ClassVar[str] = "container_desire"
     name: str
     desired: str
+    stop_timeout: int = -1            # >= 0: the grace period from now on (`stop -t`)
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ class ContainerReport:
     namespace: str = ""
     log: str = ""
     detail: str = ""
+    restart_count: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,14 @@ are the same on every server and released with the container. Pure."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, NotFound
+from meshlet.quantities import MAX_CPUS, MAX_MEMORY, MIN_MEMORY
+from meshlet.restart_policy import parse_restart
 from meshlet.state.commands import (
     AddressAssign,
     AddressRelease,
@@ -27,7 +30,12 @@ CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 BUILTIN = ("host", "none")       # network names that need no `network create`
 DESIRED = ("running", "stopped")
-STATUSES = ("created", "running", "exited", "failed", "removed")
+STATUSES = ("created", "running", "restarting", "exited", "failed", "removed")
+# An image reference as given: checked for its form where the image store reads it.
+IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}\Z")
+IMAGE_ID = re.compile(r"^(sha256:[0-9a-f]{64})?\Z")
+MAX_STOP_TIMEOUT = 3600
+MAX_ARGS = 4096
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,16 @@ class Container:
     log: str = ""
     detail: str = ""
     addresses: dict[str, str] = field(default_factory=dict)  # network -> address
+    image: str = ""
+    image_id: str = ""
+    entrypoint: list[str] = field(default_factory=list)
+    user: str = ""
+    workdir: str = ""
+    restart: str = "no"
+    memory: int = 0
+    cpus: float = 0.0
+    stop_timeout: int = 10
+    restart_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "node": self.node, "command": list(self.command),
@@ -85,7 +103,11 @@ class Container:
                 "pid": self.pid, "exit_code": self.exit_code, "namespace": self.namespace,
                 "log": self.log, "detail": self.detail,
                 "addresses": dict(self.addresses), "create_index": self.create_index,
-                "modify_index": self.modify_index}
+                "modify_index": self.modify_index, "image": self.image,
+                "image_id": self.image_id, "entrypoint": list(self.entrypoint),
+                "user": self.user, "workdir": self.workdir, "restart": self.restart,
+                "memory": self.memory, "cpus": self.cpus,
+                "stop_timeout": self.stop_timeout, "restart_count": self.restart_count}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Container:
@@ -111,12 +133,18 @@ class ContainerTable:
         if cmd.desired not in DESIRED:
             raise ConfigError(f"desired: {cmd.desired!r} is not running or stopped",
                               "desired")
+        if not isinstance(cmd.stop_timeout, int) or not \
+                -1 <= cmd.stop_timeout <= MAX_STOP_TIMEOUT:
+            raise ConfigError(f"stop_timeout: seconds, 0..{MAX_STOP_TIMEOUT}",
+                              "stop_timeout")
 
     def check_report(self, cmd: ContainerReport) -> None:
         self.get(cmd.name)
         if cmd.status not in STATUSES:
             raise ConfigError(f"status: {cmd.status!r} is not one of "
                               f"{', '.join(STATUSES)}", "status")
+        if not isinstance(cmd.restart_count, int) or not 0 <= cmd.restart_count < 2**31:
+            raise ConfigError("restart_count: a count", "restart_count")
 
     def check_delete(self, cmd: ContainerDelete) -> None:
         self.get(cmd.name)
@@ -127,8 +155,8 @@ class ContainerTable:
                               "digits, '_', '.', '-'; at most 63)", "name")
         if not isinstance(cmd.node, str) or not cmd.node:
             raise ConfigError("node: must be a non-empty string", "node")
-        if not cmd.command or not all(isinstance(a, str) for a in cmd.command):
-            raise ConfigError("command: give the command to run", "command")
+        self.check_image(cmd)
+        self.check_limits(cmd)
         if not isinstance(cmd.env, dict) or not all(
                 isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str)
                 for k, v in cmd.env.items()):
@@ -150,6 +178,47 @@ class ContainerTable:
         for network in addressed:
             self.networks.check_assign(AddressAssign(network, cmd.name))
         self.check_ports_free(cmd.node, ports)
+
+    @staticmethod
+    def check_image(cmd: ContainerCreate) -> None:
+        """A command, or an image (whose Cmd is the default command)."""
+        for name, args in (("command", cmd.command), ("entrypoint", cmd.entrypoint)):
+            if not isinstance(args, tuple) or len(args) > MAX_ARGS or not all(
+                    isinstance(a, str) and "\0" not in a for a in args):
+                raise ConfigError(f"{name}: a list of at most {MAX_ARGS} strings", name)
+        if not isinstance(cmd.image, str) or not isinstance(cmd.image_id, str) or \
+                not IMAGE_ID.match(cmd.image_id):
+            raise ConfigError("image_id: sha256:<64 hex digits>", "image_id")
+        if not cmd.image:
+            if not cmd.command:
+                raise ConfigError("command: give the command to run, or an image",
+                                  "command")
+            if cmd.entrypoint or cmd.user or cmd.workdir or cmd.image_id:
+                raise ConfigError("entrypoint, user and workdir need an image", "image")
+            return
+        if not IMAGE_REF.match(cmd.image):
+            raise ConfigError(f"image: {cmd.image!r} is not an image reference", "image")
+        for name, text in (("user", cmd.user), ("workdir", cmd.workdir)):
+            if not isinstance(text, str) or len(text) > 4096 or any(
+                    ord(c) < 32 for c in text):
+                raise ConfigError(f"{name}: at most 4096 printable characters", name)
+        if cmd.workdir and not cmd.workdir.startswith("/"):
+            raise ConfigError(f"workdir: {cmd.workdir!r} is not an absolute path",
+                              "workdir")
+
+    @staticmethod
+    def check_limits(cmd: ContainerCreate) -> None:
+        parse_restart(cmd.restart)
+        if not isinstance(cmd.memory, int) or isinstance(cmd.memory, bool) or (
+                cmd.memory and not MIN_MEMORY <= cmd.memory <= MAX_MEMORY):
+            raise ConfigError("memory: bytes, 0 (no limit) or 6 MiB .. 1 PiB", "memory")
+        if not isinstance(cmd.cpus, (int, float)) or isinstance(cmd.cpus, bool) or \
+                not math.isfinite(cmd.cpus) or not 0 <= cmd.cpus <= MAX_CPUS:
+            raise ConfigError(f"cpus: 0 (no limit) .. {MAX_CPUS:g}", "cpus")
+        if not isinstance(cmd.stop_timeout, int) or not \
+                0 <= cmd.stop_timeout <= MAX_STOP_TIMEOUT:
+            raise ConfigError(f"stop_timeout: seconds, 0..{MAX_STOP_TIMEOUT}",
+                              "stop_timeout")
 
     def addressed(self, names: tuple[str, ...] | list[str]) -> list[str]:
         """The networks among ``names`` that give addresses; raises NotFound."""
@@ -198,7 +267,11 @@ class ContainerTable:
 
     def create(self, index: int, cmd: ContainerCreate) -> dict[str, Any]:
         container = Container(cmd.name, cmd.node, list(cmd.command), dict(cmd.env),
-                              list(cmd.networks), list(cmd.ports), index, index)
+                              list(cmd.networks), list(cmd.ports), index, index,
+                              image=cmd.image, image_id=cmd.image_id,
+                              entrypoint=list(cmd.entrypoint), user=cmd.user,
+                              workdir=cmd.workdir, restart=cmd.restart, memory=cmd.memory,
+                              cpus=float(cmd.cpus), stop_timeout=cmd.stop_timeout)
         for network in self.addressed(cmd.networks):
             got = self.networks.assign(index, AddressAssign(network, cmd.name))
             container.addresses[network] = got["address"]
@@ -209,6 +282,8 @@ class ContainerTable:
     def desire(self, index: int, cmd: ContainerDesire) -> dict[str, Any]:
         container = self.containers[cmd.name]
         container.desired = cmd.desired
+        if cmd.stop_timeout >= 0:
+            container.stop_timeout = cmd.stop_timeout
         container.modify_index = self.index = index
         return container.to_dict()
 
@@ -218,6 +293,7 @@ class ContainerTable:
                                                                 cmd.exit_code)
         container.namespace, container.log, container.detail = (cmd.namespace, cmd.log,
                                                                 cmd.detail)
+        container.restart_count = cmd.restart_count
         container.modify_index = self.index = index
         return container.to_dict()
 
