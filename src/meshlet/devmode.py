@@ -104,6 +104,16 @@ def agent_dir() -> Path:
     return meshlet_home() / "agent"
 
 
+def images_dir() -> Path:
+    """This machine's image store: the running ``up``'s, else the one of ``meshlet
+    agent``'s default data directory (where an ``up`` without ``--data-dir`` keeps its
+    images too, so that they outlive it)."""
+    state = read_state()
+    if state is not None and isinstance(state.get("images_dir"), str):
+        return Path(state["images_dir"])
+    return meshlet_home() / "agent" / "images"
+
+
 TEMP_PREFIX = "meshlet-up-"
 AGENT_POLICY = "agent"
 # What an agent does besides acting for its own node (its token's node identity:
@@ -189,6 +199,8 @@ def sweep_stale_temp_dirs() -> None:
             continue  # not ours to judge (or still being created)
         if not pid_alive(owner):
             log.info("removing %s, left by a killed `meshlet up`", path)
+            from meshlet.runtime.rootfs import unmount_all
+            unmount_all(path)  # its containers' root filesystems, first
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -208,7 +220,7 @@ def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
 
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  data_dir: Path | None,
-                 on_ready: Callable[[str, list[dict[str, Any]], Path], None],
+                 on_ready: Callable[[str, list[dict[str, Any]], Path, Path], None],
                  default_intention: str = "allow") -> None:
     """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
     from meshlet.agent.agent import Agent
@@ -242,7 +254,9 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
         node = os.uname().nodename
         token = await agent_token(server.url, server.acl.path.read_text().strip(),
                                   data_dir / "agent.token", node)
-        agent = Agent(server.url, data_dir / "agent", node, token=token)
+        agent = Agent(server.url, data_dir / "agent", node, token=token,
+                      images_dir=meshlet_home() / "agent" / "images" if temp_dir
+                      else data_dir / "agent" / "images")
         agent.run_containers()
         if manifest is not None:
             start = loop.create_task(agent.start(manifest, cwd))
@@ -257,7 +271,8 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                                       f"{data_dir / 'agent' / 'workloads'}")
                 raise failure
         if not stop.is_set():
-            on_ready(server.url, summary(agent, server.url), data_dir / "agent")
+            on_ready(server.url, summary(agent, server.url), data_dir / "agent",
+                     agent.containers.images.store.root)
             await stop.wait()
     finally:
         if agent is not None:
@@ -302,11 +317,13 @@ def detach(argv: list[str], timeout: float = 60.0) -> dict[str, Any]:
     raise Unavailable(f"meshlet up did not become ready in {timeout:.0f}s; see {log_path}")
 
 
-def write_state(api: str, workloads: list[dict[str, Any]], agent: Path) -> None:
+def write_state(api: str, workloads: list[dict[str, Any]], agent: Path,
+                images: Path) -> None:
     private_dir(meshlet_home())
     write_private(state_file(), json.dumps({**own_identity().to_dict(), "api": api,
                                             "workloads": workloads,
-                                            "agent_dir": str(agent.resolve())}))
+                                            "agent_dir": str(agent.resolve()),
+                                            "images_dir": str(images.resolve())}))
 
 
 def clear_state() -> None:

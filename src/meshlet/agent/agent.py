@@ -52,9 +52,10 @@ class Agent:
 
     def __init__(self, server_url: str, data_dir: Path, node: str = "local",
                  zone: str = "", advertise: str | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, images_dir: Path | None = None) -> None:
         """``token``: the agent's ACL token (rights on nodes, services, containers and
-        networks), sent with every call to the server."""
+        networks), sent with every call to the server. ``images_dir``: the node's image
+        store (default: ``data_dir/images``)."""
         self.client = Client(server_url, token=token)
         self.data_dir = private_dir(data_dir)
         self.node = node
@@ -69,7 +70,8 @@ class Agent:
         self.networks = HostNetworks(node, advertise or source_address_towards(server_url))
         self.host_watches = HostWatches(self.client, self.networks)
         self.sandboxes = Sandboxes(self.client, self.networks)
-        self.containers = ContainerRunner(self.client, node, data_dir, self.networks)
+        self.containers = ContainerRunner(self.client, node, data_dir, self.networks,
+                                          images_dir or data_dir / "images")
         self.roots = RootsWatch(self.client)
         self.host_started = False
         self.ingress: IngressGateway | None = None

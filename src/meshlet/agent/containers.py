@@ -82,7 +82,7 @@ class Running:
 
 class ContainerRunner:
     def __init__(self, client: Client, node: str, data_dir: Path,
-                 host: HostNetworks) -> None:
+                 host: HostNetworks, images_dir: Path | None = None) -> None:
         self.client = client
         self.node = node
         self.host = host
@@ -90,7 +90,7 @@ class ContainerRunner:
         self.running: dict[str, Running] = {}
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
-        self.images = ImageRunner(data_dir, node, host.prefix)
+        self.images = ImageRunner(images_dir or data_dir / "images", node, host.prefix)
 
     def __repr__(self) -> str:
         return f"<ContainerRunner {self.node} running={sorted(self.running)}>"
@@ -130,8 +130,9 @@ class ContainerRunner:
                 if run is None and (spec["status"] in ("created", "running", "restarting")
                                     or parse_restart(spec["restart"]).name == "always"):
                     await self.launch(spec)
-            elif spec["desired"] == "stopped" and alive and run is not None:
-                await self.halt(run)
+            elif spec["desired"] == "stopped" and run is not None and not run.stopping \
+                    and (alive or run.waiter is not None and not run.waiter.done()):
+                await self.halt(run)  # running, or waiting to restart
             elif alive and run is not None and \
                     self.host.networks_of(name) != spec["networks"]:
                 await self.rewire(run, spec)
@@ -239,7 +240,9 @@ class ContainerRunner:
                 await self.report(run.name, status="failed", detail=str(exc),
                                   log=str(self.log_path(run.name)),
                                   restart_count=run.restarts)
-                run.process = None
+                return
+            if run.stopping:  # stopped while it was starting again
+                await stop_process(run.process, self.grace(run))
                 return
             await self.report_running(run)
         for forwarder in run.forwarders:

@@ -27,9 +27,9 @@ HOST_RESOLV = Path("/etc/resolv.conf")
 
 
 class ImageRunner:
-    def __init__(self, data_dir: Path, node: str, prefix: str,
+    def __init__(self, images_dir: Path, node: str, prefix: str,
                  state_dir: Path = RUNC_STATE) -> None:
-        self.store = ImageStore(data_dir / "images")
+        self.store = ImageStore(images_dir)
         self.node = node
         self.prefix = prefix
         self.state_dir = state_dir

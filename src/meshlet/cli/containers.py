@@ -83,7 +83,7 @@ def resolve_image(image: str, node: str | None, data_dir: str | None) -> str:
     if node not in (None, os.uname().nodename):
         return ""
     from meshlet.image.store import ImageStore
-    store = ImageStore((Path(data_dir) if data_dir else devmode.agent_dir()) / "images")
+    store = ImageStore(Path(data_dir) / "images" if data_dir else devmode.images_dir())
     try:
         return store.resolve(image).id
     except NotFound:

@@ -93,9 +93,10 @@ def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
         click.echo("stop with: meshlet down", err=True)
         return
 
-    def on_ready(api: str, workloads: list[dict[str, Any]], agent_dir: Path) -> None:
+    def on_ready(api: str, workloads: list[dict[str, Any]], agent_dir: Path,
+                 images_dir: Path) -> None:
         if os.environ.get("MESHLET_DETACHED"):
-            devmode.write_state(api, workloads, agent_dir)
+            devmode.write_state(api, workloads, agent_dir, images_dir)
         print_ready(ctx, api, workloads)
         click.echo("press Ctrl-C to stop", err=True)
 
