@@ -19,6 +19,7 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "proxy" / "settings.py", SRC / "settings_rules.py", SRC / "intention_rules.py",
         SRC / "durations.py",
         SRC / "json_limits.py",
+        SRC / "image" / "reference.py", SRC / "image" / "config.py",
         SRC / "observe" / "exposition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
         SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",
