@@ -88,6 +88,19 @@ def _leaves(link: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
+def _through_links(name: str, links: dict[str, str], what: str,
+                   proper: bool = True) -> None:
+    """Refuse ``name`` if a directory on its way (or, unless ``proper``, itself) is a
+    symbolic link of this layer that leads outside it."""
+    parts = name.split("/")
+    for i in range(1, len(parts) + (0 if proper else 1)):
+        prefix = "/".join(parts[:i])
+        if prefix in links and _leaves(prefix, links[prefix]):
+            raise ConfigError(f"{what}: member {name!r} would go through the symbolic "
+                              f"link {prefix!r} -> {links[prefix]!r}, out of the layer",
+                              "file")
+
+
 def scan(members: IO[bytes], what: str) -> int:
     """Read the tar stream ``members`` to its end, checking each member (and that
     none goes through a symbolic link of this layer that leads outside it). Returns
@@ -99,13 +112,10 @@ def scan(members: IO[bytes], what: str) -> int:
             for member in tar:
                 count += 1
                 name = check_member(member, what)
-                parts = name.split("/")
-                for i in range(1, len(parts)):
-                    prefix = "/".join(parts[:i])
-                    if prefix in links and _leaves(prefix, links[prefix]):
-                        raise ConfigError(
-                            f"{what}: member {name!r} would be written through the "
-                            f"symbolic link {prefix!r} -> {links[prefix]!r}", "file")
+                _through_links(name, links, what)
+                if member.islnk():
+                    _through_links(clean_name(member.linkname, what), links, what,
+                                   proper=False)
                 if member.issym():
                     links[name] = member.linkname
                 else:
