@@ -226,7 +226,7 @@ def test_a_layer_not_matching_its_diff_id_is_refused(store: ImageStore,
     before = tree(store.root)
     base, other = tar_bytes(BASE), tar_bytes(TOP)
     lying = docker_save(tmp_path / "lie.tar", [other], image_config([base]))
-    with pytest.raises(ConfigError, match="rootfs.diff_ids says"):
+    with pytest.raises(ConfigError, match=r"rootfs\.diff_ids says"):
         store.import_file(lying, "lie")
     layout = oci_layout(tmp_path / "oci", [base])
     [blob] = [p for p in (layout / "blobs" / "sha256").iterdir()
@@ -305,7 +305,7 @@ def test_extraction_checks_every_member_itself(tmp_path: Path, entries: list[Ent
     dest.mkdir()
     with pytest.raises(MeshletError, match=words):
         layer_tar.extract(blob, dest, "layer")
-    assert not (Path("/etc") / "passwd").read_bytes() == b"x"
+    assert (Path("/etc") / "passwd").read_bytes() != b"x"
 
 
 def test_a_member_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:

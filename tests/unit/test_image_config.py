@@ -8,8 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshlet.errors import ConfigError
-from meshlet.image.config import DEFAULT_PATH, ImageConfig, apply_changes, command_for, \
-    env_for, resolve_user
+from meshlet.image.config import (
+    DEFAULT_PATH,
+    ImageConfig,
+    apply_changes,
+    command_for,
+    env_for,
+    resolve_user,
+)
 from tests.images import GROUP, PASSWD
 
 
