@@ -73,7 +73,7 @@ def image() -> None:
 
 
 @image.command("import")
-@click.argument("file", type=click.Path(exists=True))
+@click.argument("file", type=click.Path())
 @click.option("--name", "ref", required=True, metavar="NAME[:TAG]",
               help="The image's name (tag: latest if left out).")
 @click.option("-c", "--change", "changes", multiple=True, metavar="INSTRUCTION",
