@@ -21,6 +21,7 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "runtime" / "oci_spec.py", SRC / "image" / "config.py",
         SRC / "image" / "reference.py",
         SRC / "json_limits.py",
+        SRC / "image" / "reference.py", SRC / "image" / "config.py",
         SRC / "observe" / "exposition.py", SRC / "proxy" / "routing.py",
         SRC / "proxy" / "request_view.py", SRC / "raft" / "core.py", SRC / "raft" / "interfaces.py",
         SRC / "raft" / "memory.py", SRC / "net" / "ipam.py",

@@ -22,6 +22,7 @@ from meshlet.cli.ca import ca
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
+from meshlet.cli.image import image
 from meshlet.cli.intention import intention
 from meshlet.cli.network import network
 from meshlet.cli.render import clean, echo, emit_json, table
@@ -554,6 +555,7 @@ def load_settings_file(path: str) -> dict[str, Any]:
 
 
 cli.add_command(network)
+cli.add_command(image)
 cli.add_command(acl)
 cli.add_command(ca)
 cli.add_command(intention)
