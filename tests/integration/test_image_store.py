@@ -8,8 +8,11 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +374,34 @@ def test_store_files_are_private(store: ImageStore, tmp_path: Path) -> None:
         assert stat.S_IMODE((store.root / name).stat().st_mode) == 0o600, name
     assert json.loads((store.root / "repositories.json").read_text())["tags"] == {
         "bb:latest": found.id}
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive", "oci-dir"])
+def test_what_podman_saves_imports_as_the_same_image(store: ImageStore, tmp_path: Path,
+                                                     fmt: str) -> None:
+    runroot = tempfile.mkdtemp(prefix="mlp-")  # podman wants it under 50 characters
+    try:
+        _podman_round_trip(store, tmp_path, fmt, runroot)
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _podman_round_trip(store: ImageStore, tmp_path: Path, fmt: str, runroot: str) -> None:
+    podman = ["podman", "--root", str(tmp_path / "podman"), "--runroot", runroot,
+              "--storage-driver", "vfs"]
+    rootfs = busybox_rootfs(tmp_path / "rootfs.tar")
+    made = subprocess.run([*podman, "import", "-c", 'CMD ["httpd", "-f"]', str(rootfs),
+                           "localhost/bb:1"], capture_output=True, text=True, check=False,
+                          timeout=120)
+    if made.returncode != 0:
+        pytest.skip(f"podman cannot run here: {made.stderr.strip()[-200:]}")
+    podman_id = made.stdout.strip().splitlines()[-1]
+    saved = tmp_path / "saved"
+    subprocess.run([*podman, "save", "--format", fmt, "-o", str(saved), "localhost/bb:1"],
+                   capture_output=True, check=True, timeout=120)
+    found = store.import_file(saved, "bb")
+    assert found.id.removeprefix("sha256:") == podman_id.removeprefix("sha256:")
+    assert found.config.cmd == ("httpd", "-f")
+    [layer] = store.layer_dirs(found)
+    assert (layer / "bin" / "busybox").is_file()

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
      "private_files", "process_identity", "settings_rules", "intention_rules"},
-    {"net", "security"},
+    {"net", "security", "image"},
     {"state", "raft"},
     {"api", "deploy"},
     {"server", "proxy"},

@@ -233,7 +233,8 @@ class ImageStore:
     def resolve(self, ref: str) -> Image:
         """The image ``ref`` names: NAME[:TAG], an id, or a unique id prefix. Raises
         ConfigError (not a reference, or an ambiguous prefix), NotFound."""
-        return self._image(self._resolve_id(ref, self._read()), self._read())
+        data = self._read()
+        return self._image(self._resolve_id(ref, data), data)
 
     def _resolve_id(self, ref: str, data: dict[str, dict[str, Any]]) -> str:
         lookup = parse_lookup(ref)
