@@ -20,9 +20,10 @@ SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
     {"meshlet", "errors"},
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
-     "private_files", "process_identity", "settings_rules", "intention_rules"},
-    {"net", "security", "image"},
-    {"state", "raft"},
+     "private_files", "process_identity", "settings_rules", "intention_rules",
+     "quantities", "restart_policy"},
+    {"net", "security", "image", "processes"},
+    {"state", "raft", "runtime"},
     {"api", "deploy"},
     {"server", "proxy"},
     {"agent"},

@@ -92,7 +92,7 @@ async def test_the_host_gives_the_sandbox_and_the_workload_uses_it(tmp_path: Pat
     assert fake.opened == [("web-0", "front", ["10.99.0.2"])]
     assert w.app_host == "10.40.0.7" and w.app_port == 80
     assert w.wrap(["app"]) == ["ip", "netns", "exec", "ml-x-svc.web-0", "app"]
-    assert w.app_env()["MESHLET_UPSTREAM_CATALOG"] == "catalog:8080"
+    assert w.app_env({})["MESHLET_UPSTREAM_CATALOG"] == "catalog:8080"
     outbound = [lc for lc in w.bootstrap.listeners if lc.direction == "outbound"]
     assert [(lc.name, lc.host, lc.port) for lc in outbound] == [("catalog", "10.99.0.2",
                                                                   8080)]

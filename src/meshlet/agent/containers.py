@@ -33,13 +33,13 @@ from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.image_runner import ImageRunner
 from meshlet.agent.network_plan import Network
-from meshlet.agent.process import spawn
 from meshlet.agent.retry import answered
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
 from meshlet.net import netns
 from meshlet.net.ports import PortForwarder
 from meshlet.private_files import private_dir
+from meshlet.processes import spawn
 from meshlet.restart_policy import parse_restart
 from meshlet.runtime.runc import ContainerProcess, stop_process
 from meshlet.state.containers import parse_port
@@ -131,7 +131,7 @@ class ContainerRunner:
                                     or parse_restart(spec["restart"]).name == "always"):
                     await self.launch(spec)
             elif spec["desired"] == "stopped" and run is not None and not run.stopping \
-                    and (alive or run.waiter is not None and not run.waiter.done()):
+                    and (alive or (run.waiter is not None and not run.waiter.done())):
                 await self.halt(run)  # running, or waiting to restart
             elif alive and run is not None and \
                     self.host.networks_of(name) != spec["networks"]:

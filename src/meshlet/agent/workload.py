@@ -22,13 +22,13 @@ import aiohttp
 from meshlet.agent import probes
 from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.health import HealthTracker
-from meshlet.agent.process import spawn, terminate
 from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespaced_bootstrap
 from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.backoff import Backoff
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import ConfigError, MeshletError, NotFound, Unavailable
 from meshlet.private_files import write_private
+from meshlet.processes import spawn, terminate
 from meshlet.proxy.admin_socket import socket_address
 from meshlet.runtime.runc import ContainerProcess, stop_process
 

@@ -19,12 +19,11 @@ from meshlet.image.store import Image, ImageStore
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False), default=None,
     help="The agent's data directory, whose images/ is the store (default: the running "
-         "`up`'s, else ~/.meshlet/agent).")
+         "`up`'s store, else ~/.meshlet/agent/images).")
 
 
 def store_for(data_dir: str | None) -> ImageStore:
-    agent = Path(data_dir) if data_dir else devmode.agent_dir()
-    return ImageStore(agent / "images")
+    return ImageStore(Path(data_dir) / "images" if data_dir else devmode.images_dir())
 
 
 def inspect_body(image: Image) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshlet.agent.process import spawn, terminate
 from meshlet.errors import MeshletError
 from meshlet.private_files import private_dir, write_private
+from meshlet.processes import spawn, terminate
 from meshlet.runtime import rootfs
 from meshlet.runtime.oci_spec import ContainerConfig, runtime_config
 
