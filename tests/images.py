@@ -20,7 +20,7 @@ def have_busybox() -> bool:
     """True if the busybox here is static (a rootfs with only it in it runs)."""
     try:
         out = subprocess.run(["file", "-L", BUSYBOX], capture_output=True, text=True,
-                             timeout=10).stdout
+                             timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""
     if out:
