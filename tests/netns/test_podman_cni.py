@@ -8,11 +8,13 @@ rm`, `meshlet network rm` and `down` leave no link, namespace, mount, process or
 behind; and `down` while podman's container still runs (its DEL comes too late) leaves
 no link either.
 
-Nothing global is touched but what libcni and containers/image insist on
-(/var/lib/cni, /var/lib/containers/cache): removed again if this test made them."""
+Nothing global is touched but what libcni, containers/image and runc insist on
+(/var/lib/cni, /var/lib/containers/cache, /run/runc): removed again if this test made
+them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +45,7 @@ pytestmark = [
 NETWORK = "podnet"
 IMAGE = "localhost/meshlet-busybox:test"
 GLOBAL = [Path("/var/lib/cni"), Path("/var/lib/containers")]  # libcni's, c/image's cache
+RUNC_STATE = Path("/run/runc")  # runc's default --root: podman's cleanup process uses it
 
 
 class Podman:
@@ -81,9 +84,8 @@ class Podman:
         out = subprocess.run(
             [PODMAN, "--root", str(self.root / "storage"), "--runroot",
              str(self.root / "run"), "--storage-driver", "vfs", "--cni-config-dir",
-             str(self.root / "net.d"), "--runtime-flag", f"root={self.root / 'runc'}",
-             *args], capture_output=True, text=True, env=self.env, timeout=120,
-            check=False)
+             str(self.root / "net.d"), *args], capture_output=True, text=True,
+            env=self.env, timeout=120, check=False)
         if check and out.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed: {out.stderr}")
         return out
@@ -117,6 +119,7 @@ class Podman:
 @pytest.fixture
 def podman() -> Iterator[Podman]:
     made = [p for p in GLOBAL if not p.exists()]
+    made_runc = not RUNC_STATE.exists()
     short = Path(tempfile.mkdtemp(prefix="mlpod-"))  # podman takes a runroot of 50 at most
     pod = Podman(short / "p")
     try:
@@ -127,6 +130,9 @@ def podman() -> Iterator[Podman]:
         wait_for(lambda: pod.processes() == [], 30, "podman's processes to end")
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+        if made_runc:
+            with contextlib.suppress(OSError):  # only if empty: others may use it now
+                RUNC_STATE.rmdir()
         for result in Path("/var/lib/cni/results").glob(f"{NETWORK}-*"):
             result.unlink()  # a DEL that failed (meshlet was down) leaves libcni's cache
         assert pod.mounts() == []  # or rmtree would descend into them
@@ -171,7 +177,8 @@ def test_podman_through_meshlet_cni_and_nothing_left(podman: Podman, tmp_path: P
         # A meshlet container on the same network and podman's reach each other.
         meshlet("run", "-d", "--name", "x", "--network", NETWORK, "--", "python3", "-m",
                 "http.server", "8000", home=home)
-        x = json.loads(meshlet("-o", "json", "ps", home=home).stdout)[0]["addresses"]
+        x = wait_for(lambda: json.loads(meshlet("-o", "json", "ps", home=home).stdout)[0][
+            "addresses"], 20, "the meshlet container's address")
         # (Debian's static busybox wget crashes; its nc does not.)
         get = f"import urllib.request as u; print(u.urlopen('http://{address}:8080/', " \
               "timeout=5).read().decode())"
@@ -193,8 +200,7 @@ def test_podman_through_meshlet_cni_and_nothing_left(podman: Podman, tmp_path: P
     podman("rmi", IMAGE)
     wait_for(lambda: podman.processes() == [], 30, "podman's processes to end")
     assert podman.mounts() == []
-    runc = podman.root / "runc"  # runc's state of the container
-    assert not runc.exists() or not list(runc.iterdir())
+    assert not any(p.name == container for p in RUNC_STATE.glob("*"))  # runc's state
     assert not list(Path("/var/lib/cni/results").glob(f"{NETWORK}-*"))
 
 
