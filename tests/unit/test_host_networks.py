@@ -48,7 +48,9 @@ class MemoryKernel:
     ``fail_attach`` fails after it half happened (a veth made, its address refused);
     ``complete`` holds the attachments that fully happened. Detaching from
     ``fail_detach`` and making the tunnel of ``fail_tunnel`` fail; attaching to ``hold``
-    waits for ``gate``. ``overlapped`` says whether two calls ever ran at once."""
+    waits for ``gate``. ``overlapped`` says whether two calls ever ran at once.
+    ``ports`` holds the veths a container runtime plugged into a bridge through
+    meshlet-cni, which no sandbox here owns; removing ``fail_remove`` fails."""
 
     namespaces: dict[str, set[str]] = field(default_factory=dict)  # -> loopback
     bridges: set[str] = field(default_factory=set)
@@ -60,6 +62,8 @@ class MemoryKernel:
     fail_detach: str | None = None
     fail_tunnel: str | None = None
     fail_leftovers: bool = False
+    ports: dict[str, set[str]] = field(default_factory=dict)  # network -> CNI veths
+    fail_remove: str | None = None
     complete: set[tuple[str, str]] = field(default_factory=set)
     hold: str | None = None
     holding: bool = False
@@ -107,9 +111,10 @@ class MemoryKernel:
             self.links.pop((op.network, op.owner), None)
             self.complete.discard((op.network, op.owner))
         elif isinstance(op, RemoveNetwork):
-            self.bridges.discard(op.network)
             self.tunnels.pop(op.network, None)
             self.entries.pop(op.network, None)
+            if not self.ports.get(op.network):  # a runtime's container is still on it
+                self.bridges.discard(op.network)
         if isinstance(op, Attach) and op.network == self.fail_attach:
             raise NetworkError(f"cannot {describe(op)}: injected")
 
@@ -119,12 +124,25 @@ class MemoryKernel:
     def program(self, network: str, wanted: set[Remote]) -> None:
         self.entries[network] = set(wanted)
 
+    def remove_network(self, network: str) -> None:
+        if network == self.fail_remove:
+            raise NetworkError(f"cannot remove the links of removed network {network!r}: "
+                               "injected")
+        assert not any(n == network for n, _ in self.links), "a sandbox is on it"
+        self.bridges.discard(network)
+        self.tunnels.pop(network, None)
+        self.entries.pop(network, None)
+        self.ports.pop(network, None)
+
     def remove_leftovers(self, prefix: str) -> None:
         if self.fail_leftovers:
             raise NetworkError("cannot remove leftover bridge 'mlb1': injected")
         self.namespaces = {n: lo for n, lo in self.namespaces.items()
                            if not n.startswith(prefix)}
+        self.links = {k: a for k, a in self.links.items() if a.namespace in self.namespaces}
         self.bridges.clear()
+        self.tunnels.clear()
+        self.ports.clear()
 
     async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
         self.dns[namespace] = lookup
@@ -132,7 +150,7 @@ class MemoryKernel:
 
     def empty(self) -> bool:
         return not (self.namespaces or self.bridges or self.tunnels or self.links
-                    or self.dns)
+                    or self.dns or self.ports)
 
 
 def host(address: str = "127.0.0.1") -> tuple[HostNetworks, MemoryKernel]:
@@ -210,6 +228,63 @@ async def test_leftovers_of_this_node_are_removed() -> None:
     kernel.bridges = {"front"}
     await networks.clean_leftovers()
     assert kernel.namespaces == {"ml-other-x": set()} and kernel.bridges == set()
+
+
+def records(*names: str) -> list[dict[str, object]]:
+    """A networks watch answer holding ``names``."""
+    return [{"name": n, "driver": "bridge", "addresses": {}} for n in names]
+
+
+async def test_a_sandboxs_last_close_keeps_the_bridge_a_runtimes_container_is_on() -> None:
+    networks, kernel = host()
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    kernel.ports["front"] = {"mlvpodman"}  # podman's container, through meshlet-cni
+    await networks.close("web")
+    assert kernel.bridges == {"front"} and kernel.links == {}
+
+
+async def test_a_network_removed_from_the_cluster_loses_the_links_meshlet_cni_made() -> None:
+    """Whoever made them: podman's DEL came (a bridge with no port left), or never
+    did (its veth still on the bridge)."""
+    networks, kernel = host()
+    kernel.bridges = {"front", "back", "vault"}
+    kernel.ports = {"back": {"mlvkilled"}}
+    networks.set_networks(records("front", "back"))
+    await networks.remove_gone_networks()  # the first answer: nothing is gone yet
+    assert kernel.bridges == {"front", "back", "vault"}
+    networks.set_networks(records("vault"))  # made again meanwhile: kept
+    await networks.remove_gone_networks()
+    assert kernel.bridges == {"vault"} and kernel.ports == {}
+    assert networks.gone == set()
+
+
+async def test_a_removed_network_a_sandbox_is_still_on_waits_and_a_failure_is_retried(
+        ) -> None:
+    networks, kernel = host()
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    kernel.bridges.add("back")
+    kernel.ports = {"front": {"mlvcni"}}
+    networks.set_networks(records("front", "back"))
+    networks.set_networks(records())
+    kernel.fail_remove = "back"
+    with pytest.raises(NetworkError, match="removed network 'back': injected"):
+        await networks.remove_gone_networks()
+    assert kernel.bridges == {"front", "back"} and networks.gone == {"front", "back"}
+    kernel.fail_remove = None
+    await networks.close("web")  # its bridge stays: the runtime's veth is on it
+    assert kernel.bridges == {"front", "back"}
+    await networks.remove_gone_networks()
+    assert kernel.empty() and networks.gone == set()
+
+
+async def test_clear_removes_every_link_left_on_the_host() -> None:
+    networks, kernel = host()
+    await networks.open("web", "ml-a-web", {"front": "10.40.0.2"}, NETWORKS, nobody)
+    await networks.close("web")
+    kernel.bridges, kernel.ports = {"back"}, {"back": {"mlvcni"}}
+    kernel.namespaces[networks.prefix + "stuck"] = set()
+    await networks.clear()
+    assert kernel.empty()
 
 
 async def test_a_failed_attach_is_made_again_by_the_next_connect() -> None:

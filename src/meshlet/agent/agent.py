@@ -37,7 +37,7 @@ from meshlet.agent.workload import Workload
 from meshlet.agent.workload_host import Sandbox
 from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
-from meshlet.errors import Conflict, NotFound, Unavailable
+from meshlet.errors import Conflict, MeshletError, NotFound, Unavailable
 from meshlet.net import netns
 from meshlet.private_files import private_dir
 from meshlet.proxy.config import Snapshot
@@ -287,9 +287,18 @@ class Agent:
             return
         self.networks.prepared()
 
+    async def clear_host(self) -> None:
+        """Once the sandboxes are closed: remove every meshlet link left on this host,
+        the bridges and veths meshlet-cni made for a runtime's containers included."""
+        try:
+            await self.networks.clear()
+        except (MeshletError, OSError) as exc:
+            log.warning("could not remove this host's meshlet links (the next start "
+                        "does): %s", exc)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the ingress gateway and workloads, callers first (reverse start order);
-        containers; watches."""
+        containers; watches; then what is left of this host's links."""
         if self.ingress is not None:
             await self.ingress.stop(grace)
             self.ingress = None
@@ -304,6 +313,8 @@ class Agent:
         for task in self.watches.values():
             task.cancel()
         await asyncio.gather(*self.watches.values(), return_exceptions=True)
+        if self.host_started:
+            await self.clear_host()
         await self.client.close()
         if self._http is not None:
             await self._http.close()

@@ -18,6 +18,14 @@ back by itself when it fails. A blocking kernel call runs in a worker thread, wh
 cannot be stopped: a call cancelled meanwhile waits for it to end and records what it
 did before the cancellation goes on, so nothing else touches those links while it runs.
 
+A network removed from the cluster loses its links here, whoever made them: the
+networks watch hands each answer to ``set_networks``, which notes the networks that were
+there before and are no longer, and ``remove_gone_networks`` removes their tunnels,
+bridges and the veths still on them (a runtime's containers through meshlet-cni, whose
+bridge this host's sandboxes may never have used). A network holds no lease when it is
+removed, so nothing still plugged in is in use. ``clear`` does the same for every
+meshlet link when the agent stops (and ``clean_leftovers`` at the next start).
+
 The host is usable once ``prepared``: ``wait_ready`` returns then, or raises if
 preparing it failed.
 """
@@ -81,6 +89,8 @@ class HostNetworks:
         self.lock = asyncio.Lock()
         self.ready = asyncio.Event()  # prepared (or that failed, and ``failure`` says why)
         self.failure: str | None = None
+        self.known: set[str] | None = None  # the networks of the last answer (None: none yet)
+        self.gone: set[str] = set()  # removed from the cluster, links not yet removed here
 
     def __repr__(self) -> str:
         return f"<HostNetworks {self.node} sandboxes={sorted(self.sandboxes)}>"
@@ -111,6 +121,17 @@ class HostNetworks:
         NetworkError."""
         await in_thread("remove an earlier run's leftovers", self.kernel.remove_leftovers,
                         self.prefix)
+
+    async def clear(self) -> None:
+        """When the agent stops, after its sandboxes: remove this node's namespaces
+        left and every meshlet link of the host, those meshlet-cni made included (the
+        next start would, and a bridge left meanwhile routes for no one). Raises
+        NetworkError."""
+        async with self.lock:
+            await self.finish_closing_locked()
+            await in_thread("remove this host's links", self.kernel.remove_leftovers,
+                            self.prefix)
+            self.gone.clear()
 
     def prepared(self, failure: str | None = None) -> None:
         """The host is ready for sandboxes, or (``failure``: why) never will be."""
@@ -239,6 +260,41 @@ class HostNetworks:
             await in_thread(describe(op), self.kernel.apply, op)
         except (MeshletError, OSError) as exc:
             log.warning("could not roll back network %r: %s", network, exc)
+
+    # -- networks removed from the cluster ----------------------------------------------
+
+    def set_networks(self, found: Sequence[Record]) -> None:
+        """A networks watch answer: into the view, and the networks it no longer has
+        noted for ``remove_gone_networks`` (one made again under the same name is
+        kept: its bridge is the new one's)."""
+        self.view.set_networks(found)
+        now = {str(n["name"]) for n in found}
+        if self.known is not None:
+            self.gone |= self.known - now
+        self.gone -= now
+        self.known = now
+
+    async def remove_gone_networks(self) -> None:
+        """Remove the links of the networks removed from the cluster, but of one a
+        sandbox here is still on (its close removes them). One that fails is retried by
+        the next call. Raises NetworkError (the first failure) once it tried them all."""
+        async with self.lock:
+            await self.finish_closing_locked()
+            if not self.gone:
+                return
+            in_use = self.in_use()
+            failures: list[NetworkError] = []
+            for network in sorted(self.gone - in_use):
+                try:
+                    await in_thread(f"remove the links of network {network!r}",
+                                    self.kernel.remove_network, network)
+                except NetworkError as exc:
+                    failures.append(exc)
+                    continue
+                self.gone.discard(network)
+                log.info("network %s was removed: its links here are gone", network)
+            if failures:
+                raise failures[0]
 
     # -- overlays -----------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """This host in the cluster: it registers its node (the address other hosts' tunnels
 send to), re-registers every third of the node TTL so the server knows it lives, and
 follows the nodes, the networks and the services' virtual IPs into the view of its
-``HostNetworks``, re-programming overlays on a change. Stopping deregisters the node,
-so other hosts drop their tunnel entries for it."""
+``HostNetworks``; on a change it removes the links of networks removed from the
+cluster and re-programs overlays. Stopping deregisters the node, so other hosts drop
+their tunnel entries for it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ class HostWatches:
                       loop.create_task(self.watch_networks())]
 
     async def reprogram(self) -> None:
+        """Bring the host in line with the view: removed networks' links, overlays'
+        entries (each retried on the next change if it fails)."""
+        try:
+            await self.host.remove_gone_networks()
+        except MeshletError as exc:
+            log.warning("removing the links of removed networks: %s", exc)
         try:
             await self.host.program_overlays()
         except MeshletError as exc:
@@ -83,9 +90,10 @@ class HostWatches:
                           lambda body: self.host.view.set_vips(body["vips"]), reprogram=False)
 
     async def watch_networks(self) -> None:
-        """Follow networks: who holds which address on an overlay, on any host."""
+        """Follow networks: who holds which address on an overlay, on any host, and
+        which networks are gone."""
         await self.follow("watching networks", self.client.networks_after,
-                          self.host.view.set_networks)
+                          self.host.set_networks)
 
     async def stop(self) -> None:
         """Stop following; leave, so other hosts drop their tunnels to this one."""

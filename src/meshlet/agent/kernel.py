@@ -86,10 +86,16 @@ class Kernel(Protocol):
     def program(self, network: str, wanted: set[Remote]) -> None:
         """Make the network's tunnel entries exactly ``wanted``; raises NetworkError."""
 
+    def remove_network(self, network: str) -> None:
+        """Remove a network that no longer exists from this host: its tunnel, its
+        bridge and the veth pairs still on it, whoever made them (this host's sandboxes
+        or a container runtime through meshlet-cni). Raises NetworkError."""
+
     def remove_leftovers(self, prefix: str) -> None:
         """Remove the namespaces whose names start with ``prefix``, and every meshlet
-        bridge and tunnel; as many as it can, then raises NetworkError naming those it
-        could not remove."""
+        link: bridges, tunnels, and the host ends of veth pairs left in other namespaces
+        (a runtime's containers, put there by meshlet-cni); as many as it can, then
+        raises NetworkError naming those it could not remove."""
 
     async def serve_dns(self, namespace: str, lookup: Lookup) -> Closable:
         """The embedded DNS inside ``namespace``; raises OSError."""
@@ -120,12 +126,22 @@ class LinuxKernel:
             elif isinstance(op, Detach):
                 bridge.detach(op.network, op.owner)
             elif isinstance(op, RemoveNetwork):
+                # Kept while a port is on it: a runtime's container (meshlet-cni) is
+                # not this host's sandbox, and still uses the network.
                 bridge.delete_link(vxlan.vxlan_name(op.network))
-                bridge.remove_bridge(op.network)
+                bridge.remove_bridge_if_unused(op.network)
             else:
                 assert_never(op)
         except (NetlinkError, OSError) as exc:
             raise NetworkError(f"cannot {describe(op)}: {exc}") from exc
+
+    def remove_network(self, network: str) -> None:
+        try:
+            bridge.delete_link(vxlan.vxlan_name(network))
+            bridge.remove_bridge_and_ports(network)
+        except (NetlinkError, OSError) as exc:
+            raise NetworkError(f"cannot remove the links of removed network {network!r}: "
+                               f"{exc}") from exc
 
     def underlay_mtu(self, local: str) -> int:
         try:
@@ -156,13 +172,12 @@ class LinuxKernel:
             links = bridge.ours()
         except (NetlinkError, OSError) as exc:
             raise NetworkError(f"cannot list this host's links: {exc}") from exc
-        for name in links:
-            if name.startswith((bridge.BRIDGE_PREFIX, bridge.VXLAN_PREFIX)):
-                log.info("removing leftover bridge %s", name)
-                try:
-                    bridge.delete_link(name)
-                except (NetlinkError, OSError) as exc:
-                    failed.append(f"link {name!r}: {exc}")
+        for name in links:  # veths whose namespace is gone went with it
+            log.info("removing leftover link %s", name)
+            try:
+                bridge.delete_link(name)
+            except (NetlinkError, OSError) as exc:
+                failed.append(f"link {name!r}: {exc}")
         if failed:
             raise NetworkError(f"cannot remove {len(failed)} leftover(s) of an earlier "
                                f"run: {'; '.join(failed)}")

@@ -106,14 +106,30 @@ def link_exists(name: str) -> bool:
 
 def remove_bridge_if_unused(network: str) -> None:
     """Remove the network's bridge unless a port is still attached to it (another
-    workload's veth, plugged in meanwhile)."""
-    name = bridge_name(network)
+    workload's veth, plugged in meanwhile, or a container runtime's through
+    meshlet-cni)."""
+    if not ports(network):
+        delete_link(bridge_name(network))
+
+
+def ports(network: str) -> list[str]:
+    """The links plugged into the network's bridge ([] if it has none, or no bridge)."""
     with IPRoute() as ip:
-        found = ip.link_lookup(ifname=name)
-        if not found or any(link.get_attr("IFLA_MASTER") == found[0]
-                            for link in ip.get_links()):
-            return
-    delete_link(name)
+        found = ip.link_lookup(ifname=bridge_name(network))
+        if not found:
+            return []
+        return sorted(link.get_attr("IFLA_IFNAME") for link in ip.get_links()
+                      if link.get_attr("IFLA_MASTER") == found[0])
+
+
+def remove_bridge_and_ports(network: str) -> None:
+    """Remove the network's bridge and the veth pairs meshlet made on it: a network
+    that is gone holds no lease, so whatever is still plugged in belongs to a container
+    whose CNI DEL never came (its runtime was killed, or forgot it). Idempotent."""
+    for name in ports(network):
+        if name.startswith(VETH_PREFIX):
+            delete_link(name)
+    delete_link(bridge_name(network))
 
 
 def delete_link(name: str) -> None:
