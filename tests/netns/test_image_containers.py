@@ -175,8 +175,9 @@ def test_stop_waits_the_grace_period_then_kills(home: Path) -> None:
 
 
 def test_two_containers_share_one_image_and_a_corrupt_layer_is_refused(home: Path) -> None:
-    run(home, "run", "-d", "--name", "one", "my-image")
-    run(home, "run", "-d", "--name", "two", "my-image")
+    run(home, "network", "create", "shared")  # an address each for their httpd
+    run(home, "run", "-d", "--name", "one", "--network", "shared", "my-image")
+    run(home, "run", "-d", "--name", "two", "--network", "shared", "my-image")
     for name in ("one", "two"):
         settled(home, name, "running")
     images = home / "agent" / "images"
@@ -189,6 +190,7 @@ def test_two_containers_share_one_image_and_a_corrupt_layer_is_refused(home: Pat
     assert refused.returncode == 1 and "one" in refused.stderr and "two" in refused.stderr
     for name in ("one", "two"):
         run(home, "rm", "-f", name)
+    run(home, "network", "rm", "shared")
 
     blob = images / "blobs" / "sha256" / layers[0]
     data = bytearray(blob.read_bytes())
@@ -210,7 +212,7 @@ async def test_a_hundred_image_container_cycles_leave_nothing(tmp_path: Path) ->
     from tests.conftest import async_management_token, async_wait_until
     from tests.netns.test_containers import children
 
-    assert machine_is_clean(tmp_path)
+    assert await asyncio.to_thread(machine_is_clean, tmp_path)
     image = ImageStore(tmp_path / "agent" / "images").import_file(
         busybox_rootfs(tmp_path / "busybox.tar"), "cycle:1", [HTTPD])
     server = await Server.start(tmp_path / "server", "127.0.0.1", 0,
@@ -258,7 +260,8 @@ def test_kill_9_of_the_agent_then_its_restart_leaves_nothing_behind(tmp_path: Pa
     and runs the container again, as it is still wanted."""
     assert machine_is_clean(tmp_path)
     with downed(tmp_path):
-        up = ("up", "--detach", "--http", f"127.0.0.1:{free_port()}")
+        up = ("up", "--detach", "--http", f"127.0.0.1:{free_port()}", "--data-dir",
+              str(tmp_path / "up"))  # the cluster's state outlives the crash
         meshlet(*up, home=tmp_path)
         busybox_rootfs(tmp_path / "busybox.tar")
         meshlet("image", "import", str(tmp_path / "busybox.tar"), "--name", "deaf",
@@ -282,8 +285,8 @@ def test_kill_9_of_the_agent_then_its_restart_leaves_nothing_behind(tmp_path: Pa
             return now["status"] == "running" and now["pid"] != first["pid"]
         wait_for(again, 30, "the container to run again")
         assert len(runc_ids()) == 1
-        assert len([m for m in rootfs.mounts_under(Path("/tmp"))
-                    if m.endswith("/survivor/rootfs")]) == 1
+        assert rootfs.mounts_under(tmp_path) == [
+            str(tmp_path / "up" / "agent" / "containers" / "survivor" / "rootfs")]
         meshlet("rm", "-f", "survivor", home=tmp_path)
         meshlet("network", "rm", "crashnet", home=tmp_path)
     wait_for(lambda: machine_is_clean(tmp_path), 30, "down to leave nothing behind")

@@ -170,8 +170,8 @@ class ContainerRunner:
             await self.report(name, status="failed", detail=str(exc),
                               log=str(self.log_path(name)))
             return
+        await self.report_running(run)  # before the waiter can report its exit
         run.waiter = asyncio.get_running_loop().create_task(self.wait_exit(run))
-        await self.report_running(run)
 
     def log_path(self, name: str) -> Path:
         return self.dir / f"{name}.log"
