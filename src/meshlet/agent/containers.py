@@ -268,15 +268,18 @@ class ContainerRunner:
                           log=str(self.log_path(run.name)), restart_count=run.restarts)
 
     async def remove(self, name: str) -> None:
+        """A removed container is killed at once, as `docker rm -f` kills it."""
         run = self.running.pop(name)
-        await self.teardown(run, keep_record=False)
+        await self.teardown(run, keep_record=False, grace=0.0)
 
-    async def teardown(self, run: Running, keep_record: bool) -> None:
-        """Stop the process and forwarders; remove the sandbox."""
+    async def teardown(self, run: Running, keep_record: bool,
+                       grace: float | None = None) -> None:
+        """Stop the process (SIGKILL after ``grace``, default its stop timeout) and
+        forwarders; remove the sandbox."""
         run.stopping = True
         run.stopped.set()
         if run.process is not None and run.process.returncode is None:
-            await stop_process(run.process, self.grace(run))
+            await stop_process(run.process, self.grace(run) if grace is None else grace)
         if run.image:
             await asyncio.to_thread(self.images.release, self.dir / run.name)
         if run.waiter is not None:

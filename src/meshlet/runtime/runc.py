@@ -67,7 +67,9 @@ class ContainerProcess:
 
     async def terminate(self, grace: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``grace`` seconds; return the exit status."""
-        if self.process.returncode is None:
+        if self.process.returncode is None and grace <= 0:
+            await self.runc.kill(self.id, signal.SIGKILL)
+        elif self.process.returncode is None:
             await self.runc.kill(self.id, signal.SIGTERM)
             try:
                 return await asyncio.wait_for(asyncio.shield(self.process.wait()), grace)
