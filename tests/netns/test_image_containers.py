@@ -290,3 +290,42 @@ def test_kill_9_of_the_agent_then_its_restart_leaves_nothing_behind(tmp_path: Pa
         meshlet("rm", "-f", "survivor", home=tmp_path)
         meshlet("network", "rm", "crashnet", home=tmp_path)
     wait_for(lambda: machine_is_clean(tmp_path), 30, "down to leave nothing behind")
+
+
+def test_an_up_file_service_runs_its_image_beside_its_sidecar(tmp_path: Path) -> None:
+    """Two replicas of an image service on a network, behind the ingress gateway over
+    mutual TLS; each is a runc container with its own PID 1 in the replica's namespace,
+    and `down` leaves nothing."""
+    busybox_rootfs(tmp_path / "busybox.tar")
+    meshlet("image", "import", str(tmp_path / "busybox.tar"), "--name", "web-image",
+            home=tmp_path)  # the store `up` uses: MESHLET_HOME's agent/images
+    gateway = free_port()
+    (tmp_path / "up.yaml").write_text(
+        "services:\n  web:\n    image: web-image\n"
+        "    command: [sh, -c, 'exec httpd -f -p $PORT -h /www']\n"
+        f"    replicas: 2\n    network: imgnet\n    memory: 32m\n    ingress: {gateway}\n"
+        "    check: {http: /}\n")
+    with clean_daemon(tmp_path, str(tmp_path / "up.yaml")):
+        wait_for(lambda: fetch_ingress(gateway) == "hello from busybox\n", 30,
+                 "the gateway to reach an image replica")
+        ids = runc_ids()
+        assert len(ids) == 2 and all(".web-" in i for i in ids)
+        for container_id in ids:
+            state = json.loads(subprocess.run(
+                ["runc", "--root", "/run/meshlet/runc", "state", container_id],
+                capture_output=True, text=True, check=True).stdout)
+            cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()
+            assert cmdline.startswith(b"httpd\0-f\0-p\0")  # exec'd: its own PID 1
+            limit = Path(f"/sys/fs/cgroup/memory/meshlet/{container_id}/"
+                         "memory.limit_in_bytes").read_text()
+            assert int(limit) == 32 << 20
+    wait_for(lambda: machine_is_clean(tmp_path), 30, "down to leave nothing behind")
+
+
+def fetch_ingress(port: int) -> str:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""

@@ -51,8 +51,9 @@ RUNC_STATE = Path("/run/runc")  # runc's default --root: podman's cleanup proces
 class Podman:
     """podman with storage, configuration, state and runc's state all under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, driver: str = "vfs") -> None:
         self.root = root
+        self.driver = driver
         (root / "net.d").mkdir(parents=True)
         (root / "plugins").mkdir()
         (root / "plugins" / "meshlet").symlink_to(PLUGIN)  # CNI finds a plugin by type
@@ -71,7 +72,7 @@ class Podman:
             f'static_dir = "{root}/static"\n'
             f'volume_path = "{root}/volumes"\n')
         (root / "storage.conf").write_text(
-            f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/storage"\n'
+            f'[storage]\ndriver = "{driver}"\ngraphroot = "{root}/storage"\n'
             f'runroot = "{root}/run"\n')
         self.env = {**os.environ, "CONTAINERS_CONF": str(root / "containers.conf"),
                     "CONTAINERS_STORAGE_CONF": str(root / "storage.conf")}
@@ -83,7 +84,7 @@ class Podman:
         assert PODMAN is not None
         out = subprocess.run(
             [PODMAN, "--root", str(self.root / "storage"), "--runroot",
-             str(self.root / "run"), "--storage-driver", "vfs", "--cni-config-dir",
+             str(self.root / "run"), "--storage-driver", self.driver, "--cni-config-dir",
              str(self.root / "net.d"), *args], capture_output=True, text=True,
             env=self.env, timeout=120, check=False)
         if check and out.returncode != 0:

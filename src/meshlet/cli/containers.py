@@ -279,6 +279,10 @@ def exec_(ctx: Context, tty: bool, env_pairs: tuple[str, ...], user: str, workdi
           name: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in a running container: in every namespace of an image's, in the
     network namespace of a command's."""
+    if command[0] == "--":  # `exec NAME -- CMD`: options end at NAME, so `--` is left
+        command = command[1:]
+    if not command:
+        raise ConfigError("give the command to run after the container's name", "command")
     body, _ = ctx.call(lambda c: c.container(name))
     if body["status"] != "running":
         raise Conflict(f"container {name!r} is {body['status']}, not running", "name")
