@@ -112,6 +112,15 @@ def test_the_seeds_commands_word_for_word_and_isolation(home: Path) -> None:
     shown = run(home, "ps").stdout
     assert "my-image" in shown and "my-container" in shown
 
+    # -P publishes what the image exposes (EXPOSE 8080) on a free host port.
+    run(home, "run", "-d", "-P", "--name", "published", "--network", "my-network",
+        "my-image")
+    [port] = container(home, "published")["ports"]
+    host_port = int(port.split(":")[-2])
+    assert port.endswith(":8080")
+    wait_for(lambda: fetch_loopback(host_port) == "hello from busybox\n", 20,
+             "the published port to reach httpd")
+
 
 def test_the_images_user_and_a_users_override(home: Path) -> None:
     run(home, "image", "import", str(home / "busybox.tar"), "--name", "as-web",
@@ -306,7 +315,7 @@ def test_an_up_file_service_runs_its_image_beside_its_sidecar(tmp_path: Path) ->
         f"    replicas: 2\n    network: imgnet\n    memory: 32m\n    ingress: {gateway}\n"
         "    check: {http: /}\n")
     with clean_daemon(tmp_path, str(tmp_path / "up.yaml")):
-        wait_for(lambda: fetch_ingress(gateway) == "hello from busybox\n", 30,
+        wait_for(lambda: fetch_loopback(gateway) == "hello from busybox\n", 30,
                  "the gateway to reach an image replica")
         ids = runc_ids()
         assert len(ids) == 2 and all(".web-" in i for i in ids)
@@ -322,7 +331,7 @@ def test_an_up_file_service_runs_its_image_beside_its_sidecar(tmp_path: Path) ->
     wait_for(lambda: machine_is_clean(tmp_path), 30, "down to leave nothing behind")
 
 
-def fetch_ingress(port: int) -> str:
+def fetch_loopback(port: int) -> str:
     import urllib.request
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:

@@ -77,20 +77,36 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def resolve_image(image: str, node: str | None, data_dir: str | None) -> str:
-    """The image's id in this host's store, when the container runs here ("" if the
-    store cannot be read here: the agent resolves the name itself)."""
+def resolve_image(image: str, node: str | None, data_dir: str | None
+                  ) -> tuple[str, tuple[str, ...]]:
+    """The image's id in this host's store and its ExposedPorts, when the container
+    runs here ("" and none if the store cannot be read here: the agent resolves the
+    name itself)."""
     if node not in (None, os.uname().nodename):
-        return ""
+        return "", ()
     from meshlet.image.store import ImageStore
     store = ImageStore(Path(data_dir) / "images" if data_dir else devmode.images_dir())
     try:
-        return store.resolve(image).id
+        found = store.resolve(image)
     except NotFound:
         raise NotFound(f"no image {image!r} on this host: import it first (meshlet image "
                        f"import FILE --name {image})", "image") from None
     except OSError:
-        return ""
+        return "", ()
+    return found.id, tuple(found.config.exposed_ports)
+
+
+def publish_all(exposed: tuple[str, ...]) -> list[str]:
+    """`-P`: each exposed TCP port on a free port of the host, as Docker picks one."""
+    import socket
+    published = []
+    for port in exposed:
+        number, _, proto = port.partition("/")
+        if proto in ("", "tcp"):
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", 0))
+                published.append(f"{s.getsockname()[1]}:{number}")
+    return published
 
 
 @click.command(cls=RunCommand, context_settings={"allow_interspersed_args": False})
@@ -100,6 +116,8 @@ def resolve_image(image: str, node: str | None, data_dir: str | None) -> str:
               help="A network to join (repeat for more; default: the host's network).")
 @click.option("-p", "--publish", "ports", multiple=True, metavar="[IP:]HOSTPORT:PORT",
               help="Forward a host port to the container.")
+@click.option("-P", "--publish-all", "publish_all_ports", is_flag=True,
+              help="Forward a free host port to each port the image exposes.")
 @click.option("-e", "--env", "env_pairs", multiple=True, metavar="K=V")
 @click.option("--restart", default="no", metavar="POLICY",
               help="no, on-failure[:N], always or unless-stopped.")
@@ -121,7 +139,8 @@ def resolve_image(image: str, node: str | None, data_dir: str | None) -> str:
 @click.argument("command", nargs=-1, metavar="(IMAGE [CMD]... | -- CMD...)")
 @pass_ctx
 def run(ctx: Context, detach: bool, name: str | None, networks: tuple[str, ...],
-        ports: tuple[str, ...], env_pairs: tuple[str, ...], restart: str,
+        ports: tuple[str, ...], publish_all_ports: bool, env_pairs: tuple[str, ...],
+        restart: str,
         memory: str | None, cpus: str | None, user: str, workdir: str,
         entrypoint: str | None, stop_timeout: int, node: str | None,
         data_dir: str | None, command: tuple[str, ...]) -> None:
@@ -132,12 +151,15 @@ def run(ctx: Context, detach: bool, name: str | None, networks: tuple[str, ...],
         "restart": str(parse_restart(restart)), "stop_timeout": stop_timeout,
         "memory": parse_memory(memory) if memory else 0,
         "cpus": parse_cpus(cpus) if cpus else 0.0}
+    ports = tuple(ports)
     if image:
-        fields.update(image=image, image_id=resolve_image(image, node, data_dir),
-                      user=user, workdir=workdir,
+        image_id, exposed = resolve_image(image, node, data_dir)
+        fields.update(image=image, image_id=image_id, user=user, workdir=workdir,
                       entrypoint=[entrypoint] if entrypoint else [])
-    elif user or workdir or entrypoint:
-        raise ConfigError("--user, --workdir and --entrypoint need an image", "image")
+        if publish_all_ports:
+            ports += tuple(publish_all(exposed))
+    elif user or workdir or entrypoint or publish_all_ports:
+        raise ConfigError("--user, --workdir, --entrypoint and -P need an image", "image")
     name = name or made_up_name(image or args[0])
     env = parse_env(env_pairs)
 
