@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError, MeshletError
@@ -96,21 +104,14 @@ class ServiceSpec(Strict):
         """Replicas get namespaces of their own on ``network`` (not the host's)."""
         return self.network not in (None, "host")
 
-    @field_validator("memory", mode="before")
+    @field_validator("memory", "cpus", mode="before")
     @classmethod
-    def _memory(cls, value: Any) -> Any:
+    def _limit(cls, value: Any, info: ValidationInfo) -> Any:
+        parse = parse_memory if info.field_name == "memory" else parse_cpus
         try:
-            return None if value is None else parse_memory(value)
+            return None if value is None else parse(value)
         except MeshletError as exc:
-            raise ValueError(str(exc).removeprefix("memory: ")) from None
-
-    @field_validator("cpus", mode="before")
-    @classmethod
-    def _cpus(cls, value: Any) -> Any:
-        try:
-            return None if value is None else parse_cpus(value)
-        except MeshletError as exc:
-            raise ValueError(str(exc).removeprefix("cpus: ")) from None
+            raise ValueError(str(exc).removeprefix(f"{info.field_name}: ")) from None
 
     @model_validator(mode="after")
     def _command_or_image(self) -> ServiceSpec:
