@@ -302,13 +302,13 @@ class ContainerRunner:
             log.info("could not report %s for %s: %s", status.get("status"), name, exc)
 
     async def stop(self) -> None:
-        """Stop every container and remove what was set up for it (agent shutdown)."""
+        """Stop every container and remove what was set up for it (agent shutdown), all
+        at once: each may take its whole grace period."""
         async with self.lock:  # let a reconcile in progress finish its work first
             if self.task is not None:
                 self.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.task
-            for name in list(self.running):
-                run = self.running.pop(name)
-                await self.teardown(run, keep_record=True)
+            runs = [self.running.pop(name) for name in list(self.running)]
+            await asyncio.gather(*(self.teardown(run, keep_record=True) for run in runs))
             self.images.close()
