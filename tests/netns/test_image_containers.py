@@ -328,6 +328,8 @@ def test_an_up_file_service_runs_its_image_beside_its_sidecar(tmp_path: Path) ->
             limit = Path(f"/sys/fs/cgroup/memory/meshlet/{container_id}/"
                          "memory.limit_in_bytes").read_text()
             assert int(limit) == 32 << 20
+        refused = meshlet("image", "rm", "web-image", home=tmp_path, check=False)
+        assert refused.returncode == 1 and "in use" in refused.stderr
     wait_for(lambda: machine_is_clean(tmp_path), 30, "down to leave nothing behind")
 
 

@@ -5,6 +5,7 @@ from files (`docker save`, `podman save`, an OCI layout, or a rootfs tarball).""
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import click
 from meshlet import devmode
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.render import echo, emit_json, table
+from meshlet.errors import Conflict
 from meshlet.image.reference import short_id
-from meshlet.image.store import Image, ImageStore
+from meshlet.image.store import Image, ImageStore, used_by
+from meshlet.runtime.rootfs import overlay_lowers
 
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False), default=None,
@@ -124,9 +127,15 @@ def image_inspect(refs: tuple[str, ...], data_dir: str | None) -> None:
 def image_rm(ctx: Context, refs: tuple[str, ...], data_dir: str | None) -> None:
     """Remove images (refused while a container uses one)."""
     store = store_for(data_dir)
-    for ref in refs:
-        store.resolve(ref)  # a name that is not there is said before the API is asked
+    images = [store.resolve(ref) for ref in refs]  # said before the API is asked
     containers, _ = ctx.call(lambda c: c.containers())
+    in_use = overlay_lowers()
+    for found in images:
+        if not used_by(containers, found) and any(
+                os.path.realpath(store.layers / diff.removeprefix("sha256:")) in in_use
+                for diff in found.diff_ids):  # an up-file service's: no record names it
+            raise Conflict(f"image {found.name} is in use: the root filesystem of a "
+                           "running container is made of it", "image")
     for ref in refs:
         for line in store.remove(ref, containers):
             echo(line)

@@ -77,6 +77,21 @@ def mounts_under(directory: Path) -> list[str]:
     return sorted(set(found), key=len, reverse=True)
 
 
+def overlay_lowers() -> set[str]:
+    """Every directory a mounted overlay reads as a lower layer (a layer in use)."""
+    found: set[str] = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            _, sep, tail = line.partition(" - ")
+            fields = tail.split(" ")
+            if sep and fields[0] == "overlay" and len(fields) > 2:
+                for option in fields[2].strip().split(","):
+                    if option.startswith("lowerdir="):
+                        found.update(os.path.realpath(d)
+                                     for d in _unescape(option[9:]).split(":"))
+    return found
+
+
 def unmount_all(directory: Path) -> list[str]:
     """Unmount everything mounted below ``directory`` (what an agent killed with -9
     left); return what was unmounted."""
