@@ -202,6 +202,20 @@ def test_an_oci_layout_with_gzip_layers(store: ImageStore, tmp_path: Path,
     assert (layer / "www" / "index.html").read_bytes() == b"hi\n"
 
 
+def test_a_layout_blob_is_read_no_further_than_its_size(store: ImageStore,
+                                                        tmp_path: Path) -> None:
+    """A layout's layer blob that is a link to /dev/zero (or a file still growing) is
+    read up to its descriptor's size, then refused, instead of filling the disk."""
+    base = tar_bytes(BASE[:4])
+    layout = oci_layout(tmp_path / "oci", [base], compress=False)
+    blob = layout / "blobs" / "sha256" / digest(base)[7:]
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError):
+        store.import_file(layout, "zero")
+    assert store.images() == []
+
+
 def test_two_images_share_a_layer_once(store: ImageStore, tmp_path: Path) -> None:
     base, top = tar_bytes(BASE), tar_bytes(TOP)
     one = store.import_file(docker_save(tmp_path / "a.tar", [base, top]), "one")
