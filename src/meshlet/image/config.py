@@ -296,7 +296,7 @@ def _table(text: str, fields: int) -> list[list[str]]:
 
 
 def _number(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() else None  # not "²", "١"
+    return int(text) if text.isascii() and text.isdigit() else None  # not "²"
 
 
 def _in_range(value: int, what: str, user: str) -> int:
