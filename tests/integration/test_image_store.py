@@ -202,6 +202,20 @@ def test_an_oci_layout_with_gzip_layers(store: ImageStore, tmp_path: Path,
     assert (layer / "www" / "index.html").read_bytes() == b"hi\n"
 
 
+def test_a_layout_blob_is_read_no_further_than_its_size(store: ImageStore,
+                                                        tmp_path: Path) -> None:
+    """A layout's layer blob that is a link to /dev/zero (or a file still growing) is
+    read up to its descriptor's size, then refused, instead of filling the disk."""
+    base = tar_bytes(BASE[:4])
+    layout = oci_layout(tmp_path / "oci", [base], compress=False)
+    blob = layout / "blobs" / "sha256" / digest(base)[7:]
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError):
+        store.import_file(layout, "zero")
+    assert store.images() == []
+
+
 def test_two_images_share_a_layer_once(store: ImageStore, tmp_path: Path) -> None:
     base, top = tar_bytes(BASE), tar_bytes(TOP)
     one = store.import_file(docker_save(tmp_path / "a.tar", [base, top]), "one")
@@ -321,6 +335,43 @@ def test_a_member_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Pat
     layer_tar.extract(blob, dest, "layer")
     assert outside.read_text() == "keep"
     assert not (dest / "f").is_symlink() and (dest / "f").read_bytes() == b"new"
+
+
+def test_a_directory_replaced_by_a_link_keeps_its_attributes_to_itself(
+        tmp_path: Path) -> None:
+    """``d/`` (0777, uid 65534) then ``d -> outside``: the directory's owner and mode,
+    set after every member is written, must not reach what the link points at."""
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    os.chmod(outside, 0o700)
+    before = outside.stat()
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(tar_bytes([("d", "dir", None, 0o777, 65534),
+                                ("d", "sym", str(outside)),
+                                ("e", "dir", None, 0o777, 65534),
+                                ("e/f", "file", b"x"),
+                                ("e", "sym", str(outside))]))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    layer_tar.extract(blob, dest, "layer")
+    after = outside.stat()
+    assert (stat.S_IMODE(after.st_mode), after.st_uid, after.st_mtime) == \
+        (0o700, before.st_uid, before.st_mtime)
+    assert (dest / "d").is_symlink() and (dest / "e").is_symlink()
+
+
+def test_directories_get_their_own_attributes(tmp_path: Path) -> None:
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(tar_bytes([("a", "dir", None, 0o750, 65534 if ROOT else 0),
+                                ("a/b", "dir", None, 0o700),
+                                ("a/b/f", "file", b"x")]))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    layer_tar.extract(blob, dest, "layer")
+    a, b = (dest / "a").stat(), (dest / "a" / "b").stat()
+    assert (stat.S_IMODE(a.st_mode), stat.S_IMODE(b.st_mode)) == (0o750, 0o700)
+    assert a.st_mtime == b.st_mtime == 1_700_000_000
+    assert a.st_uid == (65534 if ROOT else os.geteuid())
 
 
 def test_remove_deletes_only_what_nothing_else_uses(store: ImageStore,

@@ -66,6 +66,8 @@ def test_create_assigns_addresses_and_delete_releases_them() -> None:
      "needs a bridge"),
     (ContainerCreate("c", "local", ("x",), networks=("front",), ports=("80",)),
      ConfigError, "ports", "not HOSTPORT:PORT"),
+    (ContainerCreate("c", "local", ("x",), networks=("front",), ports=("²:80",)),
+     ConfigError, "ports", "not HOSTPORT:PORT"),
     (ContainerCreate("c", "local", ("x",), networks=("front",), ports=("8080:80",)),
      Conflict, "ports", "already published by 'web'"),
     (ContainerCreate("c", "local", ("x",), networks=("front",), ports=("1:1", "1:2")),

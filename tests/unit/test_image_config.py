@@ -91,6 +91,7 @@ def test_shell_form_and_entrypoint_clearing_cmd() -> None:
     ("EXPOSE http", "expected PORT"),
     ("EXPOSE 70000", "expected PORT"),
     ("EXPOSE 80/icmp", "expected PORT"),
+    ("EXPOSE ²", "expected PORT"),  # a digit to str.isdigit, not to int()
     ("EXPOSE 1-5000", "at most"),
     ("USER a b", "expected one USER"),
 ])
@@ -139,11 +140,16 @@ def test_resolve_user_as_runc_does(user: str, expected: tuple[int, int, tuple[in
     assert resolve_user(user, PASSWD, GROUP) == expected
 
 
-@pytest.mark.parametrize("user", ["ghost", "web:ghosts", "99999999999", "a b"])
+@pytest.mark.parametrize("user", ["ghost", "web:ghosts", "99999999999", "a b", "²",
+                                  "١٢", "web:²"])
 def test_resolve_user_refuses_unknown_names(user: str) -> None:
     with pytest.raises(ConfigError) as err:
         resolve_user(user, PASSWD, GROUP)
     assert err.value.field == "user"
+
+
+def test_a_passwd_line_with_odd_digits_is_skipped() -> None:
+    assert resolve_user("web", "web:x:²:1::/:\n" + PASSWD, GROUP)[0] == 1000
 
 
 def test_resolve_user_without_files() -> None:

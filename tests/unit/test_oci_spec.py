@@ -55,6 +55,7 @@ def test_limits_become_cgroup_resources() -> None:
     assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
     unlimited = runtime_config(config())["linux"]["resources"]
     assert "memory" not in unlimited and "cpu" not in unlimited
+    assert unlimited["pids"] == {"limit": 2048}  # a fork bomb stays in its container
 
 
 def test_capabilities_are_dockers_and_none_in_effect_for_other_users() -> None:

@@ -23,7 +23,7 @@ def listing(sm: StateMachine) -> list[dict[str, Any]]:
     for inst in sm.instances.values():
         app_port = inst.meta.get("app_port", "")
         ports.setdefault(inst.service, set()).add(
-            int(app_port) if app_port.isdigit() else inst.port)
+            int(app_port) if app_port.isascii() and app_port.isdigit() else inst.port)
     return [{"service": s, "vip": vip, "ports": sorted(ports.get(s, ()))}
             for s, vip in sorted(sm.vips.vips.items())]
 

@@ -109,10 +109,24 @@ def _decompressor(kind: str | None, stream: Any) -> Any:
     return stream
 
 
+class _Limited:
+    """A reader that ends after ``limit`` bytes of ``source``."""
+
+    def __init__(self, source: IO[bytes], limit: int) -> None:
+        self.source, self.left = source, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self.left:
+            n = self.left
+        data = self.source.read(n) if n else b""
+        self.left -= len(data)
+        return data
+
+
 class _Tee:
     """A reader that hashes what passes through and copies it to ``out``."""
 
-    def __init__(self, source: IO[bytes], out: IO[bytes] | None = None) -> None:
+    def __init__(self, source: IO[bytes] | _Limited, out: IO[bytes] | None = None) -> None:
         self.source, self.out = source, out
         self.hash = hashlib.sha256()
         self.size = 0
@@ -140,7 +154,9 @@ def stage_layer(raw: IO[bytes], dest: Path, what: str, blob_digest: str | None =
     scanning its members; check the bytes as stored against ``blob_digest`` and
     ``blob_size`` when given. Raises ConfigError."""
     kind = _kind(raw, what)
-    stored = _Tee(raw)
+    # A blob never needs more than its descriptor's size (and one byte to tell it is
+    # longer): a layout's blob may be a link to /dev/zero, or a file still growing.
+    stored = _Tee(raw if blob_size is None else _Limited(raw, blob_size + 1))
     with open_new(dest) as out:
         layer = _Tee(_decompressor(kind, stored), out)
         try:

@@ -128,7 +128,8 @@ def normalize_port(text: str, key: str = "EXPOSE") -> str:
     """``8080`` -> ``8080/tcp``; ``53/udp`` stays. Raises ConfigError otherwise."""
     port, _, proto = text.partition("/")
     proto = (proto or "tcp").lower()
-    if not port.isdigit() or not 0 < int(port) <= 65535 or proto not in PROTOCOLS:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535 \
+            or proto not in PROTOCOLS:
         raise ConfigError(f"{key} {text!r}: expected PORT[/tcp|udp|sctp] with a port "
                           "from 1 to 65535", key)
     return f"{int(port)}/{proto}"
@@ -295,7 +296,7 @@ def _table(text: str, fields: int) -> list[list[str]]:
 
 
 def _number(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None  # not "²"
 
 
 def _in_range(value: int, what: str, user: str) -> int:

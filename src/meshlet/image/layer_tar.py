@@ -177,6 +177,26 @@ class _Extraction:
             return member.replace(name=name, linkname=source, deep=False)
         return member.replace(name=name, deep=False)
 
+    def set_directory_attributes(self, member: tarfile.TarInfo) -> None:
+        """Owner, mode and time of a directory member, set once every member is
+        written, and only on the directory itself: if what is at its path now is not
+        that directory (a later member replaced it, or a directory on its way, with
+        a link), it is left alone."""
+        path = os.path.join(self.dest, member.name)
+        if os.path.realpath(path) != os.path.join(self.real, member.name):
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return  # not a directory any more
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, member.uid, member.gid)
+            os.utime(fd, (member.mtime, member.mtime))
+            os.fchmod(fd, stat.S_IMODE(member.mode))
+        finally:
+            os.close(fd)
+
     def finish(self) -> None:
         for name in self.whiteouts:
             path = os.path.join(self.dest, name)
@@ -197,16 +217,35 @@ class _Extraction:
             os.chmod(self.dest, stat.S_IMODE(self.root.mode))
 
 
+def _as_is(member: tarfile.TarInfo, _dest: str) -> tarfile.TarInfo:
+    """The filter ``extract`` is given for a member ``_Extraction`` has already
+    checked and renamed (without one, Python 3.14 would apply its ``data`` filter)."""
+    return member
+
+
 def extract(blob: Path, dest: Path, what: str) -> None:
     """Extract the layer tarball ``blob`` into the empty directory ``dest``. Raises
     ConfigError / MeshletError for a member the checks refuse (``dest`` is then half
     made: the caller removes it), MeshletError (whiteouts without root), OSError."""
     extraction = _Extraction(dest, what)
+    directories: list[tarfile.TarInfo] = []
     try:
         with tarfile.open(blob, mode="r:") as tar:
-            tar.extractall(dest, numeric_owner=True, filter=extraction)
+            # Not ``extractall``: it sets the directories' owner, mode and time at the
+            # end through their paths, following a symbolic link that a later member
+            # put where a directory was (``d/`` then ``d -> /etc`` would chown /etc).
+            for member in tar:
+                kept = extraction(member, str(dest))
+                if kept is None:
+                    continue
+                if kept.isdir():
+                    directories.append(kept)
+                tar.extract(kept, dest, set_attrs=not kept.isdir(), numeric_owner=True,
+                            filter=_as_is)
     except tarfile.TarError as exc:
         raise ConfigError(f"{what}: not a tar archive ({exc})", "file") from None
+    for directory in sorted(directories, key=lambda d: d.name, reverse=True):
+        extraction.set_directory_attributes(directory)
     if (extraction.whiteouts or extraction.opaque) and os.geteuid() != 0:
         raise MeshletError(f"{what}: has whiteouts; making them (character devices, "
                            "trusted.* extended attributes) needs root")

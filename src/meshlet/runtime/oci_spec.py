@@ -15,6 +15,9 @@ from typing import Any
 
 OCI_VERSION = "1.0.2-dev"
 CPU_PERIOD = 100_000  # microseconds, as Docker's --cpus uses
+# Every container's pids cgroup limit, as podman's default: without one, a fork bomb
+# in any container (whose root ignores RLIMIT_NPROC) exhausts the host's pids.
+PIDS_LIMIT = 2048
 
 # Docker's default capability set (moby's oci/caps/defaults.go).
 DEFAULT_CAPABILITIES = (
@@ -82,7 +85,8 @@ def base_mounts() -> list[dict[str, Any]]:
 
 
 def resources(config: ContainerConfig) -> dict[str, Any]:
-    found: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    found: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}],
+                             "pids": {"limit": PIDS_LIMIT}}
     if config.memory:
         found["memory"] = {"limit": config.memory}
     if config.cpus:

@@ -53,7 +53,7 @@ def parse_port(spec: str) -> Port:
     parts = spec.split(":") if isinstance(spec, str) else []
     if len(parts) == 2:
         parts = ["0.0.0.0", *parts]
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts[1:]):
         raise ConfigError(f"ports: {spec!r} is not HOSTPORT:PORT or IP:HOSTPORT:PORT",
                           "ports")
     try:
