@@ -456,3 +456,22 @@ def _podman_round_trip(store: ImageStore, tmp_path: Path, fmt: str, runroot: str
     assert found.config.cmd == ("httpd", "-f")
     [layer] = store.layer_dirs(found)
     assert (layer / "bin" / "busybox").is_file()
+
+
+def test_a_decompression_bomb_is_stopped_and_nothing_is_stored(
+        store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small gzip that unpacks past the bound (lowered here from 16 GiB to 1 MiB),
+    as the outer archive and as a layer of an OCI layout."""
+    import gzip
+
+    from meshlet.image import archive
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 1 << 20)
+    big = tar_bytes([("zeros", "file", b"\0" * (2 << 20))])
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip.compress(big))
+    assert bomb.stat().st_size < 64 << 10
+    with pytest.raises(ConfigError, match="unpacks to more than"):
+        store.import_file(bomb, "bomb:1")
+    with pytest.raises(ConfigError, match="unpacks to more than"):
+        store.import_file(oci_layout(tmp_path / "layout", [big]), "bomb:2")
+    assert store.images() == []

@@ -105,6 +105,10 @@ def test_the_seeds_commands_word_for_word_and_isolation(home: Path) -> None:
     assert "nameserver 127.0.0.11" in inside("cat", "/etc/resolv.conf")
     assert f"{web['addresses']['my-network']}\tmy-container" in inside("cat", "/etc/hosts")
     assert "127.0.0.11" not in Path("/etc/resolv.conf").read_text()  # the host's is its own
+    # seccomp: no user namespace (which needs no capability) to mount in, or to escape by.
+    refused = run(home, "exec", "my-container", "unshare", "-U", "-r", "true", check=False)
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr + \
+        refused.stdout
     # Its own filesystem: what it writes, the host and the other container never see.
     inside("sh", "-c", "echo mine > /tmp/only-here")
     assert run(home, "exec", "client", "cat", "/tmp/only-here", check=False).returncode != 0

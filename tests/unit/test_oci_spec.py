@@ -65,3 +65,27 @@ def test_capabilities_are_dockers_and_none_in_effect_for_other_users() -> None:
     user = runtime_config(config(process=ProcessSpec(("id",), (), "/", 1000, 1000, (50,))))
     assert user["process"]["capabilities"]["effective"] == []
     assert user["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [50]}
+
+
+def test_seccomp_denies_new_namespaces_mounts_and_kernel_control() -> None:
+    rules = runtime_config(config())["linux"]["seccomp"]
+    assert rules["defaultAction"] == "SCMP_ACT_ALLOW"
+    denied = {n for r in rules["syscalls"] if "args" not in r
+              and r["action"] == "SCMP_ACT_ERRNO" for n in r["names"]}
+    assert {"unshare", "setns", "mount", "bpf", "keyctl", "kexec_load", "init_module",
+            "clone3", "userfaultfd", "open_by_handle_at"} <= denied
+    clone_flags = {r["args"][0]["value"] for r in rules["syscalls"]
+                   if r["names"] == ["clone"]}
+    assert 0x10000000 in clone_flags and 0x20000000 in clone_flags  # NEWUSER, NEWPID
+    assert all(r["args"][0]["value"] == r["args"][0]["valueTwo"]
+               for r in rules["syscalls"] if "args" in r)  # the flag set, not any clone
+
+
+def test_no_raw_sockets_on_the_hosts_network() -> None:
+    own = runtime_config(config())["process"]["capabilities"]["bounding"]
+    host = runtime_config(config(netns=None))["process"]["capabilities"]["bounding"]
+    assert "CAP_NET_RAW" in own and "CAP_NET_RAW" not in host
+
+
+def test_every_container_has_a_pids_limit() -> None:
+    assert runtime_config(config())["linux"]["resources"]["pids"]["limit"] > 0

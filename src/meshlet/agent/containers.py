@@ -237,6 +237,9 @@ class ContainerRunner:
                 await self.start_process(run)
             except (MeshletError, OSError) as exc:
                 log.warning("container %s failed to restart: %s", run.name, exc)
+                for forwarder in run.forwarders:
+                    await forwarder.stop()
+                run.forwarders.clear()
                 await self.report(run.name, status="failed", detail=str(exc),
                                   log=str(self.log_path(run.name)),
                                   restart_count=run.restarts)

@@ -62,22 +62,27 @@ class ImageRunner:
                                f"{record['image']})") from None
         layers = await asyncio.to_thread(self.store.layer_dirs, image)
         merged = await asyncio.to_thread(rootfs.mount_overlay, layers, container_dir)
-        private_dir(container_dir)
-        hostname = record.get("hostname") or record["name"]
-        write_private(container_dir / "hosts", hosts_file(hostname, addresses))
-        (container_dir / "hosts").chmod(0o644)
-        write_private(container_dir / "hostname", hostname + "\n")
-        (container_dir / "hostname").chmod(0o644)
-        resolv = netns.RESOLV_DIR / namespace / "resolv.conf" if namespace else HOST_RESOLV
-        files = [BindFile(str(resolv), "/etc/resolv.conf"),
-                 BindFile(str(container_dir / "hosts"), "/etc/hosts"),
-                 BindFile(str(container_dir / "hostname"), "/etc/hostname")]
-        config = container_config(
-            record, image.config, merged, self.container_id(record["name"]),
-            str(netns.RUN_DIR / namespace) if namespace else None, files,
-            read_in_rootfs(merged, "etc/passwd"), read_in_rootfs(merged, "etc/group"))
-        return await self.runc.start(self.container_id(record["name"]), container_dir,
-                                     config, log_path)
+        try:
+            private_dir(container_dir)
+            hostname = record.get("hostname") or record["name"]
+            write_private(container_dir / "hosts", hosts_file(hostname, addresses))
+            (container_dir / "hosts").chmod(0o644)
+            write_private(container_dir / "hostname", hostname + "\n")
+            (container_dir / "hostname").chmod(0o644)
+            resolv = netns.RESOLV_DIR / namespace / "resolv.conf" if namespace \
+                else HOST_RESOLV
+            files = [BindFile(str(resolv), "/etc/resolv.conf"),
+                     BindFile(str(container_dir / "hosts"), "/etc/hosts"),
+                     BindFile(str(container_dir / "hostname"), "/etc/hostname")]
+            config = container_config(
+                record, image.config, merged, self.container_id(record["name"]),
+                str(netns.RUN_DIR / namespace) if namespace else None, files,
+                read_in_rootfs(merged, "etc/passwd"), read_in_rootfs(merged, "etc/group"))
+            return await self.runc.start(self.container_id(record["name"]), container_dir,
+                                         config, log_path)
+        except BaseException:  # nothing to run, a bad user: leave no mount behind
+            rootfs.unmount_all(container_dir)
+            raise
 
     async def pid_of(self, process: ContainerProcess, timeout: float = 5.0) -> int:
         """The container's init as the host sees it (runc's pid until it is known)."""

@@ -40,6 +40,9 @@ from meshlet.image.config import ImageConfig, apply_changes
 from meshlet.private_files import open_new
 
 MAX_LAYERS = 128
+# What an import may unpack to, in all: a 250 KB gzip of zeros is a 256 MB tar, and a
+# bomb is stopped here rather than when the disk is full.
+MAX_UNPACKED = 16 << 30
 MAX_INDEX_DEPTH = 4
 MAX_LINK_HOPS = 16
 CHUNK = 1 << 20
@@ -126,15 +129,20 @@ class _Limited:
 class _Tee:
     """A reader that hashes what passes through and copies it to ``out``."""
 
-    def __init__(self, source: IO[bytes] | _Limited, out: IO[bytes] | None = None) -> None:
+    def __init__(self, source: IO[bytes] | _Limited, out: IO[bytes] | None = None,
+                 limit: int | None = None, what: str = "") -> None:
         self.source, self.out = source, out
         self.hash = hashlib.sha256()
         self.size = 0
+        self.limit, self.what = limit, what
 
     def read(self, n: int = -1) -> bytes:
         data = self.source.read(n if n is not None and n >= 0 else -1)
         self.hash.update(data)
         self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise ConfigError(f"{self.what}: unpacks to more than {self.limit >> 30} GiB",
+                              "file")
         if self.out is not None:
             self.out.write(data)
         return data
@@ -158,7 +166,7 @@ def stage_layer(raw: IO[bytes], dest: Path, what: str, blob_digest: str | None =
     # longer): a layout's blob may be a link to /dev/zero, or a file still growing.
     stored = _Tee(raw if blob_size is None else _Limited(raw, blob_size + 1))
     with open_new(dest) as out:
-        layer = _Tee(_decompressor(kind, stored), out)
+        layer = _Tee(_decompressor(kind, stored), out, MAX_UNPACKED, what)
         try:
             layer_tar.scan(layer, what)  # type: ignore[arg-type]
             layer.drain()
@@ -483,9 +491,14 @@ def _plain_tar(raw: IO[bytes], scratch: Path, what: str) -> Path:
         return Path(raw.name)
     stream = _decompressor(kind, raw)
     dest = scratch / "archive.tar"
+    unpacked = 0
     try:
         with open_new(dest) as out:
             while chunk := stream.read(CHUNK):
+                unpacked += len(chunk)
+                if unpacked > MAX_UNPACKED:
+                    raise ConfigError(f"{what}: unpacks to more than "
+                                      f"{MAX_UNPACKED >> 30} GiB", "file")
                 out.write(chunk)
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise ConfigError(f"{what}: cannot be decompressed ({exc})", "file") from None

@@ -64,6 +64,42 @@ class ContainerConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+# What Docker's default seccomp profile denies a container that holds no CAP_SYS_ADMIN
+# and the like, as a denylist: new namespaces (user namespaces need no capability),
+# mounts, keyrings, kernel modules and kexec, BPF, perf, userfaultfd, handles that
+# bypass paths, and clock and swap control. Refused with EPERM; clone3 with ENOSYS, so
+# that libc falls back to clone, whose namespace flags can be checked.
+DENIED_SYSCALLS = (
+    "unshare", "setns", "mount", "umount", "umount2", "pivot_root",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "create_module", "open_by_handle_at", "name_to_handle_at", "lookup_dcookie",
+    "quotactl", "swapon", "swapoff", "reboot", "settimeofday", "clock_settime",
+    "clock_adjtime", "adjtimex", "stime", "acct", "iopl", "ioperm", "vm86", "vm86old",
+    "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "fsopen", "fsmount",
+    "fspick", "move_mount", "open_tree", "mount_setattr", "process_vm_readv",
+    "process_vm_writev", "kcmp", "get_kernel_syms", "query_module")
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+CLONE_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
+                    0x20000000, 0x40000000)
+EPERM, ENOSYS = 1, 38
+
+
+def seccomp() -> dict[str, Any]:
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO",
+             "errnoRet": EPERM},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+            # One rule a flag: (flags & FLAG) == FLAG; the rules of a syscall are ORed.
+            *({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+               "args": [{"index": 0, "value": flag, "valueTwo": flag,
+                         "op": "SCMP_CMP_MASKED_EQ"}]} for flag in CLONE_NAMESPACES),
+        ],
+    }
+
+
 def _mount(destination: str, kind: str, source: str, options: list[str]) -> dict[str, Any]:
     return {"destination": destination, "type": kind, "source": source, "options": options}
 
@@ -107,7 +143,9 @@ def runtime_config(config: ContainerConfig) -> dict[str, Any]:
         # low port and ping there; neither reaches beyond the namespace.
         sysctl = {"net.ipv4.ip_unprivileged_port_start": "0",
                   "net.ipv4.ping_group_range": "0 2147483647"}
-    caps = list(DEFAULT_CAPABILITIES)
+    # On the host's network a raw socket would see and forge the host's traffic.
+    caps = [c for c in DEFAULT_CAPABILITIES
+            if config.netns is not None or c != "CAP_NET_RAW"]
     mounts = base_mounts() + [
         _mount(f.target, "bind", f.source, ["rbind", "rprivate", "ro", "nosuid", "nodev"])
         for f in config.files]
@@ -115,6 +153,7 @@ def runtime_config(config: ContainerConfig) -> dict[str, Any]:
         "namespaces": namespaces,
         "cgroupsPath": config.cgroup,
         "resources": resources(config),
+        "seccomp": seccomp(),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
     }
