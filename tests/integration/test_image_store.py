@@ -475,3 +475,16 @@ def test_a_decompression_bomb_is_stopped_and_nothing_is_stored(
     with pytest.raises(ConfigError, match="unpacks to more than"):
         store.import_file(oci_layout(tmp_path / "layout", [big]), "bomb:2")
     assert store.images() == []
+
+
+def test_a_tag_of_an_image_in_use_may_go_while_the_image_stays(store: ImageStore,
+                                                               tmp_path: Path) -> None:
+    """As `docker rmi`: untagging one of several tags is fine while a container runs
+    the image; removing the image itself (its last tag, or by id) is refused."""
+    image = store.import_file(busybox_rootfs(tmp_path / "r.tar"), "one:1")
+    store.import_file(tmp_path / "r.tar", "two:1")
+    users = [{"name": "c", "image_id": image.id}]
+    assert store.remove("two:1", users) == ["Untagged: two:1"]
+    with pytest.raises(Conflict, match="used by container c"):
+        store.remove("one:1", users)
+    assert [i.tags for i in store.images()] == [["one:1"]]

@@ -15,7 +15,7 @@ from meshlet import devmode
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.render import echo, emit_json, table
 from meshlet.errors import Conflict
-from meshlet.image.reference import short_id
+from meshlet.image.reference import parse_lookup, short_id
 from meshlet.image.store import Image, ImageStore, used_by
 from meshlet.runtime.rootfs import overlay_lowers
 
@@ -130,8 +130,10 @@ def image_rm(ctx: Context, refs: tuple[str, ...], data_dir: str | None) -> None:
     images = [store.resolve(ref) for ref in refs]  # said before the API is asked
     containers, _ = ctx.call(lambda c: c.containers())
     in_use = overlay_lowers()
-    for found in images:
-        if not used_by(containers, found) and any(
+    for ref, found in zip(refs, images, strict=True):
+        named = parse_lookup(ref).reference
+        untag_only = len(found.tags) > 1 and str(named) in found.tags
+        if not untag_only and not used_by(containers, found) and any(
                 os.path.realpath(store.layers / diff.removeprefix("sha256:")) in in_use
                 for diff in found.diff_ids):  # an up-file service's: no record names it
             raise Conflict(f"image {found.name} is in use: the root filesystem of a "

@@ -263,17 +263,17 @@ class ImageStore:
             data = self._read()
             image_id = self._resolve_id(ref, data)
             image = self._image(image_id, data)
-            users = used_by(containers, image)
-            if users:
-                raise Conflict(f"image {image.name} is used by container"
-                               f"{'s' if len(users) > 1 else ''} {', '.join(users)}; "
-                               "remove them first")
             lookup = parse_lookup(ref)
             by_tag = lookup.reference is not None and str(lookup.reference) in data["tags"]
             if not by_tag and len(image.tags) > 1:
                 raise Conflict(f"image {short_id(image_id)} has tags "
                                f"{', '.join(image.tags)}; remove them by name")
             untag = [str(lookup.reference)] if by_tag else image.tags
+            users = used_by(containers, image)
+            if users and set(untag) >= set(image.tags):  # only untagging is fine
+                raise Conflict(f"image {image.name} is used by container"
+                               f"{'s' if len(users) > 1 else ''} {', '.join(users)}; "
+                               "remove them first")
             done = [f"Untagged: {t}" for t in untag]
             for tag in untag:
                 del data["tags"][tag]
