@@ -488,3 +488,15 @@ def test_a_tag_of_an_image_in_use_may_go_while_the_image_stays(store: ImageStore
     with pytest.raises(Conflict, match="used by container c"):
         store.remove("one:1", users)
     assert [i.tags for i in store.images()] == [["one:1"]]
+
+
+def test_a_fifo_in_a_layout_directory_is_refused_not_waited_on(store: ImageStore,
+                                                                tmp_path: Path) -> None:
+    layout = oci_layout(tmp_path / "layout", [tar_bytes([("a", "file", b"x")])])
+    blob = next(p for p in (layout / "blobs" / "sha256").iterdir()
+                if p.stat().st_size > 200)  # the layer, not the small JSON blobs
+    blob.unlink()
+    os.mkfifo(blob)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        store.import_file(layout, "fifo:1")
+    assert store.images() == []

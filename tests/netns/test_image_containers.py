@@ -145,6 +145,13 @@ def test_a_memory_limit_kills_the_process_over_it(home: Path) -> None:
     run(home, "run", "-d", "--name", "hog", "--memory", "16m", "my-image", *hog)
     assert settled(home, "hog")["exit_code"] == 137  # SIGKILL, from the OOM killer
     assert container(home, "hog")["memory"] == 16 << 20
+    # --cpus is the CFS quota of the container's cgroup: half of each 100 ms period.
+    run(home, "run", "-d", "--name", "half", "--cpus", "0.5", "--stop-timeout", "0",
+        "my-image", "sleep", "600")
+    [container_id] = [i for i in runc_ids() if i.endswith("-half")]
+    cpu = Path("/sys/fs/cgroup/cpu/meshlet") / container_id
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
 
 
 def test_restart_policies(home: Path) -> None:

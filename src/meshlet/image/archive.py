@@ -26,6 +26,7 @@ import os
 import platform
 import posixpath
 import re
+import stat
 import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -241,12 +242,16 @@ class _DirSource:
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         path = self.root / layer_tar.clean_name(name, self.what)
-        try:
-            f = open(path, "rb")
+        try:  # O_NONBLOCK: a FIFO put there must not hold the import forever
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise ConfigError(f"{self.what}: cannot read {name}: {exc.strerror}",
                               "file") from None
+        f = os.fdopen(fd, "rb")
         with f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{self.what}: {name} is not a regular file", "file")
+            os.set_blocking(fd, True)
             yield f
 
 
