@@ -140,6 +140,13 @@ def podman() -> Iterator[Podman]:
         shutil.rmtree(short)
 
 
+def prepared(podman: Podman, home: Path, tmp_path: Path) -> None:
+    """The meshlet network, its conflist for podman, and the image in podman's store."""
+    meshlet("network", "create", NETWORK, "--subnet", "10.233.0.0/24", home=home)
+    podman.conflist(home)
+    podman("import", str(busybox_rootfs(tmp_path / "busybox.tar")), IMAGE)
+
+
 def started(podman: Podman, home: Path, name: str) -> str:
     """Run busybox's httpd in a podman container on the network; its address."""
     podman("run", "-d", "--name", name, "--network", NETWORK, IMAGE,
@@ -165,9 +172,7 @@ def test_podman_through_meshlet_cni_and_nothing_left(podman: Podman, tmp_path: P
     home = tmp_path / "home"
     home.mkdir()
     with clean_daemon(home):
-        meshlet("network", "create", NETWORK, "--subnet", "10.233.0.0/24", home=home)
-        podman.conflist(home)
-        podman("import", str(busybox_rootfs(tmp_path / "busybox.tar")), IMAGE)
+        prepared(podman, home, tmp_path)
         address = started(podman, home, "web")
         container = podman("inspect", "--format", "{{.Id}}", "web").stdout.strip()
         assert leases(home) == {f"cni-{container}-eth0": address}  # meshlet's IPAM
@@ -212,9 +217,7 @@ def test_down_while_podmans_container_runs_leaves_no_link(podman: Podman,
     home = tmp_path / "home"
     home.mkdir()
     with clean_daemon(home):
-        meshlet("network", "create", NETWORK, "--subnet", "10.233.0.0/24", home=home)
-        podman.conflist(home)
-        podman("import", str(busybox_rootfs(tmp_path / "busybox.tar")), IMAGE)
+        prepared(podman, home, tmp_path)
         address = started(podman, home, "late")
         wait_for(lambda: fetch(f"http://{address}:8080/") == "hello from busybox\n", 20,
                  "the host to reach podman's container")
