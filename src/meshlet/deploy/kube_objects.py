@@ -129,7 +129,7 @@ PortOrName = Annotated[int | str, BeforeValidator(_port_or_name)]
 IntOrPercent = Annotated[int | str, BeforeValidator(_int_or_percent)]
 Seconds = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Positive = Annotated[int, Field(ge=1, le=INT32_MAX)]
-Ignored = Annotated[Any, Field(default=None, exclude=True)]
+Ignored = Annotated[Any, Field(exclude=True)]
 
 
 class KubeModel(BaseModel):
@@ -156,8 +156,8 @@ class ObjectMeta(KubeModel):
     namespace: str | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
-    creation_timestamp: Ignored
-    generation: Ignored
+    creation_timestamp: Ignored = None
+    generation: Ignored = None
 
     def problems(self, name_rule: str) -> Iterator[Problem]:
         check = {"label": is_dns1123_label, "subdomain": is_dns1123_subdomain,
@@ -178,7 +178,7 @@ class KubeObjectBase(KubeModel):
     api_version: str
     kind: str
     metadata: ObjectMeta
-    status: Ignored
+    status: Ignored = None
 
     # kubectl's names for what `apply` prints: "deployment.apps/web configured".
     resource: ClassVar[str] = ""
@@ -215,13 +215,13 @@ class KubeObjectBase(KubeModel):
 # --- Namespace ----------------------------------------------------------------------------
 
 class NamespaceSpec(KubeModel):
-    finalizers: Ignored   # ["kubernetes"] in `kubectl get -o yaml`
+    finalizers: Ignored = None   # ["kubernetes"] in `kubectl get -o yaml`
 
 
 class Namespace(KubeObjectBase):
     api_version: Literal["v1"]
     kind: Literal["Namespace"]
-    spec: NamespaceSpec = Field(default_factory=NamespaceSpec, exclude=True)
+    spec: Annotated[NamespaceSpec, Field(exclude=True)] = NamespaceSpec()
     resource = "namespace"
     name_rule = "label"
 
@@ -236,7 +236,7 @@ class Namespace(KubeObjectBase):
 class EnvVar(KubeModel):
     name: str
     value: str = ""
-    value_from: Ignored
+    value_from: Ignored = None
 
     @field_validator("value_from", mode="before")
     @classmethod
@@ -260,7 +260,7 @@ class ContainerPort(KubeModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return None if value is None else _port_or_name(value)  # type: ignore[no-any-return]
+        return None if value is None else str(_port_or_name(value))
 
 
 class HTTPGetAction(KubeModel):
@@ -326,7 +326,7 @@ class Requests(KubeModel):
 
 class Resources(KubeModel):
     limits: Limits = Limits()
-    requests: Requests = Field(default_factory=Requests, exclude=True)
+    requests: Annotated[Requests, Field(exclude=True)] = Requests()
 
 
 class Container(KubeModel):
@@ -340,10 +340,10 @@ class Container(KubeModel):
     liveness_probe: Probe | None = None
     resources: Resources = Resources()
     image_pull_policy: Annotated[Literal["Always", "IfNotPresent", "Never"] | None,
-                                 Field(default=None, exclude=True)]
-    termination_message_path: Annotated[str | None, Field(default=None, exclude=True)]
+                                 Field(exclude=True)] = None
+    termination_message_path: Annotated[str | None, Field(exclude=True)] = None
     termination_message_policy: Annotated[
-        Literal["File", "FallbackToLogsOnError"] | None, Field(default=None, exclude=True)]
+        Literal["File", "FallbackToLogsOnError"] | None, Field(exclude=True)] = None
 
     @field_validator("image")
     @classmethod
@@ -388,17 +388,16 @@ class Container(KubeModel):
 class PodSpec(KubeModel):
     containers: list[Container] = Field(min_length=1)
     termination_grace_period_seconds: Seconds = 30
-    restart_policy: Annotated[Literal["Always"], Field(default="Always", exclude=True)]
-    dns_policy: Annotated[Literal["ClusterFirst"], Field(default="ClusterFirst",
-                                                         exclude=True)]
+    restart_policy: Annotated[Literal["Always"], Field(exclude=True)] = "Always"
+    dns_policy: Annotated[Literal["ClusterFirst"], Field(exclude=True)] = "ClusterFirst"
 
 
 class TemplateMeta(KubeModel):
     labels: dict[str, str] = Field(min_length=1)
     annotations: dict[str, str] = {}
-    name: Ignored
-    creation_timestamp: Ignored
-    generation: Ignored
+    name: Ignored = None
+    creation_timestamp: Ignored = None
+    generation: Ignored = None
 
 
 class PodTemplate(KubeModel):
@@ -408,7 +407,7 @@ class PodTemplate(KubeModel):
 
 class LabelSelector(KubeModel):
     match_labels: dict[str, str] = Field(min_length=1)
-    match_expressions: Ignored
+    match_expressions: Ignored = None
 
     @field_validator("match_expressions", mode="before")
     @classmethod
@@ -431,8 +430,8 @@ class DeploymentSpec(KubeModel):
     selector: LabelSelector
     template: PodTemplate
     strategy: Strategy = Strategy()
-    revision_history_limit: Ignored
-    progress_deadline_seconds: Ignored
+    revision_history_limit: Ignored = None
+    progress_deadline_seconds: Ignored = None
 
 
 class Deployment(KubeObjectBase):
@@ -494,7 +493,7 @@ class ServiceSpec(KubeModel):
     selector: dict[str, str] = Field(min_length=1)
     ports: list[ServicePort] = Field(min_length=1)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    session_affinity: Annotated[Literal["None"], Field(default="None", exclude=True)]
+    session_affinity: Annotated[Literal["None"], Field(exclude=True)] = "None"
 
 
 class Service(KubeObjectBase):
