@@ -321,7 +321,7 @@ class Requests(KubeModel):
     @field_validator("cpu", "memory", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> Any:
-        return parse_quantity(value)
+        return None if value is None else parse_quantity(value)
 
 
 class Resources(KubeModel):
@@ -546,7 +546,7 @@ class MetricTarget(KubeModel):
     @field_validator("average_value", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> Any:
-        return parse_quantity(value)
+        return None if value is None else parse_quantity(value)
 
 
 class ResourceMetricSource(KubeModel):
