@@ -301,6 +301,8 @@ def test_refusals_of_the_autoscaler() -> None:
      "web.yaml:5: metadata.name: duplicate key (first at line 4)"),
     ("apiVersion: v1\nmetadata: {name: a}\n", "web.yaml:1: kind: required field (in a)"),
     ("- a\n", "web.yaml:1: document: expected a Kubernetes object"),
+    ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  labels: {on: x}\n",
+     "web.yaml:5: metadata.labels: key True is not a string: quote it (in Namespace a)"),
     ("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n",
      "web.yaml:3: metadata.namespace: a Namespace is not inside a namespace"),
     ("kind: List\napiVersion: v1\nitems:\n- kind: List\n  apiVersion: v1\n  items: []\n",

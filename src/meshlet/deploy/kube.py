@@ -174,10 +174,30 @@ def _message(error: Any) -> str:
     return message.replace("Input should be", "must be")
 
 
+def _non_string_key(data: Any, loc: Loc = ()) -> tuple[Loc, object] | None:
+    """Where a mapping has a key YAML read as other than a string (``on:``, ``1:``)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                return loc, key
+            found = _non_string_key(value, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found = _non_string_key(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
+
+
 def _object(doc: _Document) -> KubeObject:
     data = doc.data
     if not isinstance(data, dict):
         doc.fail((), "expected a Kubernetes object (a mapping with apiVersion and kind)")
+    odd = _non_string_key(data)
+    if odd is not None:
+        doc.fail(odd[0], f"key {odd[1]!r} is not a string: quote it")
     kind = data.get("kind")
     if "kind" not in data:
         doc.fail(("kind",), "required field")
