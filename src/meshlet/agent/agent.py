@@ -29,9 +29,11 @@ from meshlet.agent.host_watches import HostWatches
 from meshlet.agent.identity import WorkloadIdentity
 from meshlet.agent.ingress import SERVICE as INGRESS_SERVICE
 from meshlet.agent.ingress import IngressGateway
+from meshlet.agent.pods import PodRunner, PodWorkload
 from meshlet.agent.retry import answered
 from meshlet.agent.roots_watch import RootsWatch
 from meshlet.agent.sandboxes import Sandboxes
+from meshlet.agent.service_gateways import ServiceGateways
 from meshlet.agent.sidecar_config import build_snapshot, intentions_for
 from meshlet.agent.workload import Workload
 from meshlet.agent.workload_host import Sandbox
@@ -68,13 +70,16 @@ class Agent:
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
         self.networks = HostNetworks(node, advertise or source_address_towards(server_url))
-        self.host_watches = HostWatches(self.client, self.networks)
+        self.host_watches = HostWatches(self.client, self.networks, zone)
         self.sandboxes = Sandboxes(self.client, self.networks)
         self.containers = ContainerRunner(self.client, node, data_dir, self.networks,
                                           images_dir or data_dir / "images")
         self.roots = RootsWatch(self.client)
         self.host_started = False
         self.ingress: IngressGateway | None = None
+        self._ingress_identity: WorkloadIdentity | None = None
+        self.pods = PodRunner(self, node)
+        self.service_gateways = ServiceGateways(self)
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
@@ -122,23 +127,36 @@ class Agent:
     async def start_ingress(self, published: dict[str, tuple[int, str]]) -> None:
         """The ingress gateway for the services the file publishes, with an identity
         of its own; raises Unavailable or OSError (its port is taken)."""
-        loop = asyncio.get_running_loop()
         for name in published:
-            if name not in self.watches:
-                self.watches[name] = loop.create_task(self.watch_service(name))
-        identity = self.identity(INGRESS_SERVICE, self.data_dir / "ingress" / "identity")
-        self.watches["ingress-identity"] = loop.create_task(identity.run())
-        gateway = IngressGateway(published, self.node, self.zone, identity)
+            self.follow_service(name)
+        gateway = IngressGateway(published, self.node, self.zone, self.gateway_identity())
         await gateway.start()
         self.ingress = gateway
-        identity.on_change = self.ingress_renewed
         self.push_ingress()
+
+    def gateway_identity(self) -> WorkloadIdentity:
+        """The ingress gateway's identity, one for all its listeners (the up file's on
+        loopback and the Services' on the host's addresses)."""
+        if self._ingress_identity is None:
+            identity = self.identity(INGRESS_SERVICE, self.data_dir / "ingress" / "identity")
+            self.watches["ingress-identity"] = asyncio.get_running_loop().create_task(
+                identity.run())
+            identity.on_change = self.ingress_renewed
+            self._ingress_identity = identity
+        return self._ingress_identity
+
+    def follow_service(self, service: str) -> None:
+        """Keep ``service``'s instances current (for the sidecars that call it)."""
+        if service not in self.watches:
+            self.watches[service] = asyncio.get_running_loop().create_task(
+                self.watch_service(service))
 
     def push_ingress(self) -> None:
         if self.ingress is not None:
             self.ingress.apply(self.snapshot(self.ingress.bootstrap))
 
     def ingress_renewed(self) -> None:
+        self.service_gateways.renewed()
         gateway = self.ingress
         tls = gateway.renewed_tls() if gateway is not None else None
         if gateway is not None and tls is not None:
@@ -210,6 +228,7 @@ class Agent:
             service is None or service in w.spec.upstreams or service == w.service)]
         if self.ingress is not None and (service is None or service in self.ingress.published):
             self.push_ingress()
+        self.service_gateways.push(service)
         await asyncio.gather(*(w.push() for w in targets))
 
     async def watch_service(self, service: str) -> None:
@@ -258,6 +277,8 @@ class Agent:
         """Start running this node's containers (`meshlet run`)."""
         self.start_host()
         self.containers.start()
+        self.pods.start()
+        self.service_gateways.start()
 
     def start_host(self) -> None:
         """Once: clean up after an earlier run, then join the cluster's networking
@@ -306,7 +327,10 @@ class Agent:
         for w in self.workloads:
             by_service.setdefault(w.service, []).append(w)
         for service in reversed(list(by_service)):
-            await asyncio.gather(*(w.stop(grace) for w in by_service[service]))
+            await asyncio.gather(*(w.stop(grace) for w in by_service[service]
+                                   if not isinstance(w, PodWorkload)))
+        await self.service_gateways.stop()
+        await self.pods.stop()
         await self.containers.stop()
         await self.host_watches.stop()
         await self.roots.stop()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.retry import answered
@@ -23,10 +24,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def capacity() -> tuple[float, int]:
+    """The CPUs this agent may use and the host's memory (bytes; 0 if unreadable):
+    what the control plane places replicas against."""
+    memory = 0
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+                break
+    return float(len(os.sched_getaffinity(0))), memory
+
+
 class HostWatches:
-    def __init__(self, client: Client, host: HostNetworks) -> None:
+    def __init__(self, client: Client, host: HostNetworks, zone: str = "") -> None:
         self.client = client
         self.host = host
+        self.zone = zone
         self.tasks: list[asyncio.Task[None]] = []
         self.registered = False
 
@@ -65,13 +80,17 @@ class HostWatches:
 
     async def watch_nodes(self) -> None:
         """Register this host, then follow the others: an overlay's tunnels go to them."""
-        node, address = self.host.node, self.host.address
-        answer = await answered(f"registering node {node}",
-                                lambda: self.client.node_register(node, address))
+        answer = await answered(f"registering node {self.host.node}", self.register)
         self.registered = True
         self.tasks.append(asyncio.get_running_loop().create_task(
             self.heartbeat(float(answer.get("ttl", 30.0)))))
         await self.follow("watching nodes", self.client.nodes, self.host.view.set_nodes)
+
+    async def register(self) -> dict[str, Any]:
+        """Register this host with its zone and what it offers pods."""
+        cpus, memory = capacity()
+        return await self.client.node_register(self.host.node, self.host.address,
+                                               self.zone, cpus, memory)
 
     async def heartbeat(self, ttl: float) -> None:
         """Register again every third of the TTL (which also takes the node back if it
@@ -79,7 +98,7 @@ class HostWatches:
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                answer = await self.client.node_register(self.host.node, self.host.address)
+                answer = await self.register()
                 ttl = float(answer.get("ttl", ttl))
             except MeshletError as exc:
                 log.info("node heartbeat failed: %s", exc)

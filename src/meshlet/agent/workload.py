@@ -65,13 +65,17 @@ class Workload:
     """Driven by its ``host`` (the agent), through the narrow ``WorkloadHost``."""
 
     def __init__(self, host: WorkloadHost, service: str, replica: int, spec: ServiceSpec,
-                 cwd: Path, upstream_protocols: Mapping[str, str]) -> None:
+                 cwd: Path, upstream_protocols: Mapping[str, str],
+                 instance_id: str | None = None) -> None:
+        """``instance_id``: its name in the catalog (default ``SERVICE-REPLICA``; a
+        Deployment's replica is its pod's name)."""
         self.host = host
         self.service = service
         self.replica = replica
         self.spec = spec
         self.cwd = cwd
-        self.id = f"{service}-{replica}"
+        self.id = instance_id or f"{service}-{replica}"
+        self.entrypoint: list[str] = []  # an image's, replaced (a pod's ``command``)
         self.upstream_protocols = [(u, upstream_protocols.get(u, "http"))
                                    for u in spec.upstreams]
         if spec.in_namespace:  # an address of its own: every replica on the same port
@@ -182,7 +186,7 @@ class Workload:
         else:
             self.set_status("passing", "process running")
         self.started.set()
-        checker = loop.create_task(self.check_loop()) if self.spec.check else None
+        checker = loop.create_task(self.check_loop()) if self.probing else None
         waits = {loop.create_task(self.app.wait()): "app",
                  loop.create_task(self.sidecar.wait()): "sidecar",  # type: ignore[union-attr]
                  loop.create_task(self.stopping.wait()): "stop"}
@@ -199,6 +203,11 @@ class Workload:
         return Ended(f"process exited with code {self.app.returncode}",
                      loop.time() - started_at)
 
+    @property
+    def probing(self) -> bool:
+        """Whether probes run while the app does."""
+        return self.spec.check is not None
+
     async def start_app(self) -> asyncio.subprocess.Process | ContainerProcess:
         """The app's process: the command, or the image under runc in the workload's
         namespace (its environment is then only the image's and the workload's)."""
@@ -206,7 +215,8 @@ class Workload:
             return await spawn(self.wrap(self.spec.command), self.app_env(dict(os.environ)),
                                self.cwd, self.run_dir / "app.log")
         record = {"name": f"svc.{self.id}", "hostname": self.id, "image": self.spec.image,
-                  "image_id": "", "command": list(self.spec.command), "entrypoint": [],
+                  "image_id": "", "command": list(self.spec.command),
+                  "entrypoint": list(self.entrypoint),
                   "user": "", "workdir": "", "env": self.app_env({}),
                   "memory": self.spec.memory or 0, "cpus": self.spec.cpus or 0.0}
         return await self.host.start_image(

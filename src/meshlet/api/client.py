@@ -262,9 +262,11 @@ class Client:
         return await self.request("GET", "/v1/nodes", params=params,
                                   timeout=self.timeout + wait)
 
-    async def node_register(self, name: str, address: str) -> dict[str, Any]:
+    async def node_register(self, name: str, address: str, zone: str = "",
+                            cpus: float = 0.0, memory: int = 0) -> dict[str, Any]:
+        body = {"address": address, "zone": zone, "cpus": cpus, "memory": memory}
         return (await self.request("PUT", f"/v1/nodes/{quote(name, safe='')}",
-                                   json={"address": address}))[0]
+                                   json=body))[0]
 
     async def node_deregister(self, name: str) -> None:
         await self.request("DELETE", f"/v1/nodes/{quote(name, safe='')}")

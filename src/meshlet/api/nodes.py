@@ -38,7 +38,8 @@ class NodeRoutes:
         stay silent before it is deregistered."""
         name = request.match_info["name"]
         body = parse_body(NodeBody, await read_json(request))
-        result = await self.api.propose(NodeRegister(name, body.address))
+        result = await self.api.propose(NodeRegister(name, body.address, body.zone, body.cpus,
+                                                    body.memory))
         self.api.heartbeats.heard_from(name)
         return self.api.reply({**result.value, "ttl": self.api.heartbeats.ttl}, result.index)
 

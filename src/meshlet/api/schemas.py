@@ -84,6 +84,9 @@ class ContainerStatusBody(Body):
 
 class NodeBody(Body):
     address: str
+    zone: str = Field(default="", max_length=64)
+    cpus: float = Field(default=0.0, ge=0, le=4096)       # what the node offers its pods
+    memory: int = Field(default=0, ge=0, le=1 << 50)      # bytes; 0: not said
 
 
 class CidrBody(Body):

@@ -191,6 +191,9 @@ class NodeRegister:
     TYPE: ClassVar[str] = "node_register"
     name: str
     address: str
+    zone: str = ""       # for spreading a Deployment's replicas
+    cpus: float = 0.0    # the capacity replicas are placed against (0: unknown)
+    memory: int = 0
 
 
 @dataclass(frozen=True)

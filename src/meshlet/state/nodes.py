@@ -39,6 +39,9 @@ class Node:
     address: str
     create_index: int
     modify_index: int
+    zone: str = ""
+    cpus: float = 0.0
+    memory: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,11 +81,14 @@ class NodeTable:
 
     def register(self, index: int, cmd: NodeRegister) -> dict[str, Any]:
         node = self.nodes.get(cmd.name)
+        facts = (cmd.address, cmd.zone, cmd.cpus, cmd.memory)
         if node is None:
-            node = self.nodes[cmd.name] = Node(cmd.name, cmd.address, index, index)
+            node = self.nodes[cmd.name] = Node(cmd.name, cmd.address, index, index,
+                                               cmd.zone, cmd.cpus, cmd.memory)
             self.index = index
-        elif node.address != cmd.address:
-            node.address, node.modify_index = cmd.address, index
+        elif (node.address, node.zone, node.cpus, node.memory) != facts:
+            node.address, node.zone, node.cpus, node.memory = facts
+            node.modify_index = index
             self.index = index
         return node.to_dict()
 
