@@ -115,6 +115,7 @@ class PodWorkload(Workload):
         return {"phase": "running" if running else "pending",
                 "ready": running and self.status == "passing",
                 "restarts": self.restarts, "detail": self.output[:500],
+                "pid": self.pid if running else None,
                 "address": f"{self.app_host}:{self.inbound_port}" if running else ""}
 
 

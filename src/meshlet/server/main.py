@@ -21,6 +21,7 @@ from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import API_HEAD_TIMEOUT
 from meshlet.private_files import private_tree, read_or_create_secret
 from meshlet.server.acl_bootstrap import AclBootstrapper
+from meshlet.server.deployments import DeploymentController
 from meshlet.server.node_reaper import DEFAULT_TTL, NodeReaper
 from meshlet.server.raft_node import PeerAddress, RaftServerNode
 from meshlet.server.tls import ServerTls, check_root, prune_roots, record_root
@@ -209,6 +210,7 @@ class Server:
             server.background += [loop.create_task(tls.renew_forever()),
                                   loop.create_task(tls.follow_roots(node))]
         server.background.append(loop.create_task(prune_roots(node)))
+        server.background.append(loop.create_task(DeploymentController(node).run()))
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))

@@ -1,0 +1,86 @@
+"""The deployment controller: on the leader, turns Deployments into pods on nodes.
+
+Each pass reads the replicated state (Deployments, Services, pods, nodes), asks the
+pure reconciler (``deploy/reconciler.py``) what to do and proposes it: pods to create
+(named ``DEPLOYMENT-HASH-SUFFIX``, as Kubernetes names a ReplicaSet's pods), pods to
+delete, and each Deployment's status and events. A pass runs when any of those tables
+changes and at least every second (a rollout's deadline is a matter of time). Only
+the leader acts; a new leader starts from the state, so nothing is lost with the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from meshlet.deploy.pod_specs import PodPlanner
+from meshlet.deploy.reconciler import reconcile
+from meshlet.errors import MeshletError
+from meshlet.state.commands import ObjectStatus, PodCreate, PodDelete
+
+if TYPE_CHECKING:
+    from meshlet.server.raft_node import RaftServerNode
+
+log = logging.getLogger(__name__)
+POLL = 0.1          # seconds between looks at the tables' indexes
+MAX_IDLE = 1.0      # a pass at least this often
+SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' (no vowels: no words)
+
+
+def pod_suffix() -> str:
+    return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(5))
+
+
+class DeploymentController:
+    def __init__(self, node: RaftServerNode) -> None:
+        self.node = node
+        self.seen: tuple[int, ...] = ()
+        self.last_pass = 0.0
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<DeploymentController leader={self.node.is_leader}>"
+
+    def indexes(self) -> tuple[int, ...]:
+        machine = self.node.machine
+        return machine.objects.index, machine.pods.index, machine.nodes.index
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL)
+            if not self.node.is_leader:
+                self.statuses.clear()
+                continue
+            now = time.monotonic()
+            if self.indexes() == self.seen and now - self.last_pass < MAX_IDLE:
+                continue
+            self.seen, self.last_pass = self.indexes(), now
+            try:
+                await self.one_pass()
+            except MeshletError as exc:  # leadership moved, or a proposal was refused
+                log.info("deployment controller: %s", exc)
+
+    async def one_pass(self) -> None:
+        planner = PodPlanner.from_machine(self.node.machine)
+        plan = reconcile(planner.deployments(), planner.pods(), planner.nodes(), time.time())
+        for create in plan.creates:
+            pod = planner.pod(create, f"{create.deployment}-{create.template_hash}-"
+                                      f"{pod_suffix()}")
+            await self.node.propose(PodCreate(**pod))
+        for delete in plan.deletes:
+            log.info("deleting pod %s: %s", delete.pod, delete.reason)
+            await self.node.propose(PodDelete(delete.pod))
+        events: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for ns, name, kind, reason, message in plan.events:
+            events.setdefault((ns, name), []).append(
+                {"time": time.time(), "type": kind, "reason": reason, "message": message})
+        for key in sorted(set(plan.statuses) | set(events)):
+            status = plan.statuses.get(key, self.statuses.get(key, {}))
+            if status == self.statuses.get(key) and key not in events:
+                continue
+            await self.node.propose(ObjectStatus("Deployment", key[0], key[1], status,
+                                                 events.get(key, [])))
+            self.statuses[key] = status

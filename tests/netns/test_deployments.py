@@ -1,0 +1,103 @@
+"""Deployments across three hosts (needs root): the plain web-app manifest, applied
+unchanged, gives three ready replicas spread one per host and reachable on port 80 of
+every host's address; a replica killed with SIGKILL comes back; a host that leaves has
+its replica placed on another; applying again changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshlet.agent.host_networks import namespace_prefix
+from meshlet.net import netns
+from tests.conftest import wait_until
+from tests.images import busybox_rootfs, have_busybox
+from tests.netns.hosts import Hosts, in_ns
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0,
+                       reason="needs root: creates network namespaces, links and containers"),
+    pytest.mark.skipif(not have_busybox(), reason="needs a static busybox (busybox-static)"),
+]
+WEB = Path(__file__).resolve().parents[2] / "examples" / "kube" / "web.yaml"
+FETCH = ("import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+         "timeout=5).read().decode())")
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    assert netns.ours() == [], "the machine is not clean before the test"
+    rootfs = busybox_rootfs(tmp_path / "web.tar")
+    with Hosts(3, node_ttl="2s") as found:
+        for host in found.names:
+            subprocess.run([sys.executable, "-m", "meshlet", "image", "import", str(rootfs),
+                            "--name", "web:1", "--data-dir", str(found.tmp / f"{host}-data")],
+                           check=True, capture_output=True, timeout=60)
+        yield found
+    assert netns.ours() == [], "agents left pod namespaces behind"
+
+
+def pods(hosts: Hosts) -> list[dict[str, Any]]:
+    return list(json.loads(hosts.cli("-o", "json", "get", "pods")))
+
+
+def ready_pods(hosts: Hosts, count: int) -> list[dict[str, Any]] | None:
+    found = [p for p in pods(hosts) if p["ready"]]
+    return found if len(found) == count and len(pods(hosts)) == count else None
+
+
+def fetch(hosts: Hosts, host: str) -> str:
+    done = subprocess.run(in_ns(hosts.under, sys.executable, "-c", FETCH,
+                                f"http://{hosts.address(host)}:80/"),
+                          capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
+        hosts: Hosts) -> None:
+    applied = hosts.cli("apply", "-f", str(WEB))
+    assert applied.splitlines() == ["deployment.apps/web created", "service/web created"]
+
+    running = wait_until(lambda: ready_pods(hosts, 3), 120, "three ready replicas") or []
+    assert sorted(p["node"] for p in running) == ["host1", "host2", "host3"]
+    for host in hosts.names:
+        body = wait_until(lambda h=host: fetch(hosts, h), 60, f"port 80 on {host}")
+        assert body.strip() == "hello from busybox"
+
+    # Applying the same manifest again is a no-op.
+    again = hosts.cli("apply", "-f", str(WEB))
+    assert again.splitlines() == ["deployment.apps/web unchanged", "service/web unchanged"]
+    assert {p["name"] for p in pods(hosts)} == {p["name"] for p in running}
+
+    # kill -9 of a replica's app: it is started again and is ready again.
+    victim = running[0]
+    pid = int(victim["pid"])
+    os.kill(pid, signal.SIGKILL)
+
+    def back() -> bool:
+        now = {p["name"]: p for p in pods(hosts)}
+        pod = now.get(victim["name"])
+        return bool(pod and pod["restarts"] >= 1 and pod["ready"] and pod.get("pid") != pid)
+    wait_until(back, 120, "the killed replica to run and be ready again")
+    assert fetch(hosts, "host1").strip() == "hello from busybox"
+
+    # A host that leaves: its replica is placed on one of the others.
+    gone = next(p for p in pods(hosts) if p["node"] == "host3")
+    hosts.stop_agent("host3", kill=True)
+    moved = wait_until(lambda: (lambda r: r if r and all(p["node"] != "host3" for p in r)
+                                else None)(ready_pods(hosts, 3)), 120,
+                       "the lost host's replica on another host") or []
+    assert gone["name"] not in {p["name"] for p in moved}
+    assert sorted({p["node"] for p in moved}) == ["host1", "host2"]
+    hosts.start_agent("host3")  # it sweeps what its killed run left (pods, namespaces)
+    wait_until(lambda: not [n for n in netns.ours()
+                            if n.startswith(namespace_prefix("host3"))], 60,
+               "host3's agent to remove what its killed run left")
