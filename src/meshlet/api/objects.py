@@ -13,6 +13,7 @@ controller's: ``operator`` write.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -107,7 +108,7 @@ class ObjectRoutes:
         obj = validate_object(body.manifest)
         namespace = "" if isinstance(obj, Namespace) else obj.namespace or DEFAULT_NAMESPACE
         require(request, "deployment", acl_name(obj.kind, namespace, obj.name), "write")
-        result = await self.api.propose(ObjectApply(obj.canonical()))
+        result = await self.api.propose(ObjectApply(obj.canonical(), time.time()))
         return self.api.reply(result.value, result.index)
 
     async def delete(self, request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ pod is the controller's: ``operator`` write. Asking a pod to stop (``terminate``
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -35,6 +36,7 @@ class PodBody(Body):
     node: str
     container: dict[str, Any]
     service: str = ""
+    created: float = Field(default=0.0, ge=0, allow_inf_nan=False)   # 0: now
 
 
 class PodReportBody(Body):
@@ -99,7 +101,7 @@ class PodRoutes:
         body = parse_body(PodBody, await read_json(request))
         result = await self.api.propose(PodCreate(
             body.name, body.namespace, body.deployment, body.revision, body.template_hash,
-            body.node, body.container, body.service))
+            body.node, body.container, body.service, body.created or time.time()))
         return self.api.reply(result.value, result.index, status=201)
 
     async def delete(self, request: web.Request) -> web.Response:

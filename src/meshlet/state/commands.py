@@ -259,6 +259,7 @@ class ObjectApply:
 
     TYPE: ClassVar[str] = "object_apply"
     manifest: dict[str, Any]
+    created: float = 0.0              # when the API took it (the state reads no clock)
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ class PodCreate:
     node: str
     container: dict[str, Any]
     service: str = ""                 # the catalog service it registers as ("": none)
+    created: float = 0.0              # seconds since the epoch; 0: not known
 
 
 @dataclass(frozen=True)

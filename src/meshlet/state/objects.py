@@ -80,6 +80,7 @@ class ObjectRecord:
     status: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     revisions: list[dict[str, Any]] = field(default_factory=list)
+    created: float = 0.0      # seconds since the epoch, as the API stamped the create
 
     @property
     def key(self) -> Key:
@@ -90,7 +91,8 @@ class ObjectRecord:
                 "manifest": self.manifest, "generation": self.generation,
                 "digest": self.digest, "create_index": self.create_index,
                 "modify_index": self.modify_index, "status": self.status,
-                "events": list(self.events), "revisions": list(self.revisions)}
+                "events": list(self.events), "revisions": list(self.revisions),
+                "created": self.created}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ObjectRecord:
@@ -119,14 +121,19 @@ def _stored(manifest: object) -> tuple[Key, dict[str, Any], Any]:
     return (obj.kind, namespace, obj.name), stored, obj
 
 
+def non_negative(value: object, at: str) -> float:
+    """A finite number, 0 or more; raises ConfigError naming ``at``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{at}: a finite number, 0 or more", at)
+    return float(value)
+
+
 def _check_event(event: object, at: str) -> dict[str, Any]:
     if not isinstance(event, dict) or set(event) - {"time", "type", "reason", "message",
                                                     "count"}:
         raise ConfigError(f"{at}: expected {{time, type, reason, message, count}}", at)
-    time, count = event.get("time"), event.get("count", 1)
-    if isinstance(time, bool) or not isinstance(time, (int, float)) \
-            or not math.isfinite(time) or time < 0:
-        raise ConfigError(f"{at}.time: seconds since the epoch", f"{at}.time")
+    time, count = non_negative(event.get("time"), f"{at}.time"), event.get("count", 1)
     if event.get("type") not in EVENT_TYPES:
         raise ConfigError(f"{at}.type: Normal or Warning", f"{at}.type")
     for name in ("reason", "message"):
@@ -136,7 +143,7 @@ def _check_event(event: object, at: str) -> dict[str, Any]:
                               f"{at}.{name}")
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count < 2 ** 31:
         raise ConfigError(f"{at}.count: a count, 1 or more", f"{at}.count")
-    return {"time": float(time), "type": event["type"], "reason": event["reason"],
+    return {"time": time, "type": event["type"], "reason": event["reason"],
             "message": event["message"], "count": count}
 
 
@@ -172,6 +179,7 @@ class ObjectTable:
     # -- checks ---------------------------------------------------------------------------
 
     def check_apply(self, cmd: ObjectApply) -> None:
+        non_negative(cmd.created, "created")
         key, _, obj = _stored(cmd.manifest)
         kind, namespace, name = key
         if kind != "Namespace" and not self.namespace_exists(namespace):
@@ -224,7 +232,8 @@ class ObjectTable:
         if existing is not None and existing.digest == digest:
             return {**answer, "result": "unchanged", "generation": existing.generation}
         if existing is None:
-            record = ObjectRecord(kind, namespace, name, stored, 1, digest, index, index)
+            record = ObjectRecord(kind, namespace, name, stored, 1, digest, index, index,
+                                  created=float(cmd.created))
             self.objects[key] = record
             result = "created"
         else:

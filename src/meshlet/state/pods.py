@@ -15,7 +15,6 @@ agent's blocking query wakes only for its own.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from meshlet.errors import ConfigError, Conflict, NotFound
 from meshlet.kube_objects import is_dns1123_label, is_dns1123_subdomain
 from meshlet.state.commands import PodCreate, PodDelete, PodReport, PodTerminate
 from meshlet.state.networks import OWNER_NAME
-from meshlet.state.objects import ObjectTable
+from meshlet.state.objects import ObjectTable, non_negative
 
 MAX_PODS = 10_000
 MAX_TEXT = 4096
@@ -47,13 +46,6 @@ def _count(value: object, at: str, low: int = 0) -> int:
     return value
 
 
-def _number(value: object, at: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{at}: a finite number, 0 or more", at)
-    return float(value)
-
-
 def _port(value: object, at: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ConfigError(f"{at}: a port, 1..65535", at)
@@ -71,7 +63,7 @@ def _check_probe(probe: object, at: str) -> None:
         raise ConfigError(f"{at}: an http path or tcp, one of them", at)
     _port(probe["port"], f"{at}.port")
     for name in ("period", "timeout", "initial_delay"):
-        _number(probe[name], f"{at}.{name}")
+        non_negative(probe[name], f"{at}.{name}")
     for name in ("failure_threshold", "success_threshold"):
         _count(probe[name], f"{at}.{name}", 1)
 
@@ -106,7 +98,7 @@ def check_container(container: object) -> None:
     memory = container["memory"]
     if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 2 ** 60:
         raise ConfigError(f"{at}.memory: bytes, 0 for no limit", f"{at}.memory")
-    _number(container["cpus"], f"{at}.cpus")
+    non_negative(container["cpus"], f"{at}.cpus")
 
 
 @dataclass
@@ -126,6 +118,7 @@ class Pod:
     restarts: int = 0
     detail: str = ""
     address: str = ""     # host:port of its sidecar's inbound listener, once running
+    created: float = 0.0  # seconds since the epoch; 0: not known
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +179,7 @@ class PodTable:
             raise ConfigError("template_hash: letters and digits, at most 64",
                               "template_hash")
         check_container(cmd.container)
+        non_negative(cmd.created, "created")
         if not isinstance(cmd.deployment, str):
             raise ConfigError("deployment: a Deployment's name", "deployment")
         self.objects.get("Deployment", cmd.namespace, cmd.deployment)
@@ -220,7 +214,8 @@ class PodTable:
 
     def create(self, index: int, cmd: PodCreate) -> dict[str, Any]:
         pod = Pod(cmd.name, cmd.namespace, cmd.deployment, cmd.revision, cmd.template_hash,
-                  cmd.node, cmd.service, dict(cmd.container), index, index)
+                  cmd.node, cmd.service, dict(cmd.container), index, index,
+                  created=float(cmd.created))
         self.pods[cmd.name] = pod
         self._touch(index, pod)
         return pod.to_dict()
