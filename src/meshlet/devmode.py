@@ -119,11 +119,13 @@ AGENT_POLICY = "agent"
 # What an agent does besides acting for its own node (its token's node identity:
 # registering the node, reading and reporting the containers placed on it): registers
 # its services' instances and their health, creates and addresses networks, and reads
-# the nodes, containers (for names and overlay peers) and config. Not `container`
+# the nodes, containers (for names and overlay peers), config and the Kubernetes objects
+# (Services it publishes; its pods it reads as their node). Not `container`
 # write: that would let one agent start a command on every node.
 AGENT_RULES = [{"kind": kind, "prefix": "", "access": "write"}
                for kind in ("service", "network")] + [
-    {"kind": kind, "prefix": "", "access": "read"} for kind in ("node", "container", "config")]
+    {"kind": kind, "prefix": "", "access": "read"}
+    for kind in ("node", "container", "config", "deployment")]
 
 
 def token_record() -> Path:

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshlet.deploy.kube import MAX_BYTES, load, parse_documents, read_sources
-from meshlet.deploy.kube_objects import (
+from meshlet.errors import ConfigError
+from meshlet.kube_objects import (
     Deployment,
     HorizontalPodAutoscaler,
     Namespace,
     Service,
     parse_quantity,
 )
-from meshlet.errors import ConfigError
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "kube"
 WEB = (EXAMPLES / "web.yaml").read_text()

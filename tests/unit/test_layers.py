@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
      "private_files", "process_identity", "settings_rules", "intention_rules",
      "quantities", "restart_policy"},
-    {"net", "security", "image", "processes"},
+    {"net", "security", "image", "processes", "kube_objects"},
     {"state", "raft", "runtime"},
     {"api", "deploy"},
     {"server", "proxy"},

@@ -292,6 +292,83 @@ class Client:
         return await self.request("GET", f"/v1/services/{quote(service, safe='')}/instances",
                                   params=params, timeout=wait + 10)
 
+    # -- kubernetes objects and pods -----------------------------------------------------
+
+    @staticmethod
+    def object_path(kind: str, namespace: str, name: str) -> str:
+        """``/v1/objects/KIND/NAMESPACE/NAME`` (``-`` for a Namespace's namespace)."""
+        return (f"/v1/objects/{quote(kind, safe='')}/{quote(namespace or '-', safe='')}/"
+                f"{quote(name, safe='')}")
+
+    @staticmethod
+    def blocking(index: int | None, wait: float, **query: str | None) -> dict[str, str]:
+        params = {k: v for k, v in query.items() if v}
+        if index is not None:
+            params.update(index=str(index), wait=f"{wait}s")
+        return params
+
+    async def object_apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """``{kind, namespace, name, result: created|configured|unchanged, generation}``."""
+        return (await self.request("POST", "/v1/objects", json={"manifest": manifest}))[0]
+
+    async def objects(self, kind: str | None = None, namespace: str | None = None,
+                      index: int | None = None, wait: float = 30.0
+                      ) -> tuple[list[dict[str, Any]], int]:
+        """Stored objects (records with ``manifest``, ``status``, ``events``, ...)."""
+        return await self.request("GET", "/v1/objects", params=self.blocking(
+            index, wait, kind=kind, namespace=namespace), timeout=self.timeout + wait)
+
+    async def object(self, kind: str, namespace: str, name: str, index: int | None = None,
+                     wait: float = 30.0) -> tuple[dict[str, Any], int]:
+        return await self.request("GET", self.object_path(kind, namespace, name),
+                                  params=self.blocking(index, wait),
+                                  timeout=self.timeout + wait)
+
+    async def object_delete(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        """``{deleted: [{kind, namespace, name}]}`` (a Namespace: with its contents)."""
+        return (await self.request("DELETE", self.object_path(kind, namespace, name)))[0]
+
+    async def object_scale(self, namespace: str, name: str, replicas: int
+                           ) -> dict[str, Any]:
+        path = self.object_path("Deployment", namespace, name) + "/scale"
+        return (await self.request("POST", path, json={"replicas": replicas}))[0]
+
+    async def object_status(self, kind: str, namespace: str, name: str,
+                            status: dict[str, Any],
+                            events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        path = self.object_path(kind, namespace, name) + "/status"
+        return (await self.request("PUT", path, json={"status": status,
+                                                      "events": events or []}))[0]
+
+    async def pods(self, node: str | None = None, namespace: str | None = None,
+                   deployment: str | None = None, index: int | None = None,
+                   wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
+        return await self.request("GET", "/v1/pods", params=self.blocking(
+            index, wait, node=node, namespace=namespace, deployment=deployment),
+            timeout=self.timeout + wait)
+
+    async def pod(self, name: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/v1/pods/{quote(name, safe='')}"))[0]
+
+    async def pod_create(self, **pod: Any) -> dict[str, Any]:
+        """``pod``: name, namespace, deployment, revision, template_hash, node,
+        container, service."""
+        return (await self.request("POST", "/v1/pods", json=pod))[0]
+
+    async def pod_delete(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/pods/{quote(name, safe='')}")
+
+    async def pod_terminate(self, name: str) -> dict[str, Any]:
+        return (await self.request("PUT", f"/v1/pods/{quote(name, safe='')}/terminate"))[0]
+
+    async def pod_report(self, name: str, phase: str, ready: bool = False,
+                         restarts: int = 0, detail: str = "", address: str = ""
+                         ) -> dict[str, Any]:
+        body = {"phase": phase, "ready": ready, "restarts": restarts, "detail": detail,
+                "address": address}
+        return (await self.request("PUT", f"/v1/pods/{quote(name, safe='')}/report",
+                                   json=body))[0]
+
     # -- ca -----------------------------------------------------------------------------
 
     async def ca_roots(self, index: int | None = None, wait: float = 30.0

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 import meshlet
 from meshlet.api.ca import SignBody
+from meshlet.api.objects import ApplyBody, ScaleBody, StatusBody
+from meshlet.api.pods import PodBody, PodReportBody
 from meshlet.api.schemas import (
     AddressBody,
     CidrBody,
@@ -50,6 +52,7 @@ CAS = ("cas", "integer", "write only if the entry's modify index is this (0: abs
 READS = (CONSISTENCY, MAX_STALE)
 BLOCKING = (INDEX, WAIT, *READS)
 Query = tuple[str, str, str]
+OBJECT = "/v1/objects/{kind}/{namespace}/{name}"
 
 # Bodies parsed without a pydantic model (security/acl.py checks them by hand), described
 # from the same bounds.
@@ -175,6 +178,28 @@ OPERATIONS: tuple[Operation, ...] = (
                      ("destination", "string", "the service called"),
                      ("method", "string", "an HTTP method, for L7 intentions"),
                      ("path", "string", "a path, for L7 intentions"))),
+    Operation("GET", "/v1/objects", "Kubernetes objects (`meshlet get`)",
+              query=(*BLOCKING, ("kind", "string", "Namespace, Deployment, Service or "
+                                 "HorizontalPodAutoscaler"),
+                     ("namespace", "string", "only those in this namespace"))),
+    Operation("POST", "/v1/objects", "Apply a Kubernetes object: created, configured or "
+              "unchanged", ApplyBody),
+    Operation("GET", OBJECT, "One object (NAMESPACE is - for a Namespace)", query=BLOCKING),
+    Operation("DELETE", OBJECT, "Delete an object (a Namespace: with what is in it)"),
+    Operation("POST", OBJECT + "/scale", "Set a Deployment's replicas", ScaleBody),
+    Operation("PUT", OBJECT + "/status", "Record an object's status and events "
+              "(the controller)", StatusBody),
+    Operation("GET", "/v1/pods", "Pods: Deployments' replicas",
+              query=(*BLOCKING, ("node", "string", "only those placed on this node"),
+                     ("namespace", "string", "only those in this namespace"),
+                     ("deployment", "string", "only this Deployment's"))),
+    Operation("POST", "/v1/pods", "Place a pod (the controller)", PodBody),
+    Operation("GET", "/v1/pods/{name}", "One pod", query=BLOCKING),
+    Operation("DELETE", "/v1/pods/{name}", "Forget a pod (the controller; its agent once "
+              "it has stopped a terminating one)"),
+    Operation("PUT", "/v1/pods/{name}/report", "Report a pod's state (its agent)",
+              PodReportBody),
+    Operation("PUT", "/v1/pods/{name}/terminate", "Ask a pod's agent to stop it"),
 )
 
 ERROR_SCHEMA: dict[str, Any] = {

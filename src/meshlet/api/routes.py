@@ -32,6 +32,8 @@ from meshlet.api.error_body import error_body, http_error_body
 from meshlet.api.intentions import IntentionRoutes
 from meshlet.api.networks import NetworkRoutes
 from meshlet.api.nodes import NodeRoutes
+from meshlet.api.objects import ObjectRoutes
+from meshlet.api.pods import PodRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.api.vips import VipRoutes
 from meshlet.durations import parse_duration
@@ -241,7 +243,8 @@ class Api:
         for group in (self.routes(), NetworkRoutes(self).routes(),
                       ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
                       VipRoutes(self).routes(), AclRoutes(self).routes(),
-                      CaRoutes(self).routes(), IntentionRoutes(self).routes()):
+                      CaRoutes(self).routes(), IntentionRoutes(self).routes(),
+                      ObjectRoutes(self).routes(), PodRoutes(self).routes()):
             for method, path, handler, need in group:
                 self.guard.add(r, method, path, handler, need)
         return app

@@ -1,7 +1,7 @@
 """Kubernetes manifests as ``kubectl apply -f`` reads them, for ``meshlet apply``.
 
 ``parse_documents(text, source)`` is pure: multi-document YAML in, validated objects out
-(:mod:`meshlet.deploy.kube_objects`), or one ConfigError naming the file, the line, the
+(:mod:`meshlet.kube_objects`), or one ConfigError naming the file, the line, the
 field path and the object (here on two lines)::
 
     web.yaml:17: spec.template.spec.containers[0].imagePullSecrets: unknown field
@@ -32,9 +32,20 @@ from typing import Any, NoReturn, TextIO
 import yaml
 from pydantic import ValidationError
 
-from meshlet.deploy.kube_objects import KINDS, Deployment, KubeObject, KubeObjectBase, Loc, Service
 from meshlet.errors import ConfigError
 from meshlet.json_limits import MAX_BYTES, MAX_DEPTH
+from meshlet.kube_objects import (
+    KINDS,
+    Deployment,
+    KubeObject,
+    KubeObjectBase,
+    Loc,
+    Service,
+    dotted,
+    error_message,
+    header_problem,
+    object_label,
+)
 
 MAX_DOCUMENTS = 1000
 EXTENSIONS = (".yaml", ".yml", ".json")
@@ -85,7 +96,7 @@ def _index(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
                 continue        # a non-scalar key fails validation at the mapping's line
             line = key.start_mark.line + 1
             if key.value in seen:
-                raise _Refused(line, f"{_dotted((*path, key.value))}: duplicate key "
+                raise _Refused(line, f"{dotted((*path, key.value))}: duplicate key "
                                      f"(first at line {seen[key.value]})")
             seen[key.value] = line
             out[(*path, key.value)] = line
@@ -93,14 +104,6 @@ def _index(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index(item, (*path, i), out)
-
-
-def _dotted(loc: Loc) -> str:
-    """``spec.template.spec.containers[0].name``, as Kubernetes writes field paths."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
 
 
 def _documents(text: str, source: str) -> Iterator[tuple[int, Any, dict[Loc, int]]]:
@@ -143,13 +146,7 @@ class _Document:
 
     @property
     def label(self) -> str:
-        data = self.data if isinstance(self.data, dict) else {}
-        kind = data.get("kind") if isinstance(data.get("kind"), str) else None
-        meta = data.get("metadata")
-        name = meta.get("name") if isinstance(meta, dict) else None
-        if kind and isinstance(name, str):
-            return f" (in {kind} {name})"
-        return f" (in {kind})" if kind else f" (in {name})" if isinstance(name, str) else ""
+        return object_label(self.data)
 
     def line_of(self, loc: Loc) -> int:
         full = (*self.prefix, *loc)
@@ -159,19 +156,9 @@ class _Document:
         return self.line
 
     def fail(self, loc: Loc, message: str) -> NoReturn:
-        path = _dotted((*self.prefix, *loc)) or "document"
+        path = dotted((*self.prefix, *loc)) or "document"
         raise ConfigError(f"{self.source}:{self.line_of(loc)}: {path}: {message}{self.label}",
                           path)
-
-
-def _message(error: Any) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return message.replace("Input should be", "must be")
 
 
 def _non_string_key(data: Any, loc: Loc = ()) -> tuple[Loc, object] | None:
@@ -198,22 +185,16 @@ def _object(doc: _Document) -> KubeObject:
     odd = _non_string_key(data)
     if odd is not None:
         doc.fail(odd[0], f"key {odd[1]!r} is not a string: quote it")
-    kind = data.get("kind")
-    if "kind" not in data:
-        doc.fail(("kind",), "required field")
-    if not isinstance(kind, str) or kind not in KINDS:
-        known = ", ".join(sorted(KINDS))
-        doc.fail(("kind",), f"unknown kind {kind!r} (known: {known})")
-    api_version, model = KINDS[kind]
-    if data.get("apiVersion") != api_version:
-        doc.fail(("apiVersion",),
-                 f"{kind} is {api_version}, not {data.get('apiVersion')!r}")
+    problem = header_problem(data)
+    if problem is not None:
+        doc.fail(*problem)
+    model = KINDS[data["kind"]][1]
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = min(errors, key=lambda e: doc.line_of(tuple(e["loc"])))
-        doc.fail(tuple(first["loc"]), _message(first))
+        doc.fail(tuple(first["loc"]), error_message(first))
     for loc, message in obj.problems():
         doc.fail(loc, message)
     assert isinstance(obj, KubeObjectBase)

@@ -26,7 +26,8 @@ from typing import Any
 
 from meshlet.errors import ConfigError
 
-KINDS = ("kv", "service", "config", "network", "container", "node", "acl", "operator")
+KINDS = ("kv", "service", "config", "network", "container", "node", "acl", "operator",
+         "deployment")
 ACCESS = ("read", "write", "deny")
 STRENGTH = {"read": 1, "write": 2, "deny": 3}  # which rule wins at the same prefix
 MAX_RULES = 256

@@ -1,4 +1,5 @@
-"""The replicated state machine: catalog, health, KV, config, networks, containers.
+"""The replicated state machine: catalog, health, KV, config, networks, containers,
+Kubernetes objects and their pods.
 
 Drive it by calling ``StateMachine.apply(index, command)`` with commands from
 ``meshlet.state.commands`` in log order. ``apply`` is pure and deterministic: it reads

@@ -255,10 +255,105 @@ class AclPolicyDelete:
     name: str
 
 
+@dataclass(frozen=True)
+class ObjectApply:
+    """Create or update a Kubernetes object (``meshlet apply``): ``manifest`` is its
+    canonical dict (``KubeObject.canonical()``), validated again as this applies."""
+
+    TYPE: ClassVar[str] = "object_apply"
+    manifest: dict[str, Any]
+    created: float = 0.0              # when the API took it (the state reads no clock)
+
+
+@dataclass(frozen=True)
+class ObjectDelete:
+    """Forget an object; a Namespace takes everything in it along."""
+
+    TYPE: ClassVar[str] = "object_delete"
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ObjectScale:
+    """Set a Deployment's ``spec.replicas`` (``meshlet scale``, the autoscaler)."""
+
+    TYPE: ClassVar[str] = "object_scale"
+    kind: str
+    namespace: str
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    """What the controller observed of an object: ``status`` replaces the old one,
+    ``events`` are appended (a repeat of the last one counts up)."""
+
+    TYPE: ClassVar[str] = "object_status"
+    kind: str
+    namespace: str
+    name: str
+    status: dict[str, Any]
+    events: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class PodCreate:
+    """A replica of a Deployment, placed on ``node`` by the controller; ``container``
+    is ``kube_objects.container_spec`` of the template it runs."""
+
+    TYPE: ClassVar[str] = "pod_create"
+    name: str
+    namespace: str
+    deployment: str
+    revision: int
+    template_hash: str
+    node: str
+    container: dict[str, Any]
+    service: str = ""                 # the catalog service it registers as ("": none)
+    created: float = 0.0              # seconds since the epoch; 0: not known
+
+
+@dataclass(frozen=True)
+class PodDelete:
+    """Forget a pod. ``node`` set: the agent of that node asks, and only for a pod of
+    its own that is terminating (it has stopped it)."""
+
+    TYPE: ClassVar[str] = "pod_delete"
+    name: str
+    node: str = ""
+
+
+@dataclass(frozen=True)
+class PodTerminate:
+    """Ask the pod's agent to stop it (phase ``terminating``); it then deletes it."""
+
+    TYPE: ClassVar[str] = "pod_terminate"
+    name: str
+
+
+@dataclass(frozen=True)
+class PodReport:
+    """What the pod's agent observed. ``node``: the node reporting; the pod must be
+    placed there ("" for an operator, who may report any)."""
+
+    TYPE: ClassVar[str] = "pod_report"
+    name: str
+    phase: str
+    ready: bool = False
+    restarts: int = 0
+    detail: str = ""
+    address: str = ""
+    node: str = ""
+
+
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete
            | ConfigSet | ConfigDelete | NetworkCreate | NetworkDelete | AddressAssign
            | AddressRelease | ContainerCreate | ContainerDesire | ContainerReport
            | ContainerDelete | ContainerConnect | NodeRegister | NodeDeregister
            | ServiceCidrSet | AclBootstrap | AclTokenCreate | AclTokenDelete | AclPolicySet
            | AclPolicyDelete | CaRootSet | CaRootRotate | CaRootPrune | IntentionSet
-           | IntentionDelete | IntentionDefaultSet)
+           | IntentionDelete | IntentionDefaultSet | ObjectApply | ObjectDelete | ObjectScale
+           | ObjectStatus | PodCreate | PodDelete | PodTerminate | PodReport)

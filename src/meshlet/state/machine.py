@@ -41,6 +41,14 @@ from meshlet.state.commands import (
     NetworkDelete,
     NodeDeregister,
     NodeRegister,
+    ObjectApply,
+    ObjectDelete,
+    ObjectScale,
+    ObjectStatus,
+    PodCreate,
+    PodDelete,
+    PodReport,
+    PodTerminate,
     RegisterInstance,
     ServiceCidrSet,
     SetHealth,
@@ -56,6 +64,8 @@ from meshlet.state.intentions import (
 from meshlet.state.model import ConfigEntry, Instance, KVEntry
 from meshlet.state.networks import NetworkTable
 from meshlet.state.nodes import NodeTable
+from meshlet.state.objects import ObjectTable
+from meshlet.state.pods import PodTable
 from meshlet.state.registry import Apply, Check, CommandRegistry
 from meshlet.state.vips import VipTable
 
@@ -94,6 +104,8 @@ class StateMachine:
         self.acl = AclTable()
         self.ca = CaTable()
         self.intentions = IntentionTable()
+        self.objects = ObjectTable()
+        self.pods = PodTable(self.objects)
 
     def __repr__(self) -> str:
         return (f"<StateMachine index={self.index} instances={len(self.instances)} "
@@ -223,6 +235,8 @@ class StateMachine:
             "acl": self.acl.dump(),
             "ca": self.ca.dump(),
             "intentions": self.intentions.dump(),
+            "objects": self.objects.dump(),
+            "pods": self.pods.dump(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -247,6 +261,8 @@ class StateMachine:
         self.acl.load(body.get("acl"))
         self.ca.load(body.get("ca"))
         self.intentions.load(body.get("intentions"))
+        self.objects.load(body.get("objects"))
+        self.pods.load(body.get("pods"))
 
 
 def kv_to_dict(entry: KVEntry) -> dict[str, Any]:
@@ -360,7 +376,8 @@ def _check_config_delete(sm: StateMachine, cmd: ConfigDelete) -> None:
 
 TABLES: dict[str, type[Any]] = {"networks": NetworkTable, "containers": ContainerTable,
                                 "nodes": NodeTable, "acl": AclTable, "ca": CaTable,
-                                "intentions": IntentionTable}
+                                "intentions": IntentionTable, "objects": ObjectTable,
+                                "pods": PodTable}
 
 
 def on_table(table: str, check: str, apply: str) -> tuple[Check[StateMachine],
@@ -409,7 +426,15 @@ for cls, table, check, apply in [
         (CaRootPrune, "ca", "check_prune", "prune"),
         (IntentionSet, "intentions", "check_set", "set"),
         (IntentionDelete, "intentions", "check_delete", "delete"),
-        (IntentionDefaultSet, "intentions", "check_default", "set_default")]:
+        (IntentionDefaultSet, "intentions", "check_default", "set_default"),
+        (ObjectApply, "objects", "check_apply", "apply"),
+        (ObjectDelete, "objects", "check_delete", "delete"),
+        (ObjectScale, "objects", "check_scale", "scale"),
+        (ObjectStatus, "objects", "check_status", "set_status"),
+        (PodCreate, "pods", "check_create", "create"),
+        (PodDelete, "pods", "check_delete", "delete"),
+        (PodTerminate, "pods", "check_terminate", "terminate"),
+        (PodReport, "pods", "check_report", "report")]:
     COMMANDS.register(cls, *on_table(table, check, apply))
 COMMANDS.register(ServiceCidrSet,
                   lambda sm, c: sm.vips.check_cidr(c, sm.networks.subnets()),

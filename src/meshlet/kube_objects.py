@@ -20,19 +20,28 @@ nothing here (they are left out of ``canonical()`` and ``spec_hash()``):
   and against the limits, as Kubernetes does, then ignored: meshlet enforces limits.
 - ``restartPolicy: Always`` and ``dnsPolicy: ClusterFirst``: the only values meshlet
   behaves as (any other value is refused).
-- ``revisionHistoryLimit``, ``progressDeadlineSeconds`` on a Deployment: meshlet keeps no
-  ReplicaSet history and reports no progress deadline; neither changes a rollout.
 - ``sessionAffinity: None`` on a Service: the default (``ClientIP`` is refused).
 - ``protocol: TCP`` on container and Service ports: the only protocol carried (kept in
   the canonical form; ``UDP``/``SCTP`` are refused).
 
-Not ignored, because they would change behaviour: ``minReadySeconds``, ``paused``,
+Honoured on a Deployment, so kept in ``canonical()`` and ``spec_hash()``:
+``revisionHistoryLimit`` (default 10: how many old pod templates the store keeps for
+``meshlet rollout history`` and ``rollout undo``) and ``progressDeadlineSeconds``
+(default 600: how long a rollout may make no progress before the controller marks it
+failed, condition ``Progressing=False``).
+
+Refused, because they would change behaviour: ``minReadySeconds``, ``paused``,
 ``strategy.type: Recreate``, ``hostPort``, ``exec`` probes, ``valueFrom``,
 ``matchExpressions``, ``resourceVersion`` and ``uid`` (preconditions in Kubernetes).
 
 ``problems()`` on each object returns the cross-field errors Kubernetes also refuses
 (selector not matching the template's labels, duplicate names, ...) as
 ``(path, message)``; :mod:`meshlet.deploy.kube` turns paths into file lines.
+``validate_object(data)`` is the same check without lines, for a dict a client sent
+(the server re-validates what it stores). ``template_hash`` and ``container_spec`` give
+the controller and the agent a Deployment's pod template as they use it.
+
+Pure, and a leaf below ``state``, ``api`` and ``deploy``: each of them reads these models.
 """
 
 from __future__ import annotations
@@ -44,10 +53,10 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from meshlet.errors import MeshletError
+from meshlet.errors import ConfigError, MeshletError
 from meshlet.quantities import parse_cpus, parse_memory
 
 Loc = tuple[str | int, ...]
@@ -55,6 +64,7 @@ Problem = tuple[Loc, str]
 
 INT32_MAX = 2 ** 31 - 1
 MAX_REPLICAS = 1000     # every replica is a process on one of a few hosts
+MAX_REVISIONS = 100     # revisionHistoryLimit: each old template is kept in the store
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_LABEL = re.compile(_LABEL)
 DNS1123_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
@@ -430,8 +440,8 @@ class DeploymentSpec(KubeModel):
     selector: LabelSelector
     template: PodTemplate
     strategy: Strategy = Strategy()
-    revision_history_limit: Ignored = None
-    progress_deadline_seconds: Ignored = None
+    revision_history_limit: int = Field(default=10, ge=0, le=MAX_REVISIONS)
+    progress_deadline_seconds: Positive = 600
 
 
 class Deployment(KubeObjectBase):
@@ -635,3 +645,110 @@ KINDS: dict[str, tuple[str, type[KubeObjectBase]]] = {
     "Service": ("v1", Service),
     "HorizontalPodAutoscaler": ("autoscaling/v2", HorizontalPodAutoscaler),
 }
+
+
+# --- for the server, the controller and the agent ------------------------------------------
+
+def dotted(loc: Loc) -> str:
+    """``spec.template.spec.containers[0].name``, as Kubernetes writes field paths."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def error_message(error: Any) -> str:
+    """One pydantic error as Kubernetes would word it."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message.replace("Input should be", "must be")
+
+
+def object_label(data: Any) -> str:
+    """`` (in Deployment web)``: which object an error is about, as far as ``data`` says."""
+    data = data if isinstance(data, dict) else {}
+    kind = data.get("kind") if isinstance(data.get("kind"), str) else None
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if kind and isinstance(name, str):
+        return f" (in {kind} {name})"
+    return f" (in {kind})" if kind else f" (in {name})" if isinstance(name, str) else ""
+
+
+def header_problem(data: dict[str, Any]) -> Problem | None:
+    """What is wrong with ``kind`` and ``apiVersion`` (None: a known pair)."""
+    kind = data.get("kind")
+    if "kind" not in data:
+        return ("kind",), "required field"
+    if not isinstance(kind, str) or kind not in KINDS:
+        return ("kind",), f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})"
+    api_version = KINDS[kind][0]
+    if data.get("apiVersion") != api_version:
+        return ("apiVersion",), f"{kind} is {api_version}, not {data.get('apiVersion')!r}"
+    return None
+
+
+def validate_object(data: Any) -> KubeObject:
+    """``data`` (a canonical dict, or any manifest) as a validated object: the check the
+    server makes of what a client sends. Raises ConfigError whose message and ``field``
+    name the path: ``spec.replicas: must be ... (in Deployment web)``."""
+    def fail(loc: Loc, message: str) -> ConfigError:
+        path = dotted(loc) or "manifest"
+        return ConfigError(f"{path}: {message}{object_label(data)}", path)
+
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise fail((), "expected a Kubernetes object (a mapping with apiVersion and kind)")
+    problem = header_problem(data)
+    if problem is not None:
+        raise fail(*problem)
+    model = KINDS[data["kind"]][1]
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise fail(tuple(first["loc"]), error_message(first)) from None
+    for loc, message in obj.problems():
+        raise fail(loc, message)
+    return obj  # type: ignore[return-value]
+
+
+def template_hash(deployment: Deployment) -> str:
+    """Ten hex digits of the canonical pod template: equal templates, equal hashes. It
+    names a template's pods and revision, as Kubernetes' ``pod-template-hash`` does."""
+    template = deployment.canonical()["spec"]["template"]
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _probe_spec(container: Container, probe: Probe | None) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    port = container.port_number(probe.port)
+    assert port is not None, "problems() requires a probe's named port to exist"
+    return {"http": probe.http_get.path if probe.http_get is not None else None,
+            "tcp": probe.tcp_socket is not None, "port": port,
+            "period": float(probe.period_seconds), "timeout": float(probe.timeout_seconds),
+            "initial_delay": float(probe.initial_delay_seconds),
+            "failure_threshold": probe.failure_threshold,
+            "success_threshold": probe.success_threshold}
+
+
+def container_spec(deployment: Deployment) -> dict[str, Any]:
+    """The first container of the pod template as a pod record holds it: probes with
+    their port numbers and Kubernetes' defaults (period 10 s, timeout 1 s, 3 failures,
+    1 success), ``port`` the first container port (None: none), ``memory`` in bytes
+    and ``cpus`` a float (0: no limit). A later env entry of the same name wins, as in
+    Kubernetes."""
+    container = deployment.containers[0]
+    limits = container.resources.limits
+    return {"name": container.name, "image": container.image,
+            "command": list(container.command), "args": list(container.args),
+            "env": {e.name: e.value for e in container.env},
+            "port": container.ports[0].container_port if container.ports else None,
+            "readiness": _probe_spec(container, container.readiness_probe),
+            "liveness": _probe_spec(container, container.liveness_probe),
+            "memory": limits.memory or 0, "cpus": limits.cpu or 0.0}
