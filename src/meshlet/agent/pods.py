@@ -151,11 +151,26 @@ class PodRunner:
             await self.reconcile({p["name"]: p for p in pods if p["node"] == self.node})
 
     async def reconcile(self, wanted: dict[str, dict[str, Any]]) -> None:
-        for name in [n for n in self.running if n not in wanted]:
-            self.begin_stop(name)
+        """Start new pods; stop those gone or terminating (a terminating pod is deleted
+        once stopped: the control plane then knows it no longer runs)."""
+        for name in [n for n in self.running
+                     if n not in wanted or wanted[n]["phase"] == "terminating"]:
+            self.begin_stop(name, delete=name in wanted)
         for name, pod in sorted(wanted.items()):
-            if name not in self.running and name not in self.stopping:
+            if name in self.running or name in self.stopping:
+                continue
+            if pod["phase"] == "terminating":  # stopped before (an earlier run of ours)
+                await self.delete(name)
+            else:
                 await self.launch(pod)
+
+    async def delete(self, name: str) -> None:
+        try:
+            await self.client.pod_delete(name)
+        except NotFound:
+            pass
+        except MeshletError as exc:  # the next change of the pods tries again
+            log.warning("pod %s: stopped, but cannot delete it yet: %s", name, exc)
 
     async def ensure_network(self) -> None:
         """The pods' overlay, made by the first agent that needs it."""
@@ -206,15 +221,15 @@ class PodRunner:
                 await asyncio.sleep(backoff.next_delay())
                 workload.changed.set()
 
-    def begin_stop(self, name: str) -> None:
+    def begin_stop(self, name: str, delete: bool = False) -> None:
         workload = self.running.pop(name)
         reporter = self.reporters.pop(name, None)
         if reporter is not None:
             reporter.cancel()
-        task = asyncio.get_running_loop().create_task(self.finish_stop(workload))
+        task = asyncio.get_running_loop().create_task(self.finish_stop(workload, delete))
         self.stopping[name] = task
 
-    async def finish_stop(self, workload: PodWorkload) -> None:
+    async def finish_stop(self, workload: PodWorkload, delete: bool) -> None:
         try:
             await workload.stop(float(workload.pod.get("stop_timeout", STOP_GRACE)))
         finally:
@@ -222,6 +237,8 @@ class PodRunner:
                 self.host.workloads.remove(workload)
             self.stopping.pop(workload.id, None)
             log.info("pod %s: stopped", workload.id)
+        if delete:
+            await self.delete(workload.id)
 
     async def stop(self) -> None:
         """Stop every pod of this node (the agent is stopping), concurrently."""

@@ -362,10 +362,10 @@ class Client:
         return (await self.request("PUT", f"/v1/pods/{quote(name, safe='')}/terminate"))[0]
 
     async def pod_report(self, name: str, phase: str, ready: bool = False,
-                         restarts: int = 0, detail: str = "", address: str = ""
-                         ) -> dict[str, Any]:
+                         restarts: int = 0, detail: str = "", address: str = "",
+                         pid: int | None = None) -> dict[str, Any]:
         body = {"phase": phase, "ready": ready, "restarts": restarts, "detail": detail,
-                "address": address}
+                "address": address, "pid": pid}
         return (await self.request("PUT", f"/v1/pods/{quote(name, safe='')}/report",
                                    json=body))[0]
 

@@ -45,6 +45,7 @@ class PodReportBody(Body):
     restarts: int = Field(default=0, ge=0, lt=2 ** 31)
     detail: str = Field(default="", max_length=4096)
     address: str = Field(default="", max_length=255)
+    pid: int | None = Field(default=None, ge=1, lt=2 ** 31)
 
 
 def pod_acl_name(pod: Pod) -> str:
@@ -119,7 +120,7 @@ class PodRoutes:
         node = self.node_of(request) or ""
         result = await self.api.propose(PodReport(
             request.match_info["name"], body.phase, body.ready, body.restarts, body.detail,
-            body.address, node))
+            body.address, node, body.pid))
         return self.api.reply(result.value, result.index)
 
     async def terminate(self, request: web.Request) -> web.Response:

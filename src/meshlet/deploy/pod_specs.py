@@ -12,7 +12,13 @@ from typing import Any
 
 from meshlet.deploy.published import port_protocol
 from meshlet.deploy.reconciler import Create, DeploymentView, NodeView, PodView
-from meshlet.kube_objects import Deployment, Service, container_spec, validate_object
+from meshlet.kube_objects import (
+    Deployment,
+    Service,
+    container_spec,
+    template_hash,
+    validate_object,
+)
 
 
 def limits(container: dict[str, Any]) -> tuple[float, int]:
@@ -50,18 +56,32 @@ class PodPlanner:
 
     @classmethod
     def from_machine(cls, machine: Any) -> PodPlanner:
-        records = machine.objects.records()
-        deployments = [r for r in records if r["manifest"]["kind"] == "Deployment"]
-        services = [validate_object(r["manifest"]) for r in records
-                    if r["manifest"]["kind"] == "Service"]
+        deployments = [r.to_dict() for r in machine.objects.select("Deployment")]
+        services = [validate_object(r.manifest) for r in machine.objects.select("Service")]
         return cls(deployments, [s for s in services if isinstance(s, Service)],
                    [p.to_dict() for p in machine.pods.pods.values()],
                    [n.to_dict() for n in machine.nodes.nodes.values()])
 
-    def model(self, record: dict[str, Any]) -> Deployment:
-        deployment = validate_object(record["manifest"])
+    def model(self, record: dict[str, Any], template_hash: str | None = None
+              ) -> Deployment:
+        """The Deployment; with ``template_hash`` of an earlier revision, as it was then
+        (the pods of a rollout that stopped are replaced from their own template)."""
+        manifest = record["manifest"]
+        for revision in record.get("revisions", []):
+            if template_hash is not None and revision["template_hash"] == template_hash:
+                manifest = {**manifest, "spec": {**manifest["spec"],
+                                                 "template": revision["template"]}}
+        deployment = validate_object(manifest)
         assert isinstance(deployment, Deployment)
         return deployment
+
+    @staticmethod
+    def current(record: dict[str, Any], deployment: Deployment) -> tuple[str, int]:
+        """The template hash and revision number the Deployment asks for now."""
+        revisions = record.get("revisions") or []
+        if revisions:
+            return str(revisions[-1]["template_hash"]), int(revisions[-1]["revision"])
+        return template_hash(deployment), 1
 
     def deployments(self) -> list[DeploymentView]:
         views = []
@@ -71,11 +91,11 @@ class PodPlanner:
             rolling = strategy.rolling_update if strategy is not None else None
             cpus, memory = limits(container_spec(deployment))
             status = record.get("status") or {}
+            current_hash, revision = self.current(record, deployment)
             views.append(DeploymentView(
                 namespace=deployment.namespace or "default", name=deployment.name,
                 generation=record["generation"], replicas=deployment.spec.replicas,
-                template_hash=record["template_hash"],
-                revision=record.get("revision", 1),
+                template_hash=current_hash, revision=revision,
                 max_surge=rolling.max_surge if rolling is not None else "25%",
                 max_unavailable=rolling.max_unavailable if rolling is not None else "25%",
                 progress_deadline=float(deployment.spec.progress_deadline_seconds or 600),
@@ -98,13 +118,13 @@ class PodPlanner:
     def pod(self, create: Create, name: str) -> dict[str, Any]:
         """The PodCreate fields for one the reconciler asked for."""
         record = next(r for r in self.deployment_records
-                      if r["manifest"]["metadata"]["name"] == create.deployment
-                      and r["manifest"]["metadata"].get("namespace", "default")
-                      == create.namespace)
-        deployment = self.model(record)
+                      if (r["namespace"], r["name"]) == (create.namespace, create.deployment))
+        deployment = self.model(record, create.template_hash)
         service = selecting_service(deployment, self.services)
+        revision = next((int(r["revision"]) for r in record.get("revisions", [])
+                         if r["template_hash"] == create.template_hash), 1)
         return {"name": name, "namespace": create.namespace,
-                "deployment": create.deployment, "revision": record.get("revision", 1),
+                "deployment": create.deployment, "revision": revision,
                 "template_hash": create.template_hash, "node": create.node,
                 "service": service.name if service is not None else "",
                 "container": pod_container(deployment, service)}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from meshlet.deploy.pod_specs import PodPlanner
 from meshlet.deploy.reconciler import reconcile
 from meshlet.errors import MeshletError
-from meshlet.state.commands import ObjectStatus, PodCreate, PodDelete
+from meshlet.state.commands import ObjectStatus, PodCreate, PodDelete, PodTerminate
 
 if TYPE_CHECKING:
     from meshlet.server.raft_node import RaftServerNode
@@ -70,9 +70,15 @@ class DeploymentController:
             pod = planner.pod(create, f"{create.deployment}-{create.template_hash}-"
                                       f"{pod_suffix()}")
             await self.node.propose(PodCreate(**pod))
+        nodes = set(self.node.machine.nodes.nodes)
         for delete in plan.deletes:
-            log.info("deleting pod %s: %s", delete.pod, delete.reason)
-            await self.node.propose(PodDelete(delete.pod))
+            pod = self.node.machine.pods.pods.get(delete.pod)
+            if pod is None or pod.phase == "terminating":
+                continue
+            log.info("stopping pod %s: %s", delete.pod, delete.reason)
+            # Its agent stops it, then deletes it; a pod whose node is gone has no agent.
+            await self.node.propose(PodTerminate(delete.pod) if pod.node in nodes
+                                    else PodDelete(delete.pod))
         events: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for ns, name, kind, reason, message in plan.events:
             events.setdefault((ns, name), []).append(
@@ -82,5 +88,5 @@ class DeploymentController:
             if status == self.statuses.get(key) and key not in events:
                 continue
             await self.node.propose(ObjectStatus("Deployment", key[0], key[1], status,
-                                                 events.get(key, [])))
+                                                 tuple(events.get(key, []))))
             self.statuses[key] = status

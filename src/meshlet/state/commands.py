@@ -347,6 +347,7 @@ class PodReport:
     detail: str = ""
     address: str = ""
     node: str = ""
+    pid: int | None = None            # the app's process on its node, while it runs
 
 
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete

@@ -119,6 +119,7 @@ class Pod:
     detail: str = ""
     address: str = ""     # host:port of its sidecar's inbound listener, once running
     created: float = 0.0  # seconds since the epoch; 0: not known
+    pid: int | None = None  # the app's process on its node, while it runs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,6 +210,9 @@ class PodTable:
         _count(cmd.restarts, "restarts")
         _text(cmd.detail, "detail")
         _text(cmd.address, "address", 255)
+        if cmd.pid is not None and (isinstance(cmd.pid, bool) or not isinstance(cmd.pid, int)
+                                    or not 0 < cmd.pid < 2 ** 31):
+            raise ConfigError("pid: a process id", "pid")
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -236,9 +240,9 @@ class PodTable:
         pod = self.pods[cmd.name]
         phase = "terminating" if pod.phase == "terminating" else cmd.phase
         ready = cmd.ready and phase == "running"
-        new = (phase, ready, cmd.restarts, cmd.detail, cmd.address)
-        if new != (pod.phase, pod.ready, pod.restarts, pod.detail, pod.address):
-            pod.phase, pod.ready, pod.restarts, pod.detail, pod.address = new
+        new = (phase, ready, cmd.restarts, cmd.detail, cmd.address, cmd.pid)
+        if new != (pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid):
+            pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid = new
             pod.modify_index = index
             self._touch(index, pod)
         return pod.to_dict()
