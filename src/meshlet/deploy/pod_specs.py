@@ -12,13 +12,7 @@ from typing import Any
 
 from meshlet.deploy.published import port_protocol
 from meshlet.deploy.reconciler import Create, DeploymentView, NodeView, PodView
-from meshlet.kube_objects import (
-    Deployment,
-    Service,
-    container_spec,
-    template_hash,
-    validate_object,
-)
+from meshlet.kube_objects import Deployment, Service, container_spec, template_hash, validate_object
 
 
 def limits(container: dict[str, Any]) -> tuple[float, int]:
@@ -87,8 +81,7 @@ class PodPlanner:
         views = []
         for record in self.deployment_records:
             deployment = self.model(record)
-            strategy = deployment.spec.strategy
-            rolling = strategy.rolling_update if strategy is not None else None
+            rolling = deployment.spec.strategy.rolling_update
             cpus, memory = limits(container_spec(deployment))
             status = record.get("status") or {}
             current_hash, revision = self.current(record, deployment)
@@ -96,18 +89,17 @@ class PodPlanner:
                 namespace=deployment.namespace or "default", name=deployment.name,
                 generation=record["generation"], replicas=deployment.spec.replicas,
                 template_hash=current_hash, revision=revision,
-                max_surge=rolling.max_surge if rolling is not None else "25%",
-                max_unavailable=rolling.max_unavailable if rolling is not None else "25%",
-                progress_deadline=float(deployment.spec.progress_deadline_seconds or 600),
-                progress_since=status.get("progressSince"),
-                cpus=cpus, memory=memory))
+                max_surge=rolling.max_surge, max_unavailable=rolling.max_unavailable,
+                progress_deadline=float(deployment.spec.progress_deadline_seconds),
+                status=status, cpus=cpus, memory=memory))
         return views
 
     def pods(self) -> list[PodView]:
         return [PodView(name=p["name"], namespace=p["namespace"], deployment=p["deployment"],
                         template_hash=p["template_hash"], node=p["node"], phase=p["phase"],
                         ready=p["ready"], restarts=p["restarts"],
-                        created=float(p.get("created", 0.0)))
+                        created=float(p.get("created", 0.0)), detail=p.get("detail", ""),
+                        cpus=limits(p["container"])[0], memory=limits(p["container"])[1])
                 for p in self.pod_records]
 
     def nodes(self) -> list[NodeView]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL = 0.1          # seconds between looks at the tables' indexes
 MAX_IDLE = 1.0      # a pass at least this often
+REPEAT_AFTER = 30.0  # an event repeated within this is not written again
 SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' (no vowels: no words)
 
 
@@ -40,6 +41,7 @@ class DeploymentController:
         self.seen: tuple[int, ...] = ()
         self.last_pass = 0.0
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.said: dict[tuple[str, str, str, str], float] = {}  # event -> when it was
 
     def __repr__(self) -> str:
         return f"<DeploymentController leader={self.node.is_leader}>"
@@ -67,9 +69,9 @@ class DeploymentController:
         planner = PodPlanner.from_machine(self.node.machine)
         plan = reconcile(planner.deployments(), planner.pods(), planner.nodes(), time.time())
         for create in plan.creates:
-            pod = planner.pod(create, f"{create.deployment}-{create.template_hash}-"
-                                      f"{pod_suffix()}")
-            await self.node.propose(PodCreate(**pod))
+            fields = planner.pod(create, f"{create.deployment}-{create.template_hash}-"
+                                         f"{pod_suffix()}")
+            await self.node.propose(PodCreate(**fields, created=time.time()))
         nodes = set(self.node.machine.nodes.nodes)
         for delete in plan.deletes:
             pod = self.node.machine.pods.pods.get(delete.pod)
@@ -80,7 +82,12 @@ class DeploymentController:
             await self.node.propose(PodTerminate(delete.pod) if pod.node in nodes
                                     else PodDelete(delete.pod))
         events: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        now = time.monotonic()
         for ns, name, kind, reason, message in plan.events:
+            said = self.said.get((ns, name, reason, message))
+            if said is not None and now - said < REPEAT_AFTER:
+                continue  # the same warning every pass would be a write every second
+            self.said[(ns, name, reason, message)] = now
             events.setdefault((ns, name), []).append(
                 {"time": time.time(), "type": kind, "reason": reason, "message": message})
         for key in sorted(set(plan.statuses) | set(events)):
