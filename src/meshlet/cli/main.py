@@ -24,8 +24,10 @@ from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
 from meshlet.cli.image import image
 from meshlet.cli.intention import intention
+from meshlet.cli.kube import COMMANDS as KUBE_COMMANDS
 from meshlet.cli.network import network
 from meshlet.cli.render import clean, echo, emit_json, table
+from meshlet.cli.rollout import rollout
 from meshlet.errors import ConfigError, MeshletError, NotFound
 
 
@@ -559,7 +561,8 @@ cli.add_command(image)
 cli.add_command(acl)
 cli.add_command(ca)
 cli.add_command(intention)
-for command in CONTAINER_COMMANDS:
+cli.add_command(rollout)
+for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
 
