@@ -751,4 +751,5 @@ def container_spec(deployment: Deployment) -> dict[str, Any]:
             "port": container.ports[0].container_port if container.ports else None,
             "readiness": _probe_spec(container, container.readiness_probe),
             "liveness": _probe_spec(container, container.liveness_probe),
-            "memory": limits.memory or 0, "cpus": limits.cpu or 0.0}
+            "memory": limits.memory or 0, "cpus": limits.cpu or 0.0,
+            "protocol": "http"}

@@ -46,12 +46,27 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
 
 
 def pods(hosts: Hosts) -> list[dict[str, Any]]:
-    return list(json.loads(hosts.cli("-o", "json", "get", "pods")))
+    """Each pod as ``get pods -o json`` shows it, flattened: name, node, ready, ..."""
+    items = json.loads(hosts.cli("get", "pods", "-o", "json"))["items"]
+    return [{"name": p["metadata"]["name"], "node": p["spec"]["nodeName"],
+             "ready": p["status"]["ready"], "restarts": p["status"]["restartCount"],
+             "pid": p["status"]["pid"], "detail": p["status"]["message"]} for p in items]
 
 
 def ready_pods(hosts: Hosts, count: int) -> list[dict[str, Any]] | None:
     found = [p for p in pods(hosts) if p["ready"]]
     return found if len(found) == count and len(pods(hosts)) == count else None
+
+
+def until(hosts: Hosts, predicate: Any, what: str, timeout: float = 120) -> Any:
+    """wait_until, saying on failure what the pods and the agents' logs show."""
+    try:
+        return wait_until(predicate, timeout, what)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {h}\n" + (hosts.tmp / f"{h}.log").read_text()[-3000:]
+                         for h in hosts.names if (hosts.tmp / f"{h}.log").exists())
+        raise AssertionError(f"{exc}\npods: {pods(hosts)}\n"
+                             f"{hosts.cli('describe', 'deployment', 'web')}\n{logs}") from None
 
 
 def fetch(hosts: Hosts, host: str) -> str:
@@ -66,7 +81,7 @@ def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
     applied = hosts.cli("apply", "-f", str(WEB))
     assert applied.splitlines() == ["deployment.apps/web created", "service/web created"]
 
-    running = wait_until(lambda: ready_pods(hosts, 3), 120, "three ready replicas") or []
+    running = until(hosts, lambda: ready_pods(hosts, 3), "three ready replicas")
     assert sorted(p["node"] for p in running) == ["host1", "host2", "host3"]
     for host in hosts.names:
         body = wait_until(lambda h=host: fetch(hosts, h), 60, f"port 80 on {host}")
@@ -92,9 +107,10 @@ def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
     # A host that leaves: its replica is placed on one of the others.
     gone = next(p for p in pods(hosts) if p["node"] == "host3")
     hosts.stop_agent("host3", kill=True)
-    moved = wait_until(lambda: (lambda r: r if r and all(p["node"] != "host3" for p in r)
-                                else None)(ready_pods(hosts, 3)), 120,
-                       "the lost host's replica on another host") or []
+    def off_host3() -> list[dict[str, Any]] | None:
+        found = ready_pods(hosts, 3)
+        return found if found and all(p["node"] != "host3" for p in found) else None
+    moved = wait_until(off_host3, 120, "the lost host's replica on another host") or []
     assert gone["name"] not in {p["name"] for p in moved}
     assert sorted({p["node"] for p in moved}) == ["host1", "host2"]
     hosts.start_agent("host3")  # it sweeps what its killed run left (pods, namespaces)

@@ -86,7 +86,7 @@ def test_container_spec_resolves_ports_probes_and_limits() -> None:
         "liveness": {"http": None, "tcp": True, "port": 8080, "period": 10.0,
                      "timeout": 1.0, "initial_delay": 0.0, "failure_threshold": 3,
                      "success_threshold": 1},
-        "memory": 64 * 2 ** 20, "cpus": 0.5}
+        "memory": 64 * 2 ** 20, "cpus": 0.5, "protocol": "http"}
 
 
 def test_container_spec_named_ports_and_no_limits() -> None:

@@ -110,7 +110,8 @@ def pod_document(pod: dict[str, Any]) -> dict[str, Any]:
             "status": {"phase": PHASES.get(pod["phase"], pod["phase"]),
                        "ready": pod["ready"], "restartCount": pod["restarts"],
                        "address": pod["address"], "message": pod["detail"],
-                       "revision": pod["revision"], "service": pod["service"]}}
+                       "revision": pod["revision"], "service": pod["service"],
+                       "pid": pod.get("pid")}}
 
 
 def list_document(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ def pod_container(deployment: Deployment, service: Service | None) -> dict[str, 
     """The pod's container; with a Service, its port is the Service's target port and
     its protocol the one that port's name says."""
     container = container_spec(deployment)
-    container["protocol"] = "http"
     if service is not None:
         first = service.spec.ports[0]
         target = deployment.port_number(first.target)

@@ -63,7 +63,9 @@ class DeploymentController:
             try:
                 await self.one_pass()
             except MeshletError as exc:  # leadership moved, or a proposal was refused
-                log.info("deployment controller: %s", exc)
+                log.warning("deployment controller: %s", exc)
+            except Exception:  # a bug must not end the controller: log it, try again
+                log.exception("deployment controller pass failed")
 
     async def one_pass(self) -> None:
         planner = PodPlanner.from_machine(self.node.machine)

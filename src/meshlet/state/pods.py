@@ -29,7 +29,7 @@ MAX_TEXT = 4096
 MAX_ARGS = 4096
 PHASES = ("pending", "running", "failed", "terminating")
 CONTAINER_KEYS = {"name", "image", "command", "args", "env", "port", "readiness",
-                  "liveness", "memory", "cpus"}
+                  "liveness", "memory", "cpus", "protocol"}
 PROBE_KEYS = {"http", "tcp", "port", "period", "timeout", "initial_delay",
               "failure_threshold", "success_threshold"}
 
@@ -93,6 +93,8 @@ def check_container(container: object) -> None:
         _text(value, f"{at}.env.{key}")
     if container["port"] is not None:
         _port(container["port"], f"{at}.port")
+    if container["protocol"] not in ("http", "tcp"):
+        raise ConfigError(f"{at}.protocol: http or tcp", f"{at}.protocol")
     _check_probe(container["readiness"], f"{at}.readiness")
     _check_probe(container["liveness"], f"{at}.liveness")
     memory = container["memory"]
