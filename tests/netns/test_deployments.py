@@ -117,3 +117,82 @@ def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
     wait_until(lambda: not [n for n in netns.ours()
                             if n.startswith(namespace_prefix("host3"))], 60,
                "host3's agent to remove what its killed run left")
+
+
+LOAD = """
+import sys, time, urllib.request
+from pathlib import Path
+url, stop = sys.argv[1], Path(sys.argv[2])
+ok = failed = 0
+errors = []
+deadline = time.monotonic() + 300          # bounded: stops by itself
+while not stop.exists() and time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            resp.read()
+            ok += resp.status == 200
+            failed += resp.status != 200
+    except Exception as exc:
+        failed += 1
+        errors.append(repr(exc)[:200])
+print(ok, failed, errors[:5])
+"""
+
+
+def changed(tmp: Path, **replace_in_yaml: str) -> Path:
+    text = WEB.read_text()
+    for old, new in replace_in_yaml.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp / f"web-{len(list(tmp.glob('web-*.yaml')))}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_rolling_update_under_steady_traffic_fails_no_request_and_a_bad_one_stops(
+        hosts: Hosts, tmp_path: Path) -> None:
+    hosts.cli("apply", "-f", str(WEB))
+    until(hosts, lambda: ready_pods(hosts, 3), "three ready replicas")
+    first = {p["name"] for p in pods(hosts)}
+    until(hosts, lambda: fetch(hosts, "host1"), "port 80 on host1", 60)
+
+    stop = tmp_path / "stop"
+    load = subprocess.Popen(in_ns(hosts.under, sys.executable, "-c", LOAD,
+                                  f"http://{hosts.address('host1')}:80/", str(stop)),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        updated = changed(tmp_path, **{'value: "hello"': 'value: "hi"'})
+        assert hosts.cli("apply", "-f", str(updated)).splitlines()[0] == \
+            "deployment.apps/web configured"
+        hosts.cli("rollout", "status", "deployment/web", "--timeout", "180s")
+    finally:
+        stop.touch()
+        out, _ = load.communicate(timeout=60)
+    ok, failed, errors = out.split(" ", 2)
+    assert int(ok) > 0
+    assert int(failed) == 0, errors
+    # The old replicas, terminating once the new are ready, are then gone.
+    def only_three() -> list[dict[str, Any]] | None:
+        found = pods(hosts)
+        return found if len(found) == 3 else None
+    now = until(hosts, only_three, "the old replicas to be gone")
+    assert not {p["name"] for p in now} & first
+    assert "2" in hosts.cli("rollout", "history", "deployment/web")
+
+    # A rollout to an image no node has stops at its deadline and says why; the
+    # replicas of the last good template keep serving, and undo goes back to it.
+    broken = changed(tmp_path, **{"image: web:1": "image: missing:1",
+                                  "replicas: 3": "replicas: 3\n  progressDeadlineSeconds: 15"})
+    hosts.cli("apply", "-f", str(broken))
+    done = subprocess.run(in_ns(hosts.under, sys.executable, "-m", "meshlet", "--addr",
+                                hosts.url, "--token", hosts.token, "--ca-file",
+                                str(hosts.ca_file), "rollout", "status", "deployment/web",
+                                "--timeout", "120s"),
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 1
+    assert "rollout failed" in done.stderr and "missing:1" in done.stderr
+    assert fetch(hosts, "host2").strip() == "hello from busybox"
+    assert "rolled back" in hosts.cli("rollout", "undo", "deployment/web")
+    hosts.cli("rollout", "status", "deployment/web", "--timeout", "120s")
+    assert all(p["ready"] for p in until(hosts, lambda: ready_pods(hosts, 3),
+                                         "three ready replicas after the undo"))

@@ -207,6 +207,8 @@ class PodRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(workload.changed.wait(), WATCH_WAIT)
             workload.changed.clear()
+            if workload.stopping.is_set():  # (see Workload.reporter: a swallowed cancel)
+                return
             report = workload.report()
             if report == last:
                 continue

@@ -424,7 +424,11 @@ class Workload:
             except TimeoutError:
                 pass
             self.report_needed.clear()
-            if self.stopping.is_set() or not self.inbound_port:
+            if self.stopping.is_set():
+                # Python 3.11's wait_for can swallow a cancel that races the event it
+                # waits on: a stopping workload's reporter ends here instead.
+                return
+            if not self.inbound_port:
                 continue
             try:
                 if not self.registered:
