@@ -363,9 +363,10 @@ class Client:
 
     async def pod_report(self, name: str, phase: str, ready: bool = False,
                          restarts: int = 0, detail: str = "", address: str = "",
-                         pid: int | None = None) -> dict[str, Any]:
+                         pid: int | None = None,
+                         metrics: dict[str, float | None] | None = None) -> dict[str, Any]:
         body = {"phase": phase, "ready": ready, "restarts": restarts, "detail": detail,
-                "address": address, "pid": pid}
+                "address": address, "pid": pid, "metrics": metrics or {}}
         return (await self.request("PUT", f"/v1/pods/{quote(name, safe='')}/report",
                                    json=body))[0]
 

@@ -12,7 +12,7 @@ pod is the controller's: ``operator`` write. Asking a pod to stop (``terminate``
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -46,6 +46,8 @@ class PodReportBody(Body):
     detail: str = Field(default="", max_length=4096)
     address: str = Field(default="", max_length=255)
     pid: int | None = Field(default=None, ge=1, lt=2 ** 31)
+    metrics: dict[Literal["cpu", "requests_per_second", "p95_latency_seconds"],
+                  Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None] = {}
 
 
 def pod_acl_name(pod: Pod) -> str:
@@ -120,7 +122,7 @@ class PodRoutes:
         node = self.node_of(request) or ""
         result = await self.api.propose(PodReport(
             request.match_info["name"], body.phase, body.ready, body.restarts, body.detail,
-            body.address, node, body.pid))
+            body.address, node, body.pid, {str(k): v for k, v in body.metrics.items()}))
         return self.api.reply(result.value, result.index)
 
     async def terminate(self, request: web.Request) -> web.Response:

@@ -348,6 +348,9 @@ class PodReport:
     address: str = ""
     node: str = ""
     pid: int | None = None            # the app's process on its node, while it runs
+    # What its sidecar and cgroup measured over the last interval, for the autoscaler:
+    # cpu (% of its CPU limit), requests_per_second, p95_latency_seconds (None: none).
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 Command = (RegisterInstance | DeregisterInstance | SetHealth | KVPut | KVDelete

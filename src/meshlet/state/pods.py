@@ -15,7 +15,7 @@ agent's blocking query wakes only for its own.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, NotFound
@@ -66,6 +66,18 @@ def _check_probe(probe: object, at: str) -> None:
         non_negative(probe[name], f"{at}.{name}")
     for name in ("failure_threshold", "success_threshold"):
         _count(probe[name], f"{at}.{name}", 1)
+
+
+METRIC_NAMES = ("cpu", "requests_per_second", "p95_latency_seconds")
+
+
+def check_metrics(metrics: object) -> None:
+    """A pod's measures: the autoscaler's metric names to a number or None."""
+    if not isinstance(metrics, dict) or not set(metrics) <= set(METRIC_NAMES):
+        raise ConfigError(f"metrics: an object of {', '.join(METRIC_NAMES)}", "metrics")
+    for name, value in metrics.items():
+        if value is not None:
+            non_negative(value, f"metrics.{name}")
 
 
 def check_container(container: object) -> None:
@@ -122,6 +134,7 @@ class Pod:
     address: str = ""     # host:port of its sidecar's inbound listener, once running
     created: float = 0.0  # seconds since the epoch; 0: not known
     pid: int | None = None  # the app's process on its node, while it runs
+    metrics: dict[str, float | None] = field(default_factory=dict)  # its last measures
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +228,7 @@ class PodTable:
         if cmd.pid is not None and (isinstance(cmd.pid, bool) or not isinstance(cmd.pid, int)
                                     or not 0 < cmd.pid < 2 ** 31):
             raise ConfigError("pid: a process id", "pid")
+        check_metrics(cmd.metrics)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -242,9 +256,12 @@ class PodTable:
         pod = self.pods[cmd.name]
         phase = "terminating" if pod.phase == "terminating" else cmd.phase
         ready = cmd.ready and phase == "running"
-        new = (phase, ready, cmd.restarts, cmd.detail, cmd.address, cmd.pid)
-        if new != (pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid):
-            pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid = new
+        new = (phase, ready, cmd.restarts, cmd.detail, cmd.address, cmd.pid,
+               dict(cmd.metrics))
+        if new != (pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid,
+                   pod.metrics):
+            (pod.phase, pod.ready, pod.restarts, pod.detail, pod.address, pod.pid,
+             pod.metrics) = new
             pod.modify_index = index
             self._touch(index, pod)
         return pod.to_dict()
