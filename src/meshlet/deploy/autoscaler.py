@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshlet.deploy.kube_objects import HorizontalPodAutoscaler, MetricSpec
+from meshlet.observe.samples import Window
 
 TOLERANCE = 0.1
 DEFAULT_CPU_UTILIZATION = 80
@@ -103,6 +104,18 @@ class Decision:
         if not self.changed:
             return None
         return {"type": "Normal", "reason": "SuccessfulRescale", "message": self.reason}
+
+
+def pod_metrics(windows: Sequence[Window]) -> dict[str, float | None]:
+    """The metrics ``decide`` reads, from one window per ready replica (two scrapes of
+    its sidecar, see :mod:`meshlet.observe.samples`): the averages over the replicas of
+    their request rates and of their p95 latencies (a replica that served nothing has
+    no p95 and is left out of that average). CPU is not measured: ``cpu`` is None."""
+    p95s = [q for w in windows if (q := w.quantile(0.95)) is not None]
+    return {"requests_per_second": sum(w.rate for w in windows) / len(windows)
+            if windows else None,
+            "p95_latency_seconds": sum(p95s) / len(p95s) if p95s else None,
+            "cpu": None}
 
 
 def targets(hpa: HorizontalPodAutoscaler) -> tuple[Target, ...]:
