@@ -29,7 +29,9 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "net" / "cni_request.py",
         SRC / "api" / "kv_put_request.py", SRC / "security" / "acl.py",
         SRC / "security" / "ca.py", SRC / "security" / "identity.py",
-        SRC / "deploy" / "kube.py", SRC / "deploy" / "kube_objects.py"]
+        SRC / "deploy" / "kube.py", SRC / "deploy" / "kube_objects.py",
+        SRC / "deploy" / "autoscaler.py", SRC / "deploy" / "capacity.py",
+        SRC / "observe" / "samples.py"]
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:

@@ -7,6 +7,7 @@ module parses, calls them and renders (docs/capacity.md explains the output).
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import click
@@ -18,17 +19,49 @@ from meshlet.errors import ConfigError, NotFound
 from meshlet.observe.samples import CPU_NOT_MEASURED
 from meshlet.observe.scraper import Sampled, Target, sample
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
+
+class Number(click.ParamType):
+    """A number in a range; a bad one is a one-line ConfigError naming the option
+    (click's own range types print their usage block around it)."""
+
+    name = "number"
+
+    def __init__(self, kind: type[float] | type[int], low: float, high: float | None = None,
+                 low_open: bool = False) -> None:
+        self.kind = kind
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float | int:
+        option = param.opts[0] if param is not None and param.opts else "value"
+        rule = (f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}") + \
+            (f" and at most {self.high:g}" if self.high is not None else "")
+        what = "a whole number" if self.kind is int else "a number"
+        try:
+            number = self.kind(str(value))
+        except ValueError:
+            raise ConfigError(f"{option}: {value!r} is not {what}", option.lstrip("-")) \
+                from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{option}: must be a finite number (got {value})",
+                              option.lstrip("-"))
+        if not (number > self.low if self.low_open else number >= self.low) or \
+                (self.high is not None and number > self.high):
+            raise ConfigError(f"{option}: must be {rule} (got {value})", option.lstrip("-"))
+        return number
+
+
+POSITIVE = Number(float, 0, low_open=True)
 
 
 @click.command()
 @click.argument("service")
-@click.option("--target-rps", type=click.FloatRange(min=0), default=None, metavar="R",
+@click.option("--target-rps", type=Number(float, 0), default=None, metavar="R",
               help="The request rate to plan for (default: the measured throughput).")
-@click.option("--utilization", "utilization", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--utilization", "utilization", type=Number(float, 0, 1, low_open=True),
               default=0.7, show_default=True, metavar="U",
               help="The utilisation each replica should run at (0 < U <= 1).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--concurrency", type=Number(int, 1), default=1, show_default=True,
               metavar="C", help="Requests one replica serves at once (capacity = C / W).")
 @click.option("--seconds", type=POSITIVE, default=10.0, show_default=True, metavar="S",
               help="Sample for this long (Ctrl-C ends it early and reports).")
@@ -46,6 +79,8 @@ def capacity(ctx: Context, service: str, target_rps: float | None, utilization: 
                           f"({seconds:g}s)", "interval")
     if plot is not None and plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot {plot}: the plot is a PNG: name it FILE.png", "plot")
+    if plot is not None and not plot.absolute().parent.is_dir():
+        raise ConfigError(f"--plot {plot}: no directory {plot.absolute().parent}", "plot")
     targets = _targets(ctx, service)
 
     def started(sampled: Sampled) -> None:

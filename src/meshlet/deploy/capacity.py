@@ -170,6 +170,7 @@ def _planning(lam: float, w: float | None, n: int, concurrency: int, target: flo
     mu = concurrency / w
     rho = (lam / n) / mu
     needed = math.ceil(round(target / (mu * utilization), _DIGITS))
+    needed = max(needed, 1) if target > 0 else 0  # any load needs a replica
     texts = (
         (lam * w, f"L = {lam:.2f} req/s × {w:.6f} s = {lam * w:.3f} requests"),
         (mu, f"μ = {concurrency} / {w:.6f} s = {mu:.1f} req/s"),
