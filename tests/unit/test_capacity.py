@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,7 @@ from meshlet.deploy.autoscaler import pod_metrics
 from meshlet.deploy.capacity import NO_REQUESTS, Replica, plan
 from meshlet.observe.exposition import render
 from meshlet.observe.proxy_metrics import ProxyMetrics
-from meshlet.observe.samples import Scrape, parse, window
+from meshlet.observe.samples import Point, Scrape, parse, window
 
 
 class Sidecar:
@@ -66,7 +67,7 @@ def test_measures_and_their_formulas() -> None:
     assert v("p50") == pytest.approx(0.0025 + 0.0025 * 0.5)
     assert v("p99") == pytest.approx(0.0025 + 0.0025 * 0.99)
     texts = {f.name: f.text for f in result.formulas}
-    assert texts["throughput"] == "λ = 400 / 10.00 s = 40.00 req/s"
+    assert texts["throughput"] == "λ = 400 / 10.000 s = 40.00 req/s"
     assert texts["load_per_node"] == "40.00 / 2 = 20.00 req/s"
     assert texts["replicas_needed"] == "ceil(900.00 / (500.0 × 0.50)) = 4"
     assert {f.name: f.formula for f in result.formulas}["in_flight"] == "L = λ × W"
@@ -147,3 +148,14 @@ def test_replicas_needed_is_the_least_that_keeps_utilisation_at_most_u(
         assert target / (needed - 1) > mu * u * (1 - 1e-9)
     assert math.isclose(result.value("utilization") or 0.0, n * w / concurrency,
                         rel_tol=1e-6)
+
+
+def test_plot_is_a_png_even_without_latency(tmp_path: Path) -> None:
+    from meshlet.observe.plot import write_png
+    path = tmp_path / "idle.png"
+    write_png(path, "web", {"web-0": (Point(1.0, 0.0, None), Point(2.0, 0.0, None)),
+                            "web-1": (Point(1.0, 5.0, 0.002),)})
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    write_png(path, "web", {})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -123,11 +123,12 @@ def _targets(ctx: Context, service: str) -> list[Target]:
 def render(result: Plan, interval: float) -> None:
     echo(f"{result.service}: {_count(len(result.replicas), 'replica')} on "
          f"{_count(len(result.nodes), 'node')}, sampled every {interval:g}s for "
-         f"{result.seconds:.2f}s")
+         f"{result.seconds:.3f}s")
     rate = result.total.error_rate
     rows: list[tuple[str, str, str]] = [
-        ("requests", f"{result.total.requests:.0f}", f"errors (5xx) {result.total.errors:.0f}"
-         + (f" = {rate:.2%}" if rate is not None else "")),
+        ("requests", "inbound requests completed, all replicas",
+         f"{result.total.requests:.0f} (5xx: {result.total.errors:.0f}"
+         + (f" = {rate:.2%})" if rate is not None else ")")),
     ]
     labels = {"throughput": "throughput", "p50": "latency p50", "p95": "latency p95",
               "p99": "latency p99", "mean_latency": "mean latency",

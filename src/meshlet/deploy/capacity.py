@@ -144,7 +144,7 @@ def _measures(total: Window, seconds: float, n: int, m: int) -> list[Formula]:
     lam = total.requests / seconds
     w = total.mean_latency
     found = [Formula("throughput", "λ = requests / time", lam,
-                     f"λ = {total.requests:.0f} / {seconds:.2f} s = {lam:.2f} req/s")]
+                     f"λ = {total.requests:.0f} / {seconds:.3f} s = {lam:.2f} req/s")]
     for q in (0.5, 0.95, 0.99):
         value = total.quantile(q)
         found.append(Formula(f"p{round(q * 100)}", f"histogram_quantile({q}, Σ bucket deltas)",
