@@ -30,7 +30,10 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "api" / "kv_put_request.py", SRC / "security" / "acl.py",
         SRC / "security" / "ca.py", SRC / "security" / "identity.py",
         SRC / "deploy" / "kube.py", SRC / "kube_objects.py",
-        SRC / "deploy" / "rollout_status.py"]
+        SRC / "deploy" / "rollout_status.py",
+        SRC / "deploy" / "autoscaler.py", SRC / "deploy" / "capacity.py",
+        SRC / "observe" / "samples.py", SRC / "deploy" / "reconciler.py",
+        SRC / "deploy" / "placement.py", SRC / "deploy" / "published.py"]
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:

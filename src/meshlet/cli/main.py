@@ -19,6 +19,7 @@ from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
 from meshlet.cli.acl import acl
 from meshlet.cli.ca import ca
+from meshlet.cli.capacity import capacity
 from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
@@ -562,6 +563,7 @@ cli.add_command(acl)
 cli.add_command(ca)
 cli.add_command(intention)
 cli.add_command(rollout)
+cli.add_command(capacity)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
