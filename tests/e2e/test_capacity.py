@@ -17,7 +17,7 @@ import pytest
 
 from meshlet.observe.samples import parse
 from tests.e2e.helpers import env_for, meshlet, wait_for
-from tests.e2e.test_data_plane import Mesh
+from tests.e2e.test_data_plane import Mesh, healthy_mesh
 
 pytestmark = pytest.mark.e2e
 SENT = 150
@@ -25,13 +25,7 @@ SENT = 150
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    running = Mesh(tmp_path_factory.mktemp("capacity"))
-    try:
-        wait_for(running.healthy, 60, "the test mesh to be healthy")
-        yield running
-    finally:
-        running.proc.send_signal(signal.SIGTERM)
-        running.proc.wait(60)
+    yield from healthy_mesh(tmp_path_factory.mktemp("capacity"))
 
 
 def served(mesh: Mesh) -> float:

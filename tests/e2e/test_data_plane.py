@@ -70,15 +70,20 @@ class Mesh:
                     "retry_backoff=")
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    running = Mesh(tmp_path_factory.mktemp("mesh"))
+def healthy_mesh(home: Path) -> Iterator[Mesh]:
+    """A healthy test mesh under ``home``, stopped when the generator closes."""
+    running = Mesh(home)
     try:
         wait_for(running.healthy, 60, "the test mesh to be healthy")
         yield running
     finally:
         running.proc.send_signal(signal.SIGTERM)
         running.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from healthy_mesh(tmp_path_factory.mktemp("mesh"))
 
 
 @pytest.fixture
