@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from meshlet.runtime import rootfs
 from tests.conftest import agent_rule_args, management_token, wait_until
 
 UNDERLAY = "10.250.0"
@@ -48,6 +49,7 @@ class Hosts:
         self.server: subprocess.Popen[bytes] | None = None
         self.token = ""  # the server's management token, once it has made it
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.left_mounts: list[str] = []
 
     def ns(self, host: str) -> str:
         return NS_PREFIX + host
@@ -158,6 +160,9 @@ class Hosts:
             self.server.wait(30)
         for ns in [self.under, *(self.ns(h) for h in self.names)]:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+        # What the agents left mounted is unmounted (so the next test starts clean) and
+        # kept in ``left_mounts`` for the test to fail on.
+        self.left_mounts = rootfs.unmount_all(self.tmp)
         subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
 
 

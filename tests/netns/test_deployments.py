@@ -43,6 +43,7 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
                            check=True, capture_output=True, timeout=60)
         yield found
     assert netns.ours() == [], "agents left pod namespaces behind"
+    assert found.left_mounts == [], "agents left pods' root filesystems mounted"
 
 
 def pods(hosts: Hosts) -> list[dict[str, Any]]:

@@ -286,6 +286,10 @@ class Agent:
         if self.host_started:
             return
         self.host_started = True
+        try:  # before any workload starts (each entry point calls this first)
+            self.containers.images.sweep_workloads(self.data_dir / "workloads")
+        except OSError as exc:
+            log.warning("could not remove workloads' containers of an earlier run: %s", exc)
         self.watches["host"] = asyncio.get_running_loop().create_task(self.prepare_host())
         self.host_watches.start()
 

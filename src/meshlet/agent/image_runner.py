@@ -103,6 +103,17 @@ class ImageRunner:
         rootfs.unmount_all(container_dir)
         shutil.rmtree(container_dir, ignore_errors=True)
 
+    def sweep_workloads(self, workloads_dir: Path) -> None:
+        """Unmount and remove the image containers an agent killed with -9 left in its
+        workloads' directories (their logs stay). Call before any workload starts."""
+        if not workloads_dir.is_dir():
+            return
+        for container_dir in workloads_dir.glob("*/container"):
+            left = rootfs.unmount_all(container_dir)
+            if left:
+                log.info("unmounted rootfs left by an earlier run: %s", ", ".join(left))
+            shutil.rmtree(container_dir, ignore_errors=True)
+
     async def sweep(self, containers_dir: Path) -> None:
         """Remove what an earlier run of this node's agent left: runc containers with
         this node's prefix, and rootfs mounts under its containers directory."""
