@@ -197,3 +197,73 @@ def test_a_rolling_update_under_steady_traffic_fails_no_request_and_a_bad_one_st
     hosts.cli("rollout", "status", "deployment/web", "--timeout", "120s")
     assert all(p["ready"] for p in until(hosts, lambda: ready_pods(hosts, 3),
                                          "three ready replicas after the undo"))
+
+
+HPA = """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: web
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: web
+  minReplicas: 1
+  maxReplicas: 4
+  metrics:
+    - type: Pods
+      pods:
+        metric:
+          name: requests_per_second
+        target:
+          type: AverageValue
+          averageValue: "2"
+  behavior:
+    scaleDown:
+      stabilizationWindowSeconds: 10
+"""
+
+
+def test_the_autoscaler_scales_up_under_load_and_down_after_the_window(
+        hosts: Hosts, tmp_path: Path) -> None:
+    (tmp_path / "hpa.yaml").write_text(HPA)
+    hosts.cli("apply", "-f", str(WEB))
+    until(hosts, lambda: ready_pods(hosts, 3), "three ready replicas")
+    until(hosts, lambda: fetch(hosts, "host1"), "port 80 on host1", 60)
+    assert hosts.cli("apply", "-f", str(tmp_path / "hpa.yaml")).strip() == \
+        "horizontalpodautoscaler.autoscaling/web created"
+
+    stop = tmp_path / "stop"
+    load = subprocess.Popen(in_ns(hosts.under, sys.executable, "-c", LOAD,
+                                  f"http://{hosts.address('host1')}:80/", str(stop)),
+                            stdout=subprocess.PIPE, text=True)
+    try:   # far above 2 requests per second per replica: up to maxReplicas
+        until(hosts, lambda: ready_pods(hosts, 4), "four ready replicas under load")
+        shown = hosts.cli("get", "hpa", "web")
+        assert "requests_per_second: " in shown and "/2" in shown
+        measured = [p["status"]["metrics"] for p in
+                    json.loads(hosts.cli("get", "pods", "-o", "json"))["items"]]
+        assert any((m.get("requests_per_second") or 0) > 0 and m.get("cpu") is not None
+                   for m in measured), measured
+    finally:
+        stop.touch()
+        out, _ = load.communicate(timeout=60)
+    assert int(out.split(" ", 1)[0]) > 0
+    # Idle, the recommendation is minReplicas; it holds once the window has passed.
+    until(hosts, lambda: ready_pods(hosts, 1), "one replica after the window")
+    described = hosts.cli("describe", "hpa", "web")
+    assert "SuccessfulRescale" in described
+    assert "New size: 4; reason: pods metric requests_per_second above target" in described
+    assert "New size: 1; reason: All metrics below target" in described
+    scrape = subprocess.run(in_ns(hosts.under, sys.executable, "-c", SCRAPE,
+                                  f"{hosts.url}/metrics", str(hosts.ca_file)),
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    counted = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+               for line in scrape.splitlines()
+               if line.startswith("meshlet_autoscaler_decisions_total{")}
+    assert counted['direction="up"'] >= 1 and counted['direction="down"'] >= 1
+
+
+SCRAPE = ("import ssl, sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+          "context=ssl.create_default_context(cafile=sys.argv[2]), timeout=5).read().decode())")

@@ -144,6 +144,17 @@ def test_a_rolling_update_keeps_within_its_bounds_and_completes(
     assert progressing["reason"] == "NewReplicaSetAvailable"
 
 
+@pytest.mark.parametrize("surge,unavailable", [(1, 0), ("25%", "25%"), (0, 1), (2, 0)])
+def test_a_rolling_update_ends_as_spread_as_it_began(surge: int | str,
+                                                     unavailable: int | str) -> None:
+    world = World(NODES)
+    old = web(3, "old", max_surge=surge, max_unavailable=unavailable)
+    world.converge(old)
+    assert sorted(p.node for p in world.live()) == ["n1", "n2", "n3"]
+    world.converge(replace(old, template_hash="new", revision=2), steps=80)
+    assert sorted(p.node for p in world.live("new")) == ["n1", "n2", "n3"]
+
+
 def test_a_rollout_whose_pods_never_get_ready_stops_at_its_deadline_keeping_the_old() -> None:
     world = World(NODES)
     old = web(progress_deadline=10.0)

@@ -19,6 +19,8 @@ from typing import Any
 
 from meshlet.agent import probes
 from meshlet.agent.health import HealthTracker
+from meshlet.agent.pod_meter import PERIOD as METER_PERIOD
+from meshlet.agent.pod_meter import PodMeter
 from meshlet.agent.retry import answered
 from meshlet.agent.workload import Workload
 from meshlet.agent.workload_host import WorkloadHost
@@ -66,6 +68,7 @@ class PodWorkload(Workload):
         self.readiness: dict[str, Any] | None = container.get("readiness")
         self.liveness: dict[str, Any] | None = container.get("liveness")
         self.changed = asyncio.Event()  # something the pod's report shows changed
+        self.measures: dict[str, float | None] = {}  # for the autoscaler (pod_meter)
 
     @property
     def probing(self) -> bool:
@@ -116,7 +119,8 @@ class PodWorkload(Workload):
                 "ready": running and self.status == "passing",
                 "restarts": self.restarts, "detail": self.output[:500],
                 "pid": self.pid if running else None,
-                "address": f"{self.app_host}:{self.inbound_port}" if running else ""}
+                "address": f"{self.app_host}:{self.inbound_port}" if running else "",
+                "metrics": self.measures if running else {}}
 
 
 class PodRunner:
@@ -131,6 +135,8 @@ class PodRunner:
         self.reporters: dict[str, asyncio.Task[None]] = {}
         self.stopping: dict[str, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.meter_task: asyncio.Task[None] | None = None
+        self.meter = PodMeter()
         self.network_ready = False
 
     def __repr__(self) -> str:
@@ -139,6 +145,7 @@ class PodRunner:
     def start(self) -> None:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self.watch())
+            self.meter_task = asyncio.get_running_loop().create_task(self.meter_loop())
 
     async def watch(self) -> None:
         index = 0
@@ -149,6 +156,20 @@ class PodRunner:
                         wait=WATCH_WAIT))
             index = 0 if new_index < index else new_index
             await self.reconcile({p["name"]: p for p in pods if p["node"] == self.node})
+
+    async def meter_loop(self) -> None:
+        """Measure each running pod every METER_PERIOD; a change goes in its report."""
+        while True:
+            await asyncio.sleep(METER_PERIOD)
+            for name, workload in list(self.running.items()):
+                measures = await self.meter.measure(
+                    self.host.http, name, workload.metrics_url, workload.app,
+                    workload.spec.cpus)
+                if measures is not None and measures != workload.measures:
+                    workload.measures = measures
+                    workload.changed.set()
+            for name in set(self.meter.last) - set(self.running):
+                self.meter.forget(name)
 
     async def reconcile(self, wanted: dict[str, dict[str, Any]]) -> None:
         """Start new pods; stop those gone or terminating (a terminating pod is deleted
@@ -244,10 +265,11 @@ class PodRunner:
 
     async def stop(self) -> None:
         """Stop every pod of this node (the agent is stopping), concurrently."""
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
+        for task in (self.task, self.meter_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.task = self.meter_task = None
         for name in list(self.running):
             self.begin_stop(name)
         await asyncio.gather(*self.stopping.values(), return_exceptions=True)

@@ -111,7 +111,9 @@ def pod_document(pod: dict[str, Any]) -> dict[str, Any]:
                        "ready": pod["ready"], "restartCount": pod["restarts"],
                        "address": pod["address"], "message": pod["detail"],
                        "revision": pod["revision"], "service": pod["service"],
-                       "pid": pod.get("pid")}}
+                       "pid": pod.get("pid"),
+                       # what the autoscaler reads (as `kubectl top pod` shows usage)
+                       "metrics": pod.get("metrics") or {}}}
 
 
 def list_document(items: list[dict[str, Any]]) -> dict[str, Any]:

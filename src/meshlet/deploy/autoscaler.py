@@ -118,6 +118,35 @@ def pod_metrics(windows: Sequence[Window]) -> dict[str, float | None]:
             "cpu": None}
 
 
+def replica_measures(window: Window, cpu_used: float | None, cpus: float | None
+                     ) -> dict[str, float | None]:
+    """One replica's measures over ``window``, as its agent reports them: its request
+    rate and p95 latency (None if it served nothing), and its CPU utilisation in
+    percent of its CPU limit (of one core without a limit) from ``cpu_used``, the CPU
+    seconds its container used in the window (None: not measured)."""
+    cores = cpus if cpus and cpus > 0 else 1.0
+    cpu = (round(100.0 * cpu_used / (window.seconds * cores), 3)
+           if cpu_used is not None and window.seconds > 0 else None)
+    p95 = window.quantile(0.95)
+    return {"requests_per_second": round(window.rate, 3),
+            "p95_latency_seconds": round(p95, 6) if p95 is not None else None,
+            "cpu": max(cpu, 0.0) if cpu is not None else None}
+
+
+def average_measures(reports: Iterable[Mapping[str, float | None]]
+                     ) -> dict[str, float | None]:
+    """The metrics ``decide`` reads, from the measures the ready replicas reported: per
+    metric the average over the replicas that have a value (None if none has)."""
+    values: dict[str, list[float]] = {name: [] for name in METRICS}
+    for report in reports:
+        for name in METRICS:
+            value = report.get(name)
+            if value is not None:
+                values[name].append(float(value))
+    return {name: sum(found) / len(found) if found else None
+            for name, found in values.items()}
+
+
 def targets(hpa: HorizontalPodAutoscaler) -> tuple[Target, ...]:
     """The HPA's metric targets (CPU at 80 % when it names none, as Kubernetes)."""
     if not hpa.spec.metrics:
@@ -207,3 +236,36 @@ def _reason(current: int, desired: int, recommended: int, stabilized: int,
 
 def _names(proposals: Iterable[MetricProposal]) -> str:
     return ", ".join(p.target.metric for p in proposals if p.skipped)
+
+
+def status_of(decision: Decision, previous: Mapping[str, object], now: float
+              ) -> dict[str, object]:
+    """The HPA's status after ``decision`` (``previous``: its status before), in the
+    shape ``meshlet get hpa`` and ``describe`` read: replicas, each metric's current
+    value, the last scale time and the conditions Kubernetes sets."""
+    current = [{"name": p.target.metric, "current": _shown(p)} for p in decision.proposals]
+    able = not decision.reason.startswith(("invalid metrics", "scaling is disabled"))
+    return {
+        "currentReplicas": decision.current, "desiredReplicas": decision.desired,
+        "currentMetrics": current,
+        "lastScaleTime": now if decision.changed else previous.get("lastScaleTime"),
+        "conditions": [
+            {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale",
+             "message": "the HPA controller was able to update the target scale"},
+            {"type": "ScalingActive", "status": "True" if able else "False",
+             "reason": "ValidMetricFound" if able else "FailedGetMetrics",
+             "message": decision.reason if not able else
+             "the HPA was able to compute the replica count"},
+            {"type": "ScalingLimited", "status": "True" if decision.limited else "False",
+             "reason": decision.limited or "DesiredWithinRange",
+             "message": decision.reason if decision.limited else
+             "the desired count is within the acceptable range"},
+        ]}
+
+
+def _shown(proposal: MetricProposal) -> str | None:
+    if proposal.current is None:
+        return None
+    if proposal.target.metric == "cpu":
+        return f"{round(proposal.current)}%"
+    return f"{proposal.current:.3g}"

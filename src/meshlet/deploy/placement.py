@@ -2,9 +2,11 @@
 
 A node fits when what its pods' limits take plus the new one's stays within what it
 offers (a node that says nothing of its capacity fits anything). Among those that fit,
-the replica goes where its Deployment has the fewest replicas, then to the zone with
+the replica goes where its template (the Deployment's current revision) has the fewest
+replicas, then to the zone with the fewest, then where the Deployment as a whole has
 the fewest, then to the node with the fewest pods, then by name, so equal inputs give
-equal answers on any leader.
+equal answers on any leader. Counting the template first keeps a rolling update spread:
+the new replicas spread as the old ones did, whatever the old ones' placement.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Placed:
     owner: tuple[str, str]          # (namespace, deployment)
     cpu: float = 0.0
     memory: int = 0
+    template: str = ""              # its template's hash
 
 
 def fits(node: NodeView, placed: Sequence[Placed], cpu: float, memory: int) -> str | None:
@@ -44,7 +47,8 @@ def fits(node: NodeView, placed: Sequence[Placed], cpu: float, memory: int) -> s
 
 
 def choose_node(nodes: Sequence[NodeView], placed: Sequence[Placed], owner: tuple[str, str],
-                cpu: float = 0.0, memory: int = 0) -> tuple[str | None, str]:
+                cpu: float = 0.0, memory: int = 0, template: str = ""
+                ) -> tuple[str | None, str]:
     """(the node for one more replica of ``owner``, "") or (None, why none fits), the
     reason worded as Kubernetes' scheduler words it."""
     alive = [n for n in nodes if n.alive]
@@ -61,10 +65,14 @@ def choose_node(nodes: Sequence[NodeView], placed: Sequence[Placed], owner: tupl
     if not candidates:
         reasons = ", ".join(f"{count} {why}" for why, count in sorted(lacking.items()))
         return None, f"0/{len(alive)} nodes are available: {reasons}"
-    mine = Counter(p.node for p in placed if p.owner == owner)
     zone_of = {n.name: n.zone for n in alive}
+    same = [p for p in placed if p.owner == owner and p.template == template]
+    siblings = Counter(p.node for p in same)
+    siblings_by_zone = Counter(zone_of.get(p.node, "") for p in same)
+    mine = Counter(p.node for p in placed if p.owner == owner)
     mine_by_zone = Counter(zone_of.get(p.node, "") for p in placed if p.owner == owner)
     total = Counter(p.node for p in placed)
-    best = min(candidates, key=lambda n: (mine[n.name], mine_by_zone[n.zone],
+    best = min(candidates, key=lambda n: (siblings[n.name], siblings_by_zone[n.zone],
+                                          mine[n.name], mine_by_zone[n.zone],
                                           total[n.name], n.name))
     return best.name, ""

@@ -135,13 +135,14 @@ class _Pass:
         self.nodes = list(nodes)
         self.now = now
         self.plan = Plan()
-        self.placed = [Placed(p.node, p.owner, p.cpus, p.memory) for p in pods
-                       if p.phase != "terminating"]
+        self.placed = [Placed(p.node, p.owner, p.cpus, p.memory, p.template_hash)
+                       for p in pods if p.phase != "terminating"]
 
     def delete(self, pod: PodView, reason: str) -> None:
         self.plan.deletes.append(Delete(pod.name, reason))
         for i, placed in enumerate(self.placed):
-            if placed.node == pod.node and placed.owner == pod.owner:
+            if (placed.node, placed.owner, placed.template) == (pod.node, pod.owner,
+                                                               pod.template_hash):
                 del self.placed[i]
                 break
 
@@ -149,11 +150,12 @@ class _Pass:
         """Place up to ``count`` replicas; (how many were placed, why not the rest)."""
         made = 0
         for _ in range(count):
-            node, why = choose_node(self.nodes, self.placed, d.key, d.cpus, d.memory)
+            node, why = choose_node(self.nodes, self.placed, d.key, d.cpus, d.memory,
+                                    d.template_hash)
             if node is None:
                 return made, why
             self.plan.creates.append(Create(d.namespace, d.name, d.template_hash, node))
-            self.placed.append(Placed(node, d.key, d.cpus, d.memory))
+            self.placed.append(Placed(node, d.key, d.cpus, d.memory, d.template_hash))
             made += 1
         return made, ""
 

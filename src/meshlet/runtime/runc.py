@@ -198,6 +198,25 @@ def last_message(text: str) -> str:
     return text.splitlines()[-1] if text else "no output"
 
 
+def cpu_seconds(container_id: str) -> float | None:
+    """CPU time the container's processes have used so far (cgroup v1 ``cpuacct.usage``,
+    else v2 ``cpu.stat``); None when its cgroup cannot be read."""
+    path = cgroup_path(container_id).lstrip("/")
+    try:
+        return int((CGROUP_ROOT / "cpuacct" / path / "cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        pass
+    try:
+        stat = (CGROUP_ROOT / path / "cpu.stat").read_text()
+    except OSError:
+        return None
+    for line in stat.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec" and value.strip().isdigit():
+            return int(value) / 1e6
+    return None
+
+
 def remove_cgroup_parents() -> None:
     """Remove meshlet's (empty) parent cgroup in each hierarchy; runc removes each
     container's own."""
@@ -220,4 +239,4 @@ def leftover_cgroups(container_id_prefix: str) -> list[str]:
     return sorted(found)
 
 
-__all__ = ["ContainerProcess", "Runc", "cgroup_path", "rootfs"]
+__all__ = ["ContainerProcess", "Runc", "cgroup_path", "cpu_seconds", "rootfs"]

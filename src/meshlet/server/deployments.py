@@ -6,6 +6,7 @@ pure reconciler (``deploy/reconciler.py``) what to do and proposes it: pods to c
 delete, and each Deployment's status and events. A pass runs when any of those tables
 changes and at least every second (a rollout's deadline is a matter of time). Only
 the leader acts; a new leader starts from the state, so nothing is lost with the old.
+The autoscaler (``server/autoscaling.py``) runs in the same loop, every few seconds.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from meshlet.deploy.pod_specs import PodPlanner
 from meshlet.deploy.reconciler import reconcile
 from meshlet.errors import MeshletError
+from meshlet.server.autoscaling import Autoscaler
 from meshlet.state.commands import ObjectStatus, PodCreate, PodDelete, PodTerminate
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from meshlet.server.raft_node import RaftServerNode
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,10 @@ def pod_suffix() -> str:
 
 
 class DeploymentController:
-    def __init__(self, node: RaftServerNode) -> None:
+    def __init__(self, node: RaftServerNode, registry: CollectorRegistry | None = None
+                 ) -> None:
         self.node = node
+        self.autoscaler = Autoscaler(node, registry)
         self.seen: tuple[int, ...] = ()
         self.last_pass = 0.0
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
@@ -55,17 +62,24 @@ class DeploymentController:
             await asyncio.sleep(POLL)
             if not self.node.is_leader:
                 self.statuses.clear()
+                self.autoscaler.forget()
                 continue
             now = time.monotonic()
+            if self.autoscaler.due(now):
+                await self.guarded(self.autoscaler.sync(now), "autoscaler")
             if self.indexes() == self.seen and now - self.last_pass < MAX_IDLE:
                 continue
             self.seen, self.last_pass = self.indexes(), now
-            try:
-                await self.one_pass()
-            except MeshletError as exc:  # leadership moved, or a proposal was refused
-                log.warning("deployment controller: %s", exc)
-            except Exception:  # a bug must not end the controller: log it, try again
-                log.exception("deployment controller pass failed")
+            await self.guarded(self.one_pass(), "deployment controller")
+
+    @staticmethod
+    async def guarded(work: Awaitable[None], what: str) -> None:
+        try:
+            await work
+        except MeshletError as exc:  # leadership moved, or a proposal was refused
+            log.warning("%s: %s", what, exc)
+        except Exception:  # a bug must not end the controller: log it, try again
+            log.exception("%s: pass failed", what)
 
     async def one_pass(self) -> None:
         planner = PodPlanner.from_machine(self.node.machine)

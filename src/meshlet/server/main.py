@@ -131,6 +131,7 @@ class Server:
         self.fast_lane = fast_lane
         self.finding: asyncio.Task[None] | None = None
         self.background: list[asyncio.Task[None]] = []  # run while the server does
+        self.controller: asyncio.Task[None] | None = None  # deployments (a test stops it)
 
     def __repr__(self) -> str:
         return f"<Server {self.url} {self.node!r}>"
@@ -210,7 +211,9 @@ class Server:
             server.background += [loop.create_task(tls.renew_forever()),
                                   loop.create_task(tls.follow_roots(node))]
         server.background.append(loop.create_task(prune_roots(node)))
-        server.background.append(loop.create_task(DeploymentController(node).run()))
+        server.controller = loop.create_task(
+            DeploymentController(node, api.metrics.registry).run())
+        server.background.append(server.controller)
         if founders is None and options.server_id not in node.driver.members:
             server.finding = asyncio.get_running_loop().create_task(
                 server.find_cluster(options))
