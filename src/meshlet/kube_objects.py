@@ -476,11 +476,11 @@ class Deployment(KubeObjectBase):
         if rolling.max_surge in (0, "0%") and rolling.max_unavailable in (0, "0%"):
             yield (("spec", "strategy", "rollingUpdate", "maxUnavailable"),
                    "must not be 0 when maxSurge is 0")
-        names: dict[str, int] = {}
         for i, container in enumerate(self.containers):
             loc: Loc = ("spec", "template", "spec", "containers", i)
-            if names.setdefault(container.name, i) != i:
-                yield (*loc, "name"), f"duplicate container name {container.name!r}"
+            if i > 0:  # said, not ignored: a pod would run without it
+                yield loc, ("meshlet runs one container per pod: run this one as a "
+                            "Deployment of its own")
             yield from container.problems(loc)
 
 

@@ -266,6 +266,9 @@ C0 = "spec.template.spec.containers[0]"
      f"web.yaml:38: {C0}.livenessProbe.exec: unknown field (in Deployment web)"),
     ("          image: web:1\n", "",
      f"web.yaml:21: {C0}.image: required field (in Deployment web)"),
+    ("              memory: 64Mi\n---", "              memory: 64Mi\n        - name: side\n"
+     "          image: web:1\n---",
+     "web.yaml:48: spec.template.spec.containers[1]: meshlet runs one container per pod"),
 ])
 def test_refusals_name_file_line_field_and_object(old: str, new: str, expected: str) -> None:
     assert old in WEB
