@@ -315,6 +315,10 @@ def test_refusals_of_the_autoscaler() -> None:
     ("a: " + "[" * 33 + "]" * 33 + "\n", "web.yaml:1: nested more than 32 deep"),
     ("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n" * 1001,
      "web.yaml:4000: more than 1000 documents"),
+    # Scalars the YAML constructor itself fails on (a ValueError, not a YAMLError).
+    ("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nreplicas: " + "9" * 5000
+     + "\n", "web.yaml:5: not valid YAML: an integer of more than 4300 digits"),
+    ("a: 1\n---\nwhen: 2020-13-45\n", "web.yaml:3: not valid YAML: month must be in 1..12"),
 ])
 def test_refusals_of_documents(text: str, expected: str) -> None:
     assert refusal(text).startswith(expected)

@@ -106,6 +106,14 @@ def _index(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
             _index(item, (*path, i), out)
 
 
+def _constructor_problem(exc: ValueError) -> str:
+    """What PyYAML's constructor raised, in the user's terms (an integer too long for
+    Python's int(), a date that does not exist)."""
+    if "integer string conversion" in str(exc):
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
+
+
 def _documents(text: str, source: str) -> Iterator[tuple[int, Any, dict[Loc, int]]]:
     """(first line, data, line index) of each non-empty document."""
     loader = None
@@ -116,7 +124,11 @@ def _documents(text: str, source: str) -> Iterator[tuple[int, Any, dict[Loc, int
             node = loader.get_node()
             if node is None:
                 continue
-            data = loader.construct_document(node)
+            try:
+                data = loader.construct_document(node)
+            except ValueError as exc:  # a scalar the constructor cannot make: 2020-13-45
+                raise _Refused(node.start_mark.line + 1,
+                               f"not valid YAML: {_constructor_problem(exc)}") from None
             if data is None:
                 continue
             lines: dict[Loc, int] = {}
