@@ -65,6 +65,13 @@ Problem = tuple[Loc, str]
 INT32_MAX = 2 ** 31 - 1
 MAX_REPLICAS = 1000     # every replica is a process on one of a few hosts
 MAX_REVISIONS = 100     # revisionHistoryLimit: each old template is kept in the store
+# What a pod record holds (``state/pods.check_container``): a manifest beyond these
+# would be stored, and then its pods refused, pass after pass of the controller.
+MAX_ARG_TEXT = 4096     # characters in one argument or environment value
+MAX_ARGS = 4096         # arguments in command or args; variables in env
+MAX_ENV_NAME = 255
+# A pod is named DEPLOYMENT-HASH-SUFFIX (10 and 5 characters), a DNS subdomain.
+MAX_DEPLOYMENT_NAME = 253 - 17
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_LABEL = re.compile(_LABEL)
 DNS1123_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
@@ -371,6 +378,21 @@ class Container(KubeModel):
     def problems(self, loc: Loc) -> Iterator[Problem]:
         if not is_dns1123_label(self.name):
             yield (*loc, "name"), f"{self.name!r} is not a valid container name"
+        for field, args in (("command", self.command), ("args", self.args)):
+            if len(args) > MAX_ARGS:
+                yield (*loc, field), f"at most {MAX_ARGS} arguments"
+            for i, arg in enumerate(args):
+                if len(arg) > MAX_ARG_TEXT or "\0" in arg:
+                    yield (*loc, field, i), (f"at most {MAX_ARG_TEXT} characters, "
+                                             "and no NUL")
+        if len(self.env) > MAX_ARGS:
+            yield (*loc, "env"), f"at most {MAX_ARGS} variables"
+        for i, var in enumerate(self.env):
+            if len(var.name) > MAX_ENV_NAME:
+                yield (*loc, "env", i, "name"), f"at most {MAX_ENV_NAME} characters"
+            if len(var.value) > MAX_ARG_TEXT or "\0" in var.value:
+                yield (*loc, "env", i, "value"), (f"at most {MAX_ARG_TEXT} characters, "
+                                                  "and no NUL")
         seen: dict[str, int] = {}
         for i, port in enumerate(self.ports):
             if port.name is not None and seen.setdefault(port.name, i) != i:
@@ -461,6 +483,9 @@ class Deployment(KubeObjectBase):
 
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
+        if len(self.name) > MAX_DEPLOYMENT_NAME:
+            yield ("metadata", "name"), (f"at most {MAX_DEPLOYMENT_NAME} characters for a "
+                                         "Deployment (its pods' names add 17)")
         spec = self.spec
         yield from _label_problems(("spec", "selector", "matchLabels"),
                                    spec.selector.match_labels)

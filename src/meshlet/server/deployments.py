@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshlet.deploy.pod_specs import PodPlanner
 from meshlet.deploy.reconciler import reconcile
-from meshlet.errors import MeshletError
+from meshlet.errors import ConfigError, Conflict, MeshletError, NotFound
 from meshlet.server.autoscaling import Autoscaler
 from meshlet.state.commands import ObjectStatus, PodCreate, PodDelete, PodTerminate
 
@@ -87,7 +87,12 @@ class DeploymentController:
         for create in plan.creates:
             fields = planner.pod(create, f"{create.deployment}-{create.template_hash}-"
                                          f"{pod_suffix()}")
-            await self.node.propose(PodCreate(**fields, created=time.time()))
+            try:
+                await self.node.propose(PodCreate(**fields, created=time.time()))
+            except (ConfigError, Conflict, NotFound) as exc:
+                # This Deployment's pod is refused: the others' are still made.
+                log.warning("deployment %s/%s: pod %s refused: %s", create.namespace,
+                            create.deployment, fields.get("name"), exc)
         nodes = set(self.node.machine.nodes.nodes)
         for delete in plan.deletes:
             pod = self.node.machine.pods.pods.get(delete.pod)

@@ -19,14 +19,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meshlet.errors import ConfigError, Conflict, NotFound
-from meshlet.kube_objects import is_dns1123_label, is_dns1123_subdomain
+from meshlet.kube_objects import (
+    MAX_ARG_TEXT,
+    MAX_ARGS,
+    MAX_ENV_NAME,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+)
 from meshlet.state.commands import PodCreate, PodDelete, PodReport, PodTerminate
 from meshlet.state.networks import OWNER_NAME
 from meshlet.state.objects import ObjectTable, non_negative
 
 MAX_PODS = 10_000
-MAX_TEXT = 4096
-MAX_ARGS = 4096
+MAX_TEXT = MAX_ARG_TEXT
 PHASES = ("pending", "running", "failed", "terminating")
 CONTAINER_KEYS = {"name", "image", "command", "args", "env", "port", "readiness",
                   "liveness", "memory", "cpus", "protocol"}
@@ -101,7 +106,7 @@ def check_container(container: object) -> None:
     if not isinstance(env, dict) or len(env) > MAX_ARGS:
         raise ConfigError(f"{at}.env: an object of names to values", f"{at}.env")
     for key, value in env.items():
-        _text(key, f"{at}.env", 255)
+        _text(key, f"{at}.env", MAX_ENV_NAME)
         _text(value, f"{at}.env.{key}")
     if container["port"] is not None:
         _port(container["port"], f"{at}.port")
