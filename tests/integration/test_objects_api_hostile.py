@@ -318,3 +318,28 @@ async def test_one_bad_pod_does_not_stop_the_controller(server: Server) -> None:
         assert await async_wait_until(zz_pods, timeout=10)
     finally:
         deployments.PodPlanner.pod = real  # type: ignore[method-assign]
+
+
+async def test_a_namespace_token_cannot_take_a_catalog_service(server: Server,
+                                                               tmp_path: Path) -> None:
+    """A Deployment's pods join the catalog service of their Service (else of their
+    Deployment's name), and their sidecars get that service's identity: applying one
+    needs ``service`` write on that name, or ``shop/`` could serve as ``payments``."""
+    t = await setup(server, tmp_path)
+    payments = web_deployment()
+    payments["metadata"].update(name="payments", namespace="shop")
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "payments", "namespace": "shop"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    async with session(server, t["shop"]) as s:
+        for manifest in (payments, service):
+            error = await refused(s, server, "POST", "/v1/objects", 403,
+                                  json={"manifest": manifest})
+            assert error["field"] == "service" and "payments" in error["message"]
+    async with Client(server.url, token=server.acl.token()) as client:
+        await client.policy_create("payments", [
+            {"kind": "service", "prefix": "payments", "access": "write"}])
+        both = (await client.token_create(["shop", "payments"]))["secret"]
+    async with Client(server.url, token=both) as client:
+        assert (await client.object_apply(payments))["result"] == "created"
+        assert (await client.object_apply(service))["result"] == "created"

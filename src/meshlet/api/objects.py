@@ -7,8 +7,11 @@ Paths name an object as ``/v1/objects/KIND/NAMESPACE/NAME``; a Namespace, which 
 in no namespace, has ``-`` there. ACLs use kind ``deployment`` on the name
 ``NAMESPACE/NAME`` (a Namespace: its name), so a rule with prefix ``shop/`` covers what
 is inside namespace ``shop`` and one with prefix ``shop`` the namespace as well. Read
-lets a token get and list; write lets it apply, delete and scale. Status is the
-controller's: ``operator`` write.
+lets a token get and list; write lets it apply, delete and scale. Applying a
+Deployment or a Service also needs ``service`` write on its name: their pods join the
+catalog service of that name (a Deployment's own when no Service selects it), and
+their sidecars get its identity, whatever the namespace. Status is the controller's:
+``operator`` write.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from pydantic import Field
 from meshlet.api.access import Need, require, visible
 from meshlet.api.schemas import Body, parse_body, read_json
 from meshlet.errors import ConfigError
-from meshlet.kube_objects import KINDS, MAX_REPLICAS, Namespace, validate_object
+from meshlet.kube_objects import (
+    KINDS,
+    MAX_REPLICAS,
+    Deployment,
+    Namespace,
+    Service,
+    validate_object,
+)
 from meshlet.state.commands import ObjectApply, ObjectDelete, ObjectScale, ObjectStatus
 from meshlet.state.objects import DEFAULT_NAMESPACE
 
@@ -108,6 +118,9 @@ class ObjectRoutes:
         obj = validate_object(body.manifest)
         namespace = "" if isinstance(obj, Namespace) else obj.namespace or DEFAULT_NAMESPACE
         require(request, "deployment", acl_name(obj.kind, namespace, obj.name), "write")
+        if isinstance(obj, (Deployment, Service)):
+            # Its pods join the catalog service of that name, with its identity.
+            require(request, "service", obj.name, "write")
         result = await self.api.propose(ObjectApply(obj.canonical(), time.time()))
         return self.api.reply(result.value, result.index)
 
