@@ -343,3 +343,37 @@ async def test_a_namespace_token_cannot_take_a_catalog_service(server: Server,
     async with Client(server.url, token=both) as client:
         assert (await client.object_apply(payments))["result"] == "created"
         assert (await client.object_apply(service))["result"] == "created"
+
+
+async def raw_request(server: Server, head: bytes) -> tuple[int, bytes]:
+    """Send ``head`` (request line and headers, as bytes) as is; the status and body."""
+    import asyncio
+    from urllib.parse import urlsplit
+    url = urlsplit(server.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_a_token_header_that_is_not_utf8_is_unknown(server: Server) -> None:
+    for header in (b"X-Meshlet-Token: \xff\xfe", b"Authorization: Bearer \xc3\x28",
+                   b"X-Meshlet-Join-Token: \xff"):
+        status, body = await raw_request(
+            server, b"GET /v1/objects HTTP/1.1\r\n" + header + b"\r\n")
+        assert status == 401, (header, body)
+        assert b'"unauthenticated"' in body
+
+
+async def test_a_follower_does_not_forward_a_token_that_is_not_utf8(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower hands an unknown token to the leader; one that is not ASCII (a real
+    secret always is) is unknown everywhere, and is not sent on."""
+    monkeypatch.setattr(server.api.guard, "is_leader", lambda: False)
+    status, body = await raw_request(
+        server, b"GET /v1/objects HTTP/1.1\r\nX-Meshlet-Token: \xff\xfe\r\n")
+    assert status == 401, body

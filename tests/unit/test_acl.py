@@ -226,3 +226,18 @@ def test_the_authorizer_decides_as_the_rules_are_documented(
     assert auth.allows(kind, name, access) == reference(flat, kind, name, access)
     if auth.allows(kind, name, access):
         assert auth.allows_some(kind, access)
+
+
+def test_a_secret_that_is_not_utf8_hashes_and_joins_nothing() -> None:
+    """aiohttp gives a header's bytes that are not UTF-8 as lone surrogates: such a
+    secret is one no token has (a 401), not an encoding error (a 500)."""
+    from types import SimpleNamespace
+
+    from meshlet.api.access import JOIN_TOKEN_HEADER, Guard
+    from meshlet.state.acl import AclTable
+    sent = b"\xff\xfe".decode("utf-8", "surrogateescape")
+    assert hash_secret(sent) != hash_secret("")
+    table = AclTable()
+    guard = Guard(lambda: table, join_token="j" * 32)
+    assert guard.resolve(sent)[0] is None
+    assert not guard.joins(SimpleNamespace(headers={JOIN_TOKEN_HEADER: sent}))  # type: ignore[arg-type]

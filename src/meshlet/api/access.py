@@ -137,7 +137,8 @@ class Guard:
     def joins(self, request: web.Request) -> bool:
         offered = request.headers.get(JOIN_TOKEN_HEADER)
         return (self.join_token is not None and offered is not None
-                and hmac.compare_digest(offered.encode(), self.join_token.encode()))
+                and hmac.compare_digest(offered.encode("utf-8", "surrogatepass"),
+                                        self.join_token.encode()))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler
@@ -157,8 +158,9 @@ class Guard:
             secret = secret_of(request.headers)
             token, authorizer = self.resolve(secret)
             if token is None:
-                if secret is not None and not self.is_leader():
-                    # Perhaps made a moment ago: the leader's state judges it.
+                if secret is not None and secret.isascii() and not self.is_leader():
+                    # Perhaps made a moment ago: the leader's state judges it. (A
+                    # secret is URL-safe text: one that is not ASCII is no one's.)
                     raise NotLeader("this server does not know the token yet")
                 raise unauthenticated(secret)
             if need.kind is not None and need.in_body:

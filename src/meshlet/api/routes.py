@@ -210,8 +210,9 @@ class Api:
             body = await request.read()
             headers = {FORWARDED_HEADER: "1"}
             for name in CREDENTIAL_HEADERS:  # the leader judges the caller again
-                if name in request.headers:
-                    headers[name] = request.headers[name]
+                value = request.headers.get(name)
+                if value is not None and value.isascii():  # else it cannot be sent
+                    headers[name] = value
             if request.content_type:
                 headers["Content-Type"] = request.content_type
             try:

@@ -41,8 +41,9 @@ ACCESSOR = re.compile(r"[0-9a-f]{32}")
 
 
 def hash_secret(secret: str) -> str:
-    """What the state keeps of a token's secret."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """What the state keeps of a token's secret. A header that is not UTF-8 arrives
+    with lone surrogates: it hashes (to what no token has) rather than raising."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_name(value: object, field: str) -> str:
