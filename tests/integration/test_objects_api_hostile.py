@@ -377,3 +377,40 @@ async def test_a_follower_does_not_forward_a_token_that_is_not_utf8(
     status, body = await raw_request(
         server, b"GET /v1/objects HTTP/1.1\r\nX-Meshlet-Token: \xff\xfe\r\n")
     assert status == 401, body
+
+
+@pytest.mark.parametrize("status, headers, body", [
+    (200, {"X-Meshlet-Index": "not-a-number"}, b"[]"),
+    (200, {}, b"<html>not json</html>"),
+    (200, {}, b"[" * 100_000 + b"]" * 100_000),
+    (200, {}, b"\xff\xfe"),
+    (400, {}, b'{"error": ["not", "an", "object"]}'),
+    (400, {}, b'{"error": "text"}'),
+    (500, {}, b"[" * 100_000),
+])
+async def test_the_client_turns_a_hostile_answer_into_a_meshlet_error(
+        status: int, headers: dict[str, str], body: bytes) -> None:
+    """What a server (or whatever listens at the address) answers is checked: the CLI
+    and the agent get a MeshletError, never a ValueError or a RecursionError."""
+    from aiohttp import web
+
+    from meshlet.errors import MeshletError
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Client(f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(MeshletError):
+                await client.objects()
+            with pytest.raises(MeshletError):
+                await client.object_apply(web_deployment())
+    finally:
+        await runner.cleanup()

@@ -7,6 +7,7 @@ the server cannot be reached, so callers never see aiohttp exceptions.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import ssl
 import time
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from meshlet import errors
+from meshlet import errors, json_limits
 from meshlet.addresses import to_url
 
 INDEX_HEADER = "X-Meshlet-Index"
@@ -56,6 +57,31 @@ def session_without_retries(tls: ssl.SSLContext | None = None) -> aiohttp.Client
     if hasattr(session, "_retry_connection"):
         session._retry_connection = False
     return session
+
+
+# An answer wraps what requests stored (at most json_limits.MAX_DEPTH deep): deeper is
+# not a meshlet server's, and would end json.loads in a RecursionError.
+ANSWER_MAX_DEPTH = 2 * json_limits.MAX_DEPTH
+
+
+def _decode(raw: bytes) -> Any:
+    """An answer's JSON (empty: None); raises ConfigError for what is not JSON, or is
+    too deep. Unlike a request's, its numbers are the server's: not checked."""
+    if json_limits.too_deep(raw, ANSWER_MAX_DEPTH):
+        raise errors.ConfigError(f"the answer nests more than {ANSWER_MAX_DEPTH} deep",
+                                 "body")
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, RecursionError) as exc:
+        raise errors.ConfigError(f"the answer is not JSON: {exc}", "body") from None
+
+
+def _index_of(resp: aiohttp.ClientResponse, method: str, url: str) -> int:
+    raw = resp.headers.get(INDEX_HEADER, "0") or "0"
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
+        raise errors.MeshletError(f"{method} {url}: HTTP {resp.status} with "
+                                  f"{INDEX_HEADER} {raw[:32]!r}: not meshlet's answer")
+    return int(raw)
 
 
 class Client:
@@ -107,17 +133,23 @@ class Client:
             async with self.session().request(
                     method, url, json=json, data=data, params=params, headers=self.headers,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
-                index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
+                index = _index_of(resp, method, url)
                 if resp.status >= 400:
                     try:
-                        body = await resp.json(content_type=None)
-                        raise errors.from_dict(body["error"])
-                    except (ValueError, KeyError, TypeError):
-                        raise errors.MeshletError(
-                            f"{method} {url}: HTTP {resp.status}") from None
+                        error = _decode(await resp.read())["error"]
+                    except (errors.ConfigError, KeyError, TypeError):
+                        error = None
+                    if not isinstance(error, dict):
+                        raise errors.MeshletError(f"{method} {url}: HTTP {resp.status}")
+                    raise errors.from_dict(error)
                 if raw:
                     return await resp.read(), index
-                return await resp.json(content_type=None), index
+                try:
+                    return _decode(await resp.read()), index
+                except errors.ConfigError as exc:
+                    raise errors.MeshletError(f"{method} {url}: HTTP {resp.status} with "
+                                              f"an answer that is not meshlet's: "
+                                              f"{exc.message}") from None
         except aiohttp.ServerDisconnectedError:
             raise errors.Unavailable(
                 f"{self.base} closed the connection without an HTTP answer: is it a "
