@@ -274,6 +274,10 @@ def private(path: Path) -> list[str]:
 
 async def test_state_and_token_files_are_private(server: Server, tmp_path: Path) -> None:
     await setup(server, tmp_path)
+    async with Client(server.url, token=server.acl.token()) as client:
+        await client.object_scale("default", "web", 2)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "agent.token" for p in written) and len(written) > 2
     assert private(tmp_path) == []
 
 
