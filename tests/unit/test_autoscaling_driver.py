@@ -114,6 +114,12 @@ def test_a_replicas_measures_from_one_window() -> None:
     assert replica_measures(idle, None, None) == {
         "requests_per_second": 0.0, "p95_latency_seconds": None, "cpu": None}
     assert replica_measures(idle, 1.0, None)["cpu"] == 20.0   # of one core: no limit
+    assert replica_measures(idle, -1.0, None)["cpu"] == 0.0   # its CPU time restarted
+    # Counters that say NaN or +Inf are no measure (the state refuses them in a report).
+    broken = Window(0.0, 5.0, float("nan"), 0.0, ((float("inf"), float("inf")),), 0.0,
+                    float("inf"))
+    assert replica_measures(broken, float("inf"), None) == {
+        "requests_per_second": None, "p95_latency_seconds": None, "cpu": None}
 
 
 def test_the_average_skips_replicas_without_a_value() -> None:

@@ -161,10 +161,11 @@ class PodRunner:
         """Measure each running pod every METER_PERIOD; a change goes in its report."""
         while True:
             await asyncio.sleep(METER_PERIOD)
-            for name, workload in list(self.running.items()):
-                measures = await self.meter.measure(
-                    self.host.http, name, workload.metrics_url, workload.app,
-                    workload.spec.cpus)
+            running = list(self.running.items())  # at once: a slow sidecar delays none
+            found = await asyncio.gather(*(self.meter.measure(
+                self.host.http, name, workload.metrics_url, workload.app,
+                workload.spec.cpus) for name, workload in running))
+            for (_, workload), measures in zip(running, found, strict=True):
                 if measures is not None and measures != workload.measures:
                     workload.measures = measures
                     workload.changed.set()

@@ -125,12 +125,19 @@ def replica_measures(window: Window, cpu_used: float | None, cpus: float | None
     percent of its CPU limit (of one core without a limit) from ``cpu_used``, the CPU
     seconds its container used in the window (None: not measured)."""
     cores = cpus if cpus and cpus > 0 else 1.0
-    cpu = (round(100.0 * cpu_used / (window.seconds * cores), 3)
+    cpu = (100.0 * cpu_used / (window.seconds * cores)
            if cpu_used is not None and window.seconds > 0 else None)
-    p95 = window.quantile(0.95)
-    return {"requests_per_second": round(window.rate, 3),
-            "p95_latency_seconds": round(p95, 6) if p95 is not None else None,
-            "cpu": max(cpu, 0.0) if cpu is not None else None}
+    return {"requests_per_second": _measure(window.rate, 3),
+            "p95_latency_seconds": _measure(window.quantile(0.95), 6),
+            "cpu": _measure(cpu, 3)}
+
+
+def _measure(value: float | None, digits: int) -> float | None:
+    """A value the state takes: finite, 0 or more (a sidecar's counters are text that
+    can say NaN or +Inf; a restarted container's CPU time starts again at 0)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(max(value, 0.0), digits)
 
 
 def average_measures(reports: Iterable[Mapping[str, float | None]]
