@@ -120,6 +120,15 @@ async def test_blocking_query_times_out_with_same_index(server: Server) -> None:
         assert same == index and len(found) == 1
 
 
+@pytest.mark.parametrize("raw", ["\u0661\u0662", " 12", "1_0", "+3", "-1", "1" * 21, "0x10"])
+async def test_a_blocking_index_is_ascii_digits_only(server: Server, http: Any,
+                                                     raw: str) -> None:
+    async with http.get("/v1/kv", params={"index": raw, "wait": "0s"}) as resp:
+        body = await resp.json()
+    assert resp.status == 400, body
+    assert "index" in json.dumps(body) and "non-negative integer" in json.dumps(body)
+
+
 async def test_unreachable_server_is_a_clear_error() -> None:
     async with Client("http://127.0.0.1:1") as c:
         with pytest.raises(Unavailable, match="cannot reach meshlet"):

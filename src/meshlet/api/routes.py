@@ -91,17 +91,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc)
 
 
+MAX_QUERY_INT_DIGITS = 20  # an unsigned 64-bit index
+
+
 def query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not an integer", name) from None
-    if value < 0:
-        raise ConfigError(f"{name}: must not be negative", name)
-    return value
+    # int() would also take "١٢", " 12", "1_000" and a thousand digits: only ASCII digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_QUERY_INT_DIGITS):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ConfigError(f"{name}: {shown!r} is not a non-negative integer", name)
+    return int(raw)
 
 
 def query_flag(request: web.Request, name: str) -> bool:
