@@ -120,7 +120,7 @@ async def test_blocking_query_times_out_with_same_index(server: Server) -> None:
         assert same == index and len(found) == 1
 
 
-@pytest.mark.parametrize("raw", ["\u0661\u0662", " 12", "1_0", "+3", "-1", "1" * 21, "0x10"])
+@pytest.mark.parametrize("raw", ["\u0661\u0662", " 12", "1_0", "+3", "-1", "9" * 5000, "0x10"])
 async def test_a_blocking_index_is_ascii_digits_only(server: Server, http: Any,
                                                      raw: str) -> None:
     async with http.get("/v1/kv", params={"index": raw, "wait": "0s"}) as resp:
