@@ -50,12 +50,15 @@ def fdb(hosts: Hosts, host: str, network: str) -> set[tuple[str, str]]:
     return {(e["mac"], e["dst"]) for e in json.loads(out or "[]") if "dst" in e}
 
 
-def test_workloads_on_three_hosts_reach_each_other_by_name(hosts: Hosts) -> None:
+def test_workloads_on_three_hosts_reach_each_other_by_name(hosts: Hosts,
+                                                           tmp_path: Path) -> None:
     hosts.cli("network", "create", "ov", "--driver", "overlay", "--subnet",
               "10.231.0.0/24")
     for name, host in (("web", "host1"), ("api", "host2"), ("client", "host3")):
-        command = (["python3", "-c", f"import http.server,os; os.chdir('/tmp'); "
-                    f"open('/tmp/who-{name}','w').write('{name}'); "
+        served = tmp_path / name  # each serves only its own name: a wrong host answers 404
+        served.mkdir()
+        command = (["python3", "-c", f"import http.server,os; os.chdir({str(served)!r}); "
+                    f"open('who-{name}','w').write('{name}'); "
                     "http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler,"
                     " port=8000, bind='0.0.0.0')"])
         hosts.cli("run", "-d", "--name", name, "--network", "ov", "--node", host,
