@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 512
 MAX_QUEUE = 4096
 FLUSH_INTERVAL = 1.0
-EXPORT_TIMEOUT = 5.0
+EXPORT_TIMEOUT = 5.0  # one POST, connection included
 SCOPE = {"name": "meshlet.proxy"}
 
 
@@ -120,13 +120,15 @@ class SpanExporter:
             self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self, flush: bool = True) -> None:
-        """Stop the task; with ``flush``, send what is queued first (within the timeout)."""
+        """Stop the task; with ``flush``, try one batch of what is queued (within the
+        timeout); what is left is counted as failed."""
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        if flush:
-            while self.queue:
-                await self.export_batch()
+        if flush and self.queue:
+            await self.export_batch()
+        self.failed.inc(len(self.queue))
+        self.queue.clear()
 
     async def run(self) -> None:
         while True:
