@@ -253,3 +253,31 @@ def check_partition(strategy: str, shards: int | Sequence[str] | None,
         if len(ranges) > MAX_RANGES:
             raise ValueError(f"at most {MAX_RANGES} ranges")
         check_ranges(ranges, numeric)
+
+
+MAX_URL = 2048
+URL_HINT = "expected an http:// or https:// URL such as http://collector:4318"
+
+
+def otlp_endpoint(value: Any) -> str:
+    """An OTLP/HTTP base URL: http(s), a host, an optional port and path; no user
+    information, query or fragment. Normalised without a trailing ``/`` (the sidecar
+    posts to ``{endpoint}/v1/traces``)."""
+    from urllib.parse import urlsplit  # only where settings are read
+
+    if not isinstance(value, str) or not value or len(value) > MAX_URL:
+        raise ValueError(URL_HINT)
+    if CONTROL.search(value) or " " in value or not value.isascii():
+        raise ValueError(f"{shown(value)}: {URL_HINT}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shown(value)}: {URL_HINT}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown(value)}: {URL_HINT}")
+    if "@" in parts.netloc or parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{shown(value)}: no user, query or fragment; {URL_HINT}")
+    if port == 0:
+        raise ValueError(f"{shown(value)}: port 0")
+    return value.rstrip("/")

@@ -251,7 +251,8 @@ async def test_a_live_deny_takes_effect_on_the_next_request_and_an_allow_restore
         status, reason, body = await get(session, mesh.url)
         assert (status, reason) == (403, "intention_denied")
         assert "client may not call web: client => web deny" in body
-        assert any("inbound web" in r.getMessage() and "403 intention_denied" in
+        assert any('"direction":"inbound","source":"client","destination":"web"' in
+                   r.getMessage() and '"status":403,"reason":"intention_denied"' in
                    r.getMessage() for r in caplog.records)  # the access-log line
         mesh.destination.apply(with_intentions(
             base, 2, "deny", {"source": "*", "destination": "web", "action": "allow"}))

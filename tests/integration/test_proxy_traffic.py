@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -303,6 +304,8 @@ async def test_access_log_names_the_reason(make_backends: Any,
                 assert (await get(s, base(sidecar) + "/nope"))[0] == 404
         lines = [r.getMessage() for r in caplog.records if r.name == "meshlet.access"]
         assert len(lines) == 1  # access_log=errors: only the refused request
-        assert '"GET /nope" 404 no_route' in lines[0]
+        entry = json.loads(lines[0])
+        assert (entry["method"], entry["path"], entry["status"], entry["reason"]) == (
+            "GET", "/nope", 404, "no_route")
     finally:
         await sidecar.stop(1)

@@ -18,7 +18,8 @@ from meshlet.proxy.config import (
 LOOPBACK = "127.0.0.1"
 
 
-INBOUND_KEYS = ("request_timeout", "rate_limit_rps", "rate_limit_burst", "access_log")
+INBOUND_KEYS = ("request_timeout", "rate_limit_rps", "rate_limit_burst", "access_log",
+                "tracing_endpoint", "trace_sampling")
 
 
 def bootstrap_snapshot(service: str, instance: str, protocol: str, app_port: int,

@@ -13,7 +13,7 @@ cdef class Exchange:
     cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
     cdef public int flags, framing, status
     cdef public Py_ssize_t pending_size, sent_size
-    cdef public object connect_task, loop, relay_head, target
+    cdef public object connect_task, loop, relay_head, target, trace
     cdef public Cluster cluster
     cdef public ListenerState listener
     cdef public EndpointState state

@@ -26,6 +26,9 @@ from meshlet.proxy.headers import (
     HAS_HOP_BY_HOP,
     HAS_HOST,
     HAS_LENGTH,
+    HAS_TRACE,
+    TRACEPARENT,
+    TRACESTATE,
     chunk,
     delimited_by_close,
     forward_headers,
@@ -48,6 +51,7 @@ from meshlet.proxy.resilience.retry import (
 if TYPE_CHECKING:  # cimported by the compiled build (exchange.pxd)
     from meshlet.proxy.http import DownstreamHttp
     from meshlet.proxy.lb.base import EndpointState
+    from meshlet.proxy.tracing import SpanContext
     from meshlet.proxy.upstream import UpstreamHttp
 
 ERROR_HEADER = b"x-meshlet-error"
@@ -56,6 +60,10 @@ REPLAY_LIMIT = 64 * 1024
 BUFFER_HIGH = 1024 * 1024
 ERROR_STATUS = {"connect_timeout": 504, "upstream_reset": 502, "request_timeout": 504,
                 "per_try_timeout": 504}
+# What a request's own traceparent replaces, and with it a tracestate when the caller's
+# traceparent was not valid (it belongs to that trace: W3C Trace Context 3.3.1).
+REPLACED_TRACE = frozenset({TRACEPARENT})
+RESTARTED_TRACE = frozenset({TRACEPARENT, TRACESTATE})
 # A peer sidecar's own errors that say the request never reached its app.
 PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
 
@@ -101,6 +109,7 @@ class Exchange:
         "state",
         "status",
         "target",
+        "trace",
         "tried",
         "try_deadline",
         "upstream",
@@ -155,6 +164,7 @@ class Exchange:
         self.retrying = False
         self.reason = ""
         self.waiting = False
+        self.trace: SpanContext | None = None  # with tracing on (listener.tracer)
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.method.decode()} {self.url.decode(errors='replace')} "
@@ -164,6 +174,8 @@ class Exchange:
 
     def start(self) -> None:
         listener = self.listener
+        if listener.tracer is not None:
+            self.trace = listener.begin_trace(self)
         self.cluster = cluster = listener.cluster
         if cluster is None:
             self.local_reply(503, "no_route")
@@ -199,8 +211,13 @@ class Exchange:
     def build_head(self, target: Target) -> None:
         route = target.route
         parts = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
-        forward_headers(parts, self.headers, route.remove_headers if route else frozenset(),
-                        self.flags)
+        drop = route.remove_headers if route else frozenset()
+        trace = self.trace
+        if trace is not None:
+            if self.flags & HAS_TRACE:
+                drop = drop | (REPLACED_TRACE if trace.parent_id else RESTARTED_TRACE)
+            parts += (b"traceparent: ", trace.header, b"\r\n")
+        forward_headers(parts, self.headers, drop, self.flags)
         if route is not None:
             for name, value in route.set_headers:
                 parts += (name, b": ", value, b"\r\n")

@@ -8,8 +8,9 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"trailer", b"transfer-encoding", b"upgrade"})
 
 # What the connection noticed while collecting headers, so nothing scans them again.
-CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR = 1, 2, 4, 8, 16
-NOTABLE_LENGTHS = frozenset({2, 4, 7, 10, 14, 15, 16, 17})
+CHUNKED, HAS_HOST, HAS_HOP_BY_HOP, HAS_LENGTH, HAS_ERROR, HAS_TRACE = 1, 2, 4, 8, 16, 32
+NOTABLE_LENGTHS = frozenset({2, 4, 7, 10, 11, 14, 15, 16, 17})
+TRACEPARENT, TRACESTATE = b"traceparent", b"tracestate"
 
 
 def header_flags(name: bytes, value: bytes) -> int:
@@ -23,6 +24,8 @@ def header_flags(name: bytes, value: bytes) -> int:
         return HAS_LENGTH
     if lower == b"x-meshlet-error":
         return HAS_ERROR
+    if lower == TRACEPARENT:
+        return HAS_TRACE
     if lower in HOP_BY_HOP:
         if lower == b"transfer-encoding" and b"chunked" in value.lower():
             return HAS_HOP_BY_HOP | CHUNKED

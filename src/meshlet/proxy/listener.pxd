@@ -7,10 +7,11 @@ from meshlet.proxy.lb.base cimport EndpointState
 
 cdef class ListenerState:
     cdef public object config, cluster, metrics, loop, server, port, active_gauge
-    cdef public object rate_limiter, intentions, tls
+    cdef public object rate_limiter, intentions, tls, tracer, exporter
     cdef public dict decisions
     cdef public Connector connector
-    cdef public str direction, destination, log_mode
+    cdef public str direction, destination, log_mode, service
+    cdef public int span_kind
     cdef public set connections, timed
     cdef public long active_requests, max_connections
     cdef public bint draining, sweeps_heads

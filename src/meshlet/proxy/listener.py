@@ -10,12 +10,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from meshlet.intention_rules import Intentions
+from meshlet.observe.access_log import access_line, request_path
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy import connector as connector_module
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import IntentionsConfig, ListenerConfig
+from meshlet.proxy.headers import HAS_TRACE, TRACEPARENT, TRACESTATE, header_value
 from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.token_bucket import TokenBucket
+from meshlet.proxy.tracing import CLIENT, SERVER, parse_traceparent, record
 
 if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
     from meshlet.proxy.connector import Connector
@@ -57,6 +60,11 @@ class ListenerState:
         self.now = time.monotonic()  # the ticker's clock (sidecar.tick), TICK-coarse
         self.next_head_sweep = 0.0
         self.sweeps_heads = config.protocol == "http"
+        # Tracing, set by the sidecar from its own service's settings (None: off).
+        self.service = ""  # the sidecar's own service (the source of outbound requests)
+        self.tracer: Any = None
+        self.exporter: Any = None
+        self.span_kind = SERVER if self.direction == "inbound" else CLIENT
         # Label tuples made once, not per request (statuses and endpoints are bounded).
         self._labels = (self.direction, self.destination)
         self._status_labels: dict[int, tuple[str, str, str]] = {}
@@ -145,14 +153,44 @@ class ListenerState:
                 self.direction, self.destination, str(ex.status))
         self._requests.inc(labels)
         self._duration.observe(self._labels, seconds)
+        trace = ex.trace
+        if trace is not None and trace.sampled and self.exporter is not None:
+            self.record_span(ex, seconds)
         mode = self.log_mode
         if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500)):
-            endpoint = ex.tried[-1].endpoint.id if ex.tried else "-"
-            access_log.info(
-                '%s %s "%s %s" %d %s upstream=%s attempts=%d %.1fms',
-                self.direction, self.destination, ex.method.decode(),
-                ex.url.decode(errors="replace"), ex.status, ex.reason or "-", endpoint,
-                len(ex.tried), seconds * 1000)
+            self.log_access(ex, seconds)
+
+    # -- tracing and access log -------------------------------------------------------
+
+    def begin_trace(self, ex: Any) -> Any:
+        """The request's trace context: the caller's continued, or a new trace."""
+        traceparent = tracestate = None
+        if ex.flags & HAS_TRACE:
+            traceparent = header_value(ex.headers, TRACEPARENT)
+            tracestate = header_value(ex.headers, TRACESTATE)
+        return self.tracer.begin(traceparent, tracestate, time.time_ns())
+
+    def record_span(self, ex: Any, seconds: float) -> None:
+        self.exporter.offer(record(
+            ex.trace, self.span_kind, ex.method.decode("latin-1"), request_path(ex.url),
+            ex.status, ex.reason, self.destination,
+            ex.tried[-1].endpoint.id if ex.tried else "", ex.down.source,
+            int(seconds * 1e9)))
+
+    def log_access(self, ex: Any, seconds: float) -> None:
+        trace = ex.trace
+        if trace is not None:
+            trace_id, span_id = trace.trace_id.decode(), trace.span_id.decode()
+        else:  # tracing off: the caller's trace, if it named one
+            caller = parse_traceparent(header_value(ex.headers, TRACEPARENT)) \
+                if ex.flags & HAS_TRACE else None
+            trace_id, span_id = (caller.trace_id.decode() if caller else None), None
+        inbound = self.direction == "inbound"
+        access_log.info(access_line(
+            time.time(), self.direction, ex.down.source if inbound else self.service,
+            self.destination, ex.method.decode("latin-1"), request_path(ex.url), ex.status,
+            ex.reason, ex.tried[-1].endpoint.id if ex.tried else None, len(ex.tried),
+            seconds, trace_id, span_id))
 
     def expire(self, now: float) -> None:
         """Time out every exchange whose overall or per-try deadline has passed, and

@@ -192,11 +192,23 @@ def run(bootstrap: str, admin: str | None, port_file: str | None, grace: float,
         raise MeshletError(str(exc)) from None
 
 
+def access_to_stderr() -> None:
+    """The access log's JSON lines, bare, on stderr (the agent sends it to the
+    workload's ``sidecar.log``); its settings (``access_log``) choose which requests."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("meshlet.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``meshlet proxy ARGS``: the exit status (1 and one line on stderr on error)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access_to_stderr()
     try:
         run(args.bootstrap, args.admin, args.port_file, args.grace, args.metrics,
             args.admin_token_file)

@@ -46,6 +46,7 @@ from meshlet.settings_rules import (
     key_source,
     limited,
     method_names,
+    otlp_endpoint,
     shard_names,
     status_list,
 )
@@ -207,6 +208,11 @@ def key_check(value: Any, path: list[str]) -> str:
         return key_source(value)
     except ValueError as exc:
         raise Invalid(path, str(exc)) from None
+
+
+def rule_of(inner: Check, rule: Callable[[Any], Any]) -> Check:
+    """``inner``, then a shared rule (``settings_rules``) on what it accepted."""
+    return lambda value, path: _ruled(rule, inner(value, path), path)
 
 
 def model(cls: type[Any]) -> Check:
@@ -385,6 +391,10 @@ class Settings:
         list_of(model(Route), rule=limited(MAX_ROUTES, "routes"))))
     partition: Partition | None = field(default=None, metadata=checked(optional(model(Partition))))
     access_log: str = field(default="errors", metadata=checked(choice("all", "errors", "off")))
+    # tracing (the service's own sidecars)
+    tracing_endpoint: str | None = field(default=None, metadata=checked(
+        optional(rule_of(text(), otlp_endpoint))))
+    trace_sampling: float = field(default=1.0, metadata=checked(number(ge=0.0, le=1.0)))
 
     def __post_init__(self) -> None:
         check_retry_on(self.retry_on)

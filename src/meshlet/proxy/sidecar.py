@@ -18,13 +18,16 @@ import time
 from typing import Any
 
 from meshlet.errors import ConfigError
+from meshlet.observe.otlp import SpanCounters, SpanExporter
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
 from meshlet.proxy.http import DownstreamHttp
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import MeshTls
+from meshlet.proxy.settings import parsed
 from meshlet.proxy.tcp import DownstreamTcp
+from meshlet.proxy.tracing import Tracer
 
 log = logging.getLogger(__name__)
 IDLE_SWEEP_INTERVAL = 5.0
@@ -40,6 +43,10 @@ class Sidecar:
         self.sweeper: asyncio.Task[None] | None = None
         self.ticker: asyncio.Task[None] | None = None
         self.tls: MeshTls | None = None
+        self.span_counters = SpanCounters(self.metrics.registry)
+        self.exporter: SpanExporter | None = None
+        self.tracer: Tracer | None = None
+        self.retired: set[asyncio.Task[None]] = set()  # old exporters sending their last
         self.metrics.config_version.set(snapshot.version)
 
     def __repr__(self) -> str:
@@ -55,6 +62,7 @@ class Sidecar:
         for lc in self.snapshot.listeners:
             cluster = self.cluster_for(cluster_key(lc.direction, lc.name), create=True)
             state = ListenerState(lc, cluster, self.metrics, loop)
+            state.service = self.snapshot.service
             factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
                 else (lambda s=state: DownstreamTcp(s))
             tls: dict[str, Any] = {}
@@ -78,6 +86,34 @@ class Sidecar:
             self.listeners.append(state)
         self.sweeper = loop.create_task(self.sweep_idle())
         self.ticker = loop.create_task(self.tick())
+        self.configure_tracing()
+
+    def configure_tracing(self) -> None:
+        """Tracing as the sidecar's own service's settings say (``tracing_endpoint``,
+        ``trace_sampling``, inherited by its inbound cluster): an exporter for a new
+        endpoint (the old one sends what it holds, in the background), none without."""
+        own = self.snapshot.clusters.get(cluster_key("inbound", self.snapshot.service))
+        settings = parsed(own.settings if own is not None else {})
+        endpoint = settings.tracing_endpoint
+        old = self.exporter
+        if old is not None and old.endpoint != endpoint:
+            self.exporter = None
+            task = asyncio.get_running_loop().create_task(old.stop())
+            self.retired.add(task)
+            task.add_done_callback(self.retired.discard)
+        if endpoint is None:
+            self.tracer = None
+        else:
+            if self.exporter is None:
+                self.exporter = SpanExporter(endpoint, self.snapshot.service,
+                                             self.snapshot.instance, self.span_counters)
+                self.exporter.start()
+            if self.tracer is None or self.tracer.ratio != settings.trace_sampling:
+                self.tracer = Tracer(settings.trace_sampling, random.Random())
+        for state in self.listeners:
+            http = state.config.protocol == "http"
+            state.tracer = self.tracer if http else None
+            state.exporter = self.exporter if http else None
 
     async def tick(self) -> None:
         """Request deadlines, checked every TICK seconds: one timer for all requests
@@ -170,6 +206,7 @@ class Sidecar:
             if state.cluster is not None:
                 self.metrics.forget_endpoints(state.direction, state.destination,
                                               {e.id for e in state.cluster.config.endpoints})
+        self.configure_tracing()
         self.metrics.config_version.set(snapshot.version)
         log.info("config version %d applied", snapshot.version)
         return True
@@ -211,3 +248,8 @@ class Sidecar:
                 conn.close()
         for cluster in self.clusters.values():
             cluster.close()
+        if self.exporter is not None:  # what the last requests recorded, if it can
+            await self.exporter.stop()
+            self.exporter = None
+        for task in list(self.retired):
+            task.cancel()

@@ -44,6 +44,7 @@ from meshlet.settings_rules import (
     key_source,
     limited,
     method_names,
+    otlp_endpoint,
     shard_names,
     status_list,
 )
@@ -174,6 +175,9 @@ class Settings(Strict):
     routes: Annotated[list[Route], AfterValidator(limited(MAX_ROUTES, "routes"))] = []
     partition: Partition | None = None
     access_log: Literal["all", "errors", "off"] = "errors"
+    # tracing (the service's own sidecars)
+    tracing_endpoint: Annotated[str, AfterValidator(otlp_endpoint)] | None = None
+    trace_sampling: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
