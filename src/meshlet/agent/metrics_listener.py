@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from meshlet.observe.exposition import CONTENT_TYPE
 from meshlet.proxy.admin_http import (
     AdminConnection,
     AdminServer,
@@ -45,7 +46,7 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
             return error_response(405, "method_not_allowed",
                                   f"{request.method} /metrics: Method Not Allowed",
                                   headers=(("Allow", "GET"),))
-        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        return Response(200, generate_latest(registry), CONTENT_TYPE)
     return handle
 
 
