@@ -27,6 +27,7 @@ from meshlet.cli.image import image
 from meshlet.cli.intention import intention
 from meshlet.cli.kube import COMMANDS as KUBE_COMMANDS
 from meshlet.cli.network import network
+from meshlet.cli.prometheus_sd import prometheus_sd
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.cli.rollout import rollout
 from meshlet.errors import ConfigError, MeshletError, NotFound
@@ -579,6 +580,7 @@ cli.add_command(ca)
 cli.add_command(intention)
 cli.add_command(rollout)
 cli.add_command(capacity)
+cli.add_command(prometheus_sd)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
