@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's) scrapes a `meshlet up` of the shop through the file
 `meshlet prometheus-sd` keeps: every server, agent and sidecar target is up, and PromQL
 gives the frontend → catalog request rate and p99. Every endpoint's scrape passes
-`promtool check metrics`."""
+`promtool check metrics`, and every metric the Grafana dashboards name is exported by
+one of them (and every dashboard expression evaluates)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.dashboards import SYNTHETIC, dashboards, exported, expressions, metric_names, substituted
 from tests.e2e.helpers import Traffic, alive, descendants, env_for, free_port, wait_for
 from tests.e2e.test_up import Up
 
@@ -185,13 +188,36 @@ def test_every_endpoints_scrape_passes_promtool(observed: Observed) -> None:
     wait_for(lambda: len(observed.listed()) == sum(EXPECTED.values()), 30, "every target")
     wait_for(lambda: observed.traffic.ok > 50, 30, "traffic, so histograms have samples")
     for group in observed.listed():
-        labels = group["labels"]
-        url = f"{labels.get('__scheme__', 'http')}://{group['targets'][0]}" \
-              f"{labels.get('__metrics_path__', '/metrics')}"
-        scrape = urllib.request.urlopen(url, timeout=5).read()
-        checked = subprocess.run(["promtool", "check", "metrics"], input=scrape,
+        checked = subprocess.run(["promtool", "check", "metrics"], input=scrape(group),
                                  capture_output=True, timeout=30, check=False)
-        assert checked.returncode == 0, (labels, checked.stdout, checked.stderr)
+        assert checked.returncode == 0, (group, checked.stdout, checked.stderr)
+
+
+def scrape(group: dict[str, Any]) -> bytes:
+    labels = group["labels"]
+    url = f"{labels.get('__scheme__', 'http')}://{group['targets'][0]}" \
+          f"{labels.get('__metrics_path__', '/metrics')}"
+    return bytes(urllib.request.urlopen(url, timeout=5).read())
+
+
+def test_every_metric_the_dashboards_name_is_exported(observed: Observed) -> None:
+    wait_for(lambda: len(observed.listed()) == sum(EXPECTED.values()), 30, "every target")
+    names = set(SYNTHETIC)
+    jobs = set()
+    for group in observed.listed():
+        names |= exported(scrape(group).decode())
+        jobs.add(group["labels"]["job"])
+    assert jobs == set(EXPECTED)  # a server, an agent and sidecars were scraped
+    missing = [(board, where, name) for board, content in dashboards().items()
+               for where, expr in expressions(content)
+               for name in sorted(metric_names(substituted(expr))) if name not in names]
+    assert missing == [], "dashboards name metrics nobody exports"
+    for board, content in dashboards().items():
+        for where, expr in expressions(content):
+            try:
+                observed.query(substituted(expr))
+            except urllib.error.HTTPError as exc:  # 400: Prometheus cannot parse it
+                raise AssertionError(f"{board} {where}: {exc.read()[:300]!r}") from None
 
 
 def test_prometheus_sd_stops_on_sigterm(observed: Observed) -> None:
