@@ -25,10 +25,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from meshlet.api.client import Client
-from meshlet.backoff import Backoff
 from meshlet.errors import NetworkError, NotFound, NotLeader, StorageError, Unavailable
 from meshlet.observe.file_sd import Group, render, target_groups
 
@@ -38,6 +36,24 @@ MODE = 0o644
 # What waiting may cure: the server down or between leaders. Anything else (a bad
 # token, no right to read, a file that cannot be written) ends it.
 TRANSIENT = (Unavailable, NotLeader, NetworkError)
+RETRY_FIRST, RETRY_CAP = 0.2, 10.0  # seconds, doubled after each failure in a row
+
+
+class MeshReader(Protocol):
+    """The API calls discovery makes (``api.client.Client``'s); each raises MeshletError.
+    The blocking ones answer once the index moved past ``index`` (None: at once)."""
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def nodes(self, index: int | None = None, wait: float = 30.0
+                    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def services_after(self, index: int | None, wait: float = 30.0
+                             ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def instances(self, service: str, passing: bool = False,
+                        index: int | None = None, wait: float = 30.0
+                        ) -> tuple[list[dict[str, Any]], int]: ...
 
 
 def write_if_changed(path: Path, content: bytes) -> bool:
@@ -75,7 +91,7 @@ def write_if_changed(path: Path, content: bytes) -> bool:
     return True
 
 
-async def discover(client: Client) -> tuple[list[Group], int, int]:
+async def discover(client: MeshReader) -> tuple[list[Group], int, int]:
     """The target groups, with the nodes' and the catalog's indexes they reflect."""
     status = await client.status()
     nodes, nodes_index = await client.nodes()
@@ -91,7 +107,7 @@ async def discover(client: Client) -> tuple[list[Group], int, int]:
         catalog_index
 
 
-async def _changed(client: Client, nodes_index: int, catalog_index: int,
+async def _changed(client: MeshReader, nodes_index: int, catalog_index: int,
                    stop: asyncio.Event, wait: float) -> None:
     """Return once the nodes or the catalog moved past the indexes, ``wait`` passed, or
     ``stop`` is set; raises MeshletError as the queries do."""
@@ -108,13 +124,13 @@ async def _changed(client: Client, nodes_index: int, catalog_index: int,
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def keep_current(client: Client, path: Path, stop: asyncio.Event, once: bool = False,
+async def keep_current(client: MeshReader, path: Path, stop: asyncio.Event, once: bool = False,
                        wait: float = WATCH_WAIT,
                        wrote: Callable[[int], None] = lambda count: None) -> None:
     """Write the targets to ``path`` and, unless ``once``, keep them current until
     ``stop`` is set. ``wrote(count)`` is told each write. Raises MeshletError (with
     ``once``: any; else only what retrying cannot cure)."""
-    backoff = Backoff(cap=10.0)
+    delay = RETRY_FIRST
     while not stop.is_set():
         try:
             groups, nodes_index, catalog_index = await discover(client)
@@ -123,12 +139,12 @@ async def keep_current(client: Client, path: Path, stop: asyncio.Event, once: bo
             if once:
                 return
             await _changed(client, nodes_index, catalog_index, stop, wait)
-            backoff.reset()
+            delay = RETRY_FIRST
         except TRANSIENT as exc:
             if once:
                 raise
-            delay = backoff.next_delay()
             log.warning("prometheus-sd: %s; keeping %s as it is, retrying in %.1fs",
                         exc, path, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+            delay = min(RETRY_CAP, delay * 2)
