@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # imported where used: every CLI command loads this module
 
 log = logging.getLogger(__name__)
 DEFAULT_HTTP = "127.0.0.1:8470"
+DEFAULT_AGENT_METRICS = "127.0.0.1:0"  # any free port: `prometheus-sd` finds it
 
 
 def meshlet_home() -> Path:
@@ -223,8 +224,10 @@ def summary(agent: Agent, api_url: str) -> list[dict[str, Any]]:
 async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                  data_dir: Path | None,
                  on_ready: Callable[[str, list[dict[str, Any]], Path, Path], None],
-                 default_intention: str = "allow") -> None:
-    """Run until signalled. Raises MeshletError (e.g. the API port is taken)."""
+                 default_intention: str = "allow",
+                 agent_metrics: tuple[str, int] | None = None) -> None:
+    """Run until signalled. Raises MeshletError (e.g. the API port is taken).
+    ``agent_metrics``: where the agent serves its /metrics (None: nowhere)."""
     from meshlet.agent.agent import Agent
     from meshlet.server.main import Server, ServerOptions
     temp_dir = None
@@ -259,6 +262,12 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
         agent = Agent(server.url, data_dir / "agent", node, token=token,
                       images_dir=meshlet_home() / "agent" / "images" if temp_dir
                       else data_dir / "agent" / "images")
+        if agent_metrics is not None:
+            try:
+                await agent.serve_metrics(*agent_metrics)
+            except OSError as exc:
+                raise Unavailable(f"{exc.strerror or exc} (use --agent-metrics-addr to "
+                                  "pick another)") from None
         agent.run_containers()
         if manifest is not None:
             start = loop.create_task(agent.start(manifest, cwd))

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,14 @@ def test_server_outage_and_reconnect(tmp_path: Path) -> None:
     # The shop, with the frontend published on a known port of the agent's gateway.
     shop = tmp_path / "shop"
     shutil.copytree(SHOP.parent, shop)
-    gateway = free_port()
+    gateway, metrics_port = free_port(), free_port()
     (shop / SHOP.name).write_text(SHOP.read_text().replace("ingress: true",
                                                            f"ingress: {gateway}"))
     agent = subprocess.Popen(
         [sys.executable, "-m", "meshlet", "agent", "--server", addr, "--file",
          str(shop / SHOP.name),
-         "--node", "shop-node", "--data-dir", str(tmp_path / "agent")],
+         "--node", "shop-node", "--data-dir", str(tmp_path / "agent"),
+         "--metrics-addr", f"127.0.0.1:{metrics_port}"],
         env={**env_for(tmp_path), "MESHLET_TOKEN": secret},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -96,6 +98,13 @@ def test_server_outage_and_reconnect(tmp_path: Path) -> None:
             inst = next(i for i in catalog if i["id"] == victim["id"])
             return inst["restarts"] == 1 and inst["status"] == "passing"
         wait_for(reported_restart, 40, "the agent to report the restart to the new server")
+        # The agent counted the restart on its metrics listener, whose address its node
+        # registered.
+        nodes = meshlet_json("--addr", addr, "nodes", home=tmp_path)
+        assert [n["metrics"] for n in nodes] == [f"127.0.0.1:{metrics_port}"]
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                        timeout=5).read().decode()
+        assert 'meshlet_agent_workload_restarts_total{service="catalog"} 1.0' in scrape
     finally:
         children = descendants(agent.pid)
         agent.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ import pytest
 from meshlet.api.client import Client
 from meshlet.errors import Conflict, NotFound, Unavailable
 from meshlet.server.main import Server
+from tests.conftest import async_wait_until
 
 REG = {"service": "web", "id": "web-1", "address": "127.0.0.1", "port": 8080}
 
@@ -142,6 +143,35 @@ async def test_server_metrics(server: Server, http: Any) -> None:
         text = await resp.text()
     assert "meshlet_commit_latency_seconds_count 1.0" in text
     assert f"meshlet_state_index {float(server.node.machine.index)}" in text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_watchers_and_apply_time_are_measured(server: Server, http: Any) -> None:
+    async with Client(server.url, token=server.acl.token()) as c:
+        _, index = await c.services_after(None)
+        waiting = asyncio.ensure_future(c.services_after(index, wait=30))
+
+        async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            async with http.get("/metrics") as resp:
+                return samples(await resp.text())
+        async def watching() -> bool:
+            return (await scrape())[("meshlet_api_blocking_queries", ())] == 1
+        await async_wait_until(watching, 10, "the watch to be waiting")
+        applied = (await scrape())[("meshlet_raft_apply_duration_seconds_count", ())]
+        await c.register(id="web-1", service="web", address="127.0.0.1", port=80)
+        _, moved = await asyncio.wait_for(waiting, 30)
+        assert moved > index
+        await c.services_after(moved, wait=0.05)  # a wait that runs out
+    after = await scrape()
+    assert after[("meshlet_api_blocking_queries", ())] == 0
+    assert after[("meshlet_api_blocking_query_returns_total", (("reason", "changed"),))] == 1
+    assert after[("meshlet_api_blocking_query_returns_total", (("reason", "timeout"),))] == 1
+    assert after[("meshlet_raft_apply_duration_seconds_count", ())] == applied + 1
 
 
 async def test_networks_and_addresses(server: Server, http: Any) -> None:

@@ -58,6 +58,14 @@ def test_nodes_register_update_and_leave() -> None:
     (NodeRegister("bad name", "192.0.2.1"), ConfigError),
     (NodeRegister("h1\n", "192.0.2.1"), ConfigError),
     (NodeDeregister("nobody"), NotFound),
+    (NodeRegister("h1", "192.0.2.2", metrics="192.0.2.2"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="192.0.2.2:0"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="192.0.2.2:65536"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="host:9100"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="0.0.0.0:9100"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="224.0.0.1:9100"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics="192.0.2.2:+91"), ConfigError),
+    (NodeRegister("h1", "192.0.2.2", metrics=9100), ConfigError),  # type: ignore[arg-type]
 ])
 def test_bad_node_commands_change_nothing(command: object, error: type) -> None:
     m = Machine()
@@ -66,6 +74,18 @@ def test_bad_node_commands_change_nothing(command: object, error: type) -> None:
     with pytest.raises(error):
         m.apply(command)  # type: ignore[arg-type]
     assert contents(m.sm) == before
+
+
+def test_a_node_names_its_agents_metrics_address_and_a_change_of_it_is_a_change() -> None:
+    m = Machine()
+    m.apply(NodeRegister("h1", "192.0.2.1"))
+    assert m.sm.nodes.nodes["h1"].metrics == ""
+    m.apply(NodeRegister("h1", "192.0.2.1", metrics="192.0.2.1:9100"))
+    node = m.sm.nodes.nodes["h1"]
+    assert (node.metrics, node.modify_index) == ("192.0.2.1:9100", m.sm.nodes.index)
+    moved = m.sm.nodes.index
+    m.apply(NodeRegister("h1", "192.0.2.1", metrics="192.0.2.1:9100"))  # a heartbeat
+    assert m.sm.nodes.index == moved
 
 
 def test_loopback_nodes_and_reachable_nodes_never_mix() -> None:

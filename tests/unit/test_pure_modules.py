@@ -33,7 +33,8 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "deploy" / "rollout_status.py",
         SRC / "deploy" / "autoscaler.py", SRC / "deploy" / "capacity.py",
         SRC / "observe" / "samples.py", SRC / "deploy" / "reconciler.py",
-        SRC / "deploy" / "placement.py", SRC / "deploy" / "published.py"]
+        SRC / "deploy" / "placement.py", SRC / "deploy" / "published.py",
+        SRC / "observe" / "file_sd.py"]
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:

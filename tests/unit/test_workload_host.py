@@ -15,6 +15,7 @@ from meshlet.agent.workload import Workload
 from meshlet.agent.workload_host import Sandbox, WorkloadHost
 from meshlet.deploy.manifest import ServiceSpec
 from meshlet.errors import NotFound
+from meshlet.observe.agent_metrics import AgentMetrics
 from meshlet.proxy.config import Snapshot
 
 
@@ -47,6 +48,7 @@ class FakeHost:
         self.zone = "z1"
         self.data_dir = data_dir
         self.client = catalog
+        self.metrics = AgentMetrics()
         self.opened: list[tuple[str, str, list[str]]] = []
         self.closed: list[Sandbox] = []
 

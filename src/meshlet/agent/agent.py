@@ -29,6 +29,7 @@ from meshlet.agent.host_watches import HostWatches
 from meshlet.agent.identity import WorkloadIdentity
 from meshlet.agent.ingress import SERVICE as INGRESS_SERVICE
 from meshlet.agent.ingress import IngressGateway
+from meshlet.agent.metrics_listener import MetricsListener
 from meshlet.agent.pods import PodRunner, PodWorkload
 from meshlet.agent.retry import answered
 from meshlet.agent.roots_watch import RootsWatch
@@ -41,6 +42,7 @@ from meshlet.api.client import Client
 from meshlet.deploy.manifest import Manifest
 from meshlet.errors import Conflict, MeshletError, NotFound, Unavailable
 from meshlet.net import netns
+from meshlet.observe.agent_metrics import AgentMetrics
 from meshlet.private_files import private_dir
 from meshlet.proxy.config import Snapshot
 from meshlet.runtime.runc import ContainerProcess
@@ -70,7 +72,9 @@ class Agent:
         self.version = 0
         self._http: aiohttp.ClientSession | None = None
         self.networks = HostNetworks(node, advertise or source_address_towards(server_url))
-        self.host_watches = HostWatches(self.client, self.networks, zone)
+        self.metrics = AgentMetrics(lambda: [w.status for w in self.workloads])
+        self.metrics_listener: MetricsListener | None = None
+        self.host_watches = HostWatches(self.client, self.networks, zone, self.metrics)
         self.sandboxes = Sandboxes(self.client, self.networks)
         self.containers = ContainerRunner(self.client, node, data_dir, self.networks,
                                           images_dir or data_dir / "images")
@@ -83,6 +87,17 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<Agent {self.client.base} workloads={len(self.workloads)}>"
+
+    async def serve_metrics(self, host: str, port: int) -> str:
+        """Serve ``GET /metrics`` on ``host:port`` (read-only) and register its address
+        with this node, so discovery finds it; returns that address. Call before
+        ``run_containers`` (which registers the node). Raises OSError naming it."""
+        listener = MetricsListener(self.metrics.registry)
+        await listener.start(host, port)
+        self.metrics_listener = listener
+        self.host_watches.metrics_address = listener.address_to_register(
+            self.networks.address)
+        return self.host_watches.metrics_address
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -346,3 +361,6 @@ class Agent:
         await self.client.close()
         if self._http is not None:
             await self._http.close()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
+            self.metrics_listener = None

@@ -19,6 +19,7 @@ from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.retry import answered
 from meshlet.api.client import Client
 from meshlet.errors import MeshletError
+from meshlet.observe.agent_metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,10 +39,13 @@ def capacity() -> tuple[float, int]:
 
 
 class HostWatches:
-    def __init__(self, client: Client, host: HostNetworks, zone: str = "") -> None:
+    def __init__(self, client: Client, host: HostNetworks, zone: str = "",
+                 metrics: AgentMetrics | None = None) -> None:
         self.client = client
         self.host = host
         self.zone = zone
+        self.metrics = metrics or AgentMetrics()
+        self.metrics_address = ""  # HOST:PORT of the agent's /metrics, registered with the node
         self.tasks: list[asyncio.Task[None]] = []
         self.registered = False
 
@@ -82,6 +86,7 @@ class HostWatches:
         """Register this host, then follow the others: an overlay's tunnels go to them."""
         answer = await answered(f"registering node {self.host.node}", self.register)
         self.registered = True
+        self.metrics.node_registered.set(1)
         self.tasks.append(asyncio.get_running_loop().create_task(
             self.heartbeat(float(answer.get("ttl", 30.0)))))
         await self.follow("watching nodes", self.client.nodes, self.host.view.set_nodes)
@@ -89,8 +94,13 @@ class HostWatches:
     async def register(self) -> dict[str, Any]:
         """Register this host with its zone and what it offers pods."""
         cpus, memory = capacity()
-        return await self.client.node_register(self.host.node, self.host.address,
-                                               self.zone, cpus, memory)
+        try:
+            return await self.client.node_register(self.host.node, self.host.address,
+                                                   self.zone, cpus, memory,
+                                                   self.metrics_address)
+        except MeshletError:
+            self.metrics.report_failed("node")
+            raise
 
     async def heartbeat(self, ttl: float) -> None:
         """Register again every third of the TTL (which also takes the node back if it
@@ -127,5 +137,6 @@ class HostWatches:
         try:
             await asyncio.wait_for(self.client.node_deregister(self.host.node), 5)
             self.registered = False
+            self.metrics.node_registered.set(0)
         except (TimeoutError, MeshletError) as exc:
             log.info("could not deregister node %s: %s", self.host.node, exc)

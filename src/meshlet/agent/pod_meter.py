@@ -10,6 +10,7 @@ plane's autoscaler averages the ready pods' measures.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,10 @@ class Look:
 class PodMeter:
     """The last look at each pod, so the next gives a window."""
 
-    def __init__(self) -> None:
+    def __init__(self, scraped: Callable[[bool], None] = lambda ok: None) -> None:
+        """``scraped(ok)`` is told the outcome of every scrape (the agent counts them)."""
         self.last: dict[str, Look] = {}
+        self.scraped = scraped
 
     def __repr__(self) -> str:
         return f"<PodMeter {sorted(self.last)}>"
@@ -53,12 +56,15 @@ class PodMeter:
             timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
             async with http.get(f"{metrics_url}/metrics", timeout=timeout) as resp:
                 if resp.status != 200:
+                    self.scraped(False)
                     return None
                 text = (await resp.content.read(MAX_SCRAPE_BYTES)).decode("utf-8", "replace")
             now = time.monotonic()
             scrape = parse(text, now)
         except (aiohttp.ClientError, OSError, TimeoutError, ConfigError):
+            self.scraped(False)
             return None
+        self.scraped(True)
         cpu = cpu_seconds(app.id) if isinstance(app, ContainerProcess) else None
         look = Look(app.pid, scrape, cpu)
         before = self.last.get(pod)

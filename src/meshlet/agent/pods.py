@@ -87,6 +87,7 @@ class PodWorkload(Workload):
                                 else "critical")
         while True:
             ok, output = await self.probe(probe)
+            self.host.metrics.checked(self.service, ok)
             if tracker.record(ok):
                 await result(tracker.status, output)
             await asyncio.sleep(probe["period"])
@@ -136,7 +137,7 @@ class PodRunner:
         self.stopping: dict[str, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.meter_task: asyncio.Task[None] | None = None
-        self.meter = PodMeter()
+        self.meter = PodMeter(host.metrics.scraped)
         self.network_ready = False
 
     def __repr__(self) -> str:
@@ -241,6 +242,7 @@ class PodRunner:
             except NotFound:
                 return  # deleted meanwhile: the watch stops it
             except MeshletError as exc:
+                self.host.metrics.report_failed("pod")
                 log.warning("pod %s: cannot report (%s); retrying", workload.id, exc)
                 await asyncio.sleep(backoff.next_delay())
                 workload.changed.set()

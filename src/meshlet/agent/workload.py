@@ -111,6 +111,7 @@ class Workload:
         # of its own; the sidecar's TLS loads them from ``identity.paths()``.
         self.identity = host.identity(service, self.run_dir / "identity")
         self.pushes: set[asyncio.Task[None]] = set()  # pushes of a renewed certificate
+        host.metrics.workload(service)
 
     def __repr__(self) -> str:
         return (f"<Workload {self.id} {self.status} restarts={self.restarts} "
@@ -149,6 +150,7 @@ class Workload:
                 if ended is None or self.stopping.is_set():
                     return
                 self.restarts += 1
+                self.host.metrics.restarted(self.service)
                 if ended.sidecar:
                     self.set_status("critical", "sidecar exited; restarting it")
                     if self.app is not None:
@@ -400,6 +402,7 @@ class Workload:
                     if isinstance(app, ContainerProcess) else self.wrap(argv)
                 ok, output = await probes.command_probe(argv, self.app_env(dict(os.environ)),
                                                         str(self.cwd), check.timeout)
+            self.host.metrics.checked(self.service, ok)
             if self.tracker.record(ok):
                 self.set_status(self.tracker.status, output)
             await asyncio.sleep(check.interval)
@@ -440,6 +443,7 @@ class Workload:
                 self.registered = False
                 self.report_needed.set()
             except MeshletError as exc:
+                self.host.metrics.report_failed("instance")
                 log.warning("%s: cannot report to server (%s); retrying", self.id, exc)
                 await asyncio.sleep(backoff.next_delay())
                 self.report_needed.set()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from meshlet.agent.identity import WorkloadIdentity
+from meshlet.observe.agent_metrics import AgentMetrics
 from meshlet.proxy.config import Snapshot
 from meshlet.runtime.runc import ContainerProcess
 
@@ -60,6 +61,10 @@ class WorkloadHost(Protocol):
 
     @property
     def client(self) -> InstanceCatalog: ...
+
+    @property
+    def metrics(self) -> AgentMetrics:
+        """Where a workload counts its restarts, checks and failed reports."""
 
     @property
     def http(self) -> aiohttp.ClientSession:

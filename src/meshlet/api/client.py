@@ -295,8 +295,14 @@ class Client:
                                   timeout=self.timeout + wait)
 
     async def node_register(self, name: str, address: str, zone: str = "",
-                            cpus: float = 0.0, memory: int = 0) -> dict[str, Any]:
-        body = {"address": address, "zone": zone, "cpus": cpus, "memory": memory}
+                            cpus: float = 0.0, memory: int = 0,
+                            metrics: str = "") -> dict[str, Any]:
+        """``metrics``: HOST:PORT of the agent's /metrics (sent only when it has one,
+        so an agent without it still registers with a server that predates it)."""
+        body: dict[str, Any] = {"address": address, "zone": zone, "cpus": cpus,
+                                "memory": memory}
+        if metrics:
+            body["metrics"] = metrics
         return (await self.request("PUT", f"/v1/nodes/{quote(name, safe='')}",
                                    json=body))[0]
 
@@ -315,6 +321,13 @@ class Client:
 
     async def services(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/services"))[0]
+
+    async def services_after(self, index: int | None, wait: float = 30.0
+                             ) -> tuple[list[dict[str, Any]], int]:
+        """Every service, once the catalog changed after ``index`` (None: now)."""
+        params = {"index": str(index), "wait": f"{wait}s"} if index is not None else None
+        return await self.request("GET", "/v1/services", params=params,
+                                  timeout=self.timeout + wait)
 
     async def instances(self, service: str, passing: bool = False, index: int | None = None,
                         wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:

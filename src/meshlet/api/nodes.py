@@ -39,7 +39,7 @@ class NodeRoutes:
         name = request.match_info["name"]
         body = parse_body(NodeBody, await read_json(request))
         result = await self.api.propose(NodeRegister(name, body.address, body.zone, body.cpus,
-                                                    body.memory))
+                                                    body.memory, body.metrics))
         self.api.heartbeats.heard_from(name)
         return self.api.reply({**result.value, "ttl": self.api.heartbeats.ttl}, result.index)
 

@@ -273,7 +273,13 @@ class Api:
         if index is None:
             return current()
         wait = min(parse_duration(request.query.get("wait", DEFAULT_WAIT), "wait"), MAX_WAIT)
-        return await self.node.wait_for_change(current, index, wait)
+        self.metrics.blocking_queries.inc()
+        try:
+            found = await self.node.wait_for_change(current, index, wait)
+        finally:
+            self.metrics.blocking_queries.dec()
+        self.metrics.blocking_returns.labels("changed" if found > index else "timeout").inc()
+        return found
 
     def reply(self, body: Any, index: int, status: int = 200) -> web.Response:
         return web.json_response(body, status=status, headers={

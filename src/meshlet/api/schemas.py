@@ -87,6 +87,7 @@ class NodeBody(Body):
     zone: str = Field(default="", max_length=64)
     cpus: float = Field(default=0.0, ge=0, le=4096)       # what the node offers its pods
     memory: int = Field(default=0, ge=0, le=1 << 50)      # bytes; 0: not said
+    metrics: str = Field(default="", max_length=64)        # the agent's HOST:PORT
 
 
 class CidrBody(Body):

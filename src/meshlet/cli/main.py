@@ -27,6 +27,7 @@ from meshlet.cli.image import image
 from meshlet.cli.intention import intention
 from meshlet.cli.kube import COMMANDS as KUBE_COMMANDS
 from meshlet.cli.network import network
+from meshlet.cli.prometheus_sd import prometheus_sd
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.cli.rollout import rollout
 from meshlet.errors import ConfigError, MeshletError, NotFound
@@ -82,15 +83,22 @@ def cli(ctx: click.Context, addr: str | None, token: str | None, output: str,
               show_default=True,
               help="Whether a caller no intention names may call a service; recorded "
                    "when the cluster is founded.")
+@click.option("--agent-metrics-addr", default=devmode.DEFAULT_AGENT_METRICS,
+              show_default=True, metavar="HOST:PORT",
+              help="Where the embedded agent serves read-only Prometheus metrics (port "
+                   "0: any free port; registered with its node for `meshlet "
+                   "prometheus-sd`).")
 @pass_ctx
 def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
-       data_dir: str | None, default_intention: str) -> None:
+       data_dir: str | None, default_intention: str, agent_metrics_addr: str) -> None:
     """Start an embedded server and agent, and FILE's services with their sidecars."""
     manifest, cwd = devmode.load(file)  # validate before detaching
     host, port = parse_hostport(http_addr, "--http")
+    agent_metrics = parse_hostport(agent_metrics_addr, "--agent-metrics-addr")
     if detach:
         argv = ["up", *([file] if file else []), "--http", http_addr,
                 "--default-intention", default_intention,
+                "--agent-metrics-addr", agent_metrics_addr,
                 *(["--data-dir", data_dir] if data_dir else [])]
         state = devmode.detach(argv)
         print_ready(ctx, state["api"], state["workloads"])
@@ -107,7 +115,7 @@ def up(ctx: Context, file: str | None, detach: bool, http_addr: str,
     try:
         asyncio.run(devmode.run_up(manifest, cwd, host, port,
                                    Path(data_dir) if data_dir else None, on_ready,
-                                   default_intention))
+                                   default_intention, agent_metrics))
     finally:
         devmode.clear_state()
     click.echo("meshlet: stopped", err=True)
@@ -216,20 +224,28 @@ def keygen() -> None:
               show_envvar=True,
               help="The agent's ACL token (node, service, container and network write); "
                    "prefer the environment variable to the flag, which `ps` shows.")
+@click.option("--metrics-addr", default=None, metavar="HOST:PORT",
+              help="Serve read-only Prometheus metrics (GET /metrics) here, and register "
+                   "the address with the node for `meshlet prometheus-sd` (port 0: any "
+                   "free port).")
 def agent(server_url: str, file: str | None, data_dir: str | None, zone: str,
-          node: str | None, advertise: str | None, agent_token: str | None) -> None:
+          node: str | None, advertise: str | None, agent_token: str | None,
+          metrics_addr: str | None) -> None:
     """Run an agent: workloads, health checks and sidecars for one host."""
     from meshlet.agent.agent import Agent
     if advertise is not None:
         parse_ipv4(advertise, "advertise")
+    metrics = parse_hostport(metrics_addr, "--metrics-addr") if metrics_addr else None
     manifest, cwd = devmode.load(file)
     directory = Path(data_dir) if data_dir else devmode.meshlet_home() / "agent"
 
     async def run(stop: asyncio.Event) -> None:
         agent = Agent(to_url(server_url), directory, node or os.uname().nodename, zone,
                       advertise, token=agent_token)
-        agent.run_containers()
         try:
+            if metrics is not None:
+                await agent.serve_metrics(*metrics)
+            agent.run_containers()
             if manifest is not None:
                 await agent.start(manifest, cwd)
                 click.echo(f"meshlet agent: {len(agent.workloads)} workloads running")
@@ -564,6 +580,7 @@ cli.add_command(ca)
 cli.add_command(intention)
 cli.add_command(rollout)
 cli.add_command(capacity)
+cli.add_command(prometheus_sd)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 

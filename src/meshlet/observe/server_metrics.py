@@ -1,12 +1,13 @@
-"""The server's Prometheus metrics: write latency measured as writes happen, the rest
-(Raft term, role, indexes, elections) read from the node when ``/metrics`` is scraped."""
+"""The server's Prometheus metrics: write latency, apply time and blocking queries
+measured as they happen, the rest (Raft term, role, indexes, elections) read from the
+node when ``/metrics`` is scraped."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -17,6 +18,18 @@ from prometheus_client.registry import Collector
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                   2.5, 5.0)
+APPLY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                 0.005, 0.01, 0.025, 0.1)
+WAKE_REASONS = ("changed", "timeout")
+
+
+def apply_histogram() -> Histogram:
+    """Time the state machine takes to apply one committed entry. Made by the Raft node
+    that measures it, and registered with the server's registry by the server."""
+    disable_created_metrics()
+    return Histogram("meshlet_raft_apply_duration_seconds",
+                     "Time to apply one committed log entry to the state machine.",
+                     buckets=APPLY_BUCKETS, registry=None)
 ROLES = ("follower", "pre-candidate", "candidate", "leader")
 # Why a Raft frame is dropped: its sender is not a member, it names another server,
 # it is malformed, or the connection it came on has no valid cluster certificate (or
@@ -94,5 +107,15 @@ class ServerMetrics:
             "meshlet_commit_latency_seconds",
             "From a write's arrival to its acknowledgement (durable, applied).",
             buckets=COMMIT_BUCKETS, registry=self.registry)
+        self.blocking_queries = Gauge(
+            "meshlet_api_blocking_queries",
+            "Blocking queries (watches: ?index=&wait=) waiting for a change now.",
+            registry=self.registry)
+        self.blocking_returns = Counter(
+            "meshlet_api_blocking_query_returns",
+            "Blocking queries answered, by why: the index moved past the one asked for "
+            "(changed), or the wait ran out (timeout).", ["reason"], registry=self.registry)
+        for reason in WAKE_REASONS:
+            self.blocking_returns.labels(reason)
         self.registry.register(NodeCollector(status, index))
         self.registry.register(RefusalCollector(refused))

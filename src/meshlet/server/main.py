@@ -180,6 +180,7 @@ class Server:
             raise
         reaper = NodeReaper(node, options.node_ttl)
         api = Api(node, reaper, options.join_token, options.enforce_acl)
+        api.metrics.registry.register(node.apply_latency)
         api.ca_token = ca_token
         if tls is not None:
             node.ca_file = api.ca_file = str(tls.creds.ca_file)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError, NotLeader, StorageError, Unavailable
+from meshlet.observe.server_metrics import apply_histogram
 from meshlet.raft.core import Entry
 from meshlet.raft.driver import RaftDriver
 from meshlet.raft.transport import TransportTls
@@ -57,6 +59,7 @@ class RaftServerNode:
         # so that it shows a certificate the cluster trusts, its old roots pruned.
         self.adopt_roots: Callable[[tuple[int, tuple[int, ...]]], object] | None = None
         self._changed = asyncio.Event()
+        self.apply_latency = apply_histogram()  # the server registers it for /metrics
         self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
             self.machine.snapshot,
@@ -124,7 +127,9 @@ class RaftServerNode:
         except ConfigError as exc:  # not the client's fault: the log holds it
             raise StorageError(f"raft log entry {entry.index} holds no command this "
                                f"version can apply: {exc}") from None
+        started = time.perf_counter()
         result = self.machine.apply(entry.index, command)
+        self.apply_latency.observe(time.perf_counter() - started)
         self._notify()
         return result
 

@@ -194,6 +194,7 @@ class NodeRegister:
     zone: str = ""       # for spreading a Deployment's replicas
     cpus: float = 0.0    # the capacity replicas are placed against (0: unknown)
     memory: int = 0
+    metrics: str = ""    # HOST:PORT of the agent's read-only /metrics ("": none)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ multicast, link-local, reserved or broadcast. Loopback is the one exception, for
 cluster that lives on one host (``meshlet up``, where the agent reaches the server on
 127.0.0.1 and so registers that): loopback addresses and others never mix, since no
 other host can reach a node at 127.0.0.1, and a host told to tunnel there would send
-its overlay traffic to itself."""
+its overlay traffic to itself.
+
+A node may also name where its agent serves read-only Prometheus metrics
+(``metrics``, ``HOST:PORT`` with a unicast IPv4 host, or "" for none), so that
+service discovery (``meshlet prometheus-sd``) finds every agent."""
 
 from __future__ import annotations
 
@@ -33,6 +37,25 @@ def unreachable_kind(address: ipaddress.IPv4Address) -> str | None:
     return None
 
 
+def check_metrics_address(value: object) -> None:
+    """``value`` is "" or ``IPv4:PORT`` that a scraper can reach; raises ConfigError."""
+    if value == "":
+        return
+    if not isinstance(value, str):
+        raise ConfigError("metrics: expected HOST:PORT text", "metrics")
+    host, sep, port = value.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ConfigError(f"metrics: {value!r} is not IPv4:PORT", "metrics")
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ConfigError(f"metrics: {value!r} is not IPv4:PORT", "metrics") from None
+    kind = unreachable_kind(address)
+    if kind is not None:
+        raise ConfigError(f"metrics: {host} is {kind} address, which no scraper can "
+                          "reach", "metrics")
+
+
 @dataclass
 class Node:
     name: str
@@ -42,6 +65,7 @@ class Node:
     zone: str = ""
     cpus: float = 0.0
     memory: int = 0
+    metrics: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +93,7 @@ class NodeTable:
             raise ConfigError(f"address: {cmd.address} is {kind} address, which cannot "
                               "be a node's (other hosts must be able to send to it)",
                               "address")
+        check_metrics_address(cmd.metrics)
         for other in self.nodes.values():
             if other.name == cmd.name:
                 continue
@@ -81,13 +106,13 @@ class NodeTable:
 
     def register(self, index: int, cmd: NodeRegister) -> dict[str, Any]:
         node = self.nodes.get(cmd.name)
-        facts = (cmd.address, cmd.zone, cmd.cpus, cmd.memory)
+        facts = (cmd.address, cmd.zone, cmd.cpus, cmd.memory, cmd.metrics)
         if node is None:
             node = self.nodes[cmd.name] = Node(cmd.name, cmd.address, index, index,
-                                               cmd.zone, cmd.cpus, cmd.memory)
+                                               cmd.zone, cmd.cpus, cmd.memory, cmd.metrics)
             self.index = index
-        elif (node.address, node.zone, node.cpus, node.memory) != facts:
-            node.address, node.zone, node.cpus, node.memory = facts
+        elif (node.address, node.zone, node.cpus, node.memory, node.metrics) != facts:
+            node.address, node.zone, node.cpus, node.memory, node.metrics = facts
             node.modify_index = index
             self.index = index
         return node.to_dict()
