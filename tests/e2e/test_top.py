@@ -55,3 +55,30 @@ def test_top_error_is_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert bad.stderr.startswith("meshlet: error: cannot reach meshlet at")
     assert len(bad.stderr.splitlines()) == 1
+
+
+def test_live_top_refreshes_and_ctrl_c_ends_it_cleanly(shop: Up) -> None:
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.e2e.helpers import env_for
+    proc = subprocess.Popen([sys.executable, "-m", "meshlet", "--addr", shop.addr, "top"],
+                            env=env_for(shop.home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: proc.poll() is not None or sum("SERVICE" in line for line in out)
+                 >= 2, 30, "top to draw twice")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

@@ -7,6 +7,8 @@ no window yet; ``--once`` waits (bounded) for one with data, then prints it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
 from typing import Any
 
@@ -54,9 +56,20 @@ async def snapshot(client: Client, wait: float) -> dict[str, Any]:
 
 
 async def live(ctx: Context) -> None:
+    """Redraw in place on a terminal; elsewhere (a pipe, a file) print each snapshot
+    after the last, as ``top -b`` does."""
+    console = Console(highlight=False)
     async with Client(ctx.addr, token=ctx.token) as client:
         body = await client.signals()
-        with Live(view(body), auto_refresh=False, screen=False) as screen:
+        if not console.is_terminal:
+            while True:
+                console.print(view(body))
+                console.print()
+                sys.stdout.flush()
+                await asyncio.sleep(REFRESH)
+                with contextlib.suppress(Unavailable):
+                    body = await client.signals()
+        with Live(view(body), console=console, auto_refresh=False) as screen:
             while True:
                 await asyncio.sleep(REFRESH)
                 try:
