@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshlet.server.signal_sampler import scrape_url
+from meshlet.api.signal_sampler import scrape_url
 from meshlet.state.model import Instance
 
 

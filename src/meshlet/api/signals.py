@@ -1,6 +1,6 @@
 """``GET /v1/signals``: golden signals per service and per edge (docs/observability.md).
 
-Any server answers, from its own sampler (``server/signal_sampler.py``), which runs only
+Any server answers, from its own sampler (``api/signal_sampler.py``), which runs only
 while someone asks. A token sees only the services it may read, and the edges whose
 both ends it may read.
 """
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from meshlet.api.access import AUTHORIZER, Need
+from meshlet.api.signal_sampler import SignalSampler
 from meshlet.observe.signals import Instance, compute
 from meshlet.security.acl import DENY_ALL, Authorizer
-from meshlet.server.signal_sampler import SignalSampler
 
 if TYPE_CHECKING:
     from meshlet.api.routes import Api, Handler

@@ -1,6 +1,6 @@
 """Golden signals per service and per edge, from scrapes of every sidecar; pure.
 
-The server's sampler (``server/signal_sampler.py``) scrapes each instance's sidecar in
+The server's sampler (``api/signal_sampler.py``) scrapes each instance's sidecar in
 rounds; ``parse(text, time)`` reads one scrape, keeping every request series apart
 (``meshlet_proxy_requests_total`` and the duration histogram, by their labels but
 ``code``/``le``). ``compute(catalog, before, after)`` compares two rounds:
