@@ -18,7 +18,7 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
 	src/meshlet/api/kv_put_request.py src/meshlet/net/cni_request.py src/meshlet/security/acl.py \
 	src/meshlet/deploy/kube.py src/meshlet/kube_objects.py src/meshlet/deploy/rollout_status.py \
-	src/meshlet/deploy/autoscaler.py src/meshlet/deploy/capacity.py src/meshlet/observe/samples.py \
+	src/meshlet/deploy/autoscaler.py src/meshlet/deploy/capacity.py src/meshlet/observe/samples.py src/meshlet/observe/signals.py \
 	src/meshlet/deploy/reconciler.py src/meshlet/deploy/placement.py src/meshlet/deploy/published.py \
 	src/meshlet/observe/file_sd.py
 

@@ -32,7 +32,8 @@ PURE = [*sorted((SRC / "state").glob("*.py")), *sorted((SRC / "proxy" / "lb").gl
         SRC / "deploy" / "kube.py", SRC / "kube_objects.py",
         SRC / "deploy" / "rollout_status.py",
         SRC / "deploy" / "autoscaler.py", SRC / "deploy" / "capacity.py",
-        SRC / "observe" / "samples.py", SRC / "deploy" / "reconciler.py",
+        SRC / "observe" / "samples.py", SRC / "observe" / "signals.py",
+        SRC / "deploy" / "reconciler.py",
         SRC / "deploy" / "placement.py", SRC / "deploy" / "published.py",
         SRC / "observe" / "file_sd.py"]
 

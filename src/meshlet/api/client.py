@@ -329,6 +329,10 @@ class Client:
         return await self.request("GET", "/v1/services", params=params,
                                   timeout=self.timeout + wait)
 
+    async def signals(self) -> dict[str, Any]:
+        """Golden signals per service and edge (``GET /v1/signals``)."""
+        return (await self.request("GET", "/v1/signals"))[0]
+
     async def instances(self, service: str, passing: bool = False, index: int | None = None,
                         wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
         params = {"passing": "1"} if passing else {}

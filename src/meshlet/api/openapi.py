@@ -155,6 +155,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DELETE", "/v1/nodes/{name}", "Deregister a node"),
     Operation("GET", "/v1/vips", "Every service's virtual IP", query=BLOCKING),
     Operation("PUT", "/v1/vips/cidr", "Set the range virtual IPs come from", CidrBody),
+    Operation("GET", "/v1/signals", "Golden signals per service and per edge"),
     Operation("GET", "/v1/acl/tokens", "Every ACL token (without secrets)", query=BLOCKING),
     Operation("POST", "/v1/acl/tokens", "Create a token; its secret is shown this once",
               "TokenBody"),

@@ -35,6 +35,7 @@ from meshlet.api.nodes import NodeRoutes
 from meshlet.api.objects import ObjectRoutes
 from meshlet.api.pods import PodRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
+from meshlet.api.signals import SignalRoutes
 from meshlet.api.vips import VipRoutes
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
@@ -247,7 +248,8 @@ class Api:
                       ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
                       VipRoutes(self).routes(), AclRoutes(self).routes(),
                       CaRoutes(self).routes(), IntentionRoutes(self).routes(),
-                      ObjectRoutes(self).routes(), PodRoutes(self).routes()):
+                      ObjectRoutes(self).routes(), PodRoutes(self).routes(),
+                      SignalRoutes(self, app).routes()):
             for method, path, handler, need in group:
                 self.guard.add(r, method, path, handler, need)
         return app

@@ -30,6 +30,7 @@ from meshlet.cli.network import network
 from meshlet.cli.prometheus_sd import prometheus_sd
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.cli.rollout import rollout
+from meshlet.cli.top import top
 from meshlet.errors import ConfigError, MeshletError, NotFound
 
 
@@ -581,6 +582,7 @@ cli.add_command(intention)
 cli.add_command(rollout)
 cli.add_command(capacity)
 cli.add_command(prometheus_sd)
+cli.add_command(top)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
