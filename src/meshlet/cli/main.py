@@ -29,6 +29,7 @@ from meshlet.cli.kube import COMMANDS as KUBE_COMMANDS
 from meshlet.cli.network import network
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.cli.rollout import rollout
+from meshlet.cli.ui import ui
 from meshlet.errors import ConfigError, MeshletError, NotFound
 
 
@@ -564,6 +565,7 @@ cli.add_command(ca)
 cli.add_command(intention)
 cli.add_command(rollout)
 cli.add_command(capacity)
+cli.add_command(ui)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
