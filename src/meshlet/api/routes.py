@@ -36,6 +36,7 @@ from meshlet.api.objects import ObjectRoutes
 from meshlet.api.pods import PodRoutes
 from meshlet.api.schemas import HealthBody, PeerBody, RegisterBody, parse_body, read_json
 from meshlet.api.signals import SignalRoutes
+from meshlet.api.ui import UiRoutes
 from meshlet.api.vips import VipRoutes
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError, MeshletError, NotFound, NotLeader, Unavailable
@@ -244,6 +245,7 @@ class Api:
                               client_max_size=4 * 1024 * 1024)
         r = app.router
         r.add_get("/metrics", self.metrics_page)  # outside /v1: open, read-only
+        UiRoutes().add(r)  # the web UI's static files: open, read-only
         for group in (self.routes(), NetworkRoutes(self).routes(),
                       ContainerRoutes(self).routes(), NodeRoutes(self).routes(),
                       VipRoutes(self).routes(), AclRoutes(self).routes(),

@@ -31,6 +31,7 @@ from meshlet.cli.prometheus_sd import prometheus_sd
 from meshlet.cli.render import clean, echo, emit_json, table
 from meshlet.cli.rollout import rollout
 from meshlet.cli.top import top
+from meshlet.cli.ui import ui
 from meshlet.errors import ConfigError, MeshletError, NotFound
 
 
@@ -583,6 +584,7 @@ cli.add_command(rollout)
 cli.add_command(capacity)
 cli.add_command(prometheus_sd)
 cli.add_command(top)
+cli.add_command(ui)
 for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
     cli.add_command(command)
 
