@@ -61,6 +61,22 @@ def drive(host: str, port: int, seconds: float, workers: int) -> tuple[int, int,
     return totals["requests"], totals["ok"], served
 
 
+def print_where_to_look(api: str, catalog: list[dict[str, object]], kept: bool) -> None:
+    """The addresses a person opens next: the UI, the live view, every metrics endpoint."""
+    print()
+    if not kept:
+        print("demo: the mesh stops now; `make demo ARGS=--keep` leaves it up to look at:")
+    print(f"  web UI         {api}/ui/   (or `meshlet ui`: opens it logged in)")
+    print("  live view      meshlet top")
+    print(f"  server metrics {api}/metrics")
+    for inst in sorted(catalog, key=lambda i: str(i["id"])):
+        meta = inst.get("meta")
+        url = meta.get("metrics") if isinstance(meta, dict) else None
+        if url:
+            print(f"  {inst['id']:<14} {url}/metrics")
+    print("  Prometheus     meshlet prometheus-sd targets.json  (a file_sd target file)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -98,6 +114,7 @@ def main() -> int:
         print()
         print(f"demo: {total} requests, {ok} ok, spread across {len(served)} catalog instances",
               flush=True)
+        print_where_to_look(api, catalog, kept=args.keep)
     finally:
         if args.keep:
             print("demo: left running; try `meshlet services`, then `meshlet down`")
