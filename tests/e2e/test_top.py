@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Traffic, meshlet, wait_for
-from tests.e2e.test_up import Up
+from tests.e2e.test_up import Up, running_shop
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    running = Up(tmp_path_factory.mktemp("top"))
-    try:
-        wait_for(running.all_passing, 60, "every shop instance to pass its checks")
+    with running_shop(tmp_path_factory.mktemp("top")) as running:
         yield running
-    finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-            running.proc.wait(10)
 
 
 def rate_of(line: str) -> float:

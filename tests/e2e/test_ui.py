@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.browser import chromium
-from tests.e2e.helpers import meshlet, wait_for
-from tests.e2e.test_up import Up
+from tests.e2e.helpers import meshlet
+from tests.e2e.test_up import Up, running_shop
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +32,8 @@ SIGNALS = {"time": 1733250000.0, "window": 10.0,
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    running = Up(tmp_path_factory.mktemp("ui"))
-    try:
-        wait_for(running.all_passing, 60, "every shop instance to pass its checks")
+    with running_shop(tmp_path_factory.mktemp("ui")) as running:
         yield running
-    finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-            running.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,9 +71,10 @@ class Up:
         return len(services) == 3 and all(s["passing"] == s["instances"] for s in services)
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
-    running = Up(tmp_path)
+@contextlib.contextmanager
+def running_shop(home: Path) -> Iterator[Up]:
+    """The shop, up with every instance passing its checks; killed at the end."""
+    running = Up(home)
     try:
         wait_for(running.all_passing, 60, "every shop instance to pass its checks")
         yield running
@@ -80,6 +82,12 @@ def up(tmp_path: Path) -> Iterator[Up]:
         if running.proc.poll() is None:
             running.proc.kill()
             running.proc.wait(10)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    with running_shop(tmp_path) as running:
+        yield running
 
 
 def test_kill_a_replica_restarts_it_and_traffic_keeps_flowing(up: Up) -> None:

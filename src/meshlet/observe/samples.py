@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from meshlet.errors import ConfigError
 
@@ -80,6 +81,15 @@ class Window:
         return histogram_quantile(q, self.buckets)
 
 
+def text_samples(text: str) -> list[Sample]:
+    """Every sample of a scrape; ConfigError when ``text`` is not the Prometheus text
+    format (the parser raises several kinds of errors)."""
+    try:
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"not Prometheus text: {exc}") from None
+
+
 def parse(text: str, time: float, service: str | None = None) -> Scrape:
     """One scrape's inbound series (of ``service`` only, when given: the sidecar labels
     its inbound side with its local service as ``destination``).
@@ -89,12 +99,7 @@ def parse(text: str, time: float, service: str | None = None) -> Scrape:
     requests: dict[str, float] = {}
     buckets: dict[float, float] = {}
     total = count = 0.0
-    try:
-        samples = [s for family in text_string_to_metric_families(text)
-                   for s in family.samples]
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"not Prometheus text: {exc}") from None
-    for sample in samples:
+    for sample in text_samples(text):
         labels = sample.labels
         if labels.get("direction") != "inbound" or \
                 (service is not None and labels.get("destination") != service):

@@ -25,10 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from meshlet.errors import ConfigError
-from meshlet.observe.samples import DURATION, REQUESTS, Scrape, Window, merge, window
+from meshlet.observe.samples import DURATION, REQUESTS, Scrape, Window, merge, text_samples, window
 
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]  # ("requests" | "duration", labels but code / le)
@@ -49,12 +46,7 @@ def parse(text: str, time: float) -> Sidecar:
     buckets: dict[Labels, dict[float, float]] = {}
     sums: dict[Labels, float] = {}
     counts: dict[Labels, float] = {}
-    try:
-        samples = [s for family in text_string_to_metric_families(text)
-                   for s in family.samples]
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"not Prometheus text: {exc}") from None
-    for sample in samples:
+    for sample in text_samples(text):
         value = float(sample.value)
         if math.isnan(value) or math.isinf(value):  # no measure
             continue
