@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.browser import chromium
-from tests.e2e.helpers import meshlet
+from tests.e2e.helpers import Traffic, meshlet
 from tests.e2e.test_up import Up, running_shop
 
 pytestmark = pytest.mark.e2e
@@ -78,14 +78,33 @@ def test_login_services_and_a_failing_instance(up: Up, browser: Any) -> None:
     page.close()
 
 
-def test_topology_from_signals_and_without_them(up: Up, browser: Any) -> None:
+def test_topology_from_live_signals(up: Up, browser: Any) -> None:
     from playwright.sync_api import expect
 
     page = browser.new_page()
     page.goto(ui_url(up))
     page.goto(up.addr + "/ui/#topology")
-    # This branch has no /v1/signals yet: the view says so.
+    expect(page.locator("g.node[data-service=catalog]")).to_be_visible()
+    # Real traffic through the frontend: the server's /v1/signals measures the
+    # frontend -> catalog edge and the page draws it with a non-zero rate.
+    edge = page.locator("g.edge[data-source=frontend][data-destination=catalog]")
+    with Traffic(up.ingress("frontend")) as traffic:
+        expect(edge).to_contain_text(re.compile(r"[1-9][0-9.]* rps"), timeout=90_000)
+    assert traffic.ok > 0
+    page.close()
+
+
+def test_topology_rendering_and_without_signals(up: Up, browser: Any) -> None:
+    """Formats and states the live mesh cannot be made to show on demand: a server
+    without /v1/signals, an edge with errors, an unreachable sidecar."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(ui_url(up))
+    page.route("**/v1/signals", lambda route: route.fulfill(status=404, body="not found"))
+    page.goto(up.addr + "/ui/#topology")
     expect(page.locator("#no-traffic")).to_have_text("no traffic data")
+    page.unroute("**/v1/signals")
     page.route("**/v1/signals", lambda route: route.fulfill(
         status=200, content_type="application/json", body=json.dumps(SIGNALS)))
     page.reload()
