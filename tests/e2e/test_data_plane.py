@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import admin_get, env_for, free_port, meshlet, meshlet_json, wait_for
+from tests.request_series import request_count
 
 pytestmark = pytest.mark.e2e
 MESH = Path(__file__).parent / "apps" / "mesh.yaml"
@@ -182,9 +183,7 @@ def inbound_requests(replicas: list[dict[str, Any]]) -> int:
     total = 0
     for inst in replicas:
         text = urllib.request.urlopen(f"{inst['meta']['metrics']}/metrics", timeout=5).read()
-        for line in text.decode().splitlines():
-            if line.startswith("meshlet_proxy_requests_total{") and 'direction="inbound"' in line:
-                total += int(float(line.rsplit(" ", 1)[1]))
+        total += int(request_count(text.decode(), direction="inbound"))
     return total
 
 

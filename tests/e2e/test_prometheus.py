@@ -31,13 +31,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     reason="needs Debian's prometheus and promtool")]
 
 WINDOW = "15s"  # scrapes every second: a rate over many samples
-RATE = f"sum by (source, destination) (rate(meshlet_proxy_requests_total[{WINDOW}]))"
+# The callers' view of each pair (the callee's inbound series name the pair too).
+RATE = ("sum by (source, destination) "
+        f'(rate(meshlet_proxy_requests_total{{direction="outbound"}}[{WINDOW}]))')
 P99 = ("histogram_quantile(0.99, sum by (le, source, destination) "
-       f"(rate(meshlet_proxy_request_duration_seconds_bucket[{WINDOW}])))")
-# Until the sidecars label their series with `source` (branch `labels`, contract A):
-RATE_BY_DESTINATION = f"sum by (destination) (rate(meshlet_proxy_requests_total[{WINDOW}]))"
-P99_BY_DESTINATION = ("histogram_quantile(0.99, sum by (le, destination) "
-                      f"(rate(meshlet_proxy_request_duration_seconds_bucket[{WINDOW}])))")
+       "(rate(meshlet_proxy_request_duration_seconds_bucket"
+       f'{{direction="outbound"}}[{WINDOW}])))')
 EXPECTED = {"meshlet-server": 1, "meshlet-agent": 1, "meshlet-sidecar": 5}
 
 
@@ -142,34 +141,8 @@ def test_every_server_agent_and_sidecar_is_listed_and_up(observed: Observed) -> 
         assert {k: result["metric"].get(k) for k in labels} == labels  # the target labels
 
 
-def test_frontend_to_catalog_rate_and_p99_by_destination(observed: Observed) -> None:
-    """What holds before contract A's `source` label, and after it."""
-    def measured() -> tuple[float, float] | None:
-        rate = {r["metric"].get("destination"): float(r["value"][1])
-                for r in observed.query(RATE_BY_DESTINATION)}
-        p99 = {r["metric"].get("destination"): float(r["value"][1])
-               for r in observed.query(P99_BY_DESTINATION)}
-        if rate.get("catalog", 0) > 0 and math.isfinite(p99.get("catalog", math.nan)):
-            return rate["catalog"], p99["catalog"]
-        return None
-    rate, p99 = wait_for(measured, 90, "a request rate and p99 for catalog in Prometheus")
-    assert rate > 0 and 0 < p99 < 30
-    assert observed.traffic.ok > 0 and observed.traffic.failed == []
-
-
-def sidecars_label_source(observed: Observed) -> bool:
-    """Whether the frontend's sidecar labels its request series with `source`."""
-    frontend = next(g["targets"][0] for g in observed.listed()
-                    if g["labels"].get("meshlet_instance") == "frontend-0")
-    text = urllib.request.urlopen(f"http://{frontend}/metrics", timeout=5).read().decode()
-    return any(line.startswith("meshlet_proxy_requests_total{") and "source=" in line
-               for line in text.splitlines())
-
-
 def test_frontend_to_catalog_rate_and_p99_per_service_pair(observed: Observed) -> None:
     wait_for(lambda: observed.traffic.ok > 0, 30, "traffic through the frontend")
-    if not sidecars_label_source(observed):
-        pytest.skip("needs the sidecars' `source` label (contract A, branch labels)")
 
     def measured() -> tuple[float, float] | None:
         pair = ("frontend", "catalog")
@@ -182,6 +155,7 @@ def test_frontend_to_catalog_rate_and_p99_per_service_pair(observed: Observed) -
         return None
     rate, p99 = wait_for(measured, 90, "frontend → catalog's rate and p99 in Prometheus")
     assert rate > 0 and 0 < p99 < 30
+    assert observed.traffic.ok > 0 and observed.traffic.failed == []
 
 
 def test_every_endpoints_scrape_passes_promtool(observed: Observed) -> None:

@@ -30,6 +30,7 @@ from tests.e2e.helpers import (
     up_token,
     wait_for,
 )
+from tests.request_series import request_series
 
 pytestmark = pytest.mark.e2e
 
@@ -239,8 +240,13 @@ def test_sidecar_admin_shows_config_and_metrics(up: Up) -> None:
     urllib.request.urlopen(f"http://{up.ingress('frontend')}/", timeout=5).read()
     scrape = frontend["meta"]["metrics"]
     metrics = urllib.request.urlopen(f"{scrape}/metrics", timeout=5).read().decode()
-    assert 'meshlet_proxy_requests_total{code="200",destination="catalog",' \
-           'direction="outbound"}' in metrics
+    # One series per service pair and answering replica, every one a catalog endpoint.
+    served = [labels for labels, _ in request_series(metrics)
+              if labels["direction"] == "outbound" and labels["code"] == "200"]
+    assert served and {(s["source"], s["destination"], s["response_class"], s["reason"])
+                       for s in served} == {("frontend", "catalog", "2xx", "")}
+    assert {s["destination_instance"] for s in served} <= \
+        {e["id"] for e in catalog["endpoints"]}
     # The metrics listener is read-only: it has no /config to read or write.
     for method in ("GET", "PUT"):
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -15,12 +15,17 @@ from aiohttp import web
 from meshlet.agent.pod_meter import PodMeter
 
 SERIES = """# TYPE meshlet_proxy_requests_total counter
-meshlet_proxy_requests_total{{direction="inbound",destination="web",code="200"}} {n}
+meshlet_proxy_requests_total{{code="200",destination="web",destination_instance="web-0",\
+direction="inbound",reason="",response_class="2xx",source="shop"}} {n}
 # TYPE meshlet_proxy_request_duration_seconds histogram
-meshlet_proxy_request_duration_seconds_bucket{{direction="inbound",le="0.05"}} {n}
-meshlet_proxy_request_duration_seconds_bucket{{direction="inbound",le="+Inf"}} {n}
-meshlet_proxy_request_duration_seconds_sum{{direction="inbound"}} {s}
-meshlet_proxy_request_duration_seconds_count{{direction="inbound"}} {n}
+meshlet_proxy_request_duration_seconds_bucket{{destination="web",direction="inbound",le="0.05",\
+source="shop"}} {n}
+meshlet_proxy_request_duration_seconds_bucket{{destination="web",direction="inbound",le="+Inf",\
+source="shop"}} {n}
+meshlet_proxy_request_duration_seconds_sum{{destination="web",direction="inbound",\
+source="shop"}} {s}
+meshlet_proxy_request_duration_seconds_count{{destination="web",direction="inbound",\
+source="shop"}} {n}
 """
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot
 from meshlet.proxy.sidecar import Sidecar
+from tests.request_series import request_count, request_series
 
 
 async def start_backend(name: str) -> tuple[web.AppRunner, int]:
@@ -178,8 +179,8 @@ async def test_upstream_closes_mid_body_aborts_client(session: aiohttp.ClientSes
             async with session.get(url(sidecar)) as resp:
                 await resp.read()
         text = await fetch_metrics(sidecar)
-        assert 'meshlet_proxy_requests_total{code="502",destination="web",direction="outbound"}' \
-            in text
+        assert request_count(text, code="502", response_class="5xx", destination="web",
+                             direction="outbound", reason="upstream_reset") == 1
     finally:
         await sidecar.stop(1)
         server.close()
@@ -299,6 +300,10 @@ async def test_no_endpoints_is_a_named_503(session: aiohttp.ClientSession) -> No
         async with session.get(url(sidecar)) as resp:
             assert resp.status == 503
             assert resp.headers["x-meshlet-error"] == "no_healthy_endpoint"
+        assert request_series(await fetch_metrics(sidecar)) == [(
+            {"direction": "outbound", "source": "client", "destination": "web",
+             "destination_instance": "", "code": "503", "response_class": "5xx",
+             "reason": "no_healthy_endpoint"}, 1.0)]
     finally:
         await sidecar.stop(1)
 
@@ -322,16 +327,23 @@ async def test_connect_refused_is_retried_on_another_endpoint(
         metrics = await fetch_metrics(sidecar)
         assert 'meshlet_proxy_retries_total{destination="web",direction="outbound",' \
                'reason="connect_refused"} 4.0' in metrics  # round robin meets the dead one first
+        # The series name the instance that answered, never the one that refused.
+        assert request_count(metrics, destination_instance=f"b-{backends[0]}", code="200",
+                             reason="") == 4
+        assert request_count(metrics, destination_instance=f"b-{dead}") == 0
     finally:
         await sidecar.stop(1)
 
 
 async def test_all_endpoints_refusing_names_the_reason(session: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(await closed_port())
+    dead = await closed_port()
+    sidecar = await start_sidecar(dead)
     try:
         async with session.get(url(sidecar)) as resp:
             assert resp.status == 503
             assert resp.headers["x-meshlet-error"] == "connect_refused"
+        assert request_count(await fetch_metrics(sidecar), destination_instance=f"b-{dead}",
+                             code="503", response_class="5xx", reason="connect_refused") == 1
     finally:
         await sidecar.stop(1)
 
@@ -467,8 +479,8 @@ async def test_response_delimited_by_close_is_relayed_whole() -> None:
         assert out.startswith(b"HTTP/1.1 200 OK")
         assert out.endswith(b"the whole body, ended by close")
         text = await fetch_metrics(sidecar)
-        assert 'meshlet_proxy_requests_total{code="200",destination="web",direction="outbound"}' \
-            in text
+        assert request_count(text, code="200", destination="web", direction="outbound",
+                             reason="") == 1
     finally:
         await sidecar.stop(1)
         server.close()

@@ -32,6 +32,7 @@ from meshlet.proxy.config import (
 from meshlet.proxy.sidecar import Sidecar
 from tests.integration.test_proxy_http import start_backend
 from tests.mesh_certs import NOW, MeshCa, spiffe
+from tests.request_series import request_series
 
 
 def destination_snapshot(app_port: int, tls: TlsConfig, version: int = 0,
@@ -121,6 +122,24 @@ async def test_requests_cross_the_mesh_in_mutual_tls(mesh: Mesh) -> None:
     assert ssl_object.selected_alpn_protocol() is None  # the probe offered none
     assert ("URI", spiffe("web")) in writer.get_extra_info("peercert")["subjectAltName"]
     writer.close()
+
+
+async def test_both_sidecars_name_the_service_pair_in_their_request_series(
+        mesh: Mesh) -> None:
+    """The caller's sidecar knows its own service; the destination's reads the caller's
+    from its certificate, and names its own instance as the one that answered."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.get(mesh.url) as resp:
+                assert resp.status == 200
+    sent = request_series(render(mesh.caller.metrics.registry).decode())
+    served = request_series(render(mesh.destination.metrics.registry).decode())
+    assert sent == [({"direction": "outbound", "source": "client", "destination": "web",
+                      "destination_instance": f"web-{mesh.inbound}", "code": "200",
+                      "response_class": "2xx", "reason": ""}, 3.0)]
+    assert served == [({"direction": "inbound", "source": "client", "destination": "web",
+                        "destination_instance": "web-0", "code": "200",
+                        "response_class": "2xx", "reason": ""}, 3.0)]
 
 
 async def test_callers_without_a_valid_certificate_are_refused(

@@ -37,6 +37,7 @@ from tests.integration.test_proxy_http import (
     start_recording_backend,
     start_sidecar,
 )
+from tests.request_series import request_count
 
 SLOW = 0.3  # the head timeout the tests configure, in seconds
 
@@ -421,8 +422,8 @@ async def test_sidecar_fails_an_upstream_whose_response_framing_never_ends(
         rest = await asyncio.wait_for(reader.read(), 10)
         assert b"0\r\n\r\n" not in rest  # never ended: cut off
         text = await fetch_metrics(sidecar)
-        assert 'meshlet_proxy_requests_total{code="502",destination="web",' \
-               'direction="outbound"} 1.0' in text
+        assert request_count(text, code="502", destination="web", direction="outbound",
+                             reason="upstream_reset") == 1
     finally:
         writer.close()
         await sidecar.stop(1)

@@ -160,3 +160,31 @@ def test_a_bridge_that_fails_part_way_is_removed_again() -> None:
     finally:
         bridge.remove_bridge("t-half")
     assert leftovers() == []
+
+
+def test_the_bridge_keeps_its_address_as_ports_join() -> None:
+    """A bridge left to itself takes the lowest MAC of its ports: the gateway address
+    the workloads have cached would change when one with a lower MAC joins."""
+    sm, ns = StateMachine(), "ml-t-mac"
+    assert sm.apply(1, NetworkCreate("t-mac", subnet="10.205.0.0/24")).error is None
+    got = sm.apply(2, AddressAssign("t-mac", "w")).value
+    name = bridge.bridge_name("t-mac")
+    try:
+        bridge.ensure_bridge("t-mac", str(got["gateway"]), 24)
+        before = link_address(name)
+        netns.create(ns)
+        bridge.attach(bridge.Attachment("t-mac", "w", ns, "eth0", str(got["address"]), 24,
+                                        str(got["gateway"])))
+        ip("link", "set", bridge.veth_name("t-mac", "w"), "address", "02:00:00:00:00:01")
+        assert link_address(name) == before
+        bridge.ensure_bridge("t-mac", str(got["gateway"]), 24)  # again: nothing changes
+        assert link_address(name) == before
+    finally:
+        bridge.detach("t-mac", "w")
+        netns.remove(ns)
+        bridge.remove_bridge("t-mac")
+    assert leftovers() == []
+
+
+def link_address(name: str) -> str:
+    return ip("-o", "link", "show", name).split("link/ether ")[1].split()[0]

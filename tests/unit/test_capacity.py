@@ -13,6 +13,7 @@ from meshlet.deploy.autoscaler import pod_metrics
 from meshlet.deploy.capacity import NO_REQUESTS, Replica, plan
 from meshlet.observe.exposition import render
 from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.observe.request_labels import duration_labels, request_labels
 from meshlet.observe.samples import Point, Scrape, parse, window
 
 
@@ -25,8 +26,9 @@ class Sidecar:
 
     def serve(self, n: int, seconds: float, code: str = "200") -> None:
         for _ in range(n):
-            self.metrics.requests.inc(("inbound", "web", code))
-            self.metrics.duration.observe(("inbound", "web"), seconds)
+            self.metrics.requests.inc(
+                request_labels("inbound", "shop", "web", "web-0", int(code), ""))
+            self.metrics.duration.observe(duration_labels("inbound", "shop", "web"), seconds)
 
     def scrape(self, time: float) -> None:
         self.scrapes.append(parse(render(self.metrics.registry).decode(), time, "web"))
@@ -133,9 +135,9 @@ def test_replicas_needed_is_the_least_that_keeps_utilisation_at_most_u(
         target: float, w: float, concurrency: int, u: float, n: int) -> None:
     s = Sidecar()
     s.scrape(0.0)
-    s.metrics.requests.inc(("inbound", "web", "200"), n)
+    s.metrics.requests.inc(request_labels("inbound", "shop", "web", "web-0", 200, ""), n)
     for _ in range(n):
-        s.metrics.duration.observe(("inbound", "web"), w)
+        s.metrics.duration.observe(duration_labels("inbound", "shop", "web"), w)
     s.scrape(1.0)
     result = plan("web", [s.replica("web-0", "a")], seconds=1.0, target_rps=target,
                   utilization=u, concurrency=concurrency)

@@ -11,15 +11,16 @@ from prometheus_client.utils import floatToGoString
 
 from meshlet.observe.exposition import Counter, CounterFamily, Gauge, Registry, go_float, render
 from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.observe.request_labels import duration_labels, request_labels
 
 
 def busy_metrics() -> ProxyMetrics:
     """Every sidecar metric with a few series."""
     m = ProxyMetrics()
-    for code in ("200", "503"):
-        m.requests.inc(("outbound", "web", code), 3)
-    m.duration.observe(("outbound", "web"), 0.003)
-    m.duration.observe(("outbound", "web"), 42.0)
+    for code, reason in ((200, ""), (503, "no_healthy_endpoint")):
+        m.requests.inc(request_labels("outbound", "api", "web", "w1", code, reason), 3)
+    m.duration.observe(duration_labels("outbound", "api", "web"), 0.003)
+    m.duration.observe(duration_labels("outbound", "api", "web"), 42.0)
     m.endpoints.observe(("outbound", "web", "w1"), 200, 0.01)
     m.endpoints.observe(("outbound", "web", "w1"), 502, 0.2)
     m.active_connections.labels("outbound", "web").inc()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from meshlet.errors import ConfigError
 from meshlet.observe.exposition import render
 from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.observe.request_labels import duration_labels, request_labels
 from meshlet.observe.samples import Scrape, histogram_quantile, merge, parse, series, window
 
 INF = math.inf
@@ -20,8 +21,8 @@ def serve(m: ProxyMetrics, n: int, seconds: float, code: str = "200",
           service: str = "echo", direction: str = "inbound") -> None:
     """What the sidecar's listener counts for ``n`` requests that each took ``seconds``."""
     for _ in range(n):
-        m.requests.inc((direction, service, code))
-        m.duration.observe((direction, service), seconds)
+        m.requests.inc(request_labels(direction, "caller", service, "i1", int(code), ""))
+        m.duration.observe(duration_labels(direction, "caller", service), seconds)
 
 
 def scrape(m: ProxyMetrics, time: float, service: str | None = "echo") -> Scrape:
@@ -122,8 +123,8 @@ def test_quantile_lies_in_the_bucket_of_the_true_quantile(values: list[float],
     m = ProxyMetrics()
     before = scrape(m, 0.0)
     for v in values:
-        m.requests.inc(("inbound", "echo", "200"))
-        m.duration.observe(("inbound", "echo"), v)
+        m.requests.inc(request_labels("inbound", "caller", "echo", "i1", 200, ""))
+        m.duration.observe(duration_labels("inbound", "caller", "echo"), v)
     got = window(before, scrape(m, 1.0)).quantile(q)
     assert got is not None
     bounds = [0.0, *m.duration.bounds]

@@ -77,6 +77,7 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
                 have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)}
                 if gateway not in have:
                     ip.addr("add", index=index, address=gateway, prefixlen=prefix)
+            pin_address(ip, index, name)
             ip.link("set", index=index, state="up")
             set_forwarding(name, False)
         except BaseException:
@@ -85,6 +86,23 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
                     ip.link("del", index=index)
             raise
     return name
+
+
+NET_ADDR_SET = "3"  # a link's addr_assign_type once its address was set by hand
+
+
+def pin_address(ip: IPRoute, index: int, name: str) -> None:
+    """Give the bridge its own MAC address for good. A bridge left to choose takes the
+    lowest of its ports' and changes it when a port with a lower one joins: the gateway
+    address every workload has cached would move under them each time a workload
+    starts, and their packets to it would go nowhere until their ARP entries expire."""
+    sysfs = Path("/sys/class/net", name)  # this namespace's, where the index agrees
+    with contextlib.suppress(OSError, ValueError):
+        if int((sysfs / "ifindex").read_text()) == index and \
+                (sysfs / "addr_assign_type").read_text().strip() == NET_ADDR_SET:
+            return  # pinned already: setting it again would flush the ARP cache
+    address = ip.get_links(index)[0].get_attr("IFLA_ADDRESS")
+    ip.link("set", index=index, address=address)
 
 
 def ours() -> list[str]:

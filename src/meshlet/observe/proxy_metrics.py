@@ -1,8 +1,9 @@
 """The sidecar's Prometheus metrics (``exposition.py``: no prometheus_client in a sidecar).
 
 Label sets are bounded: ``direction`` (inbound/outbound), ``destination`` (a declared
-upstream or the local service) and ``code`` (an HTTP status, or a sidecar error reason
-class such as 502). Children are cached per label tuple so the hot path does a dict
+upstream or the local service), and on the request series the service pair, the
+answering instance, the status and the sidecar's failure reason (``request_labels.py``
+says what bounds each). Children are cached per label tuple so the hot path does a dict
 lookup, not a registry lookup.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from meshlet.observe.exposition import Counter, Gauge, Registry
 from meshlet.observe.hot_metrics import HotCollector, HotCounter, HotEndpointStats, HotHistogram
+from meshlet.observe.request_labels import DURATION_LABELS, REQUEST_LABELS
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0, 30.0)
@@ -20,12 +22,13 @@ class ProxyMetrics:
         self.registry = Registry()
         r = self.registry
         self.requests = HotCounter(
-            "meshlet_proxy_requests", "Requests completed by the sidecar, by status code.",
-            ["direction", "destination", "code"])
+            "meshlet_proxy_requests",
+            "Requests completed by the sidecar, by service pair, answering instance, "
+            "status and the sidecar's failure reason.", REQUEST_LABELS)
         self.duration = HotHistogram(
             "meshlet_proxy_request_duration_seconds",
             "Time from a request's headers arriving to its response completing.",
-            ["direction", "destination"], BUCKETS)
+            DURATION_LABELS, BUCKETS)
         self.active_connections = Gauge(
             "meshlet_proxy_active_connections", "Open downstream connections.",
             ["direction", "destination"], registry=r)
@@ -73,7 +76,13 @@ class ProxyMetrics:
             registry=r)
 
     def forget_endpoints(self, direction: str, destination: str, keep: set[str]) -> None:
-        """Drop the series of endpoints that left, so labels stay bounded."""
+        """Drop the series of endpoints that left, so labels stay bounded (the request
+        series of an outbound listener name the answering endpoint too)."""
         for key in [k for k in self.endpoints.values
                     if k[:2] == (direction, destination) and k[2] not in keep]:
             self.endpoints.remove(key)
+        if direction == "outbound":
+            for key in [k for k in self.requests.values
+                        if k[0] == direction and k[2] == destination and k[3]
+                        and k[3] not in keep]:
+                self.requests.remove(key)

@@ -9,7 +9,7 @@ rounds; ``parse(text, time)`` reads one scrape, keeping every request series apa
   ``destination`` = the service (rps, error_rate = 5xx fraction, p50, p99);
 - an **edge** source→destination is the callers' outbound view: the outbound series of
   the source's sidecars with ``destination`` = D. The source is the catalog service of
-  the instance whose sidecar was scraped, so no ``source`` label is needed.
+  the instance whose sidecar was scraped (its series' ``source`` label says the same).
 
 Differences are taken series by series (``samples.window``): a series that went down was
 reset (a restarted sidecar) and counts from zero, a series that appeared counts from

@@ -10,18 +10,19 @@ cdef class ListenerState:
     cdef public object rate_limiter, intentions, tls, tracer, exporter
     cdef public dict decisions
     cdef public Connector connector
-    cdef public str direction, destination, log_mode, service
+    cdef public str direction, destination, log_mode, service, instance
     cdef public int span_kind
     cdef public set connections, timed
     cdef public long active_requests, max_connections
-    cdef public bint draining, sweeps_heads
+    cdef public bint draining, sweeps_heads, inbound
     cdef public double head_timeout, idle_timeout, now, next_head_sweep
-    cdef public tuple _labels
-    cdef public dict _status_labels, _endpoint_labels
+    cdef public dict _request_labels, _endpoint_labels
+    cdef public set _sources
     cdef public HotCounter _requests
     cdef public HotHistogram _duration
     cdef public HotEndpointStats _endpoint_stats
 
     cpdef observe_endpoint(self, EndpointState state, long status, double seconds)
     cpdef finished(self, ex, double seconds)
+    cpdef tuple label_pair(self, int status, str reason, str peer)
     cpdef str denied(self, str source, ex=*)

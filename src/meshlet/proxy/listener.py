@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from meshlet.intention_rules import Intentions
 from meshlet.observe.access_log import access_line, request_path
 from meshlet.observe.proxy_metrics import ProxyMetrics
+from meshlet.observe.request_labels import duration_labels, request_labels, source_label
 from meshlet.proxy import connector as connector_module
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import IntentionsConfig, ListenerConfig
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
 
 access_log = logging.getLogger("meshlet.access")
 HEAD_SWEEP_INTERVAL = 0.25  # how often connections are checked for a late head (s)
+MAX_LABEL_KEYS = 4096  # cached label tuples per listener, cleared when full
 
 
 class ListenerState:
@@ -61,13 +63,18 @@ class ListenerState:
         self.next_head_sweep = 0.0
         self.sweeps_heads = config.protocol == "http"
         # Tracing, set by the sidecar from its own service's settings (None: off).
-        self.service = ""  # the sidecar's own service (the source of outbound requests)
+        # The sidecar's own service and instance, set by the sidecar: the source of
+        # outbound requests, the destination instance of inbound ones.
+        self.service = ""
+        self.instance = ""
+        self.inbound = self.direction == "inbound"
         self.tracer: Any = None
         self.exporter: Any = None
         self.span_kind = SERVER if self.direction == "inbound" else CLIENT
-        # Label tuples made once, not per request (statuses and endpoints are bounded).
-        self._labels = (self.direction, self.destination)
-        self._status_labels: dict[int, tuple[str, str, str]] = {}
+        # Label tuples made once, not per request: the request and duration labels by
+        # (status, reason, caller or endpoint), the endpoint labels by endpoint.
+        self._request_labels: dict[tuple[int, str, str], tuple[Any, Any]] = {}
+        self._sources: set[str] = set()  # inbound callers named in labels (bounded)
         self._endpoint_labels: dict[str, tuple[str, str, str]] = {}  # see configure
         # The hot metrics held here as well: typed in listener.pxd, so the compiled
         # build calls them directly.
@@ -83,6 +90,7 @@ class ListenerState:
     def configure(self) -> None:
         """Pick up settings that live on the listener (rate limit, access log)."""
         self._endpoint_labels = {}  # endpoints may have left: rebuilt as traffic flows
+        self._request_labels = {}
         if self.cluster is None:
             return
         s = self.cluster.settings
@@ -147,18 +155,40 @@ class ListenerState:
         self._endpoint_stats.observe(labels, status, seconds)
 
     def finished(self, ex: Any, seconds: float) -> None:
-        labels = self._status_labels.get(ex.status)
-        if labels is None:
-            labels = self._status_labels[ex.status] = (
-                self.direction, self.destination, str(ex.status))
-        self._requests.inc(labels)
-        self._duration.observe(self._labels, seconds)
+        status = ex.status
+        if self.inbound:
+            peer = ex.down.source
+        else:
+            tried = ex.tried
+            peer = tried[-1].endpoint.id if tried else ""
+        pair = self._request_labels.get((status, ex.reason, peer))
+        if pair is None:
+            pair = self.label_pair(status, ex.reason, peer)
+        self._requests.inc(pair[0])
+        self._duration.observe(pair[1], seconds)
         trace = ex.trace
         if trace is not None and trace.sampled and self.exporter is not None:
             self.record_span(ex, seconds)
         mode = self.log_mode
         if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500)):
             self.log_access(ex, seconds)
+
+    def label_pair(self, status: int, reason: str, peer: str) -> tuple[Any, Any]:
+        """The request and duration labels of a request answered ``status`` for
+        ``reason`` ("" when the upstream answered), from ``peer``: the caller's service
+        inbound, the answering endpoint outbound (see observe/request_labels.py)."""
+        if self.inbound:
+            source, instance = source_label(peer, self._sources), self.instance
+        else:
+            source, instance = self.service, peer
+        cache = self._request_labels
+        if len(cache) >= MAX_LABEL_KEYS:
+            cache.clear()
+        pair = cache[(status, reason, peer)] = (
+            request_labels(self.direction, source, self.destination, instance, status,
+                           reason),
+            duration_labels(self.direction, source, self.destination))
+        return pair
 
     # -- tracing and access log -------------------------------------------------------
 

@@ -63,6 +63,7 @@ class Sidecar:
             cluster = self.cluster_for(cluster_key(lc.direction, lc.name), create=True)
             state = ListenerState(lc, cluster, self.metrics, loop)
             state.service = self.snapshot.service
+            state.instance = self.snapshot.instance
             factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
                 else (lambda s=state: DownstreamTcp(s))
             tls: dict[str, Any] = {}
