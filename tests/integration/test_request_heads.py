@@ -56,10 +56,6 @@ REFUSED = [
     pytest.param(b"GET /\r\nHost: x\r\n\r\n", 400, "bad_request", id="http-0.9-headers"),
     pytest.param(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                  501, "upgrade_unsupported", id="connect"),
-    pytest.param(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-                 b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-                 501, "upgrade_unsupported", id="websocket"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                  b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
                  501, "upgrade_unsupported", id="h2c"),

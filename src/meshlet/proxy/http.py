@@ -11,15 +11,16 @@ close if nothing came), and the time a kept-alive connection may wait idle for i
 request (the listener's ``idle_timeout``; then it is closed). Sizes are counted in the
 parser's callbacks and, for a head still incomplete when a read ends, by the bytes read
 since it began: httptools gathers a header line before handing it over, so a line that
-never ends is bounded here (a head that begins after another request in the same read
-is counted from the next read on). Two Host headers and HTTP/0.9 (400), CONNECT and
-Upgrade (501) are refused too. A refusal is answered once, its reason in
-``x-meshlet-error``, and the connection closed. Trailers after a chunked body are
-dropped, never added to a head. They are bounded as a head is (431, answered by the
-request unless its response has begun): by their callbacks' sizes, and, with the lines
-of a chunked body (a chunk's size and extensions), by the bytes of the reads in a body
-that held none of it, so a trailer or extension that never ends is refused at 64 KiB
-(counted from the read after the last body bytes).
+never ends is bounded here (a head that begins after another request in the same read is
+counted from the next read on). Two Host headers and HTTP/0.9 (400), CONNECT and
+``Upgrade: h2c`` (501) are refused too; other ``Upgrade`` requests (WebSocket) become a
+tunnel (``upgrade.py``) that the connection hands its bytes to from then on. A refusal
+is answered once, its reason in ``x-meshlet-error``, and the connection closed. Trailers
+after a chunked body are dropped, never added to a head. They are bounded as a head is
+(431, answered by the request unless its response has begun): by their callbacks' sizes,
+and, with the lines of a chunked body (a chunk's size and extensions), by the bytes of
+the reads in a body that held none of it, so a trailer or extension that never ends is
+refused at 64 KiB (counted from the read after the last body bytes).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from meshlet.proxy.headers import (
 )
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import caller_service
+from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
 LINE_OVERHEAD = 4  # ": " and CRLF around a header's name and value
@@ -96,6 +98,7 @@ class DownstreamHttp:
         self.refused = 0  # the status of a refusal a callback decided
         self.refusal = ""
         self.refusal_detail = ""
+        self.tunnel: Tunnel | None = None  # an upgraded connection's other side
 
     def __repr__(self) -> str:
         return f"<DownstreamHttp queue={len(self.queue)} closed={self.closed}>"
@@ -128,8 +131,13 @@ class DownstreamHttp:
         for ex in list(self.queue):
             ex.abort()
         self.queue.clear()
+        if self.tunnel is not None:
+            self.tunnel.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
         inside = self.in_head
         if inside:  # this chunk starts inside a head: all of it is head, or after it
             self.head_raw += len(data)
@@ -138,9 +146,8 @@ class DownstreamHttp:
         self.body_seen = False
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.fail_parse(501, UPGRADE_UNSUPPORTED, "CONNECT and protocol upgrades "
-                                                      "(WebSocket, h2c) are not relayed")
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgrade(data[upgrade.args[0]:])
             return
         except httptools.HttpParserCallbackError:
             if self.refused:
@@ -174,6 +181,8 @@ class DownstreamHttp:
                                                      f"{MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            return True if self.tunnel.client_eof() else None
         if self.parsing is not None:  # cut off mid-body: that request can never finish,
             self.close()              # so its upstream side goes now, not at its timeout
             return None
@@ -184,11 +193,15 @@ class DownstreamHttp:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.set_upstream_reading(False)
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.set_reading(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.set_upstream_reading(True)
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.set_reading(True)
 
@@ -263,6 +276,27 @@ class DownstreamHttp:
         if self.parsing is not None:
             self.parsing.request_done()
             self.parsing = None
+
+    def upgrade(self, rest: bytes) -> None:
+        """The head just parsed asks for CONNECT or a protocol upgrade; ``rest`` is what
+        followed it (the new protocol's first bytes, or a body)."""
+        method = self.parser.get_method()
+        token = upgrade_token(self.headers)
+        if method == b"CONNECT" or token in (b"", b"h2c"):
+            self.fail_parse(501, UPGRADE_UNSUPPORTED,
+                            "CONNECT and h2c upgrades are not relayed")
+            return
+        if self.queue:
+            self.fail_parse(400, BAD_REQUEST, "an upgrade pipelined behind another request")
+            return
+        self.tunnel = tunnel = Tunnel(self, method, self.url, self.headers, self.flags)
+        self.headers = []
+        if rest:
+            tunnel.early.append(rest)
+        tunnel.start()
+
+    def tunnel_closed(self) -> None:
+        self.close()
 
     def refuse(self, status: int, reason: str, detail: str) -> None:
         """Stop parsing: ``data_received`` answers ``status`` once the parser returns."""
@@ -350,7 +384,7 @@ class DownstreamHttp:
         self.close()
 
     def drain(self) -> None:
-        if not self.queue:
+        if not self.queue and self.tunnel is None:  # a tunnel ends at the stop's grace
             self.close()
 
     def close(self) -> None:
@@ -359,3 +393,5 @@ class DownstreamHttp:
                 self.uncork()
             self.closed = True
             self.transport.close()
+        if self.tunnel is not None:
+            self.tunnel.close()

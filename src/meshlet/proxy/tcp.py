@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from meshlet.proxy.dial import dial_endpoint
 from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import caller_service
@@ -108,34 +109,23 @@ class DownstreamTcp(_Relay):
 
     async def connect(self) -> None:
         cluster = self.listener.cluster
-        reason = "no_healthy_endpoint"
         target = cluster.resolve(None) if cluster is not None else None
-        while cluster is not None and target is not None and not isinstance(target, Refusal) \
-                and len(self.tried) <= cluster.retries:
-            state = cluster.pick(target, self.tried)
-            if state is None:
-                break
-            self.tried.append(state)
-            upstream = _Relay()
-            failure = await self.listener.connector.dial(upstream, state.endpoint,
-                                                         cluster.connect_timeout)
-            if not failure:
+        reason = "no_healthy_endpoint"
+        if target is not None and not isinstance(target, Refusal):
+            upstream, _, reason = await dial_endpoint(self.listener, target, self.tried,
+                                                      _Relay)
+            if upstream is not None:
                 if self.closed:
-                    upstream.transport.close()  # type: ignore[union-attr]
+                    upstream.transport.close()
                     return
                 upstream.peer, self.peer = self, upstream
                 if self.buffer:
-                    upstream.transport.write(b"".join(self.buffer))  # type: ignore[union-attr]
+                    upstream.transport.write(b"".join(self.buffer))
                     self.buffer = []
-                if self.eof_pending and upstream.transport.can_write_eof():  # type: ignore[union-attr]
-                    upstream.transport.write_eof()  # type: ignore[union-attr]
+                if self.eof_pending and upstream.transport.can_write_eof():
+                    upstream.transport.write_eof()
                 self.transport.resume_reading()  # type: ignore[union-attr]
-                cluster.record_outcome(state, False)
                 return
-            reason = failure
-            self.listener.count(self.listener.metrics.connect_errors, reason)
-            if cluster.record_outcome(state, True):
-                self.listener.count_ejection()
         self.listener.count(self.listener.metrics.local_replies, reason)
         if self.transport is not None:
             self.transport.close()
