@@ -30,8 +30,8 @@ setup: $(STAMP)
 COMPILED_SOURCES := setup.py $(shell find src/meshlet -name '*.pxd' | sed 's/pxd$$/p*/')
 # The unit and proxy tests run a second time against the pure-Python build of them.
 PURE_PYTHON_TESTS := tests/unit tests/integration/test_proxy_http.py \
-	tests/integration/test_proxy_upgrade.py tests/integration/test_proxy_traffic.py \
-	tests/e2e/test_data_plane.py
+	tests/integration/test_proxy_upgrade.py tests/integration/test_proxy_h2.py \
+	tests/integration/test_proxy_traffic.py tests/e2e/test_data_plane.py
 
 $(STAMP): pyproject.toml $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)

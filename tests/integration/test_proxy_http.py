@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -72,12 +73,21 @@ def url(sidecar: Sidecar, path: str = "/") -> str:
     return f"http://127.0.0.1:{sidecar.ports()['outbound:web']}{path}"
 
 
+@contextlib.asynccontextmanager
+async def running_backends(n: int) -> AsyncIterator[list[int]]:
+    """``n`` echo backends, b0 … b(n-1): their ports."""
+    started = [await start_backend(f"b{i}") for i in range(n)]
+    try:
+        yield [port for _, port in started]
+    finally:
+        for runner, _ in started:
+            await runner.cleanup()
+
+
 @pytest.fixture
 async def backends() -> AsyncIterator[list[int]]:
-    started = [await start_backend(f"b{i}") for i in range(2)]
-    yield [port for _, port in started]
-    for runner, _ in started:
-        await runner.cleanup()
+    async with running_backends(2) as ports:
+        yield ports
 
 
 @pytest.fixture

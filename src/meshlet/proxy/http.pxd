@@ -6,7 +6,7 @@ from meshlet.proxy.listener cimport ListenerState
 
 cdef class DownstreamHttp:
     cdef public ListenerState listener
-    cdef public object loop, transport, send, parser, queue, tunnel
+    cdef public object loop, transport, send, parser, queue, switched
     cdef public set read_pauses
     cdef public Exchange parsing
     cdef public bytes url

@@ -29,6 +29,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import httptools
 
@@ -60,6 +61,7 @@ from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
 LINE_OVERHEAD = 4  # ": " and CRLF around a header's name and value
+H2_PREFACE = b"PRI * HTTP/2.0"  # how an HTTP/2 client with prior knowledge begins
 
 
 class HeadRefused(Exception):
@@ -98,7 +100,9 @@ class DownstreamHttp:
         self.refused = 0  # the status of a refusal a callback decided
         self.refusal = ""
         self.refusal_detail = ""
-        self.tunnel: Tunnel | None = None  # an upgraded connection's other side
+        # What the connection switched to, if it did: an upgrade's tunnel (upgrade.py) or
+        # HTTP/2 (h2_downstream.py); it gets the connection's bytes from then on.
+        self.switched: Any = None
 
     def __repr__(self) -> str:
         return f"<DownstreamHttp queue={len(self.queue)} closed={self.closed}>"
@@ -131,12 +135,12 @@ class DownstreamHttp:
         for ex in list(self.queue):
             ex.abort()
         self.queue.clear()
-        if self.tunnel is not None:
-            self.tunnel.close()
+        if self.switched is not None:
+            self.switched.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
-            self.tunnel.from_client(data)
+        if self.switched is not None:
+            self.switched.from_client(data)
             return
         inside = self.in_head
         if inside:  # this chunk starts inside a head: all of it is head, or after it
@@ -157,7 +161,10 @@ class DownstreamHttp:
                 self.close()
             return
         except httptools.HttpParserError:
-            self.fail_parse(400, BAD_REQUEST)
+            if not self.queue and data.startswith(H2_PREFACE):
+                self.speak_h2(data)
+            else:
+                self.fail_parse(400, BAD_REQUEST)
             return
         if self.in_head:  # the rare case: a read ended inside a head
             if not inside and self.no_end_yet:  # and the head began the read
@@ -181,8 +188,8 @@ class DownstreamHttp:
                                                      f"{MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
-        if self.tunnel is not None:
-            return True if self.tunnel.client_eof() else None
+        if self.switched is not None:
+            return True if self.switched.client_eof() else None
         if self.parsing is not None:  # cut off mid-body: that request can never finish,
             self.close()              # so its upstream side goes now, not at its timeout
             return None
@@ -193,15 +200,15 @@ class DownstreamHttp:
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.tunnel is not None:
-            self.tunnel.set_upstream_reading(False)
+        if self.switched is not None:
+            self.switched.set_upstream_reading(False)
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.set_reading(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.tunnel is not None:
-            self.tunnel.set_upstream_reading(True)
+        if self.switched is not None:
+            self.switched.set_upstream_reading(True)
         if self.queue and self.queue[0].upstream is not None:
             self.queue[0].upstream.set_reading(True)
 
@@ -289,13 +296,22 @@ class DownstreamHttp:
         if self.queue:
             self.fail_parse(400, BAD_REQUEST, "an upgrade pipelined behind another request")
             return
-        self.tunnel = tunnel = Tunnel(self, method, self.url, self.headers, self.flags)
+        self.switched = tunnel = Tunnel(self, method, self.url, self.headers, self.flags)
         self.headers = []
         if rest:
             tunnel.early.append(rest)
         tunnel.start()
 
-    def tunnel_closed(self) -> None:
+    def speak_h2(self, data: bytes) -> None:
+        """The connection opened with HTTP/2's preface (h2c, prior knowledge)."""
+        from meshlet.proxy.h2_downstream import H2Downstream  # imports this module
+        self.in_head = False
+        self.headers = []
+        self.switched = h2 = H2Downstream(self)
+        h2.idle_check()
+        h2.from_client(data)
+
+    def switched_closed(self) -> None:
         self.close()
 
     def refuse(self, status: int, reason: str, detail: str) -> None:
@@ -384,7 +400,9 @@ class DownstreamHttp:
         self.close()
 
     def drain(self) -> None:
-        if not self.queue and self.tunnel is None:  # a tunnel ends at the stop's grace
+        if self.switched is not None:  # HTTP/2: GOAWAY; a tunnel: ends at the stop's grace
+            self.switched.drain()
+        elif not self.queue:
             self.close()
 
     def close(self) -> None:
@@ -393,5 +411,5 @@ class DownstreamHttp:
                 self.uncork()
             self.closed = True
             self.transport.close()
-        if self.tunnel is not None:
-            self.tunnel.close()
+        if self.switched is not None:
+            self.switched.close()

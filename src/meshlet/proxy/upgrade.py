@@ -253,6 +253,9 @@ class Tunnel:
         self.down.write(error_response(status, reason, detail))
         self.close()
 
+    def drain(self) -> None:
+        """A tunnel stays open through a drain, until the sidecar's stop grace ends."""
+
     def set_upstream_reading(self, on: bool) -> None:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None and not upstream.closed:
@@ -278,4 +281,4 @@ class Tunnel:
             state.finish(None, cluster.clock())
             if self.status >= 500 and cluster.record_outcome(state, True):
                 self.listener.count_ejection()  # it refused the upgrade with a 5xx
-        self.down.tunnel_closed()
+        self.down.switched_closed()
