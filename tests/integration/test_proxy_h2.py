@@ -22,7 +22,7 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
-from hyperframe.frame import Frame, SettingsFrame
+from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from meshlet.observe.exposition import render
 from meshlet.proxy.sidecar import Sidecar
@@ -236,6 +236,22 @@ async def test_a_stream_the_client_resets_is_dropped_upstream(sidecar: Sidecar) 
         events = await client.events(h2.events.StreamEnded)
         assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == other
                    for e in events)
+    finally:
+        client.close()
+
+
+async def test_a_client_that_resets_stream_after_stream_is_cut_off(sidecar: Sidecar) -> None:
+    """The "rapid reset" attack: streams opened and reset at once, each starting an
+    upstream request for nothing. Past 100 of them the connection ends."""
+    client = await RawH2.open(sidecar.ports()["outbound:web"])
+    try:
+        for _ in range(150):
+            sid = client.request("/?sleep=1", end=True)
+            client.conn.reset_stream(sid)
+        client.flush()
+        frames = await raw_frames(client.reader, lambda f: False)  # until it closes
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaways and goaways[-1].error_code == 0xB  # ENHANCE_YOUR_CALM
     finally:
         client.close()
 

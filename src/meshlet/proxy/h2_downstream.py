@@ -42,6 +42,7 @@ MAX_CONCURRENT_STREAMS = 100
 # Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2), never sent to the client.
 NOT_IN_H2 = HOP_BY_HOP | {b"host"}
 HIGH_WATER = 256 * 1024  # response bytes a stream buffers before its upstream pauses
+RESET_LIMIT = 100  # streams a client may reset before their answer (see check_resets)
 
 
 class H2Stream(DownstreamHttp):
@@ -190,6 +191,8 @@ class H2Downstream:
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEAD_BYTES,
         })
         self.streams: dict[int, H2Stream] = {}
+        self.opened = 0  # streams the client opened, and of them those it reset early
+        self.reset_early = 0
         self.closed = False
         self.draining = False
         self.conn.initiate_connection()
@@ -210,6 +213,8 @@ class H2Downstream:
             self.down.close()
             return
         for event in events:
+            if self.closed:
+                return
             self.handle(event)
         self.flush()
         self.idle_check()
@@ -218,8 +223,15 @@ class H2Downstream:
         return False  # HTTP/2 has no half-close of the connection: close it
 
     def set_upstream_reading(self, on: bool) -> None:
+        """The client stopped (or resumed) reading what the sidecar writes: the upstreams
+        pause, and so does reading the client's frames (a client that sends PINGs or
+        SETTINGS and reads no answer makes the sidecar buffer nothing more)."""
         for stream in self.streams.values():
             stream.set_upstream_reading(on)
+        if on:
+            self.down.resume_reading("h2-unread")
+        else:
+            self.down.pause_reading("h2-unread")
 
     def drain(self) -> None:
         """GOAWAY: no new streams; close once the open ones finish. The frame is written
@@ -275,6 +287,8 @@ class H2Downstream:
                 stream.ended = True
                 if stream.exchange is not None:
                     stream.exchange.abort()
+                    self.reset_early += 1
+                    self.check_resets()
         elif isinstance(event, h2.events.WindowUpdated):
             streams = list(self.streams.values()) if event.stream_id == 0 else \
                 [s for s in (self.streams.get(event.stream_id),) if s is not None]
@@ -283,8 +297,21 @@ class H2Downstream:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.down.close()
 
+    def check_resets(self) -> None:
+        """A client that opens streams and resets them before their answer makes the
+        sidecar start upstream requests for nothing, as fast as it can send (the "rapid
+        reset" attack): past RESET_LIMIT such streams, half or more of all it opened,
+        the connection ends (GOAWAY ENHANCE_YOUR_CALM), as Envoy's premature-reset
+        limit does."""
+        if self.reset_early >= RESET_LIMIT and self.reset_early * 2 >= self.opened:
+            self.listener.count(self.listener.metrics.local_replies, "h2_reset_flood")
+            self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self.flush()
+            self.down.close()
+
     def request(self, stream_id: int, headers: list[tuple[bytes, bytes]],
                 ended: bool) -> None:
+        self.opened += 1
         if self.draining:
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
