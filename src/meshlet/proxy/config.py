@@ -22,6 +22,9 @@ IDLE_TIMEOUT = 75.0
 # upstream connections still get theirs when clients open too many.
 MAX_CONNECTIONS = 4096
 MAX_MAX_CONNECTIONS = 1_000_000
+# Seconds an HTTP listener waits for a client's first byte before it takes the
+# connection for a server-speaks-first protocol and relays it as bytes (proxy/opaque.py).
+DETECT_TIMEOUT = 5.0
 
 
 def cluster_key(direction: str, name: str) -> str:
@@ -77,7 +80,7 @@ MAX_WEIGHT = 10_000
 ENDPOINT_KEYS = frozenset({"id", "address", "port", "weight", "zone", "node", "healthy",
                            "meta"})
 LISTENER_KEYS = frozenset({"name", "direction", "host", "port", "protocol", "head_timeout",
-                           "idle_timeout", "max_connections"})
+                           "idle_timeout", "max_connections", "detect_timeout"})
 TLS_KEYS = frozenset({"cert", "key", "roots", "trust_domain", "namespace", "serial"})
 TRUST_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -144,7 +147,9 @@ def listener_from_dict(d: Any) -> ListenerConfig:
                         _seconds(d, "head_timeout", "listeners", MAX_HEAD_TIMEOUT, HEAD_TIMEOUT),
                         _seconds(d, "idle_timeout", "listeners", MAX_HEAD_TIMEOUT, IDLE_TIMEOUT),
                         _int(d, "max_connections", "listeners", 1, MAX_MAX_CONNECTIONS,
-                             MAX_CONNECTIONS))
+                             MAX_CONNECTIONS),
+                        _seconds(d, "detect_timeout", "listeners", MAX_HEAD_TIMEOUT,
+                                 DETECT_TIMEOUT))
     if lc.direction not in ("inbound", "outbound"):
         raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
     if lc.protocol not in ("http", "tcp"):
@@ -226,7 +231,9 @@ class ListenerConfig:
     """``inbound`` forwards to the local app; ``outbound`` to cluster ``name``.
     ``head_timeout``: seconds a client has to send a request head whole (http);
     ``idle_timeout``: seconds a kept-alive connection may wait for its next request;
-    ``max_connections``: client connections held at once (both http)."""
+    ``max_connections``: client connections held at once (both http);
+    ``detect_timeout``: seconds to wait for a client's first byte before relaying the
+    connection as bytes (http; at or above head_timeout: never, see proxy/opaque.py)."""
 
     name: str
     direction: str
@@ -236,6 +243,7 @@ class ListenerConfig:
     head_timeout: float = HEAD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
+    detect_timeout: float = DETECT_TIMEOUT
 
 
 @dataclass(frozen=True)

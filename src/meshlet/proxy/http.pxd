@@ -12,10 +12,11 @@ cdef class DownstreamHttp:
     cdef public bytes url
     cdef public list headers, corked
     cdef public bint closed, half_closed, write_paused, in_head, no_end_yet, body_seen
+    cdef public bint detecting
     cdef public str peer_ip, refusal, refusal_detail, source
     cdef public int flags, refused
     cdef public Py_ssize_t head_size, head_raw, framing_raw
-    cdef public double head_deadline
+    cdef public double head_deadline, opened_at
 
     cpdef pause_reading(self, str reason)
     cpdef resume_reading(self, str reason)

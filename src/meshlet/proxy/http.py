@@ -57,6 +57,7 @@ from meshlet.proxy.headers import (
 )
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import caller_service
+from meshlet.proxy.opaque import HTTP, OpaqueRelay, first_bytes_kind, opaque_allowed
 from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class DownstreamHttp:
         # What the connection switched to, if it did: an upgrade's tunnel (upgrade.py) or
         # HTTP/2 (h2_downstream.py); it gets the connection's bytes from then on.
         self.switched: Any = None
+        self.detecting = True  # no byte seen yet: the first ones say the protocol
+        self.opened_at = 0.0
 
     def __repr__(self) -> str:
         return f"<DownstreamHttp queue={len(self.queue)} closed={self.closed}>"
@@ -124,7 +127,12 @@ class DownstreamHttp:
         self.peer_ip = str(peer[0]) if peer else ""
         if self.listener.tls is not None:  # inbound in mutual TLS: who is calling
             self.source = caller_service(transport, self.listener.tls)
-        self.head_deadline = self.listener.now + self.listener.head_timeout
+        listener = self.listener
+        self.opened_at = listener.now
+        wait = listener.head_timeout
+        if listener.detect_timeout < wait and opaque_allowed(listener):
+            wait = listener.detect_timeout  # then a silent client is relayed as bytes
+        self.head_deadline = listener.now + wait
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -142,6 +150,12 @@ class DownstreamHttp:
         if self.switched is not None:
             self.switched.from_client(data)
             return
+        if self.detecting:
+            self.detecting = False
+            kind = first_bytes_kind(data)
+            if kind != HTTP and opaque_allowed(self.listener):
+                self.relay_opaque(data, kind)
+                return
         inside = self.in_head
         if inside:  # this chunk starts inside a head: all of it is head, or after it
             self.head_raw += len(data)
@@ -311,6 +325,13 @@ class DownstreamHttp:
         h2.idle_check()
         h2.from_client(data)
 
+    def relay_opaque(self, data: bytes, kind: str) -> None:
+        """The client speaks something else than HTTP (``opaque.py``): its bytes go
+        upstream as they are."""
+        self.in_head = False
+        self.switched = relay = OpaqueRelay(self, data, kind)
+        relay.start()
+
     def switched_closed(self) -> None:
         self.close()
 
@@ -326,6 +347,16 @@ class DownstreamHttp:
         flight: a head begun gets 408; a connection that sent nothing since it opened or
         since its last answer (idle) is closed."""
         self.head_deadline = 0.0
+        listener = self.listener
+        if self.detecting and self.switched is None:  # not a byte yet
+            if listener.detect_timeout < listener.head_timeout and opaque_allowed(listener):
+                self.detecting = False
+                self.relay_opaque(b"", "silent")  # the server may speak first
+            elif listener.now < self.opened_at + listener.head_timeout:
+                self.head_deadline = self.opened_at + listener.head_timeout  # wait on
+            else:
+                self.close()
+            return
         if self.in_head:
             self.fail_parse(408, HEAD_TIMEOUT_CODE,
                             f"the request head took over {self.listener.head_timeout:g} s")

@@ -15,7 +15,7 @@ cdef class ListenerState:
     cdef public set connections, timed
     cdef public long active_requests, max_connections
     cdef public bint draining, sweeps_heads, inbound
-    cdef public double head_timeout, idle_timeout, now, next_head_sweep
+    cdef public double head_timeout, idle_timeout, detect_timeout, now, next_head_sweep
     cdef public dict _request_labels, _endpoint_labels
     cdef public set _sources
     cdef public HotCounter _requests

@@ -58,6 +58,7 @@ class ListenerState:
         self.log_mode = "errors"
         self.head_timeout = float(config.head_timeout)
         self.idle_timeout = float(config.idle_timeout)
+        self.detect_timeout = float(config.detect_timeout)
         self.max_connections = int(config.max_connections)
         self.now = time.monotonic()  # the ticker's clock (sidecar.tick), TICK-coarse
         self.next_head_sweep = 0.0

@@ -22,6 +22,7 @@ class _Relay(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Relay | None = None
         self.closed = False
+        self.unrelayed: list[bytes] = []  # what came before the peer was linked
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -29,6 +30,8 @@ class _Relay(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.write(data)
+        else:  # a server that speaks first, before the two sides are linked
+            self.unrelayed.append(data)
 
     def eof_received(self) -> bool | None:
         peer = self.peer
@@ -119,6 +122,9 @@ class DownstreamTcp(_Relay):
                     upstream.transport.close()
                     return
                 upstream.peer, self.peer = self, upstream
+                if upstream.unrelayed:
+                    self.transport.write(b"".join(upstream.unrelayed))  # type: ignore[union-attr]
+                    upstream.unrelayed = []
                 if self.buffer:
                     upstream.transport.write(b"".join(self.buffer))
                     self.buffer = []

@@ -20,12 +20,12 @@ here is off the per-request hot path: one instance per upgraded connection.
 
 from __future__ import annotations
 
-import asyncio
 from time import perf_counter
 from typing import Any
 
 import httptools
 
+from meshlet.proxy.byte_relay import ByteRelay, UpstreamBytes
 from meshlet.proxy.dial import dial_endpoint
 from meshlet.proxy.headers import HOP_BY_HOP
 from meshlet.proxy.lb import EndpointState
@@ -72,98 +72,29 @@ def error_response(status: int, reason: str, detail: str = "") -> bytes:
             % (status, reason.encode(), len(body), reason.encode(), body))
 
 
-class UpstreamSide(asyncio.Protocol):
-    """The upstream connection of a tunnel; reads the answer's head, then relays."""
-
-    def __init__(self, tunnel: Tunnel) -> None:
-        self.tunnel = tunnel
-        self.transport: asyncio.Transport | None = None
-        self.parser: Any = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.interim = False  # the message being parsed is a 1xx other than 101
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        tunnel = self.tunnel
-        tunnel.down.write(data)
-        tunnel.touch()
-        if self.parser is None:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # the 101's head is complete: a tunnel
-            self.parser = None
-        except httptools.HttpParserError:
-            self.parser = None
-            tunnel.close()
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        self.interim = 100 <= status < 200 and status != 101
-        if self.interim:  # 100 Continue and the like: relayed, the answer still to come
-            return
-        self.tunnel.answered(status)
-        if status != 101:
-            self.tunnel.upgraded = False
-
-    def on_message_complete(self) -> None:
-        if not self.interim and not self.tunnel.upgraded:
-            self.tunnel.close()  # the upgrade was declined: one response, then close
-
-    def eof_received(self) -> bool | None:
-        tunnel = self.tunnel
-        tunnel.upstream_done = True
-        down = tunnel.down
-        if tunnel.status == 101 and not tunnel.client_done and down.transport is not None \
-                and not down.closed and down.transport.can_write_eof():
-            down.transport.write_eof()  # a half-close, passed on
-            return True
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.tunnel.close()
-
-    def pause_writing(self) -> None:
-        self.tunnel.down.pause_reading("tunnel")
-
-    def resume_writing(self) -> None:
-        self.tunnel.down.resume_reading("tunnel")
-
-
-class Tunnel:
+class Tunnel(ByteRelay):
     """One upgrade request and, once the upstream agrees, its tunnel. Holds what the
-    listener's metrics and access log read of a request (``ListenerState.finished``)."""
+    listener's metrics and access log read of a request (``ListenerState.finished``);
+    reads the upstream's answer (``httptools``) until it is a 101 or has ended."""
 
     def __init__(self, down: Any, method: bytes, url: bytes,
                  headers: list[tuple[bytes, bytes]], flags: int) -> None:
-        self.down = down
-        self.listener = down.listener
+        super().__init__(down)
         self.method = method
         self.url = url
         self.headers = headers
         self.flags = flags
         self.status = 0
         self.reason = ""
-        self.tried: list[EndpointState] = []
         self.trace = None
-        self.early: list[bytes] = []  # what the client sent before upstream was there
-        self.upstream: UpstreamSide | None = None
-        self.state: EndpointState | None = None
-        self.upgraded = True  # until the upstream answers otherwise
-        self.closed = False
+        self.parser: Any = httptools.HttpResponseParser(self)
+        self.interim = False  # the answer being parsed is a 1xx other than 101
         self.counted = False
-        self.client_done = False  # each side has sent its last byte (a half-close)
-        self.upstream_done = False
         self.start_time = perf_counter()
-        self.task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self.listener.active_requests += 1
-        self.down.pause_reading("tunnel-connect")
-        self.task = self.listener.loop.create_task(self.connect())
+    @property
+    def relaying(self) -> bool:
+        return self.status == 101
 
     def refusal(self) -> tuple[int, str, str] | None:
         """Why the request may not go upstream (status, reason, detail), or None."""
@@ -194,50 +125,42 @@ class Tunnel:
             self.reply(target.status, target.reason, target.message)
             return
         upstream, state, reason = await dial_endpoint(listener, target, self.tried,
-                                                      lambda: UpstreamSide(self))
+                                                      lambda: UpstreamBytes(self))
         if self.closed:  # the client left meanwhile
             if upstream is not None:
                 upstream.transport.close()
             return
         if upstream is not None and state is not None:
-            self.upstream, self.state = upstream, state
-            state.start()
-            upstream.transport.write(
-                upgrade_head(self.method, self.url, self.headers,
-                             listener.destination.encode(), target.route)
-                + b"".join(self.early))
-            self.early = []
-            self.down.resume_reading("tunnel-connect")
-            self.touch()
+            self.connected(upstream, state, upgrade_head(
+                self.method, self.url, self.headers, listener.destination.encode(),
+                target.route))
             return
         if listener.direction == "inbound" and reason != "no_healthy_endpoint":
             reason = "local_app_refused"
         self.reply(504 if reason == "connect_timeout" else 503, reason, "")
 
-    def from_client(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is None or upstream.transport is None:
-            self.early.append(data)
+    # -- the upstream's answer (httptools callbacks) ----------------------------------
+
+    def from_upstream(self, data: bytes) -> None:
+        if self.parser is None:
             return
-        upstream.transport.write(data)
-        self.touch()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # the 101's head is complete: a tunnel
+            self.parser = None
+        except httptools.HttpParserError:
+            self.parser = None
+            self.close()
 
-    def client_eof(self) -> bool:
-        """The client finished sending: passed on inside a tunnel; True keeps the
-        connection half open. Once both sides have finished, the tunnel closes."""
-        self.client_done = True
-        upstream = self.upstream
-        if self.status == 101 and not self.upstream_done and upstream is not None \
-                and upstream.transport is not None and not upstream.closed \
-                and upstream.transport.can_write_eof():
-            upstream.transport.write_eof()  # a half-close, passed on
-            return True
-        return False
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.interim = 100 <= status < 200 and status != 101
+        if not self.interim:  # 100 Continue and the like: relayed, the answer to come
+            self.answered(status)
 
-    def touch(self) -> None:
-        """Bytes moved: the idle time starts again (the listener's head sweep)."""
-        listener = self.listener
-        self.down.head_deadline = listener.now + listener.idle_timeout
+    def on_message_complete(self) -> None:
+        if not self.interim and self.status != 101:
+            self.close()  # the upgrade was declined: one response, then close
 
     def answered(self, status: int) -> None:
         self.status = status
@@ -247,38 +170,11 @@ class Tunnel:
 
     def reply(self, status: int, reason: str, detail: str) -> None:
         """Answer the client with an error the sidecar made, and close."""
-        self.listener.count(self.listener.metrics.local_replies, reason)
         self.reason = reason
         self.answered(status)
         self.down.write(error_response(status, reason, detail))
-        self.close()
+        self.failed(reason)
 
-    def drain(self) -> None:
-        """A tunnel stays open through a drain, until the sidecar's stop grace ends."""
-
-    def set_upstream_reading(self, on: bool) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            if on:
-                upstream.transport.resume_reading()
-            else:
-                upstream.transport.pause_reading()
-
-    def close(self) -> None:
-        """Close both sides, once; give the endpoint back."""
-        if self.closed:
-            return
-        self.closed = True
-        self.listener.active_requests -= 1
-        task = self.task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.close()
-        state, cluster = self.state, self.listener.cluster
-        if state is not None and cluster is not None:
-            state.finish(None, cluster.clock())
-            if self.status >= 500 and cluster.record_outcome(state, True):
-                self.listener.count_ejection()  # it refused the upgrade with a 5xx
-        self.down.switched_closed()
+    def released(self, state: EndpointState, cluster: Any) -> None:
+        if self.status >= 500 and cluster.record_outcome(state, True):
+            self.listener.count_ejection()  # it refused the upgrade with a 5xx
