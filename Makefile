@@ -13,7 +13,8 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/proxy/settings.py src/meshlet/settings_rules.py src/meshlet/intention_rules.py src/meshlet/durations.py \
 	src/meshlet/quantities.py src/meshlet/restart_policy.py src/meshlet/runtime/oci_spec.py \
 	src/meshlet/json_limits.py src/meshlet/security/ca.py src/meshlet/security/identity.py \
-	src/meshlet/observe/exposition.py src/meshlet/observe/request_labels.py src/meshlet/proxy/pool.py \
+	src/meshlet/observe/exposition.py src/meshlet/observe/request_labels.py src/meshlet/proxy/grpc_status.py \
+	src/meshlet/proxy/pool.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
 	src/meshlet/api/kv_put_request.py src/meshlet/net/cni_request.py src/meshlet/security/acl.py \

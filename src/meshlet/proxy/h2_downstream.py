@@ -35,6 +35,7 @@ from hyperframe.frame import GoAwayFrame
 
 from meshlet.http_limits import MAX_HEAD_BYTES, MAX_HEADERS
 from meshlet.proxy.exchange import Exchange
+from meshlet.proxy.grpc_status import grpc_message, is_grpc, status_for
 from meshlet.proxy.headers import CHUNKED, HAS_HOST, HOP_BY_HOP, header_flags
 from meshlet.proxy.http import DownstreamHttp
 
@@ -51,11 +52,13 @@ class H2Stream(DownstreamHttp):
     Exchanges write HTTP/1.1; this parses that back (``httptools``) into the stream's
     HEADERS, DATA and trailers."""
 
-    def __init__(self, owner: H2Downstream, stream_id: int, is_head: bool) -> None:
+    def __init__(self, owner: H2Downstream, stream_id: int, is_head: bool,
+                 grpc: bool = False) -> None:
         super().__init__(owner.down.listener)
         self.owner = owner
         self.stream_id = stream_id
         self.is_head = is_head
+        self.grpc = grpc  # a gRPC call: the sidecar's own errors are gRPC statuses
         self.source = owner.down.source
         self.peer_ip = owner.down.peer_ip
         self.exchange: Exchange | None = None
@@ -137,11 +140,24 @@ class H2Stream(DownstreamHttp):
             return
         self.status = status
         self.in_trailers = True
+        made = next((v for k, v in self.response_headers if k == b"x-meshlet-error"), None)
+        if self.grpc and made is not None:
+            self.grpc_error(made.decode("latin-1"))
+            return
         end = self.is_head or status in (204, 304)
         self.owner.send_headers(self, [(b":status", b"%d" % status), *self.response_headers],
                                 end)
         if end:
             self.complete = True
+
+    def grpc_error(self, reason: str) -> None:
+        """The sidecar's own error as gRPC answers one: trailers only (grpc_status.py)."""
+        self.complete = True
+        self.owner.send_headers(self, [
+            (b":status", b"200"), (b"content-type", b"application/grpc"),
+            (b"grpc-status", b"%d" % status_for(reason)),
+            (b"grpc-message", grpc_message(f"meshlet: {reason}")),
+            (b"x-meshlet-error", reason.encode())], True)
 
     def on_body(self, body: bytes) -> None:
         if self.ended:
@@ -327,7 +343,8 @@ class H2Downstream:
                 fields.append((name, value))
                 flags |= header_flags(name, value)
         method = pseudo.get(b":method", b"GET")
-        stream = H2Stream(self, stream_id, method == b"HEAD")
+        content_type = next((v for k, v in fields if k == b"content-type"), b"")
+        stream = H2Stream(self, stream_id, method == b"HEAD", is_grpc(content_type))
         self.streams[stream_id] = stream
         if size > MAX_HEAD_BYTES or len(fields) > MAX_HEADERS:
             self.refuse(stream, 431, "head_too_large",
@@ -353,6 +370,11 @@ class H2Downstream:
 
     def refuse(self, stream: H2Stream, status: int, reason: str, detail: str) -> None:
         self.listener.count(self.listener.metrics.local_replies, reason)
+        if stream.grpc:
+            stream.grpc_error(reason)
+            stream.ended = True
+            self.stream_done(stream)
+            return
         body = f"{reason}: {detail}\n".encode()
         self.conn.send_headers(stream.stream_id, [
             (b":status", b"%d" % status), (b"content-type", b"text/plain"),
