@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from meshlet.proxy.grpc_status import (
     UNAVAILABLE,
     UNIMPLEMENTED,
     grpc_message,
+    grpc_timeout,
     is_grpc,
     status_for,
 )
@@ -45,3 +47,11 @@ def test_grpc_message_is_printable_ascii_and_decodes_back(text: str) -> None:
     encoded = grpc_message(text)
     assert all(0x20 <= b <= 0x7E for b in encoded)
     assert unquote_to_bytes(encoded) == text.encode()
+
+
+def test_grpc_timeouts() -> None:
+    assert grpc_timeout(b"200m") == pytest.approx(0.2)
+    assert grpc_timeout(b"1S") == 1.0 and grpc_timeout(b"2M") == 120.0
+    assert grpc_timeout(b"1H") == 3600.0 and grpc_timeout(b"5u") == pytest.approx(5e-6)
+    for bad in (b"", b"m", b"123456789m", b"1.5S", b"10x", b"-1S", b"1s"):
+        assert grpc_timeout(bad) is None

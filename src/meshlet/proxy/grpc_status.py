@@ -42,3 +42,15 @@ def grpc_message(text: str) -> bytes:
     ``%`` stays, every other byte of the UTF-8 (and ``%``) becomes ``%XX``."""
     return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b
                     for b in text.encode())
+
+
+TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+def grpc_timeout(value: bytes) -> float | None:
+    """Seconds of a ``grpc-timeout`` header (at most 8 digits and a unit: H M S m u n),
+    or None when it is not one."""
+    digits, unit = value[:-1], value[-1:]
+    if not 1 <= len(digits) <= 8 or not digits.isdigit() or unit not in TIMEOUT_UNITS:
+        return None
+    return int(digits) * TIMEOUT_UNITS[unit]

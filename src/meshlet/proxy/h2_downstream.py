@@ -35,7 +35,7 @@ from hyperframe.frame import GoAwayFrame
 
 from meshlet.http_limits import MAX_HEAD_BYTES, MAX_HEADERS
 from meshlet.proxy.exchange import Exchange
-from meshlet.proxy.grpc_status import grpc_message, is_grpc, status_for
+from meshlet.proxy.grpc_status import grpc_message, grpc_timeout, is_grpc, status_for
 from meshlet.proxy.headers import CHUNKED, HAS_HOST, HOP_BY_HOP, header_flags
 from meshlet.proxy.http import DownstreamHttp
 
@@ -365,6 +365,10 @@ class H2Downstream:
         self.listener.active_requests += 1
         self.down.head_deadline = 0.0  # busy: not idle
         ex.start()
+        if stream.grpc and stream.exchange is not None and ex.deadline > 0:
+            deadline = grpc_timeout(next((v for k, v in fields if k == b"grpc-timeout"), b""))
+            if deadline is not None and ex.cluster is not None:  # the caller's deadline
+                ex.deadline = min(ex.deadline, ex.cluster.clock() + deadline)
         if ended and stream.exchange is not None:
             ex.request_done()
 
