@@ -182,7 +182,10 @@ async def raw_frames(reader: asyncio.StreamReader, until: Callable[[list[Frame]]
     """The server's frames, decoded one by one, until ``until`` holds or EOF."""
     buffer, frames = b"", []
     while not until(frames):
-        data = await asyncio.wait_for(reader.read(65536), timeout)
+        try:
+            data = await asyncio.wait_for(reader.read(65536), timeout)
+        except ConnectionResetError:
+            break
         if not data:
             break
         buffer += data

@@ -44,6 +44,7 @@ MAX_CONCURRENT_STREAMS = 100
 NOT_IN_H2 = HOP_BY_HOP | {b"host"}
 HIGH_WATER = 256 * 1024  # response bytes a stream buffers before its upstream pauses
 RESET_LIMIT = 100  # streams a client may reset before their answer (see check_resets)
+LINGER = 1.0  # seconds a cut-off connection drops what comes before it closes
 
 
 class H2Stream(DownstreamHttp):
@@ -225,8 +226,7 @@ class H2Downstream:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
-            self.flush()  # h2 queued the GOAWAY that names the error
-            self.down.close()
+            self.cut_off()  # h2 queued the GOAWAY that names the error
             return
         for event in events:
             if self.closed:
@@ -265,6 +265,18 @@ class H2Downstream:
             self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
             self.flush()
             self.down.close()
+
+    def cut_off(self) -> None:
+        """End the connection after the GOAWAY h2 queued: its open streams go at once,
+        and what the client still sends is dropped for LINGER seconds before the socket
+        closes, so the client reads the GOAWAY rather than a reset (closing a socket
+        with unread bytes sends RST, which can overtake what was written)."""
+        self.flush()
+        self.close()
+        transport = self.down.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        self.listener.loop.call_later(LINGER, self.down.close)
 
     def close(self) -> None:
         if self.closed:
@@ -322,8 +334,7 @@ class H2Downstream:
         if self.reset_early >= RESET_LIMIT and self.reset_early * 2 >= self.opened:
             self.listener.count(self.listener.metrics.local_replies, "h2_reset_flood")
             self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self.flush()
-            self.down.close()
+            self.cut_off()
 
     def request(self, stream_id: int, headers: list[tuple[bytes, bytes]],
                 ended: bool) -> None:
