@@ -123,9 +123,13 @@ def start_meshlet(work: Path, backend: int, settings: dict[str, object], tag: st
     name = f"bootstrap-{tag}.json"
     (work / name).write_text(json.dumps(bootstrap))
     port_file = work / f"ports-{tag}.json"
+    # The admin socket's directory must be this user's alone (nginx, run as root, hands
+    # the work directory to its worker's user): a directory of its own, inside no other.
+    private = work.with_name(work.name + "-admin")
+    private.mkdir(mode=0o700, exist_ok=True)
     proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, sys.executable, "-m", "meshlet",
                              "proxy", "--bootstrap", str(work / name),
-                             "--admin", f"unix:{work / f'admin-{tag}.sock'}",
+                             "--admin", f"unix:{private / f'admin-{tag}.sock'}",
                              "--port-file", str(port_file)], env=env)
     deadline = time.monotonic() + 15
     while not port_file.exists():
@@ -387,6 +391,7 @@ def main() -> int:
         for proc in procs:
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.with_name(work.name + "-admin"), ignore_errors=True)
     return 0
 
 
