@@ -84,6 +84,24 @@ async def test_a_server_that_speaks_first_is_relayed_after_the_detect_timeout(
         await sidecar.stop(1)
 
 
+async def test_a_relay_where_neither_side_speaks_ends_at_the_head_timeout() -> None:
+    """Taken for a server that speaks first, a connection whose server says nothing
+    either is not one: it holds its upstream for the head timeout, not the idle one."""
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server, port = await start_raw_backend(mute)
+    sidecar = await sidecar_for(port, head_timeout=1.0)  # idle_timeout: the default 75 s
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                       sidecar.ports()["outbound:web"])
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, long before 75 s
+        writer.close()
+    finally:
+        await sidecar.stop(1)
+        server.close()
+
+
 async def test_a_tcp_listener_never_waits_for_the_client(banner: int) -> None:
     # Were it to wait, the greeting would come after an hour: talk() gives up at 10 s.
     sidecar = await sidecar_for(banner, protocol="tcp", detect_timeout=3600,

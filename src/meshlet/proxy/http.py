@@ -57,7 +57,7 @@ from meshlet.proxy.headers import (
 )
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import caller_service
-from meshlet.proxy.opaque import HTTP, OpaqueRelay, first_bytes_kind, opaque_allowed
+from meshlet.proxy.opaque import HTTP, SILENT, OpaqueRelay, first_bytes_kind, opaque_allowed
 from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ class DownstreamHttp:
         if self.detecting and self.switched is None:  # not a byte yet
             if listener.detect_timeout < listener.head_timeout and opaque_allowed(listener):
                 self.detecting = False
-                self.relay_opaque(b"", "silent")  # the server may speak first
+                self.relay_opaque(b"", SILENT)  # the server may speak first
             elif listener.now < self.opened_at + listener.head_timeout:
                 self.head_deadline = self.opened_at + listener.head_timeout  # wait on
             else:

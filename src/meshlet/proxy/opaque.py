@@ -13,7 +13,9 @@ Opaque bytes cannot be judged per request, so a listener that enforces what only
 shows (L7 intentions, a rate limit) refuses them and keeps waiting for HTTP instead:
 detection must never be a way around a rule. L4 intentions apply to the connection, as
 on a ``tcp`` listener. An opaque connection closes when either side does, or when
-nothing moves for the listener's ``idle_timeout``.
+nothing moves for the listener's ``idle_timeout``; one taken for a server that speaks
+first, when neither side has sent a byte within the listener's ``head_timeout`` (a server
+that speaks first does so at once), so silent connections hold no upstream for long.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from meshlet.proxy.byte_relay import ByteRelay, UpstreamBytes
 from meshlet.proxy.dial import dial_endpoint
 from meshlet.proxy.partition import Refusal
 
-HTTP, OPAQUE, TLS = "http", "opaque", "tls"
+HTTP, OPAQUE, TLS, SILENT = "http", "opaque", "tls", "silent"
 HTTP_FIRST = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n")
 TLS_HANDSHAKE = 0x16
 
@@ -65,5 +67,7 @@ class OpaqueRelay(ByteRelay):
                 return
             if upstream is not None and state is not None:
                 self.connected(upstream, state, b"")
+                if self.kind == SILENT:  # a server that speaks first does so at once
+                    self.down.head_deadline = listener.now + listener.head_timeout
                 return
         self.failed(reason)
