@@ -32,8 +32,6 @@ from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.partition import Refusal
 from meshlet.proxy.request_view import RequestView
 
-UPGRADE_REFUSED = "upgrade_refused"  # a pipelined or malformed upgrade request
-
 
 def upgrade_head(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  host: bytes, route: Any = None) -> bytes:
