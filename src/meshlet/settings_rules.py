@@ -17,6 +17,13 @@ import re
 from collections.abc import Callable, Sequence, Sized
 from typing import Any, Protocol, TypeVar
 
+# The gRPC statuses ``retry_on`` may name, by Envoy's names for them, with their codes.
+GRPC_RETRYABLE = {"cancelled": 1, "deadline-exceeded": 4, "internal": 13,
+                  "resource-exhausted": 8, "unavailable": 14}
+
+# What a service speaks: HTTP/1.1 (the sidecar takes HTTP/2 from callers too), HTTP/2
+# to its endpoints (``http2``; ``grpc`` is that, for gRPC), or bytes (``tcp``).
+PROTOCOLS = ("http", "http2", "grpc", "tcp")
 LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request",
                "peak_ewma", "ring_hash", "maglev", "locality")
 # A model-level rule's message that names its field: "routes.0.split: must ...".
@@ -141,15 +148,20 @@ def is_prime(n: int) -> bool:
 
 
 def status_list(value: Any) -> Any:
-    """``"502,503"`` (as the CLI sends it) or a single code, as a list; others as given."""
+    """``"502,503,unavailable"`` (as the CLI sends it) or a single code, as a list of
+    HTTP statuses (ints) and gRPC status names; others as given."""
     if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError("expected status codes such as 502,503") from None
+        return [_status_item(v) for v in value.split(",") if v.strip()]
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
+    if isinstance(value, (list, tuple)):
+        return [_status_item(v) if isinstance(v, str) else v for v in value]
     return value
+
+
+def _status_item(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.isdigit() else text.lower()
 
 
 def finite_bound(value: Any) -> Any:
@@ -206,9 +218,13 @@ def check_ranges(ranges: Sequence[RangeLike], numeric: bool) -> None:
         previous_to = high
 
 
-def check_retry_on(codes: Sequence[int]) -> None:
+def check_retry_on(codes: Sequence[int | str]) -> None:
     for code in codes:
-        if not 500 <= code <= 599 and code != 429:
+        if isinstance(code, str):
+            if code not in GRPC_RETRYABLE:
+                raise ValueError(f"retry_on: {code!r} is not a gRPC status a retry may name "
+                                 f"({', '.join(GRPC_RETRYABLE)})")
+        elif not 500 <= code <= 599 and code != 429:
             raise ValueError(f"retry_on: {code} is not a 5xx status or 429")
 
 

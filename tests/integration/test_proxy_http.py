@@ -313,7 +313,7 @@ async def test_no_endpoints_is_a_named_503(session: aiohttp.ClientSession) -> No
         assert request_series(await fetch_metrics(sidecar)) == [(
             {"direction": "outbound", "source": "client", "destination": "web",
              "destination_instance": "", "code": "503", "response_class": "5xx",
-             "reason": "no_healthy_endpoint"}, 1.0)]
+             "reason": "no_healthy_endpoint", "grpc_status": ""}, 1.0)]
     finally:
         await sidecar.stop(1)
 

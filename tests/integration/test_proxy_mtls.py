@@ -136,10 +136,10 @@ async def test_both_sidecars_name_the_service_pair_in_their_request_series(
     served = request_series(render(mesh.destination.metrics.registry).decode())
     assert sent == [({"direction": "outbound", "source": "client", "destination": "web",
                       "destination_instance": f"web-{mesh.inbound}", "code": "200",
-                      "response_class": "2xx", "reason": ""}, 3.0)]
+                      "response_class": "2xx", "reason": "", "grpc_status": ""}, 3.0)]
     assert served == [({"direction": "inbound", "source": "client", "destination": "web",
                         "destination_instance": "web-0", "code": "200",
-                        "response_class": "2xx", "reason": ""}, 3.0)]
+                        "response_class": "2xx", "reason": "", "grpc_status": ""}, 3.0)]
 
 
 async def test_callers_without_a_valid_certificate_are_refused(

@@ -46,8 +46,9 @@ def test_two_services_on_one_load_balancer_port_the_earlier_keeps_it() -> None:
 
 
 def test_port_names_say_the_protocol_as_istio_reads_them() -> None:
-    assert [port_protocol(n) for n in (None, "http", "tcp", "tcp-db", "tcpx", "grpc")] == \
-        ["http", "http", "tcp", "tcp", "http", "http"]
+    assert [port_protocol(n) for n in (None, "http", "tcp", "tcp-db", "tcpx", "grpc",
+                                       "grpc-web", "http2-api", "http2x")] == \
+        ["http", "http", "tcp", "tcp", "http", "grpc", "grpc", "http2", "http"]
     found = published_ports([service("db", "NodePort",
                                       {"port": 5432, "name": "tcp-pg", "nodePort": 30432})])
     assert found == [Published(30432, "db", 5432, "tcp")]

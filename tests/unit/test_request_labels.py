@@ -27,9 +27,18 @@ def test_a_request_series_names_both_services_the_instance_status_and_reason() -
     assert dict(zip(REQUEST_LABELS, labels, strict=True)) == {
         "direction": "outbound", "source": "frontend", "destination": "catalog",
         "destination_instance": "catalog-1", "code": "504", "response_class": "5xx",
-        "reason": "connect_timeout"}
+        "reason": "connect_timeout", "grpc_status": ""}
     assert duration_labels("outbound", "frontend", "catalog") == \
         ("outbound", "frontend", "catalog")
+
+
+def test_a_grpc_calls_status_is_a_label_of_at_most_seventeen_values_and_unknown() -> None:
+    def grpc(code: int) -> str:
+        labels = request_labels("outbound", "a", "b", "b-1", 200, "", code)
+        return dict(zip(REQUEST_LABELS, labels, strict=True))["grpc_status"]
+
+    assert [grpc(c) for c in (-1, 0, 14, 16, 17, 2**31 - 1)] == \
+        ["", "0", "14", "16", "unknown", "unknown"]
 
 
 def test_inbound_callers_are_named_up_to_a_bound_then_counted_as_other() -> None:
@@ -58,5 +67,5 @@ def test_the_exposition_carries_every_label() -> None:
     m.requests.inc(request_labels("outbound", "frontend", "catalog", "catalog-1", 200, ""))
     text = render(m.registry).decode()
     assert ('meshlet_proxy_requests_total{code="200",destination="catalog",'
-            'destination_instance="catalog-1",direction="outbound",reason="",'
-            'response_class="2xx",source="frontend"} 1.0') in text
+            'destination_instance="catalog-1",direction="outbound",grpc_status="",'
+            'reason="",response_class="2xx",source="frontend"} 1.0') in text

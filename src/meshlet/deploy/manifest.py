@@ -24,6 +24,7 @@ from pydantic import (
 from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.quantities import parse_cpus, parse_memory
+from meshlet.settings_rules import PROTOCOLS
 from meshlet.state.machine import SERVICE_NAME
 
 
@@ -81,7 +82,7 @@ class ServiceSpec(Strict):
     upstreams: list[str] = []
     check: CheckSpec | None = None
     env: dict[str, str] = {}
-    protocol: Literal["http", "tcp"] = "http"
+    protocol: Literal[PROTOCOLS] = "http"  # type: ignore[valid-type]
     weight: int = Field(default=1, ge=0, le=10000)
     tags: list[str] = []
     meta: dict[str, str] = {}

@@ -29,8 +29,12 @@ class Published:
 
 
 def port_protocol(name: str | None) -> str:
-    return "tcp" if name is not None and (name == "tcp" or name.startswith("tcp-")) \
-        else "http"
+    """What a Service port's name says it speaks (Istio's convention: ``grpc``,
+    ``grpc-web``…, ``http2-…``, ``tcp-…``); HTTP otherwise."""
+    for protocol in ("tcp", "grpc", "http2"):
+        if name is not None and (name == protocol or name.startswith(f"{protocol}-")):
+            return protocol
+    return "http"
 
 
 def chosen_node_port(service: str, port: int, taken: set[int]) -> int | None:

@@ -33,10 +33,14 @@ def request_path(target: bytes) -> str:
 
 def access_line(unix: float, direction: str, source: str, destination: str, method: str,
                 path: str, status: int, reason: str, upstream: str | None, attempts: int,
-                seconds: float, trace_id: str | None, span_id: str | None) -> str:
-    return json.dumps({
+                seconds: float, trace_id: str | None, span_id: str | None,
+                grpc_status: int = -1) -> str:
+    """One JSON line; ``grpc_status`` only for a gRPC call (-1: not one)."""
+    line: dict[str, object] = {
         "ts": rfc3339(unix), "direction": direction, "source": source,
         "destination": destination, "method": method, "path": path, "status": status,
         "reason": reason, "upstream": upstream, "attempts": attempts,
-        "duration_ms": round(seconds * 1000, 3), "trace_id": trace_id, "span_id": span_id},
-        separators=(",", ":"), ensure_ascii=True)
+        "duration_ms": round(seconds * 1000, 3), "trace_id": trace_id, "span_id": span_id}
+    if grpc_status >= 0:
+        line["grpc_status"] = grpc_status
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=True)

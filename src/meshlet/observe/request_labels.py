@@ -1,7 +1,7 @@
 """The labels of the sidecar's request series, and what keeps each bounded; pure.
 
 ``meshlet_proxy_requests_total`` carries ``direction, source, destination,
-destination_instance, code, response_class, reason``; the duration histogram
+destination_instance, code, response_class, reason, grpc_status``; the duration histogram
 ``direction, source, destination``. Linkerd's ``response_total`` and Envoy's
 ``upstream_rq`` are the models: a dashboard draws a service pair from one series
 without joining tables, and no label takes a value a caller can choose freely.
@@ -17,7 +17,9 @@ without joining tables, and no label takes a value a caller can choose freely.
 - ``response_class``: ``2xx`` … ``5xx`` (``1xx`` for interim-only, ``none`` for 0);
 - ``reason``: "" when the upstream answered, else the sidecar's own reason token
   (``no_healthy_endpoint``, ``connect_timeout``, ``upstream_reset`` …; a fixed set
-  written in the code, never read from the wire).
+  written in the code, never read from the wire);
+- ``grpc_status``: a gRPC call's status code (0 to 16; ``unknown`` for a value outside
+  them), "" for other requests.
 
 No path, method or header label: those are unbounded unless a route names them.
 """
@@ -25,7 +27,7 @@ No path, method or header label: those are unbounded unless a route names them.
 from __future__ import annotations
 
 REQUEST_LABELS = ("direction", "source", "destination", "destination_instance", "code",
-                  "response_class", "reason")
+                  "response_class", "reason", "grpc_status")
 DURATION_LABELS = ("direction", "source", "destination")
 UNKNOWN = "unknown"  # an inbound caller without an identity (no mutual TLS)
 OTHER = "other"  # inbound callers past MAX_SOURCES
@@ -51,11 +53,21 @@ def source_label(caller: str, seen: set[str]) -> str:
     return OTHER
 
 
+MAX_GRPC_STATUS = 16  # UNAUTHENTICATED, the last code gRPC defines
+
+
+def grpc_label(code: int) -> str:
+    """The ``grpc_status`` of a request whose gRPC status is ``code`` (-1: not gRPC)."""
+    if code < 0:
+        return ""
+    return str(code) if code <= MAX_GRPC_STATUS else "unknown"
+
+
 def request_labels(direction: str, source: str, destination: str, instance: str,
-                   status: int, reason: str) -> tuple[str, ...]:
+                   status: int, reason: str, grpc_code: int = -1) -> tuple[str, ...]:
     """One request series' label values, in REQUEST_LABELS order."""
     return (direction, source, destination, instance, str(status), response_class(status),
-            reason)
+            reason, grpc_label(grpc_code))
 
 
 def duration_labels(direction: str, source: str, destination: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from meshlet.errors import ConfigError
 from meshlet.http_limits import HEAD_TIMEOUT
 from meshlet.intention_rules import ACTIONS, Intention, IntentionError
 from meshlet.proxy.settings import effective
+from meshlet.settings_rules import PROTOCOLS
 
 MAX_HEAD_TIMEOUT = 3600.0  # and for idle_timeout
 # Seconds a kept-alive client connection may sit idle between requests, as nginx's
@@ -152,7 +153,7 @@ def listener_from_dict(d: Any) -> ListenerConfig:
                                  DETECT_TIMEOUT))
     if lc.direction not in ("inbound", "outbound"):
         raise ConfigError(f"listener {lc.name}: bad direction {lc.direction!r}", "listeners")
-    if lc.protocol not in ("http", "tcp"):
+    if lc.protocol not in PROTOCOLS:
         raise ConfigError(f"listener {lc.name}: bad protocol {lc.protocol!r}", "listeners")
     return lc
 

@@ -50,7 +50,8 @@ class Connector:
                 return ""
             transport, _ = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: protocol, endpoint.address, endpoint.port, ssl=tls.client,
+                    lambda: protocol, endpoint.address, endpoint.port,
+                    ssl=self.client_context(),
                     server_hostname="", ssl_handshake_timeout=max(timeout, 0.001)),
                 timeout)
         except TimeoutError:
@@ -65,6 +66,10 @@ class Connector:
             transport.close()
             return "tls_identity"
         return ""
+
+    def client_context(self) -> ssl.SSLContext:
+        """The TLS context to dial with: HTTP/1.1 by ALPN (``h2_upstream``'s offers h2)."""
+        return cast(ssl.SSLContext, self.tls.client)
 
     def upstream(self, pool: ConnectionPool, key: tuple[str, int]) -> UpstreamHttp:
         """A new connection of ``pool`` to endpoint ``key``, not open yet."""

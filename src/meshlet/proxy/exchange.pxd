@@ -11,7 +11,7 @@ cdef class Exchange:
     cdef public double attempt_time, deadline, try_deadline, start_time
     cdef public bint body_done, chunked, discarding, finished, got_response_bytes, interim
     cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
-    cdef public int flags, framing, status
+    cdef public int flags, framing, grpc_status, status
     cdef public Py_ssize_t pending_size, sent_size
     cdef public object connect_task, loop, relay_head, target, trace
     cdef public Cluster cluster
@@ -33,7 +33,7 @@ cdef class Exchange:
     cpdef emit(self, bytes data)
     cpdef request_body(self, bytes body)
     cpdef request_done(self)
-    cpdef int retry_verdict(self, bint not_processed)
+    cpdef int retry_verdict(self, bint not_processed, bint opted_in=*)
     cpdef retry_or_fail(self, str reason, int status, bint not_processed)
     cpdef schedule_retry(self, str reason)
     cpdef attempt_if_live(self)

@@ -87,6 +87,7 @@ class Exchange:
         "flags",
         "framing",
         "got_response_bytes",
+        "grpc_status",
         "headers",
         "interim",
         "is_head",
@@ -157,6 +158,7 @@ class Exchange:
         self.framing = FRAMING_NONE
         self.finished = False
         self.got_response_bytes = False
+        self.grpc_status = -1  # a gRPC call's status, once known (metrics, access log)
         self.interim = False
         self.discarding = False
         self.connect_task: asyncio.Task[None] | None = None
@@ -239,7 +241,7 @@ class Exchange:
         state = cluster.pick(self.target, self.tried)
         if state is None:
             reason = self.last_error or "no_healthy_endpoint"
-            if reason.startswith("status_"):  # retrying a 5xx, and the endpoints ran out
+            if reason.startswith(("status_", "grpc_")):  # retrying, and the endpoints ran out
                 self.local_reply(503, "no_healthy_endpoint",
                                  f"no endpoint left to retry after {reason}")
                 return
@@ -338,7 +340,8 @@ class Exchange:
                 self.down.pause_reading("buffer")
 
     def request_body(self, body: bytes) -> None:
-        self.emit(chunk(body) if self.chunked else body)
+        if body:  # an empty chunk would end a chunked body (HTTP/2 sends empty DATA)
+            self.emit(chunk(body) if self.chunked else body)
 
     def request_done(self) -> None:
         self.body_done = True
@@ -347,9 +350,10 @@ class Exchange:
 
     # -- retries ----------------------------------------------------------------------
 
-    def retry_verdict(self, not_processed: bool) -> int:
+    def retry_verdict(self, not_processed: bool, opted_in: bool = False) -> int:
         """``decide_retry``'s answer for this request; a refusal is counted, and a first
-        retry claims its place under the retry breaker."""
+        retry claims its place under the retry breaker. ``opted_in``: the outcome is one
+        ``retry_on`` names for any method (a gRPC status: every call is a POST)."""
         cluster = self.cluster
         if cluster is None or self.target is None:
             return NOT_RETRYABLE
@@ -359,7 +363,8 @@ class Exchange:
             replayable=self.sent is not None and not self.response_started,
             endpoint_left=cluster.untried(self.target, self.tried), method=self.method,
             not_processed=not_processed,
-            non_idempotent=cluster.settings.retry_non_idempotent, budget=cluster.budget,
+            non_idempotent=opted_in or cluster.settings.retry_non_idempotent,
+            budget=cluster.budget,
             now=cluster.clock(), breaker_room=self.retrying or pool.retry_room())
         if verdict == RETRY:
             if not self.retrying:
@@ -481,6 +486,32 @@ class Exchange:
             return False  # pass the upstream's own answer on instead
         self.last_error = error.decode() if error else f"status_{status}"
         return True
+
+    def should_retry_grpc(self, code: int) -> bool:
+        """Whether a trailers-only gRPC answer with status ``code`` is to be retried: one
+        ``retry_on`` names (``unavailable``, ``resource-exhausted``…), on an outbound
+        listener, when a retry is allowed."""
+        cluster = self.cluster
+        if cluster is None or self.listener.direction != "outbound" \
+                or code not in cluster.settings.retry_on_grpc:
+            return False
+        if self.retry_verdict(False, True) != RETRY:
+            return False
+        self.last_error = f"grpc_status_{code}"
+        return True
+
+    def response_trailers(self, trailers: list[tuple[bytes, bytes]],
+                          upstream_keep_alive: bool) -> None:
+        """The end of a response with trailers (from an HTTP/2 upstream: a gRPC status):
+        they close a chunked body; another framing has no place for them."""
+        if self.framing == FRAMING_CHUNKED and not self.discarding and not self.finished:
+            parts = [b"0\r\n"]
+            for name, value in trailers:
+                parts += (name, b": ", value, b"\r\n")
+            parts.append(b"\r\n")
+            self.down.write(b"".join(parts))
+            self.framing = FRAMING_RAW  # the body's end is written
+        self.response_done(upstream_keep_alive)
 
     def response_body(self, body: bytes) -> None:
         if self.discarding or self.finished:

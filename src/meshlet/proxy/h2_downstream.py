@@ -22,6 +22,7 @@ not the connection.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import h2.config
@@ -36,6 +37,7 @@ from hyperframe.frame import GoAwayFrame
 from meshlet.http_limits import MAX_HEAD_BYTES, MAX_HEADERS
 from meshlet.proxy.exchange import Exchange
 from meshlet.proxy.grpc_status import grpc_message, grpc_timeout, is_grpc, status_for
+from meshlet.proxy.h2_window import opened, send_windowed
 from meshlet.proxy.headers import CHUNKED, HAS_HOST, HOP_BY_HOP, header_flags
 from meshlet.proxy.http import DownstreamHttp
 
@@ -68,7 +70,8 @@ class H2Stream(DownstreamHttp):
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.trailers: list[tuple[bytes, bytes]] = []
         self.in_trailers = False
-        self.out: list[bytes] = []  # response data waiting for the client's window
+        self.head_pending: list[tuple[bytes, bytes]] | None = None  # a gRPC head held
+        self.out: deque[bytes] = deque()  # response data waiting for the client's window
         self.out_size = 0
         self.ended = False  # END_STREAM sent (or the stream reset)
         self.complete = False  # the exchange's response was parsed whole
@@ -146,17 +149,23 @@ class H2Stream(DownstreamHttp):
             self.grpc_error(made.decode("latin-1"))
             return
         end = self.is_head or status in (204, 304)
-        self.owner.send_headers(self, [(b":status", b"%d" % status), *self.response_headers],
-                                end)
+        head = [(b":status", b"%d" % status), *self.response_headers]
+        if self.grpc and not end:  # held until a message comes: trailers-only otherwise
+            self.head_pending = head
+            return
+        self.owner.send_headers(self, head, end)
         if end:
             self.complete = True
 
     def grpc_error(self, reason: str) -> None:
         """The sidecar's own error as gRPC answers one: trailers only (grpc_status.py)."""
         self.complete = True
+        code = status_for(reason)
+        if self.exchange is not None:
+            self.exchange.grpc_status = code
         self.owner.send_headers(self, [
             (b":status", b"200"), (b"content-type", b"application/grpc"),
-            (b"grpc-status", b"%d" % status_for(reason)),
+            (b"grpc-status", b"%d" % code),
             (b"grpc-message", grpc_message(f"meshlet: {reason}")),
             (b"x-meshlet-error", reason.encode())], True)
 
@@ -318,9 +327,7 @@ class H2Downstream:
                     self.reset_early += 1
                     self.check_resets()
         elif isinstance(event, h2.events.WindowUpdated):
-            streams = list(self.streams.values()) if event.stream_id == 0 else \
-                [s for s in (self.streams.get(event.stream_id),) if s is not None]
-            for stream in streams:
+            for stream in opened(self.streams, event.stream_id):
                 self.send_data(stream)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.down.close()
@@ -420,19 +427,19 @@ class H2Downstream:
             return
         conn, sid = self.conn, stream.stream_id
         try:
-            while stream.out:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                chunk = stream.out[0]
-                if len(chunk) > window:
-                    stream.out[0] = chunk[window:]
-                    chunk = chunk[:window]
-                else:
-                    stream.out.pop(0)
-                stream.out_size -= len(chunk)
-                conn.send_data(sid, chunk)
-            if not stream.out and stream.complete:
+            head = stream.head_pending
+            if head is not None and (stream.out or stream.complete):
+                stream.head_pending = None
+                if not stream.out and stream.complete:  # no message: trailers-only
+                    head += stream.trailers
+                    stream.trailers = []
+                conn.send_headers(sid, head, end_stream=stream.complete and not stream.out)
+                if stream.complete and not stream.out:
+                    stream.ended = True
+                    self.stream_done(stream)
+            if stream.out and not stream.ended:
+                stream.out_size -= send_windowed(conn, sid, stream.out, False)
+            if not stream.out and stream.complete and not stream.ended:
                 if stream.trailers:
                     conn.send_headers(sid, stream.trailers, end_stream=True)
                 else:

@@ -24,5 +24,5 @@ cdef class ListenerState:
 
     cpdef observe_endpoint(self, EndpointState state, long status, double seconds)
     cpdef finished(self, ex, double seconds)
-    cpdef tuple label_pair(self, int status, str reason, str peer)
+    cpdef tuple label_pair(self, int status, str reason, str peer, int grpc=*)
     cpdef str denied(self, str source, ex=*)

@@ -62,7 +62,7 @@ class ListenerState:
         self.max_connections = int(config.max_connections)
         self.now = time.monotonic()  # the ticker's clock (sidecar.tick), TICK-coarse
         self.next_head_sweep = 0.0
-        self.sweeps_heads = config.protocol == "http"
+        self.sweeps_heads = config.protocol != "tcp"
         # Tracing, set by the sidecar from its own service's settings (None: off).
         # The sidecar's own service and instance, set by the sidecar: the source of
         # outbound requests, the destination instance of inbound ones.
@@ -74,7 +74,7 @@ class ListenerState:
         self.span_kind = SERVER if self.direction == "inbound" else CLIENT
         # Label tuples made once, not per request: the request and duration labels by
         # (status, reason, caller or endpoint), the endpoint labels by endpoint.
-        self._request_labels: dict[tuple[int, str, str], tuple[Any, Any]] = {}
+        self._request_labels: dict[tuple[int, str, str, int], tuple[Any, Any]] = {}
         self._sources: set[str] = set()  # inbound callers named in labels (bounded)
         self._endpoint_labels: dict[str, tuple[str, str, str]] = {}  # see configure
         # The hot metrics held here as well: typed in listener.pxd, so the compiled
@@ -162,19 +162,22 @@ class ListenerState:
         else:
             tried = ex.tried
             peer = tried[-1].endpoint.id if tried else ""
-        pair = self._request_labels.get((status, ex.reason, peer))
+        grpc = ex.grpc_status
+        pair = self._request_labels.get((status, ex.reason, peer, grpc))
         if pair is None:
-            pair = self.label_pair(status, ex.reason, peer)
+            pair = self.label_pair(status, ex.reason, peer, grpc)
         self._requests.inc(pair[0])
         self._duration.observe(pair[1], seconds)
         trace = ex.trace
         if trace is not None and trace.sampled and self.exporter is not None:
             self.record_span(ex, seconds)
         mode = self.log_mode
-        if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500)):
+        if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500
+                                                   or ex.grpc_status > 0)):
             self.log_access(ex, seconds)
 
-    def label_pair(self, status: int, reason: str, peer: str) -> tuple[Any, Any]:
+    def label_pair(self, status: int, reason: str, peer: str,
+                   grpc: int = -1) -> tuple[Any, Any]:
         """The request and duration labels of a request answered ``status`` for
         ``reason`` ("" when the upstream answered), from ``peer``: the caller's service
         inbound, the answering endpoint outbound (see observe/request_labels.py)."""
@@ -185,9 +188,9 @@ class ListenerState:
         cache = self._request_labels
         if len(cache) >= MAX_LABEL_KEYS:
             cache.clear()
-        pair = cache[(status, reason, peer)] = (
+        pair = cache[(status, reason, peer, grpc)] = (
             request_labels(self.direction, source, self.destination, instance, status,
-                           reason),
+                           reason, grpc),
             duration_labels(self.direction, source, self.destination))
         return pair
 
@@ -221,7 +224,7 @@ class ListenerState:
             time.time(), self.direction, ex.down.source if inbound else self.service,
             self.destination, ex.method.decode("latin-1"), request_path(ex.url), ex.status,
             ex.reason, ex.tried[-1].endpoint.id if ex.tried else None, len(ex.tried),
-            seconds, trace_id, span_id))
+            seconds, trace_id, span_id, ex.grpc_status))
 
     def expire(self, now: float) -> None:
         """Time out every exchange whose overall or per-try deadline has passed, and

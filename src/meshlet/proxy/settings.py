@@ -25,6 +25,7 @@ from meshlet.durations import parse_duration
 from meshlet.errors import ConfigError
 from meshlet.settings_rules import (
     FIELD_PREFIX,
+    GRPC_RETRYABLE,
     LB_POLICIES,
     MAX_COUNT,
     MAX_DURATION,
@@ -33,6 +34,7 @@ from meshlet.settings_rules import (
     MAX_ROUTES,
     MAX_SPLITS,
     MAX_STATUSES,
+    PROTOCOLS,
     at_least,
     at_most,
     check_backoff,
@@ -167,6 +169,14 @@ def _ruled(rule: Callable[[Any], Any] | None, value: Any, path: list[str]) -> An
         return rule(value)
     except ValueError as exc:
         raise Invalid(path, str(exc)) from None
+
+
+def status_or_name(value: Any, path: list[str]) -> int | str:
+    """An HTTP status, or a gRPC status's name (``check_retry_on`` knows which)."""
+    if isinstance(value, str):
+        return value
+    result: int = integer()(value, path)
+    return result
 
 
 def list_of(inner: Check, before: Callable[[Any], Any] | None = None,
@@ -357,7 +367,7 @@ class Settings:
     ewma_decay: float = field(default=10.0, metadata=checked(SECONDS))
     locality_min_healthy: float = field(default=0.7, metadata=checked(number(ge=0.0, le=1.0)))
     locality_max_outstanding: int = field(default=100, metadata=checked(count(ge=1)))
-    protocol: str = field(default="http", metadata=checked(choice("http", "tcp")))
+    protocol: str = field(default="http", metadata=checked(choice(*PROTOCOLS)))
     # timeouts
     connect_timeout: float = field(default=1.0, metadata=checked(SECONDS))
     request_timeout: float = field(default=15.0, metadata=checked(SECONDS))
@@ -365,8 +375,9 @@ class Settings:
     idle_timeout: float = field(default=60.0, metadata=checked(SECONDS))
     # retries
     retries: int = field(default=2, metadata=checked(integer(ge=0, le=10)))
-    retry_on: list[int] = field(default_factory=list, metadata=checked(
-        list_of(integer(), before=status_list, rule=limited(MAX_STATUSES, "status codes"))))
+    retry_on: list[int | str] = field(default_factory=list, metadata=checked(
+        list_of(status_or_name, before=status_list,
+                rule=limited(MAX_STATUSES, "status codes"))))
     retry_non_idempotent: bool = field(default=False, metadata=checked(boolean))
     retry_backoff: float = field(default=0.025, metadata=checked(SECONDS_OR_ZERO))
     retry_backoff_max: float = field(default=0.25, metadata=checked(SECONDS_OR_ZERO))
@@ -395,6 +406,12 @@ class Settings:
     tracing_endpoint: str | None = field(default=None, metadata=checked(
         optional(rule_of(text(), otlp_endpoint))))
     trace_sampling: float = field(default=1.0, metadata=checked(number(ge=0.0, le=1.0)))
+
+    @property
+    def retry_on_grpc(self) -> frozenset[int]:
+        """The gRPC statuses ``retry_on`` names (``unavailable``…), as codes."""
+        return frozenset(GRPC_RETRYABLE[name] for name in self.retry_on
+                         if isinstance(name, str))
 
     def __post_init__(self) -> None:
         check_retry_on(self.retry_on)

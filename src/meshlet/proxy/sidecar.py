@@ -22,6 +22,7 @@ from meshlet.observe.otlp import SpanCounters, SpanExporter
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.proxy.cluster import Cluster
 from meshlet.proxy.config import ClusterConfig, Snapshot, cluster_key
+from meshlet.proxy.h2_upstream import H2_PROTOCOLS, H2Connector
 from meshlet.proxy.http import DownstreamHttp
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import MeshTls
@@ -64,8 +65,10 @@ class Sidecar:
             state = ListenerState(lc, cluster, self.metrics, loop)
             state.service = self.snapshot.service
             state.instance = self.snapshot.instance
-            factory: Any = (lambda s=state: DownstreamHttp(s)) if lc.protocol == "http" \
-                else (lambda s=state: DownstreamTcp(s))
+            factory: Any = (lambda s=state: DownstreamTcp(s)) if lc.protocol == "tcp" \
+                else (lambda s=state: DownstreamHttp(s))
+            if lc.protocol in H2_PROTOCOLS:
+                state.connector = H2Connector(loop)
             tls: dict[str, Any] = {}
             if lc.direction == "inbound":
                 state.set_intentions(self.snapshot.intentions)
@@ -112,7 +115,7 @@ class Sidecar:
             if self.tracer is None or self.tracer.ratio != settings.trace_sampling:
                 self.tracer = Tracer(settings.trace_sampling, random.Random())
         for state in self.listeners:
-            http = state.config.protocol == "http"
+            http = state.config.protocol != "tcp"
             state.tracer = self.tracer if http else None
             state.exporter = self.exporter if http else None
 

@@ -84,6 +84,7 @@ class Tunnel(ByteRelay):
         self.flags = flags
         self.status = 0
         self.reason = ""
+        self.grpc_status = -1  # never a gRPC call: for the request series
         self.trace = None
         self.parser: Any = httptools.HttpResponseParser(self)
         self.interim = False  # the answer being parsed is a 1xx other than 101

@@ -33,6 +33,7 @@ from meshlet.settings_rules import (
     MAX_ROUTES,
     MAX_SPLITS,
     MAX_STATUSES,
+    PROTOCOLS,
     check_backoff,
     check_maglev_size,
     check_partition,
@@ -57,7 +58,7 @@ def _duration(value: Any) -> float:
         raise ValueError(exc.message.removeprefix("duration: ")) from None
 
 
-StatusList = Annotated[list[int], BeforeValidator(status_list),
+StatusList = Annotated[list[int | str], BeforeValidator(status_list),
                       AfterValidator(limited(MAX_STATUSES, "status codes"))]
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=MAX_DURATION)]
 PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=MAX_DURATION)]
@@ -144,7 +145,7 @@ class Settings(Strict):
     ewma_decay: PositiveDuration = 10.0
     locality_min_healthy: float = Field(default=0.7, ge=0.0, le=1.0)
     locality_max_outstanding: Count = Field(default=100, ge=1)
-    protocol: Literal["http", "tcp"] = "http"
+    protocol: Literal[PROTOCOLS] = "http"  # type: ignore[valid-type]
     # timeouts
     connect_timeout: PositiveDuration = 1.0
     request_timeout: PositiveDuration = 15.0

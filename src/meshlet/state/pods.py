@@ -26,6 +26,7 @@ from meshlet.kube_objects import (
     is_dns1123_label,
     is_dns1123_subdomain,
 )
+from meshlet.settings_rules import PROTOCOLS
 from meshlet.state.commands import PodCreate, PodDelete, PodReport, PodTerminate
 from meshlet.state.networks import OWNER_NAME
 from meshlet.state.objects import ObjectTable, non_negative
@@ -110,8 +111,8 @@ def check_container(container: object) -> None:
         _text(value, f"{at}.env.{key}")
     if container["port"] is not None:
         _port(container["port"], f"{at}.port")
-    if container["protocol"] not in ("http", "tcp"):
-        raise ConfigError(f"{at}.protocol: http or tcp", f"{at}.protocol")
+    if container["protocol"] not in PROTOCOLS:
+        raise ConfigError(f"{at}.protocol: one of {', '.join(PROTOCOLS)}", f"{at}.protocol")
     _check_probe(container["readiness"], f"{at}.readiness")
     _check_probe(container["liveness"], f"{at}.liveness")
     memory = container["memory"]
