@@ -112,10 +112,11 @@ ALL_FEATURES = {
 
 
 def start_meshlet(work: Path, backend: int, settings: dict[str, object], tag: str = "0",
-                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+                  env: dict[str, str] | None = None,
+                  protocol: str = "http") -> tuple[subprocess.Popen[bytes], int]:
     bootstrap = {"version": 1, "service": "bench", "instance": "bench-0",
                  "listeners": [{"name": "backend", "direction": "outbound",
-                                "host": "127.0.0.1", "port": 0, "protocol": "http"}],
+                                "host": "127.0.0.1", "port": 0, "protocol": protocol}],
                  "clusters": {"outbound:backend": {"name": "backend", "settings": settings,
                                                    "endpoints": [{"id": "b",
                                                                   "address": "127.0.0.1",
@@ -210,7 +211,10 @@ def envoy_path() -> str | None:
         return shutil.which("envoy")
 
 
-def start_envoy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:
+def start_envoy(work: Path, backend: int, upstream_h2: bool = False,
+                tag: str = "") -> tuple[subprocess.Popen[bytes], int] | None:
+    """Envoy as its docs set up a lean edge proxy: one worker, the router filter only;
+    ``upstream_h2``: HTTP/2 (prior knowledge) to the backend, as for gRPC."""
     binary = envoy_path()
     if binary is None:
         return None
@@ -239,10 +243,17 @@ def start_envoy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]
                 "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [{
                     "endpoint": {"address": {"socket_address": {
                         "address": "127.0.0.1", "port_value": backend}}}}]}]}}]}}
-    (work / "envoy.json").write_text(json.dumps(config))
-    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, binary, "-c", str(work / "envoy.json"),
+    if upstream_h2:
+        config["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = {  # type: ignore[index]
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    path = work / f"envoy{tag}.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen(["taskset", "-c", PROXY_CORE, binary, "-c", str(path),
                              "--concurrency", "1", "--log-level", "error",
-                             "--base-id", str(os.getpid() % 60000)])
+                             "--disable-hot-restart"])
     wait_listening(port)
     return proc, port
 

@@ -102,7 +102,7 @@ class H2Stream(DownstreamHttp):
         pass
 
     def uncork(self) -> None:
-        self.owner.flush()
+        self.owner.flush_soon()
 
     def pause_reading(self, reason: str) -> None:
         self.held = True
@@ -210,7 +210,8 @@ class H2Downstream:
         self.down = down
         self.listener = down.listener
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=True)
+                                           validate_inbound_headers=True,
+                                           validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
@@ -221,6 +222,7 @@ class H2Downstream:
         self.reset_early = 0
         self.closed = False
         self.draining = False
+        self.flush_pending = False
         self.conn.initiate_connection()
         self.flush()
 
@@ -241,7 +243,7 @@ class H2Downstream:
             if self.closed:
                 return
             self.handle(event)
-        self.flush()
+        self.flush_soon()
         self.idle_check()
 
     def client_eof(self) -> bool:
@@ -418,7 +420,7 @@ class H2Downstream:
             return
         if end:
             stream.ended = True
-        self.flush()
+        self.flush_soon()
 
     def send_data(self, stream: H2Stream) -> None:
         """Send what the stream holds, as far as the client's windows allow; then its
@@ -451,7 +453,7 @@ class H2Downstream:
         except h2.exceptions.ProtocolError:
             stream.reset()
         stream.set_upstream_reading(stream.out_size < HIGH_WATER)
-        self.flush()
+        self.flush_soon()
 
     def acknowledge(self, stream: H2Stream, size: int) -> None:
         if not self.closed:
@@ -459,7 +461,7 @@ class H2Downstream:
                 self.conn.acknowledge_received_data(size, stream.stream_id)
             except h2.exceptions.StreamClosedError:
                 pass
-            self.flush()
+            self.flush_soon()
 
     def reset(self, stream: H2Stream) -> None:
         if not self.closed:
@@ -467,7 +469,7 @@ class H2Downstream:
                 self.conn.reset_stream(stream.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
             except h2.exceptions.StreamClosedError:
                 pass
-            self.flush()
+            self.flush_soon()
 
     def stream_done(self, stream: H2Stream) -> None:
         """Forget a stream whose exchange finished and whose END_STREAM (or reset) went."""
@@ -485,3 +487,15 @@ class H2Downstream:
         data = self.conn.data_to_send()
         if data:
             self.down.write(data)
+
+    def flush_soon(self) -> None:
+        """Write what h2 holds once this turn of the loop is done: every frame the
+        events of one read made goes out in one send, not one each."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.listener.loop.call_soon(self.flush_later)
+
+    def flush_later(self) -> None:
+        self.flush_pending = False
+        if not self.closed:
+            self.flush()

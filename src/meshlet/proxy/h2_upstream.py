@@ -267,8 +267,10 @@ class H2Session:
     def __init__(self, connector: H2Connector, key: tuple[str, int]) -> None:
         self.connector = connector
         self.key = key
+        # What it sends was checked as it came in (httptools, h2): checked once.
         config = h2.config.H2Configuration(client_side=True, header_encoding=None,
-                                           validate_inbound_headers=True)
+                                           validate_inbound_headers=True,
+                                           validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
         self.channels: set[H2Channel] = set()  # bound: busy or idle in the pool
         self.streams: dict[int, H2Channel] = {}
@@ -279,6 +281,7 @@ class H2Session:
         self.closed = False
         self.going_away = False
         self.write_paused = False
+        self.flush_pending = False
 
     def __repr__(self) -> str:
         return (f"<H2Session {self.key} channels={len(self.channels)} "
@@ -336,7 +339,7 @@ class H2Session:
             if self.closed:
                 return
             self.handle(event)
-        self.flush()
+        self.flush_soon()
 
     def handle(self, event: Any) -> None:
         if isinstance(event, h2.events.ResponseReceived):
@@ -423,7 +426,7 @@ class H2Session:
             channel.out_size = 0
             channel.end_sent = True
         self.hold(channel)
-        self.flush()
+        self.flush_soon()
 
     def hold(self, channel: H2Channel) -> None:
         """Pause the client of a stream that holds more than HIGH_WATER, resume it after."""
@@ -461,13 +464,13 @@ class H2Session:
                 self.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 pass
-            self.flush()
+            self.flush_soon()
             self.start_queued()
 
     def acknowledge(self, channel: H2Channel, size: int) -> None:
         if channel.stream_id:
             self.acknowledge_stream(channel.stream_id, size)
-            self.flush()
+            self.flush_soon()
 
     def acknowledge_stream(self, stream_id: int, size: int) -> None:
         if not self.closed:
@@ -523,6 +526,17 @@ class H2Session:
         self.flush(force=True)
         if self.transport is not None:
             self.transport.close()
+
+    def flush_soon(self) -> None:
+        """Write what h2 holds once this turn of the loop is done (one send for all the
+        frames of one read's events, as ``H2Downstream.flush_soon``)."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.connector.loop.call_soon(self.flush_later)
+
+    def flush_later(self) -> None:
+        self.flush_pending = False
+        self.flush()
 
     def flush(self, force: bool = False) -> None:
         data = self.conn.data_to_send()
