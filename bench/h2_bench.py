@@ -34,16 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from proxy_bench import (
-    DASH,
     LOAD_CORE,
     PROXY_CORE,
-    TIMES,
+    clean_up,
     compiled_build,
     cpu_seconds,
     free_port,
+    publish,
+    spread,
     start_envoy,
     start_meshlet,
-    stop,
     wait_listening,
 )
 
@@ -139,11 +139,6 @@ def measure(workload: str, target: str, port: int, pid: int, work: Path,
     return Result(workload, target, rps, p50, p99, cpu)
 
 
-def spread(values: list[float]) -> str:
-    text = f"{statistics.median(values):.2f}{TIMES}"
-    return text if len(values) == 1 else f"{text} ({min(values):.2f}{DASH}{max(values):.2f})"
-
-
 def report(rounds: list[list[Result]], args: argparse.Namespace) -> str:
     lines = [f"Each proxy pinned to core {PROXY_CORE}; h2load and the backends on core "
              f"{LOAD_CORE}; {args.clients} connections × {args.streams} streams, "
@@ -206,15 +201,9 @@ def main() -> int:
         for _ in range(max(args.rounds, 1)):
             rounds.append([measure(workload, target, port, pid, work, args)
                            for workload, target, port, pid in targets])
-        table = report(rounds, args)
-        print(table)
-        if args.out:
-            args.out.write_text(table + "\n")
+        publish(report(rounds, args), args.out)
     finally:
-        for proc in procs:
-            stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(work.with_name(work.name + "-admin"), ignore_errors=True)
+        clean_up(procs, work)
     return 0
 
 

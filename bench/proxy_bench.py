@@ -258,6 +258,20 @@ def start_envoy(work: Path, backend: int, upstream_h2: bool = False,
     return proc, port
 
 
+def publish(table: str, out: Path | None) -> None:
+    print(table)
+    if out:
+        out.write_text(table + "\n")
+
+
+def clean_up(procs: list[subprocess.Popen[bytes]], work: Path) -> None:
+    """Stop every peer and remove the work directory and the admin socket's."""
+    for proc in procs:
+        stop(proc)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work.with_name(work.name + "-admin"), ignore_errors=True)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop one peer (and wait for it)."""
     if proc.poll() is None:
@@ -394,15 +408,9 @@ def main() -> int:
             for label, port, pid in targets:
                 one += measure(label, port, pid, connections, args.seconds)
             rounds.append(one)
-        table = report(rounds, backend_name, args.seconds)
-        print(table)
-        if args.out:
-            args.out.write_text(table + "\n")
+        publish(report(rounds, backend_name, args.seconds), args.out)
     finally:
-        for proc in procs:
-            stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(work.with_name(work.name + "-admin"), ignore_errors=True)
+        clean_up(procs, work)
     return 0
 
 
