@@ -32,6 +32,7 @@ COMPILED_SOURCES := setup.py $(shell find src/meshlet -name '*.pxd' | sed 's/pxd
 # The unit and proxy tests run a second time against the pure-Python build of them.
 PURE_PYTHON_TESTS := tests/unit tests/integration/test_proxy_http.py \
 	tests/integration/test_proxy_upgrade.py tests/integration/test_proxy_h2.py \
+	tests/integration/test_proxy_h2_upstream.py tests/integration/test_proxy_grpc_mesh.py \
 	tests/integration/test_proxy_traffic.py tests/e2e/test_data_plane.py
 
 $(STAMP): pyproject.toml $(COMPILED_SOURCES)
@@ -62,10 +63,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v etcd >/dev/null \
-		&& [ -x /usr/lib/cni/bridge ] || (apt-get update -qq && apt-get install -y -qq \
-		wrk nginx-light haproxy etcd-server containernetworking-plugins)
+		&& command -v h2load >/dev/null && [ -x /usr/lib/cni/bridge ] \
+		|| (apt-get update -qq && apt-get install -y -qq \
+		wrk nginx-light haproxy etcd-server nghttp2-client containernetworking-plugins)
 	$(BIN)/python bench/lb_pick.py
 	$(BIN)/python bench/proxy_bench.py $(ARGS)
+	$(BIN)/python bench/h2_bench.py
 	$(BIN)/python bench/sidecar_footprint.py
 	$(BIN)/python bench/raft_bench.py
 	$(BIN)/python bench/wal_record.py

@@ -1,5 +1,6 @@
-"""HTTP/2 from the client (h2c with prior knowledge) through a real sidecar to HTTP/1.1
-backends: `httpx` and `curl --http2-prior-knowledge` as clients, and a raw `h2` client
+"""HTTP/2 from the client (h2c with prior knowledge, or `Upgrade: h2c`) through a real
+sidecar to HTTP/1.1 backends: `httpx`, `curl` (--http2-prior-knowledge, --http2) and
+Debian's `h2load` as clients, and a raw `h2` client
 for what they do not show (GOAWAY, resets, settings, trailers). Every stream of one
 connection is balanced on its own, bodies cross both ways under flow control, a stream's
 timeout or reset leaves the others alone, and a drain ends the connection with GOAWAY."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import shutil
@@ -27,7 +29,7 @@ from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 from meshlet.observe.exposition import render
 from meshlet.proxy.sidecar import Sidecar
 from tests.integration.test_proxy_http import running_backends, start_raw_backend, start_sidecar
-from tests.request_series import request_count
+from tests.request_series import request_count, request_series
 
 
 @pytest.fixture
@@ -114,6 +116,75 @@ async def test_curl_with_prior_knowledge(sidecar: Sidecar) -> None:
     assert out.stdout == "2 200"
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl (Debian's curl)")
+async def test_curl_upgrading_to_h2c(sidecar: Sidecar) -> None:
+    """`curl --http2` on an http:// URL asks `Upgrade: h2c`: answered on stream 1."""
+    out = await asyncio.to_thread(subprocess.run, [
+        "curl", "-sS", "--http2", "-w", "\n%{http_version} %{http_code}",
+        f"{base(sidecar)}/upgraded"], capture_output=True, text=True, timeout=30, check=True)
+    body, _, versions = out.stdout.rpartition("\n")
+    assert versions == "2 200"
+    assert json.loads(body)["path"] == "/upgraded"
+
+
+async def test_an_h2c_upgrade_serves_stream_one_then_more_streams(sidecar: Sidecar) -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None))
+    settings = client.initiate_upgrade_connection()
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports()["outbound:web"])
+    try:
+        writer.write(b"GET /first HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings"
+                     b"\r\nUpgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101 ") and b"upgrade: h2c" in head.lower()
+        raw = RawH2(reader, writer, client)
+        raw.flush()  # the client's preface, after the 101
+        events = await raw.events(h2.events.StreamEnded)
+        bodies = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)
+                          and e.stream_id == 1)
+        assert json.loads(bodies)["path"] == "/first"
+        sid = raw.request("/second")
+        events = await raw.events(h2.events.StreamEnded)
+        assert sid == 3
+        assert any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3
+                   and dict(e.headers)[b":status"] == b"200" for e in events)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"POST / HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 2\r\n\r\nhi",
+     b"501"),
+    (b"GET / HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+     b"Upgrade: h2c\r\nHTTP2-Settings: %%%\r\n\r\n", b"400"),
+])
+async def test_an_h2c_upgrade_with_a_body_or_without_valid_settings_is_refused(
+        head: bytes, status: bytes, sidecar: Sidecar) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports()["outbound:web"])
+    try:
+        writer.write(head)
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered, then closed
+        assert answer.startswith(b"HTTP/1.1 " + status)
+    finally:
+        writer.close()
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs h2load (nghttp2-client)")
+async def test_h2load_streams_on_few_connections_all_succeed_and_spread(
+        sidecar: Sidecar) -> None:
+    """Debian's h2load: 600 requests, 4 connections × 10 concurrent streams."""
+    out = await asyncio.to_thread(subprocess.run, [
+        "h2load", "-n", "600", "-c", "4", "-m", "10", f"{base(sidecar)}/load"],
+        capture_output=True, text=True, timeout=120, check=True)
+    assert "600 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
+    assert "status codes: 600 2xx" in out.stdout
+    series = request_series(render(sidecar.metrics.registry).decode())
+    shares = sorted(count for labels, count in series if labels["code"] == "200")
+    assert shares == [200, 200, 200]  # three endpoints, round robin per stream
+
+
 async def test_http1_still_works_on_the_same_listener(sidecar: Sidecar) -> None:
     async with httpx.AsyncClient() as client:
         answer = await client.get(f"{base(sidecar)}/one")
@@ -123,8 +194,12 @@ async def test_http1_still_works_on_the_same_listener(sidecar: Sidecar) -> None:
 class RawH2:
     """A minimal HTTP/2 client on the `h2` library, reading events as they come."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 upgraded: h2.connection.H2Connection | None = None) -> None:
         self.reader, self.writer = reader, writer
+        if upgraded is not None:  # after an `Upgrade: h2c`: its preface is queued already
+            self.conn = upgraded
+            return
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
         self.conn.initiate_connection()

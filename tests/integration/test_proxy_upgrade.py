@@ -2,7 +2,8 @@
 library on both ends: the handshake is relayed and after the 101 the frames flow both
 ways (through two sidecars in mutual TLS as well), large messages pass with
 back-pressure, a declined upgrade is an ordinary response, an idle tunnel is closed,
-closing either side closes the other, and CONNECT and h2c are refused."""
+closing either side closes the other, and CONNECT is refused (`Upgrade: h2c` is HTTP/2:
+test_proxy_h2.py)."""
 
 from __future__ import annotations
 
@@ -212,10 +213,8 @@ async def test_no_endpoint_answers_a_named_503() -> None:
 
 @pytest.mark.parametrize("head", [
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
 ])
-async def test_connect_and_h2c_are_refused(head: bytes, echo: Echo, proxied: Sidecar) -> None:
+async def test_connect_is_refused(head: bytes, echo: Echo, proxied: Sidecar) -> None:
     out = await raw_exchange(proxied.ports()["outbound:web"], head)
     assert out.startswith(b"HTTP/1.1 501") and b"upgrade_unsupported" in out
     assert echo[2] == []

@@ -56,9 +56,10 @@ REFUSED = [
     pytest.param(b"GET /\r\nHost: x\r\n\r\n", 400, "bad_request", id="http-0.9-headers"),
     pytest.param(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                  501, "upgrade_unsupported", id="connect"),
-    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-                 501, "upgrade_unsupported", id="h2c"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n", 501, "upgrade_unsupported",
+                 id="h2c-with-a-body"),
 ]
 
 
@@ -477,7 +478,9 @@ async def test_api_refuses_the_head(api: int, request_bytes: bytes, status: int,
     assert answer.count(b"HTTP/1.1 ") == 1
 
 
-LATER = [p for p in REFUSED if p.id not in ("http-0.9", "http-0.9-headers", "65KiB-head")]
+# aiohttp reads a later request's body before it looks at its Upgrade: not the h2c case.
+LATER = [p for p in REFUSED
+         if p.id not in ("http-0.9", "http-0.9-headers", "65KiB-head", "h2c-with-a-body")]
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:

@@ -22,6 +22,7 @@ not the connection.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any
 
@@ -42,11 +43,22 @@ from meshlet.proxy.headers import CHUNKED, HAS_HOST, HOP_BY_HOP, header_flags
 from meshlet.proxy.http import DownstreamHttp
 
 MAX_CONCURRENT_STREAMS = 100
+BASE64URL = re.compile(rb"[A-Za-z0-9_-]*={0,2}")  # HTTP2-Settings (RFC 7540 3.2.1)
 # Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2), never sent to the client.
 NOT_IN_H2 = HOP_BY_HOP | {b"host"}
 HIGH_WATER = 256 * 1024  # response bytes a stream buffers before its upstream pauses
 RESET_LIMIT = 100  # streams a client may reset before their answer (see check_resets)
 LINGER = 1.0  # seconds a cut-off connection drops what comes before it closes
+
+
+def upgraded_request(method: bytes, url: bytes,
+                     headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An ``Upgrade: h2c`` request's HTTP/1.1 head as the header list of stream 1."""
+    fields = [(name.lower(), value) for name, value in headers
+              if name.lower() not in NOT_IN_H2 and name.lower() != b"http2-settings"]
+    host = next((v for k, v in headers if k.lower() == b"host"), b"")
+    return [(b":method", method), (b":scheme", b"http"), (b":authority", host),
+            (b":path", url), *fields]
 
 
 class H2Stream(DownstreamHttp):
@@ -206,7 +218,9 @@ class H2Stream(DownstreamHttp):
 class H2Downstream:
     """The HTTP/2 side of one client connection (``DownstreamHttp`` hands it its bytes)."""
 
-    def __init__(self, down: DownstreamHttp) -> None:
+    def __init__(self, down: DownstreamHttp, upgrade_settings: bytes | None = None) -> None:
+        """``upgrade_settings``: the ``HTTP2-Settings`` of an ``Upgrade: h2c`` request
+        (ValueError if not valid); then nothing is written until the caller's 101 is."""
         self.down = down
         self.listener = down.listener
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
@@ -223,8 +237,16 @@ class H2Downstream:
         self.closed = False
         self.draining = False
         self.flush_pending = False
-        self.conn.initiate_connection()
-        self.flush()
+        if upgrade_settings is None:
+            self.conn.initiate_connection()
+            self.flush()
+            return
+        if not BASE64URL.fullmatch(upgrade_settings):  # base64 decoding would skip junk
+            raise ValueError("HTTP2-Settings is not base64url")
+        try:
+            self.conn.initiate_upgrade_connection(upgrade_settings)
+        except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
+            raise ValueError(f"bad HTTP2-Settings ({exc})") from None
 
     def __repr__(self) -> str:
         return f"<H2Downstream streams={len(self.streams)} closed={self.closed}>"

@@ -49,6 +49,7 @@ from meshlet.http_limits import (
 # listener, in the same cycle), which exist before a compiled module's body runs.
 from meshlet.proxy.exchange import Exchange
 from meshlet.proxy.headers import (
+    CHUNKED,
     HAS_HOP_BY_HOP,
     HAS_HOST,
     NOTABLE_LENGTHS,
@@ -303,18 +304,48 @@ class DownstreamHttp:
         followed it (the new protocol's first bytes, or a body)."""
         method = self.parser.get_method()
         token = upgrade_token(self.headers)
-        if method == b"CONNECT" or token in (b"", b"h2c"):
-            self.fail_parse(501, UPGRADE_UNSUPPORTED,
-                            "CONNECT and h2c upgrades are not relayed")
+        if method == b"CONNECT" or token == b"":
+            self.fail_parse(501, UPGRADE_UNSUPPORTED, "CONNECT is not relayed")
             return
         if self.queue:
             self.fail_parse(400, BAD_REQUEST, "an upgrade pipelined behind another request")
+            return
+        if token == b"h2c":
+            self.upgrade_h2c(method, rest)
             return
         self.switched = tunnel = Tunnel(self, method, self.url, self.headers, self.flags)
         self.headers = []
         if rest:
             tunnel.early.append(rest)
         tunnel.start()
+
+    def upgrade_h2c(self, method: bytes, rest: bytes) -> None:
+        """``Upgrade: h2c`` (RFC 7540 3.2): 101, then HTTP/2, the request its stream 1.
+        One with a body is refused (its body would have to be read whole first), as is
+        one without exactly one valid ``HTTP2-Settings``."""
+        from meshlet.proxy.h2_downstream import H2Downstream, upgraded_request
+        settings = [v for k, v in self.headers if k.lower() == b"http2-settings"]
+        length = next((v for k, v in self.headers if k.lower() == b"content-length"), b"0")
+        if self.flags & CHUNKED or length.strip() not in (b"", b"0"):
+            self.fail_parse(501, UPGRADE_UNSUPPORTED, "an h2c upgrade with a body")
+            return
+        try:
+            if len(settings) != 1:
+                raise ValueError("one HTTP2-Settings header")
+            h2 = H2Downstream(self, settings[0])
+        except ValueError as exc:
+            self.fail_parse(400, BAD_REQUEST, f"h2c upgrade: {exc}")
+            return
+        self.in_head = False
+        self.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n"
+                   b"upgrade: h2c\r\n\r\n")
+        self.switched = h2
+        h2.flush()
+        h2.request(1, upgraded_request(method, self.url, self.headers), True)
+        self.headers = []
+        h2.flush_soon()
+        if rest:
+            h2.from_client(rest)
 
     def speak_h2(self, data: bytes) -> None:
         """The connection opened with HTTP/2's preface (h2c, prior knowledge)."""
