@@ -30,6 +30,8 @@ pytestmark = [
 WEB = Path(__file__).resolve().parents[2] / "examples" / "kube" / "web.yaml"
 FETCH = ("import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
          "timeout=5).read().decode())")
+CONNECT = ("import socket, sys; "
+           "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()")
 
 
 @pytest.fixture
@@ -77,6 +79,13 @@ def fetch(hosts: Hosts, host: str) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
+def reaches(hosts: Hosts, host: str, instance: dict[str, Any]) -> bool:
+    """Whether ``host``'s own namespace opens a connection to ``instance``'s sidecar."""
+    return subprocess.run(in_ns(hosts.ns(host), sys.executable, "-c", CONNECT,
+                                instance["address"], str(instance["port"])),
+                          capture_output=True, timeout=30, check=False).returncode == 0
+
+
 def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
         hosts: Hosts) -> None:
     applied = hosts.cli("apply", "-f", str(WEB))
@@ -87,6 +96,12 @@ def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
     for host in hosts.names:
         body = wait_until(lambda h=host: fetch(hosts, h), 60, f"port 80 on {host}")
         assert body.strip() == "hello from busybox"
+    # Each host's own namespace (where its gateway for port 80 runs) reaches every
+    # replica, those on the other hosts too, not only its own.
+    for host in hosts.names:
+        for replica in json.loads(hosts.cli("-o", "json", "instances", "web")):
+            wait_until(lambda h=host, r=replica: reaches(hosts, h, r), 30,
+                       f"{host} to reach {replica['id']} on {replica['node']}")
 
     # Applying the same manifest again is a no-op.
     again = hosts.cli("apply", "-f", str(WEB))

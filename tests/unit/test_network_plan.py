@@ -5,6 +5,7 @@ of the cluster answers (``agent/cluster_view.py``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,15 @@ def test_an_overlay_gets_its_tunnel_before_the_veth_and_the_underlay_mtu() -> No
     alone = plan_for({"wide": "10.50.0.9"})
     assert [type(op) for op in alone] == [EnsureBridge, Attach]
     assert isinstance(alone[1], Attach) and alone[1].mtu is None
+
+
+def test_an_overlays_bridge_holds_the_hosts_own_address_where_it_has_a_tunnel() -> None:
+    held = {**NETWORKS, "wide": replace(WIDE, local="10.50.0.3")}
+    ops = plan("web", "ml-x-web", (), {"wide": "10.50.0.9"}, held, set(), UNDERLAY)
+    assert ops[0] == EnsureBridge("wide", "10.50.0.1", 16, "10.50.0.3")
+    # On loopback only, no other host answers: the gateway's address will do.
+    alone = plan("web", "ml-x-web", (), {"wide": "10.50.0.9"}, held, set(), None)
+    assert alone[0] == EnsureBridge("wide", "10.50.0.1", 16)
 
 
 def test_what_is_in_place_is_planned_again_as_nothing() -> None:

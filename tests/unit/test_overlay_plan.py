@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshlet.errors import ConfigError, NotFound
-from meshlet.net.overlay_plan import Remote, mac_for, mesh_owner, remotes
+from meshlet.net.overlay_plan import Remote, host_owner, mac_for, mesh_owner, remotes
 from meshlet.state.commands import NetworkCreate, NetworkDelete, NodeDeregister, NodeRegister
 from tests.unit.test_networks import Machine, contents
 
@@ -35,6 +35,16 @@ def test_remotes_are_other_hosts_workloads_on_the_network_behind_their_host() ->
     assert remotes(overlay, CONTAINERS, nodes, "h1") == {
         Remote("10.9.0.3", "02:42:0a:09:00:03", "192.0.2.2")}
     assert remotes(other, CONTAINERS, nodes, "h2") == set()
+
+
+def test_a_hosts_own_address_is_reached_behind_that_host() -> None:
+    # What a host sends into the overlay from its own namespace comes from its own
+    # address there (the gateway's is on every host): the others answer it through
+    # that host's tunnel end.
+    overlay = {host_owner("h2"): "10.9.0.8", host_owner("h1"): "10.9.0.9"}
+    nodes = {"h1": "192.0.2.1", "h2": "192.0.2.2"}
+    assert remotes(overlay, CONTAINERS, nodes, "h1") == {
+        Remote("10.9.0.8", "02:42:0a:09:00:08", "192.0.2.2")}
 
 
 def test_nodes_register_update_and_leave() -> None:

@@ -116,7 +116,7 @@ class LinuxKernel:
     def apply(self, op: Op) -> None:
         try:
             if isinstance(op, EnsureBridge):
-                bridge.ensure_bridge(op.network, op.gateway, op.prefix)
+                bridge.ensure_bridge(op.network, op.gateway, op.prefix, op.local)
             elif isinstance(op, EnsureTunnel):
                 vxlan.ensure_vxlan(op.network, op.vni, op.local, op.mtu)
             elif isinstance(op, Attach):

@@ -3,8 +3,9 @@ what they should be, as a CNI plugin's ADD and DEL would make them.
 
 A sandbox (a container's or a mesh workload's namespace) has one interface per
 network it is on. To attach one, the network's bridge must exist (with the gateway
-address unless the network is internal), then, on an overlay that reaches other
-hosts, its VXLAN device on the bridge, then the veth pair. Detaching removes the veth
+address unless the network is internal, and on an overlay that reaches other hosts
+the host's own address there), then, on such an overlay, its VXLAN device on the
+bridge, then the veth pair. Detaching removes the veth
 pair; a network that no other sandbox of this host uses then loses its tunnel and its
 bridge. An attach that failed part way is detached and made again, as CNI's DEL then
 ADD. ``plan`` writes that order once; ``agent/host_networks.py`` applies the
@@ -29,6 +30,7 @@ class Network:
     prefix: int
     gateway: str | None  # None: internal (no address on the bridge, no default route)
     vni: int | None
+    local: str | None = None  # an overlay's: this host's own address on it (``host:NODE``)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Network:
@@ -60,6 +62,7 @@ class EnsureBridge:
     network: str
     gateway: str | None
     prefix: int
+    local: str | None = None  # the source of what the host itself sends on the network
 
 
 @dataclass(frozen=True)
@@ -142,12 +145,14 @@ def plan(owner: str, namespace: str, have: Sequence[Interface],
         if name in attached:
             continue
         network = networks[name]
-        ops.append(EnsureBridge(name, network.gateway, network.prefix))
+        tunnel = underlay if network.driver == "overlay" else None
+        ops.append(EnsureBridge(name, network.gateway, network.prefix,
+                                network.local if tunnel is not None else None))
         mtu = None
-        if network.driver == "overlay" and underlay is not None:
+        if tunnel is not None:
             assert network.vni is not None, f"overlay {name!r} has no VXLAN id"
-            ops.append(EnsureTunnel(name, network.vni, underlay.local, underlay.mtu))
-            mtu = underlay.mtu
+            ops.append(EnsureTunnel(name, network.vni, tunnel.local, tunnel.mtu))
+            mtu = tunnel.mtu
         ifname = next(f"eth{n}" for n in range(len(names) + 1) if f"eth{n}" not in names)
         gateway = network.gateway if not names else None
         names.add(ifname)

@@ -3,12 +3,14 @@ network. Each gets a namespace of its own (``ml-<node tag>-svc.<instance>``) wit
 address from the network's pool, held by ``svc:<node>:<instance>`` so other hosts know
 where it lives, an interface on the network's bridge (and tunnel) and the embedded
 DNS (both through ``HostNetworks``), and the virtual IPs of the services it calls on
-its loopback."""
+its loopback. On an overlay the host holds an address of its own too
+(``host:<node>``, see ``net/overlay_plan.py``), the source of what it sends there."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.network_plan import Network
@@ -16,7 +18,7 @@ from meshlet.agent.workload_host import Sandbox
 from meshlet.api.client import Client
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.net import netns
-from meshlet.net.overlay_plan import mesh_owner
+from meshlet.net.overlay_plan import host_owner, mesh_owner
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,16 @@ class Sandboxes:
                               "mesh services: use a bridge or overlay network with a "
                               "gateway", "network")
         host.view.note_network(info)
+        plumbing = Network.from_record(info)
+        if info["driver"] == "overlay" and host.tunnels:  # see overlay_plan: host:NODE
+            held = await self.client.address_assign(network, host_owner(host.node))
+            plumbing = replace(plumbing, local=held["address"])
         assigned = await self.client.address_assign(network, owner)
         box = Sandbox(owner, f"{host.prefix}svc.{instance}", network, assigned["address"])
         record = box.record()
         try:
             await host.open(owner, box.namespace, {network: box.address},
-                            {network: Network.from_record(info)}, lambda: record, loopback)
+                            {network: plumbing}, lambda: record, loopback)
         except BaseException:  # a failure, or the workload stopping meanwhile
             await self.close(box)
             raise
@@ -67,10 +73,11 @@ class Sandboxes:
             log.info("could not release %s's address: %s", box.owner, exc)
 
     async def release_leftover_addresses(self) -> None:
-        """Give back the addresses this node's mesh workloads held in an earlier run
-        (one that crashed could not); workloads starting now take theirs again."""
+        """Give back the addresses this node's mesh workloads (and the host itself) held
+        in an earlier run (one that crashed could not); workloads starting now take
+        theirs again."""
         mine = mesh_owner(self.host.node, "")
         for network in await self.client.networks():
             for owner in network["addresses"]:
-                if owner.startswith(mine):
+                if owner.startswith(mine) or owner == host_owner(self.host.node):
                     await self.client.address_release(network["name"], owner)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from meshlet.errors import NetworkError
 from meshlet.net import netns
+from meshlet.net.overlay_plan import mac_for
 
 BRIDGE_PREFIX = "mlb"
 VETH_PREFIX = "mlv"
@@ -60,10 +62,13 @@ def set_forwarding(ifname: str, enabled: bool) -> None:
     Path(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding").write_text("1" if enabled else "0")
 
 
-def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
-    """Create the network's bridge (idempotent); returns its name. A bridge made here
-    is removed again if a later step fails (a half-made one would pass for made).
-    Raises NetlinkError, OSError."""
+def ensure_bridge(network: str, gateway: str | None, prefix: int,
+                  local: str | None = None) -> str:
+    """Create the network's bridge (idempotent); returns its name. With ``local`` (this
+    host's own address on an overlay), the bridge holds it too and what the host sends
+    on the network comes from it (``hold_host_address``). A bridge made here is removed
+    again if a later step fails (a half-made one would pass for made). Raises
+    NetlinkError, OSError."""
     name = bridge_name(network)
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=name)
@@ -80,6 +85,8 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
             pin_address(ip, index, name)
             ip.link("set", index=index, state="up")
             set_forwarding(name, False)
+            if local is not None:  # a route needs its link up
+                hold_host_address(ip, index, local, prefix)
         except BaseException:
             if made:
                 with contextlib.suppress(NetlinkError):
@@ -88,6 +95,24 @@ def ensure_bridge(network: str, gateway: str | None, prefix: int) -> str:
     return name
 
 
+def hold_host_address(ip: IPRoute, index: int, local: str, prefix: int) -> None:
+    """Put this host's own overlay address on the bridge and make it the source of the
+    host's traffic to the network's subnet. The gateway address is on every host's
+    bridge: a workload on another host answers it to its own host, so a connection
+    from that address never opens. The bridge takes the MAC that other hosts' entries
+    give ``local`` (``overlay_plan.mac_for``) when it takes the address, so their
+    answers come up to this host rather than being flooded on its bridge."""
+    have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)}
+    if local not in have:
+        ip.link("set", index=index, address=mac_for(local))
+        ip.addr("add", index=index, address=local, prefixlen=32)
+    subnet = ipaddress.ip_network(f"{local}/{prefix}", strict=False)
+    ip.route("replace", dst=str(subnet.network_address), dst_len=prefix, oif=index,
+             prefsrc=local, scope=LINK_SCOPE, proto=KERNEL_PROTO)
+
+
+LINK_SCOPE = 253    # rtnetlink's RT_SCOPE_LINK
+KERNEL_PROTO = 2    # RTPROT_KERNEL: as the route the kernel makes for an address
 NET_ADDR_SET = "3"  # a link's addr_assign_type once its address was set by hand
 
 

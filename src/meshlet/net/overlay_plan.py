@@ -7,6 +7,13 @@ four octets, as Docker does), so no host has to report it: every host computes t
 same forwarding and neighbour entries from the same catalog. Workloads of a node
 that is not registered (it left, or has not joined yet) are not reachable and are
 left out, which is how a departed host's entries disappear.
+
+A host itself holds an address on an overlay too (``host:<node>``), the source of
+what it sends into the overlay from its own namespace (its ingress gateways, its
+probes): the gateway address is the same on every host's bridge, so a workload on
+another host would answer a connection from it to its own host's bridge, and the
+connection would never open. Other hosts get entries for that address as for a
+workload's, through the host's tunnel end.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MESH_OWNER = "svc:"
+HOST_OWNER = "host:"
 
 
 def mac_for(address: str) -> str:
@@ -36,8 +44,9 @@ class Remote:
 
 def owner_node(owner: str, containers: Mapping[str, Mapping[str, Any]]) -> str | None:
     """The node an address holder runs on: a container's record says; a mesh
-    workload's owner name carries it (``svc:NODE:INSTANCE``)."""
-    if owner.startswith(MESH_OWNER):
+    workload's owner name carries it (``svc:NODE:INSTANCE``), as a host's address
+    does (``host:NODE``)."""
+    if owner.startswith((MESH_OWNER, HOST_OWNER)):
         return owner.split(":")[1]
     container = containers.get(owner)
     node = container.get("node") if container is not None else None
@@ -46,6 +55,11 @@ def owner_node(owner: str, containers: Mapping[str, Mapping[str, Any]]) -> str |
 
 def mesh_owner(node: str, instance: str) -> str:
     return f"{MESH_OWNER}{node}:{instance}"
+
+
+def host_owner(node: str) -> str:
+    """Who holds host ``node``'s own address on an overlay."""
+    return f"{HOST_OWNER}{node}"
 
 
 def remotes(addresses: Mapping[str, str], containers: Mapping[str, Mapping[str, Any]],
