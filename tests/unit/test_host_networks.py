@@ -222,6 +222,21 @@ async def test_overlays_get_tunnels_and_the_remote_entries_of_the_view() -> None
     assert kernel.empty() and kernel.entries == {}
 
 
+async def test_a_tunnel_made_for_a_sandbox_has_the_views_entries_at_once() -> None:
+    # No watch answer need come after the sandbox opens: its host reaches the other
+    # hosts' workloads as soon as the tunnel exists (made again after its last
+    # sandbox closed, say).
+    networks, kernel = host("192.168.1.5")
+    networks.view.set_nodes([{"name": "n1", "address": "192.168.1.5"},
+                             {"name": "n2", "address": "192.168.1.6"}])
+    networks.view.set_networks([{"name": "wide", "driver": "overlay", "addresses": {
+        "svc:n1:web-0": "10.50.0.2", "svc:n2:api-0": "10.50.0.3"}}])
+    await networks.open("svc:n1:web-0", "ml-a-svc.web-0", {"wide": "10.50.0.2"},
+                        NETWORKS, nobody)
+    assert kernel.entries == {"wide": {Remote("10.50.0.3", mac_for("10.50.0.3"),
+                                              "192.168.1.6")}}
+
+
 async def test_leftovers_of_this_node_are_removed() -> None:
     networks, kernel = host()
     kernel.namespaces = {networks.prefix + "old": set(), "ml-other-x": set()}

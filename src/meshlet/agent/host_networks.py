@@ -249,6 +249,8 @@ class HostNetworks:
                 box.unfinished.discard(op.network)
             if cancelled:
                 raise asyncio.CancelledError()
+            if isinstance(op, EnsureTunnel):  # one made now is empty: fill it at once
+                await self.program_locked(op.network)
 
     async def roll_back_locked(self, network: str) -> None:
         """A bridge or tunnel failed part way: if no sandbox here is on ``network``,
@@ -306,6 +308,14 @@ class HostNetworks:
             await self.finish_closing_locked()
             if not self.tunnels:
                 return
-            for network, wanted in self.view.overlays(self.in_use()).items():
-                await in_thread(f"program the tunnel of network {network!r}",
-                                self.kernel.program, network, wanted)
+            for network in sorted(self.in_use()):
+                await self.program_locked(network)
+
+    async def program_locked(self, network: str) -> None:
+        """Set ``network``'s tunnel entries from the view (if it is an overlay). A
+        tunnel made (again) for a sandbox needs them then, not at the next change of
+        the nodes or networks watched, which may be long in coming: until then this
+        host reaches no workload of the overlay on another host."""
+        for name, wanted in self.view.overlays({network}).items():
+            await in_thread(f"program the tunnel of network {name!r}",
+                            self.kernel.program, name, wanted)
