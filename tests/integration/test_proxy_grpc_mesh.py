@@ -2,7 +2,8 @@
 listener takes h2c from the app and speaks h2 (ALPN) over mutual TLS to each replica's
 sidecar, which speaks h2c to its gRPC server. Calls on one channel are balanced per
 call across three replicas; unary and streaming calls, the server's own statuses and
-trailers, a retry on UNAVAILABLE, and a deadline."""
+trailers, a retry on UNAVAILABLE, a deadline, and routes and intentions on the method's
+path."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 from meshlet.observe.exposition import render
 from meshlet.proxy.config import ClusterConfig, Endpoint, ListenerConfig, Snapshot
 from meshlet.proxy.sidecar import Sidecar
+from tests.integration.test_proxy_mtls import with_intentions
 from tests.mesh_certs import MeshCa
 from tests.request_series import request_count
 
@@ -251,3 +253,45 @@ async def test_the_callers_deadline_ends_a_slow_call(mesh: GrpcMesh) -> None:
             return unary(channel)(b"again", timeout=10)  # type: ignore[no-any-return]
 
     assert (await in_thread(after)).endswith(b":again")
+
+
+async def test_routes_and_intentions_judge_a_call_by_its_method_path(tmp_path: Path) -> None:
+    """A route's `path_prefix` names a gRPC method (`/demo.Echo/Say`): its 200 ms
+    timeout ends a slow call whose caller would wait 10 s, and a service no route names
+    is UNIMPLEMENTED; an L7 intention on the destination denies one method and lets
+    the others through."""
+    routes = [{"match": {"path_prefix": f"/{SERVICE}/Say"}, "timeout": "200ms"},
+              {"match": {"path_prefix": f"/{SERVICE}/"}}]
+    mesh = await start_mesh(tmp_path, routes=routes)
+    try:
+        slow = await failed_call(mesh, b"slow", 10)
+        assert slow.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert dict(slow.trailing_metadata())["x-meshlet-error"] == "request_timeout"
+        for sidecar in mesh.destinations:
+            assert sidecar.apply(with_intentions(
+                sidecar.snapshot, 1, "allow", {"source": "client", "destination": "echo",
+                                               "permissions": [{"action": "deny", "http": {
+                                                   "path_prefix": f"/{SERVICE}/Chat"}}]}))
+
+        def run() -> tuple[grpc.StatusCode, list[bytes]]:
+            with mesh.channel() as channel:
+                try:
+                    list(channel.stream_stream(f"/{SERVICE}/Chat")(iter([b"a"]), timeout=10))
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                counted = list(channel.unary_stream(f"/{SERVICE}/CountTo")(b"3", timeout=10))
+                return code, counted
+
+        code, counted = await in_thread(run)
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert counted == [b"0", b"1", b"2"]
+
+        def unrouted() -> grpc.StatusCode:  # a service no route names
+            with mesh.channel() as channel, pytest.raises(grpc.RpcError) as failed:
+                channel.unary_unary("/other.Service/Call")(b"x", timeout=10)
+            return failed.value.code()  # type: ignore[no-any-return]
+
+        assert await in_thread(unrouted) == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await stop_mesh(mesh)
