@@ -1,13 +1,15 @@
 """The sidecar's HTTP/2 to an upstream (`protocol: http2`) against a raw `h2` server the
 test controls: requests share one connection, a stream the server refuses is retried,
 a GOAWAY moves new requests to a new connection, and a server that breaks the protocol
-fails only its own requests."""
+fails only its own requests; a peer that will not agree to h2 by ALPN is named."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -16,8 +18,11 @@ import h2.errors
 import h2.events
 import httpx
 
+from meshlet.proxy.config import ListenerConfig
 from meshlet.proxy.sidecar import Sidecar
 from tests.integration.test_proxy_http import start_sidecar
+from tests.integration.test_proxy_mtls import caller_snapshot
+from tests.mesh_certs import MeshCa
 
 Answer = Callable[["RawH2Server", h2.connection.H2Connection, int], bool]
 
@@ -147,6 +152,37 @@ async def test_a_server_that_breaks_the_protocol_fails_its_requests_not_the_side
             assert failed.headers["x-meshlet-error"] == "upstream_reset"
             state["broken"] = False
             assert (await client.get(url(sidecar))).text == "ok"
+    finally:
+        await sidecar.stop(0)
+        server.close()
+
+
+async def test_a_peer_that_will_not_speak_h2_fails_the_connect_by_name(tmp_path: Path) -> None:
+    """A destination whose TLS offers only `http/1.1` by ALPN (an older sidecar) proves
+    the right identity, but an HTTP/2 service cannot be spoken to it: `h2_unsupported`."""
+    ca = MeshCa.make(tmp_path)
+    served = ca.tls("web")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served.cert, served.key)
+    context.load_verify_locations(served.roots)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["http/1.1"])
+
+    async def http1_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(http1_only, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    sidecar = Sidecar(caller_snapshot([port], ca.tls("client")))
+    sidecar.snapshot = replace(sidecar.snapshot, listeners=(
+        ListenerConfig("web", "outbound", "127.0.0.1", 0, "http2"),))
+    await sidecar.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{sidecar.ports()['outbound:web']}/")
+        assert answer.status_code == 503
+        assert answer.headers["x-meshlet-error"] == "h2_unsupported"
     finally:
         await sidecar.stop(0)
         server.close()
