@@ -25,12 +25,17 @@ MESH = Path(__file__).parent / "apps" / "mesh.yaml"
 
 
 class Mesh:
-    def __init__(self, home: Path) -> None:
+    """``meshlet up`` on ``manifest``: two services, one of them ``upstream``, the other
+    the caller whose sidecar the tests send traffic through."""
+
+    def __init__(self, home: Path, manifest: Path = MESH, upstream: str = "echo") -> None:
         self.home = home
+        self.upstream = upstream
         port = free_port()
         self.addr = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshlet", "up", str(MESH), "--http", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "meshlet", "up", str(manifest), "--http",
+             f"127.0.0.1:{port}"],
             env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def json(self, *args: str) -> Any:
@@ -44,20 +49,22 @@ class Mesh:
         return len(services) == 2 and all(s["passing"] == s["instances"] for s in services)
 
     def config(self, *pairs: str) -> None:
-        """Set echo's settings and wait until the caller's sidecar runs with them."""
-        meshlet("--addr", self.addr, "config", "set", "echo", *pairs, home=self.home)
-        wanted = self.json("config", "get", "echo")["effective"]
+        """Set the upstream's settings and wait until the caller's sidecar runs with them."""
+        name = self.upstream
+        meshlet("--addr", self.addr, "config", "set", name, *pairs, home=self.home)
+        wanted = self.json("config", "get", name)["effective"]
         admin = self.json("instances", "caller")[0]["meta"]["admin"]
 
         def applied() -> bool:
             body = admin_get(admin, "/config")
-            return bool(body["clusters"]["outbound:echo"]["effective"] == wanted)
+            return bool(body["clusters"][f"outbound:{name}"]["effective"] == wanted)
         wait_for(applied, 15, f"the caller's sidecar to apply {pairs}")
 
     def echo_port(self) -> int:
+        """The caller's outbound port for the upstream."""
         admin = self.json("instances", "caller")[0]["meta"]["admin"]
         body = admin_get(admin, "/config")
-        return int(body["ports"]["outbound:echo"])
+        return int(body["ports"][f"outbound:{self.upstream}"])
 
     def control(self, instance: dict[str, Any], **state: Any) -> None:
         query = "&".join(f"{k}={v}" for k, v in state.items())
@@ -71,9 +78,10 @@ class Mesh:
                     "retry_backoff=")
 
 
-def healthy_mesh(home: Path) -> Iterator[Mesh]:
-    """A healthy test mesh under ``home``, stopped when the generator closes."""
-    running = Mesh(home)
+def healthy_mesh(home: Path, running: Mesh | None = None) -> Iterator[Mesh]:
+    """A healthy test mesh under ``home`` (``running``, or the echo one), stopped when
+    the generator closes."""
+    running = running or Mesh(home)
     try:
         wait_for(running.healthy, 60, "the test mesh to be healthy")
         yield running

@@ -93,33 +93,37 @@ class GrpcMesh:
         return grpc.insecure_channel(self.target, options=[("grpc.enable_http_proxy", 0)])
 
 
-def destination(replica: Replica, ca: MeshCa) -> Snapshot:
+def destination(replica: Replica, ca: MeshCa, protocol: str = "grpc") -> Snapshot:
     return Snapshot(0, "echo", replica.name,
-                    (ListenerConfig("echo", "inbound", "127.0.0.1", 0, "grpc"),),
+                    (ListenerConfig("echo", "inbound", "127.0.0.1", 0, protocol),),
                     {"inbound:echo": ClusterConfig(
                         "echo", (Endpoint(replica.name, "127.0.0.1", replica.port),),
-                        {"retries": 0, "protocol": "grpc"})},
+                        {"retries": 0, "protocol": protocol})},
                     tls=ca.tls("echo"))
 
 
-def caller(inbound_ports: list[int], ca: MeshCa, **settings: object) -> Snapshot:
+def caller(inbound_ports: list[int], ca: MeshCa, protocol: str = "grpc",
+           **settings: object) -> Snapshot:
     endpoints = tuple(Endpoint(f"echo-{p}", "127.0.0.1", p) for p in inbound_ports)
     return Snapshot(0, "client", "client-0",
-                    (ListenerConfig("echo", "outbound", "127.0.0.1", 0, "grpc"),),
+                    (ListenerConfig("echo", "outbound", "127.0.0.1", 0, protocol),),
                     {"outbound:echo": ClusterConfig("echo", endpoints,
-                                                    {"protocol": "grpc", **settings})},
+                                                    {"protocol": protocol, **settings})},
                     tls=ca.tls("client"))
 
 
-async def start_mesh(tmp_path: Path, **settings: object) -> GrpcMesh:
+async def start_mesh(tmp_path: Path, protocol: str = "grpc", **settings: object) -> GrpcMesh:
+    """Three replicas behind their sidecars and a caller's, every listener and cluster
+    of ``protocol`` (``http``: a gRPC call is known by its content-type)."""
     ca = MeshCa.make(tmp_path)
     replicas = [Replica(f"echo-{i}") for i in range(3)]
     for replica in replicas:
         replica.start()
-    destinations = [Sidecar(destination(r, ca)) for r in replicas]
+    destinations = [Sidecar(destination(r, ca, protocol)) for r in replicas]
     for sidecar in destinations:
         await sidecar.start()
-    front = Sidecar(caller([s.ports()["inbound:echo"] for s in destinations], ca, **settings))
+    front = Sidecar(caller([s.ports()["inbound:echo"] for s in destinations], ca, protocol,
+                           **settings))
     await front.start()
     return GrpcMesh(replicas, destinations, front)
 
@@ -293,5 +297,32 @@ async def test_routes_and_intentions_judge_a_call_by_its_method_path(tmp_path: P
             return failed.value.code()  # type: ignore[no-any-return]
 
         assert await in_thread(unrouted) == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await stop_mesh(mesh)
+
+
+async def test_on_http_listeners_a_call_known_by_its_content_type_goes_in_http2(
+        tmp_path: Path) -> None:
+    """Listeners and clusters declared plain ``http``: each gRPC call, known by its
+    ``content-type``, still reaches its replica's sidecar in h2 over mTLS and its server
+    in h2c (a gRPC server speaks nothing else), balanced per call, its UNAVAILABLE
+    retried, its status counted."""
+    mesh = await start_mesh(tmp_path, "http", retry_on="unavailable", retries=2)
+    mesh.replicas[2].failing = True
+    try:
+        def run() -> tuple[list[bytes], list[bytes]]:
+            with mesh.channel() as channel:
+                answers = [unary(channel)(b"n%d" % i, timeout=10) for i in range(12)]
+                counted = list(channel.unary_stream(f"/{SERVICE}/CountTo")(b"50", timeout=10))
+                return answers, counted
+
+        answers, counted = await in_thread(run)
+        assert {a.split(b":")[0] for a in answers} == {b"echo-0", b"echo-1"}
+        assert mesh.replicas[2].calls >= 1  # tried, its UNAVAILABLE retried elsewhere
+        assert counted == [b"%d" % i for i in range(50)]
+        served = render(mesh.caller.metrics.registry).decode()
+        assert request_count(served, direction="outbound", grpc_status="0") == 13
+        listener = mesh.caller.listeners[0]
+        assert listener.connector is not listener.h2_connector()  # HTTP/1.1's stays its own
     finally:
         await stop_mesh(mesh)

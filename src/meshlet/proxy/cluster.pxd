@@ -8,7 +8,7 @@ cdef class Cluster:
     cdef public object routes, partition, _default_target, _ctx
     cdef public object connect_timeout, request_timeout
     cdef public dict states, balancers, members, raw_settings, _targets
-    cdef public ConnectionPool pool
+    cdef public ConnectionPool pool, _h2_pool
     cdef public list available
     cdef public long retries
     cdef public bint needs_view, tracks_latency
@@ -17,3 +17,5 @@ cdef class Cluster:
     cpdef pick(self, target, list exclude)
     cpdef bint untried(self, target, list tried)
     cpdef bint record_outcome(self, state, bint failed)
+    cpdef list pools(self)
+    cpdef ConnectionPool h2_pool(self)

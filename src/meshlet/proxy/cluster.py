@@ -55,6 +55,9 @@ class Cluster:
         self.members: dict[BalancerKey, list[EndpointState]] = {}
         # Made through its module: a compiled build cimports the class (cluster.pxd).
         self.pool: ConnectionPool = pool_module.ConnectionPool()
+        # HTTP/2 connections to endpoints of an ``http`` listener, made for the gRPC
+        # calls it carries (h2_pool), kept apart: a stream never serves HTTP/1.1.
+        self._h2_pool: ConnectionPool | None = None
         self.config = config
         self.settings = Settings()
         self.raw_settings: dict[str, Any] = {}
@@ -98,8 +101,9 @@ class Cluster:
             states[endpoint.key] = state
         self.states = states
         self.outlier.set_population(states)
-        for conn in self.pool.set_endpoints(states):
-            conn.close()
+        for pool in self.pools():
+            for conn in pool.set_endpoints(states):
+                conn.close()
         self.refresh()
 
     def apply_settings(self, raw: dict[str, Any]) -> None:
@@ -110,8 +114,9 @@ class Cluster:
         self.connect_timeout = s.connect_timeout
         self.request_timeout = s.request_timeout
         self.retries = s.retries
-        self.pool.configure(s.max_connections, s.max_pending_requests, s.max_requests,
-                            s.max_retries)
+        for pool in self.pools():
+            pool.configure(s.max_connections, s.max_pending_requests, s.max_requests,
+                           s.max_retries)
         if (old.outlier_consecutive_failures, old.outlier_base_ejection_time,
                 old.outlier_max_ejection_time, old.outlier_max_ejection_percent) != (
                 s.outlier_consecutive_failures, s.outlier_base_ejection_time,
@@ -144,7 +149,8 @@ class Cluster:
             else:
                 resting.add(s.key)
         self.available = available
-        self.pool.resting = resting
+        for pool in self.pools():
+            pool.resting = resting
         for key, balancer in self.balancers.items():
             self.feed(key, balancer)
 
@@ -238,13 +244,35 @@ class Cluster:
 
     def sweep_idle(self, now: float) -> None:
         """Close the connections idle for longer than ``idle_timeout``."""
-        for conn in self.pool.expire_idle(now - self.settings.idle_timeout):
-            conn.close()
+        for pool in self.pools():
+            for conn in pool.expire_idle(now - self.settings.idle_timeout):
+                conn.close()
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when released."""
-        for conn in self.pool.close():
-            conn.close()
+        for pool in self.pools():
+            for conn in pool.close():
+                conn.close()
+
+    # -- connection pools -------------------------------------------------------------
+
+    def pools(self) -> list[ConnectionPool]:
+        return [self.pool] if self._h2_pool is None else [self.pool, self._h2_pool]
+
+    def h2_pool(self) -> ConnectionPool:
+        """The pool of HTTP/2 connections, made at the first call that needs one, with
+        the main pool's connection limits (its request and retry breakers stay the
+        cluster's: the main pool counts every request)."""
+        pool = self._h2_pool
+        if pool is None:
+            pool = self._h2_pool = pool_module.ConnectionPool()
+            s = self.settings
+            pool.configure(s.max_connections, s.max_pending_requests, s.max_requests,
+                           s.max_retries)
+            pool.set_endpoints(self.states)
+            pool.resting = self.pool.resting
+            pool.closed = self.pool.closed
+        return pool
 
 
 __all__ = ["Cluster", "Hashable", "Refusal", "Target"]

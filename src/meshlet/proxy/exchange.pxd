@@ -1,9 +1,11 @@
 # Types for the compiled build of exchange.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
 from meshlet.proxy.cluster cimport Cluster
+from meshlet.proxy.connector cimport Connector
 from meshlet.proxy.http cimport DownstreamHttp
 from meshlet.proxy.lb.base cimport EndpointState
 from meshlet.proxy.listener cimport ListenerState
+from meshlet.proxy.pool cimport ConnectionPool
 from meshlet.proxy.upstream cimport UpstreamHttp
 
 
@@ -15,6 +17,8 @@ cdef class Exchange:
     cdef public Py_ssize_t pending_size, sent_size
     cdef public object connect_task, loop, relay_head, target, trace
     cdef public Cluster cluster
+    cdef public Connector connector
+    cdef public ConnectionPool conns
     cdef public ListenerState listener
     cdef public EndpointState state
     cdef public DownstreamHttp down

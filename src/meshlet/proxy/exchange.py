@@ -49,8 +49,10 @@ from meshlet.proxy.resilience.retry import (
 )
 
 if TYPE_CHECKING:  # cimported by the compiled build (exchange.pxd)
+    from meshlet.proxy.connector import Connector
     from meshlet.proxy.http import DownstreamHttp
     from meshlet.proxy.lb.base import EndpointState
+    from meshlet.proxy.pool import ConnectionPool
     from meshlet.proxy.tracing import SpanContext
     from meshlet.proxy.upstream import UpstreamHttp
 
@@ -80,6 +82,8 @@ class Exchange:
         "chunked",
         "cluster",
         "connect_task",
+        "connector",
+        "conns",
         "deadline",
         "discarding",
         "down",
@@ -167,6 +171,10 @@ class Exchange:
         self.reason = ""
         self.waiting = False
         self.trace: SpanContext | None = None  # with tracing on (listener.tracer)
+        # Who opens this request's connections and which pool keeps them: the
+        # listener's, or its HTTP/2 ones for a gRPC call on an ``http`` listener.
+        self.connector: Connector = self.listener.connector
+        self.conns: ConnectionPool | None = None
 
     def __repr__(self) -> str:
         return (f"<Exchange {self.method.decode()} {self.url.decode(errors='replace')} "
@@ -182,6 +190,8 @@ class Exchange:
         if cluster is None:
             self.local_reply(503, "no_route")
             return
+        self.conns = cluster.pool if self.connector is listener.connector \
+            else cluster.h2_pool()
         if listener.intentions is not None:
             why = listener.denied(self.down.source, self)
             if why:
@@ -253,7 +263,7 @@ class Exchange:
 
     def acquire(self, state: EndpointState, reuse: bool) -> None:
         """Do what the pool answers: use an idle connection, open one, wait or refuse."""
-        action, conn = self.cluster.pool.acquire(state.key, self, reuse)  # type: ignore[union-attr]
+        action, conn = self.conns.acquire(state.key, self, reuse)  # type: ignore[union-attr]
         if action == USE:
             self.attach(conn)
         elif action == OPEN:
@@ -276,10 +286,10 @@ class Exchange:
         """The connector opens the connection; this attempt uses it, or gives it back
         if the request finished meanwhile."""
         cluster = self.cluster
-        assert cluster is not None
-        connector = self.listener.connector
+        assert cluster is not None and self.conns is not None
+        connector = self.connector
         self.attempt_time = perf_counter()
-        conn = connector.upstream(cluster.pool, state.key)
+        conn = connector.upstream(self.conns, state.key)
         reason = await connector.open(conn, state.endpoint, cluster.connect_timeout)
         if reason:
             self.connect_failed(state, reason)
@@ -615,7 +625,7 @@ class Exchange:
             conn.exchange = None
             if reusable and not conn.closed and cluster is not None:
                 conn.reused = True
-                self.listener.connector.release(conn, now)
+                self.connector.release(conn, now)
             else:
                 conn.close()
         if state is None or cluster is None or conn is None:
@@ -680,7 +690,7 @@ class Exchange:
             self.retrying = False
         if self.waiting:
             self.waiting = False
-            pool.cancel(self)
+            self.conns.cancel(self)  # type: ignore[union-attr]
 
     def abort(self) -> None:
         """The client went away: drop the upstream side without reusing it."""

@@ -404,6 +404,8 @@ class H2Downstream:
         ex = Exchange(stream, method, pseudo.get(b":path", b"/"), fields, True, "1.1",
                       flags)
         stream.exchange = ex
+        if stream.grpc:  # gRPC is HTTP/2 end to end, whatever the listener's protocol
+            ex.connector = self.listener.h2_connector()
         self.listener.active_requests += 1
         self.down.head_deadline = 0.0  # busy: not idle
         ex.start()

@@ -12,15 +12,17 @@ request (the listener's ``idle_timeout``; then it is closed). Sizes are counted 
 parser's callbacks and, for a head still incomplete when a read ends, by the bytes read
 since it began: httptools gathers a header line before handing it over, so a line that
 never ends is bounded here (a head that begins after another request in the same read is
-counted from the next read on). Two Host headers and HTTP/0.9 (400), CONNECT and
-``Upgrade: h2c`` (501) are refused too; other ``Upgrade`` requests (WebSocket) become a
-tunnel (``upgrade.py``) that the connection hands its bytes to from then on. A refusal
-is answered once, its reason in ``x-meshlet-error``, and the connection closed. Trailers
-after a chunked body are dropped, never added to a head. They are bounded as a head is
-(431, answered by the request unless its response has begun): by their callbacks' sizes,
-and, with the lines of a chunked body (a chunk's size and extensions), by the bytes of
-the reads in a body that held none of it, so a trailer or extension that never ends is
-refused at 64 KiB (counted from the read after the last body bytes).
+counted from the next read on). Two Host headers and HTTP/0.9 (400) and CONNECT
+(501) are refused too; ``Upgrade: h2c`` switches to HTTP/2 (``h2_downstream.py``), or
+for a request with a body is declined (served in HTTP/1.1); other ``Upgrade`` requests
+(WebSocket) become a tunnel (``upgrade.py``) that the connection hands its bytes to
+from then on. A refusal is answered once, its reason in ``x-meshlet-error``, and the
+connection closed. Trailers after a chunked body are dropped, never added to a head.
+They are bounded as a head is (431, answered by the request unless its response has
+begun): by their callbacks' sizes, and, with the lines of a chunked body (a chunk's
+size and extensions), by the bytes of the reads in a body that held none of it, so a
+trailer or extension that never ends is refused at 64 KiB (counted from the read after
+the last body bytes).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
 LINE_OVERHEAD = 4  # ": " and CRLF around a header's name and value
+UPGRADE_TOKENS = frozenset({b"upgrade", b"http2-settings"})  # a declined h2c upgrade's
 H2_PREFACE = b"PRI * HTTP/2.0"  # how an HTTP/2 client with prior knowledge begins
 
 
@@ -321,13 +324,14 @@ class DownstreamHttp:
 
     def upgrade_h2c(self, method: bytes, rest: bytes) -> None:
         """``Upgrade: h2c`` (RFC 7540 3.2): 101, then HTTP/2, the request its stream 1.
-        One with a body is refused (its body would have to be read whole first), as is
-        one without exactly one valid ``HTTP2-Settings``."""
+        One with a body is served in HTTP/1.1, its upgrade declined (RFC 9110 7.8: a
+        server may ignore it), and one without exactly one valid ``HTTP2-Settings``
+        refused."""
         from meshlet.proxy.h2_downstream import H2Downstream, upgraded_request
         settings = [v for k, v in self.headers if k.lower() == b"http2-settings"]
         length = next((v for k, v in self.headers if k.lower() == b"content-length"), b"0")
         if self.flags & CHUNKED or length.strip() not in (b"", b"0"):
-            self.fail_parse(501, UPGRADE_UNSUPPORTED, "an h2c upgrade with a body")
+            self.decline_upgrade(method, rest)
             return
         try:
             if len(settings) != 1:
@@ -346,6 +350,25 @@ class DownstreamHttp:
         h2.flush_soon()
         if rest:
             h2.from_client(rest)
+
+    def decline_upgrade(self, method: bytes, rest: bytes) -> None:
+        """Serve the request just parsed as plain HTTP/1.1: its head, less the upgrade's
+        headers, is parsed again by a new parser, with the body and what follows it
+        (httptools stopped at the head: an upgrade request's body is the new protocol's
+        as far as it knows). The head was bounded on the way in, so it is again."""
+        version = self.parser.get_http_version()
+        parts = [method, b" ", self.url, b" HTTP/%s\r\n" % version.encode()]
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"connection":  # its other options (close) still hold
+                value = b", ".join(t for t in (t.strip() for t in value.split(b","))
+                                   if t.lower() not in UPGRADE_TOKENS)
+            if value and lower not in UPGRADE_TOKENS:
+                parts += (name, b": ", value, b"\r\n")
+        parts += (b"\r\n", rest)
+        self.headers = []
+        self.parser = httptools.HttpRequestParser(self)
+        self.data_received(b"".join(parts))
 
     def speak_h2(self, data: bytes) -> None:
         """The connection opened with HTTP/2's preface (h2c, prior knowledge)."""

@@ -9,7 +9,7 @@ cdef class ListenerState:
     cdef public object config, cluster, metrics, loop, server, port, active_gauge
     cdef public object rate_limiter, intentions, tls, tracer, exporter
     cdef public dict decisions
-    cdef public Connector connector
+    cdef public Connector connector, _h2_connector
     cdef public str direction, destination, log_mode, service, instance
     cdef public int span_kind
     cdef public set connections, timed

@@ -42,6 +42,7 @@ class ListenerState:
         # Opens and closes upstream connections as the cluster's pool decides. Made
         # through its module: a compiled build cimports the class (listener.pxd).
         self.connector: Connector = connector_module.Connector(loop)
+        self._h2_connector: Connector | None = None  # see h2_connector
         self.connections: set[Any] = set()
         self.active_requests = 0
         self.draining = False
@@ -109,6 +110,21 @@ class ListenerState:
         self.intentions = None if config is None else Intentions(
             self.destination, config.intentions, config.default_policy)
         self.decisions = {}
+
+    def h2_connector(self) -> Connector:
+        """The connector for calls that must go in HTTP/2 (gRPC, known by its
+        content-type): the listener's own if it speaks HTTP/2, else one made at the
+        first such call, with the same mesh TLS and peer identity."""
+        from meshlet.proxy.h2_upstream import H2Connector  # it imports this module's peers
+
+        if isinstance(self.connector, H2Connector):
+            return self.connector
+        made = self._h2_connector
+        if made is None:
+            made = self._h2_connector = H2Connector(self.loop)
+        made.tls = self.connector.tls
+        made.identity = self.connector.identity
+        return made
 
     def denied(self, source: str, ex: Any = None) -> str:
         """"" if ``source`` (a service, or "" for a caller without an identity) may make
