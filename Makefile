@@ -17,7 +17,7 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 	src/meshlet/proxy/pool.py \
 	src/meshlet/agent/sidecar_config.py src/meshlet/errors.py src/meshlet/net/ipam.py \
 	src/meshlet/net/overlay_plan.py src/meshlet/net/names.py src/meshlet/net/dns.py \
-	src/meshlet/api/kv_put_request.py src/meshlet/net/cni_request.py src/meshlet/security/acl.py \
+	src/meshlet/api/kv_put_request.py src/meshlet/api/watch_request.py src/meshlet/net/cni_request.py src/meshlet/security/acl.py \
 	src/meshlet/deploy/kube.py src/meshlet/kube_objects.py src/meshlet/deploy/rollout_status.py \
 	src/meshlet/deploy/autoscaler.py src/meshlet/deploy/capacity.py src/meshlet/observe/samples.py src/meshlet/observe/signals.py \
 	src/meshlet/deploy/reconciler.py src/meshlet/deploy/placement.py src/meshlet/deploy/published.py \
@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/h2_bench.py
 	$(BIN)/python bench/sidecar_footprint.py
 	$(BIN)/python bench/raft_bench.py
+	$(BIN)/python bench/watch_bench.py
 	$(BIN)/python bench/wal_record.py
 	$(BIN)/python bench/acl_bench.py
 	$(BIN)/python bench/network_bench.py

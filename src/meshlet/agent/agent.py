@@ -61,6 +61,9 @@ class Agent:
         networks), sent with every call to the server. ``images_dir``: the node's image
         store (default: ``data_dir/images``)."""
         self.client = Client(server_url, token=token)
+        # Service watches on connections of their own, which the server's fast lane
+        # keeps (watch_hub.py): a connection that carried another request is aiohttp's.
+        self.watch_client = Client(server_url, token=token)
         self.data_dir = private_dir(data_dir)
         self.node = node
         self.zone = zone
@@ -251,7 +254,7 @@ class Agent:
         while True:
             found, new_index = await answered(
                 f"watch on {service} failed; keeping last endpoints",
-                partial(self.client.instances, service, index=index, wait=WATCH_WAIT))
+                partial(self.watch_client.instances, service, index=index, wait=WATCH_WAIT))
             if new_index < index:
                 index = 0  # the server's state was reset: resynchronise from scratch
                 continue
@@ -359,6 +362,7 @@ class Agent:
         if self.host_started:
             await self.clear_host()
         await self.client.close()
+        await self.watch_client.close()
         if self._http is not None:
             await self._http.close()
         if self.metrics_listener is not None:

@@ -58,11 +58,12 @@ __all__ = ["BODY_TIMEOUT_CODE", "HEAD_TIMEOUT_CODE", "WAIT", "BodyTimeout", "Con
 WAIT: Final = -1  # head_verdict: the head is not complete yet
 LONGEST_METHOD_AND_VERSION: Final = len(b"OPTIONS  HTTP/1.1\r\n")
 SWEEP_INTERVAL: Final = 0.25  # seconds between looks for a late head
-MAX_CONNECTIONS: Final = 1024
+MAX_CONNECTIONS: Final = 16384  # each agent holds a watch per service it calls
 # aiohttp's parser reads up to this many headers (past it, it answers 400 itself), so
 # that the middleware can answer 101 and more with 431 as the fast lane does.
 AIOHTTP_MAX_HEADERS: Final = 2 * MAX_HEADERS
-# Descriptors kept for the log, snapshots, Raft peers and forwarded requests.
+# A quarter of the descriptors is kept for the log, snapshots, Raft peers and
+# forwarded requests.
 DESCRIPTOR_SHARE: Final = 4
 
 
@@ -167,13 +168,14 @@ async def head_limits_middleware(request: web.Request, handler: Handler) -> web.
 
 
 def connection_budget(descriptors: int | None = None) -> int:
-    """How many client connections to hold at most: a share of the descriptor limit
-    (``RLIMIT_NOFILE``'s soft value unless given), never more than MAX_CONNECTIONS."""
+    """How many client connections to hold at most: three quarters of the descriptor
+    limit (``RLIMIT_NOFILE``'s soft value unless given), never more than
+    MAX_CONNECTIONS."""
     if descriptors is None:
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if descriptors == resource.RLIM_INFINITY:
             return MAX_CONNECTIONS
-    return max(8, min(MAX_CONNECTIONS, descriptors // DESCRIPTOR_SHARE))
+    return max(8, min(MAX_CONNECTIONS, descriptors - descriptors // DESCRIPTOR_SHARE))
 
 
 def aiohttp_limits(head_timeout: float = API_HEAD_TIMEOUT) -> dict[str, Any]:
@@ -298,7 +300,11 @@ class ConnectionGuard:
     def await_head(self, conn: Waiting) -> None:
         """``conn`` waits for a head from now on (connected, or answered)."""
         self.waiting.pop(conn, None)  # to the end: the dict stays in deadline order
-        self.waiting[conn] = self.clock() + self.head_timeout
+        self.waiting[conn] = self.head_deadline()
+
+    def head_deadline(self) -> float:
+        """When a head that may begin now is due."""
+        return self.clock() + self.head_timeout
 
     # A head came and its body is still on its way: the same time again for it.
     await_body = await_head

@@ -40,6 +40,11 @@ class ControlPlane(Protocol):
         after ``timeout`` seconds."""
         ...
 
+    def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after each change to ``machine`` (an entry applied, a
+        snapshot restored); returns what stops it."""
+        ...
+
     def read_headers(self) -> dict[str, str]:
         """Headers that say how fresh this server's reads are."""
         ...

@@ -1,4 +1,5 @@
-"""The API's front door: KV puts on the leader answered directly, the rest by aiohttp.
+"""The API's front door: KV puts and service watches on the leader answered directly,
+the rest by aiohttp.
 
 A write costs the leader about as much in aiohttp's request machinery (request and
 response objects, routing, middlewares) as in Raft itself, and the leader's event
@@ -6,7 +7,9 @@ loop is what limits write throughput. So each connection starts here. While its
 requests are plain ``PUT /v1/kv/KEY`` (``kv_put_request.py``) and this server leads,
 they are parsed from the raw bytes, their token checked (``Api.guard``, as the routes
 check it), proposed through ``Api.propose`` and answered with the same status, body
-and headers aiohttp would give. The first request that is
+and headers aiohttp would give. Plain blocking watches of a service's instances
+(``watch_request.py``) are checked the same way and parked in ``watch_hub.py``, which
+answers every watch of a service with one encoding. The first request that is
 anything else (another route, a follower's write to forward, an unusual form) hands
 the connection, with every byte not yet answered, to aiohttp's protocol for good.
 Each head is read whole and judged first, and connections are bounded in number and
@@ -19,17 +22,21 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlet.api import connection_limits, kv_put_request
+from meshlet.api import connection_limits, kv_put_request, watch_request
 from meshlet.api.connection_limits import WAIT, ConnectionGuard, HandedOver, Refusal
 from meshlet.api.error_body import error_body
-from meshlet.api.kv_put_request import INCOMPLETE, KvPut
+from meshlet.api.kv_put_request import INCOMPLETE, Incomplete, KvPut
+from meshlet.api.watch_request import WatchGet
 from meshlet.errors import MeshletError, NotLeader
 from meshlet.state.commands import KVPut
+
+if TYPE_CHECKING:
+    from meshlet.api.watch_hub import WatchHub
 
 log = logging.getLogger(__name__)
 READ_HIGH = 1024 * 1024  # stop reading while this much waits behind a request
@@ -43,6 +50,7 @@ class FastLaneStats:
         self.handed_over = 0
         self.connections: set[FastLane] = set()
         self.guard = ConnectionGuard()
+        self.hub: WatchHub | None = None  # set by the server once it runs
 
 
 class HttpDate:
@@ -76,6 +84,24 @@ def response(status: int, body: bytes, headers: dict[str, str], keep_alive: bool
     return b"".join(head)
 
 
+def answer_watches(batch: list[tuple[FastLane, bytes, bool]], deadline: float,
+                   stats: FastLaneStats) -> None:
+    """The hub's answers to the watches one change woke: (lane, answer, keep-alive),
+    in one tight loop, since it runs once per watcher (a connection to close, or with
+    bytes already behind its watch, takes the longer way)."""
+    waiting = stats.guard.waiting
+    served = 0
+    for lane, answer, keep_alive in batch:
+        if not keep_alive or lane.buffer or lane.eof or lane.closed:
+            lane.answer_watch(answer, keep_alive, deadline)
+            continue
+        lane.watching = None
+        lane.transport.write(answer)  # type: ignore[union-attr]
+        waiting[lane] = deadline  # busy() took it out when its watch came
+        served += 1
+    stats.served += served
+
+
 class FastLane(asyncio.Protocol):
     def __init__(self, api: Any, fallback: Callable[[], asyncio.Protocol],
                  stats: FastLaneStats) -> None:
@@ -89,6 +115,7 @@ class FastLane(asyncio.Protocol):
         self.paused = False
         self.eof = False  # the client has sent all it will
         self.in_body = False  # a head came, not yet all of its body
+        self.watching: str | None = None  # the service of the watch parked in the hub
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -101,10 +128,13 @@ class FastLane(asyncio.Protocol):
         self.stats.guard.leave(self)
         if self.busy is not None:
             self.busy.cancel()
+        if self.watching is not None and self.stats.hub is not None:
+            self.stats.hub.forget(self, self.watching)
+            self.watching = None
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self.busy is None:
+        if self.busy is None and self.watching is None:
             self.next_request()
         elif len(self.buffer) > READ_HIGH and not self.paused:
             self.paused = True
@@ -112,6 +142,10 @@ class FastLane(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        if self.watching is not None:
+            # A FIN on a parked watch reads as the client gone, as aiohttp reads it: a
+            # closed client must not hold its slot for the whole wait.
+            return False
         return self.busy is not None  # answer what was asked, then close
 
     def next_request(self) -> None:
@@ -130,7 +164,9 @@ class FastLane(asyncio.Protocol):
         if isinstance(verdict, Refusal):
             self.refuse(verdict)
             return
-        request = kv_put_request.parse(self.buffer)
+        request: KvPut | WatchGet | Incomplete | None = kv_put_request.parse(self.buffer)
+        if request is None and self.stats.hub is not None:
+            request = watch_request.parse(self.buffer)
         if request is INCOMPLETE:
             if self.eof:  # the rest will never come
                 self.close()
@@ -140,39 +176,83 @@ class FastLane(asyncio.Protocol):
             return
         self.in_body = False
         self.stats.guard.busy(self)
-        if not isinstance(request, KvPut) or not self.api.node.is_leader:
+        if not isinstance(request, KvPut | WatchGet) or not self.api.node.is_leader:
             self.hand_over(bytes(self.buffer))
             return
         raw = bytes(self.buffer[:request.end])
         del self.buffer[:request.end]
-        self.busy = asyncio.get_running_loop().create_task(self.serve(request, raw))
+        serve = self.serve(request, raw) if isinstance(request, KvPut) else \
+            self.serve_watch(request, raw)
+        self.busy = asyncio.get_running_loop().create_task(serve)
 
     async def serve(self, request: KvPut, raw: bytes) -> None:
         command = KVPut(request.key, raw[request.body_start:request.end], request.cas)
-        try:
+
+        async def put() -> Any:
             # The same check aiohttp's routes make (api/access.py), from a cache.
             self.api.guard.authorize(request.token, "kv", request.key, "write")
-            result = await self.api.propose(command)
+            return await self.api.propose(command)
+        done, result = await self.leading(raw, put(), f"PUT /v1/kv/{request.key}",
+                                          request.keep_alive)
+        if done:
+            headers = {"X-Meshlet-Index": str(result.index), **self.api.node.read_headers()}
+            self.answer(response(200, json.dumps(result.value).encode(), headers,
+                                 request.keep_alive), request.keep_alive)
+
+    async def serve_watch(self, request: WatchGet, raw: bytes) -> None:
+        async def check() -> None:
+            # The route's check (Need("service", name="name")) and its read barrier.
+            self.api.guard.authorize(request.token, "service", request.service, "read")
+            await self.api.node.read_barrier("default", None)
+        done, _ = await self.leading(raw, check(), f"a watch of {request.service}",
+                                     request.keep_alive)
+        if done and not self.closed and self.stats.hub is not None:
+            self.watching = request.service
+            self.stats.hub.watch(self, request)
+
+    async def leading(self, raw: bytes, work: Awaitable[Any], what: str,
+                      keep_alive: bool) -> tuple[bool, Any]:
+        """(True, ``work``'s result); or False once the request is dealt with: handed
+        to aiohttp with ``raw`` if this server does not lead (it certainly did not
+        commit: aiohttp runs it again and forwards it), or answered with its error."""
+        try:
+            result = await work
         except NotLeader:
-            # It certainly did not commit: aiohttp runs it again and forwards it.
             self.busy = None
             self.hand_over(raw + bytes(self.buffer))
-            return
+            return False, None
         except Exception as exc:
             if not isinstance(exc, MeshletError):
-                log.exception("unhandled error in PUT /v1/kv/%s", request.key)
-            (status, body), index = error_body(exc), None
-        else:
-            status, body, index = 200, result.value, result.index
+                log.exception("unhandled error in %s", what)
+            self.busy = None
+            status, body = error_body(exc)
+            self.answer(response(status, json.dumps(body).encode(), {}, keep_alive),
+                        keep_alive)
+            return False, None
         self.busy = None
+        return True, result
+
+    def answer_watch(self, answer: bytes, keep_alive: bool, deadline: float) -> None:
+        """The hub's answer to the parked watch; ``deadline``: the next head's."""
+        self.watching = None
         if self.closed:
             return
-        headers = {} if index is None else {"X-Meshlet-Index": str(index),
-                                            **self.api.node.read_headers()}
         self.stats.served += 1
-        self.transport.write(response(  # type: ignore[union-attr]
-            status, json.dumps(body).encode(), headers, request.keep_alive))
-        if not request.keep_alive:
+        self.transport.write(answer)  # type: ignore[union-attr]
+        if not keep_alive:
+            self.close()
+            return
+        self.stats.guard.waiting[self] = deadline  # busy() took it out when it came
+        if self.buffer or self.eof:
+            self.next_request()
+
+    def answer(self, answer: bytes, keep_alive: bool) -> None:
+        """Write a whole response; then close, or read the next request."""
+        if self.closed:
+            return
+        self.stats.served += 1
+        self.transport.write(answer)  # type: ignore[union-attr]
+        if not keep_alive:
             self.close()
             return
         self.stats.guard.await_head(self)

@@ -43,11 +43,24 @@ class KvPut:
     token: str | None = None  # the ACL token's secret the request carries
 
 
-def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
-    """The request at the start of ``buffer`` if it is a plain KV put; ``INCOMPLETE``
-    if that cannot be told yet; ``None`` if aiohttp should have it."""
-    if not buffer.startswith(PREFIX):
-        return INCOMPLETE if PREFIX.startswith(buffer[:len(PREFIX)]) else None
+@dataclass(frozen=True, slots=True)
+class PlainHead:
+    """A head in the plain form both fast paths take, read from raw bytes."""
+
+    target: bytes  # the request line's target, between the method and the version
+    length: int | None  # Content-Length, if given
+    keep_alive: bool
+    token: str | None
+    body_start: int  # offset just past the head
+
+
+def read_head(buffer: bytes | bytearray, prefix: bytes) -> PlainHead | Incomplete | None:
+    """The head at the start of ``buffer`` if its request line starts with ``prefix``
+    and ends with `` HTTP/1.1`` and its headers are plain (no framing header, a token
+    given once and readable); ``INCOMPLETE`` if that cannot be told yet; ``None`` if
+    aiohttp should have it. The body is not looked at."""
+    if not buffer.startswith(prefix):
+        return INCOMPLETE if prefix.startswith(buffer[:len(prefix)]) else None
     head_end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if head_end < 0:
         return INCOMPLETE if len(buffer) < MAX_HEAD else None
@@ -56,10 +69,8 @@ def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
     if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
         return None  # a CR or LF outside a CRLF: aiohttp refuses it
     lines = head.split(b"\r\n")
-    target = request_target(lines[0])
-    if target is None:
+    if not lines[0].endswith(SUFFIX):
         return None
-    key, cas = target
     length: int | None = None
     keep_alive = True
     credentials: dict[bytes, bytes] = {}
@@ -81,15 +92,30 @@ def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
             credentials[lower] = value
         elif lower in FRAMING:
             return None
-    if length is None or length > MAX_BODY:
-        return None
     token = token_of(credentials.get(b"x-meshlet-token"), credentials.get(b"authorization"))
     if token is None and credentials:
         return None
-    body_start = head_end + 4
-    if len(buffer) < body_start + length:
+    return PlainHead(lines[0][len(prefix):-len(SUFFIX)], length, keep_alive, token,
+                     head_end + 4)
+
+
+def parse(buffer: bytes | bytearray) -> KvPut | Incomplete | None:
+    """The request at the start of ``buffer`` if it is a plain KV put; ``INCOMPLETE``
+    if that cannot be told yet; ``None`` if aiohttp should have it."""
+    head = read_head(buffer, PREFIX)
+    if not isinstance(head, PlainHead):
+        return head
+    target = request_target(head.target)
+    if target is None:
+        return None
+    key, cas = target
+    length = head.length
+    if length is None or length > MAX_BODY:
+        return None
+    if len(buffer) < head.body_start + length:
         return INCOMPLETE
-    return KvPut(key, cas, body_start, body_start + length, keep_alive, token)
+    return KvPut(key, cas, head.body_start, head.body_start + length, head.keep_alive,
+                 head.token)
 
 
 def token_of(header: bytes | None, authorization: bytes | None) -> str | None:
@@ -103,11 +129,9 @@ def token_of(header: bytes | None, authorization: bytes | None) -> str | None:
     return header.decode()
 
 
-def request_target(line: bytes) -> tuple[str, int | None] | None:
-    """(key, cas) from ``PUT /v1/kv/KEY[?cas=N] HTTP/1.1``, or None if not plain."""
-    if not line.endswith(SUFFIX):
-        return None
-    target = line[len(PREFIX):-len(SUFFIX)]
+def request_target(target: bytes) -> tuple[str, int | None] | None:
+    """(key, cas) from the target of ``PUT /v1/kv/KEY[?cas=N] HTTP/1.1``, or None if
+    not plain."""
     path, question, query = target.partition(b"?")
     cas: int | None = None
     if question:

@@ -8,14 +8,16 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from meshlet.addresses import is_loopback, parse_hostport, parse_http_url, same_listener
 from meshlet.api.connection_limits import ConnectionGuard, aiohttp_limits, head_limits_middleware
-from meshlet.api.fast_lane import FastLane, FastLaneStats
+from meshlet.api.fast_lane import FastLane, FastLaneStats, answer_watches
 from meshlet.api.routes import Api
+from meshlet.api.watch_hub import WatchHub
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import API_HEAD_TIMEOUT
@@ -195,8 +197,10 @@ class Server:
         stats = FastLaneStats()
         stats.guard = guard
         stats.guard.start(lambda: len(aiohttp_protocol.connections))
+        stats.hub = WatchHub(api, guard.head_deadline, partial(answer_watches, stats=stats))
+        stats.hub.start()
         listening = await asyncio.get_running_loop().create_server(
-            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=128,
+            lambda: FastLane(api, aiohttp_protocol, stats), sock=sock, backlog=1024,
             ssl=tls.api() if https and tls is not None else None)
         reaper.start()
         acl = AclBootstrapper(node, lambda: bool(node.machine.ca.root))
@@ -277,6 +281,8 @@ class Server:
         await self.acl.stop()
         self.listening.close()
         await self.fast_lane.guard.stop()
+        if self.fast_lane.hub is not None:
+            self.fast_lane.hub.stop()
         for conn in list(self.fast_lane.connections):
             conn.close()
         await self.runner.cleanup()

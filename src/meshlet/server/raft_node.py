@@ -59,6 +59,7 @@ class RaftServerNode:
         # so that it shows a certificate the cluster trusts, its old roots pruned.
         self.adopt_roots: Callable[[tuple[int, tuple[int, ...]]], object] | None = None
         self._changed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self.apply_latency = apply_histogram()  # the server registers it for /metrics
         self.driver = RaftDriver.on_disk(
             node_id, address.raft, data_dir / "raft", self.apply_entry, self.restore,
@@ -140,6 +141,12 @@ class RaftServerNode:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+        for listener in self._listeners:
+            listener()
+
+    def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
 
     async def propose(self, command: Command) -> Result:
         """Commit ``command`` on a majority. Raises MeshletError (NotLeader on a

@@ -1,0 +1,195 @@
+"""Blocking watches of a service's instances parked on the fast lane (watch_hub.py)
+answer as the aiohttp route does: the same body and index, once the service moves past
+the index asked for or the wait runs out, and as the route refuses them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meshlet.api.client import Client
+from meshlet.server.main import Server
+from tests.conftest import async_management_token, async_wait_until
+from tests.integration.test_fast_lane import SAME_HEADERS, RawConnection
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await Server.start(tmp_path, "127.0.0.1", 0)
+    TOKEN[:] = [await async_management_token(tmp_path)]
+    yield srv
+    await srv.stop()
+
+
+TOKEN: list[str] = []
+
+
+def watch(service: str, index: int, query: str = "", token: str | None = "",
+          close: bool = False) -> bytes:
+    secret = TOKEN[0] if token == "" else token
+    auth = f"X-Meshlet-Token: {secret}\r\n" if secret is not None else ""
+    return (f"GET /v1/services/{service}/instances?index={index}{query} HTTP/1.1\r\n"
+            f"Host: t\r\n{auth}{'Connection: close' + chr(13) + chr(10) if close else ''}"
+            "\r\n").encode()
+
+
+async def through_aiohttp(server: Server) -> RawConnection:
+    conn = await RawConnection.open(server)
+    await conn.send(f"GET /v1/status HTTP/1.1\r\nHost: t\r\n"
+                    f"X-Meshlet-Token: {TOKEN[0]}\r\n\r\n".encode())
+    assert (await conn.response())[0] == 200
+    return conn
+
+
+def parked(server: Server, count: int) -> bool:
+    hub = server.fast_lane.hub
+    return hub is not None and len(hub) == count
+
+
+async def hub_holds(server: Server, count: int) -> None:
+    async def check() -> bool:
+        return parked(server, count)
+    await async_wait_until(check, 10, f"{count} parked watches")
+
+
+def blocking_returns(server: Server, reason: str) -> float:
+    return server.api.metrics.blocking_returns.labels(reason)._value.get()
+
+
+async def test_a_parked_watch_answers_as_the_route_does(server: Server) -> None:
+    async with Client(server.url, token=TOKEN[0]) as client:
+        await client.register(service="web", id="web-1", address="127.0.0.1", port=8080,
+                              status="passing")
+        index = server.node.machine.service_index["web"]
+        fast = await RawConnection.open(server)
+        slow = await through_aiohttp(server)
+        try:
+            served, changed = server.fast_lane.served, blocking_returns(server, "changed")
+            await fast.send(watch("web", index))
+            await slow.send(watch("web", index))
+            await hub_holds(server, 1)
+            await client.register(service="web", id="web-2", address="127.0.0.1", port=8081,
+                                  status="critical")
+            f_status, f_headers, f_body = await fast.response()
+            s_status, s_headers, s_body = await slow.response()
+            assert f_status == s_status == 200
+            assert json.loads(f_body) == json.loads(s_body)
+            assert {i["id"] for i in json.loads(f_body)} == {"web-1", "web-2"}
+            assert f_headers["X-Meshlet-Index"] == s_headers["X-Meshlet-Index"] \
+                == str(server.node.machine.service_index["web"])
+            for name in SAME_HEADERS:
+                assert f_headers[name] == s_headers[name], name
+            assert server.fast_lane.served == served + 1
+            assert blocking_returns(server, "changed") == changed + 2
+            assert parked(server, 0)
+            # An index the service has moved past is answered at once; the connection
+            # is kept, and its next request is served.
+            await fast.send(watch("web", index, "&passing"))
+            status, _, body = await fast.response()
+            assert status == 200 and [i["id"] for i in json.loads(body)] == ["web-1"]
+            await slow.send(watch("web", index, "&passing"))
+            assert json.loads((await slow.response())[2]) == json.loads(body)
+        finally:
+            await fast.close()
+            await slow.close()
+
+
+async def test_one_change_answers_every_watch_of_its_service(server: Server) -> None:
+    async with Client(server.url, token=TOKEN[0]) as client:
+        conns = [await RawConnection.open(server) for _ in range(20)]
+        try:
+            for n, conn in enumerate(conns):
+                await conn.send(watch("api" if n % 2 else "db", 0, "&passing" * (n % 4 == 0)))
+            await hub_holds(server, 20)
+            assert server.api.metrics.blocking_queries._value.get() == 20
+            await client.register(service="api", id="api-1", address="127.0.0.1", port=80)
+            answers = [await conn.response() for conn in conns[1::2]]
+            assert {json.loads(body)[0]["id"] for _, _, body in answers} == {"api-1"}
+            assert parked(server, 10)  # the db watches wait on
+            await client.register(service="db", id="db-1", address="127.0.0.1", port=81,
+                                  status="critical")
+            for n, conn in enumerate(conns[::2]):
+                _, _, body = await conn.response()
+                assert [i["id"] for i in json.loads(body)] == ([] if n % 2 == 0 else ["db-1"])
+            assert parked(server, 0)
+            assert server.api.metrics.blocking_queries._value.get() == 0
+        finally:
+            for conn in conns:
+                await conn.close()
+
+
+async def test_the_wait_running_out_answers_the_state_as_it_is(server: Server) -> None:
+    conn = await RawConnection.open(server)
+    try:
+        timeouts = blocking_returns(server, "timeout")
+        await conn.send(watch("quiet", 5, "&wait=100ms", close=True))
+        status, headers, body = await conn.response()
+        assert (status, json.loads(body), headers["X-Meshlet-Index"]) == (200, [], "0")
+        assert headers["Connection"] == "close"
+        assert await conn.reader.read() == b""  # and it closes
+        assert blocking_returns(server, "timeout") == timeouts + 1
+        assert parked(server, 0)
+    finally:
+        await conn.close()
+
+
+async def test_a_watch_is_refused_as_the_route_refuses_it(server: Server) -> None:
+    async with Client(server.url, token=TOKEN[0]) as admin:
+        await admin.policy_create("web-only", [
+            {"kind": "service", "prefix": "web", "access": "read"}])
+        reader = (await admin.token_create(["web-only"]))["secret"]
+    fast = await RawConnection.open(server)
+    slow = await through_aiohttp(server)
+    try:
+        for token, status in ((None, 401), ("not-a-token", 401), (reader, 403)):
+            await fast.send(watch("db", 0, token=token))
+            f_status, _, f_body = await fast.response()
+            await slow.send(watch("db", 0, token=token))
+            s_status, _, s_body = await slow.response()
+            assert f_status == s_status == status
+            assert json.loads(f_body) == json.loads(s_body)
+        assert parked(server, 0)
+        await fast.send(watch("web", 0, token=reader))
+        await hub_holds(server, 1)  # the token's own service: it waits
+    finally:
+        await fast.close()
+        await slow.close()
+
+
+async def test_a_client_gone_while_parked_leaves_nothing(server: Server) -> None:
+    """A reset, a close, or a FIN alone (a half close reads as the client gone, as it
+    does to aiohttp): the watch is dropped and its connection closed."""
+    conns = [await RawConnection.open(server) for _ in range(4)]
+    for conn in conns:
+        await conn.send(watch("web", 0))
+    await hub_holds(server, 4)
+    conns[0].writer.transport.abort()
+    await conns[1].close()
+    conns[2].writer.write_eof()
+    await hub_holds(server, 1)
+    assert await asyncio.wait_for(conns[2].reader.read(), 10) == b""
+    assert server.api.metrics.blocking_queries._value.get() == 1
+    async with Client(server.url, token=TOKEN[0]) as client:
+        await client.register(service="web", id="web-1", address="127.0.0.1", port=80)
+    status, _, body = await conns[3].response()  # the one still there is answered
+    assert status == 200 and json.loads(body)[0]["id"] == "web-1"
+    for conn in conns[2:]:
+        await conn.close()
+    assert parked(server, 0)
+    assert server.api.metrics.blocking_queries._value.get() == 0
+
+
+async def test_the_agents_own_watches_take_the_fast_lane(server: Server) -> None:
+    async with Client(server.url, token=TOKEN[0]) as client:
+        served = server.fast_lane.served
+        waiting = asyncio.ensure_future(client.instances("web", index=0, wait=30))
+        await hub_holds(server, 1)
+        await client.register(service="web", id="web-1", address="127.0.0.1", port=80)
+        found, index = await waiting
+        assert [i["id"] for i in found] == ["web-1"]
+        assert index == server.node.machine.service_index["web"]
+        assert server.fast_lane.served >= served + 1
