@@ -229,6 +229,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
     """Run until signalled. Raises MeshletError (e.g. the API port is taken).
     ``agent_metrics``: where the agent serves its /metrics (None: nowhere)."""
     from meshlet.agent.agent import Agent
+    from meshlet.loop import freeze_startup_heap
     from meshlet.server.main import Server, ServerOptions
     temp_dir = None
     if data_dir is None:
@@ -282,6 +283,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
                                       f"{data_dir / 'agent' / 'workloads'}")
                 raise failure
         if not stop.is_set():
+            freeze_startup_heap()
             on_ready(server.url, summary(agent, server.url), data_dir / "agent",
                      agent.containers.images.store.root)
             await stop.wait()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from meshlet.addresses import parse_hostport
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.json_limits import MAX_SNAPSHOT_BYTES, loads
-from meshlet.loop import install_uvloop
+from meshlet.loop import freeze_startup_heap, install_uvloop
 from meshlet.proxy.admin import AdminApi
 from meshlet.proxy.admin_http import AdminServer, Handler, serve
 from meshlet.proxy.config import Snapshot
@@ -127,6 +127,7 @@ async def run_proxy(bootstrap: Snapshot, plan: AdminPlan, port_file: str | None,
             "listeners": sidecar.ports()})
     log.info("sidecar %s ready: admin %s, listeners %s", bootstrap.instance, admin.address,
              sidecar.ports())
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,6 +21,7 @@ from meshlet.api.watch_hub import WatchHub
 from meshlet.backoff import Backoff
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.http_limits import API_HEAD_TIMEOUT
+from meshlet.loop import freeze_startup_heap
 from meshlet.private_files import private_tree, read_or_create_secret
 from meshlet.server.acl_bootstrap import AclBootstrapper
 from meshlet.server.deployments import DeploymentController
@@ -308,6 +309,7 @@ def bootstrap_wait_text(me: str, found: dict[str, dict[str, str]], expect: int,
 async def serve_forever(data_dir: Path, host: str, port: int, stop: asyncio.Event,
                         options: ServerOptions | None = None) -> None:
     server = await Server.start(data_dir, host, port, options)
+    freeze_startup_heap()
     print(f"meshlet server: API at {server.url}, data in {data_dir}", flush=True)
     print(f"meshlet server: the management token is written to {server.acl.path} "
           "if this server founds the cluster", flush=True)
