@@ -229,7 +229,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
     """Run until signalled. Raises MeshletError (e.g. the API port is taken).
     ``agent_metrics``: where the agent serves its /metrics (None: nowhere)."""
     from meshlet.agent.agent import Agent
-    from meshlet.loop import freeze_startup_heap
+    from meshlet.loop import freeze_startup_heap, raise_descriptor_limit
     from meshlet.server.main import Server, ServerOptions
     temp_dir = None
     if data_dir is None:
@@ -247,6 +247,7 @@ async def run_up(manifest: Manifest | None, cwd: Path, host: str, port: int,
         try:
             # A cluster of one still has its own join token, ready for a second server.
             join_token = read_or_create_secret(data_dir / "join.token")
+            raise_descriptor_limit()  # each agent holds connections to the server
             server = await Server.start(data_dir / "server", host, port,
                                         ServerOptions(join_token=join_token,
                                                       default_intention=default_intention))

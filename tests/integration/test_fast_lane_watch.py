@@ -5,7 +5,9 @@ the index asked for or the wait runs out, and as the route refuses them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -193,3 +195,86 @@ async def test_the_agents_own_watches_take_the_fast_lane(server: Server) -> None
         assert [i["id"] for i in found] == ["web-1"]
         assert index == server.node.machine.service_index["web"]
         assert server.fast_lane.served >= served + 1
+
+
+async def test_bytes_behind_a_parked_watch_are_bounded(server: Server) -> None:
+    """Reading goes on behind a parked watch (a client gone must be seen), but past one
+    head's worth the watch is answered at once, the state as it is (as when its wait
+    runs out), and what follows is judged as the next request (refused, and closed)."""
+    conn = await RawConnection.open(server)
+    try:
+        timeouts = blocking_returns(server, "timeout")
+        await conn.send(watch("web", 0, "&wait=600s"))
+        await hub_holds(server, 1)
+        conn.writer.write(b"x" * (100 * 1024))  # past one head, far below READ_HIGH
+        status, headers, body = await conn.response()
+        assert (status, json.loads(body), headers["X-Meshlet-Index"]) == (200, [], "0")
+        assert parked(server, 0)
+        assert blocking_returns(server, "timeout") == timeouts + 1
+        status, headers, _ = await conn.response()
+        assert status == 414 and headers["Connection"] == "close"  # a line that long
+        assert await asyncio.wait_for(conn.reader.read(), 10) == b""
+    finally:
+        conn.writer.transport.abort()
+
+
+async def test_a_client_that_reads_nothing_is_read_no_further(server: Server) -> None:
+    """Answers a client does not read stop the reading of its requests: pipelined
+    watches answered at once cannot make the server hold their answers without end."""
+    async with Client(server.url, token=TOKEN[0]) as client:
+        for n in range(50):  # a large answer
+            await client.register(service="web", id=f"web-{n}", address="127.0.0.1",
+                                  port=1000 + n, meta={"pad": "x" * 200})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    before = set(server.fast_lane.connections)
+    await loop.sock_connect(sock, (host, int(port)))
+    try:
+        async def accepted() -> set[object]:
+            return set(server.fast_lane.connections) - before
+        lane = next(iter(await async_wait_until(accepted, 10, "the connection accepted")))
+        request = watch("web", 0)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while sent < 2000:  # about 40 MB of answers, if all were made
+                sock.send(request)
+                sent += 1
+
+        async def stopped() -> bool:
+            return lane.write_paused and lane.paused
+        await async_wait_until(stopped, 10, "reading stopped behind unread answers")
+        assert lane.transport.get_write_buffer_size() < 4 * 1024 * 1024
+        assert server.fast_lane.served < sent  # the rest wait unread in the socket
+    finally:
+        sock.close()
+
+
+async def test_a_fin_while_the_watch_is_checked_parks_nothing(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client leaves between its watch's arrival and its parking (the read barrier
+    held open here, as a slow lease check would): nothing is parked, the connection
+    closes."""
+    release = asyncio.Event()
+    real = server.node.read_barrier
+
+    async def held(consistency: str, max_stale: float | None) -> None:
+        await release.wait()
+        await real(consistency, max_stale)
+    monkeypatch.setattr(server.node, "read_barrier", held)
+    conn = await RawConnection.open(server)
+    try:
+        await conn.send(watch("web", 0))
+        conn.writer.write_eof()
+
+        async def fin_seen() -> bool:
+            return any(c.eof for c in server.fast_lane.connections)
+        await async_wait_until(fin_seen, 10, "the FIN seen")
+        release.set()
+        assert await asyncio.wait_for(conn.reader.read(), 10) == b""
+        assert parked(server, 0)
+        assert server.api.metrics.blocking_queries._value.get() == 0
+    finally:
+        conn.writer.transport.abort()

@@ -75,7 +75,7 @@ def test_not_http_at_all_is_left_to_aiohttp() -> None:
 
 
 def test_the_budget_is_a_share_of_the_descriptors() -> None:
-    assert connection_budget(256) == 192
+    assert connection_budget(256) == 128
     assert connection_budget(1_000_000) == 16384
     assert connection_budget(10) == 8
     assert 8 <= connection_budget() <= 16384

@@ -94,3 +94,21 @@ def test_a_cr_or_lf_inside_a_header_line_goes_to_aiohttp() -> None:
     assert parse(put(headers="X: y\nTransfer-Encoding: chunked\r\n")) is None
     assert parse(put(headers="X: y\rz\r\n")) is None
     assert parse(put(headers="X: y\n\r\n")) is None
+
+
+def test_heads_aiohttp_would_refuse_go_to_aiohttp() -> None:
+    """Header names that are not tokens, and controls in a value, are aiohttp's to
+    refuse (400); so is a second Connection header, which it reads its own way."""
+    for headers in ("Bad Header: 1\r\n", "a@b: 1\r\n", "Content-Length\x00: 4\r\n",
+                    "X-A: a\x00b\r\n", "X-A: a\x1fb\r\n", "X-A: a\x7f\r\n",
+                    "X-Meshlet-Token: tok\x0b\r\n",
+                    "Connection: close\r\nConnection: keep-alive\r\n"):
+        assert parse(put(headers=headers)) is None, headers
+    assert isinstance(parse(put(headers="X-A: tab\there\r\n")), KvPut)
+
+
+def test_connection_tokens_are_read_exactly() -> None:
+    for value, keep_alive in (("close", False), ("Keep-Alive, Close", False),
+                              ("closed", True), ("keep-alive", True), ("upgrade-x", True)):
+        request = parse(put(headers=f"Connection: {value}\r\n"))
+        assert isinstance(request, KvPut) and request.keep_alive is keep_alive, value

@@ -62,9 +62,9 @@ MAX_CONNECTIONS: Final = 16384  # each agent holds a watch per service it calls
 # aiohttp's parser reads up to this many headers (past it, it answers 400 itself), so
 # that the middleware can answer 101 and more with 431 as the fast lane does.
 AIOHTTP_MAX_HEADERS: Final = 2 * MAX_HEADERS
-# A quarter of the descriptors is kept for the log, snapshots, Raft peers and
-# forwarded requests.
-DESCRIPTOR_SHARE: Final = 4
+# Half the descriptors is kept for the log, snapshots, Raft peers and forwarded
+# requests (a follower opens one to the leader for each request it forwards).
+DESCRIPTOR_SHARE: Final = 2
 
 
 BODY_TIMEOUT_CODE: Final = "body_timeout"
@@ -168,14 +168,13 @@ async def head_limits_middleware(request: web.Request, handler: Handler) -> web.
 
 
 def connection_budget(descriptors: int | None = None) -> int:
-    """How many client connections to hold at most: three quarters of the descriptor
-    limit (``RLIMIT_NOFILE``'s soft value unless given), never more than
-    MAX_CONNECTIONS."""
+    """How many client connections to hold at most: half the descriptor limit
+    (``RLIMIT_NOFILE``'s soft value unless given), never more than MAX_CONNECTIONS."""
     if descriptors is None:
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if descriptors == resource.RLIM_INFINITY:
             return MAX_CONNECTIONS
-    return max(8, min(MAX_CONNECTIONS, descriptors - descriptors // DESCRIPTOR_SHARE))
+    return max(8, min(MAX_CONNECTIONS, descriptors // DESCRIPTOR_SHARE))
 
 
 def aiohttp_limits(head_timeout: float = API_HEAD_TIMEOUT) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from meshlet.api.error_body import error_body
 from meshlet.api.kv_put_request import INCOMPLETE, Incomplete, KvPut
 from meshlet.api.watch_request import WatchGet
 from meshlet.errors import MeshletError, NotLeader
+from meshlet.http_limits import MAX_HEAD_BYTES
 from meshlet.state.commands import KVPut
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 READ_HIGH = 1024 * 1024  # stop reading while this much waits behind a request
+# Behind a parked watch, which may wait minutes, no more than one whole head: the
+# server holds thousands of them.
+WATCH_READ_HIGH = MAX_HEAD_BYTES + 4
 
 
 class FastLaneStats:
@@ -92,11 +96,16 @@ def answer_watches(batch: list[tuple[FastLane, bytes, bool]], deadline: float,
     waiting = stats.guard.waiting
     served = 0
     for lane, answer, keep_alive in batch:
-        if not keep_alive or lane.buffer or lane.eof or lane.closed:
-            lane.answer_watch(answer, keep_alive, deadline)
+        try:
+            if not keep_alive or lane.buffer or lane.eof or lane.closed:
+                lane.answer_watch(answer, keep_alive, deadline)
+                continue
+            lane.watching = None
+            lane.transport.write(answer)  # type: ignore[union-attr]
+        except Exception:  # one connection's failure must not cost the others theirs
+            log.exception("answering a watch")
+            lane.close()
             continue
-        lane.watching = None
-        lane.transport.write(answer)  # type: ignore[union-attr]
         waiting[lane] = deadline  # busy() took it out when its watch came
         served += 1
     stats.served += served
@@ -116,6 +125,7 @@ class FastLane(asyncio.Protocol):
         self.eof = False  # the client has sent all it will
         self.in_body = False  # a head came, not yet all of its body
         self.watching: str | None = None  # the service of the watch parked in the hub
+        self.write_paused = False  # the client reads its answers slower than they come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -136,9 +146,35 @@ class FastLane(asyncio.Protocol):
         self.buffer += data
         if self.busy is None and self.watching is None:
             self.next_request()
-        elif len(self.buffer) > READ_HIGH and not self.paused:
+        elif self.watching is not None:
+            # Reading goes on behind a parked watch, or a client gone would not be
+            # seen; past one head's worth, the watch is answered now (as if its wait
+            # ran out, which a watcher must expect anyway) and what follows is read.
+            if len(self.buffer) > WATCH_READ_HIGH and self.stats.hub is not None:
+                self.stats.hub.expire(self, self.watching)
+        elif not self.paused and len(self.buffer) > READ_HIGH:
+            self.pause()
+
+    def pause(self) -> None:
+        if not self.paused:
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        """The transport holds more than its high-water mark: read no more requests
+        until the client has taken its answers."""
+        self.write_paused = True
+        self.pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.closed:
+            return
+        if self.busy is None and self.watching is None:
+            self.next_request()
+        elif self.paused and len(self.buffer) <= READ_HIGH:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -149,6 +185,8 @@ class FastLane(asyncio.Protocol):
         return self.busy is not None  # answer what was asked, then close
 
     def next_request(self) -> None:
+        if self.write_paused:
+            return  # resume_writing comes back here
         if self.paused:
             self.paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
@@ -206,9 +244,13 @@ class FastLane(asyncio.Protocol):
             await self.api.node.read_barrier("default", None)
         done, _ = await self.leading(raw, check(), f"a watch of {request.service}",
                                      request.keep_alive)
-        if done and not self.closed and self.stats.hub is not None:
-            self.watching = request.service
-            self.stats.hub.watch(self, request)
+        if not done or self.closed or self.stats.hub is None:
+            return
+        if self.eof:  # the client left while its watch was checked
+            self.close()
+            return
+        self.watching = request.service
+        self.stats.hub.watch(self, request)
 
     async def leading(self, raw: bytes, work: Awaitable[Any], what: str,
                       keep_alive: bool) -> tuple[bool, Any]:

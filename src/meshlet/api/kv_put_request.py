@@ -24,6 +24,12 @@ KEY_BYTES: Final = frozenset(
 FRAMING: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Headers that carry the caller's ACL token (``api/access.py`` reads the same two).
 TOKEN_HEADERS: Final = frozenset({b"x-meshlet-token", b"authorization"})
+# RFC 9110's token characters (a header name), and the bytes a field value may not
+# hold (controls but tab, and DEL): aiohttp refuses a head with either, so it is
+# handed to aiohttp to refuse.
+NAME_CHARS: Final = (b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+VALUE_CONTROLS: Final = bytes(c for c in range(32) if c != 9) + b"\x7f"
 
 
 class Incomplete:
@@ -74,18 +80,23 @@ def read_head(buffer: bytes | bytearray, prefix: bytes) -> PlainHead | Incomplet
     length: int | None = None
     keep_alive = True
     credentials: dict[bytes, bytes] = {}
+    connection: bytes | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or name[:1] in b" \t":
+        if not colon or not name or name.translate(None, NAME_CHARS) \
+                or len(value.translate(None, VALUE_CONTROLS)) != len(value):
             return None
         lower = name.lower()
-        value = value.strip()
+        value = value.strip(b" \t")
         if lower == b"content-length":
             if length is not None or not value.isdigit():
                 return None
             length = int(value)
         elif lower == b"connection":
-            keep_alive = b"close" not in value.lower()
+            if connection is not None:  # sent twice: aiohttp judges it
+                return None
+            connection = value
+            keep_alive = b"close" not in (t.strip(b" \t").lower() for t in value.split(b","))
         elif lower in TOKEN_HEADERS:
             if lower in credentials:  # sent twice: aiohttp judges it
                 return None

@@ -108,6 +108,16 @@ def query_int(request: web.Request, name: str) -> int | None:
         raise ConfigError(f"{name}: {shown!r} is not a non-negative integer", name) from None
 
 
+def blocking_wait(request: web.Request) -> float:
+    """How long the leader may hold a forwarded request: a blocking query's ``wait``."""
+    if "index" not in request.query:
+        return 0.0
+    try:
+        return min(parse_duration(request.query.get("wait", DEFAULT_WAIT), "wait"), MAX_WAIT)
+    except ConfigError:
+        return 0.0  # the leader refuses it at once
+
+
 def query_flag(request: web.Request, name: str) -> bool:
     raw = request.query.get(name)
     return raw is not None and raw.lower() not in ("0", "false", "no")
@@ -223,7 +233,8 @@ class Api:
                 tls = client_tls(self.ca_file) if leader.startswith("https:") else None
                 async with session_without_retries(tls) as session, session.request(
                         request.method, leader + request.path_qs, data=body, headers=headers,
-                        timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                        timeout=aiohttp.ClientTimeout(total=30 + blocking_wait(request))
+                        ) as resp:
                     payload = await resp.read()
                     out = {k: v for k, v in resp.headers.items()
                            if k in (INDEX_HEADER, "Content-Type")}

@@ -56,6 +56,7 @@ class WatchHub:
         self.deliver = deliver
         self.groups: dict[str, dict[Watcher, Parked]] = {}
         self.lowest: dict[str, int] = {}  # the least index a service's watches hold
+        self.catalog = -1  # the catalog's index at the last fan-out
         self.unsubscribe: Callable[[], None] | None = None
         self.pending: asyncio.Handle | None = None  # a fan-out at the end of this turn
         metrics = api.metrics
@@ -143,6 +144,10 @@ class WatchHub:
     def fan_out(self) -> None:
         """Answer every parked watch whose service moved past its index."""
         self.pending = None
+        catalog = self.api.sm.catalog_index  # moves with every service's index
+        if catalog == self.catalog:
+            return  # a KV put, say: no service moved
+        self.catalog = catalog
         moved = [s for s, low in self.lowest.items() if self.current(s) > low]
         if not moved:
             return

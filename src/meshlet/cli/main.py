@@ -176,11 +176,14 @@ def down() -> None:
               show_default=True,
               help="Whether a caller no intention names may call a service; recorded "
                    "when the cluster is founded.")
+@click.option("--max-connections", type=click.IntRange(0, 1 << 20), default=0,
+              help="Client connections to hold at most (default: half the descriptor "
+                   "limit, at most 16384).")
 def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
            snapshot_interval: str,
            raft_addr: str | None, peer_specs: tuple[str, ...], join_urls: tuple[str, ...],
            node_ttl: str, bootstrap_expect: int | None, join_token: str | None,
-           default_intention: str) -> None:
+           default_intention: str, max_connections: int) -> None:
     """Run a control-plane server: alone, or one of a Raft cluster.
 
     The data directory wins over the flags: a server that already has a cluster
@@ -198,10 +201,12 @@ def server(data_dir: str, http_addr: str, server_id: str, snapshot_every: int,
         snapshot_every=snapshot_every,
         snapshot_interval=parse_duration(snapshot_interval, "snapshot_interval"),
         node_ttl=parse_duration(node_ttl, "node_ttl"),
-        join_token=join_token or None, default_intention=default_intention)
+        join_token=join_token or None, default_intention=default_intention,
+        max_connections=max_connections)
     options.check()
-    from meshlet.loop import install_uvloop
+    from meshlet.loop import install_uvloop, raise_descriptor_limit
     install_uvloop()  # a faster event loop: much of a server's time is in it
+    raise_descriptor_limit()  # each agent holds connections to it
     run_until_signal(lambda stop: serve_forever(Path(data_dir), host, port, stop, options))
 
 
