@@ -277,19 +277,11 @@ class FastLane(asyncio.Protocol):
     def answer_watch(self, answer: bytes, keep_alive: bool, deadline: float) -> None:
         """The hub's answer to the parked watch; ``deadline``: the next head's."""
         self.watching = None
-        if self.closed:
-            return
-        self.stats.served += 1
-        self.transport.write(answer)  # type: ignore[union-attr]
-        if not keep_alive:
-            self.close()
-            return
-        self.stats.guard.waiting[self] = deadline  # busy() took it out when it came
-        if self.buffer or self.eof:
-            self.next_request()
+        self.answer(answer, keep_alive, deadline)
 
-    def answer(self, answer: bytes, keep_alive: bool) -> None:
-        """Write a whole response; then close, or read the next request."""
+    def answer(self, answer: bytes, keep_alive: bool, deadline: float | None = None) -> None:
+        """Write a whole response; then close, or read the next request (due by
+        ``deadline``, if the caller has read the clock already)."""
         if self.closed:
             return
         self.stats.served += 1
@@ -297,7 +289,10 @@ class FastLane(asyncio.Protocol):
         if not keep_alive:
             self.close()
             return
-        self.stats.guard.await_head(self)
+        if deadline is None:
+            self.stats.guard.await_head(self)
+        else:
+            self.stats.guard.waiting[self] = deadline  # busy() took it out when it came
         self.next_request()
 
     def hand_over(self, pending: bytes) -> None:
