@@ -12,6 +12,12 @@ from typing import Final
 MAX_HEAD_BYTES: Final = 64 * 1024  # request line and headers → 431
 MAX_HEADERS: Final = 100  # header lines → 431
 MAX_URL_BYTES: Final = 8 * 1024  # the request target → 414
+# RFC 9110's token characters (a header name), and the bytes a field value may not
+# hold (controls but tab, and DEL): heads with either are left to a full parser to
+# refuse (aiohttp's, httptools').
+NAME_CHARS: Final = (b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+VALUE_CONTROLS: Final = bytes(c for c in range(32) if c != 9) + b"\x7f"
 HEAD_TIMEOUT: Final = 10.0  # seconds for a head to arrive whole → 408 (sidecar)
 # The API server's, which also closes a connection idle after an answer: longer than the
 # 15 s an aiohttp client keeps an idle connection for reuse, so the server does not

@@ -131,6 +131,41 @@ def test_routes_that_all_miss() -> None:
     assert table.choose(view("/other"), random.Random()) is None
 
 
+PATH_ROUTES = [
+    {"match": {"path_prefix": "/admin", "methods": ["POST", "DELETE"]}, "timeout": "2s"},
+    {"match": {"path_prefix": "/caf\u00e9"}, "split": [{"subset": {"version": "v3"}}]},
+    {"match": {"path_prefix": "/\u20ac"}, "split": [{"subset": {"version": "v4"}}]},
+    {"match": {"path_prefix": "/api/"}, "split": [{"subset": {"version": "v2"}}]},
+]
+
+
+@pytest.mark.parametrize("method, target, hit", [
+    ("POST", "/admin/x", True), ("GET", "/admin/x", False), ("DELETE", "/admin", True),
+    ("GET", "/api/v1?q=/admin", True), ("GET", "/api?x", False), ("GET", "/api/", True),
+    ("GET", "http://host/api/x?y", True), ("GET", "/other", False),
+    ("GET", "/caf\u00e9/menu", True), ("GET", "/\u20ac", False), ("GET", "/a#/api/", False),
+    ("PATCH", "*", False),
+])
+def test_routes_on_the_raw_request_line_choose_as_on_a_view(method: str, target: str,
+                                                            hit: bool) -> None:
+    """With no route on headers, a request is routed on its method and target as
+    received, without a view, and to the same route."""
+    table = RouteTable(parsed(validate_settings({"routes": PATH_ROUTES})).routes)
+    assert not table.needs_headers
+    raw = table.choose_raw(method.encode("latin-1"), target.encode("latin-1", "replace"),
+                           random.Random(1))
+    viewed = table.choose(view(target.encode("latin-1", "replace").decode("latin-1"), method),
+                          random.Random(1))
+    assert raw == viewed
+    assert (raw is not None) == hit
+
+
+def test_a_route_on_headers_needs_a_view() -> None:
+    table = RouteTable(parsed(validate_settings({"routes": [
+        {"match": {"path_prefix": "/a"}}, {"match": {"headers": {"x-canary": "yes"}}}]})).routes)
+    assert table.needs_headers
+
+
 def test_request_view_keys() -> None:
     v = RequestView("GET", "/users/42/orders?tenant=acme&x=1",
                     {"cookie": "a=1; session=abc", "x-user": "bob"}, "10.0.0.9")

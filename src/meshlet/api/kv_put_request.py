@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from meshlet.http_limits import NAME_CHARS, VALUE_CONTROLS
+
 MAX_HEAD: Final = 16 * 1024
 MAX_BODY: Final = 4 * 1024 * 1024  # the API's client_max_size
 PREFIX: Final = b"PUT /v1/kv/"
@@ -24,12 +26,6 @@ KEY_BYTES: Final = frozenset(
 FRAMING: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Headers that carry the caller's ACL token (``api/access.py`` reads the same two).
 TOKEN_HEADERS: Final = frozenset({b"x-meshlet-token", b"authorization"})
-# RFC 9110's token characters (a header name), and the bytes a field value may not
-# hold (controls but tab, and DEL): aiohttp refuses a head with either, so it is
-# handed to aiohttp to refuse.
-NAME_CHARS: Final = (b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
-                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-VALUE_CONTROLS: Final = bytes(c for c in range(32) if c != 9) + b"\x7f"
 
 
 class Incomplete:

@@ -1,11 +1,13 @@
 # Types for the compiled build of cluster.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
 from meshlet.proxy.pool cimport ConnectionPool
+from meshlet.proxy.routing cimport RouteTable
 
 
 cdef class Cluster:
     cdef public object name, clock, rng, zone, node, config, settings, outlier, budget
-    cdef public object routes, partition, _default_target, _ctx
+    cdef public object partition, _default_target, _ctx
+    cdef public RouteTable routes
     cdef public object connect_timeout, request_timeout
     cdef public dict states, balancers, members, raw_settings, _targets
     cdef public ConnectionPool pool, _h2_pool
@@ -13,7 +15,7 @@ cdef class Cluster:
     cdef public long retries
     cdef public bint needs_view, tracks_latency
 
-    cpdef resolve(self, view)
+    cpdef resolve(self, view, method=*, bytes target=*)
     cpdef pick(self, target, list exclude)
     cpdef bint untried(self, target, list tried)
     cpdef bint record_outcome(self, state, bint failed)

@@ -21,7 +21,7 @@ from meshlet.proxy.partition import PartitionRule, Refusal
 from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.outlier import OutlierDetector
 from meshlet.proxy.resilience.retry_budget import RetryBudget
-from meshlet.proxy.routing import RouteChoice, RouteTable, Subset
+from meshlet.proxy.routing import RouteChoice, RouteTable, Subset, raw_path
 from meshlet.proxy.settings import Settings, parsed, validate_settings
 
 if TYPE_CHECKING:  # cimported by the compiled build (cluster.pxd)
@@ -130,7 +130,10 @@ class Cluster:
             self.budget = RetryBudget(s.retry_budget_percent, s.retry_budget_min_per_second)
         self.routes = RouteTable(s.routes) if s.routes else None
         self.partition = PartitionRule(self.name, s.partition) if s.partition else None
-        self.needs_view = bool(self.routes or self.partition or s.hash_on)
+        # A request is viewed (its target and headers decoded) only if something reads
+        # more than its method and path: header matches, shards, hash keys.
+        self.needs_view = bool((self.routes and self.routes.needs_headers) or self.partition
+                               or s.hash_on)
         # Only latency-aware policies read the RTT estimate; others skip its update.
         self.tracks_latency = s.lb == "peak_ewma"
         self.balancers = {}
@@ -176,26 +179,33 @@ class Cluster:
 
     # -- per request ------------------------------------------------------------------
 
-    def resolve(self, view: RequestView | None) -> Target | Refusal:
-        """Route, shard and hash-key for one request, or a Refusal naming why not."""
-        if view is None and self._default_target is not None:
+    def resolve(self, view: RequestView | None, method: bytes | None = None,
+                target: bytes = b"") -> Target | Refusal:
+        """Route, shard and hash-key for one request, or a Refusal naming why not: a
+        request ``view`` when ``needs_view``, else its ``method`` and ``target`` as
+        received; neither for a connection (TCP), which routes do not apply to."""
+        routes = self.routes
+        if view is None and (method is None or routes is None) \
+                and self._default_target is not None:
             return self._default_target
         route: RouteChoice | None = None
         shard: str | None = None
         timeout = self.request_timeout
-        if view is not None:
-            if self.routes is not None:
-                route = self.routes.choose(view, self.rng)
-                if route is None:
-                    return Refusal(404, "no_route",
-                                   f"no route of {self.name} matches {view.method} {view.path}")
-                if route.timeout:
-                    timeout = route.timeout
-            if self.partition is not None:
-                chosen = self.partition.shard_for(view, self.rng)
-                if isinstance(chosen, Refusal):
-                    return chosen
-                shard = chosen
+        if routes is not None and (view is not None or method is not None):
+            if view is not None:
+                route = routes.choose(view, self.rng)
+            else:
+                route = routes.choose_raw(method, target, self.rng)  # type: ignore[arg-type]
+            if route is None:
+                return Refusal(404, "no_route", f"no route of {self.name} matches "
+                                                f"{self.request_line(view, method, target)}")
+            if route.timeout:
+                timeout = route.timeout
+        if view is not None and self.partition is not None:
+            chosen = self.partition.shard_for(view, self.rng)
+            if isinstance(chosen, Refusal):
+                return chosen
+            shard = chosen
         hash_key = None
         if view is not None and self.settings.hash_on and self.settings.lb in HASH_POLICIES:
             value = view.key(self.settings.hash_on)
@@ -205,12 +215,19 @@ class Cluster:
             if cached is not None:
                 return cached
         key = (route.subset if route else (), shard)
-        target = Target(self.balancer(key), timeout, route, hash_key, key)
-        if view is None:
-            self._default_target = target
+        made = Target(self.balancer(key), timeout, route, hash_key, key)
+        if route is None and view is None:
+            self._default_target = made
         elif hash_key is None:
-            self._targets[(id(route), shard)] = target
-        return target
+            self._targets[(id(route), shard)] = made
+        return made
+
+    @staticmethod
+    def request_line(view: RequestView | None, method: bytes | None, target: bytes) -> str:
+        """The method and path a refusal names."""
+        if view is not None:
+            return f"{view.method} {view.path}"
+        return f"{(method or b'').decode('latin-1')} {raw_path(target).decode('latin-1')}"
 
     def pick(self, target: Target, exclude: list[EndpointState]) -> EndpointState | None:
         now = self.clock()

@@ -9,6 +9,9 @@ from meshlet.proxy.pool cimport ConnectionPool
 from meshlet.proxy.upstream cimport UpstreamHttp
 
 
+cpdef bint removes_any(route, list headers)
+
+
 cdef class Exchange:
     cdef public double attempt_time, deadline, try_deadline, start_time
     cdef public bint body_done, chunked, discarding, finished, got_response_bytes, interim
@@ -24,11 +27,12 @@ cdef class Exchange:
     cdef public DownstreamHttp down
     cdef public UpstreamHttp upstream
     cdef public list headers, pending, sent, tried
-    cdef public bytes method, url, relay_first
+    cdef public bytes method, url, relay_first, raw_head
     cdef public str last_error, reason, version
 
     cpdef start(self)
     cpdef build_head(self, target)
+    cpdef queue_head(self, bytes head)
     cpdef attempt(self)
     cpdef acquire(self, EndpointState state, bint reuse)
     cpdef start_connect(self)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # cimported by the compiled build (exchange.pxd)
     from meshlet.proxy.http import DownstreamHttp
     from meshlet.proxy.lb.base import EndpointState
     from meshlet.proxy.pool import ConnectionPool
+    from meshlet.proxy.routing import RouteChoice
     from meshlet.proxy.tracing import SpanContext
     from meshlet.proxy.upstream import UpstreamHttp
 
@@ -73,6 +74,17 @@ PEER_NOT_PROCESSED = frozenset({LOCAL_APP_REFUSED.encode()})
 # close, or PASS: the upstream's bytes relayed untouched, head included.
 FRAMING_NONE, FRAMING_RAW, FRAMING_CHUNKED, FRAMING_UNTIL_CLOSE, FRAMING_PASS, \
     FRAMING_PASS_UNTIL_CLOSE = range(6)
+
+
+def removes_any(route: RouteChoice, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the route removes (or replaces) a header the request has."""
+    lengths = route.removed_lengths
+    if not lengths:
+        return False
+    for name, _ in headers:  # noqa: SIM110 (compiled cpdef functions take no generators)
+        if len(name) in lengths and name.lower() in route.remove_headers:
+            return True
+    return False
 
 
 class Exchange:
@@ -102,6 +114,7 @@ class Exchange:
         "method",
         "pending",
         "pending_size",
+        "raw_head",
         "reason",
         "relay",
         "relay_first",
@@ -125,8 +138,11 @@ class Exchange:
 
     def __init__(self, down: DownstreamHttp, method: bytes, url: bytes,
                  headers: list[tuple[bytes, bytes]], keep_alive: bool, version: str,
-                 flags: int = HAS_HOP_BY_HOP) -> None:
+                 flags: int = HAS_HOP_BY_HOP, raw_head: bytes = b"") -> None:
         self.down = down
+        # The head as received, when it was plain HTTP/1.1 (plain_head.py): relayed as
+        # it is unless something in it must change.
+        self.raw_head = raw_head
         self.flags = flags
         self.listener = down.listener
         self.loop = down.loop
@@ -205,7 +221,7 @@ class Exchange:
         view = None
         if cluster.needs_view:
             view = RequestView.from_raw(self.method, self.url, self.headers, self.down.peer_ip)
-        resolved = cluster.resolve(view)
+        resolved = cluster.resolve(view, self.method, self.url)
         if isinstance(resolved, Refusal):
             self.local_reply(resolved.status, resolved.reason, resolved.message)
             return
@@ -222,6 +238,14 @@ class Exchange:
 
     def build_head(self, target: Target) -> None:
         route = target.route
+        head = self.raw_head
+        if head and self.trace is None and not self.flags & HAS_HOP_BY_HOP \
+                and (route is None or not removes_any(route, self.headers)):
+            # A plain HTTP/1.1 head as received (plain_head.py), with the route's headers.
+            if route is not None and route.set_lines:
+                head = b"%b%b\r\n" % (head[:-2], route.set_lines)
+            self.queue_head(head)
+            return
         parts = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         drop = route.remove_headers if route else frozenset()
         trace = self.trace
@@ -238,7 +262,10 @@ class Exchange:
         if self.chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
-        head = b"".join(parts)
+        self.queue_head(b"".join(parts))
+
+    def queue_head(self, head: bytes) -> None:
+        """The upstream request's head goes first, before any body already received."""
         self.pending.insert(0, head)
         self.pending_size += len(head)
         if self.sent is not None:

@@ -18,6 +18,8 @@ cdef class DownstreamHttp:
     cdef public Py_ssize_t head_size, head_raw, framing_raw
     cdef public double head_deadline, opened_at
 
+    cpdef begin(self, Exchange ex)
+    cpdef plain_request(self, tuple plain, bytes data)
     cpdef pause_reading(self, str reason)
     cpdef resume_reading(self, str reason)
     cpdef write(self, bytes data)

@@ -61,6 +61,8 @@ from meshlet.proxy.headers import (
 from meshlet.proxy.listener import ListenerState
 from meshlet.proxy.mesh_tls import caller_service
 from meshlet.proxy.opaque import HTTP, SILENT, OpaqueRelay, first_bytes_kind, opaque_allowed
+from meshlet.proxy.plain_head import COMPILED as PLAIN_HEADS
+from meshlet.proxy.plain_head import PlainRequest, plain_request
 from meshlet.proxy.upgrade import Tunnel, upgrade_token
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,11 @@ class DownstreamHttp:
                 self.relay_opaque(data, kind)
                 return
         inside = self.in_head
+        if PLAIN_HEADS and not inside and self.parsing is None and not self.queue:
+            plain = plain_request(data)
+            if plain is not None:  # one whole head, no body: read without httptools
+                self.plain_request(plain, data)
+                return
         if inside:  # this chunk starts inside a head: all of it is head, or after it
             self.head_raw += len(data)
         body_of = self.parsing  # the request whose body this chunk goes on with, if any
@@ -280,9 +287,12 @@ class DownstreamHttp:
         version = p.get_http_version()
         if version == "0.9":
             self.refuse(400, BAD_REQUEST, "HTTP/0.9 is not served")
-        ex = Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
-                      version, self.flags)
+        self.begin(Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
+                            version, self.flags))
         self.headers = []  # the list is the exchange's now; the next head gets its own
+
+    def begin(self, ex: Exchange) -> None:
+        """A request's head is complete: it is in flight, or waits behind another."""
         self.parsing = ex
         self.queue.append(ex)
         self.listener.active_requests += 1
@@ -290,6 +300,18 @@ class DownstreamHttp:
             ex.start()
         else:
             self.pause_reading("pipelined")
+
+    def plain_request(self, plain: PlainRequest, data: bytes) -> None:
+        """A whole request with no body (``plain_head.py``), as the parser's callbacks
+        would have taken it: head complete, then message complete."""
+        self.head_deadline = 0.0
+        self.framing_raw = 0
+        method, url, headers, flags, keep_alive, version = plain
+        ex = Exchange(self, method, url, headers, keep_alive, version, flags,
+                      data if version == "1.1" else b"")
+        self.begin(ex)
+        ex.request_done()
+        self.parsing = None
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True

@@ -1,6 +1,7 @@
 # Types for the compiled build of listener.py (see proxy/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
-from meshlet.observe.hot_metrics cimport HotCounter, HotEndpointStats, HotHistogram
+from meshlet.observe.hot_metrics cimport HotCounter, HotEndpointStats, HotHistogram, add, \
+    observe_attempt, observe_row
 from meshlet.proxy.connector cimport Connector
 from meshlet.proxy.lb.base cimport EndpointState
 
@@ -16,7 +17,7 @@ cdef class ListenerState:
     cdef public long active_requests, max_connections
     cdef public bint draining, sweeps_heads, inbound
     cdef public double head_timeout, idle_timeout, detect_timeout, now, next_head_sweep
-    cdef public dict _request_labels, _endpoint_labels
+    cdef public dict _request_labels, _endpoint_rows
     cdef public set _sources
     cdef public HotCounter _requests
     cdef public HotHistogram _duration

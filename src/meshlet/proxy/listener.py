@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshlet.intention_rules import Intentions
 from meshlet.observe.access_log import access_line, request_path
+from meshlet.observe.hot_metrics import add, observe_attempt, observe_row
 from meshlet.observe.proxy_metrics import ProxyMetrics
 from meshlet.observe.request_labels import duration_labels, request_labels, source_label
 from meshlet.proxy import connector as connector_module
@@ -73,11 +74,12 @@ class ListenerState:
         self.tracer: Any = None
         self.exporter: Any = None
         self.span_kind = SERVER if self.direction == "inbound" else CLIENT
-        # Label tuples made once, not per request: the request and duration labels by
-        # (status, reason, caller or endpoint), the endpoint labels by endpoint.
+        # Series found once, not per request: the request counter's cell and duration
+        # histogram's row by (status, reason, caller or endpoint), the endpoint rows by
+        # endpoint (observe/hot_metrics.py).
         self._request_labels: dict[tuple[int, str, str, int], tuple[Any, Any]] = {}
         self._sources: set[str] = set()  # inbound callers named in labels (bounded)
-        self._endpoint_labels: dict[str, tuple[str, str, str]] = {}  # see configure
+        self._endpoint_rows: dict[str, list[float]] = {}  # see configure
         # The hot metrics held here as well: typed in listener.pxd, so the compiled
         # build calls them directly.
         self._requests = metrics.requests
@@ -91,7 +93,7 @@ class ListenerState:
 
     def configure(self) -> None:
         """Pick up settings that live on the listener (rate limit, access log)."""
-        self._endpoint_labels = {}  # endpoints may have left: rebuilt as traffic flows
+        self._endpoint_rows = {}  # endpoints may have left: rebuilt as traffic flows
         self._request_labels = {}
         if self.cluster is None:
             return
@@ -165,11 +167,11 @@ class ListenerState:
                 self.cluster.ejected_count())
 
     def observe_endpoint(self, state: EndpointState, status: int, seconds: float) -> None:
-        labels = self._endpoint_labels.get(state.endpoint.id)
-        if labels is None:
-            labels = self._endpoint_labels[state.endpoint.id] = (
-                self.direction, self.destination, state.endpoint.id)
-        self._endpoint_stats.observe(labels, status, seconds)
+        row = self._endpoint_rows.get(state.endpoint.id)
+        if row is None:  # kept until configure, as label_pair's are
+            row = self._endpoint_rows[state.endpoint.id] = self._endpoint_stats.row(
+                (self.direction, self.destination, state.endpoint.id))
+        observe_attempt(row, status, seconds)
 
     def finished(self, ex: Any, seconds: float) -> None:
         status = ex.status
@@ -182,8 +184,8 @@ class ListenerState:
         pair = self._request_labels.get((status, ex.reason, peer, grpc))
         if pair is None:
             pair = self.label_pair(status, ex.reason, peer, grpc)
-        self._requests.inc(pair[0])
-        self._duration.observe(pair[1], seconds)
+        add(pair[0])
+        observe_row(pair[1], self._duration.bounds, seconds)
         trace = ex.trace
         if trace is not None and trace.sampled and self.exporter is not None:
             self.record_span(ex, seconds)
@@ -194,9 +196,11 @@ class ListenerState:
 
     def label_pair(self, status: int, reason: str, peer: str,
                    grpc: int = -1) -> tuple[Any, Any]:
-        """The request and duration labels of a request answered ``status`` for
-        ``reason`` ("" when the upstream answered), from ``peer``: the caller's service
-        inbound, the answering endpoint outbound (see observe/request_labels.py)."""
+        """The request counter's cell and the duration histogram's row of a request
+        answered ``status`` for ``reason`` ("" when the upstream answered), from
+        ``peer``: the caller's service inbound, the answering endpoint outbound (see
+        observe/request_labels.py). Kept until ``configure``, which comes before a
+        series is removed (``ProxyMetrics.forget_endpoints``)."""
         if self.inbound:
             source, instance = source_label(peer, self._sources), self.instance
         else:
@@ -205,9 +209,9 @@ class ListenerState:
         if len(cache) >= MAX_LABEL_KEYS:
             cache.clear()
         pair = cache[(status, reason, peer, grpc)] = (
-            request_labels(self.direction, source, self.destination, instance, status,
-                           reason, grpc),
-            duration_labels(self.direction, source, self.destination))
+            self._requests.cell(request_labels(self.direction, source, self.destination,
+                                               instance, status, reason, grpc)),
+            self._duration.row(duration_labels(self.direction, source, self.destination)))
         return pair
 
     # -- tracing and access log -------------------------------------------------------

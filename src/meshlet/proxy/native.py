@@ -21,8 +21,9 @@ import sys
 # run time, as the Python build loads them in this order (cimports may go both ways).
 COMPILED_MODULES = ("observe/hot_metrics", "proxy/lb/base", "proxy/lb/peak_ewma",
                     "proxy/request_view", "proxy/routing", "proxy/resilience/retry_budget",
-                    "proxy/pool", "proxy/cluster", "proxy/headers", "proxy/upstream",
-                    "proxy/connector", "proxy/listener", "proxy/exchange", "proxy/http")
+                    "proxy/pool", "proxy/cluster", "proxy/headers", "proxy/plain_head",
+                    "proxy/upstream", "proxy/connector", "proxy/listener", "proxy/exchange",
+                    "proxy/http")
 DIGEST_FILE = "proxy/compiled.sha256"
 # The meshlet package. Paths are strings here: pathlib is one module a sidecar need not
 # load (with it, 0.3 MiB more resident).

@@ -5,3 +5,8 @@ cdef class RouteTable:
     cdef public list routes, _compiled
 
     cpdef choose(self, view, rng)
+    cpdef choose_raw(self, bytes method, bytes target, rng)
+
+
+cpdef bytes raw_path(bytes target)
+cpdef split(route, rng)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from meshlet.proxy.request_view import RequestView
 from meshlet.settings_rules import header_bytes
@@ -28,21 +29,45 @@ class RouteChoice:
     timeout: float | None
     set_headers: tuple[tuple[bytes, bytes], ...]
     remove_headers: frozenset[bytes]
+    # The set headers as lines of a head, and the lengths of the names removed (a
+    # header of another length is kept without lower-casing its name).
+    set_lines: bytes = b""
+    removed_lengths: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
-    """A route's match conditions, ready to compare (header names lower-cased)."""
+    """A route's match conditions, ready to compare (header names lower-cased), and
+    its prefix and methods as the bytes of a request line (None: a prefix no
+    request's target can start with)."""
 
     path_prefix: str
     methods: frozenset[str]
     headers: tuple[tuple[str, str], ...]
     cumulative: list[float]
     choices: list[RouteChoice]
+    raw_prefix: bytes | None
+    raw_methods: frozenset[bytes]
 
 
 def subset_key(labels: dict[str, str]) -> Subset:
     return tuple(sorted(labels.items()))
+
+
+def raw_path(target: bytes) -> bytes:
+    """A request target's path, as ``RequestView.path`` reads it, in bytes."""
+    if b"://" in target:
+        return urlsplit(target.decode("latin-1")).path.encode("latin-1")
+    end = target.find(b"?")
+    return target if end < 0 else target[:end]
+
+
+def latin1(text: str) -> bytes | None:
+    """``text`` as the bytes it is decoded from in a request view, if it can be."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
 class RouteTable:
@@ -63,7 +88,9 @@ class RouteTable:
                             for k, v in rewrite.set.items())
         removed = frozenset(header_bytes(k.lower()) for k in [*rewrite.remove, *rewrite.set])
         subsets = [subset_key(t.subset) for t in route.split] or [()]
-        choices = [RouteChoice(subset, route.timeout, set_headers, removed)
+        set_lines = b"".join(b"%b: %b\r\n" % pair for pair in set_headers)
+        lengths = frozenset(len(name) for name in removed)
+        choices = [RouteChoice(subset, route.timeout, set_headers, removed, set_lines, lengths)
                    for subset in subsets]
         cumulative: list[float] = []
         total = 0.0
@@ -72,8 +99,15 @@ class RouteTable:
             cumulative.append(total)
         m = route.match
         headers = tuple((name.lower(), value) for name, value in m.headers.items())
-        return CompiledRoute(m.path_prefix, frozenset(m.methods), headers, cumulative,
-                             choices)
+        methods = frozenset(m.methods)
+        raw_methods = frozenset(raw for raw in map(latin1, methods) if raw is not None)
+        return CompiledRoute(m.path_prefix, methods, headers, cumulative, choices,
+                             latin1(m.path_prefix), raw_methods)
+
+    @property
+    def needs_headers(self) -> bool:
+        """Whether a route matches on headers: the request needs a view to be routed."""
+        return any(route.headers for route in self._compiled)
 
     @staticmethod
     def matches(route: CompiledRoute, view: RequestView, path: str) -> bool:
@@ -89,15 +123,31 @@ class RouteTable:
     def choose(self, view: RequestView, rng: random.Random) -> RouteChoice | None:
         path = view.path
         for route in self._compiled:
-            if not self.matches(route, view, path):
-                continue
-            choices = route.choices
-            if len(choices) == 1:
-                return choices[0]
-            cumulative = route.cumulative
-            point = rng.random() * cumulative[-1]
-            for i, bound in enumerate(cumulative):
-                if point < bound:
-                    return choices[i]
-            return choices[-1]
+            if self.matches(route, view, path):
+                return split(route, rng)
         return None
+
+    def choose_raw(self, method: bytes, target: bytes, rng: random.Random
+                   ) -> RouteChoice | None:
+        """``choose`` for a request's method and target as received, when no route
+        matches on headers (``needs_headers``): no view is made."""
+        path = raw_path(target)
+        for route in self._compiled:
+            prefix = route.raw_prefix
+            if prefix is not None and path.startswith(prefix) \
+                    and (not route.methods or method in route.raw_methods):
+                return split(route, rng)
+        return None
+
+
+def split(route: CompiledRoute, rng: random.Random) -> RouteChoice:
+    """The route's choice a request goes to, drawn by the split's weights."""
+    choices = route.choices
+    if len(choices) == 1:
+        return choices[0]
+    cumulative = route.cumulative
+    point = rng.random() * cumulative[-1]
+    for i, bound in enumerate(cumulative):
+        if point < bound:
+            return choices[i]
+    return choices[-1]

@@ -119,7 +119,7 @@ class Tunnel(ByteRelay):
         cluster = listener.cluster
         view = RequestView.from_raw(self.method, self.url, self.headers, self.down.peer_ip) \
             if cluster.needs_view else None
-        target = cluster.resolve(view)
+        target = cluster.resolve(view, self.method, self.url)
         if isinstance(target, Refusal):
             self.reply(target.status, target.reason, target.message)
             return

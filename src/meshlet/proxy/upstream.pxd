@@ -14,7 +14,7 @@ cdef class UpstreamHttp:
     cdef public Connector connector
     cdef public object key, parser, relay_parser, transport, send
     cdef public bytes relay_data, reason
-    cdef public bint relay_done, relay_keep_alive, closed, counted, reused, reset_parser, in_body, body_seen
+    cdef public bint relay_done, relay_fresh, relay_keep_alive, closed, counted, reused, reset_parser, in_body, body_seen
     cdef public Exchange exchange
     cdef public list headers
     cdef public double idle_since

@@ -23,6 +23,8 @@ import httptools
 
 from meshlet.http_limits import MAX_HEAD_BYTES
 from meshlet.proxy.headers import NOTABLE_LENGTHS, header_flags, unconnected
+from meshlet.proxy.plain_head import COMPILED as PLAIN_HEADS
+from meshlet.proxy.plain_head import plain_response
 
 if TYPE_CHECKING:  # cimported by the compiled build (upstream.pxd)
     from meshlet.proxy.connector import Connector
@@ -74,6 +76,7 @@ class UpstreamHttp:
         self.relay_data = b""
         self.relay_done = False
         self.relay_keep_alive = False
+        self.relay_fresh = True  # the relay parser is at a message's start
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False
@@ -142,17 +145,27 @@ class UpstreamHttp:
             self.parser = httptools.HttpResponseParser(self)
 
     def relay(self, ex: Exchange, data: bytes) -> None:
-        """Pass the response's bytes on untouched; the parser only finds its end."""
-        down = ex.down
+        """Pass the response's bytes on untouched; the parser only finds its end (or,
+        for a whole plain response in one read, ``plain_head.py`` does)."""
         self.relay_done = False
         self.relay_data = data
+        plain = plain_response(data) if PLAIN_HEADS and self.relay_fresh else 0
+        if plain:  # status << 1 | keep-alive
+            ex.relayed_head(plain >> 1, data)
+            self.relay_done = True
+            self.relay_keep_alive = bool(plain & 1)
+        else:
+            self.relay_fresh = False
+            try:
+                self.relay_parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.close()
+            if self.relay_done:  # the next response starts at a parser's beginning
+                self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+                self.relay_fresh = True
+        down = ex.down
         down.cork()
         try:
-            self.relay_parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.close()
-            return
-        finally:
             if not ex.discarding and (ex.response_started or ex.interim or self.relay_done):
                 if ex.relay_head is not None:  # a head rewritten (draining): the rest as is
                     head, replaced = ex.relay_head
@@ -161,6 +174,7 @@ class UpstreamHttp:
                 down.write(data)
             if self.relay_done and self.exchange is ex:
                 ex.response_done(self.relay_keep_alive)
+        finally:
             down.uncork()
 
     def pause_writing(self) -> None:
