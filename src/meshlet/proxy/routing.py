@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 from meshlet.proxy.settings import Route
 
 Subset = tuple[tuple[str, str], ...]
+QUESTION, COLON, SLASH = 63, 58, 47
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,17 @@ def subset_key(labels: dict[str, str]) -> Subset:
 
 
 def raw_path(target: bytes) -> bytes:
-    """A request target's path, as ``RequestView.path`` reads it, in bytes."""
-    if b"://" in target:
-        return urlsplit(target.decode("latin-1")).path.encode("latin-1")
-    end = target.find(b"?")
-    return target if end < 0 else target[:end]
+    """A request target's path, as ``RequestView.path`` reads it, in bytes: up to its
+    query, or as urlsplit reads it for a target with ``://`` in it."""
+    p = target  # compiled: a pointer to the bytes (routing.pxd)
+    n = len(target)
+    query = -1
+    for i in range(n):
+        if p[i] == QUESTION and query < 0:
+            query = i
+        elif p[i] == COLON and i + 2 < n and p[i + 1] == SLASH and p[i + 2] == SLASH:
+            return urlsplit(target.decode("latin-1")).path.encode("latin-1")
+    return target if query < 0 else target[:query]
 
 
 def latin1(text: str) -> bytes | None:
