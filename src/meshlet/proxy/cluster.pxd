@@ -1,11 +1,18 @@
 # Types for the compiled build of cluster.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
 from meshlet.proxy.pool cimport ConnectionPool
+from meshlet.proxy.resilience.retry_budget cimport RetryBudget
 from meshlet.proxy.routing cimport RouteTable
 
 
+cdef class Target:
+    cdef public object balancer, route, hash_key, key
+    cdef public double timeout
+
+
 cdef class Cluster:
-    cdef public object name, clock, rng, zone, node, config, settings, outlier, budget
+    cdef public object name, clock, rng, zone, node, config, settings, outlier
+    cdef public RetryBudget budget
     cdef public object partition, _default_target, _ctx
     cdef public RouteTable routes
     cdef public object connect_timeout, request_timeout

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from meshlet.proxy import pool as pool_module
@@ -30,15 +29,20 @@ if TYPE_CHECKING:  # cimported by the compiled build (cluster.pxd)
 BalancerKey = tuple[Subset, str | None]
 
 
-@dataclass(slots=True)
 class Target:
-    """Where one request goes: its balancer, deadline and route rewrites."""
+    """Where one request goes: its balancer, deadline and route rewrites (an extension
+    type in the compiled build, so a request reads these as C fields)."""
 
-    balancer: Balancer
-    timeout: float
-    route: RouteChoice | None
-    hash_key: bytes | None
-    key: BalancerKey
+    def __init__(self, balancer: Balancer, timeout: float, route: RouteChoice | None,
+                 hash_key: bytes | None, key: BalancerKey) -> None:
+        self.balancer = balancer
+        self.timeout = timeout
+        self.route = route
+        self.hash_key = hash_key
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<Target {self.key} timeout={self.timeout}s hash_key={self.hash_key!r}>"
 
 
 class Cluster:

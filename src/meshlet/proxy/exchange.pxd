@@ -1,6 +1,8 @@
 # Types for the compiled build of exchange.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
-from meshlet.proxy.cluster cimport Cluster
+cimport cython
+
+from meshlet.proxy.cluster cimport Cluster, Target
 from meshlet.proxy.connector cimport Connector
 from meshlet.proxy.http cimport DownstreamHttp
 from meshlet.proxy.lb.base cimport EndpointState
@@ -18,7 +20,8 @@ cdef class Exchange:
     cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
     cdef public int flags, framing, grpc_status, status
     cdef public Py_ssize_t pending_size, sent_size
-    cdef public object connect_task, loop, relay_head, target, trace
+    cdef public object connect_task, loop, relay_head, trace
+    cdef public Target target
     cdef public Cluster cluster
     cdef public Connector connector
     cdef public ConnectionPool conns
@@ -30,8 +33,9 @@ cdef class Exchange:
     cdef public bytes method, url, relay_first, raw_head
     cdef public str last_error, reason, version
 
+    @cython.locals(target=Target)
     cpdef start(self)
-    cpdef build_head(self, target)
+    cpdef build_head(self, Target target)
     cpdef queue_head(self, bytes head)
     cpdef attempt(self)
     cpdef acquire(self, EndpointState state, bint reuse)

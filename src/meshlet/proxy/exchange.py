@@ -229,10 +229,10 @@ class Exchange:
             listener.count_breaker("max_requests")
             self.local_reply(503, "breaker_open", "too many active requests")
             return
-        self.target = resolved
+        self.target = target = resolved
         cluster.budget.record_request(now)
-        self.build_head(resolved)
-        self.deadline = now + resolved.timeout
+        self.build_head(target)
+        self.deadline = now + target.timeout
         listener.timed.add(self)
         self.attempt()
 
