@@ -154,6 +154,13 @@ async def test_path_route_rewrites_heads_relayed_as_received(make_backends: Any)
                 assert [v for k, v in body["raw_headers"] if k.lower() == "x-mesh"] == ["bench"]
                 assert "x-secret" not in names and "connection" not in names
                 assert names.count("host") == 1 and "user-agent" in names
+        # A target urlsplit cannot read is routed on its path, not a dropped connection.
+        (port,) = sidecar.ports().values()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET //[a:// HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200 ")
     finally:
         await sidecar.stop(1)
 

@@ -199,6 +199,7 @@ NOT_PLAIN_RESPONSES = [
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 40 + b"\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\n\r\nuntil close",
     b"HTTP/1.1 100 Continue\r\n\r\n",
     b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",

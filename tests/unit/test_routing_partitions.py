@@ -144,7 +144,7 @@ PATH_ROUTES = [
     ("GET", "/api/v1?q=/admin", True), ("GET", "/api?x", False), ("GET", "/api/", True),
     ("GET", "http://host/api/x?y", True), ("GET", "/other", False),
     ("GET", "/caf\u00e9/menu", True), ("GET", "/\u20ac", False), ("GET", "/a#/api/", False),
-    ("PATCH", "*", False),
+    ("PATCH", "*", False), ("GET", "//[a://", False), ("GET", "/api/[x://?y", True),
 ])
 def test_routes_on_the_raw_request_line_choose_as_on_a_view(method: str, target: str,
                                                             hit: bool) -> None:

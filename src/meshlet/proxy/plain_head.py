@@ -283,12 +283,14 @@ def plain_response(data: bytes) -> int:
             length = 0
             digits = value
             while digits < i and ZERO <= p[digits] <= NINE:
+                if digits - value == MAX_LENGTH_DIGITS:
+                    return 0  # before the sum could overflow a C integer
                 length = length * 10 + p[digits] - ZERO
                 digits += 1
             rest = digits
             while rest < i and (p[rest] == SP or p[rest] == HT):
                 rest += 1
-            if digits == value or digits - value > MAX_LENGTH_DIGITS or rest != i:
+            if digits == value or rest != i:
                 return 0
         elif kind == CONNECTION:
             keep = connection_options(p, value, i, True)

@@ -42,8 +42,15 @@ class RequestView:
 
     @property
     def path(self) -> str:
-        return self.target.split("?", 1)[0] if "://" not in self.target \
-            else urlsplit(self.target).path
+        """The target up to its query; a target with ``://`` in it as urlsplit reads
+        it, or, if urlsplit cannot (``//[a://``), up to its query too."""
+        before_query = self.target.split("?", 1)[0]
+        if "://" not in self.target:
+            return before_query
+        try:
+            return urlsplit(self.target).path
+        except ValueError:
+            return before_query
 
     def query(self, name: str) -> str | None:
         if self._query is None:

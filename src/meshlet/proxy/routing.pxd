@@ -13,6 +13,6 @@ ctypedef const unsigned char* chars
 
 cdef int QUESTION, COLON, SLASH
 
-@cython.locals(p=chars, n=Py_ssize_t, i=Py_ssize_t, query=Py_ssize_t)
+@cython.locals(p=chars, n=Py_ssize_t, i=Py_ssize_t, query=Py_ssize_t, absolute=bint)
 cpdef bytes raw_path(bytes target)
 cpdef split(route, rng)

@@ -61,11 +61,17 @@ def raw_path(target: bytes) -> bytes:
     p = target  # compiled: a pointer to the bytes (routing.pxd)
     n = len(target)
     query = -1
+    absolute = False
     for i in range(n):
         if p[i] == QUESTION and query < 0:
             query = i
         elif p[i] == COLON and i + 2 < n and p[i + 1] == SLASH and p[i + 2] == SLASH:
+            absolute = True
+    if absolute:
+        try:
             return urlsplit(target.decode("latin-1")).path.encode("latin-1")
+        except ValueError:  # not a URL urlsplit can read (``//[a://``)
+            pass
     return target if query < 0 else target[:query]
 
 
