@@ -287,9 +287,10 @@ class DownstreamHttp:
         version = p.get_http_version()
         if version == "0.9":
             self.refuse(400, BAD_REQUEST, "HTTP/0.9 is not served")
-        self.begin(Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
-                            version, self.flags))
+        ex = Exchange(self, method, self.url, self.headers, p.should_keep_alive(),
+                      version, self.flags)
         self.headers = []  # the list is the exchange's now; the next head gets its own
+        self.begin(ex)
 
     def begin(self, ex: Exchange) -> None:
         """A request's head is complete: it is in flight, or waits behind another."""
