@@ -27,8 +27,10 @@ PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py
 
 setup: $(STAMP)
 
-# The modules with a .pxd are compiled at install (setup.py): editing them reinstalls.
-COMPILED_SOURCES := setup.py $(shell find src/meshlet -name '*.pxd' | sed 's/pxd$$/p*/')
+# The modules with a .pxd or .pyx are compiled at install (setup.py): editing them
+# reinstalls.
+COMPILED_SOURCES := setup.py src/meshlet/native.py \
+	$(shell find src/meshlet -name '*.pxd' -o -name '*.pyx' | sed 's/p[xy][dx]$$/p*/')
 # The unit and proxy tests run a second time against the pure-Python build of them.
 PURE_PYTHON_TESTS := tests/unit tests/integration/test_proxy_http.py \
 	tests/integration/test_proxy_upgrade.py tests/integration/test_proxy_h2.py \

@@ -1,6 +1,7 @@
 """Build: everything is in pyproject.toml except the optional compiled relay.
 
-The sidecar's per-request modules (see ``src/meshlet/proxy/native.py``) are compiled
+The sidecar's per-request modules and the watch fan-out's sends (see
+``src/meshlet/native.py``) are compiled
 with Cython, typed by their ``.pxd`` files, when Cython and a C compiler are there. If
 either is missing, or ``MESHLET_PURE_PYTHON=1`` is set, the same modules run as pure
 Python: the extensions are optional and the ``.py`` files stay the only source.
@@ -19,11 +20,18 @@ PACKAGE_DIR = Path("src/meshlet")
 def load_native() -> ModuleType:
     """native.py, which names the modules and digests their sources (not installed yet)."""
     spec = importlib.util.spec_from_file_location("meshlet_native",
-                                                  PACKAGE_DIR / "proxy" / "native.py")
+                                                  PACKAGE_DIR / "native.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def source(name: str) -> Path:
+    """A module's ``.pyx`` where it has one (C the ``.py`` cannot say, which is then
+    its pure Python twin), else the ``.py`` its ``.pxd`` types."""
+    pyx = PACKAGE_DIR / f"{name}.pyx"
+    return pyx if pyx.exists() else PACKAGE_DIR / f"{name}.py"
 
 
 def extensions() -> list[object]:
@@ -35,7 +43,7 @@ def extensions() -> list[object]:
     except ImportError:
         return []
     digest = native.source_digest(PACKAGE_DIR)
-    modules = cythonize([str(PACKAGE_DIR / f"{name}.py") for name in native.COMPILED_MODULES],
+    modules = cythonize([str(source(name)) for name in native.COMPILED_MODULES],
                         build_dir="build/cython", quiet=True, include_path=["src"],
                         compiler_directives={"language_level": 3,
                                              "annotation_typing": False})

@@ -142,8 +142,8 @@ def start_meshlet(work: Path, backend: int, settings: dict[str, object], tag: st
 
 def compiled_build() -> bool:
     """Whether the installed meshlet runs its per-request path compiled."""
-    import meshlet.proxy
-    return meshlet.proxy.BUILD == "compiled"
+    import meshlet.compiled
+    return meshlet.compiled.BUILD == "compiled"
 
 
 def start_haproxy(work: Path, backend: int) -> tuple[subprocess.Popen[bytes], int] | None:

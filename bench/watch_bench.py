@@ -153,7 +153,9 @@ def read_answer(s: socket.socket) -> tuple[int, bytes]:
 
 FLOOR = """
 import asyncio, socket, sys, time
+from array import array
 import uvloop
+from meshlet.api.parallel_send import Senders
 n, size = int(sys.argv[1]), int(sys.argv[2])
 transports = []
 class Accepted(asyncio.Protocol):
@@ -180,21 +182,38 @@ async def main():
     started = time.perf_counter()
     for transport in transports:
         transport.write(data)
-    print((time.perf_counter() - started) / n * 1e6)
+    one = (time.perf_counter() - started) / n * 1e6
+    await asyncio.sleep(0.1)
+    for client in clients:  # drained, so that the second pass meets empty buffers
+        while True:
+            try:
+                if not client.recv(1 << 16):
+                    break
+            except BlockingIOError:
+                break
+    fds = array("i", [t.get_extra_info("socket").fileno() for t in transports])
+    senders = Senders()
+    started = time.perf_counter()
+    senders.send(fds, data)
+    print(one, (time.perf_counter() - started) / n * 1e6, senders.ways)
+    senders.close()
 uvloop.install()
 asyncio.run(main())
 """
 
 
-def send_floor_us(n: int, size: int) -> float:
-    """The kernel's share: µs per ``transport.write`` of ``size`` bytes from one uvloop
-    thread to ``n`` idle loopback connections, with nothing else around it (in a
-    process of its own; both ends of every connection count against its descriptors)."""
+def send_floor_us(n: int, size: int) -> tuple[float, float, int]:
+    """The kernel's share, with nothing else around it (in a process of its own; both
+    ends of every connection count against its descriptors): µs per ``transport.write``
+    of ``size`` bytes from one uvloop thread to ``n`` idle loopback connections; then
+    µs per socket for the server's own sender (``parallel_send.Senders``), which splits
+    the sends over its threads (the third number)."""
     descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     n = min(n, (descriptors - 100) // 2)
     out = subprocess.run([sys.executable, "-c", FLOOR, str(n), str(size)], check=True,
                          capture_output=True, text=True, timeout=300).stdout
-    return float(out.strip())
+    one, split, ways = out.split()
+    return float(one), float(split), int(ways)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -254,7 +273,7 @@ def main() -> int:
     plan = [("fast", int(n)) for n in args.watchers.split(",") if n] + \
         [("aiohttp", int(n)) for n in args.aiohttp.split(",") if n]
     results: dict[tuple[str, int], list[float]] = {}
-    floors: list[float] = []
+    floors: list[tuple[float, float, int]] = []
     size = 0
     with tempfile.TemporaryDirectory() as tmp:
         # Room for the largest round and this benchmark's own calls beside it (the
@@ -281,10 +300,14 @@ def main() -> int:
         finally:
             server.stop()
     largest = max(n for _, n in plan)
-    floor = statistics.median(floors)
-    print(f"\nthe sends alone (no Python around them, one per round): "
-          f"{', '.join(f'{f:.1f}' for f in floors)} µs each; {largest} of them take "
-          f"{floor * largest / 1000:.0f} ms (median)")
+    one = statistics.median(f[0] for f in floors)
+    split = statistics.median(f[1] for f in floors)
+    print(f"\nthe sends alone (no Python around them, one per round), from one uvloop "
+          f"thread: {', '.join(f'{f[0]:.1f}' for f in floors)} µs each; {largest} of "
+          f"them take {one * largest / 1000:.0f} ms (median)")
+    print(f"the same by the server's sender over {floors[0][2]} thread(s): "
+          f"{', '.join(f'{f[1]:.1f}' for f in floors)} µs per socket; {largest} take "
+          f"{split * largest / 1000:.0f} ms (median)")
     print("median p99 over the rounds:")
     for (lane, n), p99s in results.items():
         print(f"  {lane:>7} {n:>6} watchers: {statistics.median(p99s):.1f} ms "

@@ -6,7 +6,10 @@ it writes; servers join, find each other and forward writes to the leader over i
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+import ssl
 import stat
 from pathlib import Path
 
@@ -81,3 +84,40 @@ async def test_servers_join_and_forward_over_https(tmp_path: Path) -> None:
         if second is not None:
             await second.stop()
         await first.stop()
+
+
+async def test_watches_parked_over_https_are_answered_through_tls(tmp_path: Path) -> None:
+    """The hub writes answers straight to plain sockets; a TLS connection's answer must
+    go through its encryption instead, or the client would read garbage."""
+    server = await Server.start(tmp_path, "127.0.0.1", 0, ServerOptions(https=True))
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        token = await async_management_token(tmp_path)
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        host, port = server.url.removeprefix("https://").rsplit(":", 1)
+        request = (f"GET /v1/services/web/instances?index=0 HTTP/1.1\r\nHost: t\r\n"
+                   f"X-Meshlet-Token: {token}\r\n\r\n").encode()
+        readers = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+            writer.write(request)
+            readers.append(reader)
+            writers.append(writer)
+
+        async def parked() -> bool:
+            hub = server.fast_lane.hub
+            return hub is not None and len(hub) == 3
+        await async_wait_until(parked, 10, "three watches parked")
+        assert all(lane.fd == -1 for lane in server.fast_lane.connections)
+        async with Client(server.url, ca_file=tmp_path / "ca.pem", token=token) as client:
+            await client.register(service="web", id="web-1", address="127.0.0.1", port=80)
+        for reader in readers:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = await asyncio.wait_for(reader.readexactly(length), 10)
+            assert [i["id"] for i in json.loads(body)] == ["web-1"]
+    finally:
+        for writer in writers:
+            writer.close()
+        await server.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshlet.api.client import Client
+from meshlet.api.parallel_send import PARALLEL_FROM
 from meshlet.server.main import Server
 from tests.conftest import async_management_token, async_wait_until
 from tests.integration.test_fast_lane import SAME_HEADERS, RawConnection
@@ -278,3 +279,67 @@ async def test_a_fin_while_the_watch_is_checked_parks_nothing(
         assert server.api.metrics.blocking_queries._value.get() == 0
     finally:
         conn.writer.transport.abort()
+
+
+async def test_a_change_reaches_hundreds_of_watches_at_once_each_answered_once(
+        server: Server) -> None:
+    """Enough watches that the sends are split over threads (parallel_send): each gets
+    exactly one whole answer, and each connection serves its next request."""
+    count = PARALLEL_FROM + 44
+    conns = [await RawConnection.open(server) for _ in range(count)]
+    try:
+        for conn in conns:
+            await conn.send(watch("web", 0))
+        await hub_holds(server, count)
+        assert all(lane.fd >= 0 for lane in server.fast_lane.connections)
+        served = server.fast_lane.served
+        async with Client(server.url, token=TOKEN[0]) as client:
+            await client.register(service="web", id="web-1", address="127.0.0.1", port=80)
+        answers = [await conn.response() for conn in conns]
+        assert {(status, body) for status, _, body in answers} == {(200, answers[0][2])}
+        assert [i["id"] for i in json.loads(answers[0][2])] == ["web-1"]
+        assert server.fast_lane.served == served + count and parked(server, 0)
+        for conn in conns[:3]:  # nothing more came on them, and they go on
+            await conn.send(watch("web", 0))
+            assert (await conn.response())[0] == 200
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_an_answer_the_socket_cannot_take_whole_goes_on_through_the_transport(
+        server: Server) -> None:
+    """The kernel takes part of a large answer (a small send buffer, a client not
+    reading): the rest is queued on the transport, and the client reads it all."""
+    async with Client(server.url, token=TOKEN[0]) as client:
+        for n in range(60):
+            await client.register(service="web", id=f"web-{n}", address="127.0.0.1",
+                                  port=1000 + n, meta={"pad": "x" * 1000})
+        index = server.node.machine.service_index["web"]
+        before = set(server.fast_lane.connections)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        conn = RawConnection(reader, writer)
+        try:
+            async def accepted() -> set[object]:
+                return set(server.fast_lane.connections) - before
+            (lane,) = await async_wait_until(accepted, 10, "the connection accepted")
+            lane.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            await conn.send(watch("web", index))
+            await hub_holds(server, 1)
+            await client.register(service="web", id="web-new", address="127.0.0.1",
+                                  port=999)
+
+            async def queued() -> bool:
+                return parked(server, 0) and lane.transport.get_write_buffer_size() > 0
+            await async_wait_until(queued, 10, "the rest of the answer queued")
+            status, _, body = await conn.response()
+            assert status == 200 and len(json.loads(body)) == 61
+            assert "web-new" in {i["id"] for i in json.loads(body)}
+        finally:
+            await conn.close()

@@ -18,10 +18,10 @@ import meshlet
 
 SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
-    {"meshlet", "errors", "ui"},  # ui: the web UI's static files, no code
+    {"meshlet", "errors", "ui", "native"},  # ui: the web UI's static files, no code
     {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
      "private_files", "process_identity", "settings_rules", "intention_rules",
-     "quantities", "restart_policy"},
+     "quantities", "restart_policy", "compiled"},
     {"net", "security", "image", "processes", "kube_objects"},
     {"state", "raft", "runtime"},
     {"api", "deploy"},

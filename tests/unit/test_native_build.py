@@ -1,5 +1,5 @@
-"""Which build of the per-request path runs (meshlet/proxy/native.py): a compiled module
-is used only while it matches its sources, and MESHLET_PURE_PYTHON forces the .py."""
+"""Which build of the compiled modules runs (meshlet/native.py): a compiled module is
+used only while it matches its sources, and MESHLET_PURE_PYTHON forces the .py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import meshlet.proxy
-from meshlet.proxy import native
+import meshlet.compiled
+from meshlet import native
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -20,8 +20,10 @@ def copy_sources(tmp_path: Path) -> Path:
     """The compiled modules' sources, laid out as in the meshlet package."""
     for name in native.COMPILED_MODULES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".py", ".pxd"):
-            shutil.copy(Path(native.PACKAGE_DIR) / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+        for suffix in (".py", ".pxd", ".pyx"):
+            source = Path(native.PACKAGE_DIR) / f"{name}{suffix}"
+            if source.exists():
+                shutil.copy(source, tmp_path / f"{name}{suffix}")
     return tmp_path
 
 
@@ -77,8 +79,8 @@ def test_the_environment_forces_python(tmp_path: Path) -> None:
 def loaded_files(environ: dict[str, str]) -> list[str]:
     """The build a fresh process reports, then the file of every compiled module."""
     names = [native.module_name(name) for name in native.COMPILED_MODULES]
-    code = ("import importlib, meshlet.proxy as p, meshlet.proxy.sidecar; "
-            f"print(p.BUILD, *[importlib.import_module(n).__file__ for n in {names!r}])")
+    code = ("import importlib, meshlet.proxy.sidecar, meshlet.compiled as c; "
+            f"print(c.BUILD, *[importlib.import_module(n).__file__ for n in {names!r}])")
     return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, check=True).stdout.split()
 
@@ -97,7 +99,7 @@ def test_the_running_build_is_the_one_reported() -> None:
     compiled = [not f.endswith(".py") for f in files]
     assert compiled == [build == "compiled"] * len(native.COMPILED_MODULES), (build, files)
     if os.environ.get("MESHLET_EXPECT_COMPILED"):
-        assert build == "compiled", meshlet.proxy.BUILD_REASON
+        assert build == "compiled", meshlet.compiled.BUILD_REASON
 
 
 def test_a_partial_build_runs_python(tmp_path: Path) -> None:
@@ -109,9 +111,20 @@ def test_a_partial_build_runs_python(tmp_path: Path) -> None:
     assert build == "python" and "only some" in why
 
 
-def test_every_pxd_names_a_compiled_module() -> None:
-    """setup.py compiles COMPILED_MODULES; a .pxd outside it would type nothing, and a
-    module in it without a .pxd would compile untyped."""
+def test_an_edited_pyx_makes_the_build_stale(tmp_path: Path) -> None:
+    directory = copy_sources(tmp_path)
+    fake_build(directory)
+    with (directory / "api/send_many.pyx").open("a") as source:
+        source.write("# edited after the build\n")
+    assert native.choose(directory, {})[0] == "python"
+
+
+def test_every_pxd_or_pyx_names_a_compiled_module() -> None:
+    """setup.py compiles COMPILED_MODULES; a .pxd or .pyx outside it would compile
+    nothing, and a module in it with neither would compile untyped. A .pyx has its pure
+    Python twin beside it, for the Python build."""
     package = Path(native.PACKAGE_DIR)
-    pxds = {str(p.relative_to(package).with_suffix("")) for p in package.rglob("*.pxd")}
-    assert pxds == set(native.COMPILED_MODULES)
+    typed = {str(p.relative_to(package).with_suffix(""))
+             for p in [*package.rglob("*.pxd"), *package.rglob("*.pyx")]}
+    assert typed == set(native.COMPILED_MODULES)
+    assert all((package / f"{name}.py").exists() for name in native.COMPILED_MODULES)

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -31,6 +32,7 @@ from meshlet.api import connection_limits, kv_put_request, watch_request
 from meshlet.api.connection_limits import WAIT, ConnectionGuard, HandedOver, Refusal
 from meshlet.api.error_body import error_body
 from meshlet.api.kv_put_request import INCOMPLETE, Incomplete, KvPut
+from meshlet.api.parallel_send import Senders
 from meshlet.api.watch_request import WatchGet
 from meshlet.errors import MeshletError, NotLeader
 from meshlet.http_limits import MAX_HEAD_BYTES
@@ -55,6 +57,7 @@ class FastLaneStats:
         self.connections: set[FastLane] = set()
         self.guard = ConnectionGuard()
         self.hub: WatchHub | None = None  # set by the server once it runs
+        self.senders = Senders()
 
 
 class HttpDate:
@@ -90,22 +93,48 @@ def response(status: int, body: bytes, headers: dict[str, str], keep_alive: bool
 
 def answer_watches(batch: list[tuple[FastLane, bytes, bool]], deadline: float,
                    stats: FastLaneStats) -> None:
-    """The hub's answers to the watches one change woke: (lane, answer, keep-alive),
-    in one tight loop, since it runs once per watcher (a connection to close, or with
-    bytes already behind its watch, takes the longer way)."""
-    waiting = stats.guard.waiting
-    served = 0
+    """The hub's answers to the watches one change woke: (lane, answer, keep-alive).
+    This runs once per watcher, so the common case is a tight loop: a plain
+    connection with nothing queued gets its answer from ``Senders`` straight onto
+    its socket, all of them at once. A connection to close, with bytes already
+    behind its watch or queued to it, or with TLS, takes the longer way."""
+    direct: dict[bytes, list[FastLane]] = {}  # by answer: the same bytes for them all
     for lane, answer, keep_alive in batch:
         try:
-            if not keep_alive or lane.buffer or lane.eof or lane.closed:
+            if not keep_alive or lane.fd < 0 or lane.buffer or lane.eof or lane.closed \
+                    or lane.transport.get_write_buffer_size():  # type: ignore[union-attr]
                 lane.answer_watch(answer, keep_alive, deadline)
                 continue
-            lane.watching = None
-            lane.transport.write(answer)  # type: ignore[union-attr]
         except Exception:  # one connection's failure must not cost the others theirs
             log.exception("answering a watch")
             lane.close()
             continue
+        lanes = direct.get(answer)
+        if lanes is None:
+            lanes = direct[answer] = []
+        lanes.append(lane)
+    for answer, lanes in direct.items():
+        sent = stats.senders.send(array("i", [lane.fd for lane in lanes]), answer)
+        finish_direct(lanes, answer, sent, deadline, stats)
+
+
+def finish_direct(lanes: list[FastLane], answer: bytes, sent: array[int], deadline: float,
+                  stats: FastLaneStats) -> None:
+    """After the sends: an answer the kernel did not take whole (its buffer full, or
+    an error) goes to the transport from where it stopped, which queues the rest or
+    meets the error and closes, as for any write."""
+    waiting = stats.guard.waiting
+    whole = len(answer)
+    served = 0
+    for lane, count in zip(lanes, sent, strict=True):
+        lane.watching = None
+        if count != whole:
+            try:
+                lane.transport.write(answer[max(count, 0):])  # type: ignore[union-attr]
+            except Exception:
+                log.exception("answering a watch")
+                lane.close()
+                continue
         waiting[lane] = deadline  # busy() took it out when its watch came
         served += 1
     stats.served += served
@@ -126,9 +155,15 @@ class FastLane(asyncio.Protocol):
         self.in_body = False  # a head came, not yet all of its body
         self.watching: str | None = None  # the service of the watch parked in the hub
         self.write_paused = False  # the client reads its answers slower than they come
+        # The socket, for the hub's answers written straight to it; -1 with TLS (the
+        # bytes must go through the transport's encryption) or none to be had.
+        self.fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self.fd = sock.fileno()
         if self.stats.guard.admit(self):
             self.stats.connections.add(self)
 

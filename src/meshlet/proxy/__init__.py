@@ -9,10 +9,8 @@ clusters between requests; an in-flight exchange keeps the endpoint and connecti
 already has. The sidecar process loads only this package, ``observe`` and the leaf
 modules below them (``tests/integration/test_sidecar_process.py`` checks).
 
-The per-request modules run compiled when the install could compile them; ``native``
-decides, before anything imports them.
+The per-request modules run compiled when the install could compile them;
+``meshlet.compiled`` decides, before anything imports them.
 """
 
-from meshlet.proxy.native import select
-
-BUILD, BUILD_REASON = select()
+import meshlet.compiled  # noqa: F401  (an import, as it may be the one importing us)

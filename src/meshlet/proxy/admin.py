@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from meshlet import proxy
+from meshlet import compiled
 from meshlet.errors import ConfigError, MeshletError
 from meshlet.json_limits import MAX_SNAPSHOT_BYTES, loads
 from meshlet.observe.exposition import CONTENT_TYPE, render
@@ -83,7 +83,7 @@ class AdminApi:
     def get_config(self, request: Request) -> Response:
         body = self.sidecar.snapshot.to_dict()
         body["ports"] = self.sidecar.ports()
-        body["relay"] = {"build": proxy.BUILD, "why": proxy.BUILD_REASON}
+        body["relay"] = {"build": compiled.BUILD, "why": compiled.BUILD_REASON}
         return json_response(body)
 
     def put_config(self, request: Request) -> Response:

@@ -284,6 +284,7 @@ class Server:
         await self.fast_lane.guard.stop()
         if self.fast_lane.hub is not None:
             self.fast_lane.hub.stop()
+        self.fast_lane.senders.close()
         for conn in list(self.fast_lane.connections):
             conn.close()
         await self.runner.cleanup()

@@ -1,11 +1,14 @@
-"""Which build of the sidecar's per-request path runs: compiled or pure Python.
+"""Which build of the compiled modules runs: compiled or pure Python.
 
-``setup.py`` compiles the modules of ``COMPILED_MODULES`` with Cython, typed by their
-``.pxd`` files, when Cython and a C compiler are there. The extension modules sit next
+They are the sidecar's per-request path and the watch fan-out's sends. ``setup.py``
+compiles the modules of ``COMPILED_MODULES`` with Cython, typed by their ``.pxd``
+files (or from a ``.pyx``, beside its pure Python twin), when Cython and a C compiler
+are there. The extension modules sit next
 to their sources and Python's import system prefers them, so a source edited after the
 build would silently run old code. The build therefore records a digest of the sources,
-and on import a mismatch, or ``MESHLET_PURE_PYTHON=1``, loads the ``.py`` files instead.
-Standard library only: ``setup.py`` loads this file before meshlet is installed.
+and on import a mismatch, or ``MESHLET_PURE_PYTHON=1``, loads the ``.py`` files instead
+(``meshlet.compiled`` decides, once, before anything imports them). Standard library
+only: ``setup.py`` loads this file before meshlet is installed.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ COMPILED_MODULES = ("observe/hot_metrics", "proxy/lb/base", "proxy/lb/peak_ewma"
                     "proxy/request_view", "proxy/routing", "proxy/resilience/retry_budget",
                     "proxy/pool", "proxy/cluster", "proxy/headers", "proxy/plain_head",
                     "proxy/upstream", "proxy/connector", "proxy/listener", "proxy/exchange",
-                    "proxy/http")
+                    "proxy/http", "api/send_many")
 DIGEST_FILE = "proxy/compiled.sha256"
 # The meshlet package. Paths are strings here: pathlib is one module a sidecar need not
 # load (with it, 0.3 MiB more resident).
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PathLike = str | os.PathLike[str]
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,10 @@ def module_name(path: str) -> str:
 
 
 def source_digest(package_dir: PathLike) -> str:
-    """SHA-256 over every compiled module's ``.py`` and ``.pxd``."""
+    """SHA-256 over every compiled module's ``.py``, ``.pxd`` and ``.pyx``."""
     digest = hashlib.sha256()
     for name in COMPILED_MODULES:
-        for suffix in (".py", ".pxd"):
+        for suffix in (".py", ".pxd", ".pyx"):
             path = os.path.join(package_dir, f"{name}{suffix}")
             digest.update(f"{name}{suffix}".encode() + b"\0")
             if os.path.exists(path):
@@ -102,6 +105,6 @@ def select() -> tuple[str, str]:
     build, why = choose(PACKAGE_DIR, os.environ)
     if build == "python" and any(compiled(PACKAGE_DIR)):
         if not forced_python(os.environ):
-            log.warning("sidecar relay: %s; running pure Python", why)
+            log.warning("compiled modules: %s; running pure Python", why)
         load_pure(PACKAGE_DIR)
     return build, why
