@@ -1,5 +1,6 @@
 # Types for the compiled build of cluster.py (see native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
+from meshlet.proxy.lb.base cimport EndpointState
 from meshlet.proxy.pool cimport ConnectionPool
 from meshlet.proxy.resilience.retry_budget cimport RetryBudget
 from meshlet.proxy.routing cimport RouteTable
@@ -23,8 +24,8 @@ cdef class Cluster:
     cdef public bint needs_view, tracks_latency
 
     cpdef resolve(self, view, method=*, bytes target=*)
-    cpdef pick(self, target, list exclude)
-    cpdef bint untried(self, target, list tried)
-    cpdef bint record_outcome(self, state, bint failed)
+    cpdef pick(self, Target target, list exclude)
+    cpdef bint untried(self, Target target, list tried)
+    cpdef bint record_outcome(self, EndpointState state, bint failed)
     cpdef list pools(self)
     cpdef ConnectionPool h2_pool(self)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from meshlet.proxy import pool as pool_module
 from meshlet.proxy.config import ClusterConfig, Endpoint
-from meshlet.proxy.lb import HASH_POLICIES, Balancer, EndpointState, PickContext, make_balancer
+from meshlet.proxy.lb import HASH_POLICIES, Balancer, PickContext, make_balancer
+from meshlet.proxy.lb.base import EndpointState
 from meshlet.proxy.partition import PartitionRule, Refusal
 from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.outlier import OutlierDetector

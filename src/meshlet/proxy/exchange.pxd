@@ -33,14 +33,16 @@ cdef class Exchange:
     cdef public bytes method, url, relay_first, raw_head
     cdef public str last_error, reason, version
 
-    @cython.locals(target=Target)
+    @cython.locals(target=Target, cluster=Cluster)
     cpdef start(self)
     cpdef build_head(self, Target target)
     cpdef queue_head(self, bytes head)
+    @cython.locals(cluster=Cluster, state=EndpointState)
     cpdef attempt(self)
     cpdef acquire(self, EndpointState state, bint reuse)
     cpdef start_connect(self)
     cpdef connect_failed(self, state, str reason)
+    @cython.locals(state=EndpointState)
     cpdef attach(self, UpstreamHttp conn)
     cpdef emit(self, bytes data)
     cpdef request_body(self, bytes body)
@@ -59,6 +61,7 @@ cdef class Exchange:
     cpdef on_timeout(self)
     cpdef end_attempt(self, status, bint reusable)
     cpdef local_reply(self, int status, str reason, str detail=*)
+    @cython.locals(listener=ListenerState)
     cpdef finish(self)
     cpdef release_claims(self)
     cpdef abort(self)

@@ -694,7 +694,9 @@ class Exchange:
         if self.upstream is not None:
             self.end_attempt(None, False)
         listener = self.listener
-        listener.finished(self, perf_counter() - self.start_time)
+        listener.finished_with(self, perf_counter() - self.start_time, self.status,
+                               self.reason, self.grpc_status,
+                               listener.peer(self.down.source, self.tried), self.trace)
         self.pending = []
         self.sent = None
         self.down.exchange_finished(self)

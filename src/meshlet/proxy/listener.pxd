@@ -25,5 +25,8 @@ cdef class ListenerState:
 
     cpdef observe_endpoint(self, EndpointState state, long status, double seconds)
     cpdef finished(self, ex, double seconds)
+    cpdef str peer(self, str source, list tried)
+    cpdef finished_with(self, ex, double seconds, int status, str reason, int grpc, str peer,
+                        trace)
     cpdef tuple label_pair(self, int status, str reason, str peer, int grpc=*)
     cpdef str denied(self, str source, ex=*)

@@ -20,7 +20,7 @@ from meshlet.proxy.config import IntentionsConfig, ListenerConfig
 from meshlet.proxy.headers import HAS_TRACE, TRACEPARENT, TRACESTATE, header_value
 from meshlet.proxy.request_view import RequestView
 from meshlet.proxy.resilience.token_bucket import TokenBucket
-from meshlet.proxy.tracing import CLIENT, SERVER, parse_traceparent, record
+from meshlet.proxy.tracing import CLIENT, SERVER, SpanContext, parse_traceparent, record
 
 if TYPE_CHECKING:  # cimported by the compiled build (listener.pxd)
     from meshlet.proxy.connector import Connector
@@ -174,24 +174,30 @@ class ListenerState:
         observe_attempt(row, status, seconds)
 
     def finished(self, ex: Any, seconds: float) -> None:
-        status = ex.status
+        """The books on a request or tunnel that ended, ``seconds`` after it began."""
+        self.finished_with(ex, seconds, ex.status, ex.reason, ex.grpc_status,
+                           self.peer(ex.down.source, ex.tried), ex.trace)
+
+    def peer(self, source: str, tried: list[EndpointState]) -> str:
+        """A finished request's peer label: the caller's service inbound, the last
+        endpoint tried outbound."""
         if self.inbound:
-            peer = ex.down.source
-        else:
-            tried = ex.tried
-            peer = tried[-1].endpoint.id if tried else ""
-        grpc = ex.grpc_status
-        pair = self._request_labels.get((status, ex.reason, peer, grpc))
+            return source
+        return tried[-1].endpoint.id if tried else ""
+
+    def finished_with(self, ex: Any, seconds: float, status: int, reason: str, grpc: int,
+                      peer: str, trace: SpanContext | None) -> None:
+        """``finished`` with the fields read by the caller (the exchange, whose reads of
+        its own fields are typed); ``peer`` as ``peer`` makes it."""
+        pair = self._request_labels.get((status, reason, peer, grpc))
         if pair is None:
-            pair = self.label_pair(status, ex.reason, peer, grpc)
+            pair = self.label_pair(status, reason, peer, grpc)
         add(pair[0])
         observe_row(pair[1], self._duration.bounds, seconds)
-        trace = ex.trace
         if trace is not None and trace.sampled and self.exporter is not None:
             self.record_span(ex, seconds)
         mode = self.log_mode
-        if mode == "all" or (mode == "errors" and (ex.reason or ex.status >= 500
-                                                   or ex.grpc_status > 0)):
+        if mode == "all" or (mode == "errors" and (reason or status >= 500 or grpc > 0)):
             self.log_access(ex, seconds)
 
     def label_pair(self, status: int, reason: str, peer: str,
