@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshlet.api.client import Client
+from meshlet.api.fast_lane import answer_watches
 from meshlet.api.parallel_send import PARALLEL_FROM
 from meshlet.server.main import Server
 from tests.conftest import async_management_token, async_wait_until
@@ -343,3 +344,20 @@ async def test_an_answer_the_socket_cannot_take_whole_goes_on_through_the_transp
             assert "web-new" in {i["id"] for i in json.loads(body)}
         finally:
             await conn.close()
+
+
+async def test_a_connection_already_closing_is_not_written_to(server: Server) -> None:
+    """Its transport may close the socket at any moment after, so the answer goes
+    to the transport, which drops it: the client sees the close and nothing else."""
+    conn = await RawConnection.open(server)
+    try:
+        await conn.send(watch("web", 0))
+        await hub_holds(server, 1)
+        (lane,) = list(server.fast_lane.hub.groups["web"])  # type: ignore[union-attr]
+        lane.transport.close()  # closing; connection_lost not yet called
+        assert lane.transport.is_closing() and not lane.closed
+        answer_watches([(lane, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True)],
+                       0.0, server.fast_lane)
+        assert await asyncio.wait_for(conn.reader.read(), 10) == b""
+    finally:
+        await conn.close()

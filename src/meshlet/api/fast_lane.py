@@ -101,8 +101,12 @@ def answer_watches(batch: list[tuple[FastLane, bytes, bool]], deadline: float,
     direct: dict[bytes, list[FastLane]] = {}  # by answer: the same bytes for them all
     for lane, answer, keep_alive in batch:
         try:
+            # A closing transport may be about to close its socket: only the transport
+            # knows, so it takes those (and drops the write if it is too late).
+            transport = lane.transport
             if not keep_alive or lane.fd < 0 or lane.buffer or lane.eof or lane.closed \
-                    or lane.transport.get_write_buffer_size():  # type: ignore[union-attr]
+                    or transport is None or transport.is_closing() \
+                    or transport.get_write_buffer_size():
                 lane.answer_watch(answer, keep_alive, deadline)
                 continue
         except Exception:  # one connection's failure must not cost the others theirs
