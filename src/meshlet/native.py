@@ -90,15 +90,27 @@ def recorded_digest(package_dir: PathLike) -> str | None:
         return None
 
 
+class PureSources:
+    """An import finder, first on ``sys.meta_path``, that finds each compiled module's
+    ``.py`` instead of its extension, when and if the module is imported: a process
+    loads only the modules it uses (a sidecar none of the API's)."""
+
+    def __init__(self, package_dir: PathLike) -> None:
+        self.sources = {module_name(name): os.path.join(package_dir, f"{name}.py")
+                        for name in COMPILED_MODULES}
+
+    def find_spec(self, fullname: str, path: object = None,
+                  target: object = None) -> importlib.machinery.ModuleSpec | None:
+        source = self.sources.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
 def load_pure(package_dir: PathLike) -> None:
-    """Import the ``.py`` sources under the modules' own names, ahead of any import."""
-    for name in COMPILED_MODULES:
-        spec = importlib.util.spec_from_file_location(
-            module_name(name), os.path.join(package_dir, f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+    """From now on, the modules import from their ``.py`` sources (call it before any
+    of them is imported)."""
+    sys.meta_path.insert(0, PureSources(package_dir))
 
 
 def select() -> tuple[str, str]:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from meshlet.api.parallel_send import PARALLEL_FROM
 from meshlet.server.main import Server
 from tests.conftest import async_management_token, async_wait_until
 from tests.integration.test_fast_lane import SAME_HEADERS, RawConnection
+
+# Every test on uvloop too (conftest.py): the server runs on it, and the hub's direct
+# writes must agree with its transports.
+BOTH_LOOPS = True
 
 
 @pytest.fixture
@@ -294,12 +299,20 @@ async def test_a_change_reaches_hundreds_of_watches_at_once_each_answered_once(
         await hub_holds(server, count)
         assert all(lane.fd >= 0 for lane in server.fast_lane.connections)
         served = server.fast_lane.served
+        direct: list[int] = []  # sockets the answers were written straight onto
+        real_send = server.fast_lane.senders.send
+
+        def counted(fds: array[int], data: bytes) -> array[int]:
+            direct.append(len(fds))
+            return real_send(fds, data)
+        server.fast_lane.senders.send = counted  # type: ignore[method-assign]
         async with Client(server.url, token=TOKEN[0]) as client:
             await client.register(service="web", id="web-1", address="127.0.0.1", port=80)
         answers = [await conn.response() for conn in conns]
         assert {(status, body) for status, _, body in answers} == {(200, answers[0][2])}
         assert [i["id"] for i in json.loads(answers[0][2])] == ["web-1"]
         assert server.fast_lane.served == served + count and parked(server, 0)
+        assert direct == [count]
         for conn in conns[:3]:  # nothing more came on them, and they go on
             await conn.send(watch("web", 0))
             assert (await conn.response())[0] == 200

@@ -111,3 +111,30 @@ def test_a_small_batch_stays_on_the_callers_thread() -> None:
 def test_threads_share_a_batch_only_where_the_sends_release_the_gil() -> None:
     assert (parallel_send.ways_here() > 1) == (send_many.COMPILED and
                                               len(__import__("os").sched_getaffinity(0)) > 1)
+
+
+def test_the_builds_refuse_a_range_outside_the_arrays_before_sending() -> None:
+    with socket_pairs(2) as pairs:
+        sent = array("q", [5, 5])
+        for start, stop in ((0, 3), (-1, 1)):
+            with pytest.raises(IndexError):
+                send_many.send_each(fds_of(pairs), ANSWER, sent, start, stop)
+        send_many.send_each(fds_of(pairs), b"", sent, 0, 2)  # nothing to send
+        assert list(sent) == [5, 5]
+        assert [received(theirs) for _, theirs in pairs] == [b"", b""]
+
+
+def test_without_a_thread_the_caller_sends_every_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pids limit, say: the batch is still sent whole, once, by the caller."""
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+    senders = Senders(3)
+    monkeypatch.setattr(parallel_send.ThreadPoolExecutor, "submit", no_thread)
+    count = parallel_send.PARALLEL_FROM + 1
+    try:
+        with socket_pairs(count) as pairs:
+            assert list(senders.send(fds_of(pairs), ANSWER)) == [len(ANSWER)] * count
+            assert all(received(theirs) == ANSWER for _, theirs in pairs)
+    finally:
+        senders.close()

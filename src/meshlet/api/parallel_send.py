@@ -39,24 +39,35 @@ class Senders:
         self.pool: ThreadPoolExecutor | None = None
 
     def send(self, fds: array[int], data: bytes) -> array[int]:
-        """Per fd, the bytes the kernel took, or minus the errno (``send_each``)."""
+        """Per fd, the bytes the kernel took, or minus the errno (``send_each``). It
+        never raises, and returns only once no thread is sending: a share that could
+        not be sent leaves zeros (nothing sent), for the caller to send another way."""
         count = len(fds)
         sent = array("q", bytes(8 * count))
         ways = self.ways if count >= PARALLEL_FROM else 1
         bounds = [count * share // ways for share in range(ways + 1)]
-        shares: list[Future[None]] = []
-        if ways > 1:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(ways - 1, thread_name_prefix="watch-send")
-            shares = [self.pool.submit(send_many.send_each, fds, data, sent,
-                                       bounds[share], bounds[share + 1])
-                      for share in range(1, ways)]
-        send_many.send_each(fds, data, sent, bounds[0], bounds[1])
-        for share in shares:
+        mine = [(bounds[0], bounds[1])]
+        pooled: list[Future[None]] = []
+        for share in range(1, ways):
             try:
-                share.result()
-            except Exception:  # a share that failed leaves zeros: those go the slow way
-                log.exception("sending watch answers")
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(ways - 1, thread_name_prefix="watch-send")
+                pooled.append(self.pool.submit(send_many.send_each, fds, data, sent,
+                                               bounds[share], bounds[share + 1]))
+            except Exception:  # no thread to be had (a pids limit): this one sends it
+                log.exception("starting a watch sender thread")
+                mine.append((bounds[share], bounds[share + 1]))
+        try:
+            for start, stop in mine:
+                send_many.send_each(fds, data, sent, start, stop)
+        except Exception:
+            log.exception("sending watch answers")
+        finally:
+            for future in pooled:
+                try:
+                    future.result()
+                except Exception:
+                    log.exception("sending watch answers")
         return sent
 
     def close(self) -> None:

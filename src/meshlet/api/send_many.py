@@ -21,7 +21,12 @@ def send_each(fds: array[int], data: bytes, sent: array[int], start: int,
               stop: int) -> None:
     """Write ``data`` once to each of ``fds[start:stop]`` without blocking; into
     ``sent[i]`` go the bytes the kernel took (maybe fewer than all), or minus the
-    errno (``EAGAIN``: none fit)."""
+    errno (``EAGAIN``: none fit). A range outside the arrays raises ``IndexError``
+    before anything is sent; empty ``data`` sends nothing and changes nothing."""
+    if not data or start >= stop:
+        return
+    if start < 0 or stop > len(fds) or stop > len(sent):
+        raise IndexError("send_each: range outside fds or sent")
     write = os.write
     for i in range(start, stop):
         try:
