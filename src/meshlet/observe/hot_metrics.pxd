@@ -1,4 +1,4 @@
-# Types for the compiled build of hot_metrics.py (see proxy/native.py); the .py stays the
+# Types for the compiled build of hot_metrics.py (see meshlet/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
 
 cimport cython

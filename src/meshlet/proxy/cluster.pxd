@@ -1,4 +1,4 @@
-# Types for the compiled build of cluster.py (see native.py); the .py stays the source.
+# Types for the compiled build of cluster.py (see meshlet/native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
 from meshlet.proxy.lb.base cimport EndpointState
 from meshlet.proxy.pool cimport ConnectionPool

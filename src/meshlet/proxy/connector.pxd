@@ -1,4 +1,4 @@
-# Types for the compiled build of connector.py (see native.py); the .py stays the source.
+# Types for the compiled build of connector.py (see meshlet/native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
 from meshlet.proxy.pool cimport ConnectionPool
 from meshlet.proxy.upstream cimport UpstreamHttp

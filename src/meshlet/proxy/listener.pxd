@@ -1,4 +1,4 @@
-# Types for the compiled build of listener.py (see proxy/native.py); the .py stays the
+# Types for the compiled build of listener.py (see meshlet/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
 from meshlet.observe.hot_metrics cimport HotCounter, HotEndpointStats, HotHistogram, add, \
     observe_attempt, observe_row

@@ -1,4 +1,4 @@
-# Types for the compiled build of plain_head.py (see native.py); the .py stays the source.
+# Types for the compiled build of plain_head.py (see meshlet/native.py); the .py stays the source.
 # The byte loops read the bytes through a pointer: C's speed, with the .py's meaning.
 cimport cython
 

@@ -1,4 +1,4 @@
-# Types for the compiled build of pool.py (see native.py); the .py stays the source.
+# Types for the compiled build of pool.py (see meshlet/native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here.
 
 cdef class ConnectionPool:

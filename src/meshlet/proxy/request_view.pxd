@@ -1,4 +1,4 @@
-# Types for the compiled build of request_view.py (see native.py); the .py stays the
+# Types for the compiled build of request_view.py (see meshlet/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
 
 cdef class RequestView:

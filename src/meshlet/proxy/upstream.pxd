@@ -1,4 +1,4 @@
-# Types for the compiled build of upstream.py (see native.py); the .py stays the source.
+# Types for the compiled build of upstream.py (see meshlet/native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
 from meshlet.proxy.connector cimport Connector
 from meshlet.proxy.exchange cimport Exchange

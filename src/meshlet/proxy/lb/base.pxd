@@ -1,4 +1,4 @@
-# Types for the compiled build of base.py (see proxy/native.py); the .py stays the source.
+# Types for the compiled build of base.py (see meshlet/native.py); the .py stays the source.
 # Every attribute the .py sets must be declared here, or the compiled build fails.
 
 cdef class EndpointState:

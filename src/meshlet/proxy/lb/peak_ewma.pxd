@@ -1,4 +1,4 @@
-# Types for the compiled build of peak_ewma.py (see proxy/native.py); the .py stays the
+# Types for the compiled build of peak_ewma.py (see meshlet/native.py); the .py stays the
 # source. Every attribute the .py sets must be declared here.
 from meshlet.proxy.lb.base cimport EndpointState
 

@@ -1,4 +1,4 @@
-# Types for the compiled build of retry_budget.py (see proxy/native.py); the .py stays
+# Types for the compiled build of retry_budget.py (see meshlet/native.py); the .py stays
 # the source. Every attribute the .py sets must be declared here.
 
 cdef class RetryBudget:
