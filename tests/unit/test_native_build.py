@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import meshlet.compiled
 from meshlet import native
 
@@ -45,21 +47,15 @@ def test_a_fresh_build_is_used(tmp_path: Path) -> None:
     assert native.choose(directory, {})[0] == "compiled"
 
 
-def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
+@pytest.mark.parametrize("edited", ["proxy/exchange.py", "proxy/lb/base.pxd",
+                                    "api/send_many.pyx"])
+def test_an_edited_source_makes_the_build_stale(tmp_path: Path, edited: str) -> None:
     directory = copy_sources(tmp_path)
     fake_build(directory)
-    with (directory / "proxy/exchange.py").open("a") as source:
+    with (directory / edited).open("a") as source:
         source.write("# edited after the build\n")
     build, why = native.choose(directory, {})
     assert build == "python" and "older than their sources" in why
-
-
-def test_an_edited_pxd_makes_the_build_stale(tmp_path: Path) -> None:
-    directory = copy_sources(tmp_path)
-    fake_build(directory)
-    with (directory / "proxy/lb/base.pxd").open("a") as source:
-        source.write("# edited after the build\n")
-    assert native.choose(directory, {})[0] == "python"
 
 
 def test_a_build_without_its_digest_is_not_trusted(tmp_path: Path) -> None:
@@ -109,14 +105,6 @@ def test_a_partial_build_runs_python(tmp_path: Path) -> None:
     (directory / f"proxy/cluster{SUFFIX}").unlink()
     build, why = native.choose(directory, {})
     assert build == "python" and "only some" in why
-
-
-def test_an_edited_pyx_makes_the_build_stale(tmp_path: Path) -> None:
-    directory = copy_sources(tmp_path)
-    fake_build(directory)
-    with (directory / "api/send_many.pyx").open("a") as source:
-        source.write("# edited after the build\n")
-    assert native.choose(directory, {})[0] == "python"
 
 
 def test_every_pxd_or_pyx_names_a_compiled_module() -> None:

@@ -4,7 +4,7 @@ A registration answers every watch of its service with the same bytes, and at
 10,000 watchers the sends are the whole cost: each is a syscall that, on loopback,
 also runs the receiving side's TCP. The compiled build (``send_many.pyx``, the
 same function in C) makes them with the GIL released, so that the fan-out can
-split one batch over the machine's cores (``fast_lane.Senders``). This file is
+split one batch over the machine's cores (``parallel_send.Senders``). This file is
 the pure Python build of it: the same result, one ``os.write`` at a time.
 """
 
