@@ -279,6 +279,36 @@ async def test_trailers_of_a_chunked_request_never_become_headers(first: bytes,
         await runner.cleanup()
 
 
+async def test_headers_a_connection_header_lists_stay_on_their_hop() -> None:
+    """A name listed in ``Connection`` is an option of that hop alone (RFC 9110, 7.6.1):
+    neither the request's nor the response's reaches the other side."""
+    seen: list[bytes] = []
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Upstream-Hop\r\n"
+                     b"X-Upstream-Hop: 1\r\nX-Kept: 1\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server, port = await start_raw_backend(backend)
+    sidecar = await start_sidecar(port)
+    try:
+        out = await raw_exchange(sidecar.ports()["outbound:web"],
+                                 b"GET /hop HTTP/1.1\r\nHost: web\r\nX-Client-Hop: secret\r\n"
+                                 b"Connection: close, X-Client-Hop\r\nX-Also: kept\r\n\r\n")
+        head = out.split(b"\r\n\r\n", 1)[0].lower()
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"ok"), out
+        assert b"x-upstream-hop" not in head and b"x-kept: 1" in head, out
+        request = seen[0].lower()
+        assert b"x-client-hop" not in request and b"secret" not in request, seen
+        assert b"x-also: kept" in request and b"host: web" in request, seen
+    finally:
+        await sidecar.stop(1)
+        server.close()
+        await server.wait_closed()
+
+
 async def test_http10_and_head(backends: list[int]) -> None:
     sidecar = await start_sidecar(backends[0])
     port = sidecar.ports()["outbound:web"]

@@ -10,8 +10,15 @@ import pytest
 
 from meshlet.http_limits import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from meshlet.proxy import plain_head
-from meshlet.proxy.headers import HAS_HOP_BY_HOP, HAS_HOST, header_flags
+from meshlet.proxy.headers import (
+    HAS_HOP_BY_HOP,
+    HAS_HOST,
+    connection_listed,
+    forward_headers,
+    header_flags,
+)
 from meshlet.proxy.plain_head import plain_request
+from meshlet.proxy.upgrade import upgrade_head
 
 
 def plain_response(data: bytes) -> tuple[int, bool] | None:
@@ -145,6 +152,19 @@ def test_connection_and_hop_by_hop_flags() -> None:
     assert plain[3] & HAS_HOP_BY_HOP and plain[3] & HAS_HOST and plain[4] is False
 
 
+def test_names_a_connection_header_lists_are_not_forwarded() -> None:
+    headers = [(b"Host", b"a"), (b"Connection", b"close, X-Hop ,, Upgrade"),
+               (b"x-hop", b"1"), (b"Upgrade", b"websocket"), (b"Keep-Alive", b"timeout=5"),
+               (b"X-Kept", b"2")]
+    assert connection_listed(headers) == {b"close", b"x-hop", b"upgrade"}
+    parts: list[bytes] = []
+    forward_headers(parts, headers, flags=HAS_HOP_BY_HOP)
+    assert b"".join(parts) == b"Host: a\r\nX-Kept: 2\r\n"
+    head = upgrade_head(b"GET", b"/ws", headers, b"a")
+    assert head == (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nX-Kept: 2\r\n"
+                    b"connection: upgrade\r\n\r\n")
+
+
 def mutants(seeds: list[bytes], alphabet: bytes, most: int, seed: int) -> Iterator[bytes]:
     """20,000 of ``seeds`` with 1 to ``most`` bytes replaced or inserted at random."""
     rng = random.Random(seed)
@@ -189,8 +209,7 @@ PLAIN_RESPONSES = [
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n\r\nhello",
     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
     b"HTTP/1.1 503 \r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
-    b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n"
-    b"Content-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3\r\n\r\nabc",
 ]
 
 NOT_PLAIN_RESPONSES = [
@@ -209,6 +228,8 @@ NOT_PLAIN_RESPONSES = [
     b"HTTP/1.1 200 OK\r\nBad Name: v\r\nContent-Length: 5\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nX: a\x01\r\nContent-Length: 5\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nConnection: upgrade\r\nContent-Length: 5\r\n\r\nhello",
+    # Relayed as received, it would pass this hop's Keep-Alive on to the client.
+    b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello",
 ]
 
 

@@ -63,12 +63,26 @@ def delimited_by_close(data: bytes, status: int) -> bool:
     return not (b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304))
 
 
+def connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names a ``Connection`` header lists: options of this hop alone, which
+    a proxy removes before forwarding (RFC 9110, 7.6.1), as it removes ``Connection``."""
+    listed: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            for token in value.split(b","):  # a loop: cpdef functions take no generators
+                listed.add(token.strip().lower())
+    listed.discard(b"")
+    return frozenset(listed)
+
+
 def forward_headers(parts: list[bytes], headers: list[tuple[bytes, bytes]],
                     drop: frozenset[bytes] = frozenset(), flags: int = HAS_HOP_BY_HOP) -> None:
     if not drop and not flags & HAS_HOP_BY_HOP:
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         return
+    if flags & HAS_HOP_BY_HOP:
+        drop = drop | connection_listed(headers)
     for name, value in headers:
         lower = name.lower()
         if lower not in HOP_BY_HOP and lower not in drop:

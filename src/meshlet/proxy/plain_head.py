@@ -6,7 +6,8 @@ handful of Python calls (one per header, one per stage, more to ask for the meth
 the version); read here, one. Only a strict subset is taken: what llhttp would parse
 to the same message, no framing header that could be read two ways (no
 ``Transfer-Encoding``, on requests no ``Content-Length``), no hop-by-hop header but a
-``Connection`` of ``keep-alive`` or ``close``, nothing after the message's end, within
+``Connection`` of ``keep-alive`` or ``close`` (and on requests ``Keep-Alive``, which
+marks the head to be rebuilt), nothing after the message's end, within
 the limits of ``meshlet.http_limits``. Anything else returns None and goes to
 httptools, which refuses what is malformed as it always has.
 """
@@ -298,8 +299,8 @@ def plain_response(data: bytes) -> int:
                 return 0
             connection_seen = True
             keep_alive = keep == 1
-        elif kind == NOT_PLAIN:
-            return 0
+        elif kind in (NOT_PLAIN, KEEP_ALIVE):
+            return 0  # KEEP_ALIVE: this hop's alone, removed as the head is rebuilt
         i += 2
     if length < 0 or n != i + length:
         return 0

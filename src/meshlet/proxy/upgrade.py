@@ -27,7 +27,7 @@ import httptools
 
 from meshlet.proxy.byte_relay import ByteRelay, UpstreamBytes
 from meshlet.proxy.dial import dial_endpoint
-from meshlet.proxy.headers import HOP_BY_HOP
+from meshlet.proxy.headers import HOP_BY_HOP, connection_listed
 from meshlet.proxy.lb import EndpointState
 from meshlet.proxy.partition import Refusal
 from meshlet.proxy.request_view import RequestView
@@ -36,10 +36,11 @@ from meshlet.proxy.request_view import RequestView
 def upgrade_head(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  host: bytes, route: Any = None) -> bytes:
     """The request's head for the upstream: hop-by-hop headers dropped but the upgrade's
-    own (``Connection: upgrade``, ``Upgrade``), the route's header edits made, a Host
-    added if the client sent none."""
+    own (``Connection: upgrade``, ``Upgrade``) and those ``Connection`` lists, the
+    route's header edits made, a Host added if the client sent none."""
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     drop = route.remove_headers if route is not None else frozenset()
+    drop = drop | (connection_listed(headers) - {b"upgrade"})
     has_host = False
     for name, value in headers:
         lower = name.lower()
