@@ -38,7 +38,10 @@ def test_an_api_beyond_loopback_is_spoken_to_over_https() -> None:
     assert to_url("http://localhost:8470") == "http://localhost:8470"
 
 
-async def test_a_server_alone_serves_https_that_clients_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "one-shot"])
+async def test_a_server_alone_serves_https_that_clients_check(tmp_path: Path,
+                                                             pooled: bool) -> None:
+    """Both clients check: the agents' pooled one and the commands' one-shot one."""
     server = await Server.start(tmp_path, "127.0.0.1", 0, ServerOptions(https=True))
     try:
         assert server.url.startswith("https://127.0.0.1:")
@@ -46,11 +49,11 @@ async def test_a_server_alone_serves_https_that_clients_check(tmp_path: Path) ->
         assert stat.S_IMODE((tmp_path / "tls" / "server.key").stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / "join.token").stat().st_mode) == 0o600
         token = await async_management_token(tmp_path)
-        async with Client(server.url, ca_file=ca_file, token=token) as client:
+        async with Client(server.url, ca_file=ca_file, token=token, pooled=pooled) as client:
             await client.kv_put("app/colour", b"blue")
             assert await client.kv_get_raw("app/colour") == b"blue"
         with pytest.raises(Unavailable, match="certificate"):  # the system's roots
-            async with Client(server.url) as client:
+            async with Client(server.url, pooled=pooled) as client:
                 await client.status()
         async with aiohttp.ClientSession() as http:  # in the clear: no answer
             with pytest.raises(aiohttp.ClientError):

@@ -1,7 +1,9 @@
 """The API client used by the CLI, the agent and tests.
 
 Every method raises MeshletError: the server's error body rebuilt, or Unavailable when
-the server cannot be reached, so callers never see aiohttp exceptions.
+the server cannot be reached, so callers never see aiohttp exceptions. A pooled client
+keeps its connections in an aiohttp session; the CLI's sends each request through
+``one_shot`` instead, and imports no aiohttp.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import json
 import os
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import aiohttp
 
 from meshlet import errors, json_limits
 from meshlet.addresses import to_url
+from meshlet.api import one_shot
+
+if TYPE_CHECKING:
+    import aiohttp
 
 INDEX_HEADER = "X-Meshlet-Index"
 TOKEN_HEADER = "X-Meshlet-Token"
@@ -52,6 +56,7 @@ def session_without_retries(tls: ssl.SSLContext | None = None) -> aiohttp.Client
     or report a check-and-set that succeeded as a conflict. aiohttp has no public
     switch for it; its own test client turns it off the same way. ``tls`` checks
     HTTPS servers (default: aiohttp's, the system's roots)."""
+    import aiohttp
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None)
     if hasattr(session, "_retry_connection"):
@@ -76,10 +81,10 @@ def _decode(raw: bytes) -> Any:
         raise errors.ConfigError(f"the answer is not JSON: {exc}", "body") from None
 
 
-def _index_of(resp: aiohttp.ClientResponse, method: str, url: str) -> int:
-    raw = resp.headers.get(INDEX_HEADER, "0") or "0"
+def _index_of(status: int, headers: one_shot.Headers, method: str, url: str) -> int:
+    raw = headers.get(INDEX_HEADER, "0") or "0"
     if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
-        raise errors.MeshletError(f"{method} {url}: HTTP {resp.status} with "
+        raise errors.MeshletError(f"{method} {url}: HTTP {status} with "
                                   f"{INDEX_HEADER} {raw[:32]!r}: not meshlet's answer")
     return int(raw)
 
@@ -90,12 +95,14 @@ class Client:
 
     def __init__(self, addr: str, timeout: float = 10.0, token: str | None = None,
                  join_token: str | None = None,
-                 ca_file: str | os.PathLike[str] | None = None) -> None:
+                 ca_file: str | os.PathLike[str] | None = None, pooled: bool = True) -> None:
         """``ca_file``: the cluster's root, to check the server's HTTPS (default:
-        ``MESHLET_CA_FILE``)."""
+        ``MESHLET_CA_FILE``). ``pooled``: keep connections open for the next request
+        (a process that makes many); False sends each on one of its own (a command)."""
         self.base = to_url(addr)
         self.timeout = timeout
         self.ca_file = ca_file
+        self.pooled = pooled
         self.headers: dict[str, str] = {}
         if token:
             self.headers[TOKEN_HEADER] = token
@@ -130,34 +137,54 @@ class Client:
         """Return (decoded body, X-Meshlet-Index); raise MeshletError."""
         url = self.base + path
         try:
-            async with self.session().request(
-                    method, url, json=json, data=data, params=params, headers=self.headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
-                index = _index_of(resp, method, url)
-                if resp.status >= 400:
-                    try:
-                        error = _decode(await resp.read())["error"]
-                    except (errors.ConfigError, KeyError, TypeError):
-                        error = None
-                    if not isinstance(error, dict):
-                        raise errors.MeshletError(f"{method} {url}: HTTP {resp.status}")
-                    raise errors.from_dict(error)
-                if raw:
-                    return await resp.read(), index
-                try:
-                    return _decode(await resp.read()), index
-                except errors.ConfigError as exc:
-                    raise errors.MeshletError(f"{method} {url}: HTTP {resp.status} with "
-                                              f"an answer that is not meshlet's: "
-                                              f"{exc.message}") from None
-        except aiohttp.ServerDisconnectedError:
+            if self.pooled:
+                status, headers, body = await self.pooled_exchange(
+                    method, url, json, data, params, timeout or self.timeout)
+            else:
+                status, headers, body = await one_shot.request(
+                    method, url, headers=self.headers, json_body=json, data=data,
+                    params=params, timeout=timeout or self.timeout,
+                    tls=client_tls(self.ca_file) if url.startswith("https:") else None)
+        except one_shot.Disconnected:
             raise errors.Unavailable(
                 f"{self.base} closed the connection without an HTTP answer: is it a "
                 "server's API address (--http), not its Raft port? (or the server is "
                 "stopping)") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise errors.Unavailable(f"cannot reach meshlet at {self.base}: "
                                      f"{exc or type(exc).__name__}") from None
+        index = _index_of(status, headers, method, url)
+        if status >= 400:
+            try:
+                error = _decode(body)["error"]
+            except (errors.ConfigError, KeyError, TypeError):
+                error = None
+            if not isinstance(error, dict):
+                raise errors.MeshletError(f"{method} {url}: HTTP {status}")
+            raise errors.from_dict(error)
+        if raw:
+            return body, index
+        try:
+            return _decode(body), index
+        except errors.ConfigError as exc:
+            raise errors.MeshletError(f"{method} {url}: HTTP {status} with an answer that "
+                                      f"is not meshlet's: {exc.message}") from None
+
+    async def pooled_exchange(self, method: str, url: str, json: Any, data: bytes | None,
+                              params: dict[str, str] | None, timeout: float
+                              ) -> one_shot.Answer:
+        """The exchange on the session's connections, with aiohttp's errors as
+        one_shot's (Disconnected) and OSError."""
+        import aiohttp
+        try:
+            async with self.session().request(
+                    method, url, json=json, data=data, params=params, headers=self.headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                return resp.status, resp.headers, await resp.read()
+        except aiohttp.ServerDisconnectedError:
+            raise one_shot.Disconnected() from None
+        except aiohttp.ClientError as exc:
+            raise OSError(str(exc) or type(exc).__name__) from None
 
     # -- catalog ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class Context:
 
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def run() -> T:
-            async with Client(self.addr, token=self.token) as client:
+            async with Client(self.addr, token=self.token, pooled=False) as client:
                 return await fn(client)
         return asyncio.run(run())
 

@@ -9,8 +9,10 @@ and a workload's command line (``run``'s and ``exec``'s COMMAND, and anything af
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -117,7 +119,23 @@ def click_shapes(root: click.Group, ctx: click.Context) -> Shapes:
 
 
 class GlobalOptionsGroup(click.Group):
-    """A group whose own options may also follow its command."""
+    """A group whose own options may also follow its command, and whose commands in
+    ``lazy_commands`` (name: ``"module:attribute"``) are imported when first asked for."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy_commands.get(cmd_name)
+        if where is not None and cmd_name not in self.commands:
+            module, attribute = where.split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args, click_shapes(self, ctx)))

@@ -17,22 +17,37 @@ import click
 import meshlet
 from meshlet import devmode
 from meshlet.addresses import parse_hostport, parse_http_url, parse_ipv4, to_url
-from meshlet.cli.acl import acl
-from meshlet.cli.ca import ca
-from meshlet.cli.capacity import capacity
-from meshlet.cli.containers import COMMANDS as CONTAINER_COMMANDS
 from meshlet.cli.context import Context, pass_ctx
 from meshlet.cli.global_options import GlobalOptionsGroup
-from meshlet.cli.image import image
-from meshlet.cli.intention import intention
-from meshlet.cli.kube import COMMANDS as KUBE_COMMANDS
-from meshlet.cli.network import network
-from meshlet.cli.prometheus_sd import prometheus_sd
 from meshlet.cli.render import clean, echo, emit_json, table
-from meshlet.cli.rollout import rollout
-from meshlet.cli.top import top
-from meshlet.cli.ui import ui
 from meshlet.errors import ConfigError, MeshletError, NotFound
+
+# The commands whose modules are imported only when they run (or --help lists them):
+# the kube objects' models, rich's console and the capacity model cost more to import
+# than a typical command takes to run.
+LAZY_COMMANDS = {
+    "acl": "meshlet.cli.acl:acl",
+    "apply": "meshlet.cli.kube:apply",
+    "ca": "meshlet.cli.ca:ca",
+    "capacity": "meshlet.cli.capacity:capacity",
+    "delete": "meshlet.cli.kube:delete",
+    "describe": "meshlet.cli.kube:describe",
+    "exec": "meshlet.cli.containers:exec_",
+    "get": "meshlet.cli.kube:get",
+    "image": "meshlet.cli.image:image",
+    "intention": "meshlet.cli.intention:intention",
+    "logs": "meshlet.cli.containers:logs",
+    "network": "meshlet.cli.network:network",
+    "prometheus-sd": "meshlet.cli.prometheus_sd:prometheus_sd",
+    "ps": "meshlet.cli.containers:ps",
+    "rm": "meshlet.cli.containers:rm",
+    "rollout": "meshlet.cli.rollout:rollout",
+    "run": "meshlet.cli.containers:run",
+    "scale": "meshlet.cli.kube:scale",
+    "stop": "meshlet.cli.containers:stop",
+    "top": "meshlet.cli.top:top",
+    "ui": "meshlet.cli.ui:ui",
+}
 
 
 def default_addr() -> str:
@@ -44,7 +59,8 @@ def default_addr() -> str:
 
 
 
-@click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GlobalOptionsGroup, lazy_commands=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--addr", default=None, metavar="URL",
               help="API address (env MESHLET_ADDR; default: the running `up`, else "
                    f"http://{devmode.DEFAULT_HTTP}).")
@@ -578,20 +594,6 @@ def load_settings_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings", "file")
     return data
-
-
-cli.add_command(network)
-cli.add_command(image)
-cli.add_command(acl)
-cli.add_command(ca)
-cli.add_command(intention)
-cli.add_command(rollout)
-cli.add_command(capacity)
-cli.add_command(prometheus_sd)
-cli.add_command(top)
-cli.add_command(ui)
-for command in [*CONTAINER_COMMANDS, *KUBE_COMMANDS]:
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ async def live(ctx: Context) -> None:
     """Redraw in place on a terminal; elsewhere (a pipe, a file) print each snapshot
     after the last, as ``top -b`` does."""
     console = Console(highlight=False)
-    async with Client(ctx.addr, token=ctx.token) as client:
+    async with Client(ctx.addr, token=ctx.token, pooled=False) as client:
         body = await client.signals()
         if not console.is_terminal:
             while True:

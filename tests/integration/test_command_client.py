@@ -1,0 +1,154 @@
+"""What a CLI command loads and how its requests behave: each on a connection of its
+own through http.client (``api/one_shot.py``), with no aiohttp and no module of a
+command it does not run, against a real server and raw sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from meshlet.api.client import Client
+from meshlet.cli.main import LAZY_COMMANDS, cli
+from meshlet.errors import NotFound, Unavailable
+from meshlet.server.main import Server
+from tests.conftest import async_management_token
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
+    started = await Server.start(tmp_path, "127.0.0.1", 0)
+    try:
+        yield started, await async_management_token(tmp_path)
+    finally:
+        await started.stop()
+
+
+def run_command(*args: str) -> tuple[str, set[str]]:
+    """``meshlet ARGS`` in a fresh interpreter: its output and the modules it loaded."""
+    script = textwrap.dedent("""
+        import atexit, json, sys
+        atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))
+        sys.argv = ["meshlet", *sys.argv[1:]]
+        from meshlet.cli.main import main
+        main()
+    """)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout, set(json.loads(done.stderr))
+
+
+async def test_a_command_loads_no_aiohttp_and_no_other_commands_modules(
+        server: tuple[Server, str]) -> None:
+    started, token = server
+    base = ["--addr", started.url, "--token", token]
+    await asyncio.to_thread(run_command, *base, "kv", "put", "colour", "blue")
+    out, modules = await asyncio.to_thread(run_command, *base, "kv", "get", "colour")
+    assert out == "blue\n"
+    assert "aiohttp" not in modules
+    for where in LAZY_COMMANDS.values():
+        assert where.split(":")[0] not in modules, where
+
+
+def test_every_lazy_command_is_the_command_of_its_name() -> None:
+    ctx = click.Context(cli)
+    for name, where in LAZY_COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name, where
+    assert set(LAZY_COMMANDS) <= set(cli.list_commands(ctx))
+
+
+async def test_answers_and_errors_match_the_pooled_clients(
+        server: tuple[Server, str]) -> None:
+    started, token = server
+    for pooled in (True, False):
+        async with Client(started.url, token=token, pooled=pooled) as client:
+            await client.kv_put(f"k/{pooled}", b"\x00\xffbytes")
+            assert await client.kv_get_raw(f"k/{pooled}") == b"\x00\xffbytes"
+            listed = await client.kv_list("k/")
+            assert f"k/{pooled}" in json.dumps(listed)
+            with pytest.raises(NotFound):
+                await client.kv_get_raw("k/none")
+
+
+@pytest.fixture
+def silent_port() -> Iterator[tuple[int, socket.socket]]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1], listener
+
+
+async def test_a_server_that_closes_without_answering_is_named(
+        silent_port: tuple[int, socket.socket]) -> None:
+    port, listener = silent_port
+
+    def close_first() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+    closer = asyncio.get_running_loop().run_in_executor(None, close_first)
+    async with Client(f"http://127.0.0.1:{port}", pooled=False) as client:
+        with pytest.raises(Unavailable, match="closed the connection without an HTTP answer"):
+            await client.status()
+    await closer
+
+
+async def test_a_request_that_times_out_is_unavailable(
+        silent_port: tuple[int, socket.socket]) -> None:
+    port, _ = silent_port
+    async with Client(f"http://127.0.0.1:{port}", timeout=0.2, pooled=False) as client:
+        with pytest.raises(Unavailable, match="timed out"):
+            await client.status()
+
+
+def test_an_abandoned_request_does_not_hold_the_process(
+        silent_port: tuple[int, socket.socket]) -> None:
+    """A command interrupted mid-request (Ctrl-C cancels its task) exits then, not
+    when the request's own timeout (here 600 s) would have ended it."""
+    port, _ = silent_port
+    script = textwrap.dedent(f"""
+        import asyncio
+        from meshlet.api import one_shot
+        async def main():
+            try:
+                await asyncio.wait_for(one_shot.request(
+                    "GET", "http://127.0.0.1:{port}/v1/status", headers={{}},
+                    timeout=600, tls=None), 0.1)
+            except TimeoutError:
+                print("abandoned")
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout == "abandoned\n" and done.stderr == ""
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"SSH-2.0-OpenSSH_9.2\r\n", id="not-http"),
+    pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", id="101-headers"),
+])
+async def test_an_answer_that_is_not_a_servers_is_unavailable_in_one_line(
+        silent_port: tuple[int, socket.socket], answer: bytes) -> None:
+    port, listener = silent_port
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(answer)
+    answering = asyncio.get_running_loop().run_in_executor(None, answer_once)
+    async with Client(f"http://127.0.0.1:{port}", pooled=False) as client:
+        with pytest.raises(Unavailable) as refused:
+            await client.status()
+    await answering
+    assert "\n" not in str(refused.value) and "timed out" not in str(refused.value)
