@@ -104,6 +104,10 @@ class Client:
         self.ca_file = ca_file
         self.pooled = pooled
         self.headers: dict[str, str] = {}
+        for secret, what in ((token, "an ACL token"), (join_token, "a join token")):
+            if secret and not secret.isprintable():  # a line break would end the header
+                raise errors.ConfigError(f"{what} holds a line break or another control "
+                                         "character", "token")
         if token:
             self.headers[TOKEN_HEADER] = token
         if join_token:
@@ -152,9 +156,9 @@ class Client:
                 "stopping)") from None
         except (TimeoutError, OSError) as exc:
             raise errors.Unavailable(f"cannot reach meshlet at {self.base}: "
-                                     f"{exc or type(exc).__name__}") from None
+                                     f"{str(exc) or type(exc).__name__}") from None
         index = _index_of(status, headers, method, url)
-        if status >= 400:
+        if not 200 <= status < 300:  # a redirect, too: meshlet servers make none
             try:
                 error = _decode(body)["error"]
             except (errors.ConfigError, KeyError, TypeError):
@@ -176,9 +180,13 @@ class Client:
         """The exchange on the session's connections, with aiohttp's errors as
         one_shot's (Disconnected) and OSError."""
         import aiohttp
+        import yarl
         try:
+            # As sent: yarl would resolve a name's ``..`` (a KV key ``a/../../status``
+            # would reach another route), and a redirect would carry the token away.
             async with self.session().request(
-                    method, url, json=json, data=data, params=params, headers=self.headers,
+                    method, yarl.URL(url, encoded=True), json=json, data=data,
+                    params=params, headers=self.headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 return resp.status, resp.headers, await resp.read()
         except aiohttp.ServerDisconnectedError:

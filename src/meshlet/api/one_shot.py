@@ -1,9 +1,10 @@
 """HTTP exchanges for a process that makes a few requests and exits: a CLI command.
 
 Each request goes on a connection of its own through the standard library's
-``http.client``, in a daemon thread, so a command starts without importing aiohttp
-(a third of a second, more than the rest of a typical command) and an interrupted
-command exits at once instead of waiting for a blocking query to end. Long-lived
+``http.client``, in a daemon thread, within one deadline for the whole exchange, so a
+command starts without importing aiohttp (a third of a second, more than the rest of a
+typical command) and an interrupted command exits at once instead of waiting for a
+blocking query to end. Long-lived
 processes (agents, servers) keep the pooled aiohttp session (``client.py``).
 """
 
@@ -32,25 +33,33 @@ class Headers(Protocol):
 Answer = tuple[int, Headers, bytes]  # status, headers, body
 
 
-def exchange(method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+def exchange(method: str, url: str, headers: Mapping[str, bytes], body: bytes | None,
              timeout: float, tls: ssl.SSLContext | None) -> Answer:
     """One request and its whole answer; raises Disconnected or OSError (timeouts,
-    refusals, TLS failures)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    refusals, TLS failures, addresses that are not one, answers that are not HTTP)."""
+    try:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        if parts.scheme not in ("http", "https"):
+            raise OSError(f"{parts.scheme}:// is not http:// or https://")
+        host, port = parts.hostname or "", parts.port or (443 if https else 80)
+        connection: http.client.HTTPConnection
+        if https:
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                     context=tls)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    except ValueError as exc:  # a port that is not a number, an unclosed bracket
+        raise OSError(f"not an address: {exc}") from None
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request(method, target, body=body, headers=dict(headers))
         response = connection.getresponse()
         return response.status, response.headers, response.read()
-    except (http.client.RemoteDisconnected, http.client.BadStatusLine,
-            http.client.IncompleteRead) as exc:
+    except (http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
         raise Disconnected(str(exc)) from None
+    except http.client.IncompleteRead as exc:
+        raise OSError(f"the answer ended {exc.expected} bytes short") from None
     except http.client.HTTPException as exc:  # a malformed answer: not an HTTP server's
         raise OSError(f"{type(exc).__name__}: {exc}") from None
     finally:
@@ -62,13 +71,13 @@ async def request(method: str, url: str, *, headers: Mapping[str, str], json_bod
                   timeout: float, tls: ssl.SSLContext | None) -> Answer:
     """``exchange`` in a daemon thread: awaiting it leaves the loop free for a command's
     other requests, and cancelling it abandons the thread (the process may exit)."""
-    sent = dict(headers)
+    sent = {name: value.encode() for name, value in headers.items()}  # UTF-8, as aiohttp
     body = data
     if json_body is not None:
         body = json.dumps(json_body).encode()
-        sent["Content-Type"] = "application/json"
+        sent["Content-Type"] = b"application/json"
     elif data is not None:
-        sent["Content-Type"] = "application/octet-stream"
+        sent["Content-Type"] = b"application/octet-stream"
     if params:
         url = f"{url}?{urlencode(params)}"
     loop = asyncio.get_running_loop()
@@ -96,4 +105,7 @@ async def request(method: str, url: str, *, headers: Mapping[str, str], json_bod
             pass  # the loop is closed: the command ended without this answer
 
     threading.Thread(target=run, name="meshlet-request", daemon=True).start()
-    return await answer
+    try:  # the whole exchange's deadline: a socket's timeout bounds each read alone
+        return await asyncio.wait_for(answer, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no whole answer within {timeout:g}s") from None

@@ -155,7 +155,8 @@ class Server:
             sock.close()
             raise
         https = options.https or not is_loopback(host)
-        url = f"{'https' if https else 'http'}://{host}:{sock.getsockname()[1]}"
+        netloc = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed
+        url = f"{'https' if https else 'http'}://{netloc}:{sock.getsockname()[1]}"
         address = PeerAddress(options.raft, url)
         founders = None
         if options.peers:
