@@ -33,10 +33,12 @@ class Mesh:
         self.upstream = upstream
         port = free_port()
         self.addr = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshlet", "up", str(manifest), "--http",
-             f"127.0.0.1:{port}"],
-            env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = home / "up.log"  # what `up` said, shown if the mesh never gets healthy
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "meshlet", "up", str(manifest), "--http",
+                 f"127.0.0.1:{port}"],
+                env=env_for(home), stdout=log, stderr=subprocess.STDOUT)
 
     def json(self, *args: str) -> Any:
         return meshlet_json("--addr", self.addr, *args, home=self.home)
@@ -83,7 +85,12 @@ def healthy_mesh(home: Path, running: Mesh | None = None) -> Iterator[Mesh]:
     the generator closes."""
     running = running or Mesh(home)
     try:
-        wait_for(running.healthy, 60, "the test mesh to be healthy")
+        try:
+            wait_for(running.healthy, 60, "the test mesh to be healthy")
+        except AssertionError as exc:
+            said = running.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{exc}; `up` exited with {running.proc.poll()} and "
+                                 f"said:\n{said}") from None
         yield running
     finally:
         running.proc.send_signal(signal.SIGTERM)
