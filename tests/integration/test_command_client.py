@@ -5,6 +5,7 @@ command it does not run, against a real server and raw sockets on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
+from meshlet.api import one_shot
 from meshlet.api.client import Client
 from meshlet.cli.main import LAZY_COMMANDS, cli
 from meshlet.errors import ConfigError, MeshletError, NotFound, Unavailable
@@ -244,3 +246,26 @@ async def test_a_server_on_ipv6_loopback_gives_a_url_its_clients_can_use(
             assert "leader" in json.dumps(await client.status())
     finally:
         await started.stop()
+
+
+@pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "one-shot"])
+async def test_an_answer_longer_than_any_servers_is_refused(
+        pooled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound is 256 MiB; lowered here so that the test sends 100 kB, not 256 MiB."""
+    monkeypatch.setattr(one_shot, "MAX_ANSWER_BYTES", 64 * 1024)
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100000)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Client(f"http://127.0.0.1:{port}", pooled=pooled) as client:
+            with pytest.raises(MeshletError, match="an answer over 65536 bytes"):
+                await client.status()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -149,6 +149,10 @@ class Client:
                     method, url, headers=self.headers, json_body=json, data=data,
                     params=params, timeout=timeout or self.timeout,
                     tls=client_tls(self.ca_file) if url.startswith("https:") else None)
+        except one_shot.TooLarge:
+            raise errors.MeshletError(f"{method} {url}: an answer over "
+                                      f"{one_shot.MAX_ANSWER_BYTES} bytes: not meshlet's"
+                                      ) from None
         except one_shot.Disconnected:
             raise errors.Unavailable(
                 f"{self.base} closed the connection without an HTTP answer: is it a "
@@ -178,7 +182,7 @@ class Client:
                               params: dict[str, str] | None, timeout: float
                               ) -> one_shot.Answer:
         """The exchange on the session's connections, with aiohttp's errors as
-        one_shot's (Disconnected) and OSError."""
+        one_shot's (Disconnected, TooLarge) and OSError."""
         import aiohttp
         import yarl
         try:
@@ -188,7 +192,12 @@ class Client:
                     method, yarl.URL(url, encoded=True), json=json, data=data,
                     params=params, headers=self.headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                return resp.status, resp.headers, await resp.read()
+                body = bytearray()
+                async for piece in resp.content.iter_any():
+                    body += piece
+                    if len(body) > one_shot.MAX_ANSWER_BYTES:
+                        raise one_shot.TooLarge()
+                return resp.status, resp.headers, bytes(body)
         except aiohttp.ServerDisconnectedError:
             raise one_shot.Disconnected() from None
         except aiohttp.ClientError as exc:

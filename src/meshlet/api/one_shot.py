@@ -24,6 +24,15 @@ class Disconnected(Exception):
     """The server closed the connection without an HTTP answer."""
 
 
+class TooLarge(Exception):
+    """The answer is longer than a meshlet server's could be."""
+
+
+# Far above any meshlet server's answer (a request body is at most 4 MiB); the bound on
+# what a hostile one could make a command hold.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+
 class Headers(Protocol):
     """An answer's headers, looked up in any case (http.client's and aiohttp's)."""
 
@@ -35,8 +44,9 @@ Answer = tuple[int, Headers, bytes]  # status, headers, body
 
 def exchange(method: str, url: str, headers: Mapping[str, bytes], body: bytes | None,
              timeout: float, tls: ssl.SSLContext | None) -> Answer:
-    """One request and its whole answer; raises Disconnected or OSError (timeouts,
-    refusals, TLS failures, addresses that are not one, answers that are not HTTP)."""
+    """One request and its whole answer; raises Disconnected, TooLarge or OSError
+    (timeouts, refusals, TLS failures, addresses that are not one, answers that are not
+    HTTP)."""
     try:
         parts = urlsplit(url)
         https = parts.scheme == "https"
@@ -55,7 +65,10 @@ def exchange(method: str, url: str, headers: Mapping[str, bytes], body: bytes | 
     try:
         connection.request(method, target, body=body, headers=dict(headers))
         response = connection.getresponse()
-        return response.status, response.headers, response.read()
+        answer = response.read(MAX_ANSWER_BYTES + 1)
+        if len(answer) > MAX_ANSWER_BYTES:
+            raise TooLarge()
+        return response.status, response.headers, answer
     except (http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
         raise Disconnected(str(exc)) from None
     except http.client.IncompleteRead as exc:
