@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from meshlet.agent import probes
+from meshlet.agent.app_ports import free_app_port
 from meshlet.agent.backoff import RestartBackoff
 from meshlet.agent.health import HealthTracker
 from meshlet.agent.sidecar_config import LOOPBACK, bootstrap_snapshot, namespaced_bootstrap
@@ -50,13 +51,6 @@ class Ended:
     sidecar: bool = False
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def env_name(service: str) -> str:
     return service.upper().replace("-", "_")
 
@@ -81,7 +75,7 @@ class Workload:
         if spec.in_namespace:  # an address of its own: every replica on the same port
             self.app_port = spec.port or NAMESPACE_APP_PORT
         else:
-            self.app_port = spec.port + replica if spec.port else free_port()
+            self.app_port = spec.port + replica if spec.port else free_app_port(LOOPBACK)
         self.bootstrap = bootstrap_snapshot(
             service, self.id, spec.protocol, self.app_port, self.upstream_protocols,
             host.zone, host.node)
