@@ -476,15 +476,14 @@ class Exchange:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         self.down.write(b"".join(parts))
-        if self.is_head and self.upstream is not None:
+        if self.is_head and self.upstream is not None:  # no body follows, whatever the head says
             self.upstream.reset_parser = True
-            self.response_done(True)
+            self.upstream.done_pending = True
+            self.upstream.done_keep_alive = True
 
     def relayed_head(self, status: int, data: bytes) -> None:
-        """The head of a relayed response arrived (at the start of ``data``)."""
-        if 100 <= status < 200 and status != 101:
-            self.interim = True
-            return
+        """The whole head of a relayed response, not a 1xx, arrived (at the start of
+        ``data``)."""
         if status >= 429:
             headers, flags = raw_headers(data)
             if self.should_retry_response(status, headers, flags):

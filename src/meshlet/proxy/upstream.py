@@ -11,6 +11,11 @@ trailers dropped and bounded as a request's are (``http.py``): over 64 KiB of tr
 or of reads in a chunked body that held no body bytes (a chunk line or a trailer that
 never ends), and the upstream counts as failed: the connection is closed, so the client
 gets the 502 path (a response begun is cut off).
+
+Bytes past the end of the response to the request sent are not the answer to anything:
+the connection is closed rather than reused, and they never reach a client. A response
+is relayed only when the read that begins it holds its whole head and it is not a 1xx;
+otherwise it is parsed from its first byte, which reads any head however it was split.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ class TrailersRefused(Exception):
     """Raised in a parser callback to stop parsing a response whose trailers are too large."""
 
 
+class UnsolicitedBytes(Exception):
+    """Raised in a parser callback when bytes follow the end of the response: the
+    upstream answered more than it was asked, so nothing after that end is trusted."""
+
+
 class _RelayedResponse:
     """Parser callbacks for a relayed response: no per-header or body callbacks, only
     what is needed to learn the status and where the message ends."""
@@ -47,19 +57,18 @@ class _RelayedResponse:
     def __init__(self, conn: UpstreamHttp) -> None:
         self.conn = conn
 
+    def on_message_begin(self) -> None:
+        if self.conn.relay_done:
+            raise UnsolicitedBytes("a second response to one request")
+
     def on_headers_complete(self) -> None:
         conn = self.conn
-        if conn.exchange is not None:
-            conn.exchange.relayed_head(conn.relay_parser.get_status_code(), conn.relay_data)
+        conn.relay_status = conn.relay_parser.get_status_code()
 
     def on_message_complete(self) -> None:
         conn = self.conn
-        ex = conn.exchange
-        if ex is not None and ex.interim:
-            ex.interim = False
-        else:
-            conn.relay_done = True
-            conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
+        conn.relay_done = True
+        conn.relay_keep_alive = conn.relay_parser.should_keep_alive()
 
 
 class UpstreamHttp:
@@ -73,7 +82,7 @@ class UpstreamHttp:
         self.connector = connector
         self.parser = httptools.HttpResponseParser(self)
         self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
-        self.relay_data = b""
+        self.relay_status = 0  # of the relayed response's head, once it is complete
         self.relay_done = False
         self.relay_keep_alive = False
         self.relay_fresh = True  # the relay parser is at a message's start
@@ -85,6 +94,8 @@ class UpstreamHttp:
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.reset_parser = False
+        self.done_pending = False  # the response is whole: its exchange is told after the read
+        self.done_keep_alive = False
         self.idle_since = 0.0
         self.flags = 0
         self.in_body = False  # the head of the response being parsed is complete
@@ -118,18 +129,31 @@ class UpstreamHttp:
             self.close()  # unsolicited bytes on an idle connection: not safe to reuse
             return
         ex.got_response_bytes = True
-        down = ex.down
         if ex.relay:
             self.relay(ex, data)
-            return
+        else:
+            self.parse(ex, data)
+
+    def parse(self, ex: Exchange, data: bytes) -> None:
+        """Feed ``data`` to the full parser, whose callbacks rebuild the response; its
+        exchange hears of the end only after the whole read, so that bytes past it are
+        seen before the connection could go back to the pool."""
         body_began = self.in_body
         self.body_seen = False
+        down = ex.down
         down.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self.close()
+            if self.done_pending:  # the response was whole; what followed it was not asked for
+                self.done_pending = False
+                ex.response_done(False)
             return
+        else:
+            if self.done_pending:
+                self.done_pending = False
+                ex.response_done(self.done_keep_alive)
         finally:
             down.uncork()
         if self.body_seen:
@@ -147,35 +171,62 @@ class UpstreamHttp:
     def relay(self, ex: Exchange, data: bytes) -> None:
         """Pass the response's bytes on untouched; the parser only finds its end (or,
         for a whole plain response in one read, ``plain_head.py`` does)."""
+        fresh = self.relay_fresh  # this read begins the response
         self.relay_done = False
-        self.relay_data = data
-        plain = plain_response(data) if PLAIN_HEADS and self.relay_fresh else 0
-        if plain:  # status << 1 | keep-alive
-            ex.relayed_head(plain >> 1, data)
-            self.relay_done = True
-            self.relay_keep_alive = bool(plain & 1)
-        else:
+        if fresh:
+            plain = plain_response(data) if PLAIN_HEADS else 0
+            if plain:  # status << 1 | keep-alive
+                self.relay_done = True
+                self.relay_keep_alive = bool(plain & 1)
+                ex.relayed_head(plain >> 1, data)
+                self.pass_on(ex, data)
+                return
+            self.relay_status = 0
             self.relay_fresh = False
-            try:
-                self.relay_parser.feed_data(data)
-            except httptools.HttpParserError:
+        try:
+            self.relay_parser.feed_data(data)
+        except httptools.HttpParserError:  # malformed, or bytes past the response's end
+            if fresh:
+                self.parse_instead(ex, data)
+            else:  # part of the response is out: the client's connection is cut off
                 self.close()
-            if self.relay_done:  # the next response starts at a parser's beginning
-                self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
-                self.relay_fresh = True
+            return
+        if fresh:
+            status = self.relay_status
+            if status == 0 or (status < 200 and status != 101):
+                self.parse_instead(ex, data)  # a head split over reads, or an interim answer
+                return
+            ex.relayed_head(status, data)
+        self.pass_on(ex, data)
+
+    def pass_on(self, ex: Exchange, data: bytes) -> None:
+        """Write a relayed read to the client, and end the exchange if the response is."""
+        done = self.relay_done
+        if done and not self.relay_fresh:  # the next response starts at a parser's beginning
+            self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+            self.relay_fresh = True
         down = ex.down
         down.cork()
         try:
-            if not ex.discarding and (ex.response_started or ex.interim or self.relay_done):
+            if ex.response_started and not ex.discarding:
                 if ex.relay_head is not None:  # a head rewritten (draining): the rest as is
                     head, replaced = ex.relay_head
                     ex.relay_head = None
                     data = head + data[replaced:]
                 down.write(data)
-            if self.relay_done and self.exchange is ex:
+            if done and self.exchange is ex:
                 ex.response_done(self.relay_keep_alive)
         finally:
             down.uncork()
+
+    def parse_instead(self, ex: Exchange, data: bytes) -> None:
+        """Read this response with the full parser from its first byte, ``data``: none of
+        it was written, and the relay parser is set aside for the next one."""
+        ex.relay = False
+        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+        self.relay_fresh = True
+        self.relay_done = False
+        self.parse(ex, data)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -200,6 +251,8 @@ class UpstreamHttp:
     # -- httptools callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.done_pending:
+            raise UnsolicitedBytes("a second response to one request")
         self.reason = b""
         self.headers = []
         self.flags = 0
@@ -227,11 +280,19 @@ class UpstreamHttp:
                                         self.headers, self.flags)
 
     def on_body(self, body: bytes) -> None:
+        if self.done_pending:  # a body after the head of an answer to HEAD
+            raise UnsolicitedBytes("a body in the answer to HEAD")
         self.body_seen = True
         if self.exchange is not None:
             self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
         self.in_body = False
-        if self.exchange is not None:
-            self.exchange.response_done(self.parser.should_keep_alive())
+        ex = self.exchange
+        if ex is None or self.done_pending:
+            return
+        if ex.interim:  # a 1xx: the answer is still to come
+            ex.response_done(True)
+            return
+        self.done_pending = True
+        self.done_keep_alive = self.parser.should_keep_alive()
