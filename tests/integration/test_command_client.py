@@ -90,6 +90,23 @@ def silent_port() -> Iterator[tuple[int, socket.socket]]:
         yield listener.getsockname()[1], listener
 
 
+@contextlib.asynccontextmanager
+async def answering(answer: bytes) -> AsyncIterator[int]:
+    """A server on loopback that gives every request ``answer``, as is: its port."""
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_server_that_closes_without_answering_is_named(
         silent_port: tuple[int, socket.socket]) -> None:
     port, listener = silent_port
@@ -186,25 +203,15 @@ async def test_a_redirect_is_not_followed_and_takes_no_token_away(
         pooled: bool, silent_port: tuple[int, socket.socket]) -> None:
     elsewhere, other = silent_port
     other.settimeout(0.5)
-
-    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nContent-Length: 0\r\nLocation: "
-                     b"http://127.0.0.1:%d/v1/status\r\n\r\n" % elsewhere)
-        await writer.drain()
-        writer.close()
-    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    redirect = (b"HTTP/1.1 307 Temporary Redirect\r\nContent-Length: 0\r\nLocation: "
+                b"http://127.0.0.1:%d/v1/status\r\n\r\n" % elsewhere)
+    async with answering(redirect) as port:
         async with Client(f"http://127.0.0.1:{port}", token="t" * 43,
                           pooled=pooled) as client:
             with pytest.raises(MeshletError, match="HTTP 307"):
                 await client.status()
         with pytest.raises(TimeoutError):
             other.accept()  # nobody came
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "one-shot"])
@@ -253,19 +260,18 @@ async def test_an_answer_longer_than_any_servers_is_refused(
         pooled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound is 256 MiB; lowered here so that the test sends 100 kB, not 256 MiB."""
     monkeypatch.setattr(one_shot, "MAX_ANSWER_BYTES", 64 * 1024)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100000
+    async with answering(big) as port, Client(f"http://127.0.0.1:{port}",
+                                              pooled=pooled) as client:
+        with pytest.raises(MeshletError, match="an answer over 65536 bytes"):
+            await client.status()
 
-    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100000)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-    server = await asyncio.start_server(endless, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with Client(f"http://127.0.0.1:{port}", pooled=pooled) as client:
-            with pytest.raises(MeshletError, match="an answer over 65536 bytes"):
-                await client.status()
-    finally:
-        server.close()
-        await server.wait_closed()
+
+@pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "one-shot"])
+async def test_an_empty_answer_is_not_meshlets(pooled: bool) -> None:
+    """Every JSON route of a server answers a value; an empty 200 is another server's."""
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with answering(empty) as port, Client(f"http://127.0.0.1:{port}",
+                                                pooled=pooled) as client:
+        with pytest.raises(MeshletError, match="not meshlet's: the answer is empty"):
+            await client.status()

@@ -70,13 +70,16 @@ ANSWER_MAX_DEPTH = 2 * json_limits.MAX_DEPTH
 
 
 def _decode(raw: bytes) -> Any:
-    """An answer's JSON (empty: None); raises ConfigError for what is not JSON, or is
-    too deep. Unlike a request's, its numbers are the server's: not checked."""
+    """An answer's JSON; raises ConfigError for what is not JSON (an empty answer is
+    not: meshlet's JSON routes always answer a value), or is too deep. Unlike a
+    request's, its numbers are the server's: not checked."""
+    if not raw.strip():
+        raise errors.ConfigError("the answer is empty", "body")
     if json_limits.too_deep(raw, ANSWER_MAX_DEPTH):
         raise errors.ConfigError(f"the answer nests more than {ANSWER_MAX_DEPTH} deep",
                                  "body")
     try:
-        return json.loads(raw or b"null")
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise errors.ConfigError(f"the answer is not JSON: {exc}", "body") from None
 
