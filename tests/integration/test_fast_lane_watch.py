@@ -374,3 +374,43 @@ async def test_a_connection_already_closing_is_not_written_to(server: Server) ->
         assert await asyncio.wait_for(conn.reader.read(), 10) == b""
     finally:
         await conn.close()
+
+
+SO_TIMESTAMPNS = 35  # Linux; not in Python's socket module
+
+
+def arrival(sock: socket.socket) -> tuple[int, bytes]:
+    """The kernel's receive time (ns) of the first bytes of ``sock``'s answer, and them."""
+    data, ancillary, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(16))
+    stamps = [int.from_bytes(raw[:8], "little") * 1_000_000_000
+              + int.from_bytes(raw[8:16], "little")
+              for level, kind, raw in ancillary
+              if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS]
+    return (stamps[0] if stamps else 0), data
+
+
+async def test_a_writes_answer_leaves_before_the_watches_it_wakes(server: Server) -> None:
+    """A registration is acknowledged in the turn it resumes in, and its fan-out comes
+    after: the write's latency does not grow with the watches it answers."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    watcher, writer = socks
+    try:
+        for sock in socks:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        watcher.sendall(watch("web", 0))
+        await hub_holds(server, 1)
+        body = json.dumps({"service": "web", "id": "web-1", "address": "127.0.0.1",
+                           "port": 80}).encode()
+        writer.sendall(b"PUT /v1/catalog/register HTTP/1.1\r\nHost: t\r\nX-Meshlet-Token: "
+                       + TOKEN[0].encode() + b"\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        loop = asyncio.get_running_loop()
+        (acked, ack), (woken, answer) = await asyncio.gather(
+            loop.run_in_executor(None, arrival, writer),
+            loop.run_in_executor(None, arrival, watcher))
+        assert ack.startswith(b"HTTP/1.1 200") and b'"web-1"' in answer
+        assert 0 < acked < woken
+    finally:
+        for sock in socks:
+            sock.close()
