@@ -36,6 +36,7 @@ PURE_PYTHON_TESTS := tests/unit tests/integration/test_proxy_http.py \
 	tests/integration/test_proxy_upgrade.py tests/integration/test_proxy_h2.py \
 	tests/integration/test_proxy_h2_upstream.py tests/integration/test_proxy_grpc_mesh.py \
 	tests/integration/test_proxy_traffic.py tests/integration/test_sidecar_process.py \
+	tests/integration/test_proxy_response_bytes.py \
 	tests/e2e/test_data_plane.py
 
 $(STAMP): pyproject.toml $(COMPILED_SOURCES)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meshlet.agent.app_ports import free_app_port
 from tests.conftest import wait_until as wait_for
 
 __all__ = ["wait_for"]
@@ -53,21 +54,19 @@ def admin_get(admin: str, path: str) -> Any:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port for a process a test starts, outside the kernel's ephemeral range
+    as the agent picks its apps' (``agent/app_ports.py``): one from ``bind(0)`` could
+    go to another process's ``bind(0)`` or ``connect()`` before this one binds it."""
+    return free_app_port("127.0.0.1")
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all held open while choosing, so none repeats)."""
-    held = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        held.append(s)
-    ports = [int(s.getsockname()[1]) for s in held]
-    for s in held:
-        s.close()
+    """``n`` distinct free ports."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
