@@ -13,15 +13,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from meshlet.http_limits import MAX_HEAD_BYTES
+from tests.conftest import async_wait_until
 from tests.integration.test_proxy_http import start_raw_backend, start_sidecar
 
 BOTH_LOOPS = True
 RELAYED, REBUILT = "keep-alive", "close"
 NEXT = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"  # any later request's answer
 EVIL = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"  # never asked for
+CLOSE = b""  # in a script: the backend closes the connection here
 READ_LIMIT = 1 << 20
 DEADLINE = 10.0
 
@@ -45,6 +49,8 @@ class ScriptedBackend:
                 if first:
                     first = False
                     for part in self.parts:
+                        if part == CLOSE:
+                            return
                         writer.write(part)
                         await writer.drain()
                         for _ in range(5):  # loopback delivers at once: the sidecar reads it
@@ -59,16 +65,24 @@ class ScriptedBackend:
 
 
 @contextlib.asynccontextmanager
-async def proxied(*parts: bytes) -> AsyncIterator[tuple[ScriptedBackend, int]]:
-    """A backend scripted with ``parts`` behind a sidecar: it and the sidecar's port."""
-    backend = ScriptedBackend(parts)
-    server, backend.port = await start_raw_backend(backend.handle)
-    sidecar = await start_sidecar(backend.port)
+async def proxied(*parts: bytes, **settings: Any) -> AsyncIterator[tuple[ScriptedBackend, int]]:
+    """A backend scripted with ``parts`` behind a sidecar with ``settings``: the backend
+    and the sidecar's port. With retries on, a second backend that answers every
+    request ``NEXT`` is the one a retry goes to."""
+    backends = [ScriptedBackend(parts)]
+    if settings.get("retries"):
+        backends.append(ScriptedBackend((NEXT,)))
+    servers = []
+    for backend in backends:
+        server, backend.port = await start_raw_backend(backend.handle)
+        servers.append(server)
+    sidecar = await start_sidecar(*(b.port for b in backends), **settings)
     try:
-        yield backend, sidecar.ports()["outbound:web"]
+        yield backends[0], sidecar.ports()["outbound:web"]
     finally:
         await sidecar.stop(1)
-        server.close()
+        for server in servers:
+            server.close()
 
 
 def request(mode: str, method: str = "GET") -> bytes:
@@ -120,6 +134,9 @@ ARRIVALS = {
     "a 100 Continue, then the answer": (INTERIM, (INTERIM, WHOLE)),
     "a 100 Continue and the answer in one read": (INTERIM, (INTERIM + WHOLE,)),
     "a 100 Continue, then a split head": (INTERIM, (INTERIM + SPLIT_HEAD[0], SPLIT_HEAD[1])),
+    "103 Early Hints with its headers": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", WHOLE)),
 }
 
 
@@ -183,3 +200,117 @@ async def test_a_body_after_an_answer_to_head_never_reaches_a_client(
         assert b"evil" not in out
         assert body_of(answer_of(await exchange(port, mode), mode)) == b"next"
         assert backend.connections >= 2
+
+
+async def test_an_http_1_0_client_gets_no_interim_answer() -> None:
+    async with proxied(INTERIM, WHOLE) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        out = await asyncio.wait_for(reader.read(READ_LIMIT), DEADLINE)
+        while chunk := await asyncio.wait_for(reader.read(READ_LIMIT), DEADLINE):
+            out += chunk
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 201 Created\r\n") and out.endswith(b"done"), out
+
+
+UNASKED = {
+    "101 with Upgrade headers": [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                                 b"Connection: upgrade\r\n\r\n"],
+    "101 bare": [b"HTTP/1.1 101 Switching Protocols\r\n\r\n"],
+    "a head that never ends": [b"HTTP/1.1 200 OK\r\n"] + [b"X-Line: " + b"v" * 1000 + b"\r\n"] * (
+        MAX_HEAD_BYTES // 1000 + 16),
+}
+
+
+@MODES
+@pytest.mark.parametrize("parts", list(UNASKED.values()), ids=list(UNASKED))
+async def test_an_answer_no_request_could_take_is_a_502(mode: str, parts: list[bytes]) -> None:
+    """A 101 to a request that asked for no upgrade, or a head past 64 KiB: the upstream
+    failed, and the client is told so, whole."""
+    async with proxied(*parts) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request(mode))
+        out = await asyncio.wait_for(reader.readuntil(b"upstream_reset\n"), DEADLINE)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 502 "), out
+
+
+@MODES
+async def test_a_body_that_ends_at_the_close_ends_for_the_client_too(mode: str) -> None:
+    """No length and not chunked, its head split: rebuilt as chunked, and the upstream's
+    close writes the last chunk."""
+    parts = b"HTTP/1.1 200 OK\r\nContent-", b"Type: text/plain\r\n\r\nall of it", CLOSE
+    async with proxied(*parts) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request(mode))
+        out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), DEADLINE)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n9\r\nall of it\r\n" in out
+
+
+RETRIED = {
+    "HEAD answered 503 with a length":
+        ("HEAD", [b"HTTP/1.1 503 Busy\r\nContent-Length: 20\r\n\r\n"]),
+    "503, then its body and bytes past it": (
+        "GET", [b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\n", b"busy" + EVIL]),
+    "503 whose body ends at the close": ("GET", [b"HTTP/1.1 503 Busy\r\n\r\nbusy", CLOSE]),
+}
+
+
+@MODES
+@pytest.mark.parametrize("case", list(RETRIED.values()), ids=list(RETRIED))
+async def test_an_answer_to_retry_is_retried_however_it_ends(
+        mode: str, case: tuple[str, list[bytes]]) -> None:
+    method, parts = case
+    async with proxied(*parts, retries=1, retry_on=[503]) as (backend, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request(mode, method))
+        out = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out  # the other backend's
+        assert backend.connections == 1
+
+
+async def test_a_client_held_back_by_an_upstreams_full_buffer_is_read_again() -> None:
+    """The upstream answers a large POST without reading its body, once the sidecar
+    stopped reading the client to wait for the upstream's buffer: when the exchange
+    ends, the client's connection is read again, and its next request answered."""
+    answer_now = asyncio.Event()
+    connections = []
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"POST"):
+            await answer_now.wait()
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")
+            await writer.drain()
+            return  # and never reads the body: the sidecar closes this connection
+        writer.write(NEXT)
+        await writer.drain()
+    server, backend = await start_raw_backend(early)
+    sidecar = await start_sidecar(backend)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports()["outbound:web"])
+        size = 64 << 20
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(b"x" * (8 << 20))  # more than every buffer between here and there
+
+        async def held_back() -> bool:
+            return any("upstream_buffer" in down.read_pauses
+                       for listener in sidecar.listeners for down in listener.connections)
+        await async_wait_until(held_back, DEADLINE, "the client's reads paused")
+        answer_now.set()
+        out = await asyncio.wait_for(reader.readuntil(b"big"), DEADLINE)
+        assert out.startswith(b"HTTP/1.1 413 "), out
+
+        async def read_again() -> bool:
+            return not any(down.read_pauses for listener in sidecar.listeners
+                           for down in listener.connections)
+        await async_wait_until(read_again, DEADLINE, "the client's connection read again")
+        writer.close()
+    finally:
+        await sidecar.stop(1)
+        for held in connections:
+            held.close()
+        server.close()

@@ -17,7 +17,7 @@ cpdef bint removes_any(route, list headers)
 cdef class Exchange:
     cdef public double attempt_time, deadline, try_deadline, start_time
     cdef public bint body_done, chunked, discarding, finished, got_response_bytes, interim
-    cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting
+    cdef public bint is_head, keep_alive, relay, response_started, retrying, waiting, until_close
     cdef public int flags, framing, grpc_status, status
     cdef public Py_ssize_t pending_size, sent_size
     cdef public object connect_task, loop, relay_head, trace

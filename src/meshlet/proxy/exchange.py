@@ -130,6 +130,7 @@ class Exchange:
         "trace",
         "tried",
         "try_deadline",
+        "until_close",
         "upstream",
         "url",
         "version",
@@ -181,6 +182,7 @@ class Exchange:
         self.grpc_status = -1  # a gRPC call's status, once known (metrics, access log)
         self.interim = False
         self.discarding = False
+        self.until_close = False  # a body re-framed as chunked that the upstream's close ends
         self.connect_task: asyncio.Task[None] | None = None
         self.last_error = ""
         self.retrying = False
@@ -448,8 +450,16 @@ class Exchange:
                       flags: int) -> None:
         if 100 <= status < 200 and status != 101:
             self.interim = True
-            self.down.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, reason))
+            if self.version == "1.1":  # an HTTP/1.0 client gets no 1xx (RFC 9110, 15.2)
+                parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+                forward_headers(parts, headers, flags=flags)  # 103's Link headers
+                parts.append(b"\r\n")
+                self.down.write(b"".join(parts))
             return
+        if self.is_head and self.upstream is not None:  # no body follows, whatever the head says
+            self.upstream.reset_parser = True
+            self.upstream.done_pending = True
+            self.upstream.done_keep_alive = True
         if status >= 429 and self.should_retry_response(status, headers, flags):
             self.discarding = True
             self.status = status
@@ -464,6 +474,7 @@ class Exchange:
             self.framing = FRAMING_RAW
         elif self.version == "1.1":
             self.framing = FRAMING_CHUNKED
+            self.until_close = True  # the upstream's close ends it: the last chunk then
         else:
             self.framing = FRAMING_UNTIL_CLOSE
             self.keep_alive = False
@@ -476,10 +487,6 @@ class Exchange:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         self.down.write(b"".join(parts))
-        if self.is_head and self.upstream is not None:  # no body follows, whatever the head says
-            self.upstream.reset_parser = True
-            self.upstream.done_pending = True
-            self.upstream.done_keep_alive = True
 
     def relayed_head(self, status: int, data: bytes) -> None:
         """The whole head of a relayed response, not a 1xx, arrived (at the start of
@@ -583,8 +590,15 @@ class Exchange:
                 and delimited_by_close(self.relay_first, self.status):
             self.framing = FRAMING_PASS_UNTIL_CLOSE
             self.keep_alive = False  # the client reads the body until we close
-        if self.framing in (FRAMING_UNTIL_CLOSE, FRAMING_PASS_UNTIL_CLOSE) \
-                and self.response_started:
+        if self.discarding:  # an answer being retried, its end the close: retry it
+            self.discarding = False
+            self.end_attempt(self.status, False)
+            self.schedule_retry(self.last_error)
+            return
+        if self.response_started and (self.until_close or self.framing in (
+                FRAMING_UNTIL_CLOSE, FRAMING_PASS_UNTIL_CLOSE)):
+            if self.until_close:
+                self.down.write(b"0\r\n\r\n")
             self.end_attempt(self.status, False)
             self.finish()
             return
@@ -643,6 +657,8 @@ class Exchange:
         self.try_deadline = 0.0
         conn = self.upstream
         self.upstream = None
+        if conn is not None:  # its write buffer is no longer this client's to wait on
+            self.down.resume_reading("upstream_buffer")
         state = self.state
         self.state = None
         cluster = self.cluster

@@ -19,7 +19,7 @@ cdef class UpstreamHttp:
     cdef public list headers
     cdef public double idle_since
     cdef public int flags, relay_status
-    cdef public Py_ssize_t framing_raw, trailer_size
+    cdef public Py_ssize_t framing_raw, trailer_size, head_size
 
     cpdef relay(self, Exchange ex, bytes data)
     cpdef pass_on(self, Exchange ex, bytes data)

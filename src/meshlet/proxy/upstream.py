@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # cimported by the compiled build (upstream.pxd)
     from meshlet.proxy.pool import ConnectionPool
 
 LINE_OVERHEAD = 4  # ": " and CRLF around a trailer's name and value
+# httptools raises HttpParserUpgrade, not an HttpParserError, for an upgrade's answer.
+PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class TrailersRefused(Exception):
@@ -96,6 +98,7 @@ class UpstreamHttp:
         self.reset_parser = False
         self.done_pending = False  # the response is whole: its exchange is told after the read
         self.done_keep_alive = False
+        self.head_size = 0  # bytes read since the head being parsed began (bounded)
         self.idle_since = 0.0
         self.flags = 0
         self.in_body = False  # the head of the response being parsed is complete
@@ -140,11 +143,13 @@ class UpstreamHttp:
         seen before the connection could go back to the pool."""
         body_began = self.in_body
         self.body_seen = False
+        if not body_began:
+            self.head_size += len(data)
         down = ex.down
         down.cork()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except PARSE_ERRORS:
             self.close()
             if self.done_pending:  # the response was whole; what followed it was not asked for
                 self.done_pending = False
@@ -156,6 +161,9 @@ class UpstreamHttp:
                 ex.response_done(self.done_keep_alive)
         finally:
             down.uncork()
+        if not self.in_body and self.head_size > MAX_HEAD_BYTES:
+            self.close()  # a head that never ends: the 502 path, not memory without end
+            return
         if self.body_seen:
             self.framing_raw = 0
         elif body_began and self.in_body:  # all of it chunk lines or trailers
@@ -166,6 +174,7 @@ class UpstreamHttp:
         if self.reset_parser:
             self.reset_parser = False
             self.in_body = False
+            self.head_size = 0
             self.parser = httptools.HttpResponseParser(self)
 
     def relay(self, ex: Exchange, data: bytes) -> None:
@@ -185,11 +194,13 @@ class UpstreamHttp:
             self.relay_fresh = False
         try:
             self.relay_parser.feed_data(data)
-        except httptools.HttpParserError:  # malformed, or bytes past the response's end
+        except PARSE_ERRORS:  # malformed, or bytes past the response's end
             if fresh:
                 self.parse_instead(ex, data)
-            else:  # part of the response is out: the client's connection is cut off
-                self.close()
+                return
+            self.close()  # part of the response is out: the client's connection is cut off
+            if ex.discarding and self.relay_done:  # none of it is: the retry goes ahead
+                ex.response_done(False)
             return
         if fresh:
             status = self.relay_status
@@ -273,11 +284,14 @@ class UpstreamHttp:
 
     def on_headers_complete(self) -> None:
         self.in_body = True
+        self.head_size = 0
         self.framing_raw = 0
         self.trailer_size = 0
+        status = self.parser.get_status_code()
+        if status == 101:  # upgrades take their own path (upgrade.py): none was asked here
+            raise UnsolicitedBytes("101 to a request that asked for no upgrade")
         if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), self.reason,
-                                        self.headers, self.flags)
+            self.exchange.response_head(status, self.reason, self.headers, self.flags)
 
     def on_body(self, body: bytes) -> None:
         if self.done_pending:  # a body after the head of an answer to HEAD
@@ -288,6 +302,7 @@ class UpstreamHttp:
 
     def on_message_complete(self) -> None:
         self.in_body = False
+        self.head_size = 0
         ex = self.exchange
         if ex is None or self.done_pending:
             return
