@@ -502,10 +502,14 @@ async def test_tcp_mode_in_a_real_sidecar_process(tmp_path: Any) -> None:
         server.close()
 
 
-async def test_response_delimited_by_close_is_relayed_whole() -> None:
+@pytest.mark.parametrize("header", [b"Content-Type: text/plain",
+                                    b"X-Note: chunked, but only in name"])
+async def test_response_delimited_by_close_is_relayed_whole(header: bytes) -> None:
+    """Only a Transfer-Encoding or Content-Length header frames the body: a header that
+    merely mentions "chunked" leaves its end to the close, a whole 200."""
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole ")
+        writer.write(b"HTTP/1.1 200 OK\r\n%b\r\n\r\nthe whole " % header)
         await writer.drain()
         writer.write(b"body, ended by close")
         await writer.drain()

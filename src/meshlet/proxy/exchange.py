@@ -448,7 +448,7 @@ class Exchange:
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       flags: int) -> None:
-        if 100 <= status < 200 and status != 101:
+        if 100 <= status < 200:  # never 101: the upstream refused that as unasked
             self.interim = True
             if self.version == "1.1":  # an HTTP/1.0 client gets no 1xx (RFC 9110, 15.2)
                 parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
@@ -456,10 +456,8 @@ class Exchange:
                 parts.append(b"\r\n")
                 self.down.write(b"".join(parts))
             return
-        if self.is_head and self.upstream is not None:  # no body follows, whatever the head says
-            self.upstream.reset_parser = True
-            self.upstream.done_pending = True
-            self.upstream.done_keep_alive = True
+        if self.is_head and self.upstream is not None:
+            self.upstream.no_body_follows()
         if status >= 429 and self.should_retry_response(status, headers, flags):
             self.discarding = True
             self.status = status

@@ -58,9 +58,11 @@ def raw_headers(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
 
 
 def delimited_by_close(data: bytes, status: int) -> bool:
-    """Whether the response whose head starts ``data`` ends its body by closing."""
-    head = data[:data.find(b"\r\n\r\n")].lower()
-    return not (b"\ncontent-length:" in head or b"chunked" in head or status in (204, 304))
+    """Whether the response whose head starts ``data`` ends its body by closing: only
+    its Transfer-Encoding or Content-Length header could say otherwise."""
+    if status in (204, 304):
+        return False
+    return not raw_headers(data)[1] & (CHUNKED | HAS_LENGTH)
 
 
 def connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:

@@ -25,5 +25,7 @@ cdef class UpstreamHttp:
     cpdef pass_on(self, Exchange ex, bytes data)
     cpdef parse(self, Exchange ex, bytes data)
     cpdef parse_instead(self, Exchange ex, bytes data)
+    cpdef restart_relay(self)
+    cpdef no_body_follows(self)
     cpdef set_reading(self, bint on)
     cpdef close(self)

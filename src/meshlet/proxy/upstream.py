@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -83,11 +83,12 @@ class UpstreamHttp:
         self.key = key
         self.connector = connector
         self.parser = httptools.HttpResponseParser(self)
-        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+        self.relay_parser: Any = None
+        self.relay_fresh = True  # the relay parser is at a message's start
+        self.restart_relay()
         self.relay_status = 0  # of the relayed response's head, once it is complete
         self.relay_done = False
         self.relay_keep_alive = False
-        self.relay_fresh = True  # the relay parser is at a message's start
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False
@@ -148,19 +149,19 @@ class UpstreamHttp:
         down = ex.down
         down.cork()
         try:
-            self.parser.feed_data(data)
-        except PARSE_ERRORS:
-            self.close()
-            if self.done_pending:  # the response was whole; what followed it was not asked for
-                self.done_pending = False
-                ex.response_done(False)
-            return
-        else:
+            try:
+                self.parser.feed_data(data)
+                intact = True
+            except PARSE_ERRORS:  # malformed, or bytes past a whole response: not reusable
+                self.close()
+                intact = False
             if self.done_pending:
                 self.done_pending = False
-                ex.response_done(self.done_keep_alive)
+                ex.response_done(intact and self.done_keep_alive)
         finally:
             down.uncork()
+        if not intact:
+            return
         if not self.in_body and self.head_size > MAX_HEAD_BYTES:
             self.close()  # a head that never ends: the 502 path, not memory without end
             return
@@ -204,7 +205,7 @@ class UpstreamHttp:
             return
         if fresh:
             status = self.relay_status
-            if status == 0 or (status < 200 and status != 101):
+            if status < 200:  # 0 until the head is complete
                 self.parse_instead(ex, data)  # a head split over reads, or an interim answer
                 return
             ex.relayed_head(status, data)
@@ -214,8 +215,7 @@ class UpstreamHttp:
         """Write a relayed read to the client, and end the exchange if the response is."""
         done = self.relay_done
         if done and not self.relay_fresh:  # the next response starts at a parser's beginning
-            self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
-            self.relay_fresh = True
+            self.restart_relay()
         down = ex.down
         down.cork()
         try:
@@ -234,10 +234,20 @@ class UpstreamHttp:
         """Read this response with the full parser from its first byte, ``data``: none of
         it was written, and the relay parser is set aside for the next one."""
         ex.relay = False
-        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
-        self.relay_fresh = True
+        self.restart_relay()
         self.relay_done = False
         self.parse(ex, data)
+
+    def restart_relay(self) -> None:
+        """A fresh relay parser: one that has seen part of a message cannot be rewound."""
+        self.relay_parser = httptools.HttpResponseParser(_RelayedResponse(self))
+        self.relay_fresh = True
+
+    def no_body_follows(self) -> None:
+        """The answer to HEAD is whole at its head, whatever its head says of a body."""
+        self.reset_parser = True
+        self.done_pending = True
+        self.done_keep_alive = True
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
