@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +111,25 @@ def test_the_file_is_written_only_when_it_changes(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["targets.json"]  # no temp left
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
 def test_a_file_that_cannot_be_written_is_one_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """As root, on a full filesystem (a 4 KiB tmpfs), where the write fails after the
+    temporary file exists; as another user, in a directory it may not write to."""
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o500)
+    content = b"[%b]\n" % b",".join([b"{}"] * 32768)  # 64 KiB: more than the tmpfs holds
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs",
+                        str(locked)], check=True)
+        expected, undo = "No space", ["umount", str(locked)]
+    else:
+        locked.chmod(0o500)
+        expected, undo = "Permission", ["chmod", "0700", str(locked)]
     try:
-        with pytest.raises(StorageError, match=r"cannot write .*targets\.json: Permission"):
-            write_if_changed(locked / "targets.json", b"[]\n")
+        with pytest.raises(StorageError, match=rf"cannot write .*targets\.json: {expected}"):
+            write_if_changed(locked / "targets.json", content)
         assert list(locked.iterdir()) == []
     finally:
-        locked.chmod(0o700)
+        subprocess.run(undo, check=True)
 
 
 def test_a_directory_in_the_files_place_is_one_error(tmp_path: Path) -> None:

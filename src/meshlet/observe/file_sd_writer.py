@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from meshlet.backoff import Backoff
 from meshlet.errors import NetworkError, NotFound, NotLeader, StorageError, Unavailable
 from meshlet.observe.file_sd import Group, render, target_groups
 
@@ -130,7 +131,7 @@ async def keep_current(client: MeshReader, path: Path, stop: asyncio.Event, once
     """Write the targets to ``path`` and, unless ``once``, keep them current until
     ``stop`` is set. ``wrote(count)`` is told each write. Raises MeshletError (with
     ``once``: any; else only what retrying cannot cure)."""
-    delay = RETRY_FIRST
+    backoff = Backoff(RETRY_FIRST, RETRY_CAP)
     while not stop.is_set():
         try:
             groups, nodes_index, catalog_index = await discover(client)
@@ -139,12 +140,12 @@ async def keep_current(client: MeshReader, path: Path, stop: asyncio.Event, once
             if once:
                 return
             await _changed(client, nodes_index, catalog_index, stop, wait)
-            delay = RETRY_FIRST
+            backoff.reset()
         except TRANSIENT as exc:
             if once:
                 raise
+            delay = backoff.next_delay()
             log.warning("prometheus-sd: %s; keeping %s as it is, retrying in %.1fs",
                         exc, path, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            delay = min(RETRY_CAP, delay * 2)
