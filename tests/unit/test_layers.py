@@ -1,6 +1,6 @@
 """Layers only look down, and no two modules import each other (even through others).
 
-The layers, lowest first (docs/architecture.md draws them): errors, then the leaf
+The layers, lowest first (docs/architecture.md draws them): errors and backoff, then the leaf
 helpers and observe, net, state and raft, api and deploy, server and proxy, agent,
 devmode, cli. A module imports only from its own package or from a lower layer;
 packages in the same layer do not import each other. Imports under ``if
@@ -18,8 +18,9 @@ import meshlet
 
 SRC = Path(meshlet.__file__).parent
 LAYERS: list[set[str]] = [
-    {"meshlet", "errors", "ui", "native"},  # ui: the web UI's static files, no code
-    {"addresses", "backoff", "durations", "http_limits", "json_limits", "loop", "observe",
+    # ui: the web UI's static files, no code; backoff: pure, for every retry loop
+    {"meshlet", "errors", "ui", "native", "backoff"},
+    {"addresses", "durations", "http_limits", "json_limits", "loop", "observe",
      "private_files", "process_identity", "settings_rules", "intention_rules",
      "quantities", "restart_policy", "compiled"},
     {"net", "security", "image", "processes", "kube_objects"},
