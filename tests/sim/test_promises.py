@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from meshlet.raft.core import Entry, HardState, Message, MsgType, RaftNode, Snapshot
+from meshlet.raft.entry_log import EntryLog
 from meshlet.raft.memory import MemoryStorage
 from tests.sim.promises import Promises
 
@@ -17,7 +18,9 @@ def stored(term: int, vote: str | None = None, terms: tuple[int, ...] = ()) -> M
 
 
 def broken(m: Message, storage: MemoryStorage, promises: Promises | None = None) -> str | None:
-    sender = RaftNode(m.frm, random.Random(0), log=storage.load()[2])
+    _, snapshot, entries = storage.load()
+    sender = RaftNode(m.frm, random.Random(0),
+                      log=EntryLog.of(entries, snapshot.index if snapshot else 0))
     return (promises or Promises()).broken(m, storage, sender)
 
 

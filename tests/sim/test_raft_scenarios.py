@@ -13,6 +13,7 @@ import pytest
 
 from meshlet.errors import ConfigError, NotLeader
 from meshlet.raft.core import Entry, Message, MsgType, Role, config_members
+from meshlet.raft.entry_log import EntryLog
 from meshlet.raft.memory import MemoryStorage
 from tests.sim.cluster import SimCluster, elect
 
@@ -48,10 +49,10 @@ async def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_coun
     sim = await SimCluster.start([f"s{i}" for i in range(1, 6)], seed=8)
     s1 = sim.nodes["s1"]
     s1.term, s1.vote = 4, "s1"  # it won term 4 with its own vote
-    s1.log = [s1.log[0], Entry(2, 2, b"from term 2")]  # the founding entry, then term 2
+    s1.log = EntryLog.of([*s1.entries(1, 2), Entry(2, 2, b"from term 2")])  # founding, term 2
     s1.stable = 2
     s1.commit = 1
-    sim.disks["s1"].save(None, s1.log[1:])  # what it would hold on disk
+    sim.disks["s1"].save(None, s1.entries(2, 3))  # what it would hold on disk
     s1.become_leader()  # appends its own empty entry of term 4 at index 3
     sim.process("s1")
     for follower in ("s2", "s3"):
@@ -72,7 +73,7 @@ async def test_a_lagging_follower_catches_up_from_a_snapshot() -> None:
             sim.cut.add(frozenset((lagging, other)))
     last = write(sim, 40)
     sim.compact(leader.id)
-    assert leader.offset == last and leader.log == []  # the log is folded away
+    assert leader.offset == last and len(leader.log) == 0  # the log is folded away
     while sim.network:  # what was sent during the cut is lost
         sim.deliver(0)
     delivered: list[MsgType] = []

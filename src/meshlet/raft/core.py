@@ -37,12 +37,13 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meshlet.raft.entry import CONFIG, NORMAL, Entry  # also imported from here
+from meshlet.raft.entry_log import EntryLog
+
 if TYPE_CHECKING:
     import random
 
 NodeId = str
-NORMAL = 0
-CONFIG = 1
 APPEND_BATCH = 64
 MAX_INFLIGHT = 4096            # entries sent to a follower and not yet acknowledged
 
@@ -63,14 +64,6 @@ class MsgType(enum.Enum):
     APPEND_RESP = "append_resp"
     TIMEOUT_NOW = "timeout_now"
     SNAPSHOT = "snapshot"
-
-
-@dataclass(frozen=True)
-class Entry:
-    term: int
-    index: int
-    data: bytes = b""
-    kind: int = NORMAL
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,7 @@ class RaftNode:
     term: int = 0
     vote: NodeId | None = None
     snapshot: Snapshot | None = None   # the latest, what the log starts after
-    log: list[Entry] = field(default_factory=list)  # index i at log[i - offset - 1]
+    log: EntryLog = field(default_factory=EntryLog)  # index i at position i - offset - 1
     commit: int = 0
     offset: int = 0                    # index of the last entry folded into `snapshot`
     offset_term: int = 0
@@ -207,7 +200,6 @@ class RaftNode:
     def __post_init__(self) -> None:
         if self.snapshot is not None:
             self.offset, self.offset_term = self.snapshot.index, self.snapshot.term
-        assert not self.log or self.log[0].index == self.offset + 1, "log must follow snapshot"
         self.commit = max(self.commit, self.offset)
         self.applied = self.offset
         self._last_hard = HardState(self.term, self.vote, self.commit)
@@ -231,22 +223,22 @@ class RaftNode:
 
     @property
     def last_term(self) -> int:
-        return self.log[-1].term if self.log else self.offset_term
+        return self.log.term(-1) if self.log else self.offset_term
 
     def term_at(self, index: int) -> int:
         """The term of the entry at ``index``; 0 if unknown (compacted or absent)."""
         if index == self.offset:
             return self.offset_term
         if self.offset < index <= self.last_index:
-            return self.log[index - self.offset - 1].term
+            return self.log.term(index - self.offset - 1)
         return 0
 
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries with ``start <= index < end`` that the log still holds."""
-        return self.log[max(start - self.offset - 1, 0):max(end - self.offset - 1, 0)]
+        return self.log.entries(start - self.offset - 1, end - self.offset - 1, self.offset)
 
     def truncate_from(self, index: int) -> None:
-        del self.log[index - self.offset - 1:]
+        self.log.truncate(index - self.offset - 1)
         self.stable = min(self.stable, index - 1)
 
     def quorum(self) -> int:
@@ -262,12 +254,11 @@ class RaftNode:
     def config(self) -> bytes:
         """The configuration in force: the latest config entry, else the snapshot's."""
         if self.config_index > self.offset:
-            return self.log[self.config_index - self.offset - 1].data
+            return self.log.data(self.config_index - self.offset - 1)
         return self.snapshot.config if self.snapshot is not None else b""
 
     def refresh_config(self) -> None:
-        self.config_index = next((e.index for e in reversed(self.log) if e.kind == CONFIG),
-                                 self.offset)
+        self.config_index = self.offset + 1 + self.log.last_of_kind(CONFIG)  # offset: none
         self.peers = tuple(sorted(config_members(self.config)))
         if self.role == Role.LEADER:
             for peer in self.peers:
@@ -276,9 +267,9 @@ class RaftNode:
                 del self.progress[gone]
 
     def config_at(self, index: int) -> bytes:
-        for entry in reversed(self.entries(self.offset + 1, index + 1)):
-            if entry.kind == CONFIG:
-                return entry.data
+        position = self.log.last_of_kind(CONFIG, index - self.offset)
+        if position >= 0:
+            return self.log.data(position)
         return self.snapshot.config if self.snapshot is not None else b""
 
     def found(self, members: dict[NodeId, Any]) -> None:
@@ -392,7 +383,7 @@ class RaftNode:
         if index == self.offset:
             return
         self.snapshot = Snapshot(index, self.term_at(index), self.config_at(index), data)
-        del self.log[:index - self.offset]
+        self.log.drop_first(index - self.offset)
         self.offset, self.offset_term = index, self.snapshot.term
 
     def step(self, m: Message) -> None:
@@ -598,6 +589,7 @@ class RaftNode:
                 assert entry.index > self.commit, "a committed entry may never be replaced"
                 reconfigured |= self.config_index >= entry.index
                 self.truncate_from(entry.index)
+            assert entry.index == self.last_index + 1, "appended entries follow the log"
             self.log.append(entry)
             reconfigured |= entry.kind == CONFIG
         if reconfigured:
@@ -623,7 +615,7 @@ class RaftNode:
         if self.term_at(snap.index) == snap.term:
             self.commit = snap.index  # our log already holds it: just move commit on
         else:
-            self.log = []
+            self.log = EntryLog()
             self.snapshot = snap
             self.offset, self.offset_term = snap.index, snap.term
             self.commit = self.stable = snap.index

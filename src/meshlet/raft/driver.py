@@ -46,6 +46,7 @@ from meshlet.raft.core import (
     Snapshot,
     config_members,
 )
+from meshlet.raft.entry_log import EntryLog
 from meshlet.raft.interfaces import Storage, Transport, forkable
 from meshlet.raft.storage import RaftStorage
 from meshlet.raft.transport import TcpTransport, TransportTls
@@ -174,7 +175,8 @@ class RaftDriver:
         if snapshot is not None:
             self.restore(snapshot.data)
         self.node = RaftNode(self.id, self.rng, election_ticks=self.election_ticks,
-                             term=hard.term, vote=hard.vote, snapshot=snapshot, log=entries,
+                             term=hard.term, vote=hard.vote, snapshot=snapshot,
+                             log=EntryLog.of(entries, snapshot.index if snapshot else 0),
                              commit=hard.commit)
         await self.transport.start(self.receive)
         if self.founders is not None:
