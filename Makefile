@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PURE_CORES := src/meshlet/state src/meshlet/proxy/lb src/meshlet/proxy/config.py \
 	src/meshlet/proxy/resilience src/meshlet/proxy/partition.py src/meshlet/proxy/routing.py \
 	src/meshlet/proxy/request_view.py src/meshlet/proxy/plain_head.py src/meshlet/raft/core.py src/meshlet/raft/interfaces.py \
-	src/meshlet/raft/memory.py \
+	src/meshlet/raft/memory.py src/meshlet/raft/entry.py src/meshlet/raft/entry_log.py \
 	src/meshlet/agent/health.py src/meshlet/agent/backoff.py src/meshlet/backoff.py \
 	src/meshlet/agent/network_plan.py src/meshlet/agent/cluster_view.py \
 	src/meshlet/proxy/settings.py src/meshlet/settings_rules.py src/meshlet/intention_rules.py src/meshlet/durations.py \

@@ -37,7 +37,10 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from meshlet.raft.entry import CONFIG, NORMAL, Entry  # also imported from here
+# Re-exported: the log's entry and kinds are imported from here too.
+from meshlet.raft.entry import CONFIG as CONFIG  # noqa: PLC0414
+from meshlet.raft.entry import NORMAL as NORMAL  # noqa: PLC0414
+from meshlet.raft.entry import Entry as Entry  # noqa: PLC0414
 from meshlet.raft.entry_log import EntryLog
 
 if TYPE_CHECKING:
