@@ -359,6 +359,7 @@ def report(rounds: list[list[Result]], backend: str, seconds: float) -> str:
              "", "| target | conns | req/s | p50 ms | p99 ms | proxy CPU µs/req | "
              "req/s vs Envoy | p99 vs Envoy |", "|---|---|---|---|---|---|---|---|"]
     keys = [(r.target, r.connections) for r in rounds[0]]
+    per_round: list[str] = []
     for target, conns in keys:
         rows = [r for one in rounds for r in one if (r.target, r.connections) == (target, conns)]
         pairs = [(r, e) for one in rounds for r in one for e in one
@@ -371,6 +372,11 @@ def report(rounds: list[list[Result]], backend: str, seconds: float) -> str:
         cpu = f"{m.cpu_us:.1f}" if m.cpu_us is not None else "-"
         lines.append(f"| {target} | {conns} | {m.rps:,.0f} | {m.p50_ms:.3f} | "
                      f"{m.p99_ms:.3f} | {cpu} | {ratio} | {p99} |")
+        if pairs and target.startswith("meshlet") and len(rounds) > 1:
+            per_round.append(f"{target} @{conns}: " + ", ".join(
+                f"{r.rps / e.rps:.2f}" for r, e in pairs))
+    if per_round:  # what the medians hide: a median over the rounds of several runs
+        lines += ["", "req/s vs Envoy in each round:", *per_round]
     return "\n".join(lines)
 
 
