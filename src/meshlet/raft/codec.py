@@ -49,9 +49,11 @@ def decode(payload: bytes) -> Message:
         at += frm_len
         to = payload[at:at + to_len].decode()
         at += to_len
-        entries = []
+        entries: list[Entry] = []
         for _ in range(count):
             e_term, e_index, kind, size = ENTRY.unpack_from(payload, at)
+            if e_index != index + 1 + len(entries):  # the log holds no gaps: refuse them here
+                raise ValueError(f"entry {e_index} does not follow {index + len(entries)}")
             at += ENTRY.size
             entries.append(Entry(e_term, e_index, payload[at:at + size], kind))
             at += size
