@@ -70,6 +70,16 @@ class Observed:
             return []
 
 
+def ready(base: str, prometheus: subprocess.Popen[Any]) -> bool:
+    """Its API answers 503 until the TSDB is open: wait on its own readiness probe."""
+    assert prometheus.poll() is None, "Prometheus exited; see prometheus.log"
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=5) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -107,8 +117,10 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         procs.append(prometheus)
         log.close()
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: ready(base, prometheus), 60, "Prometheus to be ready")
         with Traffic(up.ingress("frontend")) as traffic:
-            yield Observed(up, targets, f"http://127.0.0.1:{port}", sd, traffic)
+            yield Observed(up, targets, base, sd, traffic)
     finally:
         for proc in reversed(procs):
             stop(proc)
