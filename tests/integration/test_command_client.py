@@ -270,8 +270,27 @@ async def test_an_answer_longer_than_any_servers_is_refused(
 @pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "one-shot"])
 async def test_an_empty_answer_is_not_meshlets(pooled: bool) -> None:
     """Every JSON route of a server answers a value; an empty 200 is another server's."""
-    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    empty = b"HTTP/1.1 200 OK\r\nX-Meshlet-Index: 1\r\nContent-Length: 0\r\n\r\n"
     async with answering(empty) as port, Client(f"http://127.0.0.1:{port}",
                                                 pooled=pooled) as client:
         with pytest.raises(MeshletError, match="not meshlet's: the answer is empty"):
             await client.status()
+
+
+@pytest.mark.parametrize("body", [b"null", b"{}", b"[]", b'"x"'])
+async def test_json_from_another_server_is_named_not_read_as_meshlets(body: bytes) -> None:
+    """Something else on the address (a web server, a sidecar's port) may answer JSON:
+    without the index header every success of meshlet's carries, the command says so
+    in one line instead of failing inside, on a shape it did not expect."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d" \
+        b"\r\n\r\n%b" % (len(body), body)
+    async with answering(answer) as port:
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meshlet", "--addr", f"127.0.0.1:{port}", "services",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 1 and out == b""
+    assert err.decode() == (
+        f"meshlet: error: GET http://127.0.0.1:{port}/v1/services: HTTP 200 without "
+        "X-Meshlet-Index: not a meshlet server's answer: is it a server's API "
+        "address (--http)?\n")

@@ -85,7 +85,16 @@ def _decode(raw: bytes) -> Any:
 
 
 def _index_of(status: int, headers: one_shot.Headers, method: str, url: str) -> int:
-    raw = headers.get(INDEX_HEADER, "0") or "0"
+    """The answer's X-Meshlet-Index. Every success a meshlet server sends carries one:
+    a success without it came from something else at that address (a web server, a
+    sidecar's port), whose JSON the commands must not read as meshlet's."""
+    raw = headers.get(INDEX_HEADER, "")
+    if not raw:
+        if 200 <= status < 300:
+            raise errors.MeshletError(
+                f"{method} {url}: HTTP {status} without {INDEX_HEADER}: not a meshlet "
+                "server's answer: is it a server's API address (--http)?")
+        return 0
     if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
         raise errors.MeshletError(f"{method} {url}: HTTP {status} with "
                                   f"{INDEX_HEADER} {raw[:32]!r}: not meshlet's answer")

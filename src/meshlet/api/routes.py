@@ -3,7 +3,7 @@
 Every failure leaves as ``{"error": {"code", "message", "field"}}`` with a 4xx status
 (5xx only for a server fault), never a traceback. List endpoints are blocking queries:
 ``?index=N&wait=30s`` returns once the watched index exceeds N, or after ``wait``, and
-every response carries ``X-Meshlet-Index``.
+every success carries ``X-Meshlet-Index`` (the client refuses one without it).
 """
 
 from __future__ import annotations
