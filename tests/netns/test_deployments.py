@@ -1,7 +1,8 @@
 """Deployments across three hosts (needs root): the plain web-app manifest, applied
 unchanged, gives three ready replicas spread one per host and reachable on port 80 of
 every host's address; a replica killed with SIGKILL comes back; a host that leaves has
-its replica placed on another; applying again changes nothing."""
+its replica placed on another, and once back, with no replica, still serves port 80;
+applying again changes nothing."""
 
 from __future__ import annotations
 
@@ -133,6 +134,12 @@ def test_web_manifest_runs_three_ready_replicas_spread_and_reachable_on_port_80(
     wait_until(lambda: not [n for n in netns.ours()
                             if n.startswith(namespace_prefix("host3"))], 60,
                "host3's agent to remove what its killed run left")
+    # host3 runs no replica now, and its port 80 still reaches them on the others: its
+    # host joins the pods' overlay for the Service's gateway, as every node serves a
+    # NodePort.
+    assert not [p for p in pods(hosts) if p["node"] == "host3"]
+    body = wait_until(lambda: fetch(hosts, "host3"), 60, "port 80 on host3, which has no pod")
+    assert body.strip() == "hello from busybox"
 
 
 LOAD = """

@@ -1,6 +1,7 @@
 """``HostNetworks`` against an in-memory kernel: sandboxes share a network's bridge
 while either is on it, a failed open leaves nothing behind, rewiring and overlays
-follow the plan, a failed step is made again by the next call, a cancelled call waits
+follow the plan, the host joins an overlay itself (for its gateways) and leaves it, a
+failed step is made again by the next call, a cancelled call waits
 for the kernel call it started, and a host whose preparation failed says so to those
 waiting for it. (tests/netns runs the same against the real kernel.)"""
 
@@ -10,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,74 @@ async def test_a_tunnel_made_for_a_sandbox_has_the_views_entries_at_once() -> No
                         NETWORKS, nobody)
     assert kernel.entries == {"wide": {Remote("10.50.0.3", mac_for("10.50.0.3"),
                                               "192.168.1.6")}}
+
+
+def wide_view(networks: HostNetworks) -> None:
+    """n1 (this host) and n2, and a workload of overlay ``wide`` on n2 only."""
+    networks.view.set_nodes([{"name": "n1", "address": "192.168.1.5"},
+                             {"name": "n2", "address": "192.168.1.6"}])
+    networks.view.set_networks([{"name": "wide", "driver": "overlay", "addresses": {
+        "host:n1": "10.50.0.9", "svc:n2:api-0": "10.50.0.3"}}])
+
+
+async def test_a_host_joins_an_overlay_without_a_sandbox_and_leaves_it() -> None:
+    # A gateway in the agent reaches the overlay's workloads on other hosts.
+    networks, kernel = host("192.168.1.5")
+    wide_view(networks)
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))  # joined: no-op
+    assert kernel.bridges == {"wide"} and kernel.namespaces == {} and kernel.links == {}
+    assert kernel.tunnels == {"wide": (4242, "192.168.1.5", 1450)}
+    assert kernel.entries == {"wide": {Remote("10.50.0.3", mac_for("10.50.0.3"),
+                                              "192.168.1.6")}}
+    assert networks.in_use() == {"wide"}
+    await networks.leave("wide")
+    await networks.leave("wide")  # not joined: nothing to do
+    assert kernel.empty() and networks.in_use() == set()
+
+
+async def test_a_joined_overlay_outlives_its_last_sandbox_and_the_other_way_round() -> None:
+    networks, kernel = host("192.168.1.5")
+    wide_view(networks)
+    await networks.open("svc:n1:web-0", "ml-a-svc.web-0", {"wide": "10.50.0.2"},
+                        NETWORKS, nobody)
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    await networks.close("svc:n1:web-0")
+    assert kernel.bridges == {"wide"} and "wide" in kernel.tunnels  # the host is on it
+    await networks.open("svc:n1:web-1", "ml-a-svc.web-1", {"wide": "10.50.0.4"},
+                        NETWORKS, nobody)
+    await networks.leave("wide")
+    assert kernel.bridges == {"wide"} and "wide" in kernel.tunnels  # web-1 is on it
+    await networks.close("svc:n1:web-1")
+    assert kernel.empty()
+
+
+async def test_a_failed_join_leaves_nothing_and_the_next_one_makes_it() -> None:
+    networks, kernel = host("192.168.1.5")
+    wide_view(networks)
+    kernel.fail_tunnel = "wide"
+    with pytest.raises(NetworkError, match="cannot make the tunnel of network 'wide'"):
+        await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    assert kernel.empty() and networks.in_use() == set()
+    kernel.fail_tunnel = None
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    assert kernel.bridges == {"wide"} and "wide" in kernel.tunnels
+
+
+async def test_a_host_on_loopback_only_joins_nothing() -> None:
+    networks, kernel = host()  # one host: every workload is local
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    assert kernel.empty() and networks.in_use() == set()
+
+
+async def test_a_joined_network_removed_from_the_cluster_loses_its_links() -> None:
+    networks, kernel = host("192.168.1.5")
+    wide_view(networks)
+    networks.set_networks([{"name": "wide", "driver": "overlay", "addresses": {}}])
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    networks.set_networks([])
+    await networks.remove_gone_networks()
+    assert kernel.empty() and networks.in_use() == set()
 
 
 async def test_leftovers_of_this_node_are_removed() -> None:

@@ -5,7 +5,8 @@ after an earlier run.
 
 The container runner and the mesh workloads' sandboxes both go through one
 ``HostNetworks``, under its lock, so neither undoes the other's links: a network's
-bridge lives while a sandbox of this host is on it. Interfaces are planned
+bridge lives while a sandbox of this host is on it, or while the host joined it itself
+(``join``: the agent's gateways reach an overlay's workloads on other hosts). Interfaces are planned
 (``network_plan.plan``, pure), then applied through the ``Kernel``
 (``agent/kernel.py``), whose every operation is idempotent.
 
@@ -51,6 +52,7 @@ from meshlet.agent.network_plan import (
     RemoveNetwork,
     Underlay,
     describe,
+    host_side,
     needs_tunnel,
     plan,
 )
@@ -86,6 +88,8 @@ class HostNetworks:
         self.prefix = namespace_prefix(node)
         self.view = ClusterView(node)
         self.sandboxes: dict[str, Plumbed] = {}   # by owner
+        # The overlays the host itself is on without a sandbox of its own (``join``).
+        self.joined: set[str] = set()
         self.lock = asyncio.Lock()
         self.ready = asyncio.Event()  # prepared (or that failed, and ``failure`` says why)
         self.failure: str | None = None
@@ -109,9 +113,10 @@ class HostNetworks:
         return [i.network for i in box.interfaces if i.network not in box.unfinished]
 
     def in_use(self, but: str = "") -> set[str]:
-        """The networks this host's sandboxes are on, even half (but ``but``'s)."""
-        return {i.network for owner, box in self.sandboxes.items() if owner != but
-                for i in box.interfaces}
+        """The networks this host's sandboxes are on, even half (but ``but``'s), and
+        those the host joined itself."""
+        return self.joined | {i.network for owner, box in self.sandboxes.items()
+                              if owner != but for i in box.interfaces}
 
     # -- preparing the host -------------------------------------------------------------
 
@@ -132,6 +137,7 @@ class HostNetworks:
             await in_thread("remove this host's links", self.kernel.remove_leftovers,
                             self.prefix)
             self.gone.clear()
+            self.joined.clear()
 
     def prepared(self, failure: str | None = None) -> None:
         """The host is ready for sandboxes, or (``failure``: why) never will be."""
@@ -191,11 +197,53 @@ class HostNetworks:
                              networks: Mapping[str, Network]) -> None:
         underlay = None
         if self.tunnels and needs_tunnel(want, networks):
-            underlay = Underlay(self.address, await in_thread(
-                "read the underlay's MTU", self.kernel.underlay_mtu, self.address))
+            underlay = await self.underlay()
         ops = plan(box.owner, box.namespace, box.interfaces, want, networks,
                    self.in_use(but=box.owner), underlay, box.unfinished)
         await self.apply_locked(box, ops)
+
+    async def underlay(self) -> Underlay:
+        return Underlay(self.address, await in_thread(
+            "read the underlay's MTU", self.kernel.underlay_mtu, self.address))
+
+    # -- the host itself on an overlay --------------------------------------------------
+
+    async def join(self, network: Network) -> None:
+        """Put the host itself on overlay ``network`` (``network.local``: its address
+        there) with no sandbox of its own: its bridge, its tunnel and their entries, as
+        a sandbox's first attach makes them. A gateway in the agent reaches the
+        overlay's workloads on other hosts that way while none runs here, as
+        kube-proxy reaches every node's pods. Joined already, or a host without
+        tunnels: nothing to do. Raises MeshletError."""
+        async with self.lock:
+            self.raise_if_failed()
+            await self.finish_closing_locked()
+            if not self.tunnels or network.name in self.joined:
+                return
+            ops = host_side(network, await self.underlay())
+            self.joined.add(network.name)
+            try:
+                for op in ops:
+                    _, cancelled = await run_to_end(describe(op), self.kernel.apply, op)
+                    if cancelled:
+                        raise asyncio.CancelledError()
+                await self.program_locked(network.name)
+            except BaseException:
+                self.joined.discard(network.name)
+                await self.roll_back_locked(network.name)
+                raise
+
+    async def leave(self, network: str) -> None:
+        """The host no longer needs to be on ``network`` itself: its bridge and tunnel
+        go unless a sandbox here is on it. Raises MeshletError."""
+        async with self.lock:
+            await self.finish_closing_locked()
+            if network not in self.joined:
+                return
+            self.joined.discard(network)
+            if network not in self.in_use():
+                op = RemoveNetwork(network)
+                await in_thread(describe(op), self.kernel.apply, op)
 
     async def close(self, owner: str) -> None:
         """Remove sandbox ``owner``: DNS, interfaces, namespace, and the bridges (and
@@ -284,6 +332,7 @@ class HostNetworks:
             await self.finish_closing_locked()
             if not self.gone:
                 return
+            self.joined -= self.gone
             in_use = self.in_use()
             failures: list[NetworkError] = []
             for network in sorted(self.gone - in_use):

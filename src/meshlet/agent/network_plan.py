@@ -145,19 +145,26 @@ def plan(owner: str, namespace: str, have: Sequence[Interface],
         if name in attached:
             continue
         network = networks[name]
-        tunnel = underlay if network.driver == "overlay" else None
-        ops.append(EnsureBridge(name, network.gateway, network.prefix,
-                                network.local if tunnel is not None else None))
-        mtu = None
-        if tunnel is not None:
-            assert network.vni is not None, f"overlay {name!r} has no VXLAN id"
-            ops.append(EnsureTunnel(name, network.vni, tunnel.local, tunnel.mtu))
-            mtu = tunnel.mtu
+        ops += host_side(network, underlay)
+        mtu = underlay.mtu if underlay is not None and network.driver == "overlay" else None
         ifname = next(f"eth{n}" for n in range(len(names) + 1) if f"eth{n}" not in names)
         gateway = network.gateway if not names else None
         names.add(ifname)
         ops.append(Attach(name, owner, namespace, Interface(name, ifname), address,
                           network.prefix, gateway, mac_for(address), mtu))
+    return ops
+
+
+def host_side(network: Network, underlay: Underlay | None) -> list[Op]:
+    """What ``network`` needs on this host before anything is on it: its bridge (with
+    the host's own address on an overlay that reaches other hosts), then such an
+    overlay's tunnel. ``underlay``: as in ``plan``."""
+    tunnel = underlay if network.driver == "overlay" else None
+    ops: list[Op] = [EnsureBridge(network.name, network.gateway, network.prefix,
+                                  network.local if tunnel is not None else None)]
+    if tunnel is not None:
+        assert network.vni is not None, f"overlay {network.name!r} has no VXLAN id"
+        ops.append(EnsureTunnel(network.name, network.vni, tunnel.local, tunnel.mtu))
     return ops
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from meshlet.agent.host_networks import HostNetworks
 from meshlet.agent.network_plan import Network
 from meshlet.agent.workload_host import Sandbox
 from meshlet.api.client import Client
-from meshlet.errors import ConfigError, MeshletError
+from meshlet.errors import ConfigError, MeshletError, NotFound
 from meshlet.net import netns
 from meshlet.net.overlay_plan import host_owner, mesh_owner
 
@@ -49,11 +50,7 @@ class Sandboxes:
                               f"{', internal' if info['internal'] else ''}) cannot carry "
                               "mesh services: use a bridge or overlay network with a "
                               "gateway", "network")
-        host.view.note_network(info)
-        plumbing = Network.from_record(info)
-        if info["driver"] == "overlay" and host.tunnels:  # see overlay_plan: host:NODE
-            held = await self.client.address_assign(network, host_owner(host.node))
-            plumbing = replace(plumbing, local=held["address"])
+        plumbing = await self.plumbing(info)
         assigned = await self.client.address_assign(network, owner)
         box = Sandbox(owner, f"{host.prefix}svc.{instance}", network, assigned["address"])
         record = box.record()
@@ -64,6 +61,37 @@ class Sandboxes:
             await self.close(box)
             raise
         return box
+
+    async def plumbing(self, info: dict[str, Any]) -> Network:
+        """What attaching needs of network record ``info``; on an overlay that reaches
+        other hosts, with the host's own address there (see overlay_plan: host:NODE)."""
+        host = self.host
+        host.view.note_network(info)
+        plumbing = Network.from_record(info)
+        if info["driver"] == "overlay" and host.tunnels:
+            held = await self.client.address_assign(info["name"], host_owner(host.node))
+            plumbing = replace(plumbing, local=held["address"])
+        return plumbing
+
+    async def join(self, network: str) -> bool:
+        """Put the host itself on overlay ``network`` (``HostNetworks.join``), for what
+        the agent sends there while no workload of the network runs here. False if
+        the network does not exist (yet); a network not an overlay needs nothing.
+        Raises MeshletError."""
+        host = self.host
+        if not host.tunnels or not netns.can_manage():
+            return True  # one host, or no links at all: every workload is local
+        await host.wait_ready()
+        try:
+            info = await self.client.network(network)
+        except NotFound:
+            return False
+        if info["driver"] == "overlay":
+            await host.join(await self.plumbing(info))
+        return True
+
+    async def leave(self, network: str) -> None:
+        await self.host.leave(network)
 
     async def close(self, box: Sandbox) -> None:
         await self.host.close(box.owner)

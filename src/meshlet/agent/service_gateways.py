@@ -6,6 +6,11 @@ inside the agent that balances across the Service's ready replicas wherever they
 and calls them in mutual TLS as the ingress gateway's identity, as kube-proxy makes a
 NodePort reachable on every node. A port that cannot be bound (taken, or below 1024
 without root) is logged and tried again on the next change.
+
+The replicas have their addresses on the pods' overlay. While a Service is published
+here the host itself is on that overlay (``Sandboxes.join``), so that its gateways reach
+the replicas on other hosts while none runs on this one (a Deployment scaled below the
+number of nodes, or a node that just came back).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from meshlet.agent.ingress import IngressGateway
 from meshlet.agent.retry import answered
+from meshlet.backoff import Backoff
 from meshlet.deploy.published import Published, published_ports
 from meshlet.errors import MeshletError
 
@@ -35,6 +41,8 @@ class ServiceGateways:
         self.gateways: dict[Published, IngressGateway] = {}
         self.identity: Any = None
         self.task: asyncio.Task[None] | None = None
+        self.joining: asyncio.Task[None] | None = None
+        self.joined = False  # the host is on the pods' overlay itself
 
     def __repr__(self) -> str:
         return f"<ServiceGateways {sorted(p.host_port for p in self.gateways)}>"
@@ -62,6 +70,8 @@ class ServiceGateways:
         for entry in wanted:
             if entry not in self.gateways:
                 await self.publish(entry)
+        if not self.gateways:
+            await self.leave()
 
     async def publish(self, entry: Published) -> None:
         self.host.follow_service(entry.service)
@@ -78,9 +88,44 @@ class ServiceGateways:
         self.gateways[entry] = gateway
         gateway.apply(self.host.snapshot(gateway.bootstrap))
         log.info("published %s on %s:%d", entry.service, self.bind, entry.host_port)
+        self.reach_replicas()
+
+    def reach_replicas(self) -> None:
+        """Have the host join the pods' overlay, once, while a gateway is published
+        (again on a new snapshot, if the network did not exist yet)."""
+        if self.joined or not self.gateways or (
+                self.joining is not None and not self.joining.done()):
+            return
+        self.joining = asyncio.get_running_loop().create_task(self.join())
+
+    async def join(self) -> None:
+        network = self.host.pods.network
+        backoff = Backoff(cap=30.0)
+        while True:
+            try:
+                self.joined = await self.host.sandboxes.join(network)
+                return
+            except (MeshletError, OSError) as exc:
+                log.warning("the Services' gateways cannot join network %s yet (their "
+                            "replicas on other hosts stay out of reach): %s", network, exc)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def leave(self) -> None:
+        if self.joining is not None:
+            self.joining.cancel()
+            await asyncio.gather(self.joining, return_exceptions=True)
+            self.joining = None
+        if self.joined:
+            self.joined = False
+            try:
+                await self.host.sandboxes.leave(self.host.pods.network)
+            except (MeshletError, OSError) as exc:
+                log.warning("could not take the host off network %s: %s",
+                            self.host.pods.network, exc)
 
     def push(self, service: str | None) -> None:
         """A new snapshot for the gateways of ``service`` (all if None)."""
+        self.reach_replicas()
         for entry, gateway in self.gateways.items():
             if service is None or entry.service == service:
                 gateway.apply(self.host.snapshot(gateway.bootstrap))
@@ -100,4 +145,5 @@ class ServiceGateways:
         for gateway in self.gateways.values():
             await gateway.stop(1.0)
         self.gateways.clear()
+        await self.leave()
 
