@@ -95,7 +95,7 @@ def test_served_document_is_the_code_s(fuzzed: ServerProcess) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
-def test_no_operation_answers_5xx(case: schemathesis.Case, fuzzed: ServerProcess) -> None:
+def test_no_operation_answers_5xx_and_every_success_carries_the_index(case: schemathesis.Case, fuzzed: ServerProcess) -> None:
     if isinstance(case.query, dict) and "index" in case.query:
         case.query["wait"] = "0s"
     response = case.call(base_url=fuzzed.url, timeout=20,
@@ -103,6 +103,12 @@ def test_no_operation_answers_5xx(case: schemathesis.Case, fuzzed: ServerProcess
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} answered {response.status_code}: "
         f"{response.text[:500]}")
+    # What the client tells a meshlet server's answer from another's by.
+    if 200 <= response.status_code < 300 and case.formatted_path.startswith("/v1/"):
+        index = response.headers.get("x-meshlet-index", [""])  # lowercased, as lists
+        assert len(index) == 1 and index[0].isdigit(), (
+            f"{case.method} {case.formatted_path} answered {response.status_code} "
+            "without X-Meshlet-Index")
 
 
 @schema.exclude(path="/metrics").parametrize()

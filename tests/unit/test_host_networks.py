@@ -51,7 +51,8 @@ class MemoryKernel:
     ``fail_detach`` and making the tunnel of ``fail_tunnel`` fail; attaching to ``hold``
     waits for ``gate``. ``overlapped`` says whether two calls ever ran at once.
     ``ports`` holds the veths a container runtime plugged into a bridge through
-    meshlet-cni, which no sandbox here owns; removing ``fail_remove`` fails."""
+    meshlet-cni, which no sandbox here owns; removing ``fail_remove`` fails, and so does
+    the RemoveNetwork of ``fail_remove_network``."""
 
     namespaces: dict[str, set[str]] = field(default_factory=dict)  # -> loopback
     bridges: set[str] = field(default_factory=set)
@@ -65,6 +66,7 @@ class MemoryKernel:
     fail_leftovers: bool = False
     ports: dict[str, set[str]] = field(default_factory=dict)  # network -> CNI veths
     fail_remove: str | None = None
+    fail_remove_network: str | None = None
     complete: set[tuple[str, str]] = field(default_factory=set)
     hold: str | None = None
     holding: bool = False
@@ -97,6 +99,8 @@ class MemoryKernel:
         if isinstance(op, Detach) and op.network == self.fail_detach:
             raise NetworkError(f"cannot {describe(op)}: injected")
         if isinstance(op, EnsureTunnel) and op.network == self.fail_tunnel:
+            raise NetworkError(f"cannot {describe(op)}: injected")
+        if isinstance(op, RemoveNetwork) and op.network == self.fail_remove_network:
             raise NetworkError(f"cannot {describe(op)}: injected")
         if isinstance(op, EnsureBridge):
             self.bridges.add(op.network)
@@ -288,6 +292,19 @@ async def test_a_failed_join_leaves_nothing_and_the_next_one_makes_it() -> None:
     kernel.fail_tunnel = None
     await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
     assert kernel.bridges == {"wide"} and "wide" in kernel.tunnels
+
+
+async def test_a_failed_leave_stays_joined_and_the_next_one_leaves() -> None:
+    networks, kernel = host("192.168.1.5")
+    wide_view(networks)
+    await networks.join(replace(NETWORKS["wide"], local="10.50.0.9"))
+    kernel.fail_remove_network = "wide"
+    with pytest.raises(NetworkError, match="cannot remove the bridge of network 'wide'"):
+        await networks.leave("wide")
+    assert networks.in_use() == {"wide"}  # its entries are still kept current
+    kernel.fail_remove_network = None
+    await networks.leave("wide")
+    assert kernel.empty() and networks.in_use() == set()
 
 
 async def test_a_host_on_loopback_only_joins_nothing() -> None:

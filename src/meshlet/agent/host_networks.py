@@ -235,7 +235,9 @@ class HostNetworks:
 
     async def leave(self, network: str) -> None:
         """The host no longer needs to be on ``network`` itself: its bridge and tunnel
-        go unless a sandbox here is on it. Raises MeshletError."""
+        go unless a sandbox here is on it. If removing them fails, the host stays
+        joined (its entries kept current) until a later ``leave`` or ``clear``. Raises
+        MeshletError."""
         async with self.lock:
             await self.finish_closing_locked()
             if network not in self.joined:
@@ -243,7 +245,11 @@ class HostNetworks:
             self.joined.discard(network)
             if network not in self.in_use():
                 op = RemoveNetwork(network)
-                await in_thread(describe(op), self.kernel.apply, op)
+                try:
+                    await in_thread(describe(op), self.kernel.apply, op)
+                except BaseException:
+                    self.joined.add(network)
+                    raise
 
     async def close(self, owner: str) -> None:
         """Remove sandbox ``owner``: DNS, interfaces, namespace, and the bridges (and

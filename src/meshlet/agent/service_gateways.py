@@ -99,15 +99,20 @@ class ServiceGateways:
         self.joining = asyncio.get_running_loop().create_task(self.join())
 
     async def join(self) -> None:
+        """Until the host is on the network, or the network does not exist yet; each
+        new failure is logged once (the same one again at debug level)."""
         network = self.host.pods.network
         backoff = Backoff(cap=30.0)
+        last = ""
         while True:
             try:
                 self.joined = await self.host.sandboxes.join(network)
                 return
             except (MeshletError, OSError) as exc:
-                log.warning("the Services' gateways cannot join network %s yet (their "
-                            "replicas on other hosts stay out of reach): %s", network, exc)
+                level = logging.DEBUG if str(exc) == last else logging.WARNING
+                last = str(exc)
+                log.log(level, "the Services' gateways cannot join network %s yet (their "
+                        "replicas on other hosts stay out of reach): %s", network, exc)
             await asyncio.sleep(backoff.next_delay())
 
     async def leave(self) -> None:
@@ -116,12 +121,13 @@ class ServiceGateways:
             await asyncio.gather(self.joining, return_exceptions=True)
             self.joining = None
         if self.joined:
-            self.joined = False
             try:
                 await self.host.sandboxes.leave(self.host.pods.network)
-            except (MeshletError, OSError) as exc:
+            except (MeshletError, OSError) as exc:  # tried again by the next change
                 log.warning("could not take the host off network %s: %s",
                             self.host.pods.network, exc)
+                return
+            self.joined = False
 
     def push(self, service: str | None) -> None:
         """A new snapshot for the gateways of ``service`` (all if None)."""

@@ -205,7 +205,8 @@ class Api:
     async def openapi_page(self, request: web.Request) -> web.Response:
         if self.openapi_body is None:
             self.openapi_body = json.dumps(openapi.document()).encode()
-        return web.Response(body=self.openapi_body, content_type="application/json")
+        return web.Response(body=self.openapi_body, content_type="application/json",
+                            headers={INDEX_HEADER: str(self.sm.index)})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
