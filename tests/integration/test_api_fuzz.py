@@ -95,7 +95,8 @@ def test_served_document_is_the_code_s(fuzzed: ServerProcess) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
-def test_no_operation_answers_5xx_and_every_success_carries_the_index(case: schemathesis.Case, fuzzed: ServerProcess) -> None:
+def test_no_operation_answers_5xx_and_every_success_carries_the_index(
+        case: schemathesis.Case, fuzzed: ServerProcess) -> None:
     if isinstance(case.query, dict) and "index" in case.query:
         case.query["wait"] = "0s"
     response = case.call(base_url=fuzzed.url, timeout=20,
