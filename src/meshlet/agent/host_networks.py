@@ -6,9 +6,9 @@ after an earlier run.
 The container runner and the mesh workloads' sandboxes both go through one
 ``HostNetworks``, under its lock, so neither undoes the other's links: a network's
 bridge lives while a sandbox of this host is on it, or while the host joined it itself
-(``join``: the agent's gateways reach an overlay's workloads on other hosts). Interfaces are planned
-(``network_plan.plan``, pure), then applied through the ``Kernel``
-(``agent/kernel.py``), whose every operation is idempotent.
+(``join``: the agent's gateways reach an overlay's workloads on other hosts).
+Interfaces are planned (``network_plan.plan``, pure), then applied through the
+``Kernel`` (``agent/kernel.py``), whose every operation is idempotent.
 
 What failed is made again by the next call: an interface is recorded before it is
 made and marked done after, so an attach that failed is planned again (detached, then
@@ -223,11 +223,9 @@ class HostNetworks:
             ops = host_side(network, await self.underlay())
             self.joined.add(network.name)
             try:
-                for op in ops:
-                    _, cancelled = await run_to_end(describe(op), self.kernel.apply, op)
-                    if cancelled:
-                        raise asyncio.CancelledError()
-                await self.program_locked(network.name)
+                # As a sandbox's ops are (the tunnel gets its entries), with no sandbox
+                # on record: the host's bridge and tunnel have no interface of their own.
+                await self.apply_locked(Plumbed(network.name, ""), ops)
             except BaseException:
                 self.joined.discard(network.name)
                 await self.roll_back_locked(network.name)
